@@ -1,0 +1,85 @@
+// losses.h: cross-entropy, NLL and binary cross-entropy, forward, backward and fused.
+//
+// Semantics are PyTorch 1.13's torch.nn.functional.{cross_entropy, nll_loss, binary_cross_entropy,
+// binary_cross_entropy_with_logits}, including every option's edge cases: the divisor of a weighted
+// mean (sum of the picked weights), label smoothing with weights and ignored targets, probability
+// targets (mean divides by the number of rows), NaN for a mean over no targets. docs/numerics.md has
+// the formulas. This header does not cover linear layers (see linear_cross_entropy.h).
+//
+// Shapes (class dimension is dim 1, as in PyTorch):
+//   input  (C), (N, C) or (N, C, d1, ..., dk); float32 or float64
+//   target class indices: (), (N) or (N, d1, ..., dk), int32 or int64;
+//          class probabilities: input's shape and dtype
+//   loss   reduction kNone: target's shape for class indices, input's shape without dim 1 for
+//          probabilities; kMean / kSum: a 0-d tensor (rank 0, one element)
+// Backward takes `dloss` shaped like the loss and writes dinput shaped like the input; the
+// gradient of reduction kNone is that of sum(loss * dloss). `*_fused` computes the loss and the
+// gradient of sum(loss) in one pass over the input. dinput may alias input.
+// Loss is computed from logits as logsumexp(z) - z[target], never as -log(softmax(z)).
+// Nothing is written to any output when the returned Status is not ok.
+#pragma once
+
+#include <cstdint>
+
+#include "xent/status.h"
+#include "xent/tensor.h"
+
+namespace xent {
+
+enum class Reduction : std::uint8_t { kNone, kMean, kSum };
+
+// "none", "mean", "sum".
+const char* reduction_name(Reduction r) noexcept;
+
+struct CrossEntropyOptions {
+  ConstTensorView weight;            // optional (C) class weights, input's dtype; empty = all ones
+  std::int64_t ignore_index = -100;  // targets equal to this contribute nothing (class indices only;
+                                     // must be negative with probability targets, as in PyTorch)
+  Reduction reduction = Reduction::kMean;
+  double label_smoothing = 0.0;      // in [0, 1]
+};
+
+Status cross_entropy_forward(ConstTensorView input, ConstTensorView target,
+                             const CrossEntropyOptions& options, TensorView loss);
+Status cross_entropy_backward(ConstTensorView input, ConstTensorView target,
+                              const CrossEntropyOptions& options, ConstTensorView dloss,
+                              TensorView dinput);
+// loss as cross_entropy_forward, dinput = d sum(loss) / d input.
+Status cross_entropy_fused(ConstTensorView input, ConstTensorView target,
+                           const CrossEntropyOptions& options, TensorView loss, TensorView dinput);
+
+struct NllOptions {
+  ConstTensorView weight;            // optional (C) class weights
+  std::int64_t ignore_index = -100;
+  Reduction reduction = Reduction::kMean;
+};
+
+// input holds log-probabilities; loss = -weight[t] * input[n, t].
+Status nll_loss_forward(ConstTensorView input, ConstTensorView target, const NllOptions& options,
+                        TensorView loss);
+Status nll_loss_backward(ConstTensorView input, ConstTensorView target, const NllOptions& options,
+                         ConstTensorView dloss, TensorView dinput);
+
+struct BceOptions {
+  ConstTensorView weight;      // optional, broadcastable to the input's shape (NumPy rules)
+  ConstTensorView pos_weight;  // optional, broadcastable; binary_cross_entropy_with_logits only
+  Reduction reduction = Reduction::kMean;
+};
+
+// input holds probabilities in [0, 1] (anything else, NaN included, is refused);
+// loss = -w * (t * max(log p, -100) + (1 - t) * max(log(1 - p), -100)). target has input's shape.
+Status binary_cross_entropy_forward(ConstTensorView input, ConstTensorView target,
+                                    const BceOptions& options, TensorView loss);
+Status binary_cross_entropy_backward(ConstTensorView input, ConstTensorView target,
+                                     const BceOptions& options, ConstTensorView dloss,
+                                     TensorView dinput);
+
+// input holds logits; loss = w * ((1 - t) * x + (1 + (pw - 1) * t) * softplus(-x)), evaluated in
+// PyTorch's stable form.
+Status binary_cross_entropy_with_logits_forward(ConstTensorView input, ConstTensorView target,
+                                                const BceOptions& options, TensorView loss);
+Status binary_cross_entropy_with_logits_backward(ConstTensorView input, ConstTensorView target,
+                                                 const BceOptions& options, ConstTensorView dloss,
+                                                 TensorView dinput);
+
+}  // namespace xent

@@ -1,0 +1,107 @@
+// tensor.h: non-owning views over caller memory (dtype + shape + pointer), as xent's API takes them.
+//
+// A view is contiguous and row-major (C order); xent never allocates, frees or keeps a view's
+// memory. Dtypes are the four xent computes with: float32 and float64 values, int32 and int64
+// class indices. This is not a tensor library: no strides, no broadcasting arithmetic, no ownership.
+//
+//   std::vector<float> x = {1, 2, 3, 2, 4, 6}, y(6);
+//   xent::Status s = xent::softmax_forward({x.data(), {2, 3}}, 1, {y.data(), {2, 3}});
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+namespace xent {
+
+enum class DType : std::uint8_t { kF32, kF64, kI32, kI64 };
+
+// "float32", "float64", "int32", "int64".
+const char* dtype_name(DType d) noexcept;
+std::size_t dtype_size(DType d) noexcept;
+inline bool is_floating(DType d) noexcept { return d == DType::kF32 || d == DType::kF64; }
+
+template <class T> struct DTypeOf;
+template <> struct DTypeOf<float> { static constexpr DType value = DType::kF32; };
+template <> struct DTypeOf<double> { static constexpr DType value = DType::kF64; };
+template <> struct DTypeOf<std::int32_t> { static constexpr DType value = DType::kI32; };
+template <> struct DTypeOf<std::int64_t> { static constexpr DType value = DType::kI64; };
+
+// A shape of up to kMaxDims dimensions. Rank 0 is a scalar with one element.
+class Shape {
+ public:
+  static constexpr int kMaxDims = 8;
+
+  Shape() = default;
+  Shape(std::initializer_list<std::int64_t> dims);  // rank > kMaxDims is clipped; use from_dims to check
+
+  // Checked construction: fails (returns false) if rank > kMaxDims.
+  static bool from_dims(const std::int64_t* dims, int rank, Shape* out);
+
+  int rank() const noexcept { return rank_; }
+  std::int64_t operator[](int i) const noexcept { return dims_[i]; }
+  std::int64_t& operator[](int i) noexcept { return dims_[i]; }
+  const std::int64_t* dims() const noexcept { return dims_; }
+
+  // Product of dims (1 for rank 0). Callers that take shapes from untrusted data must check for
+  // overflow first (numel_checked).
+  std::int64_t numel() const noexcept;
+  // False if any dim is negative or the product overflows int64.
+  bool numel_checked(std::int64_t* out) const noexcept;
+
+  // The shape with dimension `dim` removed (dim must be in [0, rank)).
+  Shape without(int dim) const noexcept;
+  // The shape with `size` appended.
+  Shape appended(std::int64_t size) const noexcept;
+
+  // "[2, 3]", "[]" for a scalar.
+  std::string to_string() const;
+
+  friend bool operator==(const Shape& a, const Shape& b) noexcept;
+  friend bool operator!=(const Shape& a, const Shape& b) noexcept { return !(a == b); }
+
+ private:
+  std::int64_t dims_[kMaxDims] = {};
+  int rank_ = 0;
+};
+
+// Read-only view. Constructible from a typed pointer and a shape.
+struct ConstTensorView {
+  const void* data = nullptr;
+  DType dtype = DType::kF32;
+  Shape shape;
+
+  ConstTensorView() = default;
+  ConstTensorView(const void* d, DType t, Shape s) : data(d), dtype(t), shape(s) {}
+  ConstTensorView(const float* d, Shape s) : data(d), dtype(DType::kF32), shape(s) {}
+  ConstTensorView(const double* d, Shape s) : data(d), dtype(DType::kF64), shape(s) {}
+  ConstTensorView(const std::int32_t* d, Shape s) : data(d), dtype(DType::kI32), shape(s) {}
+  ConstTensorView(const std::int64_t* d, Shape s) : data(d), dtype(DType::kI64), shape(s) {}
+
+  // An absent optional input (e.g. no class weight) is a default-constructed view.
+  bool empty_view() const noexcept { return data == nullptr && shape.rank() == 0; }
+  std::int64_t numel() const noexcept { return shape.numel(); }
+  template <class T> const T* as() const noexcept { return static_cast<const T*>(data); }
+};
+
+// Writable view.
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  Shape shape;
+
+  TensorView() = default;
+  TensorView(void* d, DType t, Shape s) : data(d), dtype(t), shape(s) {}
+  TensorView(float* d, Shape s) : data(d), dtype(DType::kF32), shape(s) {}
+  TensorView(double* d, Shape s) : data(d), dtype(DType::kF64), shape(s) {}
+  TensorView(std::int32_t* d, Shape s) : data(d), dtype(DType::kI32), shape(s) {}
+  TensorView(std::int64_t* d, Shape s) : data(d), dtype(DType::kI64), shape(s) {}
+
+  bool empty_view() const noexcept { return data == nullptr && shape.rank() == 0; }
+  std::int64_t numel() const noexcept { return shape.numel(); }
+  template <class T> T* as() const noexcept { return static_cast<T*>(data); }
+  operator ConstTensorView() const noexcept { return {data, dtype, shape}; }  // NOLINT
+};
+
+}  // namespace xent

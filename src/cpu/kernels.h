@@ -1,0 +1,115 @@
+// kernels.h (internal): the per-ISA row-kernel table that the public entry points call.
+//
+// Layout. Every softmax-family and cross-entropy input is seen as (outer, C, inner): C is the
+// reduced (class) dimension, outer the product of the dims before it, inner the product after it.
+// A kernel call works on a Block of that tensor: n_outer outer indices by n_inner inner indices,
+// with `stride` the full inner extent, so element (o, c, i) of the block is at
+//     base[o * C * stride + c * stride + i]
+// and a per-row value (target, lse, upstream gradient) for row (o, i) is at
+//     base[o * stride + i]
+// (base pointers already offset to the block's first row). When inner == 1 the rows are contiguous
+// and stride == n_inner == 1. Per-row results that the front end reduces (losses) go to a dense
+// double buffer: row (o, i) at row_out[o * n_inner + i].
+//
+// Contract. Kernels are noexcept, never allocate and assume validated input: targets are in
+// [0, C) or equal to ignore_index, shapes agree, pointers are non-null where required. Each
+// kernel's arithmetic for a row must not depend on which other rows share its block, so that the
+// front end may split blocks across threads freely (results are then the same for any thread
+// count). Every table must match the scalar table (kernels_scalar.cc) to a few ulp; tests run every
+// table the CPU supports against the long-double reference in src/reference/.
+// This header is not public and names no ISA intrinsics.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace xent::cpu {
+
+struct Block {
+  std::size_t n_outer = 1;
+  std::size_t C = 0;
+  std::size_t n_inner = 1;
+  std::size_t stride = 1;  // full inner extent (>= n_inner)
+};
+
+// Cross-entropy with class-index targets; also NLL (is_nll: input holds log-probabilities).
+template <class T, class I>
+struct CeIndexArgs {
+  const T* x = nullptr;          // logits (or log-probs for NLL)
+  const I* target = nullptr;     // per-row
+  const T* weight = nullptr;     // (C) or nullptr for all ones
+  double weight_sum = 0;         // sum of weight over all C (C when weight == nullptr); smoothing
+  std::int64_t ignore_index = -100;
+  double smoothing = 0;          // label_smoothing
+  double* row_loss = nullptr;    // dense per-row loss out, or nullptr (backward only)
+  T* dx = nullptr;               // gradient out, or nullptr (forward only); may alias x
+  const T* dloss = nullptr;      // per-row upstream gradient, or nullptr to use dloss_scale
+  double dloss_scale = 1;        // upstream gradient for every row (already divided by the mean's
+                                 // divisor); multiplies dloss[row] too when dloss != nullptr
+};
+
+// Cross-entropy with probability targets (target has the input's layout).
+template <class T>
+struct CeProbArgs {
+  const T* x = nullptr;
+  const T* target = nullptr;
+  const T* weight = nullptr;
+  double smoothing = 0;
+  double* row_loss = nullptr;
+  T* dx = nullptr;
+  const T* dloss = nullptr;
+  double dloss_scale = 1;
+};
+
+// Elementwise binary cross-entropy over a contiguous run of n elements. weight and pos_weight are
+// either nullptr, or advance by w_step / pw_step (0 or 1) per element (broadcasting is split into
+// runs by the front end).
+template <class T>
+struct BceArgs {
+  const T* x = nullptr;          // probabilities (bce) or logits (bce_with_logits)
+  const T* target = nullptr;
+  const T* weight = nullptr;
+  std::size_t w_step = 1;
+  const T* pos_weight = nullptr; // with_logits only
+  std::size_t pw_step = 1;
+  double* elem_loss = nullptr;   // dense per-element loss out, or nullptr
+  T* dx = nullptr;
+  const T* dloss = nullptr;      // per-element upstream gradient (same run), or nullptr
+  double dloss_scale = 1;
+};
+
+template <class T>
+struct KernelTable {
+  const char* name = "scalar";
+
+  void (*softmax_fwd)(const T* x, T* y, Block b) noexcept = nullptr;
+  void (*log_softmax_fwd)(const T* x, T* y, Block b) noexcept = nullptr;
+  void (*logsumexp_fwd)(const T* x, T* lse, Block b) noexcept = nullptr;
+  void (*softmax_bwd)(const T* y, const T* dy, T* dx, Block b) noexcept = nullptr;
+  void (*log_softmax_bwd)(const T* y, const T* dy, T* dx, Block b) noexcept = nullptr;
+  void (*logsumexp_bwd)(const T* x, const T* lse, const T* dlse, T* dx, Block b) noexcept = nullptr;
+
+  // Forward, backward or fused, selected by which of row_loss / dx are non-null.
+  void (*ce_index_i32)(const CeIndexArgs<T, std::int32_t>& a, Block b) noexcept = nullptr;
+  void (*ce_index_i64)(const CeIndexArgs<T, std::int64_t>& a, Block b) noexcept = nullptr;
+  void (*nll_i32)(const CeIndexArgs<T, std::int32_t>& a, Block b) noexcept = nullptr;
+  void (*nll_i64)(const CeIndexArgs<T, std::int64_t>& a, Block b) noexcept = nullptr;
+  void (*ce_prob)(const CeProbArgs<T>& a, Block b) noexcept = nullptr;
+
+  void (*bce)(const BceArgs<T>& a, std::size_t n) noexcept = nullptr;
+  void (*bce_logits)(const BceArgs<T>& a, std::size_t n) noexcept = nullptr;
+};
+
+// The portable scalar tables (always available; the fallback and the fast paths' twin).
+const KernelTable<float>& scalar_table_f32() noexcept;
+const KernelTable<double>& scalar_table_f64() noexcept;
+
+// The active tables, chosen by runtime dispatch (runtime.cc).
+const KernelTable<float>& active_table_f32() noexcept;
+const KernelTable<double>& active_table_f64() noexcept;
+
+template <class T> const KernelTable<T>& active_table() noexcept;
+template <> inline const KernelTable<float>& active_table<float>() noexcept { return active_table_f32(); }
+template <> inline const KernelTable<double>& active_table<double>() noexcept { return active_table_f64(); }
+
+}  // namespace xent::cpu

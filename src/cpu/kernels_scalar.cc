@@ -1,0 +1,302 @@
+// kernels_scalar.cc: the portable scalar kernel table, float32 and float64.
+//
+// It defines the semantics every SIMD table must reproduce (to a few ulp): rows are shifted by
+// their maximum (NaN-propagating), exp/log and every sum run in double, and results are rounded
+// once to T at the end. It is the fallback on CPUs without SIMD and the twin the fast paths are
+// tested against; it is NOT the test oracle (that is src/reference/, in long double).
+// Shapes (kernels.h): N rows of C classes in blocks of n_outer x n_inner rows, element stride
+// `stride` along C.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "cpu/kernels.h"
+
+namespace xent::cpu {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Visits every row of a block: fn(row_ptr_offset, row_index_offset, dense_index).
+template <class F>
+inline void for_rows(const Block& b, F&& fn) {
+  std::size_t dense = 0;
+  for (std::size_t o = 0; o < b.n_outer; ++o)
+    for (std::size_t i = 0; i < b.n_inner; ++i, ++dense) fn(o * b.C * b.stride + i, o * b.stride + i, dense);
+}
+
+// Maximum of a row; NaN if any element is NaN; -inf for an empty row.
+template <class T>
+inline double row_max(const T* x, std::size_t C, std::size_t s) {
+  double m = -kInf;
+  for (std::size_t c = 0; c < C; ++c) {
+    double v = static_cast<double>(x[c * s]);
+    if (v > m || std::isnan(v)) {
+      m = v;
+      if (std::isnan(v)) break;
+    }
+  }
+  return m;
+}
+
+template <class T>
+inline double row_sum_exp(const T* x, std::size_t C, std::size_t s, double m) {
+  double sum = 0;
+  for (std::size_t c = 0; c < C; ++c) sum += std::exp(static_cast<double>(x[c * s]) - m);
+  return sum;
+}
+
+// log(sum(exp(x))) as softmax and cross-entropy need it: NaN for an all -inf row.
+template <class T>
+inline double row_lse(const T* x, std::size_t C, std::size_t s) {
+  double m = row_max(x, C, s);
+  return m + std::log(row_sum_exp(x, C, s, m));
+}
+
+template <class T>
+void softmax_fwd(const T* x, T* y, Block b) noexcept {
+  for_rows(b, [&](std::size_t xo, std::size_t, std::size_t) {
+    const std::size_t s = b.stride;
+    double m = row_max(x + xo, b.C, s);
+    double inv = 1.0 / row_sum_exp(x + xo, b.C, s, m);
+    for (std::size_t c = 0; c < b.C; ++c) y[xo + c * s] = static_cast<T>(std::exp(static_cast<double>(x[xo + c * s]) - m) * inv);
+  });
+}
+
+template <class T>
+void log_softmax_fwd(const T* x, T* y, Block b) noexcept {
+  for_rows(b, [&](std::size_t xo, std::size_t, std::size_t) {
+    const std::size_t s = b.stride;
+    double m = row_max(x + xo, b.C, s);
+    double ls = std::log(row_sum_exp(x + xo, b.C, s, m));
+    for (std::size_t c = 0; c < b.C; ++c) y[xo + c * s] = static_cast<T>((static_cast<double>(x[xo + c * s]) - m) - ls);
+  });
+}
+
+template <class T>
+void logsumexp_fwd(const T* x, T* lse, Block b) noexcept {
+  for_rows(b, [&](std::size_t xo, std::size_t ro, std::size_t) {
+    double m = row_max(x + xo, b.C, b.stride);
+    if (std::isinf(m)) m = 0;  // PyTorch: an infinite max is replaced by 0 (all -inf → -inf, +inf → +inf)
+    lse[ro] = static_cast<T>(std::log(row_sum_exp(x + xo, b.C, b.stride, m)) + m);
+  });
+}
+
+template <class T>
+void softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
+  for_rows(b, [&](std::size_t xo, std::size_t, std::size_t) {
+    const std::size_t s = b.stride;
+    double dot = 0;
+    for (std::size_t c = 0; c < b.C; ++c) dot += static_cast<double>(dy[xo + c * s]) * static_cast<double>(y[xo + c * s]);
+    for (std::size_t c = 0; c < b.C; ++c) {
+      double yc = static_cast<double>(y[xo + c * s]);
+      dx[xo + c * s] = static_cast<T>(yc * (static_cast<double>(dy[xo + c * s]) - dot));
+    }
+  });
+}
+
+template <class T>
+void log_softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
+  for_rows(b, [&](std::size_t xo, std::size_t, std::size_t) {
+    const std::size_t s = b.stride;
+    double sum = 0;
+    for (std::size_t c = 0; c < b.C; ++c) sum += static_cast<double>(dy[xo + c * s]);
+    for (std::size_t c = 0; c < b.C; ++c)
+      dx[xo + c * s] = static_cast<T>(static_cast<double>(dy[xo + c * s]) - std::exp(static_cast<double>(y[xo + c * s])) * sum);
+  });
+}
+
+template <class T>
+void logsumexp_bwd(const T* x, const T* lse, const T* dlse, T* dx, Block b) noexcept {
+  for_rows(b, [&](std::size_t xo, std::size_t ro, std::size_t) {
+    const std::size_t s = b.stride;
+    double l = static_cast<double>(lse[ro]), g = static_cast<double>(dlse[ro]);
+    for (std::size_t c = 0; c < b.C; ++c) dx[xo + c * s] = static_cast<T>(g * std::exp(static_cast<double>(x[xo + c * s]) - l));
+  });
+}
+
+// Cross-entropy with class-index targets (PyTorch's label-smoothing decomposition):
+//   loss = (1 - eps) * w_t * (lse - x_t) + (eps / C) * sum_c w_c * (lse - x_c)
+//   dx_c = g * ((1 - eps) * w_t * (p_c - [c == t]) + (eps / C) * (p_c * sum(w) - w_c))
+// An ignored row has loss 0 and gradient 0 * p_c (NaN where p_c is, as PyTorch's autograd gives).
+template <class T, class I>
+void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
+  const std::size_t s = b.stride, C = b.C;
+  const double eps = a.smoothing;
+  for_rows(b, [&](std::size_t xo, std::size_t ro, std::size_t dense) {
+    const T* x = a.x + xo;
+    const std::int64_t t = static_cast<std::int64_t>(a.target[ro]);
+    if (t == a.ignore_index) {
+      if (a.row_loss) a.row_loss[dense] = 0;
+      if (a.dx) {
+        double lse = row_lse(x, C, s);
+        for (std::size_t c = 0; c < C; ++c) a.dx[xo + c * s] = static_cast<T>(std::isnan(static_cast<double>(x[c * s]) - lse) ? kNaN : 0.0);
+      }
+      return;
+    }
+    const double lse = row_lse(x, C, s);
+    const double wt = a.weight ? static_cast<double>(a.weight[t]) : 1.0;
+    if (a.row_loss) {
+      double loss = wt * (lse - static_cast<double>(x[t * s]));
+      if (eps > 0) {
+        double smooth = 0;
+        for (std::size_t c = 0; c < C; ++c) {
+          double wc = a.weight ? static_cast<double>(a.weight[c]) : 1.0;
+          smooth += wc * (lse - static_cast<double>(x[c * s]));
+        }
+        loss = (1 - eps) * loss + (eps / static_cast<double>(C)) * smooth;
+      }
+      a.row_loss[dense] = loss;
+    }
+    if (a.dx) {
+      const double g = a.dloss ? a.dloss_scale * static_cast<double>(a.dloss[ro]) : a.dloss_scale;
+      const double k_hard = (1 - eps) * wt, k_soft = eps / static_cast<double>(C);
+      for (std::size_t c = 0; c < C; ++c) {
+        double p = std::exp(static_cast<double>(x[c * s]) - lse);
+        double d = k_hard * (p - (static_cast<std::int64_t>(c) == t ? 1.0 : 0.0));
+        if (eps > 0) {
+          double wc = a.weight ? static_cast<double>(a.weight[c]) : 1.0;
+          d += k_soft * (p * a.weight_sum - wc);
+        }
+        a.dx[xo + c * s] = static_cast<T>(g * d);
+      }
+    }
+  });
+}
+
+// NLL on log-probabilities: loss = -w_t * x_t; dx_t = -w_t * g, every other dx_c = 0.
+template <class T, class I>
+void nll(const CeIndexArgs<T, I>& a, Block b) noexcept {
+  const std::size_t s = b.stride, C = b.C;
+  for_rows(b, [&](std::size_t xo, std::size_t ro, std::size_t dense) {
+    const std::int64_t t = static_cast<std::int64_t>(a.target[ro]);
+    const bool ignored = t == a.ignore_index;
+    const double wt = ignored ? 0.0 : (a.weight ? static_cast<double>(a.weight[t]) : 1.0);
+    if (a.row_loss) a.row_loss[dense] = ignored ? 0.0 : -wt * static_cast<double>(a.x[xo + t * s]);
+    if (a.dx) {
+      for (std::size_t c = 0; c < C; ++c) a.dx[xo + c * s] = T(0);
+      if (!ignored) {
+        const double g = a.dloss ? a.dloss_scale * static_cast<double>(a.dloss[ro]) : a.dloss_scale;
+        a.dx[xo + t * s] = static_cast<T>(-wt * g);
+      }
+    }
+  });
+}
+
+// Cross-entropy with probability targets q = t * (1 - eps) + eps / C:
+//   loss = -sum_c w_c * q_c * (x_c - lse);  dx_c = g * (p_c * sum_k(w_k q_k) - w_c q_c)
+template <class T>
+void ce_prob(const CeProbArgs<T>& a, Block b) noexcept {
+  const std::size_t s = b.stride, C = b.C;
+  const double eps = a.smoothing, u = eps / static_cast<double>(C);
+  auto q = [&](const T* t, std::size_t c) {
+    double v = static_cast<double>(t[c * s]);
+    return eps > 0 ? v * (1 - eps) + u : v;
+  };
+  for_rows(b, [&](std::size_t xo, std::size_t ro, std::size_t dense) {
+    const T* x = a.x + xo;
+    const T* t = a.target + xo;
+    const double lse = row_lse(x, C, s);
+    if (a.row_loss) {
+      double loss = 0;
+      for (std::size_t c = 0; c < C; ++c) {
+        double wc = a.weight ? static_cast<double>(a.weight[c]) : 1.0;
+        loss -= ((static_cast<double>(x[c * s]) - lse) * q(t, c)) * wc;
+      }
+      a.row_loss[dense] = loss;
+    }
+    if (a.dx) {
+      const double g = a.dloss ? a.dloss_scale * static_cast<double>(a.dloss[ro]) : a.dloss_scale;
+      double wq = 0;
+      for (std::size_t c = 0; c < C; ++c) wq += (a.weight ? static_cast<double>(a.weight[c]) : 1.0) * q(t, c);
+      for (std::size_t c = 0; c < C; ++c) {
+        double wc = a.weight ? static_cast<double>(a.weight[c]) : 1.0;
+        double p = std::exp(static_cast<double>(x[c * s]) - lse);
+        a.dx[xo + c * s] = static_cast<T>(g * (p * wq - wc * q(t, c)));
+      }
+    }
+  });
+}
+
+// BCE on probabilities, PyTorch's clamps: each log at >= -100, the gradient's denominator at >= 1e-12.
+template <class T>
+void bce(const BceArgs<T>& a, std::size_t n) noexcept {
+  for (std::size_t e = 0; e < n; ++e) {
+    const double p = static_cast<double>(a.x[e]), t = static_cast<double>(a.target[e]);
+    const double w = a.weight ? static_cast<double>(a.weight[e * a.w_step]) : 1.0;
+    if (a.elem_loss) {
+      double l = (t - 1) * std::max(std::log1p(-p), -100.0) - t * std::max(std::log(p), -100.0);
+      a.elem_loss[e] = a.weight ? l * w : l;
+    }
+    if (a.dx) {
+      const double g = a.dloss ? a.dloss_scale * static_cast<double>(a.dloss[e]) : a.dloss_scale;
+      double d = (p - t) / std::max((1 - p) * p, 1e-12);
+      a.dx[e] = static_cast<T>(a.weight ? g * d * w : g * d);
+    }
+  }
+}
+
+// BCE with logits in PyTorch's form: m = max(-x, 0),
+//   loss = (1 - t) * x + lw * (log(exp(-m) + exp(-x - m)) + m),  lw = 1 + (pw - 1) * t
+//   dx   = ((pw * t + 1 - t) * sigmoid(x) - pw * t) * g   (pw = 1 without pos_weight)
+template <class T>
+void bce_logits(const BceArgs<T>& a, std::size_t n) noexcept {
+  for (std::size_t e = 0; e < n; ++e) {
+    const double x = static_cast<double>(a.x[e]), t = static_cast<double>(a.target[e]);
+    const double w = a.weight ? static_cast<double>(a.weight[e * a.w_step]) : 1.0;
+    const bool has_pw = a.pos_weight != nullptr;
+    const double pw = has_pw ? static_cast<double>(a.pos_weight[e * a.pw_step]) : 1.0;
+    if (a.elem_loss) {
+      const double m = std::isnan(x) ? x : std::max(-x, 0.0);
+      const double sp = std::log(std::exp(-m) + std::exp(-x - m)) + m;
+      double l = has_pw ? (1 - t) * x + ((pw - 1) * t + 1) * sp : (1 - t) * x + sp;
+      a.elem_loss[e] = a.weight ? l * w : l;
+    }
+    if (a.dx) {
+      const double g = a.dloss ? a.dloss_scale * static_cast<double>(a.dloss[e]) : a.dloss_scale;
+      const double sig = 1.0 / (1.0 + std::exp(-x));
+      double d;
+      if (has_pw) {
+        const double pt = pw * t;
+        d = ((pt + 1 - t) * sig - pt) * g;
+      } else {
+        d = (sig - t) * g;
+      }
+      a.dx[e] = static_cast<T>(a.weight ? d * w : d);
+    }
+  }
+}
+
+template <class T>
+KernelTable<T> make_table() {
+  KernelTable<T> k;
+  k.name = "scalar";
+  k.softmax_fwd = softmax_fwd<T>;
+  k.log_softmax_fwd = log_softmax_fwd<T>;
+  k.logsumexp_fwd = logsumexp_fwd<T>;
+  k.softmax_bwd = softmax_bwd<T>;
+  k.log_softmax_bwd = log_softmax_bwd<T>;
+  k.logsumexp_bwd = logsumexp_bwd<T>;
+  k.ce_index_i32 = ce_index<T, std::int32_t>;
+  k.ce_index_i64 = ce_index<T, std::int64_t>;
+  k.nll_i32 = nll<T, std::int32_t>;
+  k.nll_i64 = nll<T, std::int64_t>;
+  k.ce_prob = ce_prob<T>;
+  k.bce = bce<T>;
+  k.bce_logits = bce_logits<T>;
+  return k;
+}
+
+}  // namespace
+
+const KernelTable<float>& scalar_table_f32() noexcept {
+  static const KernelTable<float> t = make_table<float>();
+  return t;
+}
+const KernelTable<double>& scalar_table_f64() noexcept {
+  static const KernelTable<double> t = make_table<double>();
+  return t;
+}
+
+}  // namespace xent::cpu

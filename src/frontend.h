@@ -1,0 +1,91 @@
+// frontend.h (internal): validation shared by the public entry points. Every check returns a
+// Status whose message says what was expected and what was found; entry points run all checks
+// before writing anything. Not here: arithmetic (kernel tables) and scheduling (reduce.h).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "reduce.h"
+#include "xent/status.h"
+#include "xent/tensor.h"
+
+namespace xent::detail {
+
+inline Status check_present(const void* data, const Shape& shape, const char* what) {
+  std::int64_t n = 0;
+  if (!shape.numel_checked(&n)) return invalid_argument(fmt::format("{} has an invalid shape {}", what, shape.to_string()));
+  if (n > 0 && data == nullptr) return invalid_argument(fmt::format("{} is null but has shape {}", what, shape.to_string()));
+  return Status::Ok();
+}
+
+inline Status check_floating(ConstTensorView t, const char* what) {
+  XENT_RETURN_IF_ERROR(check_present(t.data, t.shape, what));
+  if (!is_floating(t.dtype))
+    return invalid_argument(fmt::format("{} must be float32 or float64, found {}", what, dtype_name(t.dtype)));
+  return Status::Ok();
+}
+
+// `t` must have dtype `dt` and shape `shape`.
+inline Status check_like(ConstTensorView t, DType dt, const Shape& shape, const char* what, const char* like_what) {
+  XENT_RETURN_IF_ERROR(check_present(t.data, t.shape, what));
+  if (t.dtype != dt)
+    return invalid_argument(fmt::format("{} must have {}'s dtype {}, found {}", what, like_what, dtype_name(dt), dtype_name(t.dtype)));
+  if (t.shape != shape)
+    return invalid_argument(fmt::format("{} must have shape {}, found {}", what, shape.to_string(), t.shape.to_string()));
+  return Status::Ok();
+}
+
+// Resolves a possibly negative dim for a tensor of `rank` (rank 0 accepts 0 and -1).
+inline Status resolve_dim(std::int64_t dim, int rank, int* out) {
+  int r = rank == 0 ? 1 : rank;
+  if (dim < -r || dim >= r)
+    return out_of_range(fmt::format("dim {} is outside [{}, {}) for an input of {} dimension{}", dim, -r, r, rank,
+                                    rank == 1 ? "" : "s"));
+  *out = static_cast<int>(dim < 0 ? dim + r : dim);
+  return Status::Ok();
+}
+
+// (outer, C, inner) of `shape` around `dim` (rank 0 is one row of one element).
+inline Layout layout_of(const Shape& shape, int dim) {
+  Layout L;
+  if (shape.rank() == 0) {
+    L.C = 1;
+    return L;
+  }
+  L.C = static_cast<std::size_t>(shape[dim]);
+  for (int i = 0; i < dim; ++i) L.outer *= static_cast<std::size_t>(shape[i]);
+  for (int i = dim + 1; i < shape.rank(); ++i) L.inner *= static_cast<std::size_t>(shape[i]);
+  return L;
+}
+
+// Position of flat index `k` in `shape`, e.g. "3" for a vector or "[1, 0, 2]".
+inline std::string position_of(std::int64_t k, const Shape& shape) {
+  if (shape.rank() <= 1) return fmt::format("{}", k);
+  std::int64_t idx[Shape::kMaxDims];
+  for (int i = shape.rank() - 1; i >= 0; --i) {
+    std::int64_t d = shape[i] > 0 ? shape[i] : 1;
+    idx[i] = k % d;
+    k /= d;
+  }
+  std::string s = "[";
+  for (int i = 0; i < shape.rank(); ++i) s += fmt::format("{}{}", i ? ", " : "", idx[i]);
+  return s + "]";
+}
+
+inline Status check_reduction_output(TensorView loss, DType dt, const Shape& none_shape, int reduction_is_none,
+                                     const char* what = "loss") {
+  Shape want = reduction_is_none ? none_shape : Shape{};
+  XENT_RETURN_IF_ERROR(check_present(loss.data, loss.shape, what));
+  if (loss.dtype != dt)
+    return invalid_argument(fmt::format("{} must have the input's dtype {}, found {}", what, dtype_name(dt), dtype_name(loss.dtype)));
+  if (loss.shape != want)
+    return invalid_argument(fmt::format("{} must have shape {}{}, found {}", what, want.to_string(),
+                                        reduction_is_none ? "" : " (a reduced loss is 0-d)", loss.shape.to_string()));
+  if (loss.data == nullptr && want.numel() > 0) return invalid_argument(fmt::format("{} is null", what));
+  return Status::Ok();
+}
+
+}  // namespace xent::detail
