@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -52,6 +53,19 @@ int main(int argc, char** argv) {
   std::stable_sort(reg.begin(), reg.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (const auto& [order, setup] : reg) setup(app);
 
+  // A first word that names no command is a typo, not a missing command: say which.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+      known = known || sub->check_name(argv[1]);
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "xent: error: unknown command '%s'; expected one of: %s\n", argv[1], names.c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -61,8 +75,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "xent: error: %s\n", e.what());
-    std::fprintf(stderr, "Run `xent --help` or `xent <command> --help` for usage.\n");
+    std::fprintf(stderr, "xent: error: %s (see `xent --help` or `xent <command> --help`)\n", e.what());
     return 2;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "xent: error: %s\n", e.what());

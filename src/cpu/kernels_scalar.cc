@@ -219,7 +219,9 @@ void ce_prob(const CeProbArgs<T>& a, Block b) noexcept {
   });
 }
 
-// BCE on probabilities, PyTorch's clamps: each log at >= -100, the gradient's denominator at >= 1e-12.
+// BCE on probabilities, PyTorch's clamps: each log at >= -100, the gradient's denominator at >= 1e-12,
+// where PyTorch's constant is a float (`constexpr float EPSILON = 1e-12`), 9.99999996e-13 in double.
+constexpr double kBceGradEps = static_cast<double>(1e-12f);
 template <class T>
 void bce(const BceArgs<T>& a, std::size_t n) noexcept {
   for (std::size_t e = 0; e < n; ++e) {
@@ -231,7 +233,7 @@ void bce(const BceArgs<T>& a, std::size_t n) noexcept {
     }
     if (a.dx) {
       const double g = a.dloss ? a.dloss_scale * static_cast<double>(a.dloss[e]) : a.dloss_scale;
-      double d = (p - t) / std::max((1 - p) * p, 1e-12);
+      double d = (p - t) / std::max((1 - p) * p, kBceGradEps);
       a.dx[e] = static_cast<T>(a.weight ? g * d * w : g * d);
     }
   }

@@ -57,6 +57,16 @@ Status AtomicFile::write(const void* data, std::size_t n) {
   return Status::Ok();
 }
 
+Status AtomicFile::flush() {
+  if (!f_) return internal_error("AtomicFile::flush before open");
+  errno = 0;
+  if (std::fflush(f_) != 0 || ::fsync(::fileno(f_)) != 0) {
+    int e = errno;
+    return io_error(fmt::format("writing '{}' failed: {}", path_, std::strerror(e ? e : EIO)));
+  }
+  return Status::Ok();
+}
+
 Status AtomicFile::commit() {
   if (!f_) return internal_error("AtomicFile::commit before open");
   errno = 0;

@@ -27,6 +27,9 @@ class AtomicFile {
   // Appends bytes; a short write (disk full) is an I/O error naming the file.
   Status write(const void* data, std::size_t n);
   Status write(const std::string& s) { return write(s.data(), s.size()); }
+  // Flushes and fsyncs the temporary without renaming it, so that several outputs can all be
+  // known complete before any of them replaces its destination; commit() still renames.
+  Status flush();
   // Flushes, fsyncs, renames over the destination and fsyncs the directory.
   Status commit();
   // Removes the temporary (also done by the destructor when not committed).

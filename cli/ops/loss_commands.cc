@@ -1,0 +1,224 @@
+// loss_commands.cc: `xent cross-entropy`, `xent nll`, `xent bce` and `xent bce-with-logits`: read
+// the input, target and optional weights as .npy, compute the loss (and with --grad-out the
+// gradient of the sum of the loss with respect to the input), then write every output at once.
+// Thin wrappers over include/xent/losses.h: the library validates shapes, dtypes and targets.
+#include <cmath>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "cli.h"
+#include "common.h"
+#include "xent/losses.h"
+
+namespace xent::cli::ops {
+namespace {
+
+enum class Op { kCrossEntropy, kNll, kBce, kBceWithLogits };
+
+struct Args {
+  Op op = Op::kCrossEntropy;
+  std::string name;
+  std::string input, target, weight, pos_weight, out, grad_out;
+  std::string reduction = "mean";
+  std::int64_t ignore_index = -100;
+  double label_smoothing = 0.0;
+  int threads = 0;
+};
+
+// The loss's shape, as losses.h defines it, for the input and target read from the files.
+Shape loss_shape(Op op, Reduction r, const NpyArray& x, const NpyArray& t) {
+  if (r != Reduction::kNone) return Shape{};
+  if (op == Op::kBce || op == Op::kBceWithLogits) return x.shape();
+  if (op == Op::kCrossEntropy && is_floating(t.dtype())) {  // class probabilities
+    return x.shape().rank() >= 2 ? x.shape().without(1) : Shape{};
+  }
+  return t.shape();
+}
+
+void run(const Args& a) {
+  if (a.op == Op::kCrossEntropy && !(a.label_smoothing >= 0.0 && a.label_smoothing <= 1.0)) {
+    throw UsageError(fmt::format("--label-smoothing must be in [0, 1]; got {}", a.label_smoothing));
+  }
+  const Reduction reduction = parse_reduction(a.reduction);
+  apply_threads(a.threads);
+
+  NpyArray x = read_input("--input", a.input);
+  require_floating(x, "--input", a.input, a.name);
+  NpyArray t = read_input("--target", a.target);
+  std::optional<NpyArray> w, pw;
+  if (!a.weight.empty()) w = read_input("--weight", a.weight);
+  if (!a.pos_weight.empty()) pw = read_input("--pos-weight", a.pos_weight);
+
+  NpyArray loss = make_array(x.dtype(), loss_shape(a.op, reduction, x, t));
+  std::optional<NpyArray> dx;
+  if (!a.grad_out.empty()) dx = make_array(x.dtype(), x.shape());
+  Status s;
+  switch (a.op) {
+    case Op::kCrossEntropy: {
+      CrossEntropyOptions o;
+      if (w) o.weight = w->view();
+      o.ignore_index = a.ignore_index;
+      o.reduction = reduction;
+      o.label_smoothing = a.label_smoothing;
+      s = dx ? cross_entropy_fused(x.view(), t.view(), o, loss.mutable_view(), dx->mutable_view())
+             : cross_entropy_forward(x.view(), t.view(), o, loss.mutable_view());
+      throw_if_error(s, a.name);
+      break;
+    }
+    case Op::kNll: {
+      NllOptions o;
+      if (w) o.weight = w->view();
+      o.ignore_index = a.ignore_index;
+      o.reduction = reduction;
+      throw_if_error(nll_loss_forward(x.view(), t.view(), o, loss.mutable_view()), a.name);
+      if (dx) {
+        NpyArray ones = make_ones(x.dtype(), loss.shape());
+        throw_if_error(nll_loss_backward(x.view(), t.view(), o, ones.view(), dx->mutable_view()), a.name);
+      }
+      break;
+    }
+    case Op::kBce:
+    case Op::kBceWithLogits: {
+      BceOptions o;
+      if (w) o.weight = w->view();
+      if (pw) o.pos_weight = pw->view();
+      o.reduction = reduction;
+      const bool logits = a.op == Op::kBceWithLogits;
+      s = logits ? binary_cross_entropy_with_logits_forward(x.view(), t.view(), o, loss.mutable_view())
+                 : binary_cross_entropy_forward(x.view(), t.view(), o, loss.mutable_view());
+      throw_if_error(s, a.name);
+      if (dx) {
+        NpyArray ones = make_ones(x.dtype(), loss.shape());
+        s = logits ? binary_cross_entropy_with_logits_backward(x.view(), t.view(), o, ones.view(), dx->mutable_view())
+                   : binary_cross_entropy_backward(x.view(), t.view(), o, ones.view(), dx->mutable_view());
+        throw_if_error(s, a.name);
+      }
+      break;
+    }
+  }
+  if (dx) {
+    write_outputs({{a.out, loss.view()}, {a.grad_out, dx->view()}});
+  } else {
+    write_outputs({{a.out, loss.view()}});
+  }
+}
+
+CLI::App* add_common(CLI::App& root, const std::shared_ptr<Args>& args, const char* summary, const char* input_help,
+                     const char* target_help) {
+  CLI::App* app = root.add_subcommand(args->name, summary);
+  app->add_option("--input", args->input, input_help)->required()->type_name("X.npy");
+  app->add_option("--target", args->target, target_help)->required()->type_name("T.npy");
+  return app;
+}
+
+void add_outputs(CLI::App* app, const std::shared_ptr<Args>& args) {
+  add_reduction_option(app, &args->reduction);
+  app->add_option("--out", args->out, "Output .npy for the loss, in the input's dtype")->required()->type_name("L.npy");
+  app->add_option("--grad-out", args->grad_out,
+                  "Also write d sum(loss) / d input (input's shape and dtype); with mean or sum reduction this "
+                  "is the gradient of the reported loss")
+      ->type_name("G.npy");
+  add_threads_option(app, &args->threads);
+  app->callback([args] { run(*args); });
+}
+
+void add_ignore_index(CLI::App* app, const std::shared_ptr<Args>& args) {
+  app->add_option("--ignore-index", args->ignore_index,
+                  "Targets equal to K contribute nothing, to the loss or to the mean's divisor (default -100)")
+      ->type_name("K");
+}
+
+void setup(CLI::App& root) {
+  {
+    auto a = std::make_shared<Args>();
+    a->op = Op::kCrossEntropy;
+    a->name = "cross-entropy";
+    CLI::App* app = add_common(
+        root, a, "Cross-entropy from logits, as torch.nn.functional.cross_entropy",
+        "Logits, float32 or float64 .npy, shape (C), (N, C) or (N, C, d1, ...); classes along dim 1",
+        "Class indices (int .npy: shape (), (N) or (N, d1, ...), each in [0, C) or --ignore-index), or class "
+        "probabilities (the input's shape and dtype)");
+    app->add_option("--weight", a->weight, "Optional per-class weights, (C) .npy in the input's dtype")
+        ->type_name("W.npy");
+    add_ignore_index(app, a);
+    app->add_option("--label-smoothing", a->label_smoothing,
+                    "Mix the target with the uniform distribution: (1 - S) * target + S / C; S in [0, 1], default 0")
+        ->type_name("S");
+    add_outputs(app, a);
+    app->footer(examples({
+        "xent cross-entropy --input logits.npy --target labels.npy --out loss.npy",
+        "xent cross-entropy --input logits.npy --target labels.npy --reduction none --out per_row.npy",
+        "xent cross-entropy --input logits.npy --target labels.npy --weight w.npy --ignore-index 0 \\",
+        "    --label-smoothing 0.1 --out loss.npy --grad-out dlogits.npy",
+        "xent explain cross-entropy --logits '[[1,2,3],[2,4,6]]' --target '[0,2]'   # step by step",
+    }));
+  }
+  {
+    auto a = std::make_shared<Args>();
+    a->op = Op::kNll;
+    a->name = "nll";
+    CLI::App* app = add_common(
+        root, a, "Negative log-likelihood of log-probabilities, as torch.nn.functional.nll_loss",
+        "Log-probabilities (e.g. from `xent log-softmax`), float32 or float64 .npy, shape (C), (N, C) or "
+        "(N, C, d1, ...)",
+        "Class indices, int .npy of shape (), (N) or (N, d1, ...), each in [0, C) or --ignore-index");
+    app->add_option("--weight", a->weight, "Optional per-class weights, (C) .npy in the input's dtype")
+        ->type_name("W.npy");
+    add_ignore_index(app, a);
+    add_outputs(app, a);
+    app->footer(examples({
+        "xent log-softmax --input logits.npy --out logp.npy",
+        "xent nll --input logp.npy --target labels.npy --out loss.npy --grad-out dlogp.npy",
+    }));
+  }
+  {
+    auto a = std::make_shared<Args>();
+    a->op = Op::kBce;
+    a->name = "bce";
+    CLI::App* app = add_common(
+        root, a, "Binary cross-entropy of probabilities, as torch.nn.functional.binary_cross_entropy",
+        "Probabilities in [0, 1], float32 or float64 .npy of any shape (values outside [0, 1] are refused)",
+        "Targets, the input's shape and dtype (usually 0 or 1)");
+    app->add_option("--weight", a->weight,
+                    "Optional weights broadcastable to the input's shape (NumPy rules), input's dtype")
+        ->type_name("W.npy");
+    add_outputs(app, a);
+    app->footer(examples({
+        "xent bce --input probs.npy --target labels.npy --out loss.npy",
+        "xent bce --input probs.npy --target labels.npy --reduction none --out per_element.npy --grad-out dp.npy",
+    }));
+  }
+  {
+    auto a = std::make_shared<Args>();
+    a->op = Op::kBceWithLogits;
+    a->name = "bce-with-logits";
+    CLI::App* app = add_common(
+        root, a,
+        "Binary cross-entropy of logits (sigmoid inside, numerically stable), as "
+        "torch.nn.functional.binary_cross_entropy_with_logits",
+        "Logits, float32 or float64 .npy of any shape", "Targets, the input's shape and dtype (usually 0 or 1)");
+    app->add_option("--weight", a->weight,
+                    "Optional weights broadcastable to the input's shape (NumPy rules), input's dtype")
+        ->type_name("W.npy");
+    app->add_option("--pos-weight", a->pos_weight,
+                    "Optional weight of positive examples, broadcastable to the input (usually one per class, "
+                    "shape (C)), input's dtype")
+        ->type_name("P.npy");
+    add_outputs(app, a);
+    app->footer(examples({
+        "xent bce-with-logits --input logits.npy --target labels.npy --out loss.npy",
+        "xent bce-with-logits --input logits.npy --target labels.npy --pos-weight pw.npy --out loss.npy \\",
+        "    --grad-out dlogits.npy",
+    }));
+  }
+}
+
+}  // namespace
+
+XENT_REGISTER_COMMAND(20, setup);
+
+}  // namespace xent::cli::ops
