@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli.h"
+#include "io/atomic_file.h"
 
 namespace xent::cli {
 namespace {
@@ -43,6 +44,8 @@ void throw_if_error(const Status& s, const std::string& context) {
 
 int main(int argc, char** argv) {
   using namespace xent::cli;
+  // A signal during a write removes the temporary; a file-size limit is an error, not a crash.
+  xent::io::install_signal_cleanup();
   CLI::App app{
       "xent: exact, fast softmax and cross-entropy with PyTorch's semantics.\n"
       "Arrays are NumPy .npy files; `xent <command> --help` explains each command with an example.",

@@ -9,7 +9,7 @@ PACKAGES=(
   libcli11-dev libfmt-dev nlohmann-json3-dev zlib1g-dev
   libopenblas-dev libopenblas0-pthread libcairo2-dev libpng-dev
   python3 python3-numpy python3-torch
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev strace
 )
 
 missing=()

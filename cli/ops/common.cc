@@ -2,6 +2,9 @@
 // writing shared by the op subcommands.
 #include "common.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <memory>
 
@@ -16,9 +19,18 @@ namespace xent::cli::ops {
 
 NpyArray read_input(const std::string& flag, const std::string& path) {
   Result<NpyArray> r = read_npy(path);
-  // A missing, unreadable or malformed input is the caller's to fix: always exit 2. The reader's
-  // messages already name the file.
-  if (!r.ok()) throw InputError(fmt::format("{}: {}", flag, r.status().message()));
+  // A missing, unreadable or malformed input is the caller's to fix: exit 2. A read that fails
+  // part-way through a file that opened fine (an I/O error, the file shrinking while it is read)
+  // is a runtime failure: exit 1. The reader's messages already name the file.
+  if (!r.ok()) {
+    std::string msg = fmt::format("{}: {}", flag, r.status().message());
+    struct stat st {};
+    if (r.status().code() == StatusCode::kIoError && ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        ::access(path.c_str(), R_OK) == 0) {
+      throw RuntimeFailure(msg);
+    }
+    throw InputError(msg);
+  }
   return std::move(r).value();
 }
 

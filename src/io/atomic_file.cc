@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 
@@ -21,7 +23,53 @@ std::string dir_of(const std::string& path) {
   return path.substr(0, pos);
 }
 
+// Temporaries a signal handler must remove: a fixed table (no allocation, async-signal-safe reads).
+// A slot is 0 free, 1 being filled, 2 holding a path.
+struct TempSlot {
+  std::atomic<int> state{0};
+  char path[4096];
+};
+TempSlot g_temps[64];
+
+int register_temp(const std::string& path) {
+  if (path.size() >= sizeof g_temps[0].path) return -1;
+  for (int i = 0; i < 64; ++i) {
+    int expected = 0;
+    if (g_temps[i].state.compare_exchange_strong(expected, 1, std::memory_order_acquire)) {
+      std::memcpy(g_temps[i].path, path.c_str(), path.size() + 1);
+      g_temps[i].state.store(2, std::memory_order_release);
+      return i;
+    }
+  }
+  return -1;  // more than 64 open at once: those are not cleaned up on a signal
+}
+
+void unregister_temp(int slot) {
+  if (slot >= 0) g_temps[slot].state.store(0, std::memory_order_release);
+}
+
+extern "C" void remove_temps_and_reraise(int sig) {
+  for (auto& t : g_temps) {
+    if (t.state.load(std::memory_order_acquire) == 2) ::unlink(t.path);
+  }
+  // SA_RESETHAND restored the default action; the signal is blocked until we return, then kills.
+  ::raise(sig);
+}
+
 }  // namespace
+
+void install_signal_cleanup() {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction old {};
+    if (::sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;  // e.g. under nohup
+    struct sigaction sa {};
+    sa.sa_handler = remove_temps_and_reraise;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;
+    ::sigaction(sig, &sa, nullptr);
+  }
+  ::signal(SIGXFSZ, SIG_IGN);
+}
 
 AtomicFile::~AtomicFile() { abandon(); }
 
@@ -44,6 +92,7 @@ Status AtomicFile::open(const std::string& path) {
     return io_error(fmt::format("cannot open '{}' for writing: {}", templ, std::strerror(e)));
   }
   tmp_path_ = templ;
+  slot_ = register_temp(tmp_path_);
   return Status::Ok();
 }
 
@@ -85,6 +134,8 @@ Status AtomicFile::commit() {
     return io_error(fmt::format("cannot rename the temporary over '{}': {}", path_, std::strerror(e)));
   }
   tmp_path_.clear();
+  unregister_temp(slot_);
+  slot_ = -1;
   int dfd = ::open(dir_of(path_).c_str(), O_RDONLY | O_DIRECTORY);
   if (dfd >= 0) {
     ::fsync(dfd);  // best effort: the rename is durable once the directory is synced
@@ -102,6 +153,8 @@ void AtomicFile::abandon() noexcept {
     ::unlink(tmp_path_.c_str());
     tmp_path_.clear();
   }
+  unregister_temp(slot_);
+  slot_ = -1;
 }
 
 Status write_file_atomic(const std::string& path, const void* data, std::size_t n) {

@@ -41,7 +41,15 @@ class AtomicFile {
   std::string path_;
   std::string tmp_path_;
   std::FILE* f_ = nullptr;
+  int slot_ = -1;  // in the table of temporaries that install_signal_cleanup's handler removes
 };
+
+// For programs (the CLI's main): installs handlers for SIGINT, SIGTERM and SIGHUP (those not
+// ignored at startup) that remove the temporary of every AtomicFile still open, then let the signal
+// take its default action (the exit status still says "killed by SIGTERM"), and ignores SIGXFSZ so
+// that exceeding a file-size limit is a write error (EFBIG) rather than death. SIGKILL cannot be
+// caught: after it a temporary may remain, the destination is still intact.
+void install_signal_cleanup();
 
 // Convenience: the whole content at once.
 Status write_file_atomic(const std::string& path, const void* data, std::size_t n);

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# compare_train.sh: `xent train` against the PyTorch baseline (bench/train_torch.py) on the same
+# data, recipe, seeds and threads. Prints one row per run (test accuracy, wall and CPU seconds of
+# the whole process, loading included) and the speed-up. Not a test: nothing is asserted.
+#
+#   bash bench/compare_train.sh [BUILD] [DATA]      # env: SEEDS="0 1 2" THREADS=2 LOADERS="dataloader tensor"
+set -euo pipefail
+BUILD=${1:-build}
+DATA=${2:-}
+cd "$(dirname "$0")/.."
+for cand in "$DATA" data/fashion-mnist ../shared/data/fashion-mnist; do
+  if [ -n "$cand" ] && ls "$cand"/train-images*idx3-ubyte* >/dev/null 2>&1; then DATA=$cand; break; fi
+done
+[ -n "$DATA" ] && ls "$DATA"/train-images*idx3-ubyte* >/dev/null 2>&1 ||
+  { echo "compare_train.sh: no Fashion-MNIST (see scripts/download-fashion-mnist.sh)" >&2; exit 2; }
+SEEDS=${SEEDS:-0 1 2}
+THREADS=${THREADS:-2}
+LOADERS=${LOADERS:-dataloader tensor}
+PY=/usr/bin/python3
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+# Runs a command, appends "wall user+sys" (seconds) to $TMP/time.
+timed() { /usr/bin/time -f "%e %U %S" -o "$TMP/time" "$@"; }
+
+printf '%-34s %5s %9s %9s %9s\n' "run ($THREADS threads, $DATA)" seed "test acc" "wall s" "cpu s"
+declare -A wall_sum cpu_sum acc_sum n
+row() {  # name seed acc
+  read -r w u s <"$TMP/time"
+  printf '%-34s %5s %9.4f %9.3f %9.3f\n' "$1" "$2" "$3" "$w" "$(echo "$u + $s" | bc -l)"
+  cpu_sum[$1]=$(echo "${cpu_sum[$1]:-0} + $u + $s" | bc -l)
+  wall_sum[$1]=$(echo "${wall_sum[$1]:-0} + $w" | bc -l)
+  acc_sum[$1]=$(echo "${acc_sum[$1]:-0} + $3" | bc -l)
+  n[$1]=$(( ${n[$1]:-0} + 1 ))
+}
+for seed in $SEEDS; do
+  timed "./$BUILD/xent" train --data "$DATA" --seed "$seed" --threads "$THREADS" --out "$TMP/x$seed" --no-report --quiet
+  row "xent train --no-report" "$seed" "$($PY -c "import json;print(json.load(open('$TMP/x$seed/metrics.json'))['final']['test_accuracy'])")"
+  timed "./$BUILD/xent" train --data "$DATA" --seed "$seed" --threads "$THREADS" --out "$TMP/r$seed" --quiet
+  row "xent train (with pictures+report)" "$seed" "$($PY -c "import json;print(json.load(open('$TMP/r$seed/metrics.json'))['final']['test_accuracy'])")"
+  if $PY -c "import torch" 2>/dev/null; then
+    for loader in $LOADERS; do
+      timed $PY bench/train_torch.py --data "$DATA" --seed "$seed" --threads "$THREADS" --loader "$loader" --json >"$TMP/t.log"
+      row "torch ($loader)" "$seed" "$(tail -1 "$TMP/t.log" | $PY -c "import json,sys;print(json.load(sys.stdin)['test_accuracy'])")"
+    done
+  fi
+done
+echo
+printf '%-34s %9s %9s %9s %14s %14s\n' "mean over seeds" "test acc" "wall s" "cpu s" "wall / xent's" "cpu / xent's"
+base=${wall_sum["xent train --no-report"]}
+cbase=${cpu_sum["xent train --no-report"]}
+for k in "xent train --no-report" "xent train (with pictures+report)" $(for l in $LOADERS; do echo "torch_($l)"; done); do
+  k=${k//_/ }
+  [ -n "${n[$k]:-}" ] || continue
+  printf '%-34s %9.4f %9.3f %9.3f %13.1fx %13.1fx\n' "$k" "$(echo "${acc_sum[$k]} / ${n[$k]}" | bc -l)" \
+    "$(echo "${wall_sum[$k]} / ${n[$k]}" | bc -l)" "$(echo "${cpu_sum[$k]} / ${n[$k]}" | bc -l)" \
+    "$(echo "${wall_sum[$k]} / $base" | bc -l)" "$(echo "${cpu_sum[$k]} / $cbase" | bc -l)"
+done

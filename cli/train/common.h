@@ -1,0 +1,40 @@
+// common.h (cli/train): what `xent train`, `evaluate` and `predict` share: the data flags, loading
+// an IDX dataset (files in parallel), class names, and a terminal check. Not a library API.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "xent/idx.h"
+
+namespace CLI {
+class App;
+}
+
+namespace xent::cli::train {
+
+struct DataArgs {
+  std::string dir;  // --data
+  std::string train_images, train_labels, test_images, test_labels;  // explicit files override --data
+};
+// Adds --data and the four --*-images / --*-labels flags.
+void add_data_options(CLI::App* app, DataArgs* args, bool need_train);
+
+struct LoadedData {
+  LabeledImages train, test;
+  IdxDatasetPaths paths;
+  double seconds = 0;
+};
+// Resolves the four paths and loads them on up to `threads` threads. Bad or missing files throw
+// InputError (exit 2) naming the file. Without need_train only the test pair is loaded.
+LoadedData load_data(const DataArgs& args, int threads, bool need_train);
+
+// Largest label + 1 over the given sets (at least 2).
+std::int64_t count_classes(const LabeledImages& a, const LabeledImages& b);
+// --class-names "a,b,c" when given (must have C entries); else Fashion-MNIST's names when the
+// path mentions "fashion" and C == 10; else "0", "1", ...
+std::vector<std::string> class_names_for(const std::string& flag_value, const std::string& data_path, std::int64_t C);
+
+bool stderr_is_terminal();
+
+}  // namespace xent::cli::train

@@ -1,0 +1,85 @@
+// idx.h: reading IDX files (the MNIST / Fashion-MNIST format), gzip'd or plain.
+//
+// An IDX file is a big-endian header (two zero bytes, a type byte, a rank byte, then one uint32
+// per dimension) followed by the elements in row-major order. xent reads files that are plain or
+// gzip'd (one or more gzip members, decoded with zlib); every byte is treated as hostile: the
+// header, each dimension, the product of the dimensions, the declared size against the file's
+// size (and against what a gzip stream of that size can possibly hold), trailing bytes and
+// truncation are all checked, and every error names the file and what was expected vs found.
+// This is not a general tensor format: images and labels must be unsigned bytes (type 0x08).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "xent/status.h"
+
+namespace xent {
+
+// An uninitialised, owned byte buffer (large datasets are written once by the decoder, so they are
+// not zero-filled first).
+class ByteBuffer {
+ public:
+  ByteBuffer() = default;
+  explicit ByteBuffer(std::size_t n);
+  std::uint8_t* data() noexcept { return p_.get(); }
+  const std::uint8_t* data() const noexcept { return p_.get(); }
+  std::size_t size() const noexcept { return n_; }
+
+ private:
+  std::unique_ptr<std::uint8_t[]> p_;
+  std::size_t n_ = 0;
+};
+
+struct IdxLimits {
+  std::uint64_t max_payload_bytes = std::uint64_t{4} << 30;  // larger declared sizes: resource exhausted
+};
+
+// One parsed IDX array. `type` is the IDX type byte (0x08 unsigned byte, 0x09 signed byte,
+// 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64); payload holds the elements as stored
+// (big-endian for multi-byte types).
+struct IdxArray {
+  std::uint8_t type = 0x08;
+  std::vector<std::int64_t> dims;
+  ByteBuffer payload;
+};
+
+// Parses an IDX file held in memory (plain, or gzip'd when it starts with 1f 8b). Pure: reads only
+// bytes[0, n). `name` is used in error messages. Fails with kDataLoss for malformed or truncated
+// data and kResourceExhausted when the declared payload exceeds limits.max_payload_bytes.
+Result<IdxArray> parse_idx(const std::uint8_t* bytes, std::size_t n, std::string_view name,
+                           const IdxLimits& limits = {});
+
+// Reads a whole file into memory (kIoError naming the file when it cannot).
+Result<ByteBuffer> read_file_bytes(const std::string& path);
+Result<IdxArray> read_idx_file(const std::string& path, const IdxLimits& limits = {});
+
+// N images with their labels. Images are (N, H, W) unsigned bytes (an (N, D) file gives H = 1,
+// W = D); labels are (N) unsigned bytes, widened to int32.
+struct LabeledImages {
+  std::int64_t n = 0, height = 0, width = 0;
+  ByteBuffer pixels;                 // n * height * width bytes, row-major
+  std::vector<std::int32_t> labels;  // n labels
+  std::int64_t features() const noexcept { return height * width; }
+};
+
+// Checks that `images` holds unsigned-byte images (magic 2051, or 2050 for (N, D)) and `labels`
+// unsigned-byte labels (magic 2049) with the same count. Names are used in messages.
+Result<LabeledImages> make_labeled_images(IdxArray images, std::string_view images_name, IdxArray labels,
+                                          std::string_view labels_name);
+Result<LabeledImages> load_labeled_images(const std::string& images_path, const std::string& labels_path,
+                                          const IdxLimits& limits = {});
+
+// The four files of an MNIST-style directory. find_idx_dataset looks in `dir` for
+// {train,t10k}-{images,labels}[-.]idx{3,1}-ubyte[.gz] (also test-* for t10k-*) and says which
+// names it tried when one is missing (kIoError).
+struct IdxDatasetPaths {
+  std::string train_images, train_labels, test_images, test_labels;
+};
+Result<IdxDatasetPaths> find_idx_dataset(const std::string& dir);
+
+}  // namespace xent

@@ -1,0 +1,35 @@
+// pixels.cc: unsigned-byte pixels to float32 in [0, 1], exactly x / 255 (correctly rounded).
+//
+// This runs once per training sample per epoch, so it must be fast. Division vectorises poorly,
+// so the AVX2+FMA clone computes q = x * (1/255) and corrects it with one FMA residual step,
+// which gives the correctly rounded quotient for every byte value (tests/train checks all 256
+// against plain division). The compiler picks the clone at load time (GCC function
+// multiversioning); other CPUs use the plain division. Compiled with the vectoriser's dynamic
+// cost model (see CMakeLists.txt). Not a general conversion routine.
+#include <cstddef>
+#include <cstdint>
+
+#include "xent/train.h"
+
+namespace xent {
+namespace {
+
+__attribute__((target("default"))) void scale_impl(const std::uint8_t* in, std::size_t n, float* out) noexcept {
+  for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<float>(in[i]) / 255.0f;
+}
+
+__attribute__((target("avx2,fma"))) void scale_impl(const std::uint8_t* in, std::size_t n, float* out) noexcept {
+  const float r = 1.0f / 255.0f;
+  for (std::size_t i = 0; i < n; ++i) {
+    const float x = static_cast<float>(in[i]);
+    const float q = x * r;
+    const float e = __builtin_fmaf(-q, 255.0f, x);  // exact residual x - q * 255
+    out[i] = __builtin_fmaf(e, r, q);
+  }
+}
+
+}  // namespace
+
+void scale_pixels(const std::uint8_t* in, std::size_t n, float* out) noexcept { scale_impl(in, n, out); }
+
+}  // namespace xent

@@ -1,0 +1,373 @@
+// plots.cc: the four training figures drawn with cairo into memory and encoded as PNG (cairo's
+// encoder, streamed into a string so callers can write files atomically). Layout constants are
+// in pixels. Not a plotting library.
+#include "train/plots.h"
+
+#include <cairo.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+
+#include <fmt/format.h>
+
+namespace xent::train {
+namespace {
+
+struct SurfaceDeleter {
+  void operator()(cairo_surface_t* s) const { cairo_surface_destroy(s); }
+};
+struct ContextDeleter {
+  void operator()(cairo_t* c) const { cairo_destroy(c); }
+};
+using SurfacePtr = std::unique_ptr<cairo_surface_t, SurfaceDeleter>;
+using ContextPtr = std::unique_ptr<cairo_t, ContextDeleter>;
+
+struct Canvas {
+  SurfacePtr surface;
+  ContextPtr cr;
+};
+
+Result<Canvas> make_canvas(int w, int h) {
+  if (w < 1 || h < 1 || w > 16000 || h > 16000) return invalid_argument(fmt::format("figure size {} x {} out of range", w, h));
+  Canvas c;
+  c.surface.reset(cairo_image_surface_create(CAIRO_FORMAT_ARGB32, w, h));
+  if (cairo_surface_status(c.surface.get()) != CAIRO_STATUS_SUCCESS) return resource_exhausted("cairo: cannot create surface");
+  c.cr.reset(cairo_create(c.surface.get()));
+  cairo_t* cr = c.cr.get();
+  cairo_set_source_rgb(cr, 1, 1, 1);
+  cairo_paint(cr);
+  cairo_select_font_face(cr, "DejaVu Sans", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+  return c;
+}
+
+cairo_status_t append_png(void* closure, const unsigned char* data, unsigned int length) {
+  static_cast<std::string*>(closure)->append(reinterpret_cast<const char*>(data), length);
+  return CAIRO_STATUS_SUCCESS;
+}
+
+Result<std::string> to_png(Canvas& c) {
+  cairo_surface_flush(c.surface.get());
+  std::string out;
+  if (cairo_surface_write_to_png_stream(c.surface.get(), append_png, &out) != CAIRO_STATUS_SUCCESS)
+    return internal_error("cairo: PNG encoding failed");
+  return out;
+}
+
+enum class Align { kLeft, kCenter, kRight };
+// Text with its baseline at y (kLeft/kCenter/kRight relative to x).
+void text(cairo_t* cr, double x, double y, const std::string& s, double size, Align a = Align::kLeft, bool bold = false) {
+  cairo_select_font_face(cr, "DejaVu Sans", CAIRO_FONT_SLANT_NORMAL, bold ? CAIRO_FONT_WEIGHT_BOLD : CAIRO_FONT_WEIGHT_NORMAL);
+  cairo_set_font_size(cr, size);
+  cairo_text_extents_t e;
+  cairo_text_extents(cr, s.c_str(), &e);
+  double dx = a == Align::kLeft ? 0 : a == Align::kCenter ? -e.x_advance / 2 : -e.x_advance;
+  cairo_move_to(cr, x + dx, y);
+  cairo_show_text(cr, s.c_str());
+}
+
+double text_width(cairo_t* cr, const std::string& s, double size) {
+  cairo_set_font_size(cr, size);
+  cairo_text_extents_t e;
+  cairo_text_extents(cr, s.c_str(), &e);
+  return e.x_advance;
+}
+
+// "Nice" tick step for a range.
+double nice_step(double range, int target) {
+  double raw = range / std::max(1, target);
+  double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 2.5, 5.0, 10.0})
+    if (raw <= m * mag) return m * mag;
+  return 10 * mag;
+}
+
+struct Series {
+  std::string label;
+  std::vector<double> y;
+  double r, g, b;
+  bool dashed;
+};
+
+// One line chart in the rectangle (x0, y0, w, h) with epochs 1..n on the x axis.
+void line_panel(cairo_t* cr, double x0, double y0, double w, double h, const std::string& title,
+                const std::vector<Series>& series, double ymin, double ymax) {
+  const double L = 52, R = 12, T = 28, Bm = 40;
+  const double px = x0 + L, py = y0 + T, pw = w - L - R, ph = h - T - Bm;
+  std::size_t n = 0;
+  for (const auto& s : series) n = std::max(n, s.y.size());
+  if (!(ymax > ymin)) ymax = ymin + 1;
+  const double step = nice_step(ymax - ymin, 5);
+  ymin = std::floor(ymin / step) * step;
+  ymax = std::ceil(ymax / step) * step;
+  int decimals = 0;  // enough to show the step exactly (0.025 -> 3)
+  while (decimals < 6 && std::fabs(step * std::pow(10.0, decimals) - std::round(step * std::pow(10.0, decimals))) > 1e-6) ++decimals;
+  auto X = [&](double e) { return n <= 1 ? px + pw / 2 : px + (e - 1) / static_cast<double>(n - 1) * pw; };
+  auto Y = [&](double v) { return py + ph - (v - ymin) / (ymax - ymin) * ph; };
+  cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+  text(cr, px + pw / 2, y0 + 18, title, 14, Align::kCenter, true);
+  // Grid and y ticks.
+  cairo_set_line_width(cr, 1);
+  for (double v = ymin; v <= ymax + step / 2; v += step) {
+    cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
+    cairo_move_to(cr, px, std::round(Y(v)) + 0.5);
+    cairo_line_to(cr, px + pw, std::round(Y(v)) + 0.5);
+    cairo_stroke(cr);
+    cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+    text(cr, px - 6, Y(v) + 4, fmt::format("{:.{}f}", v, decimals), 11, Align::kRight);
+  }
+  // x ticks: every epoch up to 12, else a nice step.
+  const double xstep = n <= 12 ? 1 : nice_step(static_cast<double>(n), 8);
+  for (double e = 1; e <= static_cast<double>(n) + 1e-9; e += xstep) {
+    cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+    text(cr, X(e), py + ph + 16, fmt::format("{}", static_cast<long>(e)), 11, Align::kCenter);
+  }
+  text(cr, px + pw / 2, py + ph + 33, "epoch", 12, Align::kCenter);
+  cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+  cairo_rectangle(cr, px + 0.5, py + 0.5, pw, ph);
+  cairo_stroke(cr);
+  // Lines with markers.
+  for (const auto& s : series) {
+    cairo_set_source_rgb(cr, s.r, s.g, s.b);
+    cairo_set_line_width(cr, 2);
+    const double dash[] = {6, 4};
+    cairo_set_dash(cr, dash, s.dashed ? 2 : 0, 0);
+    bool started = false;
+    for (std::size_t i = 0; i < s.y.size(); ++i) {
+      if (!std::isfinite(s.y[i])) continue;
+      const double xx = X(static_cast<double>(i + 1)), yy = Y(s.y[i]);
+      if (!started) cairo_move_to(cr, xx, yy), started = true;
+      else cairo_line_to(cr, xx, yy);
+    }
+    cairo_stroke(cr);
+    cairo_set_dash(cr, nullptr, 0, 0);
+    for (std::size_t i = 0; i < s.y.size(); ++i) {
+      if (!std::isfinite(s.y[i])) continue;
+      cairo_arc(cr, X(static_cast<double>(i + 1)), Y(s.y[i]), 3, 0, 2 * M_PI);
+      cairo_fill(cr);
+    }
+  }
+  // Legend (top right inside the plot, or bottom right for rising curves).
+  double lx = px + pw - 150, ly = py + 10;
+  bool rising = !series.empty() && series[0].y.size() > 1 && series[0].y.back() > series[0].y.front();
+  if (rising) ly = py + ph - 10 - 18.0 * static_cast<double>(series.size());
+  cairo_set_source_rgba(cr, 1, 1, 1, 0.85);
+  cairo_rectangle(cr, lx - 6, ly - 4, 150, 18.0 * static_cast<double>(series.size()) + 6);
+  cairo_fill(cr);
+  for (std::size_t k = 0; k < series.size(); ++k) {
+    const auto& s = series[k];
+    const double yy = ly + 9 + 18.0 * static_cast<double>(k);
+    cairo_set_source_rgb(cr, s.r, s.g, s.b);
+    cairo_set_line_width(cr, 2);
+    const double dash[] = {6, 4};
+    cairo_set_dash(cr, dash, s.dashed ? 2 : 0, 0);
+    cairo_move_to(cr, lx, yy);
+    cairo_line_to(cr, lx + 26, yy);
+    cairo_stroke(cr);
+    cairo_set_dash(cr, nullptr, 0, 0);
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    const double last = s.y.empty() ? NAN : s.y.back();
+    text(cr, lx + 32, yy + 4, std::isfinite(last) ? fmt::format("{} ({:.3f})", s.label, last) : s.label, 11);
+  }
+}
+
+// Blue ramp for the confusion matrix (0 white, 1 dark blue).
+void blue(double t, double* r, double* g, double* b) {
+  t = std::clamp(t, 0.0, 1.0);
+  *r = 1 - 0.92 * t;
+  *g = 1 - 0.65 * t;
+  *b = 1 - 0.25 * t;
+}
+
+}  // namespace
+
+Result<std::string> render_curves_png(const std::vector<EpochMetrics>& history) {
+  auto canvas = make_canvas(960, 380);
+  if (!canvas.ok()) return canvas.status();
+  cairo_t* cr = canvas->cr.get();
+  Series loss{"train loss", {}, 0.12, 0.47, 0.71, false};
+  Series tr{"train acc", {}, 0.84, 0.37, 0.0, true};
+  Series te{"test acc", {}, 0.17, 0.63, 0.17, false};
+  double lmin = INFINITY, lmax = -INFINITY, amin = INFINITY, amax = -INFINITY;
+  for (const auto& h : history) {
+    loss.y.push_back(h.train_loss);
+    tr.y.push_back(h.train_accuracy);
+    te.y.push_back(h.test_accuracy);
+    if (std::isfinite(h.train_loss)) lmin = std::min(lmin, h.train_loss), lmax = std::max(lmax, h.train_loss);
+    for (double a : {h.train_accuracy, h.test_accuracy})
+      if (std::isfinite(a)) amin = std::min(amin, a), amax = std::max(amax, a);
+  }
+  if (!std::isfinite(lmin)) lmin = 0, lmax = 1;
+  if (!std::isfinite(amin)) amin = 0, amax = 1;
+  const double lpad = std::max(0.02, (lmax - lmin) * 0.1), apad = std::max(0.01, (amax - amin) * 0.1);
+  line_panel(cr, 0, 0, 480, 380, "training loss", {loss}, std::max(0.0, lmin - lpad), lmax + lpad);
+  line_panel(cr, 480, 0, 480, 380, "accuracy", {tr, te}, std::max(0.0, amin - apad), std::min(1.0, amax + apad));
+  return to_png(*canvas);
+}
+
+Result<std::string> render_confusion_png(const std::vector<std::int64_t>& confusion, const std::vector<std::string>& names) {
+  const auto C = static_cast<std::int64_t>(names.size());
+  if (C < 1 || confusion.size() != static_cast<std::size_t>(C * C)) return invalid_argument("confusion matrix size mismatch");
+  const double cell = std::clamp(560.0 / static_cast<double>(C), 4.0, 56.0);
+  const bool labels = cell >= 14, numbers = cell >= 30;
+  // Measure the longest name for the left margin.
+  auto probe = make_canvas(1, 1);
+  if (!probe.ok()) return probe.status();
+  double name_w = 0;
+  if (labels)
+    for (const auto& n : names) name_w = std::max(name_w, text_width(probe->cr.get(), n, 12));
+  const double L = name_w + 70, T = 50, grid = cell * static_cast<double>(C);
+  const double Bm = labels ? name_w * 0.75 + 60 : 50;
+  auto canvas = make_canvas(static_cast<int>(L + grid + 30), static_cast<int>(T + grid + Bm));
+  if (!canvas.ok()) return canvas.status();
+  cairo_t* cr = canvas->cr.get();
+  cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+  text(cr, L + grid / 2, 24, "confusion matrix (test set)", 15, Align::kCenter, true);
+  text(cr, L + grid / 2, 42, "rows: true class, columns: predicted; shade = fraction of the row", 11, Align::kCenter);
+  for (std::int64_t t = 0; t < C; ++t) {
+    std::int64_t row = 0;
+    for (std::int64_t p = 0; p < C; ++p) row += confusion[static_cast<std::size_t>(t * C + p)];
+    for (std::int64_t p = 0; p < C; ++p) {
+      const std::int64_t v = confusion[static_cast<std::size_t>(t * C + p)];
+      const double frac = row ? static_cast<double>(v) / static_cast<double>(row) : 0;
+      double r, g, b;
+      blue(std::sqrt(frac), &r, &g, &b);
+      const double x = L + cell * static_cast<double>(p), y = T + cell * static_cast<double>(t);
+      cairo_set_source_rgb(cr, r, g, b);
+      cairo_rectangle(cr, x, y, cell, cell);
+      cairo_fill(cr);
+      if (numbers && v > 0) {
+        if (frac > 0.35) cairo_set_source_rgb(cr, 1, 1, 1);
+        else cairo_set_source_rgb(cr, 0.15, 0.15, 0.15);
+        text(cr, x + cell / 2, y + cell / 2 + 4, std::to_string(v), cell >= 48 ? 12 : 10, Align::kCenter, t == p);
+      }
+    }
+  }
+  cairo_set_source_rgb(cr, 0.4, 0.4, 0.4);
+  cairo_set_line_width(cr, 1);
+  cairo_rectangle(cr, L + 0.5, T + 0.5, grid, grid);
+  cairo_stroke(cr);
+  cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+  if (labels) {
+    for (std::int64_t k = 0; k < C; ++k) {
+      const auto& n = names[static_cast<std::size_t>(k)];
+      text(cr, L - 8, T + cell * (static_cast<double>(k) + 0.5) + 4, n, 12, Align::kRight);
+      cairo_save(cr);
+      cairo_translate(cr, L + cell * (static_cast<double>(k) + 0.5) + 4, T + grid + 10);
+      cairo_rotate(cr, -M_PI / 4);
+      text(cr, 0, 0, n, 12, Align::kRight);
+      cairo_restore(cr);
+    }
+  }
+  cairo_save(cr);
+  cairo_translate(cr, 18, T + grid / 2);
+  cairo_rotate(cr, -M_PI / 2);
+  text(cr, 0, 0, "true class", 13, Align::kCenter, true);
+  cairo_restore(cr);
+  text(cr, L + grid / 2, T + grid + Bm - 10, "predicted class", 13, Align::kCenter, true);
+  return to_png(*canvas);
+}
+
+Result<std::string> render_predictions_png(const LabeledImages& data, const Evaluation& eval,
+                                           const std::vector<std::string>& names, int count) {
+  if (data.height < 2 || data.n == 0) return invalid_argument("predictions need 2-D images");
+  if (eval.predicted.size() != static_cast<std::size_t>(data.n)) return invalid_argument("evaluation does not match the data");
+  std::vector<std::int64_t> pick;
+  for (int pass = 0; pass < 2; ++pass)
+    for (std::int64_t i = 0; i < data.n && static_cast<int>(pick.size()) < count; ++i) {
+      const bool wrong = eval.predicted[static_cast<std::size_t>(i)] != data.labels[static_cast<std::size_t>(i)];
+      if (wrong == (pass == 0)) pick.push_back(i);
+    }
+  const int cols = 8;
+  const int rows = static_cast<int>((pick.size() + cols - 1) / cols);
+  const double scale = std::clamp(84.0 / static_cast<double>(std::max(data.height, data.width)), 1.0, 4.0);
+  const double iw = static_cast<double>(data.width) * scale, ih = static_cast<double>(data.height) * scale;
+  const double tw = std::max(iw + 16, 124.0), th = ih + 44;
+  auto canvas = make_canvas(static_cast<int>(tw * cols + 20), static_cast<int>(th * rows + 56));
+  if (!canvas.ok()) return canvas.status();
+  cairo_t* cr = canvas->cr.get();
+  cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+  text(cr, 10, 24, "test predictions (mistakes first)", 15, Align::kLeft, true);
+  text(cr, 10, 42, "each image: true label, then the prediction with its probability (red when wrong)", 11);
+  const std::int64_t D = data.features();
+  std::vector<std::uint32_t> argb(static_cast<std::size_t>(D));
+  for (std::size_t k = 0; k < pick.size(); ++k) {
+    const std::int64_t i = pick[k];
+    const double x = 10 + tw * static_cast<double>(k % cols), y = 56 + th * static_cast<double>(k / cols);
+    const std::uint8_t* px = data.pixels.data() + i * D;
+    // Dark ink on light paper, like d2l's plots.
+    for (std::int64_t p = 0; p < D; ++p) {
+      const std::uint32_t v = 255u - px[p];
+      argb[static_cast<std::size_t>(p)] = 0xff000000u | (v << 16) | (v << 8) | v;
+    }
+    SurfacePtr img(cairo_image_surface_create_for_data(reinterpret_cast<unsigned char*>(argb.data()), CAIRO_FORMAT_ARGB32,
+                                                       static_cast<int>(data.width), static_cast<int>(data.height),
+                                                       static_cast<int>(data.width * 4)));
+    cairo_save(cr);
+    cairo_translate(cr, x + (tw - iw) / 2, y + 36);
+    cairo_scale(cr, scale, scale);
+    cairo_set_source_surface(cr, img.get(), 0, 0);
+    cairo_pattern_set_filter(cairo_get_source(cr), CAIRO_FILTER_NEAREST);
+    cairo_paint(cr);
+    cairo_restore(cr);
+    const std::int32_t t = data.labels[static_cast<std::size_t>(i)], p = eval.predicted[static_cast<std::size_t>(i)];
+    auto name = [&](std::int32_t c) {
+      return c >= 0 && static_cast<std::size_t>(c) < names.size() ? names[static_cast<std::size_t>(c)] : std::to_string(c);
+    };
+    cairo_set_source_rgb(cr, 0.15, 0.15, 0.15);
+    text(cr, x + tw / 2, y + 14, name(t), 11, Align::kCenter);
+    if (t != p) cairo_set_source_rgb(cr, 0.8, 0.1, 0.1);
+    else cairo_set_source_rgb(cr, 0.1, 0.5, 0.1);
+    text(cr, x + tw / 2, y + 29,
+         fmt::format("{} {:.0f}%", name(p), 100.0 * eval.confidence[static_cast<std::size_t>(i)]), 11, Align::kCenter,
+         t != p);
+  }
+  return to_png(*canvas);
+}
+
+Result<std::string> render_weights_png(const SoftmaxModel& m) {
+  if (m.height < 2) return invalid_argument("weight templates need 2-D images");
+  const std::int64_t C = m.classes, D = m.features;
+  const int cols = static_cast<int>(std::min<std::int64_t>(C, 10));
+  const int rows = static_cast<int>((C + cols - 1) / cols);
+  const double scale = std::clamp(96.0 / static_cast<double>(std::max(m.height, m.width)), 1.0, 4.0);
+  const double iw = static_cast<double>(m.width) * scale, ih = static_cast<double>(m.height) * scale;
+  const double tw = std::max(iw + 12, 110.0), th = ih + 30;
+  auto canvas = make_canvas(static_cast<int>(tw * cols + 20), static_cast<int>(th * rows + 64));
+  if (!canvas.ok()) return canvas.status();
+  cairo_t* cr = canvas->cr.get();
+  cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+  text(cr, 10, 24, "learned weight templates W[:, class]", 15, Align::kLeft, true);
+  text(cr, 10, 42, "red: pixel brightness raises the class score, blue: lowers it (scaled per class)", 11);
+  std::vector<std::uint32_t> argb(static_cast<std::size_t>(D));
+  for (std::int64_t c = 0; c < C; ++c) {
+    float amax = 0;
+    for (std::int64_t p = 0; p < D; ++p) amax = std::max(amax, std::fabs(m.weight[static_cast<std::size_t>(p * C + c)]));
+    for (std::int64_t p = 0; p < D; ++p) {
+      const double v = amax > 0 ? m.weight[static_cast<std::size_t>(p * C + c)] / amax : 0.0;
+      // Diverging blue-white-red.
+      double r = 1, g = 1, b = 1;
+      if (v > 0) g = b = 1 - v, r = 1 - 0.25 * v;
+      else r = g = 1 + v, b = 1 + 0.25 * v;
+      auto q = [](double t) { return static_cast<std::uint32_t>(std::lround(std::clamp(t, 0.0, 1.0) * 255)); };
+      argb[static_cast<std::size_t>(p)] = 0xff000000u | (q(r) << 16) | (q(g) << 8) | q(b);
+    }
+    SurfacePtr img(cairo_image_surface_create_for_data(reinterpret_cast<unsigned char*>(argb.data()), CAIRO_FORMAT_ARGB32,
+                                                       static_cast<int>(m.width), static_cast<int>(m.height),
+                                                       static_cast<int>(m.width * 4)));
+    const double x = 10 + tw * static_cast<double>(c % cols), y = 58 + th * static_cast<double>(c / cols);
+    cairo_save(cr);
+    cairo_translate(cr, x + (tw - iw) / 2, y + 18);
+    cairo_scale(cr, scale, scale);
+    cairo_set_source_surface(cr, img.get(), 0, 0);
+    cairo_pattern_set_filter(cairo_get_source(cr), CAIRO_FILTER_NEAREST);
+    cairo_paint(cr);
+    cairo_restore(cr);
+    cairo_set_source_rgb(cr, 0.15, 0.15, 0.15);
+    const auto& n = m.class_names.size() == static_cast<std::size_t>(C) ? m.class_names[static_cast<std::size_t>(c)] : std::to_string(c);
+    text(cr, x + tw / 2, y + 13, n, 11, Align::kCenter);
+  }
+  return to_png(*canvas);
+}
+
+}  // namespace xent::train

@@ -1,0 +1,46 @@
+// plots.h (internal): the training pictures, drawn with cairo and returned as PNG bytes, and the
+// report (metrics JSON/CSV, report.html) that shows them. Not a plotting library: four fixed
+// figures (curves, confusion matrix, predictions grid, weight templates).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "xent/idx.h"
+#include "xent/model.h"
+#include "xent/status.h"
+#include "xent/train.h"
+
+namespace xent::train {
+
+// Train loss (left panel); train and test accuracy (right panel) per epoch.
+Result<std::string> render_curves_png(const std::vector<EpochMetrics>& history);
+// C x C counts (row = true class), shaded by the row's fraction.
+Result<std::string> render_confusion_png(const std::vector<std::int64_t>& confusion, const std::vector<std::string>& names);
+// Up to `count` test images with true and predicted labels, mistakes first (as d2l's
+// predict_ch3). Needs 2-D images (height > 1).
+Result<std::string> render_predictions_png(const LabeledImages& data, const Evaluation& eval,
+                                           const std::vector<std::string>& names, int count);
+// W[:, c] as an image per class (red positive, blue negative, each class scaled by its max |w|).
+Result<std::string> render_weights_png(const SoftmaxModel& model);
+
+// Metrics as JSON (an object with "epochs": [...] and a summary) and as CSV.
+std::string metrics_json(const std::vector<EpochMetrics>& history, const std::string& extra_json_object);
+std::string metrics_csv(const std::vector<EpochMetrics>& history);
+
+struct ReportInputs {
+  const SoftmaxModel* model = nullptr;
+  const std::vector<EpochMetrics>* history = nullptr;
+  const Evaluation* test_eval = nullptr;
+  const LabeledImages* test = nullptr;
+  std::string title;       // e.g. the data directory
+  std::string command;     // the command line that produced it
+  double load_seconds = 0, train_seconds = 0, total_seconds = 0;
+  int threads = 1;
+};
+// Writes curves.png, confusion.png, predictions.png, weights.png (the last two for 2-D images)
+// and report.html into `dir` (created if missing), each atomically. `written` gets the paths.
+Status write_report(const std::string& dir, const ReportInputs& in, std::vector<std::string>* written);
+
+}  // namespace xent::train

@@ -1,0 +1,478 @@
+// trainer.cc: softmax regression by minibatch SGD (include/xent/train.h): initialisation, the
+// epoch loop, evaluation, checkpoints. Matrix products are OpenBLAS sgemm calls, each one
+// single-threaded; parallelism comes from xent's pool over fixed chunks (rows of a batch, rows of
+// dW, slices of the test set), so results do not depend on the thread count.
+//
+// Shapes: N samples, B batch rows, D features (pixels), C classes. X is B x D (row-major),
+// W is D x C, Z and dZ are B x C.
+#include "xent/train.h"
+
+#include <cblas.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "io/atomic_file.h"
+#include "parallel.h"
+#include "train/rng.h"
+#include "xent/losses.h"
+#include "xent/runtime.h"
+#include "xent/softmax.h"
+
+namespace xent {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr std::int64_t kRowChunk = 128;    // batch rows per forward task
+constexpr std::int64_t kDwChunk = 400;    // rows of dW per backward task
+constexpr std::int64_t kEvalRows = 256;   // rows per evaluation chunk
+constexpr std::int64_t kEvalLanes = 8;    // evaluation tasks (each walks its own slice of chunks)
+constexpr std::int64_t kPrefetchRows = 6; // gather: rows fetched ahead
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+// Z (rows x C) = X (rows x D) W + b, one single-threaded sgemm.
+void linear_forward(const float* X, std::int64_t rows, const float* W, const float* b, std::int64_t D,
+                    std::int64_t C, float* Z) {
+  for (std::int64_t r = 0; r < rows; ++r) std::memcpy(Z + r * C, b, static_cast<std::size_t>(C) * sizeof(float));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(C),
+              static_cast<int>(D), 1.0f, X, static_cast<int>(D), W, static_cast<int>(C), 1.0f, Z,
+              static_cast<int>(C));
+}
+
+std::int32_t argmax_row(const float* z, std::int64_t C) {
+  std::int64_t best = 0;
+  for (std::int64_t c = 1; c < C; ++c)
+    if (z[c] > z[best]) best = c;
+  return static_cast<std::int32_t>(best);
+}
+
+Status check_data(const LabeledImages& d, const char* what, std::int64_t D, std::int64_t C) {
+  if (d.features() != D) {
+    return invalid_argument(fmt::format("{} images have {} x {} = {} pixels, the model expects {}", what, d.height,
+                                        d.width, d.features(), D));
+  }
+  for (std::int64_t i = 0; i < d.n; ++i) {
+    const std::int32_t y = d.labels[static_cast<std::size_t>(i)];
+    if (y < 0 || y >= C)
+      return out_of_range(fmt::format("{} label {} at index {} is outside [0, {})", what, y, i, C));
+  }
+  return Status::Ok();
+}
+
+// Reusable buffers for chunked evaluation.
+struct EvalWorkspace {
+  std::vector<float> x, z;  // kEvalLanes x kEvalRows x D, kEvalLanes x kEvalRows x C
+  void ensure(std::int64_t D, std::int64_t C) {
+    x.resize(static_cast<std::size_t>(kEvalLanes * kEvalRows * D));
+    z.resize(static_cast<std::size_t>(kEvalLanes * kEvalRows * C));
+  }
+};
+
+// Calls fn(row0, rows, Z) for consecutive chunks of the n images, from kEvalLanes parallel tasks
+// (each task owns a contiguous slice of chunks and its own buffers).
+template <class Fn>
+void for_each_logits_chunk(const SoftmaxModel& m, const std::uint8_t* pixels, std::int64_t n, EvalWorkspace& ws,
+                           Fn&& fn) {
+  const std::int64_t D = m.features, C = m.classes;
+  ws.ensure(D, C);
+  const std::int64_t chunks = ceil_div(n, kEvalRows);
+  const std::int64_t per_lane = ceil_div(chunks, kEvalLanes);
+  detail::parallel_for(static_cast<std::size_t>(kEvalLanes), [&](std::size_t lane) {
+    float* X = ws.x.data() + lane * static_cast<std::size_t>(kEvalRows * D);
+    float* Z = ws.z.data() + lane * static_cast<std::size_t>(kEvalRows * C);
+    for (std::int64_t k = static_cast<std::int64_t>(lane) * per_lane;
+         k < std::min(chunks, (static_cast<std::int64_t>(lane) + 1) * per_lane); ++k) {
+      const std::int64_t row0 = k * kEvalRows, rows = std::min(kEvalRows, n - row0);
+      scale_pixels(pixels + row0 * D, static_cast<std::size_t>(rows * D), X);
+      linear_forward(X, rows, m.weight.data(), m.bias.data(), D, C, Z);
+      fn(static_cast<std::int64_t>(lane), row0, rows, Z);
+    }
+  });
+}
+
+double test_accuracy(const SoftmaxModel& m, const LabeledImages& test, EvalWorkspace& ws) {
+  if (test.n == 0) return std::nan("");
+  std::int64_t correct_by_lane[kEvalLanes] = {};
+  for_each_logits_chunk(m, test.pixels.data(), test.n, ws, [&](std::int64_t lane, std::int64_t row0, std::int64_t rows, const float* Z) {
+    for (std::int64_t r = 0; r < rows; ++r)
+      correct_by_lane[lane] += argmax_row(Z + r * m.classes, m.classes) == test.labels[static_cast<std::size_t>(row0 + r)];
+  });
+  std::int64_t correct = 0;
+  for (auto c : correct_by_lane) correct += c;
+  return static_cast<double>(correct) / static_cast<double>(test.n);
+}
+
+void apply_threads(int threads) {
+  // Each BLAS call is one task of ours: OpenBLAS must not spawn its own threads.
+  openblas_set_num_threads(1);
+  if (threads > 0) set_num_threads(threads);
+}
+
+json options_json(const TrainOptions& o) {
+  return {{"batch_size", o.batch_size}, {"lr", o.lr},           {"seed", o.seed},
+          {"weight_decay", o.weight_decay}, {"momentum", o.momentum}, {"label_smoothing", o.label_smoothing},
+          {"init_std", o.init_std}};
+}
+
+Status compute_logits_impl(const SoftmaxModel& m, const std::uint8_t* pixels, std::int64_t n, int threads, float* logits);
+Status evaluate_impl(const SoftmaxModel& m, const LabeledImages& data, int threads, Evaluation* out);
+
+}  // namespace
+
+Status validate(const TrainOptions& o) {
+  if (o.epochs < 1 || o.epochs > 1000000) return invalid_argument(fmt::format("--epochs must be in [1, 1e6], found {}", o.epochs));
+  if (o.batch_size < 1 || o.batch_size > (1 << 24))
+    return invalid_argument(fmt::format("--batch-size must be in [1, 2^24], found {}", o.batch_size));
+  if (!(o.lr > 0) || !std::isfinite(o.lr)) return invalid_argument(fmt::format("--lr must be positive and finite, found {}", o.lr));
+  if (!(o.weight_decay >= 0) || !std::isfinite(o.weight_decay))
+    return invalid_argument(fmt::format("--weight-decay must be >= 0, found {}", o.weight_decay));
+  if (!(o.momentum >= 0 && o.momentum < 1)) return invalid_argument(fmt::format("--momentum must be in [0, 1), found {}", o.momentum));
+  if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
+    return invalid_argument(fmt::format("--label-smoothing must be in [0, 1], found {}", o.label_smoothing));
+  if (!(o.init_std >= 0) || !std::isfinite(o.init_std)) return invalid_argument(fmt::format("init std must be >= 0, found {}", o.init_std));
+  if (o.threads < 0 || o.threads > 1024) return invalid_argument(fmt::format("--threads must be in [0, 1024], found {}", o.threads));
+  return Status::Ok();
+}
+
+Result<TrainState> init_train_state(std::int64_t height, std::int64_t width, std::int64_t classes,
+                                    const TrainOptions& options) {
+  XENT_RETURN_IF_ERROR(validate(options));
+  const std::int64_t D = height * width;
+  if (height < 1 || width < 1 || D > (std::int64_t{1} << 30) || classes < 2 || classes > 65536 ||
+      D * classes > (std::int64_t{1} << 30)) {
+    return invalid_argument(fmt::format("cannot build a model for {} x {} inputs and {} classes (need C >= 2, D * C < 2^30)",
+                                        height, width, classes));
+  }
+  TrainState s;
+  s.model.features = D;
+  s.model.classes = classes;
+  s.model.height = height;
+  s.model.width = width;
+  s.model.weight.resize(static_cast<std::size_t>(D * classes));
+  s.model.bias.assign(static_cast<std::size_t>(classes), 0.0f);
+  s.model.class_names = default_class_names(classes, false);
+  detail::Xoshiro256 rng(options.seed);
+  detail::fill_normal(s.model.weight.data(), D * classes, options.init_std, rng);
+  s.velocity_w.assign(s.model.weight.size(), 0.0f);
+  s.velocity_b.assign(s.model.bias.size(), 0.0f);
+  s.rng = rng.state();
+  return s;
+}
+
+namespace {
+
+Status train_impl(const LabeledImages& train, const LabeledImages& test, const TrainOptions& options,
+                  TrainState& state, const TrainCallbacks& callbacks, bool* interrupted) {
+  using clock = std::chrono::steady_clock;
+  if (interrupted) *interrupted = false;
+  XENT_RETURN_IF_ERROR(validate(options));
+  SoftmaxModel& m = state.model;
+  const std::int64_t D = m.features, C = m.classes, N = train.n;
+  if (m.weight.size() != static_cast<std::size_t>(D * C) || m.bias.size() != static_cast<std::size_t>(C) ||
+      state.velocity_w.size() != m.weight.size() || state.velocity_b.size() != m.bias.size())
+    return invalid_argument("training state has inconsistent sizes");
+  if (N < 1) return invalid_argument("the training set is empty");
+  if (N > INT32_MAX) return invalid_argument(fmt::format("the training set has {} images, more than 2^31 - 1", N));
+  XENT_RETURN_IF_ERROR(check_data(train, "train", D, C));
+  XENT_RETURN_IF_ERROR(check_data(test, "test", D, C));
+  apply_threads(options.threads);
+
+  const std::int64_t B = std::min<std::int64_t>(options.batch_size, N);
+  std::vector<float> X(static_cast<std::size_t>(B * D)), Z(static_cast<std::size_t>(B * C)),
+      dZ(static_cast<std::size_t>(B * C)), gW(static_cast<std::size_t>(D * C)), gb(static_cast<std::size_t>(C));
+  std::vector<std::int32_t> y(static_cast<std::size_t>(B)), perm(static_cast<std::size_t>(N));
+  std::vector<float> W0, b0, vW0, vb0;  // the last completed epoch, restored on interruption
+  EvalWorkspace ws;
+  CrossEntropyOptions ce;
+  ce.reduction = Reduction::kMean;
+  ce.label_smoothing = options.label_smoothing;
+  const float lr = static_cast<float>(options.lr), wd = static_cast<float>(options.weight_decay),
+              mu = static_cast<float>(options.momentum);
+  const std::int64_t row_tasks_max = ceil_div(B, kRowChunk), dw_tasks = ceil_div(D, kDwChunk);
+  const std::uint8_t* px = train.pixels.data();
+
+  for (int epoch = state.epochs_done + 1; epoch <= options.epochs; ++epoch) {
+    const auto t0 = clock::now();
+    W0 = m.weight, b0 = m.bias, vW0 = state.velocity_w, vb0 = state.velocity_b;
+    const auto rng0 = state.rng;
+    detail::Xoshiro256 rng(state.rng);
+    for (std::int64_t i = 0; i < N; ++i) perm[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i);
+    detail::shuffle(perm.data(), N, rng);
+
+    double loss_sum = 0;
+    std::int64_t correct = 0;
+    for (std::int64_t start = 0; start < N; start += B) {
+      if (callbacks.stop && callbacks.stop->load(std::memory_order_relaxed)) {
+        m.weight = W0, m.bias = b0, state.velocity_w = vW0, state.velocity_b = vb0, state.rng = rng0;
+        if (interrupted) *interrupted = true;
+        return Status::Ok();
+      }
+      const std::int64_t rows = std::min(B, N - start);
+      const std::int64_t row_tasks = std::min(row_tasks_max, ceil_div(rows, kRowChunk));
+      // Gather + scale + forward, in fixed chunks of rows.
+      detail::parallel_for(static_cast<std::size_t>(row_tasks), [&](std::size_t t) {
+        const std::int64_t r0 = static_cast<std::int64_t>(t) * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
+        for (std::int64_t r = r0; r < r1; ++r) {
+          // Rows are random in a dataset larger than the caches: fetch a few rows ahead.
+          if (r + kPrefetchRows < r1) {
+            const std::uint8_t* ahead = px + perm[static_cast<std::size_t>(start + r + kPrefetchRows)] * D;
+            for (std::int64_t off = 0; off < D; off += 64) __builtin_prefetch(ahead + off);
+          }
+          const std::int64_t i = perm[static_cast<std::size_t>(start + r)];
+          scale_pixels(px + i * D, static_cast<std::size_t>(D), X.data() + r * D);
+          y[static_cast<std::size_t>(r)] = train.labels[static_cast<std::size_t>(i)];
+        }
+        linear_forward(X.data() + r0 * D, r1 - r0, m.weight.data(), m.bias.data(), D, C, Z.data() + r0 * C);
+      });
+      for (std::int64_t r = 0; r < rows; ++r) correct += argmax_row(Z.data() + r * C, C) == y[static_cast<std::size_t>(r)];
+      float loss = 0;
+      XENT_RETURN_IF_ERROR(cross_entropy_fused(ConstTensorView(Z.data(), {rows, C}), ConstTensorView(y.data(), {rows}),
+                                               ce, TensorView(&loss, Shape{}), TensorView(dZ.data(), {rows, C})));
+      loss_sum += static_cast<double>(loss) * static_cast<double>(rows);
+      // gW = X^T dZ in fixed chunks of rows of gW, then the update of those rows.
+      detail::parallel_for(static_cast<std::size_t>(dw_tasks), [&](std::size_t t) {
+        const std::int64_t k0 = static_cast<std::int64_t>(t) * kDwChunk, k1 = std::min(D, k0 + kDwChunk);
+        float* g = gW.data() + k0 * C;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(k1 - k0), static_cast<int>(C),
+                    static_cast<int>(rows), 1.0f, X.data() + k0, static_cast<int>(D), dZ.data(), static_cast<int>(C),
+                    0.0f, g, static_cast<int>(C));
+        float* w = m.weight.data() + k0 * C;
+        float* v = state.velocity_w.data() + k0 * C;
+        const std::int64_t len = (k1 - k0) * C;
+        if (mu != 0.0f) {
+          for (std::int64_t j = 0; j < len; ++j) {
+            v[j] = mu * v[j] + (g[j] + wd * w[j]);
+            w[j] -= lr * v[j];
+          }
+        } else {
+          for (std::int64_t j = 0; j < len; ++j) w[j] -= lr * (g[j] + wd * w[j]);
+        }
+      });
+      for (std::int64_t c = 0; c < C; ++c) {
+        double s = 0;
+        for (std::int64_t r = 0; r < rows; ++r) s += dZ[static_cast<std::size_t>(r * C + c)];
+        gb[static_cast<std::size_t>(c)] = static_cast<float>(s);
+      }
+      for (std::int64_t c = 0; c < C; ++c) {
+        float& v = state.velocity_b[static_cast<std::size_t>(c)];
+        const float g = gb[static_cast<std::size_t>(c)];
+        if (mu != 0.0f) {
+          v = mu * v + g;
+          m.bias[static_cast<std::size_t>(c)] -= lr * v;
+        } else {
+          m.bias[static_cast<std::size_t>(c)] -= lr * g;
+        }
+      }
+      if (callbacks.on_progress) callbacks.on_progress(epoch, start + rows, N);
+    }
+    state.rng = rng.state();
+    state.epochs_done = epoch;
+    EpochMetrics em;
+    em.epoch = epoch;
+    em.train_loss = loss_sum / static_cast<double>(N);
+    em.train_accuracy = static_cast<double>(correct) / static_cast<double>(N);
+    em.test_accuracy = test_accuracy(m, test, ws);
+    em.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    state.history.push_back(em);
+    m.info["epochs"] = std::to_string(epoch);
+    m.info["train_loss"] = fmt::format("{:.6f}", em.train_loss);
+    m.info["train_accuracy"] = fmt::format("{:.6f}", em.train_accuracy);
+    m.info["test_accuracy"] = fmt::format("{:.6f}", em.test_accuracy);
+    m.info["recipe"] = options_json(options).dump();
+    if (callbacks.on_epoch_end) XENT_RETURN_IF_ERROR(callbacks.on_epoch_end(state, em));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+// Allocation failures (huge batches or images) become a Status, never an exception.
+Status train_softmax_regression(const LabeledImages& train, const LabeledImages& test, const TrainOptions& options,
+                                TrainState& state, const TrainCallbacks& callbacks, bool* interrupted) {
+  try {
+    return train_impl(train, test, options, state, callbacks, interrupted);
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted(fmt::format("out of memory for batches of {} images of {} pixels",
+                                          options.batch_size, state.model.features));
+  }
+}
+
+Status compute_logits(const SoftmaxModel& m, const std::uint8_t* pixels, std::int64_t n, int threads, float* logits) {
+  try {
+    return compute_logits_impl(m, pixels, n, threads, logits);
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted("out of memory computing logits");
+  }
+}
+
+namespace {
+Status compute_logits_impl(const SoftmaxModel& m, const std::uint8_t* pixels, std::int64_t n, int threads, float* logits) {
+  if (n < 0 || (n > 0 && (pixels == nullptr || logits == nullptr))) return invalid_argument("compute_logits: bad buffers");
+  if (m.weight.size() != static_cast<std::size_t>(m.features * m.classes) || m.bias.size() != static_cast<std::size_t>(m.classes))
+    return invalid_argument("compute_logits: model has inconsistent sizes");
+  apply_threads(threads);
+  EvalWorkspace ws;
+  for_each_logits_chunk(m, pixels, n, ws, [&](std::int64_t, std::int64_t row0, std::int64_t rows, const float* Z) {
+    std::memcpy(logits + row0 * m.classes, Z, static_cast<std::size_t>(rows * m.classes) * sizeof(float));
+  });
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status evaluate_model(const SoftmaxModel& m, const LabeledImages& data, int threads, Evaluation* out) {
+  try {
+    return evaluate_impl(m, data, threads, out);
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted(fmt::format("out of memory evaluating {} images", data.n));
+  }
+}
+
+namespace {
+Status evaluate_impl(const SoftmaxModel& m, const LabeledImages& data, int threads, Evaluation* out) {
+  XENT_RETURN_IF_ERROR(check_data(data, "evaluation", m.features, m.classes));
+  const std::int64_t C = m.classes, n = data.n;
+  std::vector<float> logits(static_cast<std::size_t>(n * C));
+  XENT_RETURN_IF_ERROR(compute_logits(m, data.pixels.data(), n, threads, logits.data()));
+  Evaluation e;
+  e.n = n;
+  e.confusion.assign(static_cast<std::size_t>(C * C), 0);
+  e.predicted.resize(static_cast<std::size_t>(n));
+  e.confidence.resize(static_cast<std::size_t>(n));
+  if (n > 0) XENT_RETURN_IF_ERROR(softmax_forward(ConstTensorView(logits.data(), {n, C}), 1, TensorView(logits.data(), {n, C})));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float* p = logits.data() + i * C;
+    const std::int32_t k = argmax_row(p, C);
+    e.predicted[static_cast<std::size_t>(i)] = k;
+    e.confidence[static_cast<std::size_t>(i)] = p[k];
+    const std::int32_t t = data.labels[static_cast<std::size_t>(i)];
+    e.correct += k == t;
+    ++e.confusion[static_cast<std::size_t>(t * C + k)];
+  }
+  e.accuracy = n ? static_cast<double>(e.correct) / static_cast<double>(n) : std::nan("");
+  *out = std::move(e);
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::string dataset_fingerprint(const LabeledImages& train, const LabeledImages& test) {
+  auto crc = [](const void* p, std::size_t n) {
+    uLong c = crc32(0L, Z_NULL, 0);
+    const auto* b = static_cast<const Bytef*>(p);
+    while (n > 0) {
+      const auto k = static_cast<uInt>(std::min<std::size_t>(n, 1u << 30));
+      c = crc32(c, b, k);
+      b += k, n -= k;
+    }
+    return static_cast<unsigned long>(c);
+  };
+  return fmt::format("train {}x{}x{} crc {:08x}/{:08x}; test {}x{}x{} crc {:08x}/{:08x}", train.n, train.height,
+                     train.width, crc(train.pixels.data(), train.pixels.size()),
+                     crc(train.labels.data(), train.labels.size() * 4), test.n, test.height, test.width,
+                     crc(test.pixels.data(), test.pixels.size()), crc(test.labels.data(), test.labels.size() * 4));
+}
+
+Status save_checkpoint(const std::string& path, const TrainState& s, const TrainOptions& options,
+                       const std::string& data_fingerprint) {
+  const SoftmaxModel& m = s.model;
+  std::map<std::string, std::string> meta = m.info;
+  meta["format"] = "xent.softmax_regression.checkpoint";
+  meta["format_version"] = "1";
+  meta["class_names"] = json(m.class_names).dump();
+  meta["input_shape"] = json(std::vector<std::int64_t>{m.height, m.width}).dump();
+  meta["checkpoint_epochs_done"] = std::to_string(s.epochs_done);
+  meta["checkpoint_options"] = options_json(options).dump();
+  meta["checkpoint_data"] = data_fingerprint;
+  json hist = json::array();
+  for (const auto& h : s.history)
+    hist.push_back({{"epoch", h.epoch}, {"train_loss", h.train_loss}, {"train_accuracy", h.train_accuracy},
+                    {"test_accuracy", h.test_accuracy}, {"seconds", h.seconds}});
+  meta["checkpoint_history"] = hist.dump();
+  const std::string bytes = serialize_safetensors(
+      meta, {{"W", "F32", {m.features, m.classes}, m.weight.data(), m.weight.size() * 4},
+             {"b", "F32", {m.classes}, m.bias.data(), m.bias.size() * 4},
+             {"velocity_W", "F32", {m.features, m.classes}, s.velocity_w.data(), s.velocity_w.size() * 4},
+             {"velocity_b", "F32", {m.classes}, s.velocity_b.data(), s.velocity_b.size() * 4},
+             {"rng", "U64", {4}, s.rng.data(), 32}});
+  return io::write_file_atomic(path, bytes);
+}
+
+Result<TrainState> load_checkpoint(const std::string& path, const TrainOptions& options,
+                                   const std::string& data_fingerprint) {
+  auto bytes = read_file_bytes(path);
+  if (!bytes.ok()) return bytes.status();
+  auto model = parse_model(bytes->data(), bytes->size(), path);
+  if (!model.ok()) return model.status();
+  auto st = parse_safetensors(bytes->data(), bytes->size(), path);
+  if (!st.ok()) return st.status();
+  auto meta = [&](const char* k) -> const std::string* {
+    auto it = st->metadata.find(k);
+    return it == st->metadata.end() ? nullptr : &it->second;
+  };
+  const std::string* fmt_s = meta("format");
+  if (!fmt_s || *fmt_s != "xent.softmax_regression.checkpoint")
+    return data_loss(fmt::format("{}: not a xent checkpoint (metadata format is {})", path, fmt_s ? *fmt_s : "missing"));
+  TrainState s;
+  s.model = std::move(*model);
+  for (const char* k : {"checkpoint_epochs_done", "checkpoint_options", "checkpoint_data", "checkpoint_history"}) {
+    if (!meta(k)) return data_loss(fmt::format("{}: checkpoint metadata lacks \"{}\"", path, k));
+    s.model.info.erase(k);
+  }
+  const std::string want_opts = options_json(options).dump();
+  if (*meta("checkpoint_options") != want_opts) {
+    return invalid_argument(fmt::format("{}: the checkpoint was written with options {}, this run has {}; resume with "
+                                        "the same options (only --epochs and --threads may change)",
+                                        path, *meta("checkpoint_options"), want_opts));
+  }
+  if (*meta("checkpoint_data") != data_fingerprint) {
+    return invalid_argument(fmt::format("{}: the checkpoint was trained on other data ({}), this run has {}", path,
+                                        *meta("checkpoint_data"), data_fingerprint));
+  }
+  char* end = nullptr;
+  const std::string& ed = *meta("checkpoint_epochs_done");
+  const long epochs = std::strtol(ed.c_str(), &end, 10);
+  if (ed.empty() || *end != '\0' || epochs < 0 || epochs > 1000000)
+    return data_loss(fmt::format("{}: checkpoint_epochs_done must be an integer in [0, 1e6], found \"{}\"", path, ed));
+  s.epochs_done = static_cast<int>(epochs);
+  json hist = json::parse(*meta("checkpoint_history"), nullptr, false);
+  if (hist.is_discarded() || !hist.is_array() || hist.size() != static_cast<std::size_t>(epochs))
+    return data_loss(fmt::format("{}: checkpoint_history must be a JSON array of {} epochs", path, epochs));
+  for (const json& h : hist) {
+    EpochMetrics e;
+    if (!h.is_object()) return data_loss(fmt::format("{}: checkpoint_history entries must be objects", path));
+    try {
+      e.epoch = h.at("epoch").get<int>();
+      e.train_loss = h.at("train_loss").is_null() ? std::nan("") : h.at("train_loss").get<double>();
+      e.train_accuracy = h.at("train_accuracy").get<double>();
+      e.test_accuracy = h.at("test_accuracy").is_null() ? std::nan("") : h.at("test_accuracy").get<double>();
+      e.seconds = h.at("seconds").get<double>();
+    } catch (const std::exception& ex) {
+      return data_loss(fmt::format("{}: bad checkpoint_history entry {}: {}", path, h.dump(), ex.what()));
+    }
+    s.history.push_back(e);
+  }
+  auto take = [&](const char* name, const char* dtype, std::size_t bytes_expected, void* dst) -> Status {
+    const SafetensorsEntry* e = st->find(name);
+    if (!e || e->dtype != dtype || e->size != bytes_expected)
+      return data_loss(fmt::format("{}: checkpoint tensor \"{}\" must be {} with {} bytes", path, name, dtype, bytes_expected));
+    std::memcpy(dst, bytes->data() + e->begin, e->size);
+    return Status::Ok();
+  };
+  s.velocity_w.resize(s.model.weight.size());
+  s.velocity_b.resize(s.model.bias.size());
+  XENT_RETURN_IF_ERROR(take("velocity_W", "F32", s.velocity_w.size() * 4, s.velocity_w.data()));
+  XENT_RETURN_IF_ERROR(take("velocity_b", "F32", s.velocity_b.size() * 4, s.velocity_b.data()));
+  XENT_RETURN_IF_ERROR(take("rng", "U64", 32, s.rng.data()));
+  return s;
+}
+
+}  // namespace xent

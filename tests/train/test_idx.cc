@@ -1,0 +1,221 @@
+// test_idx.cc: the IDX reader on good, bad, truncated and hostile input, plain and gzip'd. The
+// expected bytes come from the test's own IDX writer and zlib's deflate, not from xent.
+#include <gtest/gtest.h>
+
+#include "train_test_util.h"
+#include "xent/idx.h"
+
+namespace xent {
+namespace {
+
+using test::gzip_bytes;
+using test::idx_bytes;
+
+std::vector<std::uint8_t> pattern(std::size_t n) {
+  std::vector<std::uint8_t> p(n);
+  for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<std::uint8_t>(i * 37 + 11);
+  return p;
+}
+
+Result<IdxArray> parse(const std::vector<std::uint8_t>& b, IdxLimits lim = {}) {
+  return parse_idx(b.data(), b.size(), "f.idx", lim);
+}
+
+void expect_error(const Result<IdxArray>& r, StatusCode code, const std::string& fragment) {
+  ASSERT_FALSE(r.ok()) << "expected an error containing '" << fragment << "'";
+  EXPECT_EQ(r.status().code(), code) << r.status().message();
+  EXPECT_NE(r.status().message().find(fragment), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("f.idx"), std::string::npos) << "error must name the file: " << r.status().message();
+}
+
+TEST(Idx, PlainAndGzipGiveTheSameArray) {
+  const auto payload = pattern(5 * 4 * 3);
+  const auto plain = idx_bytes(0x08, {5, 4, 3}, payload);
+  for (const auto& bytes : {plain, gzip_bytes(plain), gzip_bytes(plain, 0), gzip_bytes(plain, 9)}) {
+    auto r = parse(bytes);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(r->type, 0x08);
+    EXPECT_EQ(r->dims, (std::vector<std::int64_t>{5, 4, 3}));
+    ASSERT_EQ(r->payload.size(), payload.size());
+    EXPECT_TRUE(std::equal(payload.begin(), payload.end(), r->payload.data()));
+  }
+}
+
+TEST(Idx, MultiMemberGzip) {
+  const auto plain = idx_bytes(0x08, {100}, pattern(100));
+  std::vector<std::uint8_t> a(plain.begin(), plain.begin() + 30), b(plain.begin() + 30, plain.end());
+  auto ga = gzip_bytes(a), gb = gzip_bytes(b);
+  ga.insert(ga.end(), gb.begin(), gb.end());
+  auto r = parse(ga);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_TRUE(std::equal(plain.begin() + 8, plain.end(), r->payload.data()));
+}
+
+TEST(Idx, EmptyArrayIsFine) {
+  auto r = parse(idx_bytes(0x08, {0, 28, 28}, {}));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->payload.size(), 0u);
+}
+
+TEST(Idx, OtherTypesKeepTheirWidth) {
+  auto r = parse(idx_bytes(0x0D, {2, 2}, pattern(16)));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->payload.size(), 16u);
+  expect_error(parse(idx_bytes(0x0D, {2, 2}, pattern(15))), StatusCode::kDataLoss, "truncated");
+}
+
+TEST(Idx, BadMagic) {
+  expect_error(parse({1, 0, 8, 3, 0, 0, 0, 0}), StatusCode::kDataLoss, "not an IDX file");
+  expect_error(parse({0, 0, 7, 1, 0, 0, 0, 0}), StatusCode::kDataLoss, "found 00 00 07 01");
+  expect_error(parse({0, 0, 8, 0}), StatusCode::kDataLoss, "rank");
+  expect_error(parse({}), StatusCode::kDataLoss, "empty");
+  expect_error(parse({0, 0}), StatusCode::kDataLoss, "truncated IDX header");
+}
+
+TEST(Idx, TruncatedHeaderAndPayload) {
+  const auto plain = idx_bytes(0x08, {10, 3}, pattern(30));
+  expect_error(parse(std::vector<std::uint8_t>(plain.begin(), plain.begin() + 9)), StatusCode::kDataLoss, "header");
+  expect_error(parse(std::vector<std::uint8_t>(plain.begin(), plain.end() - 1)), StatusCode::kDataLoss, "truncated");
+  auto longer = plain;
+  longer.push_back(0);
+  expect_error(parse(longer), StatusCode::kDataLoss, "trailing");
+}
+
+TEST(Idx, EveryTruncationOfAGzipFileFails) {
+  const auto gz = gzip_bytes(idx_bytes(0x08, {20, 7}, pattern(140)));
+  for (std::size_t n = 0; n < gz.size(); ++n) {
+    auto r = parse_idx(gz.data(), n, "f.idx");
+    EXPECT_FALSE(r.ok()) << "a gzip file cut at " << n << " of " << gz.size() << " bytes was accepted";
+  }
+  EXPECT_TRUE(parse(gz).ok());
+}
+
+TEST(Idx, GzipWithTrailingDataOrGarbage) {
+  const auto plain = idx_bytes(0x08, {4}, pattern(4));
+  // The gzip'd data holds more than the header declares.
+  auto more = plain;
+  more.push_back(9);
+  expect_error(parse(gzip_bytes(more)), StatusCode::kDataLoss, "more than");
+  // Bytes after the gzip stream that are not another member.
+  auto gz = gzip_bytes(plain);
+  gz.push_back(0x42);
+  expect_error(parse(gz), StatusCode::kDataLoss, "not another gzip member");
+}
+
+TEST(Idx, CorruptGzipIsAnErrorOrDecodesTheSameBytes) {
+  const auto payload = pattern(64);
+  auto gz = gzip_bytes(idx_bytes(0x08, {64}, payload));
+  int failures = 0;
+  for (std::size_t i = 10; i < gz.size(); ++i) {  // every byte after the gzip header
+    auto bad = gz;
+    bad[i] ^= 0x5a;
+    auto r = parse(bad);
+    if (!r.ok()) {
+      ++failures;
+      continue;
+    }
+    // Only bits that do not matter (e.g. the padding after the last block) may change.
+    ASSERT_EQ(r->payload.size(), payload.size()) << "flip at " << i;
+    EXPECT_TRUE(std::equal(payload.begin(), payload.end(), r->payload.data())) << "flip at " << i;
+  }
+  EXPECT_GT(failures, static_cast<int>(gz.size()) - 14);
+  auto crc = gz;
+  crc[crc.size() - 6] ^= 1;
+  EXPECT_FALSE(parse(crc).ok());
+}
+
+TEST(Idx, HostileDimensions) {
+  // Product overflows 64 bits.
+  expect_error(parse(idx_bytes(0x0E, {0xffffffffu, 0xffffffffu, 0xffffffffu}, {})), StatusCode::kResourceExhausted, "overflow");
+  // Beyond the limit.
+  IdxLimits lim;
+  lim.max_payload_bytes = 1000;
+  expect_error(parse(idx_bytes(0x08, {10, 101}, {}), lim), StatusCode::kResourceExhausted, "limit");
+  // Plain: declared size far beyond the file.
+  expect_error(parse(idx_bytes(0x08, {60000, 28, 28}, pattern(10))), StatusCode::kDataLoss, "truncated");
+  // Gzip: a few bytes cannot hold 3.9 GB; refused before allocating.
+  expect_error(parse(gzip_bytes(idx_bytes(0x08, {0xfffffff0u}, {}))), StatusCode::kDataLoss, "can hold at most");
+}
+
+TEST(Idx, MakeLabeledImagesChecksMagicAndCounts) {
+  auto img = [](std::uint8_t type, std::vector<std::uint32_t> dims) {
+    std::size_t n = 1;
+    for (auto d : dims) n *= d;
+    auto b = idx_bytes(type, dims, pattern(n * (type == 0x0D ? 4 : 1)));
+    return parse_idx(b.data(), b.size(), "x").value();
+  };
+  auto ok = make_labeled_images(img(0x08, {3, 2, 2}), "i", img(0x08, {3}), "l");
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(ok->n, 3);
+  EXPECT_EQ(ok->height, 2);
+  EXPECT_EQ(ok->features(), 4);
+  EXPECT_EQ(ok->labels[1], pattern(3)[1]);
+  auto flat = make_labeled_images(img(0x08, {3, 5}), "i", img(0x08, {3}), "l");
+  ASSERT_TRUE(flat.ok());
+  EXPECT_EQ(flat->height, 1);
+  EXPECT_EQ(flat->width, 5);
+
+  auto count = make_labeled_images(img(0x08, {3, 2, 2}), "imgs", img(0x08, {4}), "labs");
+  ASSERT_FALSE(count.ok());
+  EXPECT_NE(count.status().message().find("imgs has 3 images but labs has 4 labels"), std::string::npos)
+      << count.status().message();
+  auto swapped = make_labeled_images(img(0x08, {3}), "imgs", img(0x08, {3, 2, 2}), "labs");
+  ASSERT_FALSE(swapped.ok());
+  EXPECT_NE(swapped.status().message().find("magic 2049"), std::string::npos) << swapped.status().message();
+  auto floats = make_labeled_images(img(0x0D, {3, 2, 2}), "imgs", img(0x08, {3}), "labs");
+  ASSERT_FALSE(floats.ok());
+  EXPECT_NE(floats.status().message().find("float32"), std::string::npos) << floats.status().message();
+}
+
+TEST(Idx, FilesAndDirectories) {
+  test::TempDir dir;
+  auto r = read_idx_file(dir / "missing.gz");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kIoError);
+  EXPECT_NE(r.status().message().find("missing.gz"), std::string::npos);
+
+  auto found = find_idx_dataset(dir.path.string());
+  ASSERT_FALSE(found.ok());
+  EXPECT_NE(found.status().message().find("train-images-idx3-ubyte"), std::string::npos) << found.status().message();
+
+  auto s = test::make_synthetic(20, 4, 4, 3, 1);
+  test::write_idx_pair(dir.path.string(), "train", s, 4, 4, true);
+  test::write_idx_pair(dir.path.string(), "t10k", s, 4, 4, false);
+  found = find_idx_dataset(dir.path.string());
+  ASSERT_TRUE(found.ok()) << found.status().message();
+  EXPECT_EQ(found->train_images, dir / "train-images-idx3-ubyte.gz");
+  EXPECT_EQ(found->test_labels, dir / "t10k-labels-idx1-ubyte");
+  auto li = load_labeled_images(found->train_images, found->train_labels);
+  ASSERT_TRUE(li.ok()) << li.status().message();
+  EXPECT_EQ(li->n, 20);
+  EXPECT_TRUE(std::equal(s.pixels.begin(), s.pixels.end(), li->pixels.data()));
+}
+
+
+TEST(Idx, FilesLargerThanTheReadChunkAndSplitIntoMembers) {
+  test::TempDir dir;
+  std::vector<std::uint8_t> payload(3u << 20);
+  std::uint32_t x = 12345;
+  for (auto& b : payload) x = x * 1664525u + 1013904223u, b = static_cast<std::uint8_t>(x >> 24);  // incompressible
+  const auto plain = idx_bytes(0x08, {3, 1024, 1024}, payload);
+  const std::size_t cut = (1u << 20) + 12345;  // the member boundary is not at a read-chunk boundary
+  auto gz = gzip_bytes(std::vector<std::uint8_t>(plain.begin(), plain.begin() + static_cast<std::ptrdiff_t>(cut)), 1);
+  auto gz2 = gzip_bytes(std::vector<std::uint8_t>(plain.begin() + static_cast<std::ptrdiff_t>(cut), plain.end()), 1);
+  gz.insert(gz.end(), gz2.begin(), gz2.end());
+  ASSERT_GT(gz.size(), 2u << 20);
+  for (const auto& [name, bytes] : {std::pair{"a.gz", gz}, std::pair{"a", plain}}) {
+    test::write_bytes(dir / name, bytes);
+    auto r = read_idx_file(dir / name);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_TRUE(std::equal(payload.begin(), payload.end(), r->payload.data())) << name;
+    auto cut_file = bytes;
+    cut_file.resize(bytes.size() - 100000);
+    test::write_bytes(dir / name, cut_file);
+    auto t = read_idx_file(dir / name);
+    ASSERT_FALSE(t.ok()) << name;
+    EXPECT_NE(t.status().message().find("truncated"), std::string::npos) << t.status().message();
+  }
+}
+
+}  // namespace
+}  // namespace xent

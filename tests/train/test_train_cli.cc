@@ -1,0 +1,184 @@
+// test_train_cli.cc: `xent train`, `evaluate` and `predict` as a user runs them: outputs written,
+// exit codes (0 ok, 2 bad input or usage, 130 interrupted), identical models for the same seed
+// and thread counts, and Ctrl-C then --resume ending with the same bits as an uninterrupted run.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "train_test_util.h"
+#include "xent/model.h"
+
+extern char** environ;
+
+namespace xent {
+namespace {
+
+struct Out {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& p) {
+  auto b = test::read_bytes(p);
+  return std::string(b.begin(), b.end());
+}
+
+Out xent_run(const test::TempDir& dir, const std::string& args) {
+  const std::string cmd = std::string("'") + XENT_CLI_PATH + "' " + args + " >'" + (dir / "stdout") + "' 2>'" +
+                          (dir / "stderr") + "'";
+  const int rc = std::system(cmd.c_str());
+  Out o;
+  o.code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  o.out = slurp(dir / "stdout");
+  o.err = slurp(dir / "stderr");
+  return o;
+}
+
+class TrainCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data = dir / "data";
+    std::filesystem::create_directories(data);
+    test::write_idx_pair(data, "train", test::make_synthetic(400, 8, 8, 4, 31), 8, 8, true);
+    test::write_idx_pair(data, "t10k", test::make_synthetic(100, 8, 8, 4, 32), 8, 8, false);
+  }
+  std::string train_args(const std::string& extra) {
+    return "train --data '" + data + "' --batch-size 32 --lr 0.2 --no-progress " + extra;
+  }
+  test::TempDir dir;
+  std::string data;
+};
+
+TEST_F(TrainCli, TrainWritesEverythingThenEvaluateAndPredict) {
+  const std::string out = dir / "out";
+  Out t = xent_run(dir, train_args("--epochs 3 --out '" + out + "'"));
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("test acc"), std::string::npos) << t.out;
+  for (const char* f : {"model.safetensors", "metrics.json", "metrics.csv", "curves.png", "confusion.png", "predictions.png",
+                        "weights.png", "report.html"})
+    EXPECT_TRUE(std::filesystem::is_regular_file(std::filesystem::path(out) / f)) << f;
+  EXPECT_EQ(slurp(out + "/curves.png").substr(1, 3), "PNG");
+  auto metrics = nlohmann::json::parse(slurp(out + "/metrics.json"));
+  ASSERT_EQ(metrics["epochs"].size(), 3u);
+  const double acc = metrics["final"]["test_accuracy"].get<double>();
+  EXPECT_GT(acc, 0.8);
+  EXPECT_NE(slurp(out + "/report.html").find("confusion.png"), std::string::npos);
+  const std::string csv = slurp(out + "/metrics.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 4) << csv;
+
+  Out e = xent_run(dir, "evaluate --model '" + out + "/model.safetensors' --data '" + data + "' --json");
+  ASSERT_EQ(e.code, 0) << e.err;
+  auto ej = nlohmann::json::parse(e.out);
+  EXPECT_DOUBLE_EQ(ej["accuracy"].get<double>(), acc);
+  EXPECT_EQ(ej["confusion"].size(), 4u);
+  Out et = xent_run(dir, "evaluate --model '" + out + "/model.safetensors' --data '" + data + "'");
+  ASSERT_EQ(et.code, 0) << et.err;
+  EXPECT_NE(et.out.find("confusion matrix"), std::string::npos) << et.out;
+
+  Out p = xent_run(dir, "predict --model '" + out + "/model.safetensors' --images '" + data +
+                            "/t10k-images-idx3-ubyte' --index 5 --top 4 --json");
+  ASSERT_EQ(p.code, 0) << p.err;
+  auto pj = nlohmann::json::parse(p.out);
+  ASSERT_EQ(pj["top"].size(), 4u);
+  double sum = 0, prev = 2;
+  for (const auto& t4 : pj["top"]) {
+    const double pr = t4["probability"].get<double>();
+    EXPECT_LE(pr, prev);
+    prev = pr, sum += pr;
+  }
+  EXPECT_NEAR(sum, 1.0, 1e-5);
+  Out pt = xent_run(dir, "predict --model '" + out + "/model.safetensors' --images '" + data + "/t10k-images-idx3-ubyte'");
+  ASSERT_EQ(pt.code, 0) << pt.err;
+  EXPECT_NE(pt.out.find("%"), std::string::npos);
+}
+
+TEST_F(TrainCli, BadInputExitsWith2AndNamesTheFile) {
+  Out none = xent_run(dir, "train --data '" + (dir / "nowhere") + "' --out '" + (dir / "o") + "'");
+  EXPECT_EQ(none.code, 2) << none.err;
+  EXPECT_NE(none.err.find("nowhere"), std::string::npos) << none.err;
+
+  auto img = test::read_bytes(data + "/t10k-images-idx3-ubyte");
+  img.resize(img.size() - 10);
+  test::write_bytes(data + "/t10k-images-idx3-ubyte", img);
+  Out trunc = xent_run(dir, train_args("--epochs 1 --out '" + (dir / "o") + "'"));
+  EXPECT_EQ(trunc.code, 2);
+  EXPECT_NE(trunc.err.find("t10k-images-idx3-ubyte"), std::string::npos) << trunc.err;
+  EXPECT_NE(trunc.err.find("truncated"), std::string::npos) << trunc.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "o/model.safetensors"));
+
+  test::write_bytes(dir / "junk.safetensors", {1, 2, 3, 4, 5, 6, 7, 8, 9});
+  Out junk = xent_run(dir, "evaluate --model '" + (dir / "junk.safetensors") + "' --data '" + data + "'");
+  EXPECT_EQ(junk.code, 2);
+  EXPECT_NE(junk.err.find("junk.safetensors"), std::string::npos) << junk.err;
+
+  Out usage = xent_run(dir, train_args("--epochs 0"));
+  EXPECT_EQ(usage.code, 2) << usage.err;
+}
+
+TEST_F(TrainCli, SameSeedSameModelForAnyThreadCount) {
+  ASSERT_EQ(xent_run(dir, train_args("--epochs 2 --no-report --threads 1 --out '" + (dir / "a") + "'")).code, 0);
+  ASSERT_EQ(xent_run(dir, train_args("--epochs 2 --no-report --threads 1 --out '" + (dir / "b") + "'")).code, 0);
+  ASSERT_EQ(xent_run(dir, train_args("--epochs 2 --no-report --threads 2 --out '" + (dir / "c") + "'")).code, 0);
+  ASSERT_EQ(xent_run(dir, train_args("--epochs 2 --no-report --seed 1 --out '" + (dir / "d") + "'")).code, 0);
+  const auto a = test::read_bytes(dir / "a/model.safetensors");
+  ASSERT_FALSE(a.empty());
+  EXPECT_EQ(test::read_bytes(dir / "b/model.safetensors"), a);
+  EXPECT_EQ(test::read_bytes(dir / "c/model.safetensors"), a);
+  EXPECT_NE(test::read_bytes(dir / "d/model.safetensors"), a);
+}
+
+TEST_F(TrainCli, ResumeAfterFewerEpochsEqualsAStraightRun) {
+  const std::string opts = "--momentum 0.9 --weight-decay 0.001 --no-report ";
+  ASSERT_EQ(xent_run(dir, train_args(opts + "--epochs 4 --out '" + (dir / "full") + "'")).code, 0);
+  Out p = xent_run(dir, train_args(opts + "--epochs 2 --checkpoint '" + (dir / "ck") + "' --out '" + (dir / "part") + "'"));
+  ASSERT_EQ(p.code, 0) << p.err;
+  Out r = xent_run(dir, train_args(opts + "--epochs 4 --resume '" + (dir / "ck") + "' --out '" + (dir / "res") + "'"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("resumed"), std::string::npos) << r.out;
+  EXPECT_EQ(test::read_bytes(dir / "res/model.safetensors"), test::read_bytes(dir / "full/model.safetensors"));
+  // Other options refuse to resume.
+  Out bad = xent_run(dir, train_args("--momentum 0.5 --no-report --epochs 4 --resume '" + (dir / "ck") + "' --out '" + (dir / "x") + "'"));
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("options"), std::string::npos) << bad.err;
+}
+
+TEST_F(TrainCli, CtrlCThenResumeEqualsAStraightRun) {
+  // Many short epochs, so that SIGINT lands in the middle of the run.
+  const std::string ck = dir / "ck.safetensors";
+  const std::string args = std::string(XENT_CLI_PATH) + " " +
+                           train_args("--epochs 100000 --no-report --quiet --checkpoint '" + ck + "' --out '" + (dir / "int") + "'");
+  pid_t pid = 0;
+  const std::string cmd = "exec " + args + " 2>'" + (dir / "int.err") + "'";
+  const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
+  ASSERT_EQ(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char* const*>(argv), environ), 0);
+  for (int i = 0; i < 600 && !std::filesystem::exists(ck); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(std::filesystem::exists(ck)) << "no checkpoint appeared";
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  const std::string err = slurp(dir / "int.err");
+  EXPECT_NE(err.find("interrupted after epoch"), std::string::npos) << err;
+  auto bytes = test::read_bytes(ck);
+  auto st = parse_safetensors(bytes.data(), bytes.size(), ck);
+  ASSERT_TRUE(st.ok()) << st.status().message();
+  const int done = std::stoi(st->metadata.at("checkpoint_epochs_done"));
+  ASSERT_GE(done, 1);
+  const std::string total = std::to_string(done + 2);
+  Out r = xent_run(dir, train_args("--epochs " + total + " --no-report --resume '" + ck + "' --out '" + (dir / "res") + "'"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(xent_run(dir, train_args("--epochs " + total + " --no-report --out '" + (dir / "full") + "'")).code, 0);
+  EXPECT_EQ(test::read_bytes(dir / "res/model.safetensors"), test::read_bytes(dir / "full/model.safetensors"))
+      << "resumed after " << done << " epochs";
+}
+
+}  // namespace
+}  // namespace xent
