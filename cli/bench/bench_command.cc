@@ -1,0 +1,138 @@
+// bench_command.cc (cli/bench): `xent bench`: times one op of the public API on random data and
+// reports the median time, the GB/s of its minimal memory traffic, and that as a fraction of the
+// machine's measured memory-copy bandwidth. `xent bench --list-isas` lists the kernel sets.
+// Not a test and not a profiler: it checks no result and reports no breakdown.
+#include <cstdio>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "cli.h"
+#include "workload.h"
+#include "xent/runtime.h"
+
+namespace xent::cli {
+namespace {
+
+struct BenchArgs {
+  std::string op;
+  std::string shape = "8192,32000";
+  std::string dtype = "f32";
+  std::string pass = "fwd";
+  int threads = 0;
+  std::string isa;
+  int reps = 0;
+  double min_time = 0.5;
+  bool json = false;
+  bool list_isas = false;
+  bool no_copy = false;
+};
+
+void parse_shape(const std::string& s, std::int64_t* N, std::int64_t* C) {
+  std::int64_t a = 0, b = 0;
+  char comma = 0, extra = 0;
+  std::istringstream in(s);
+  if (!(in >> a >> comma >> b) || comma != ',' || (in >> extra) || a <= 0 || b <= 0)
+    throw UsageError(fmt::format("--shape expects two positive sizes N,C (e.g. 8192,32000), found '{}'", s));
+  *N = a;
+  *C = b;
+}
+
+DType parse_dtype(const std::string& s) {
+  if (s == "f32" || s == "float32") return DType::kF32;
+  if (s == "f64" || s == "float64") return DType::kF64;
+  throw UsageError(fmt::format("--dtype expects f32 or f64, found '{}'", s));
+}
+
+void list_isas() {
+  const std::string active = active_isa();
+  for (const auto& name : supported_isas()) std::printf("%s%s\n", name.c_str(), name == active ? " (active)" : "");
+}
+
+void run_bench(const BenchArgs& a) {
+  if (a.list_isas) {
+    list_isas();
+    return;
+  }
+  if (a.op.empty())
+    throw UsageError(fmt::format("xent bench needs an op: {} (or --list-isas)", fmt::join(bench::op_names(), ", ")));
+  bench::Spec spec;
+  spec.op = a.op;
+  parse_shape(a.shape, &spec.N, &spec.C);
+  spec.dtype = parse_dtype(a.dtype);
+  spec.pass = a.pass;
+  if (a.threads < 0) throw UsageError(fmt::format("--threads must be positive, found {}", a.threads));
+  if (a.threads > 0) set_num_threads(a.threads);
+  if (!a.isa.empty()) throw_if_error(set_isa(a.isa), "--isa");
+  if (a.reps < 0) throw UsageError(fmt::format("--reps must be positive, found {}", a.reps));
+
+  std::unique_ptr<bench::Workload> w;
+  throw_if_error(bench::Workload::create(spec, &w));
+  Status status;
+  auto call = [&] {
+    Status s = w->run();
+    if (!s.ok() && status.ok()) status = s;
+  };
+  const int min_reps = a.reps > 0 ? a.reps : 5;
+  const int max_reps = a.reps > 0 ? a.reps : 1000;
+  const double min_time = a.reps > 0 ? 0.0 : a.min_time;
+  std::vector<double> samples = bench::time_calls(call, 1, min_reps, max_reps, min_time);
+  throw_if_error(status, "xent bench");
+  const double med = bench::median(samples);
+  double best = samples.empty() ? 0 : samples[0];
+  for (double s : samples) best = s < best ? s : best;
+  const int threads = num_threads();
+  const double gbps = w->min_bytes() / med / 1e9;
+  const double copy = a.no_copy ? 0.0 : bench::measure_copy_gbps(threads);
+  const double frac = copy > 0 ? gbps / copy : 0.0;
+  const std::string dtype = spec.dtype == DType::kF32 ? "f32" : "f64";
+  if (a.json) {
+    std::printf(
+        "{\"op\":\"%s\",\"shape\":[%lld,%lld],\"dtype\":\"%s\",\"pass\":\"%s\",\"threads\":%d,\"isa\":\"%s\","
+        "\"reps\":%zu,\"median_ms\":%.6g,\"min_ms\":%.6g,\"bytes\":%.6g,\"gbps\":%.4g,\"copy_gbps\":%.4g,"
+        "\"copy_fraction\":%.4g}\n",
+        spec.op.c_str(), static_cast<long long>(spec.N), static_cast<long long>(spec.C), dtype.c_str(),
+        spec.pass.c_str(), threads, active_isa().c_str(), samples.size(), med * 1e3, best * 1e3, w->min_bytes(), gbps,
+        copy, frac);
+    return;
+  }
+  std::printf("%s %s %lldx%lld %s, %d thread%s, isa %s\n", spec.op.c_str(), spec.pass.c_str(),
+              static_cast<long long>(spec.N), static_cast<long long>(spec.C), dtype.c_str(), threads,
+              threads == 1 ? "" : "s", active_isa().c_str());
+  std::printf("  median %.3f ms (min %.3f ms, %zu reps)\n", med * 1e3, best * 1e3, samples.size());
+  std::printf("  %.2f GB/s of minimal traffic (%.3g GB: inputs read once, outputs written once)\n", gbps,
+              w->min_bytes() / 1e9);
+  if (copy > 0) std::printf("  memory copy %.2f GB/s with %d thread%s: %.0f%% of it\n", copy, threads, threads == 1 ? "" : "s", 100 * frac);
+}
+
+void setup(CLI::App& root) {
+  auto args = std::make_shared<BenchArgs>();
+  CLI::App* app = root.add_subcommand("bench", "Time an op on random data: median ms, GB/s and the fraction of memory-copy bandwidth");
+  app->add_option("op", args->op, fmt::format("One of: {}", fmt::join(bench::op_names(), ", ")));
+  app->add_option("--shape", args->shape, "N,C: rows and classes (default 8192,32000)");
+  app->add_option("--dtype", args->dtype, "f32 or f64 (default f32)");
+  app->add_option("--pass", args->pass, "fwd, bwd or fwd+bwd (cross-entropy's fwd+bwd is the fused call; default fwd)");
+  app->add_option("--threads", args->threads, "Worker threads (default: all cores, or $XENT_THREADS)");
+  app->add_option("--isa", args->isa, "Kernel set to use (see --list-isas; default: the best, or $XENT_ISA)");
+  app->add_option("--reps", args->reps, "Timed repetitions (default: at least 5 and --min-time seconds)");
+  app->add_option("--min-time", args->min_time, "Seconds to keep timing when --reps is not given (default 0.5)");
+  app->add_flag("--json", args->json, "Print one JSON object (median_ms, gbps, copy_gbps, ...)");
+  app->add_flag("--no-copy", args->no_copy, "Skip the memory-copy bandwidth measurement");
+  app->add_flag("--list-isas", args->list_isas, "List the kernel sets this CPU supports, best first, and exit");
+  app->footer(
+      "Examples:\n"
+      "  xent bench cross-entropy --shape 8192,32000 --dtype f32 --pass fwd+bwd --threads 2\n"
+      "  xent bench softmax --shape 4096,1000 --json\n"
+      "  xent bench --list-isas");
+  app->callback([args] { run_bench(*args); });
+}
+
+}  // namespace
+
+XENT_REGISTER_COMMAND(90, setup);
+
+}  // namespace xent::cli

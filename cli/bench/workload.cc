@@ -1,0 +1,217 @@
+// workload.cc (cli/bench): buffers, data and the public-API call of one benchmark case, and the
+// memcpy bandwidth probe. See workload.h.
+#include "workload.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "xent/xent.h"
+
+namespace xent::bench {
+namespace {
+
+// xorshift64*: fast fixed-seed data; quality is irrelevant for timing.
+struct Rng {
+  std::uint64_t s;
+  explicit Rng(std::uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  std::uint64_t next() {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 0x2545F4914F6CDD1Dull;
+  }
+  double uniform() { return static_cast<double>(next() >> 11) * 0x1p-53; }
+};
+
+template <class T>
+void fill_uniform(void* p, std::size_t n, double lo, double hi, std::uint64_t seed) {
+  T* v = static_cast<T*>(p);
+  Rng r(seed);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<T>(lo + (hi - lo) * r.uniform());
+}
+
+void fill(DType dt, void* p, std::size_t n, double lo, double hi, std::uint64_t seed) {
+  if (dt == DType::kF32) fill_uniform<float>(p, n, lo, hi, seed);
+  else fill_uniform<double>(p, n, lo, hi, seed);
+}
+
+}  // namespace
+
+const std::vector<std::string>& op_names() {
+  static const std::vector<std::string> v = {"cross-entropy", "softmax", "log-softmax", "logsumexp",
+                                             "nll",           "bce",     "bce-with-logits"};
+  return v;
+}
+const std::vector<std::string>& pass_names() {
+  static const std::vector<std::string> v = {"fwd", "bwd", "fwd+bwd"};
+  return v;
+}
+
+void Buffer::Free::operator()(void* p) const noexcept { std::free(p); }
+
+Buffer::Buffer(std::size_t bytes) : bytes_(bytes) {
+  const std::size_t rounded = std::max<std::size_t>(64, (bytes + 63) / 64 * 64);
+  void* p = std::aligned_alloc(64, rounded);
+  if (p != nullptr) std::memset(p, 0, rounded);
+  p_.reset(p);
+  if (p == nullptr) bytes_ = 0;
+}
+
+Status Workload::create(const Spec& spec, std::unique_ptr<Workload>* out) {
+  const auto& ops = op_names();
+  const auto& passes = pass_names();
+  if (std::find(ops.begin(), ops.end(), spec.op) == ops.end())
+    return invalid_argument(fmt::format("unknown op '{}'; expected one of: {}", spec.op, fmt::join(ops, ", ")));
+  if (std::find(passes.begin(), passes.end(), spec.pass) == passes.end())
+    return invalid_argument(fmt::format("unknown pass '{}'; expected fwd, bwd or fwd+bwd", spec.pass));
+  if (spec.N <= 0 || spec.C <= 0)
+    return invalid_argument(fmt::format("shape must be two positive sizes N,C, found {},{}", spec.N, spec.C));
+  if (spec.dtype != DType::kF32 && spec.dtype != DType::kF64)
+    return invalid_argument("dtype must be float32 or float64");
+  std::int64_t E = 0;
+  if (__builtin_mul_overflow(spec.N, spec.C, &E) || E > (std::int64_t{1} << 34))
+    return invalid_argument(fmt::format("shape {}x{} is too large to benchmark", spec.N, spec.C));
+
+  auto w = std::unique_ptr<Workload>(new Workload());
+  w->spec_ = spec;
+  const std::size_t s = dtype_size(spec.dtype), n = static_cast<std::size_t>(E), N = static_cast<std::size_t>(spec.N);
+  const std::string& op = spec.op;
+  const bool fwd = spec.pass != "bwd", bwd = spec.pass != "fwd";
+  auto alloc = [&](Buffer& b, std::size_t bytes) -> bool {
+    b = Buffer(bytes);
+    return b.data() != nullptr;
+  };
+  bool ok = alloc(w->x_, n * s) && alloc(w->loss_, std::max<std::size_t>(N, 1) * s) && alloc(w->dloss_, s);
+  const bool is_ce = op == "cross-entropy" || op == "nll";
+  const bool is_bce = op == "bce" || op == "bce-with-logits";
+  const bool is_sm = op == "softmax" || op == "log-softmax";
+  if (is_ce) ok = ok && alloc(w->t_, N * sizeof(std::int64_t));
+  if (is_bce) ok = ok && alloc(w->t_, n * s);
+  if (is_sm || op == "logsumexp") ok = ok && alloc(w->y_, (is_sm ? n : N) * s) && alloc(w->dy_, (is_sm ? n : N) * s);
+  if (bwd) ok = ok && alloc(w->dx_, n * s);
+  if (!ok) return resource_exhausted(fmt::format("cannot allocate the buffers for {}x{} {}", spec.N, spec.C, dtype_name(spec.dtype)));
+
+  // Data.
+  const DType dt = spec.dtype;
+  if (op == "nll") fill(dt, w->x_.data(), n, -12.0, 0.0, 1);
+  else if (op == "bce") fill(dt, w->x_.data(), n, 0.01, 0.99, 1);
+  else fill(dt, w->x_.data(), n, -4.0, 4.0, 1);
+  if (is_ce) {
+    auto* t = static_cast<std::int64_t*>(w->t_.data());
+    Rng r(2);
+    for (std::size_t i = 0; i < N; ++i) t[i] = static_cast<std::int64_t>(r.next() % static_cast<std::uint64_t>(spec.C));
+  }
+  if (is_bce) fill(dt, w->t_.data(), n, 0.0, 1.0, 3);
+  if (w->dy_.data() != nullptr) fill(dt, w->dy_.data(), w->dy_.bytes() / s, -1.0, 1.0, 4);
+  fill(dt, w->dloss_.data(), 1, 1.0, 1.0, 5);
+  // softmax / log-softmax backward take the forward's output.
+  if (is_sm && bwd) {
+    const Shape sh{spec.N, spec.C};
+    Status st = op == "softmax" ? softmax_forward({w->x_.data(), dt, sh}, 1, {w->y_.data(), dt, sh})
+                                : log_softmax_forward({w->x_.data(), dt, sh}, 1, {w->y_.data(), dt, sh});
+    if (!st.ok()) return st;
+  }
+  if (op == "logsumexp" && bwd) {
+    Status st = logsumexp_forward({w->x_.data(), dt, Shape{spec.N, spec.C}}, 1, {w->y_.data(), dt, Shape{spec.N}});
+    if (!st.ok()) return st;
+  }
+
+  // Minimal traffic: every input read once, every output written once.
+  const double E_bytes = static_cast<double>(n * s), row_bytes = static_cast<double>(N * s);
+  const double tgt = is_ce ? static_cast<double>(N * sizeof(std::int64_t)) : 0;
+  double b = 0;
+  if (op == "cross-entropy") b = (bwd ? 2 * E_bytes : E_bytes) + tgt;
+  else if (is_sm) b = (fwd ? 2 * E_bytes : 0) + (bwd ? 3 * E_bytes : 0);
+  else if (op == "logsumexp") b = (fwd ? E_bytes + row_bytes : 0) + (bwd ? 2 * E_bytes + 2 * row_bytes : 0);
+  else if (op == "nll") b = (fwd ? row_bytes + tgt : 0) + (bwd ? E_bytes + tgt : 0);
+  else if (is_bce) b = (fwd ? 2 * E_bytes : 0) + (bwd ? 3 * E_bytes : 0);
+  w->min_bytes_ = b;
+  *out = std::move(w);
+  return Status::Ok();
+}
+
+Status Workload::run() const {
+  const DType dt = spec_.dtype;
+  const Shape sh{spec_.N, spec_.C};
+  const Shape rows{spec_.N};
+  const std::string& op = spec_.op;
+  const bool fwd = spec_.pass != "bwd";
+  const bool bwd = spec_.pass != "fwd";
+  ConstTensorView x{x_.data(), dt, sh};
+  TensorView scalar_loss{loss_.data(), dt, Shape{}};
+  ConstTensorView dloss{dloss_.data(), dt, Shape{}};
+  TensorView dx{dx_.data(), dt, sh};
+  if (op == "cross-entropy" || op == "nll") {
+    ConstTensorView t{t_.data(), DType::kI64, rows};
+    if (op == "cross-entropy") {
+      CrossEntropyOptions o;
+      if (fwd && bwd) return cross_entropy_fused(x, t, o, scalar_loss, dx);
+      if (fwd) return cross_entropy_forward(x, t, o, scalar_loss);
+      return cross_entropy_backward(x, t, o, dloss, dx);
+    }
+    NllOptions o;
+    if (fwd) XENT_RETURN_IF_ERROR(nll_loss_forward(x, t, o, scalar_loss));
+    if (bwd) XENT_RETURN_IF_ERROR(nll_loss_backward(x, t, o, dloss, dx));
+    return Status::Ok();
+  }
+  if (op == "softmax" || op == "log-softmax") {
+    const bool sm = op == "softmax";
+    TensorView y{y_.data(), dt, sh};
+    if (fwd) XENT_RETURN_IF_ERROR(sm ? softmax_forward(x, 1, y) : log_softmax_forward(x, 1, y));
+    ConstTensorView dy{dy_.data(), dt, sh};
+    if (bwd) XENT_RETURN_IF_ERROR(sm ? softmax_backward(y, dy, 1, dx) : log_softmax_backward(y, dy, 1, dx));
+    return Status::Ok();
+  }
+  if (op == "logsumexp") {
+    TensorView out{y_.data(), dt, rows};
+    if (fwd) XENT_RETURN_IF_ERROR(logsumexp_forward(x, 1, out));
+    if (bwd) XENT_RETURN_IF_ERROR(logsumexp_backward(x, out, ConstTensorView{dy_.data(), dt, rows}, 1, dx));
+    return Status::Ok();
+  }
+  // bce, bce-with-logits
+  ConstTensorView t{t_.data(), dt, sh};
+  BceOptions o;
+  const bool logits = op == "bce-with-logits";
+  if (fwd)
+    XENT_RETURN_IF_ERROR(logits ? binary_cross_entropy_with_logits_forward(x, t, o, scalar_loss)
+                                : binary_cross_entropy_forward(x, t, o, scalar_loss));
+  if (bwd)
+    XENT_RETURN_IF_ERROR(logits ? binary_cross_entropy_with_logits_backward(x, t, o, dloss, dx)
+                                : binary_cross_entropy_backward(x, t, o, dloss, dx));
+  return Status::Ok();
+}
+
+double measure_copy_gbps(int threads, std::size_t bytes) {
+  threads = std::max(1, threads);
+  Buffer src(bytes), dst(bytes);
+  if (src.data() == nullptr || dst.data() == nullptr) return 0;
+  std::memset(src.data(), 1, bytes);
+  const std::size_t per = (bytes / static_cast<std::size_t>(threads)) / 64 * 64;
+  auto copy_all = [&] {
+    std::vector<std::thread> pool;
+    for (int k = 1; k < threads; ++k) {
+      pool.emplace_back([&, k] {
+        const std::size_t off = static_cast<std::size_t>(k) * per;
+        const std::size_t len = k == threads - 1 ? bytes - off : per;
+        std::memcpy(static_cast<char*>(dst.data()) + off, static_cast<const char*>(src.data()) + off, len);
+      });
+    }
+    std::memcpy(dst.data(), src.data(), threads == 1 ? bytes : per);
+    for (auto& t : pool) t.join();
+  };
+  std::vector<double> s = time_calls(copy_all, 1, 5, 20, 0.2);
+  return 2.0 * static_cast<double>(bytes) / median(s) / 1e9;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const std::size_t h = v.size() / 2;
+  return v.size() % 2 == 1 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
+}  // namespace xent::bench

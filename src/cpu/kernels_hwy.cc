@@ -1,0 +1,984 @@
+// kernels_hwy.cc: the SIMD kernel tables (AVX-512, AVX2+FMA, SSE4, NEON), written once with
+// Highway and compiled once per target through foreach_target.h; dispatch.cc picks one at run time.
+//
+// N = rows, C = classes; a row is C contiguous values (Block stride 1). Each table starts as a copy
+// of the scalar table (kernels_scalar.cc) and replaces the entries written here; anything not
+// vectorised (strided rows, rows with +-inf max or NaN, label smoothing rows with -inf) runs the
+// scalar twin on that row, so edge cases have exactly the scalar semantics.
+//
+// Shape of the work, per contiguous row:
+//   pass 1 (row_stats): one read of the row from memory, in chunks of kChunkBytes that stay in L1:
+//     chunk max, then sum of exp(x - running max) over the same chunk (online normaliser: the sum
+//     is rescaled by exp(old - new) when the max grows). Gives m = max and S = sum exp(x - m).
+//   pass 2 (map_row): recompute exp(x - m) from the row, now in L2, and write the output once,
+//     with non-temporal stores for long rows so the output costs no read-for-ownership traffic.
+// Rows of C <= kSmallC (32) are done across rows instead: a tile of one vector's worth of rows is
+// transposed so each column is a vector and each row a lane. Nothing allocates; tails use padded
+// stack buffers.
+//
+// Numerics. exp(x - m) uses exp_nonpos (Highway contrib's polynomial, 1 ulp, cheaper argument
+// reduction since the argument is never positive; subnormal results kept, as PyTorch keeps them) and,
+// for values written out, the rounding error of x - m recovered with TwoSum, so each output is
+// within ~2 ulp. NaN propagates. Sums of exps and dot products accumulate float32 vectors of
+// four-term partial sums into float64 lanes; per-row scalars (log S, the loss) are double. Results
+// match the scalar table to a few ulp. The order of every reduction depends only on C and the
+// target, never on the rows around it, so any split of rows across threads gives the same bits.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "cpu/isa_tables.h"
+#include "cpu/kernels.h"
+
+// Targets: AVX-512 (AVX3), AVX2+FMA, SSE4 on x86; NEON on Arm. SSSE3 is dropped to keep the build
+// small; EMU128 (the baseline Highway requires) compiles to nothing here: "scalar" is the twin.
+#ifndef HWY_DISABLED_TARGETS
+#define HWY_DISABLED_TARGETS (HWY_SSSE3 | HWY_AVX3_DL)
+#endif
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "cpu/kernels_hwy.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include "hwy/cache_control.h"
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+
+#ifndef XENT_CPU_KERNELS_HWY_COMMON_
+#define XENT_CPU_KERNELS_HWY_COMMON_
+namespace xent::cpu::hwy_common {
+
+template <class T> const KernelTable<T>& scalar_table() noexcept;
+template <> inline const KernelTable<float>& scalar_table<float>() noexcept { return scalar_table_f32(); }
+template <> inline const KernelTable<double>& scalar_table<double>() noexcept { return scalar_table_f64(); }
+
+// Pass 1 works on chunks of this many bytes (L1-resident between the max and the exp-sum).
+constexpr std::size_t kChunkBytes = 8192;
+// Rows at least this long are written with non-temporal stores: such tensors do not fit in cache,
+// and streaming avoids reading each output line before overwriting it.
+constexpr std::size_t kStreamRowBytes = 64 * 1024;
+
+struct RowStats {
+  double m = 0;   // max of the row (finite)
+  double s = 0;   // sum of exp(x - m), >= 1
+  double wx = 0;    // sum of w[c] * (x[c] - m) (w = 1 when absent; <= 0), label smoothing only
+  double wsum = 0;  // sum of w[c], label smoothing only
+};
+
+}  // namespace xent::cpu::hwy_common
+#endif  // XENT_CPU_KERNELS_HWY_COMMON_
+
+HWY_BEFORE_NAMESPACE();
+namespace xent::cpu {
+namespace HWY_NAMESPACE {
+
+#if HWY_TARGET != HWY_EMU128 && HWY_TARGET != HWY_SCALAR && HWY_HAVE_FLOAT64
+#define XENT_HWY_HAS_KERNELS 1
+namespace hn = hwy::HWY_NAMESPACE;
+using hwy_common::kChunkBytes;
+using hwy_common::kStreamRowBytes;
+using hwy_common::RowStats;
+using hwy_common::scalar_table;
+
+template <class T> constexpr T kInf = std::numeric_limits<T>::infinity();
+// TwoSum'd exp arguments in the normaliser's sum (pass 1). Off: the sum's relative error is a
+// p-weighted mean of u * |x - m| over the row, small because the terms that matter have x near m.
+#ifndef XENT_EXACT_SUM
+#define XENT_EXACT_SUM 0
+#endif
+constexpr bool kExactSum = XENT_EXACT_SUM != 0;
+// TwoSum'd exp arguments for the values written out (pass 2): each output within ~2 ulp.
+#ifndef XENT_EXACT_OUT
+#define XENT_EXACT_OUT 1
+#endif
+constexpr bool kExactOut = XENT_EXACT_OUT != 0;
+#ifndef XENT_PREFETCH
+#define XENT_PREFETCH 1
+#endif
+constexpr std::size_t kMaxLanesBytes = HWY_MAX_BYTES;
+
+// ---------------------------------------------------------------------------------------------
+// exp
+
+// exp(x + lo) for x below the overflow bound, |lo| << ulp(x): Highway's contrib Exp with the
+// correction lo added to the reduced argument, and NaN propagated (x < bound is false for NaN).
+template <class D, class V>
+HWY_INLINE V exp_reduced(D d, V x, V lo) {
+  using T = hn::TFromD<D>;
+  hn::impl::ExpImpl<T> impl;
+  const V kHalf = hn::Set(d, T(0.5));
+  const V kNegZero = hn::Set(d, T(-0.0));
+  const V kOne = hn::Set(d, T(1));
+  const V kOneOverLog2 = hn::Set(d, T(1.442695040888963407359924681));
+  const V kLowerBound = hn::Set(d, T(sizeof(T) == 4 ? -104.0 : -1000.0));
+  const auto q = impl.ToInt32(d, hn::MulAdd(x, kOneOverLog2, hn::Or(kHalf, hn::And(x, kNegZero))));
+  const V r = hn::Add(impl.ExpReduce(d, x, q), lo);
+  const V y = impl.LoadExpShortRange(d, hn::Add(impl.ExpPoly(d, r), kOne), q);
+  return hn::IfThenZeroElse(hn::Lt(x, kLowerBound), y);
+}
+
+template <class D, class V>
+HWY_INLINE V exp_nonpos(D d, V x, V lo);
+
+// The rare lanes of exp_nonpos whose result is subnormal (x < -87 in float, x < -708 in double):
+// PyTorch's exp returns subnormals there, so evaluate exp(x + 64 ln 2) in the normal range and
+// scale by 2^-64 (one rounding into the subnormal grid). Below the smallest subnormal's half
+// (and for -inf) the result is 0. Not inlined into the hot loop: no row that is not extremely
+// spread ever takes it.
+template <class D, class V, class M>
+HWY_NOINLINE V exp_nonpos_tiny(D d, V x, V lo, M tiny, V y) {
+  using T = hn::TFromD<D>;
+  const V k64ln2 = hn::Set(d, T(44.361419555836499802702855773323));
+  // Clamped so the inner call never takes this path again (-inf and x below the zero bound are
+  // zeroed below anyway).
+  const V floor = hn::Set(d, T(sizeof(T) == 4 ? -60.0 : -700.0));
+  const V x2 = hn::IfThenElse(tiny, hn::Max(hn::Add(x, k64ln2), floor), hn::Zero(d));
+  const V y2 = hn::Mul(exp_nonpos(d, x2, lo), hn::Set(d, T(5.42101086242752217003726400434970855712890625e-20)));
+  const V zero_below = hn::Set(d, T(sizeof(T) == 4 ? -104.0 : -746.0));
+  return hn::IfThenZeroElse(hn::Lt(x, zero_below), hn::IfThenElse(tiny, y2, y));
+}
+
+// exp(x + lo) for x <= 0, |lo| << ulp(x): the softmax family's exp, whose argument is never
+// positive. Cheaper than exp_reduced: x / ln2 is rounded with the 1.5 * 2^(p-1) trick, whose low
+// mantissa bits then hold q + bias, so 2^q is one shift of those bits (no float/int conversions).
+// Same polynomial and ln 2 split as Highway's Exp (1 ulp). Subnormal results (x < -87 in float,
+// x < -708 in double) come from exp_nonpos_tiny, as PyTorch's exp gives them. NaN propagates;
+// -inf gives 0.
+template <class D, class V>
+HWY_INLINE V exp_nonpos(D d, V x, V lo) {
+  using T = hn::TFromD<D>;
+  hn::impl::ExpImpl<T> impl;
+  const hn::RebindToSigned<D> di;
+  if constexpr (sizeof(T) == 4) {
+    const V kMagic = hn::Set(d, 12582912.0f + 127.0f);  // 1.5 * 2^23 + bias
+    const V t = hn::MulAdd(x, hn::Set(d, 1.44269504088896341f), kMagic);
+    const V qf = hn::Sub(t, kMagic);
+    V r = hn::MulAdd(qf, hn::Set(d, -0.693145751953125f), x);
+    r = hn::MulAdd(qf, hn::Set(d, -1.428606765330187045e-6f), r);
+    r = hn::Add(r, lo);
+    const V scale = hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(di, t)));
+    const V y = hn::Mul(hn::Add(impl.ExpPoly(d, r), hn::Set(d, 1.0f)), scale);
+    const auto tiny = hn::Lt(x, hn::Set(d, -87.0f));
+    if (HWY_LIKELY(hn::AllFalse(d, tiny))) return y;
+    return exp_nonpos_tiny(d, x, lo, tiny, y);
+  } else {
+    const V kMagic = hn::Set(d, 6755399441055744.0 + 1023.0);  // 1.5 * 2^52 + bias
+    const V t = hn::MulAdd(x, hn::Set(d, 1.4426950408889634073599), kMagic);
+    const V qf = hn::Sub(t, kMagic);
+    V r = hn::MulAdd(qf, hn::Set(d, -0.6931471805596629565116018), x);
+    r = hn::MulAdd(qf, hn::Set(d, -0.28235290563031577122588448175e-12), r);
+    r = hn::Add(r, lo);
+    const V scale = hn::BitCast(d, hn::ShiftLeft<52>(hn::BitCast(di, t)));
+    const V y = hn::Mul(hn::Add(impl.ExpPoly(d, r), hn::Set(d, 1.0)), scale);
+    const auto tiny = hn::Lt(x, hn::Set(d, -708.0));
+    if (HWY_LIKELY(hn::AllFalse(d, tiny))) return y;
+    return exp_nonpos_tiny(d, x, lo, tiny, y);
+  }
+}
+
+// exp(x - m) for x <= m (m finite). With kExact, x - m is split into its rounded value and the
+// exact rounding error (Knuth's TwoSum), so the result does not inherit the rounding of the
+// subtraction (relative error u * |x - m| otherwise, as in PyTorch). x = -inf gives 0, NaN gives NaN.
+template <bool kExact = true, class D, class V>
+HWY_INLINE V exp_diff(D d, V x, V m) {
+  const V s = hn::Sub(x, m);
+  if constexpr (kExact) {
+    const V bb = hn::Sub(s, x);
+    const V lo = hn::Sub(hn::Sub(x, hn::Sub(s, bb)), hn::Add(m, bb));
+    return exp_nonpos(d, s, lo);
+  } else {
+    return exp_nonpos(d, s, hn::Zero(d));
+  }
+}
+
+// exp(x - m) for any x (the argument may be positive): Highway's range handling, TwoSum'd
+// argument, +inf above the overflow bound.
+template <class D, class V>
+HWY_INLINE V exp_diff_any(D d, V x, V m) {
+  using T = hn::TFromD<D>;
+  const V kUpper = hn::Set(d, T(sizeof(T) == 4 ? 104.0 : 710.0));
+  const V s0 = hn::Sub(x, m);
+  const auto over = hn::Gt(s0, kUpper);  // false for NaN, which must propagate
+  const V xc = hn::IfThenElse(over, m, x);
+  const V s = hn::Sub(xc, m);
+  const V bb = hn::Sub(s, xc);
+  const V lo = hn::Sub(hn::Sub(xc, hn::Sub(s, bb)), hn::Add(m, bb));
+  return hn::IfThenElse(over, hn::Set(d, kInf<T>), exp_reduced(d, s, lo));
+}
+
+// ---------------------------------------------------------------------------------------------
+// float64 accumulators (fixed lane order: the total depends only on the sequence of adds)
+
+template <class T> struct WideSum;
+
+template <>
+struct WideSum<double> {
+  using D = hn::ScalableTag<double>;
+  using V = hn::Vec<D>;
+  D d;
+  V acc;
+  HWY_INLINE WideSum() : acc(hn::Zero(D())) {}
+  static HWY_INLINE V splat(double m) { return hn::Set(D(), m); }
+  HWY_INLINE void add(V v) { acc = hn::Add(acc, v); }
+  HWY_INLINE void add_mul(V a, V b) { acc = hn::MulAdd(a, b, acc); }
+  // (x - m) and w * (x - m); the subtraction rounds in double.
+  HWY_INLINE void add_shifted(V x, V m) { acc = hn::Add(acc, hn::Sub(x, m)); }
+  HWY_INLINE void add_shifted_mul(V x, V m, V w) { acc = hn::MulAdd(hn::Sub(x, m), w, acc); }
+  HWY_INLINE double total() const { return hn::GetLane(hn::SumOfLanes(d, acc)); }
+};
+
+template <>
+struct WideSum<float> {
+  using D = hn::ScalableTag<float>;
+  using DH = hn::Half<D>;
+  using DW = hn::Rebind<double, DH>;
+  using V = hn::Vec<D>;
+  using VW = hn::Vec<DW>;
+  DH dh;
+  DW dw;
+  VW lo, hi;
+  HWY_INLINE WideSum() : lo(hn::Zero(DW())), hi(hn::Zero(DW())) {}
+  static HWY_INLINE VW splat(double m) { return hn::Set(DW(), m); }
+  HWY_INLINE void add(V v) {
+    lo = hn::Add(lo, hn::PromoteTo(dw, hn::LowerHalf(dh, v)));
+    hi = hn::Add(hi, hn::PromoteTo(dw, hn::UpperHalf(dh, v)));
+  }
+  // a * b in float64 (exact product of two floats).
+  HWY_INLINE void add_mul(V a, V b) {
+    lo = hn::MulAdd(hn::PromoteTo(dw, hn::LowerHalf(dh, a)), hn::PromoteTo(dw, hn::LowerHalf(dh, b)), lo);
+    hi = hn::MulAdd(hn::PromoteTo(dw, hn::UpperHalf(dh, a)), hn::PromoteTo(dw, hn::UpperHalf(dh, b)), hi);
+  }
+  // (x - m) and w * (x - m) in float64, where x - m is exact.
+  HWY_INLINE void add_shifted(V x, VW m) {
+    lo = hn::Add(lo, hn::Sub(hn::PromoteTo(dw, hn::LowerHalf(dh, x)), m));
+    hi = hn::Add(hi, hn::Sub(hn::PromoteTo(dw, hn::UpperHalf(dh, x)), m));
+  }
+  HWY_INLINE void add_shifted_mul(V x, VW m, V w) {
+    lo = hn::MulAdd(hn::Sub(hn::PromoteTo(dw, hn::LowerHalf(dh, x)), m), hn::PromoteTo(dw, hn::LowerHalf(dh, w)), lo);
+    hi = hn::MulAdd(hn::Sub(hn::PromoteTo(dw, hn::UpperHalf(dh, x)), m), hn::PromoteTo(dw, hn::UpperHalf(dh, w)), hi);
+  }
+  HWY_INLINE double total() const { return hn::GetLane(hn::SumOfLanes(dw, hn::Add(lo, hi))); }
+};
+
+// Loads the n < Lanes(d) values at p into a vector padded with `pad`.
+template <class D, class T = hn::TFromD<D>>
+HWY_INLINE hn::Vec<D> load_padded(D d, const T* p, std::size_t n, T pad) {
+  HWY_ALIGN T buf[kMaxLanesBytes / sizeof(T)];
+  const std::size_t N = hn::Lanes(d);
+  for (std::size_t i = 0; i < N; ++i) buf[i] = i < n ? p[i] : pad;
+  return hn::Load(d, buf);
+}
+
+// ---------------------------------------------------------------------------------------------
+// pass 1: max and sum of exp(x - max) of one contiguous row, read once
+
+// Returns false when the row must take the scalar path: a NaN, a +inf, all -inf, or (kSumX) any
+// -inf or a non-finite weighted sum. kSumX also sums w[c] * (x[c] - m) for label smoothing: every
+// term has one sign (x <= m), so the sum has no cancellation; chunks add w * (x - running max) and
+// the total is shifted by (sum of w so far) * (old max - new max) when the max grows.
+template <class T, bool kSumX>
+HWY_INLINE bool row_stats(const T* HWY_RESTRICT x, std::size_t C, const T* HWY_RESTRICT w, RowStats* st) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  constexpr std::size_t kChunk = kChunkBytes / sizeof(T);
+  double m_run = -kInf<double>;
+  double S = 0;
+  double A = 0, W_seen = 0;  // kSumX: sum of w (x - m_run), sum of w
+  for (std::size_t c0 = 0; c0 < C; c0 += kChunk) {
+    const std::size_t len = std::min(kChunk, C - c0);
+    const T* HWY_RESTRICT xc = x + c0;
+    const std::size_t full = len - len % N;
+    const std::size_t rem = len - full;
+
+    // Chunk max (four accumulators for throughput). Max may drop a NaN; the exp-sum catches it.
+    V m0 = hn::Set(d, -kInf<T>), m1 = m0, m2 = m0, m3 = m0;
+    std::size_t i = 0;
+    for (; i + 4 * N <= full; i += 4 * N) {
+      m0 = hn::Max(m0, hn::LoadU(d, xc + i));
+      m1 = hn::Max(m1, hn::LoadU(d, xc + i + N));
+      m2 = hn::Max(m2, hn::LoadU(d, xc + i + 2 * N));
+      m3 = hn::Max(m3, hn::LoadU(d, xc + i + 3 * N));
+    }
+    for (; i < full; i += N) m0 = hn::Max(m0, hn::LoadU(d, xc + i));
+    V vtail = hn::Set(d, -kInf<T>);
+    if (rem != 0) {
+      vtail = load_padded(d, xc + full, rem, -kInf<T>);
+      m1 = hn::Max(m1, vtail);
+    }
+    const T cm = hn::GetLane(hn::MaxOfLanes(d, hn::Max(hn::Max(m0, m1), hn::Max(m2, m3))));
+    if (std::isnan(cm) || cm == kInf<T>) return false;
+    if (cm > m_run) {
+      S *= std::exp(m_run - static_cast<double>(cm));  // 0 on the first finite chunk
+      if constexpr (kSumX) {
+        if (W_seen != 0) A += W_seen * (m_run - static_cast<double>(cm));
+      }
+      m_run = cm;
+    }
+    if (m_run == -kInf<double>) {
+      // Everything so far is -inf: nothing to add. A NaN could hide behind -inf (Max drops it).
+      if constexpr (kSumX) return false;
+      for (std::size_t j = 0; j < len; ++j)
+        if (std::isnan(xc[j])) return false;
+      continue;
+    }
+
+    // Sum of exp(x - m_run) over the chunk, now in L1.
+    const V vm = hn::Set(d, static_cast<T>(m_run));
+    WideSum<T> acc;
+    i = 0;
+    for (; i + 4 * N <= full; i += 4 * N) {
+#if XENT_PREFETCH
+      // Keep memory busy while the exps run: request the next chunk (or the next row; prefetching
+      // past the end of the buffer is harmless).
+      for (std::size_t k = 0; k < 4 * N * sizeof(T); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(xc + kChunk + i) + k);
+#endif
+      const V x0 = hn::LoadU(d, xc + i), x1 = hn::LoadU(d, xc + i + N);
+      const V x2 = hn::LoadU(d, xc + i + 2 * N), x3 = hn::LoadU(d, xc + i + 3 * N);
+      const V e0 = exp_diff<kExactSum>(d, x0, vm), e1 = exp_diff<kExactSum>(d, x1, vm);
+      const V e2 = exp_diff<kExactSum>(d, x2, vm), e3 = exp_diff<kExactSum>(d, x3, vm);
+      acc.add(hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
+    }
+    for (; i < full; i += N) acc.add(exp_diff<kExactSum>(d, hn::LoadU(d, xc + i), vm));
+    if (rem != 0) acc.add(exp_diff<kExactSum>(d, vtail, vm));  // padding is -inf: adds 0
+    S += acc.total();
+
+    if constexpr (kSumX) {
+      // Label smoothing only: sum of w (x - m_run) and of w over the chunk, in float64.
+      const auto vm_wide = WideSum<T>::splat(m_run);
+      WideSum<T> ax, aw;
+      for (i = 0; i < full; i += N) {
+        const V xv = hn::LoadU(d, xc + i);
+        if (w == nullptr) {
+          ax.add_shifted(xv, vm_wide);
+        } else {
+          const V wv = hn::LoadU(d, w + c0 + i);
+          ax.add_shifted_mul(xv, vm_wide, wv);
+          aw.add(wv);
+        }
+      }
+      if (rem != 0) {
+        const V xv = load_padded(d, xc + full, rem, static_cast<T>(m_run));  // pads add 0
+        if (w == nullptr) {
+          ax.add_shifted(xv, vm_wide);
+        } else {
+          const V wv = load_padded(d, w + c0 + full, rem, T(0));
+          ax.add_shifted_mul(xv, vm_wide, wv);
+          aw.add(wv);
+        }
+      }
+      A += ax.total();
+      W_seen += w == nullptr ? static_cast<double>(len) : aw.total();
+    }
+  }
+  if (!(m_run > -kInf<double>) || !std::isfinite(S)) return false;
+  st->m = m_run;
+  st->s = S;
+  if constexpr (kSumX) {
+    if (!std::isfinite(A) || !std::isfinite(W_seen)) return false;
+    st->wx = A;
+    st->wsum = W_seen;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// pass 2: out[c] = f(in_0[c], ..., in_{K-1}[c]) over one row
+
+// Elementwise with per-row constants only, so each value is the same whether it is computed in the
+// main loop, the first vector or the last (overlapping) vector; the first and last are computed
+// before any store, so out may alias an input. stream: non-temporal stores in the aligned middle.
+template <std::size_t K, class T, class F>
+HWY_INLINE void map_row(T* out, std::size_t C, bool stream, const std::array<const T*, K>& in, const F& f) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  auto apply = [&](auto load) HWY_ATTR -> V {
+    if constexpr (K == 0) return f();
+    else if constexpr (K == 1) return f(load(0));
+    else if constexpr (K == 2) return f(load(0), load(1));
+    else return f(load(0), load(1), load(2));
+  };
+  if (C < N) {
+    HWY_ALIGN T bufs[K + 1][kMaxLanesBytes / sizeof(T)];
+    for (std::size_t k = 0; k < K; ++k)
+      for (std::size_t i = 0; i < N; ++i) bufs[k][i] = i < C ? in[k][i] : T(0);
+    const V v = apply([&](std::size_t k) HWY_ATTR { return hn::Load(d, bufs[k]); });
+    hn::Store(v, d, bufs[K]);
+    for (std::size_t i = 0; i < C; ++i) out[i] = bufs[K][i];
+    return;
+  }
+  auto at = [&](std::size_t i) HWY_ATTR {
+    return apply([&](std::size_t k) HWY_ATTR { return hn::LoadU(d, in[k] + i); });
+  };
+  std::size_t start = 0;
+  if (stream) {
+    const std::size_t vec_bytes = N * sizeof(T);
+    const std::size_t mis = reinterpret_cast<std::uintptr_t>(out) % vec_bytes;
+    if (mis % sizeof(T) != 0) stream = false;
+    else if (mis != 0) start = (vec_bytes - mis) / sizeof(T);
+  }
+  const V last = at(C - N);
+  const V first = start != 0 ? at(0) : hn::Zero(d);
+  std::size_t i = start;
+  if (stream) {
+    for (; i + N <= C; i += N) hn::Stream(at(i), d, out + i);
+  } else {
+    for (; i + N <= C; i += N) hn::StoreU(at(i), d, out + i);
+  }
+  if (start != 0) hn::StoreU(first, d, out);
+  hn::StoreU(last, d, out + C - N);
+}
+
+template <class T>
+HWY_INLINE bool stream_rows(std::size_t C) { return C * sizeof(T) >= kStreamRowBytes; }
+
+// ---------------------------------------------------------------------------------------------
+// short rows (C <= kSmallC): vectorised across rows
+
+// A tile is L = Lanes rows of C columns held column-major (tile[c * L + lane]), so each column is
+// one vector and every per-row quantity is one lane. Rows are copied in and out with scalar moves
+// (C is small); a partial tile repeats its last row in the unused lanes, which are never stored.
+// Per-row work does not depend on the lane a row lands in, so the split of rows is free.
+constexpr std::size_t kSmallC = 32;
+
+template <class T>
+HWY_INLINE void tile_load(const T* x, std::size_t C, std::size_t n, std::size_t L, T* tile) {
+  for (std::size_t lane = 0; lane < L; ++lane) {
+    const T* row = x + (lane < n ? lane : n - 1) * C;
+    for (std::size_t c = 0; c < C; ++c) tile[c * L + lane] = row[c];
+  }
+}
+
+// Stores the first n lanes except those with skip[lane] (rows the scalar twin has written).
+template <class T>
+HWY_INLINE void tile_store(const T* tile, std::size_t C, std::size_t n, std::size_t L, const bool* ok, T* y) {
+  for (std::size_t lane = 0; lane < n; ++lane) {
+    if (!ok[lane]) continue;
+    T* row = y + lane * C;
+    for (std::size_t c = 0; c < C; ++c) row[c] = tile[c * L + lane];
+  }
+}
+
+// Per-lane max m (as T), sum of exp(x - m) S (double) and log S (double); ok[lane] is false for a
+// row the scalar twin must redo (NaN, +inf, all -inf).
+template <class T>
+HWY_INLINE void tile_stats(const T* tile, std::size_t C, T* m_out, double* s_out, double* logs_out, bool* ok) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t L = hn::Lanes(d);
+  V m = hn::Load(d, tile);
+  for (std::size_t c = 1; c < C; ++c) m = hn::Max(m, hn::Load(d, tile + c * L));
+  hn::Store(m, d, m_out);
+  const hn::ScalableTag<double> dd;
+  const std::size_t LD = hn::Lanes(dd);
+  if constexpr (sizeof(T) == 4) {
+    const hn::Half<decltype(d)> dh;
+    auto lo = hn::Zero(dd), hi = hn::Zero(dd);
+    for (std::size_t c = 0; c < C; ++c) {
+      const V e = exp_diff<kExactSum>(d, hn::Load(d, tile + c * L), m);
+      lo = hn::Add(lo, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
+      hi = hn::Add(hi, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
+    }
+    hn::Store(lo, dd, s_out);
+    hn::Store(hi, dd, s_out + LD);
+  } else {
+    V acc = hn::Zero(d);
+    for (std::size_t c = 0; c < C; ++c) acc = hn::Add(acc, exp_diff<kExactSum>(d, hn::Load(d, tile + c * L), m));
+    hn::Store(acc, d, s_out);
+  }
+  for (std::size_t k = 0; k < L; k += LD) hn::Store(hn::Log(dd, hn::Load(dd, s_out + k)), dd, logs_out + k);
+  for (std::size_t lane = 0; lane < L; ++lane)
+    ok[lane] = std::isfinite(static_cast<double>(m_out[lane])) && std::isfinite(s_out[lane]);
+}
+
+template <class T>
+void softmax_small(const T* x, T* y, std::size_t rows, std::size_t C, bool log_softmax) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+  const std::size_t L = hn::Lanes(d);
+  HWY_ALIGN T tile[kSmallC * kL];
+  HWY_ALIGN T m[kL], a[kL], b[kL];
+  HWY_ALIGN double S[kL], logS[kL];
+  bool ok[kL];
+  for (std::size_t r0 = 0; r0 < rows; r0 += L) {
+    const std::size_t n = std::min(L, rows - r0);
+    tile_load(x + r0 * C, C, n, L, tile);
+    tile_stats(tile, C, m, S, logS, ok);
+    for (std::size_t lane = 0; lane < L; ++lane) {
+      if (log_softmax) {  // y = (x - m) - log S, as the long-row path (log S must not vanish into m)
+        a[lane] = m[lane];
+        b[lane] = static_cast<T>(logS[lane]);
+      } else {
+        a[lane] = static_cast<T>(1.0 / S[lane]);
+      }
+    }
+    const V vm = hn::Load(d, m), va = hn::Load(d, a), vb = hn::Load(d, b);
+    for (std::size_t c = 0; c < C; ++c) {
+      const V xv = hn::Load(d, tile + c * L);
+      const V yv = log_softmax ? hn::Sub(hn::Sub(xv, va), vb) : hn::Mul(exp_diff<kExactOut>(d, xv, vm), va);
+      hn::Store(yv, d, tile + c * L);
+    }
+    // Rows the scalar twin redoes are done before the tile is stored: y may alias x.
+    for (std::size_t lane = 0; lane < n; ++lane) {
+      if (ok[lane]) continue;
+      const T* xr = x + (r0 + lane) * C;
+      T* yr = y + (r0 + lane) * C;
+      if (log_softmax) scalar_table<T>().log_softmax_fwd(xr, yr, Block{1, C, 1, 1});
+      else scalar_table<T>().softmax_fwd(xr, yr, Block{1, C, 1, 1});
+    }
+    tile_store(tile, C, n, L, ok, y + r0 * C);
+  }
+}
+
+template <class T>
+void logsumexp_small(const T* x, T* lse, std::size_t rows, std::size_t C) {
+  const hn::ScalableTag<T> d;
+  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+  const std::size_t L = hn::Lanes(d);
+  HWY_ALIGN T tile[kSmallC * kL];
+  HWY_ALIGN T m[kL];
+  HWY_ALIGN double S[kL], logS[kL];
+  bool ok[kL];
+  for (std::size_t r0 = 0; r0 < rows; r0 += L) {
+    const std::size_t n = std::min(L, rows - r0);
+    tile_load(x + r0 * C, C, n, L, tile);
+    tile_stats(tile, C, m, S, logS, ok);
+    for (std::size_t lane = 0; lane < n; ++lane) {
+      if (ok[lane]) lse[r0 + lane] = static_cast<T>(static_cast<double>(m[lane]) + logS[lane]);
+      else scalar_table<T>().logsumexp_fwd(x + (r0 + lane) * C, lse + r0 + lane, Block{1, C, 1, 1});
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// softmax family
+
+template <class T>
+void softmax_fwd(const T* x, T* y, Block b) noexcept {
+  const auto& scalar = scalar_table<T>();
+  if (b.stride != 1 || b.C == 0) return scalar.softmax_fwd(x, y, b);
+  if (b.C <= kSmallC) return softmax_small(x, y, b.n_outer, b.C, false);
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t C = b.C;
+  const bool stream = stream_rows<T>(C);
+  for (std::size_t r = 0; r < b.n_outer; ++r) {
+    const T* xr = x + r * C;
+    T* yr = y + r * C;
+    RowStats st;
+    if (!row_stats<T, false>(xr, C, nullptr, &st)) {
+      scalar.softmax_fwd(xr, yr, Block{1, C, 1, 1});
+      continue;
+    }
+    const V vm = hn::Set(d, static_cast<T>(st.m));
+    const V vinv = hn::Set(d, static_cast<T>(1.0 / st.s));
+    map_row<1>(yr, C, stream, {xr}, [&](V v) HWY_ATTR { return hn::Mul(exp_diff<kExactOut>(d, v, vm), vinv); });
+  }
+  if (stream) hwy::FlushStream();
+}
+
+template <class T>
+void log_softmax_fwd(const T* x, T* y, Block b) noexcept {
+  const auto& scalar = scalar_table<T>();
+  if (b.stride != 1 || b.C == 0) return scalar.log_softmax_fwd(x, y, b);
+  if (b.C <= kSmallC) return softmax_small(x, y, b.n_outer, b.C, true);
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t C = b.C;
+  const bool stream = stream_rows<T>(C);
+  for (std::size_t r = 0; r < b.n_outer; ++r) {
+    const T* xr = x + r * C;
+    T* yr = y + r * C;
+    RowStats st;
+    if (!row_stats<T, false>(xr, C, nullptr, &st)) {
+      scalar.log_softmax_fwd(xr, yr, Block{1, C, 1, 1});
+      continue;
+    }
+    // y = (x - m) - log S, as PyTorch and the scalar table: m is a T value, so x - m is one
+    // rounding of a small number and log S is not lost in m's magnitude (folding the two into one
+    // shift m + log S would drop log S entirely when |m| >> log S, e.g. three tied logits of 1e30).
+    const T hi = static_cast<T>(st.m);
+    const T lo = static_cast<T>(std::log(st.s));
+    const V vhi = hn::Set(d, hi), vlo = hn::Set(d, lo);
+    map_row<1>(yr, C, stream, {xr}, [&](V v) HWY_ATTR { return hn::Sub(hn::Sub(v, vhi), vlo); });
+  }
+  if (stream) hwy::FlushStream();
+}
+
+template <class T>
+void logsumexp_fwd(const T* x, T* lse, Block b) noexcept {
+  const auto& scalar = scalar_table<T>();
+  if (b.stride != 1 || b.C == 0) return scalar.logsumexp_fwd(x, lse, b);
+  if (b.C <= kSmallC) return logsumexp_small(x, lse, b.n_outer, b.C);
+  const std::size_t C = b.C;
+  for (std::size_t r = 0; r < b.n_outer; ++r) {
+    const T* xr = x + r * C;
+    RowStats st;
+    if (!row_stats<T, false>(xr, C, nullptr, &st)) {
+      scalar.logsumexp_fwd(xr, lse + r, Block{1, C, 1, 1});
+      continue;
+    }
+    lse[r] = static_cast<T>(st.m + std::log(st.s));
+  }
+}
+
+template <class T>
+void softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
+  const auto& scalar = scalar_table<T>();
+  if (b.stride != 1 || b.C == 0) return scalar.softmax_bwd(y, dy, dx, b);
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  const std::size_t C = b.C;
+  const bool stream = stream_rows<T>(C);
+  for (std::size_t r = 0; r < b.n_outer; ++r) {
+    const T* yr = y + r * C;
+    const T* dyr = dy + r * C;
+    WideSum<T> dot;
+    std::size_t i = 0;
+    for (; i + N <= C; i += N) dot.add_mul(hn::LoadU(d, yr + i), hn::LoadU(d, dyr + i));
+    if (i < C) dot.add_mul(load_padded(d, yr + i, C - i, T(0)), load_padded(d, dyr + i, C - i, T(0)));
+    const V vdot = hn::Set(d, static_cast<T>(dot.total()));
+    map_row<2>(dx + r * C, C, stream, {yr, dyr}, [&](V yv, V dyv) HWY_ATTR { return hn::Mul(yv, hn::Sub(dyv, vdot)); });
+  }
+  if (stream) hwy::FlushStream();
+}
+
+template <class T>
+void log_softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
+  const auto& scalar = scalar_table<T>();
+  if (b.stride != 1 || b.C == 0) return scalar.log_softmax_bwd(y, dy, dx, b);
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  const std::size_t C = b.C;
+  const bool stream = stream_rows<T>(C);
+  const V zero = hn::Zero(d);
+  for (std::size_t r = 0; r < b.n_outer; ++r) {
+    const T* yr = y + r * C;
+    const T* dyr = dy + r * C;
+    WideSum<T> sum;
+    std::size_t i = 0;
+    for (; i + N <= C; i += N) sum.add(hn::LoadU(d, dyr + i));
+    if (i < C) sum.add(load_padded(d, dyr + i, C - i, T(0)));
+    const V vsum = hn::Set(d, static_cast<T>(sum.total()));
+    map_row<2>(dx + r * C, C, stream, {yr, dyr},
+               [&](V yv, V dyv) HWY_ATTR { return hn::NegMulAdd(exp_diff_any(d, yv, zero), vsum, dyv); });
+  }
+  if (stream) hwy::FlushStream();
+}
+
+template <class T>
+void logsumexp_bwd(const T* x, const T* lse, const T* dlse, T* dx, Block b) noexcept {
+  const auto& scalar = scalar_table<T>();
+  if (b.stride != 1 || b.C == 0) return scalar.logsumexp_bwd(x, lse, dlse, dx, b);
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t C = b.C;
+  const bool stream = stream_rows<T>(C);
+  for (std::size_t r = 0; r < b.n_outer; ++r) {
+    const T* xr = x + r * C;
+    T* dxr = dx + r * C;
+    if (!std::isfinite(lse[r])) {
+      scalar.logsumexp_bwd(xr, lse + r, dlse + r, dxr, Block{1, C, 1, 1});
+      continue;
+    }
+    const V vl = hn::Set(d, lse[r]);
+    const V vg = hn::Set(d, dlse[r]);
+    map_row<1>(dxr, C, stream, {xr}, [&](V v) HWY_ATTR { return hn::Mul(exp_diff_any(d, v, vl), vg); });
+  }
+  if (stream) hwy::FlushStream();
+}
+
+// ---------------------------------------------------------------------------------------------
+// cross-entropy with class indices, and NLL
+
+template <class T>
+HWY_INLINE void zero_row(T* dx, std::size_t C, bool stream) {
+  const hn::ScalableTag<T> d;
+  map_row<0>(dx, C, stream, std::array<const T*, 0>{}, [&]() HWY_ATTR { return hn::Zero(d); });
+}
+
+template <class T, class I>
+HWY_INLINE CeIndexArgs<T, I> ce_row_args(const CeIndexArgs<T, I>& a, std::size_t r, std::size_t C) {
+  CeIndexArgs<T, I> s = a;
+  s.x = a.x + r * C;
+  s.target = a.target + r;
+  if (a.row_loss != nullptr) s.row_loss = a.row_loss + r;
+  if (a.dx != nullptr) s.dx = a.dx + r * C;
+  if (a.dloss != nullptr) s.dloss = a.dloss + r;
+  return s;
+}
+
+// Cross-entropy on short rows, across rows (see tile_load). Same formulas as ce_index below.
+template <class T, class I, class ScalarFn>
+void ce_index_small(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C, ScalarFn scalar_fn) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const hn::ScalableTag<double> dd;
+  const std::size_t LD = hn::Lanes(dd);
+  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+  const std::size_t L = hn::Lanes(d);
+  HWY_ALIGN T tile[kSmallC * kL];
+  HWY_ALIGN T m[kL], scale[kL], bb[kL];
+  HWY_ALIGN double S[kL], logS[kL], A[kL], arg[kL], pm1[kL];
+  bool ok[kL];
+  const double eps = a.smoothing;
+  const double Cd = static_cast<double>(C);
+  double W = 0;  // sum of class weights, for the smoothing term of the loss
+  for (std::size_t c = 0; c < C; ++c) W += a.weight != nullptr ? static_cast<double>(a.weight[c]) : 1.0;
+  for (std::size_t r0 = 0; r0 < rows; r0 += L) {
+    const std::size_t n = std::min(L, rows - r0);
+    const T* x = a.x + r0 * C;
+    tile_load(x, C, n, L, tile);
+    tile_stats(tile, C, m, S, logS, ok);
+    if (eps != 0) {  // A = sum_c w[c] (x[c] - m) per row, in double (every term <= 0)
+      for (std::size_t lane = 0; lane < L; ++lane) A[lane] = 0;
+      for (std::size_t c = 0; c < C; ++c) {
+        const double wc = a.weight != nullptr ? static_cast<double>(a.weight[c]) : 1.0;
+        for (std::size_t lane = 0; lane < L; ++lane)
+          A[lane] += wc * (static_cast<double>(tile[c * L + lane]) - static_cast<double>(m[lane]));
+      }
+    }
+    // p[t] - 1 = expm1(x[t] - lse) for every lane at once.
+    for (std::size_t lane = 0; lane < L; ++lane) {
+      arg[lane] = 0;
+      if (lane >= n) continue;
+      const std::int64_t t = static_cast<std::int64_t>(a.target[r0 + lane]);
+      if (t == a.ignore_index) continue;
+      const double xt = static_cast<double>(x[lane * C + static_cast<std::size_t>(t)]);
+      if (!std::isfinite(xt) || (eps != 0 && !std::isfinite(A[lane]))) ok[lane] = false;
+      if (ok[lane]) arg[lane] = xt - (static_cast<double>(m[lane]) + logS[lane]);
+    }
+    if (a.dx != nullptr)
+      for (std::size_t k = 0; k < L; k += LD) hn::Store(hn::Expm1(dd, hn::Load(dd, arg + k)), dd, pm1 + k);
+    for (std::size_t lane = 0; lane < L; ++lane) {
+      scale[lane] = T(0);
+      bb[lane] = T(0);
+      if (lane >= n || !ok[lane]) continue;
+      const std::size_t r = r0 + lane;
+      const std::int64_t t = static_cast<std::int64_t>(a.target[r]);
+      if (t == a.ignore_index) {
+        if (a.row_loss != nullptr) a.row_loss[r] = 0;
+        continue;
+      }
+      const double wt = a.weight != nullptr ? static_cast<double>(a.weight[t]) : 1.0;
+      if (a.row_loss != nullptr) {
+        const double lse = static_cast<double>(m[lane]) + logS[lane];
+        const double nll = wt * (lse - static_cast<double>(x[lane * C + static_cast<std::size_t>(t)]));
+        a.row_loss[r] = eps == 0 ? nll : (1 - eps) * nll + eps / Cd * (W * logS[lane] - A[lane]);
+      }
+      if (a.dx == nullptr) continue;
+      const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(a.dloss[r]) : a.dloss_scale;
+      scale[lane] = static_cast<T>(g * ((1 - eps) * wt + eps * a.weight_sum / Cd) / S[lane]);
+      bb[lane] = static_cast<T>(g * eps / Cd);
+      double dt = (1 - eps) * wt * pm1[lane];
+      if (eps != 0) dt += eps / Cd * (a.weight_sum * (pm1[lane] + 1) - wt);
+      pm1[lane] = g * dt;  // reused: the target's gradient
+    }
+    if (a.dx != nullptr) {
+      const V vm = hn::Load(d, m), vs = hn::Load(d, scale), vb = hn::Load(d, bb);
+      for (std::size_t c = 0; c < C; ++c) {
+        const V wc = hn::Set(d, a.weight != nullptr ? a.weight[c] : T(1));
+        const V e = exp_diff<kExactOut>(d, hn::Load(d, tile + c * L), vm);
+        hn::Store(hn::NegMulAdd(wc, vb, hn::Mul(e, vs)), d, tile + c * L);
+      }
+    }
+    // Rows the scalar twin redoes go first: dx may alias x, and the tile store skips them.
+    for (std::size_t lane = 0; lane < n; ++lane)
+      if (!ok[lane]) scalar_fn(ce_row_args(a, r0 + lane, C), Block{1, C, 1, 1});
+    if (a.dx != nullptr) {
+      T* dx = a.dx + r0 * C;
+      tile_store(tile, C, n, L, ok, dx);
+      for (std::size_t lane = 0; lane < n; ++lane) {
+        const std::int64_t t = static_cast<std::int64_t>(a.target[r0 + lane]);
+        if (ok[lane] && t != a.ignore_index) dx[lane * C + static_cast<std::size_t>(t)] = static_cast<T>(pm1[lane]);
+      }
+    }
+  }
+}
+
+// loss_row = (1 - eps) w[t] (lse - x[t]) + eps/C sum_c w[c] (lse - x[c])
+// dx[c]    = g ((1 - eps) w[t] (p[c] - [c == t]) + eps/C (W p[c] - w[c])),  W = sum_c w[c]
+// with p[t] - 1 taken as expm1(x[t] - lse), which keeps its relative accuracy as p[t] -> 1.
+template <class T, class I>
+void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
+  const auto& scalar = scalar_table<T>();
+  auto* scalar_fn = [&] {
+    if constexpr (sizeof(I) == 4) return scalar.ce_index_i32;
+    else return scalar.ce_index_i64;
+  }();
+  if (b.stride != 1 || b.C == 0) return scalar_fn(a, b);
+  if (b.C <= kSmallC) return ce_index_small(a, b.n_outer, b.C, scalar_fn);
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t C = b.C;
+  const bool stream = a.dx != nullptr && stream_rows<T>(C);
+  const double eps = a.smoothing;
+  const double W = a.weight_sum;
+  for (std::size_t r = 0; r < b.n_outer; ++r) {
+    const T* xr = a.x + r * C;
+    const std::int64_t t = static_cast<std::int64_t>(a.target[r]);
+    if (t == a.ignore_index) {
+      // Loss 0; gradient 0 * p, which is NaN for the whole row when its normaliser is not finite.
+      if (a.row_loss != nullptr) a.row_loss[r] = 0;
+      if (a.dx == nullptr) continue;
+      RowStats st;
+      if (row_stats<T, false>(xr, C, nullptr, &st)) {
+        zero_row(a.dx + r * C, C, stream);
+      } else {
+        if (stream) hwy::FlushStream();
+        scalar_fn(ce_row_args(a, r, C), Block{1, C, 1, 1});
+      }
+      continue;
+    }
+    const double xt = static_cast<double>(xr[t]);
+    RowStats st;
+    const bool ok = std::isfinite(xt) && (eps == 0 ? row_stats<T, false>(xr, C, nullptr, &st)
+                                                   : row_stats<T, true>(xr, C, a.weight, &st));
+    if (!ok) {
+      if (stream) hwy::FlushStream();
+      scalar_fn(ce_row_args(a, r, C), Block{1, C, 1, 1});
+      continue;
+    }
+    const double wt = a.weight != nullptr ? static_cast<double>(a.weight[t]) : 1.0;
+    const double lse = st.m + std::log(st.s);
+    if (a.row_loss != nullptr) {
+      const double nll = wt * (lse - xt);
+      // Smoothing term: sum_c w[c] (lse - x[c]) = (sum w) log S - sum_c w[c] (x[c] - m), both >= 0.
+      a.row_loss[r] = eps == 0 ? nll : (1 - eps) * nll + eps / static_cast<double>(C) * (st.wsum * std::log(st.s) - st.wx);
+    }
+    if (a.dx == nullptr) continue;
+    const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(a.dloss[r]) : a.dloss_scale;
+    const double coef = (1 - eps) * wt + eps * W / static_cast<double>(C);  // multiplies p[c]
+    const V vm = hn::Set(d, static_cast<T>(st.m));
+    const V vscale = hn::Set(d, static_cast<T>(g * coef / st.s));
+    T* dxr = a.dx + r * C;
+    if (eps == 0) {
+      map_row<1>(dxr, C, stream, {xr}, [&](V v) HWY_ATTR { return hn::Mul(exp_diff<kExactOut>(d, v, vm), vscale); });
+    } else {
+      const V vb = hn::Set(d, static_cast<T>(g * eps / static_cast<double>(C)));
+      if (a.weight == nullptr) {
+        map_row<1>(dxr, C, stream, {xr}, [&](V v) HWY_ATTR { return hn::MulSub(exp_diff<kExactOut>(d, v, vm), vscale, vb); });
+      } else {
+        map_row<2>(dxr, C, stream, {xr, a.weight},
+                   [&](V v, V wv) HWY_ATTR { return hn::NegMulAdd(wv, vb, hn::Mul(exp_diff<kExactOut>(d, v, vm), vscale)); });
+      }
+    }
+    // The target's entry, accurately: p[t] - 1 = expm1(x[t] - lse).
+    const double pt_m1 = std::expm1(xt - lse);
+    double dt = (1 - eps) * wt * pt_m1;
+    if (eps != 0) dt += eps / static_cast<double>(C) * (W * (pt_m1 + 1) - wt);
+    if (stream) hwy::FlushStream();
+    dxr[t] = static_cast<T>(g * dt);
+  }
+  if (stream) hwy::FlushStream();
+}
+
+// NLL: loss_row = -w[t] x[t]; dx is zero but for dx[t] = -g w[t] (the scalar twin's formulas,
+// so the bits are the same). The work is the zero fill, streamed for long rows.
+template <class T, class I>
+void nll(const CeIndexArgs<T, I>& a, Block b) noexcept {
+  const auto& scalar = scalar_table<T>();
+  auto* scalar_fn = [&] {
+    if constexpr (sizeof(I) == 4) return scalar.nll_i32;
+    else return scalar.nll_i64;
+  }();
+  if (b.stride != 1 || b.C == 0 || a.dx == nullptr) return scalar_fn(a, b);
+  const std::size_t C = b.C;
+  const bool stream = stream_rows<T>(C);
+  for (std::size_t r = 0; r < b.n_outer; ++r) {
+    const std::int64_t t = static_cast<std::int64_t>(a.target[r]);
+    const bool ignored = t == a.ignore_index;
+    const double wt = ignored ? 0.0 : (a.weight != nullptr ? static_cast<double>(a.weight[t]) : 1.0);
+    if (a.row_loss != nullptr) a.row_loss[r] = ignored ? 0.0 : -wt * static_cast<double>(a.x[r * C + t]);
+    T* dxr = a.dx + r * C;
+    zero_row(dxr, C, stream);
+    if (!ignored) {
+      const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(a.dloss[r]) : a.dloss_scale;
+      if (stream) hwy::FlushStream();
+      dxr[t] = static_cast<T>(-wt * g);
+    }
+  }
+  if (stream) hwy::FlushStream();
+}
+
+// ---------------------------------------------------------------------------------------------
+// the table
+
+inline const char* isa_name() {
+#if HWY_TARGET == HWY_AVX3
+  return "avx512";
+#elif HWY_TARGET == HWY_AVX2
+  return "avx2";
+#elif HWY_TARGET == HWY_SSE4
+  return "sse4";
+#elif HWY_TARGET == HWY_NEON
+  return "neon";
+#else
+  return hwy::TargetName(HWY_TARGET);
+#endif
+}
+
+template <class T>
+KernelTable<T> make_table() {
+  KernelTable<T> t = scalar_table<T>();
+  t.name = isa_name();
+  t.softmax_fwd = &softmax_fwd<T>;
+  t.log_softmax_fwd = &log_softmax_fwd<T>;
+  t.logsumexp_fwd = &logsumexp_fwd<T>;
+  t.softmax_bwd = &softmax_bwd<T>;
+  t.log_softmax_bwd = &log_softmax_bwd<T>;
+  t.logsumexp_bwd = &logsumexp_bwd<T>;
+  t.ce_index_i32 = &ce_index<T, std::int32_t>;
+  t.ce_index_i64 = &ce_index<T, std::int64_t>;
+  t.nll_i32 = &nll<T, std::int32_t>;
+  t.nll_i64 = &nll<T, std::int64_t>;
+  return t;
+}
+
+const KernelTable<float>& table_f32() noexcept {
+  static const KernelTable<float> t = make_table<float>();
+  return t;
+}
+const KernelTable<double>& table_f64() noexcept {
+  static const KernelTable<double> t = make_table<double>();
+  return t;
+}
+#endif  // kernels for this target
+
+}  // namespace HWY_NAMESPACE
+}  // namespace xent::cpu
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace xent::cpu {
+
+const IsaTables* simd_isa_tables(std::size_t* count) noexcept {
+  static const IsaTables kTables[] = {
+#if HWY_TARGETS & HWY_AVX3
+      {"avx512", HWY_AVX3, &N_AVX3::table_f32, &N_AVX3::table_f64},
+#endif
+#if HWY_TARGETS & HWY_AVX2
+      {"avx2", HWY_AVX2, &N_AVX2::table_f32, &N_AVX2::table_f64},
+#endif
+#if HWY_TARGETS & HWY_SSE4
+      {"sse4", HWY_SSE4, &N_SSE4::table_f32, &N_SSE4::table_f64},
+#endif
+#if (HWY_TARGETS & HWY_NEON) && defined(XENT_HWY_HAS_KERNELS)
+      {"neon", HWY_NEON, &N_NEON::table_f32, &N_NEON::table_f64},
+#endif
+      {nullptr, 0, nullptr, nullptr},  // sentinel (keeps the array non-empty)
+  };
+  *count = sizeof(kTables) / sizeof(kTables[0]) - 1;
+  return kTables;
+}
+
+}  // namespace xent::cpu
+#endif  // HWY_ONCE

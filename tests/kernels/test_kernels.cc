@@ -1,0 +1,422 @@
+// test_kernels.cc: every SIMD kernel set this CPU supports against the scalar set, through the
+// public API, and bitwise thread-count determinism.
+//
+// The scalar set is the semantics twin (kernels_scalar.cc); the long-double oracle tests live in
+// tests/core. Here the shapes aim at the SIMD code's own paths: rows shorter than a vector (the
+// across-rows tiles), tails of every width, rows spanning several pass-1 chunks (the online max
+// rescale), rows long enough for streamed stores, misaligned pointers, in-place gradients, -inf
+// masks, and rows with NaN, +inf or only -inf (which must give exactly what the scalar set gives).
+// Tolerance: |simd - scalar| <= 16 ulp(T) * scale + 4 * min_normal(T), where scale is the size of
+// the terms the value is computed from (so cancellation is not mistaken for error); NaN must meet
+// NaN and an infinity the same infinity.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "xent/xent.h"
+
+namespace xent {
+namespace {
+
+template <class T> constexpr double kUlp = std::is_same_v<T, float> ? 0x1p-24 : 0x1p-53;
+template <class T> constexpr double kTiny = 4.0 * static_cast<double>(std::numeric_limits<T>::min());
+constexpr double kInfD = std::numeric_limits<double>::infinity();
+
+template <class T>
+std::string type_name() {
+  return std::is_same_v<T, float> ? "float32" : "float64";
+}
+
+inline std::string fmt(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  return buf;
+}
+
+// Compares a (SIMD) to s (scalar) elementwise; scale[i] is the magnitude the error is relative to.
+template <class T>
+::testing::AssertionResult close(const std::vector<T>& a, const std::vector<T>& s, const std::vector<double>& scale) {
+  std::size_t bad = 0;
+  std::string first;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double x = a[i], y = s[i];
+    bool ok;
+    if (std::isnan(y) || std::isnan(x)) ok = std::isnan(x) && std::isnan(y);
+    else if (std::isinf(y) || std::isinf(x)) ok = x == y;
+    else ok = std::fabs(x - y) <= 16 * kUlp<T> * scale[i] + kTiny<T>;
+    if (!ok && bad++ < 3)
+      first += " [" + std::to_string(i) + "] simd " + fmt(x) + " scalar " + fmt(y) + ";";
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " of " << a.size() << " differ:" << first;
+}
+
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+// Largest minus smallest finite value of a row (0 if none).
+template <class T>
+double row_range(const T* x, std::size_t C) {
+  double lo = kInfD, hi = -kInfD;
+  for (std::size_t c = 0; c < C; ++c) {
+    const double v = x[c];
+    if (!std::isfinite(v)) continue;
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  return hi >= lo ? hi - lo : 0.0;
+}
+
+// Largest finite |x| of a row: the scalar twin's exp(x - lse) carries u * |lse|.
+template <class T>
+double row_absmax(const T* x, std::size_t C) {
+  double m = 0;
+  for (std::size_t c = 0; c < C; ++c)
+    if (std::isfinite(static_cast<double>(x[c]))) m = std::max(m, std::fabs(static_cast<double>(x[c])));
+  return m;
+}
+
+// Row data of every kind the kernels special-case.
+enum class Fill { kUniform, kWide, kOffset, kRamp, kMasked };
+
+template <class T>
+std::vector<T> make_rows(std::int64_t N, std::int64_t C, Fill fill, std::uint64_t seed, bool specials) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(-1, 1);
+  std::vector<T> x(static_cast<std::size_t>(N * C));
+  for (std::int64_t r = 0; r < N; ++r) {
+    for (std::int64_t c = 0; c < C; ++c) {
+      double v = u(rng);
+      switch (fill) {
+        case Fill::kUniform: v *= 5; break;
+        case Fill::kWide: v *= 100; break;
+        case Fill::kOffset: v = 1000 + 5 * v; break;
+        case Fill::kRamp: v = (r % 2 == 0 ? 1.0 : -1.0) * 30.0 * static_cast<double>(c) / static_cast<double>(C) + 0.1 * v; break;
+        case Fill::kMasked: v = u(rng) < -0.4 ? -kInfD : 4 * v; break;
+      }
+      x[static_cast<std::size_t>(r * C + c)] = static_cast<T>(v);
+    }
+  }
+  if (specials && N >= 5) {
+    const std::size_t C_ = static_cast<std::size_t>(C);
+    for (std::size_t c = 0; c < C_; ++c) x[1 * C_ + c] = static_cast<T>(-kInfD);                     // all -inf
+    x[2 * C_ + C_ / 2] = std::numeric_limits<T>::quiet_NaN();                                        // one NaN
+    x[3 * C_ + (C_ > 1 ? C_ - 1 : 0)] = static_cast<T>(kInfD);                                       // one +inf
+  }
+  return x;
+}
+
+const std::vector<std::int64_t>& row_lengths() {
+  static const std::vector<std::int64_t> v = {1,  2,   3,    5,    8,    10,   15,   16,   17,   31,   32,  33,
+                                              63, 64,  65,   100,  1000, 2047, 2048, 2049, 4097, 16384, 20000};
+  return v;
+}
+
+class SimdVsScalar : public ::testing::TestWithParam<std::string> {
+ public:
+  void TearDown() override {
+    set_isa("auto").ignore_error();
+    set_num_threads(0);
+  }
+  // Runs fn under the ISA under test, then under scalar.
+  template <class F>
+  void both(F fn) {
+    ASSERT_TRUE(set_isa(GetParam()).ok());
+    fn(true);
+    ASSERT_TRUE(set_isa("scalar").ok());
+    fn(false);
+    ASSERT_TRUE(set_isa(GetParam()).ok());
+  }
+};
+
+template <class T>
+void softmax_family_case(SimdVsScalar* t, std::int64_t N, std::int64_t C, Fill fill, bool specials, std::size_t offset) {
+  SCOPED_TRACE(type_name<T>() + " softmax family [" + std::to_string(N) + ", " + std::to_string(C) + "] fill " +
+               std::to_string(static_cast<int>(fill)) + (specials ? " with special rows" : "") + " offset " +
+               std::to_string(offset));
+  const std::vector<T> x0 = make_rows<T>(N, C, fill, static_cast<std::uint64_t>(N * 131 + C), specials);
+  const std::size_t n = x0.size();
+  std::vector<T> xs(n + offset);  // offset shifts every pointer off its natural alignment
+  std::copy(x0.begin(), x0.end(), xs.begin() + static_cast<std::ptrdiff_t>(offset));
+  const T* x = xs.data() + offset;
+  const Shape sh{N, C};
+  std::vector<T> dy = make_rows<T>(N, C, Fill::kUniform, 7, false);
+  std::vector<T> dl(static_cast<std::size_t>(N), T(0.75));
+  // out[k]: k = 0 SIMD, 1 scalar; entries: softmax, log_softmax, softmax bwd, log_softmax bwd,
+  // logsumexp bwd. Backward passes of both sets read the scalar forward outputs.
+  std::vector<T> out[2][5], lse[2];
+  for (int k : {1, 0}) {
+    ASSERT_TRUE(set_isa(k == 0 ? t->GetParam() : "scalar").ok());
+    for (auto& v : out[k]) v.assign(n + offset, T(0));
+    lse[k].assign(static_cast<std::size_t>(N), T(0));
+    ASSERT_TRUE(softmax_forward({x, sh}, 1, {out[k][0].data() + offset, sh}).ok());
+    ASSERT_TRUE(log_softmax_forward({x, sh}, 1, {out[k][1].data() + offset, sh}).ok());
+    ASSERT_TRUE(logsumexp_forward({x, sh}, 1, {lse[k].data(), Shape{N}}).ok());
+    const T* y = out[1][0].data() + offset;
+    const T* ly = out[1][1].data() + offset;
+    ASSERT_TRUE(softmax_backward({y, sh}, {dy.data(), sh}, 1, {out[k][2].data() + offset, sh}).ok());
+    ASSERT_TRUE(log_softmax_backward({ly, sh}, {dy.data(), sh}, 1, {out[k][3].data() + offset, sh}).ok());
+    ASSERT_TRUE(logsumexp_backward({x, sh}, {lse[1].data(), Shape{N}}, {dl.data(), Shape{N}}, 1,
+                                   {out[k][4].data() + offset, sh})
+                    .ok());
+  }
+  auto strip = [&](const std::vector<T>& v) { return std::vector<T>(v.begin() + static_cast<std::ptrdiff_t>(offset), v.end()); };
+  std::vector<double> sc(n), sc_log(n), sc_sbwd(n), sc_lbwd(n), sc_lse(static_cast<std::size_t>(N));
+  const std::size_t Cs = static_cast<std::size_t>(C);
+  std::vector<double> range(static_cast<std::size_t>(N));  // finite max - min: exp(x - m) carries u * range
+  for (std::size_t r = 0; r < range.size(); ++r) range[r] = row_range(x0.data() + r * Cs, Cs) + row_absmax(x0.data() + r * Cs, Cs);
+  for (std::size_t r = 0; r < static_cast<std::size_t>(N); ++r) {
+    double dot = 0, sum = 0;
+    for (std::size_t c = 0; c < Cs; ++c) {
+      const std::size_t i = r * Cs + c;
+      dot += std::fabs(static_cast<double>(out[1][0][i + offset]) * static_cast<double>(dy[i]));
+      sum += std::fabs(static_cast<double>(dy[i]));
+    }
+    for (std::size_t c = 0; c < Cs; ++c) {
+      const std::size_t i = r * Cs + c;
+      const double xv = x0[i], ys = out[1][0][i + offset], ls = out[1][1][i + offset];
+      sc[i] = std::fabs(ys) * (1 + range[r]);
+      // log S is a sum of C exps added in another order by each table: they differ by ~sqrt(C) u.
+      sc_log[i] = std::fabs(xv) + std::fabs(xv - ls) + std::sqrt(static_cast<double>(Cs));
+      sc_sbwd[i] = std::fabs(ys) * (std::fabs(static_cast<double>(dy[i])) + dot);
+      sc_lbwd[i] = std::fabs(static_cast<double>(dy[i])) + std::exp(ls) * sum;
+    }
+    sc_lse[r] = std::fabs(static_cast<double>(lse[1][r])) + 1;
+  }
+  std::vector<double> sc_lse_bwd(n);
+  for (std::size_t i = 0; i < n; ++i)
+    sc_lse_bwd[i] = std::fabs(static_cast<double>(out[1][4][i + offset])) * (1 + range[i / Cs]);
+  EXPECT_TRUE(close(strip(out[0][0]), strip(out[1][0]), sc)) << "softmax_forward";
+  EXPECT_TRUE(close(strip(out[0][1]), strip(out[1][1]), sc_log)) << "log_softmax_forward";
+  EXPECT_TRUE(close(lse[0], lse[1], sc_lse)) << "logsumexp_forward";
+  EXPECT_TRUE(close(strip(out[0][2]), strip(out[1][2]), sc_sbwd)) << "softmax_backward";
+  EXPECT_TRUE(close(strip(out[0][3]), strip(out[1][3]), sc_lbwd)) << "log_softmax_backward";
+  EXPECT_TRUE(close(strip(out[0][4]), strip(out[1][4]), sc_lse_bwd)) << "logsumexp_backward";
+  ASSERT_TRUE(set_isa(t->GetParam()).ok());
+}
+
+TEST_P(SimdVsScalar, SoftmaxFamily) {
+  for (std::int64_t C : row_lengths()) {
+    for (Fill f : {Fill::kUniform, Fill::kWide, Fill::kOffset, Fill::kRamp, Fill::kMasked}) {
+      const std::int64_t N = C <= 64 ? 37 : 5;
+      softmax_family_case<float>(this, N, C, f, f == Fill::kUniform, 0);
+      softmax_family_case<double>(this, N, C, f, f == Fill::kUniform, 0);
+    }
+    softmax_family_case<float>(this, 5, C, Fill::kUniform, true, 1);
+    softmax_family_case<double>(this, 5, C, Fill::kUniform, true, 1);
+  }
+}
+
+struct CeOpts {
+  bool weight = false;
+  double eps = 0;
+  bool ignore = false;  // some targets equal ignore_index
+};
+
+template <class T, class I>
+void cross_entropy_case(SimdVsScalar* t, std::int64_t N, std::int64_t C, Fill fill, bool specials, CeOpts co) {
+  SCOPED_TRACE(type_name<T>() + " cross_entropy [" + std::to_string(N) + ", " + std::to_string(C) + "] fill " +
+               std::to_string(static_cast<int>(fill)) + (specials ? " with special rows" : "") + " weight " +
+               std::to_string(co.weight) + " eps " + std::to_string(co.eps) + " ignore " + std::to_string(co.ignore) +
+               " index bytes " + std::to_string(sizeof(I)));
+  std::vector<T> x = make_rows<T>(N, C, fill, static_cast<std::uint64_t>(N * 17 + C), specials);
+  std::mt19937_64 rng(static_cast<std::uint64_t>(C));
+  std::vector<I> tgt(static_cast<std::size_t>(N));
+  for (auto& v : tgt) v = static_cast<I>(rng() % static_cast<std::uint64_t>(C));
+  if (co.ignore)
+    for (std::size_t r = 0; r < tgt.size(); r += 3) tgt[r] = static_cast<I>(-100);
+  std::vector<T> w(static_cast<std::size_t>(C));
+  double wmax = 1, W = static_cast<double>(C);
+  if (co.weight) {
+    W = 0;
+    for (auto& v : w) {
+      v = static_cast<T>(0.25 + static_cast<double>(rng() % 1000) / 400.0);
+      W += v;
+      wmax = std::max(wmax, static_cast<double>(v));
+    }
+  }
+  std::vector<T> dloss(static_cast<std::size_t>(N));
+  for (auto& v : dloss) v = static_cast<T>(0.5 + static_cast<double>(rng() % 100) / 50.0);
+  CrossEntropyOptions o;
+  if (co.weight) o.weight = ConstTensorView(w.data(), Shape{C});
+  o.label_smoothing = co.eps;
+  o.reduction = Reduction::kNone;
+  const Shape sh{N, C}, rs{N};
+  const ConstTensorView tv(tgt.data(), rs);
+  std::vector<T> loss[2], dx[2], dxf[2], lossf[2], inplace(x.size());
+  t->both([&](bool simd) {
+    const int k = simd ? 0 : 1;
+    loss[k].assign(tgt.size(), T(0));
+    dx[k].assign(x.size(), T(0));
+    dxf[k].assign(x.size(), T(0));
+    lossf[k].assign(tgt.size(), T(0));
+    ASSERT_TRUE(cross_entropy_forward({x.data(), sh}, tv, o, {loss[k].data(), rs}).ok());
+    ASSERT_TRUE(cross_entropy_backward({x.data(), sh}, tv, o, {dloss.data(), rs}, {dx[k].data(), sh}).ok());
+    ASSERT_TRUE(cross_entropy_fused({x.data(), sh}, tv, o, {lossf[k].data(), rs}, {dxf[k].data(), sh}).ok());
+    if (simd) {  // in place: dinput aliases input; must equal the out-of-place result bit for bit
+      inplace = x;
+      std::vector<T> l(tgt.size());
+      ASSERT_TRUE(cross_entropy_fused({inplace.data(), sh}, tv, o, {l.data(), rs}, {inplace.data(), sh}).ok());
+      EXPECT_TRUE(same_bits(inplace, dxf[0])) << "in-place fused gradient";
+      EXPECT_TRUE(same_bits(l, lossf[0])) << "in-place fused loss";
+    }
+  });
+  const std::size_t Cs = static_cast<std::size_t>(C);
+  std::vector<double> sl(tgt.size()), sd(x.size()), sdf(x.size());
+  for (std::size_t r = 0; r < tgt.size(); ++r) {
+    double xmax = 0;
+    for (std::size_t c = 0; c < Cs; ++c) {
+      const double v = x[r * Cs + c];
+      if (std::isfinite(v)) xmax = std::max(xmax, std::fabs(v));
+    }
+    const double rg = 1 + row_range(x.data() + r * Cs, Cs) + row_absmax(x.data() + r * Cs, Cs);
+    sl[r] = std::fabs(static_cast<double>(loss[1][r])) + wmax * (2 * xmax + 1) * (1 + co.eps * W);
+    for (std::size_t c = 0; c < Cs; ++c) {
+      const std::size_t i = r * Cs + c;
+      const double extra = wmax * ((static_cast<std::int64_t>(c) == static_cast<std::int64_t>(tgt[r]) ? 1.0 : 0.0) +
+                                   co.eps * (1 + W) / static_cast<double>(C));
+      sd[i] = (std::fabs(static_cast<double>(dx[1][i])) + std::fabs(static_cast<double>(dloss[r])) * extra) * rg;
+      sdf[i] = (std::fabs(static_cast<double>(dxf[1][i])) + extra) * rg;
+    }
+  }
+  EXPECT_TRUE(close(loss[0], loss[1], sl)) << "cross_entropy_forward";
+  EXPECT_TRUE(close(dx[0], dx[1], sd)) << "cross_entropy_backward";
+  EXPECT_TRUE(close(lossf[0], lossf[1], sl)) << "cross_entropy_fused loss";
+  EXPECT_TRUE(close(dxf[0], dxf[1], sdf)) << "cross_entropy_fused gradient";
+}
+
+TEST_P(SimdVsScalar, CrossEntropy) {
+  for (std::int64_t C : row_lengths()) {
+    const std::int64_t N = C <= 64 ? 37 : 5;
+    for (Fill f : {Fill::kUniform, Fill::kWide, Fill::kRamp, Fill::kMasked}) {
+      cross_entropy_case<float, std::int64_t>(this, N, C, f, f == Fill::kUniform, {});
+      cross_entropy_case<double, std::int32_t>(this, N, C, f, f == Fill::kUniform, {});
+    }
+    for (CeOpts co : {CeOpts{true, 0, true}, CeOpts{false, 0.1, false}, CeOpts{true, 0.2, true}, CeOpts{true, 1.0, false}}) {
+      cross_entropy_case<float, std::int32_t>(this, N, C, Fill::kUniform, true, co);
+      cross_entropy_case<double, std::int64_t>(this, N, C, Fill::kOffset, false, co);
+    }
+  }
+}
+
+// NLL's vector path uses the scalar formulas exactly: same bits.
+TEST_P(SimdVsScalar, NllSameBits) {
+  for (std::int64_t C : {1, 7, 16, 1000, 20000}) {
+    const std::int64_t N = 9;
+    std::vector<float> x = make_rows<float>(N, C, Fill::kUniform, 3, false);
+    std::vector<std::int64_t> tgt(static_cast<std::size_t>(N));
+    for (std::size_t r = 0; r < tgt.size(); ++r) tgt[r] = r % 4 == 0 ? -100 : static_cast<std::int64_t>((r * 7) % static_cast<std::size_t>(C));
+    std::vector<float> dloss(tgt.size(), 0.5f);
+    NllOptions o;
+    o.reduction = Reduction::kNone;
+    std::vector<float> loss[2], dx[2];
+    both([&](bool simd) {
+      const int k = simd ? 0 : 1;
+      loss[k].assign(tgt.size(), 0.f);
+      dx[k].assign(x.size(), 1.f);
+      ASSERT_TRUE(nll_loss_forward({x.data(), Shape{N, C}}, {tgt.data(), Shape{N}}, o, {loss[k].data(), Shape{N}}).ok());
+      ASSERT_TRUE(nll_loss_backward({x.data(), Shape{N, C}}, {tgt.data(), Shape{N}}, o, {dloss.data(), Shape{N}},
+                                    {dx[k].data(), Shape{N, C}})
+                      .ok());
+    });
+    EXPECT_TRUE(same_bits(loss[0], loss[1])) << "nll forward, C " << C;
+    EXPECT_TRUE(same_bits(dx[0], dx[1])) << "nll backward, C " << C;
+  }
+}
+
+std::vector<std::string> simd_isas() {
+  std::vector<std::string> v;
+  for (const auto& name : supported_isas())
+    if (name != "scalar") v.push_back(name);
+  if (v.empty()) v.push_back("scalar");  // keeps the suite non-empty on a CPU without SIMD tables
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, SimdVsScalar, ::testing::ValuesIn(simd_isas()),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
+
+// ---------------------------------------------------------------------------------------------
+// Same bits for 1, 2 and 7 threads, every ISA.
+
+class ThreadBits : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { ASSERT_TRUE(set_isa(GetParam()).ok()); }
+  void TearDown() override {
+    set_isa("auto").ignore_error();
+    set_num_threads(0);
+  }
+};
+
+template <class T>
+void thread_case(std::int64_t N, std::int64_t C) {
+  SCOPED_TRACE(type_name<T>() + " [" + std::to_string(N) + ", " + std::to_string(C) + "]");
+  const Shape sh{N, C}, rs{N};
+  std::vector<T> x = make_rows<T>(N, C, Fill::kMasked, 5, true);
+  std::vector<std::int64_t> tgt(static_cast<std::size_t>(N));
+  for (std::size_t r = 0; r < tgt.size(); ++r) tgt[r] = r % 11 == 0 ? -100 : static_cast<std::int64_t>((r * 31) % static_cast<std::size_t>(C));
+  std::vector<T> ref_out[5];
+  for (int threads : {1, 2, 7}) {
+    set_num_threads(threads);
+    std::vector<T> y(x.size()), ly(x.size()), dx(x.size()), loss(1), loss_none(tgt.size());
+    ASSERT_TRUE(softmax_forward({x.data(), sh}, 1, {y.data(), sh}).ok());
+    ASSERT_TRUE(log_softmax_forward({x.data(), sh}, 1, {ly.data(), sh}).ok());
+    CrossEntropyOptions o;
+    o.label_smoothing = 0.05;
+    ASSERT_TRUE(cross_entropy_fused({x.data(), sh}, {tgt.data(), rs}, o, {loss.data(), Shape{}}, {dx.data(), sh}).ok());
+    o.reduction = Reduction::kNone;
+    ASSERT_TRUE(cross_entropy_forward({x.data(), sh}, {tgt.data(), rs}, o, {loss_none.data(), rs}).ok());
+    std::vector<T>* outs[5] = {&y, &ly, &dx, &loss, &loss_none};
+    const char* names[5] = {"softmax", "log_softmax", "fused gradient", "mean loss", "per-row loss"};
+    for (int k = 0; k < 5; ++k) {
+      if (threads == 1) ref_out[k] = *outs[k];
+      else EXPECT_TRUE(same_bits(*outs[k], ref_out[k])) << names[k] << " with " << threads << " threads";
+    }
+  }
+}
+
+TEST_P(ThreadBits, SameBitsFor1_2_7Threads) {
+  thread_case<float>(3000, 100);
+  thread_case<float>(9, 40000);
+  thread_case<float>(5000, 10);
+  thread_case<double>(2000, 33);
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, ThreadBits, ::testing::ValuesIn(supported_isas()),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
+
+// ---------------------------------------------------------------------------------------------
+// The ISA setting itself.
+
+TEST(IsaSetting, ListsScalarLastAndRejectsUnknownNames) {
+  const auto isas = supported_isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.back(), "scalar");
+  for (const auto& name : isas) {
+    ASSERT_TRUE(set_isa(name).ok()) << name;
+    EXPECT_EQ(active_isa(), name);
+  }
+  const Status s = set_isa("no-such-isa");
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("scalar"), std::string::npos) << s.message();
+  ASSERT_TRUE(set_isa("auto").ok());
+  EXPECT_EQ(active_isa(), isas.front());
+}
+
+TEST(ThreadSetting, DefaultAndOverride) {
+  set_num_threads(3);
+  EXPECT_EQ(num_threads(), 3);
+  set_num_threads(0);
+  EXPECT_GE(num_threads(), 1);
+}
+
+}  // namespace
+}  // namespace xent
