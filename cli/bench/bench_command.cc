@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "linear/bench_linear.h"
 #include "workload.h"
 #include "xent/runtime.h"
 
@@ -128,7 +129,11 @@ void setup(CLI::App& root) {
       "  xent bench cross-entropy --shape 8192,32000 --dtype f32 --pass fwd+bwd --threads 2\n"
       "  xent bench softmax --shape 4096,1000 --json\n"
       "  xent bench --list-isas");
-  app->callback([args] { run_bench(*args); });
+  CLI::App* linear = linear::add_linear_bench(*app, "linear-cross-entropy");
+  app->callback([args, app, linear] {
+    if (app->got_subcommand(linear)) return;  // `xent bench linear-cross-entropy` ran its own callback
+    run_bench(*args);
+  });
 }
 
 }  // namespace

@@ -28,18 +28,18 @@ struct Rng {
 };
 
 template <class T>
-void fill_uniform(void* p, std::size_t n, double lo, double hi, std::uint64_t seed) {
+void fill_typed(void* p, std::size_t n, double lo, double hi, std::uint64_t seed) {
   T* v = static_cast<T*>(p);
   Rng r(seed);
   for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<T>(lo + (hi - lo) * r.uniform());
 }
 
-void fill(DType dt, void* p, std::size_t n, double lo, double hi, std::uint64_t seed) {
-  if (dt == DType::kF32) fill_uniform<float>(p, n, lo, hi, seed);
-  else fill_uniform<double>(p, n, lo, hi, seed);
-}
-
 }  // namespace
+
+void fill_uniform(DType dt, void* p, std::size_t n, double lo, double hi, std::uint64_t seed) {
+  if (dt == DType::kF32) fill_typed<float>(p, n, lo, hi, seed);
+  else fill_typed<double>(p, n, lo, hi, seed);
+}
 
 const std::vector<std::string>& op_names() {
   static const std::vector<std::string> v = {"cross-entropy", "softmax", "log-softmax", "logsumexp",
@@ -97,17 +97,17 @@ Status Workload::create(const Spec& spec, std::unique_ptr<Workload>* out) {
 
   // Data.
   const DType dt = spec.dtype;
-  if (op == "nll") fill(dt, w->x_.data(), n, -12.0, 0.0, 1);
-  else if (op == "bce") fill(dt, w->x_.data(), n, 0.01, 0.99, 1);
-  else fill(dt, w->x_.data(), n, -4.0, 4.0, 1);
+  if (op == "nll") fill_uniform(dt, w->x_.data(), n, -12.0, 0.0, 1);
+  else if (op == "bce") fill_uniform(dt, w->x_.data(), n, 0.01, 0.99, 1);
+  else fill_uniform(dt, w->x_.data(), n, -4.0, 4.0, 1);
   if (is_ce) {
     auto* t = static_cast<std::int64_t*>(w->t_.data());
     Rng r(2);
     for (std::size_t i = 0; i < N; ++i) t[i] = static_cast<std::int64_t>(r.next() % static_cast<std::uint64_t>(spec.C));
   }
-  if (is_bce) fill(dt, w->t_.data(), n, 0.0, 1.0, 3);
-  if (w->dy_.data() != nullptr) fill(dt, w->dy_.data(), w->dy_.bytes() / s, -1.0, 1.0, 4);
-  fill(dt, w->dloss_.data(), 1, 1.0, 1.0, 5);
+  if (is_bce) fill_uniform(dt, w->t_.data(), n, 0.0, 1.0, 3);
+  if (w->dy_.data() != nullptr) fill_uniform(dt, w->dy_.data(), w->dy_.bytes() / s, -1.0, 1.0, 4);
+  fill_uniform(dt, w->dloss_.data(), 1, 1.0, 1.0, 5);
   // softmax / log-softmax backward take the forward's output.
   if (is_sm && bwd) {
     const Shape sh{spec.N, spec.C};

@@ -64,6 +64,10 @@ class Workload {
   Buffer x_, y_, t_, dy_, dx_, loss_, dloss_;
 };
 
+// Fills n values of dtype `dt` (float32 or float64) with fixed-seed uniform values in [lo, hi);
+// data for timing, where the generator's quality is irrelevant.
+void fill_uniform(DType dt, void* p, std::size_t n, double lo, double hi, std::uint64_t seed);
+
 // Median of the per-thread-split memcpy bandwidth (read + write bytes per second, in GB/s) over a
 // few copies of `bytes` (default 256 MiB) with `threads` threads.
 double measure_copy_gbps(int threads, std::size_t bytes = std::size_t{256} << 20);
