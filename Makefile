@@ -23,8 +23,9 @@ test: deps
 	$(MAKE) build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
+# DATA=dir picks the dataset, TRAIN_FLAGS adds `xent train` options (see scripts/run-main.sh).
 run: build
-	bash scripts/run-main.sh $(BUILD)
+	DATA="$(DATA)" TRAIN_FLAGS="$(TRAIN_FLAGS)" bash scripts/run-main.sh $(BUILD)
 
 # Throughput against PyTorch (not a test; prints a table).
 bench: build
