@@ -32,6 +32,7 @@ cmake -S "$ROOT" -B "$BUILD" -G Ninja \
   -DXENT_SANITIZE="$SAN" -DXENT_BUILD_BENCH=OFF -DXENT_BUILD_TESTS=ON >/dev/null
 cmake --build "$BUILD" -j "$JOBS"
 
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/tests/hardening/lsan.supp}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/hardening/tsan.supp}
