@@ -559,11 +559,13 @@ void logsumexp_small(const T* x, T* lse, std::size_t rows, std::size_t C) {
 // ---------------------------------------------------------------------------------------------
 // softmax family
 
-template <class T>
-void softmax_fwd(const T* x, T* y, Block b) noexcept {
+// softmax (kLog false) and log_softmax (kLog true) forward: the same two passes, different map.
+template <class T, bool kLog>
+void softmax_like_fwd(const T* x, T* y, Block b) noexcept {
   const auto& scalar = scalar_table<T>();
-  if (b.stride != 1 || b.C == 0) return scalar.softmax_fwd(x, y, b);
-  if (b.C <= kSmallC) return softmax_small(x, y, b.n_outer, b.C, false);
+  const auto scalar_fn = kLog ? scalar.log_softmax_fwd : scalar.softmax_fwd;
+  if (b.stride != 1 || b.C == 0) return scalar_fn(x, y, b);
+  if (b.C <= kSmallC) return softmax_small(x, y, b.n_outer, b.C, kLog);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t C = b.C;
@@ -573,43 +575,29 @@ void softmax_fwd(const T* x, T* y, Block b) noexcept {
     T* yr = y + r * C;
     RowStats st;
     if (!row_stats<T, false>(xr, C, nullptr, &st)) {
-      scalar.softmax_fwd(xr, yr, Block{1, C, 1, 1});
+      scalar_fn(xr, yr, Block{1, C, 1, 1});
       continue;
     }
     const V vm = hn::Set(d, static_cast<T>(st.m));
-    const V vinv = hn::Set(d, static_cast<T>(1.0 / st.s));
-    map_row<1>(yr, C, stream, {xr}, [&](V v) HWY_ATTR { return hn::Mul(exp_diff<kExactOut>(d, v, vm), vinv); });
+    if constexpr (kLog) {
+      // y = (x - m) - log S, as PyTorch and the scalar table: m is a T value, so x - m is one
+      // rounding of a small number and log S is not lost in m's magnitude (folding the two into
+      // one shift m + log S would drop log S entirely when |m| >> log S, e.g. three tied logits
+      // of 1e30).
+      const V vlo = hn::Set(d, static_cast<T>(std::log(st.s)));
+      map_row<1>(yr, C, stream, {xr}, [&](V v) HWY_ATTR { return hn::Sub(hn::Sub(v, vm), vlo); });
+    } else {
+      const V vinv = hn::Set(d, static_cast<T>(1.0 / st.s));
+      map_row<1>(yr, C, stream, {xr}, [&](V v) HWY_ATTR { return hn::Mul(exp_diff<kExactOut>(d, v, vm), vinv); });
+    }
   }
   if (stream) hwy::FlushStream();
 }
 
 template <class T>
-void log_softmax_fwd(const T* x, T* y, Block b) noexcept {
-  const auto& scalar = scalar_table<T>();
-  if (b.stride != 1 || b.C == 0) return scalar.log_softmax_fwd(x, y, b);
-  if (b.C <= kSmallC) return softmax_small(x, y, b.n_outer, b.C, true);
-  const hn::ScalableTag<T> d;
-  using V = hn::Vec<decltype(d)>;
-  const std::size_t C = b.C;
-  const bool stream = stream_rows<T>(C);
-  for (std::size_t r = 0; r < b.n_outer; ++r) {
-    const T* xr = x + r * C;
-    T* yr = y + r * C;
-    RowStats st;
-    if (!row_stats<T, false>(xr, C, nullptr, &st)) {
-      scalar.log_softmax_fwd(xr, yr, Block{1, C, 1, 1});
-      continue;
-    }
-    // y = (x - m) - log S, as PyTorch and the scalar table: m is a T value, so x - m is one
-    // rounding of a small number and log S is not lost in m's magnitude (folding the two into one
-    // shift m + log S would drop log S entirely when |m| >> log S, e.g. three tied logits of 1e30).
-    const T hi = static_cast<T>(st.m);
-    const T lo = static_cast<T>(std::log(st.s));
-    const V vhi = hn::Set(d, hi), vlo = hn::Set(d, lo);
-    map_row<1>(yr, C, stream, {xr}, [&](V v) HWY_ATTR { return hn::Sub(hn::Sub(v, vhi), vlo); });
-  }
-  if (stream) hwy::FlushStream();
-}
+void softmax_fwd(const T* x, T* y, Block b) noexcept { softmax_like_fwd<T, false>(x, y, b); }
+template <class T>
+void log_softmax_fwd(const T* x, T* y, Block b) noexcept { softmax_like_fwd<T, true>(x, y, b); }
 
 template <class T>
 void logsumexp_fwd(const T* x, T* lse, Block b) noexcept {
