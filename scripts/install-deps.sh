@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libhwy-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libfmt-dev nlohmann-json3-dev zlib1g-dev
-  libopenblas-dev libopenblas0-pthread libcairo2-dev libpng-dev
+  libopenblas-dev libopenblas0-pthread libdeflate-dev libcairo2-dev libpng-dev
   python3 python3-numpy python3-torch
   clang libclang-rt-14-dev strace
 )

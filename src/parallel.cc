@@ -2,7 +2,10 @@
 //
 // Workers are started on first use and kept; a parallel_for wakes as many as it needs, hands out
 // task indices from one atomic counter (the caller takes tasks too), and waits until every task
-// has run. Which thread runs a task is unspecified; determinism comes from the callers' fixed split
+// has run. Between regions a worker spins for a short while (kSpin) before it sleeps on the
+// condition variable, and so does the caller waiting for the workers: callers that run many short
+// regions back to back (a training step is one region of ~100 us) would otherwise pay a futex
+// wake-up, tens of microseconds in a VM, on every region. Which thread runs a task is unspecified; determinism comes from the callers' fixed split
 // into tasks (parallel.h). A call made from inside a task, or while another caller's region holds
 // the pool, runs serially on the calling thread (no nesting, no deadlock). Not a scheduler: no
 // priorities, no work stealing beyond the shared counter, no exceptions out of tasks.
@@ -11,6 +14,7 @@
 #include <sched.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -24,6 +28,28 @@ namespace xent::detail {
 namespace {
 
 constexpr int kMaxThreads = 256;
+constexpr auto kSpin = std::chrono::microseconds(100);  // busy-wait before sleeping
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Busy-waits up to kSpin for done() to hold; returns whether it does.
+template <class Done>
+bool spin_until(Done&& done) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() > deadline) return done();
+  }
+}
 
 // CPUs this process may run on (affinity mask, so taskset and cgroup cpusets are respected).
 int hardware_threads() noexcept {
@@ -79,13 +105,17 @@ class Pool {
       n_tasks_ = n_tasks;
       next_.store(0, std::memory_order_relaxed);
       helpers_wanted_ = helpers;
-      helpers_done_ = 0;
-      ++generation_;
+      helpers_done_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_work_.notify_all();
     work(fn, n_tasks);
-    std::unique_lock<std::mutex> lk(mutex_);
-    cv_done_.wait(lk, [&] { return helpers_done_ == helpers_wanted_; });
+    auto all_done = [&] { return helpers_done_.load(std::memory_order_acquire) == helpers; };
+    if (!spin_until(all_done)) {
+      std::unique_lock<std::mutex> lk(mutex_);
+      cv_done_.wait(lk, all_done);
+    }
+    std::lock_guard<std::mutex> lk(mutex_);
     fn_ = nullptr;
     return true;
   }
@@ -113,17 +143,23 @@ class Pool {
 
   void worker_loop(int index) {
     std::uint64_t seen = 0;
-    std::unique_lock<std::mutex> lk(mutex_);
     for (;;) {
-      cv_work_.wait(lk, [&] { return generation_ != seen; });
-      seen = generation_;
+      auto fresh = [&] { return generation_.load(std::memory_order_acquire) != seen; };
+      spin_until(fresh);
+      std::unique_lock<std::mutex> lk(mutex_);
+      cv_work_.wait(lk, fresh);
+      seen = generation_.load(std::memory_order_relaxed);
       if (index >= helpers_wanted_) continue;  // this region needs fewer threads
       const auto* fn = fn_;
       const std::size_t n = n_tasks_;
+      const int wanted = helpers_wanted_;
       lk.unlock();
       work(*fn, n);
-      lk.lock();
-      if (++helpers_done_ == helpers_wanted_) cv_done_.notify_one();
+      // The last helper to finish wakes the caller (a no-op when it is spinning, not sleeping).
+      if (helpers_done_.fetch_add(1, std::memory_order_acq_rel) + 1 == wanted) {
+        std::lock_guard<std::mutex> done_lk(mutex_);
+        cv_done_.notify_one();
+      }
     }
   }
 
@@ -131,12 +167,12 @@ class Pool {
   std::mutex mutex_;         // guards the fields below
   std::condition_variable cv_work_, cv_done_;
   std::vector<std::thread> workers_;
-  std::uint64_t generation_ = 0;
+  std::atomic<std::uint64_t> generation_{0};  // written under mutex_, read by spinning workers
   const std::function<void(std::size_t)>* fn_ = nullptr;
   std::size_t n_tasks_ = 0;
   std::atomic<std::size_t> next_{0};
   int helpers_wanted_ = 0;
-  int helpers_done_ = 0;
+  std::atomic<int> helpers_done_{0};
 };
 
 }  // namespace

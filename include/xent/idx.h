@@ -25,14 +25,18 @@ namespace xent {
 class ByteBuffer {
  public:
   ByteBuffer() = default;
-  explicit ByteBuffer(std::size_t n);
-  std::uint8_t* data() noexcept { return p_.get(); }
-  const std::uint8_t* data() const noexcept { return p_.get(); }
+  explicit ByteBuffer(std::size_t n) : ByteBuffer(n, 0) {}
+  // n bytes preceded, in the same allocation, by `front` bytes that front() points at: a decoder
+  // can write a file's header and data in one pass and keep only the data, without a copy.
+  ByteBuffer(std::size_t n, std::size_t front);
+  std::uint8_t* data() noexcept { return p_.get() + front_; }
+  const std::uint8_t* data() const noexcept { return p_.get() + front_; }
   std::size_t size() const noexcept { return n_; }
+  std::uint8_t* front() noexcept { return p_.get(); }
 
  private:
   std::unique_ptr<std::uint8_t[]> p_;
-  std::size_t n_ = 0;
+  std::size_t n_ = 0, front_ = 0;
 };
 
 struct IdxLimits {

@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <libdeflate.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -14,7 +15,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <new>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -257,37 +260,43 @@ class Stream {
   z_stream zs_{};
 };
 
-// `total` is the size of the whole source (file) in bytes.
-Result<IdxArray> parse_source(Source& src, std::uint64_t total, std::string_view name, const IdxLimits& limits) {
-  Stream s(src, name, total);
+// Reads and validates the IDX header from the start of `s`. `total` is the size of the whole
+// source (file) in bytes.
+Status read_header(Stream& s, std::uint64_t total, std::string_view name, const IdxLimits& limits, Header* h) {
   XENT_RETURN_IF_ERROR(s.init());
   std::array<std::uint8_t, 4 + 4 * 255> hdr{};
   std::uint64_t got = 0;
   XENT_RETURN_IF_ERROR(s.read(hdr.data(), 4, &got));
   if (got < 4) return data_loss(fmt::format("{}: truncated IDX header: expected at least 4 bytes, {} {}", name, s.holds(), got));
-  Header h;
-  XENT_RETURN_IF_ERROR(check_magic(hdr.data(), name, &h));
-  XENT_RETURN_IF_ERROR(s.read(hdr.data() + 4, h.header_bytes - 4, &got));
-  if (got < h.header_bytes - 4) {
-    return data_loss(fmt::format("{}: truncated IDX header: rank {} needs {} header bytes, {} {}", name, h.dims.size(),
-                                 h.header_bytes, s.holds(), 4 + got));
+  XENT_RETURN_IF_ERROR(check_magic(hdr.data(), name, h));
+  XENT_RETURN_IF_ERROR(s.read(hdr.data() + 4, h->header_bytes - 4, &got));
+  if (got < h->header_bytes - 4) {
+    return data_loss(fmt::format("{}: truncated IDX header: rank {} needs {} header bytes, {} {}", name, h->dims.size(),
+                                 h->header_bytes, s.holds(), 4 + got));
   }
-  XENT_RETURN_IF_ERROR(check_dims(hdr.data() + 4, name, limits, &h));
-  const std::uint64_t declared = h.payload + h.header_bytes;
+  XENT_RETURN_IF_ERROR(check_dims(hdr.data() + 4, name, limits, h));
+  const std::uint64_t declared = h->payload + h->header_bytes;
   if (s.gzip()) {
     // Deflate expands at most ~1032:1; a header that declares more than the compressed bytes can
     // hold is a lie, refused before allocating.
     if (declared / 1032 > total + 64) {
       return data_loss(fmt::format("{}: dimensions [{}] declare {} bytes, but {} bytes of gzip data can hold at most "
                                    "about {} (truncated or corrupt file)",
-                                   name, fmt::join(h.dims, ", "), declared, total, total * 1032));
+                                   name, fmt::join(h->dims, ", "), declared, total, total * 1032));
     }
   } else if (total != declared) {
-    const std::uint64_t have = total - h.header_bytes;
+    const std::uint64_t have = total - h->header_bytes;
     return data_loss(fmt::format("{}: dimensions [{}] declare {} bytes of data after the {}-byte header, found {}{}", name,
-                                 fmt::join(h.dims, ", "), h.payload, h.header_bytes, have,
-                                 have < h.payload ? " (truncated)" : " (trailing bytes)"));
+                                 fmt::join(h->dims, ", "), h->payload, h->header_bytes, have,
+                                 have < h->payload ? " (truncated)" : " (trailing bytes)"));
   }
+  return Status::Ok();
+}
+
+Result<IdxArray> parse_source(Source& src, std::uint64_t total, std::string_view name, const IdxLimits& limits) {
+  Stream s(src, name, total);
+  Header h;
+  XENT_RETURN_IF_ERROR(read_header(s, total, name, limits, &h));
   IdxArray out;
   out.type = h.type;
   out.dims = h.dims;
@@ -297,22 +306,102 @@ Result<IdxArray> parse_source(Source& src, std::uint64_t total, std::string_view
     return resource_exhausted(fmt::format("{}: cannot allocate {} bytes for dimensions [{}]", name, h.payload,
                                           fmt::join(h.dims, ", ")));
   }
+  std::uint64_t got = 0;
   XENT_RETURN_IF_ERROR(s.read(out.payload.data(), h.payload, &got));
   if (got < h.payload) {
     return data_loss(fmt::format("{}: truncated: dimensions [{}] declare {} bytes of data, {} {}", name,
                                  fmt::join(h.dims, ", "), h.payload, s.holds(), got));
   }
-  XENT_RETURN_IF_ERROR(s.expect_end(declared));
+  XENT_RETURN_IF_ERROR(s.expect_end(h.payload + h.header_bytes));
   return out;
+}
+
+// The fast path for gzip'd data held whole in memory: zlib reads the header (a few bytes), then
+// libdeflate inflates every member straight into the payload buffer, 2-3x faster than zlib's
+// streaming inflate (it decodes whole buffers and needs no window copies). It succeeds only on
+// well-formed members (CRC and length checked) that hold exactly the declared bytes; anything else
+// returns nullopt and the caller runs the zlib stream, whose messages say what is wrong and where.
+// Not a separate validator: the header checks are the stream's own.
+std::optional<IdxArray> inflate_whole(const std::uint8_t* bytes, std::size_t n, std::uint64_t total,
+                                      std::string_view name, const IdxLimits& limits) {
+  MemorySource src(bytes, n);
+  Stream s(src, name, total);
+  Header h;
+  if (!read_header(s, total, name, limits, &h).ok() || !s.gzip() || n != total) return std::nullopt;
+  IdxArray out;
+  out.type = h.type;
+  out.dims = h.dims;
+  try {
+    out.payload = ByteBuffer(h.payload, h.header_bytes);
+  } catch (const std::bad_alloc&) {
+    return std::nullopt;
+  }
+  struct Free {
+    void operator()(libdeflate_decompressor* d) const { libdeflate_free_decompressor(d); }
+  };
+  std::unique_ptr<libdeflate_decompressor, Free> d(libdeflate_alloc_decompressor());
+  if (!d) return std::nullopt;
+  const std::size_t declared = h.header_bytes + h.payload;
+  std::uint8_t* dst = out.payload.front();
+  std::size_t in_off = 0, out_off = 0;
+  // Members in order; each fills the next part of the buffer. Empty trailing members are fine.
+  while (in_off < n) {
+    std::size_t in_used = 0, out_made = 0;
+    if (libdeflate_gzip_decompress_ex(d.get(), bytes + in_off, n - in_off, dst + out_off, declared - out_off, &in_used,
+                                      &out_made) != LIBDEFLATE_SUCCESS)
+      return std::nullopt;
+    in_off += in_used;
+    out_off += out_made;
+  }
+  if (out_off != declared) return std::nullopt;
+  return out;
+}
+
+// Reads all of a gzip'd file for inflate_whole when its first 64 KiB hold a valid IDX header and
+// the file is no larger than that header's data could plausibly compress to (so a hostile file is
+// never read whole before its header is checked). nullopt: stream it instead (plain files, bad
+// headers, read errors: the stream reports them).
+std::optional<ByteBuffer> read_whole_gzip(int fd, std::uint64_t total, std::string_view name, const IdxLimits& limits) {
+  auto pread_all = [&](std::uint8_t* dst, std::size_t n) {
+    std::size_t done = 0;
+    while (done < n) {
+      const ssize_t r = ::pread(fd, dst + done, n - done, static_cast<off_t>(done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return false;
+      done += static_cast<std::size_t>(r);
+    }
+    return true;
+  };
+  std::array<std::uint8_t, 64 * 1024> prefix;
+  const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(total, prefix.size()));
+  if (k < 2 || !pread_all(prefix.data(), k) || prefix[0] != 0x1f || prefix[1] != 0x8b) return std::nullopt;
+  MemorySource src(prefix.data(), k);
+  Stream s(src, name, total);
+  Header h;
+  if (!read_header(s, total, name, limits, &h).ok()) return std::nullopt;
+  // Stored (incompressible) deflate blocks cost 5 bytes per 65535, gzip members 18 and more.
+  const std::uint64_t declared = h.payload + h.header_bytes;
+  if (total > declared + declared / 64 + prefix.size()) return std::nullopt;
+  try {
+    ByteBuffer whole(static_cast<std::size_t>(total));
+    if (!pread_all(whole.data(), whole.size())) return std::nullopt;
+    return whole;
+  } catch (const std::bad_alloc&) {
+    return std::nullopt;
+  }
 }
 
 }  // namespace
 
-ByteBuffer::ByteBuffer(std::size_t n) : p_(n ? new std::uint8_t[n] : nullptr), n_(n) {
-  if (n) advise_huge_pages(p_.get(), n);
+ByteBuffer::ByteBuffer(std::size_t n, std::size_t front)
+    : p_(n + front ? new std::uint8_t[n + front] : nullptr), n_(n), front_(front) {
+  if (n) advise_huge_pages(p_.get(), n + front);
 }
 
 Result<IdxArray> parse_idx(const std::uint8_t* bytes, std::size_t n, std::string_view name, const IdxLimits& limits) {
+  if (n >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b) {
+    if (auto fast = inflate_whole(bytes, n, n, name, limits)) return std::move(*fast);
+  }
   MemorySource src(bytes, n);
   return parse_source(src, n, name, limits);
 }
@@ -350,8 +439,20 @@ Result<IdxArray> read_idx_file(const std::string& path, const IdxLimits& limits)
     ::close(fd);
     return io_error(fmt::format("{}: not a regular file", path));
   }
+  const auto total = static_cast<std::uint64_t>(st.st_size);
+  if (std::optional<ByteBuffer> whole = read_whole_gzip(fd, total, path, limits)) {
+    ::close(fd);
+    if (auto fast = inflate_whole(whole->data(), whole->size(), total, path, limits)) return std::move(*fast);
+    MemorySource src(whole->data(), whole->size());
+    return parse_source(src, total, path, limits);
+  }
+  if (::lseek(fd, 0, SEEK_SET) != 0) {
+    const int e = errno;
+    ::close(fd);
+    return io_error(fmt::format("{}: cannot seek: {}", path, std::strerror(e)));
+  }
   FileSource src(fd, path);
-  Result<IdxArray> r = parse_source(src, static_cast<std::uint64_t>(st.st_size), path, limits);
+  Result<IdxArray> r = parse_source(src, total, path, limits);
   ::close(fd);
   return r;
 }

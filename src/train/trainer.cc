@@ -1,7 +1,9 @@
 // trainer.cc: softmax regression by minibatch SGD (include/xent/train.h): initialisation, the
 // epoch loop, evaluation, checkpoints. Matrix products are OpenBLAS sgemm calls, each one
-// single-threaded; parallelism comes from xent's pool over fixed chunks (rows of a batch, rows of
-// dW, slices of the test set), so results do not depend on the thread count.
+// single-threaded; parallelism comes from xent's pool over fixed chunks (rows of a batch, slices of
+// the test set), so results do not depend on the thread count. A batch step is one parallel region:
+// each chunk of rows does its forward, loss and partial gradients; the partials are then added in
+// chunk order.
 //
 // Shapes: N samples, B batch rows, D features (pixels), C classes. X is B x D (row-major),
 // W is D x C, Z and dZ are B x C.
@@ -30,8 +32,7 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr std::int64_t kRowChunk = 128;    // batch rows per forward task
-constexpr std::int64_t kDwChunk = 400;    // rows of dW per backward task
+constexpr std::int64_t kRowChunk = 128;   // batch rows per task (fixed: the model does not depend on the thread count)
 constexpr std::int64_t kEvalRows = 256;   // rows per evaluation chunk
 constexpr std::int64_t kEvalLanes = 8;    // evaluation tasks (each walks its own slice of chunks)
 constexpr std::int64_t kPrefetchRows = 6; // gather: rows fetched ahead
@@ -111,7 +112,8 @@ double test_accuracy(const SoftmaxModel& m, const LabeledImages& test, EvalWorks
 }
 
 void apply_threads(int threads) {
-  // Each BLAS call is one task of ours: OpenBLAS must not spawn its own threads.
+  // Each BLAS call is one task of ours: OpenBLAS must not spawn its own threads. (Its threaded
+  // build is the one to link: Debian's serial build is not safe for concurrent calls.)
   openblas_set_num_threads(1);
   if (threads > 0) set_num_threads(threads);
 }
@@ -187,16 +189,21 @@ Status train_impl(const LabeledImages& train, const LabeledImages& test, const T
 
   const std::int64_t B = std::min<std::int64_t>(options.batch_size, N);
   std::vector<float> X(static_cast<std::size_t>(B * D)), Z(static_cast<std::size_t>(B * C)),
-      dZ(static_cast<std::size_t>(B * C)), gW(static_cast<std::size_t>(D * C)), gb(static_cast<std::size_t>(C));
+      dZ(static_cast<std::size_t>(B * C));
+  const std::int64_t max_tasks = ceil_div(B, kRowChunk);
+  std::vector<float> gW_part(static_cast<std::size_t>(max_tasks * D * C));  // per chunk: X^T dZ
+  std::vector<double> gb_part(static_cast<std::size_t>(max_tasks * C));     // per chunk: column sums of dZ
+  std::vector<float> chunk_loss(static_cast<std::size_t>(max_tasks));
+  std::vector<std::int64_t> chunk_correct(static_cast<std::size_t>(max_tasks));
+  std::vector<Status> chunk_status(static_cast<std::size_t>(max_tasks));
   std::vector<std::int32_t> y(static_cast<std::size_t>(B)), perm(static_cast<std::size_t>(N));
   std::vector<float> W0, b0, vW0, vb0;  // the last completed epoch, restored on interruption
   EvalWorkspace ws;
-  CrossEntropyOptions ce;
-  ce.reduction = Reduction::kMean;
-  ce.label_smoothing = options.label_smoothing;
+  CrossEntropyOptions ce_sum;  // per chunk; the batch mean is taken when the chunks are added
+  ce_sum.reduction = Reduction::kSum;
+  ce_sum.label_smoothing = options.label_smoothing;
   const float lr = static_cast<float>(options.lr), wd = static_cast<float>(options.weight_decay),
               mu = static_cast<float>(options.momentum);
-  const std::int64_t row_tasks_max = ceil_div(B, kRowChunk), dw_tasks = ceil_div(D, kDwChunk);
   const std::uint8_t* px = train.pixels.data();
 
   for (int epoch = state.epochs_done + 1; epoch <= options.epochs; ++epoch) {
@@ -216,10 +223,17 @@ Status train_impl(const LabeledImages& train, const LabeledImages& test, const T
         return Status::Ok();
       }
       const std::int64_t rows = std::min(B, N - start);
-      const std::int64_t row_tasks = std::min(row_tasks_max, ceil_div(rows, kRowChunk));
-      // Gather + scale + forward, in fixed chunks of rows.
-      detail::parallel_for(static_cast<std::size_t>(row_tasks), [&](std::size_t t) {
+      const std::int64_t tasks = ceil_div(rows, kRowChunk);
+      // One region per batch. Each fixed chunk of rows: gather + scale, Z = X W + b, the fused
+      // cross-entropy (summed over its rows), and its partial gradients X^T dZ and sum(dZ), while
+      // its rows of X are still in cache.
+      detail::parallel_for(static_cast<std::size_t>(tasks), [&](std::size_t t) {
         const std::int64_t r0 = static_cast<std::int64_t>(t) * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
+        const std::int64_t n = r1 - r0;
+        float* Xt = X.data() + r0 * D;
+        float* Zt = Z.data() + r0 * C;
+        float* dZt = dZ.data() + r0 * C;
+        std::int32_t* yt = y.data() + r0;
         for (std::int64_t r = r0; r < r1; ++r) {
           // Rows are random in a dataset larger than the caches: fetch a few rows ahead.
           if (r + kPrefetchRows < r1) {
@@ -230,46 +244,56 @@ Status train_impl(const LabeledImages& train, const LabeledImages& test, const T
           scale_pixels(px + i * D, static_cast<std::size_t>(D), X.data() + r * D);
           y[static_cast<std::size_t>(r)] = train.labels[static_cast<std::size_t>(i)];
         }
-        linear_forward(X.data() + r0 * D, r1 - r0, m.weight.data(), m.bias.data(), D, C, Z.data() + r0 * C);
+        linear_forward(Xt, n, m.weight.data(), m.bias.data(), D, C, Zt);
+        std::int64_t hits = 0;
+        for (std::int64_t r = 0; r < n; ++r) hits += argmax_row(Zt + r * C, C) == yt[r];
+        chunk_correct[t] = hits;
+        float loss = 0;
+        chunk_status[t] = cross_entropy_fused(ConstTensorView(Zt, {n, C}), ConstTensorView(yt, {n}), ce_sum,
+                                              TensorView(&loss, Shape{}), TensorView(dZt, {n, C}));
+        chunk_loss[t] = loss;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(D), static_cast<int>(C),
+                    static_cast<int>(n), 1.0f, Xt, static_cast<int>(D), dZt, static_cast<int>(C), 0.0f,
+                    gW_part.data() + t * D * C, static_cast<int>(C));
+        double* gbt = gb_part.data() + t * C;
+        for (std::int64_t c = 0; c < C; ++c) gbt[c] = 0;
+        for (std::int64_t r = 0; r < n; ++r)
+          for (std::int64_t c = 0; c < C; ++c) gbt[c] += dZt[r * C + c];
       });
-      for (std::int64_t r = 0; r < rows; ++r) correct += argmax_row(Z.data() + r * C, C) == y[static_cast<std::size_t>(r)];
-      float loss = 0;
-      XENT_RETURN_IF_ERROR(cross_entropy_fused(ConstTensorView(Z.data(), {rows, C}), ConstTensorView(y.data(), {rows}),
-                                               ce, TensorView(&loss, Shape{}), TensorView(dZ.data(), {rows, C})));
-      loss_sum += static_cast<double>(loss) * static_cast<double>(rows);
-      // gW = X^T dZ in fixed chunks of rows of gW, then the update of those rows.
-      detail::parallel_for(static_cast<std::size_t>(dw_tasks), [&](std::size_t t) {
-        const std::int64_t k0 = static_cast<std::int64_t>(t) * kDwChunk, k1 = std::min(D, k0 + kDwChunk);
-        float* g = gW.data() + k0 * C;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(k1 - k0), static_cast<int>(C),
-                    static_cast<int>(rows), 1.0f, X.data() + k0, static_cast<int>(D), dZ.data(), static_cast<int>(C),
-                    0.0f, g, static_cast<int>(C));
-        float* w = m.weight.data() + k0 * C;
-        float* v = state.velocity_w.data() + k0 * C;
-        const std::int64_t len = (k1 - k0) * C;
-        if (mu != 0.0f) {
-          for (std::int64_t j = 0; j < len; ++j) {
-            v[j] = mu * v[j] + (g[j] + wd * w[j]);
-            w[j] -= lr * v[j];
-          }
-        } else {
-          for (std::int64_t j = 0; j < len; ++j) w[j] -= lr * (g[j] + wd * w[j]);
+      for (std::int64_t t = 0; t < tasks; ++t) {
+        XENT_RETURN_IF_ERROR(chunk_status[static_cast<std::size_t>(t)]);
+        correct += chunk_correct[static_cast<std::size_t>(t)];
+        loss_sum += static_cast<double>(chunk_loss[static_cast<std::size_t>(t)]);
+      }
+      // The mean over the batch: chunk sums added in chunk order, then one scale (fixed order for
+      // every thread count), and the SGD step.
+      const float inv_rows = 1.0f / static_cast<float>(rows);
+      const std::int64_t DC = D * C;
+      float* g = gW_part.data();
+      for (std::int64_t t = 1; t < tasks; ++t) {
+        const float* gt = gW_part.data() + t * DC;
+        for (std::int64_t j = 0; j < DC; ++j) g[j] += gt[j];
+      }
+      float* w = m.weight.data();
+      if (mu != 0.0f) {
+        float* v = state.velocity_w.data();
+        for (std::int64_t j = 0; j < DC; ++j) {
+          v[j] = mu * v[j] + (g[j] * inv_rows + wd * w[j]);
+          w[j] -= lr * v[j];
         }
-      });
-      for (std::int64_t c = 0; c < C; ++c) {
-        double s = 0;
-        for (std::int64_t r = 0; r < rows; ++r) s += dZ[static_cast<std::size_t>(r * C + c)];
-        gb[static_cast<std::size_t>(c)] = static_cast<float>(s);
+      } else {
+        for (std::int64_t j = 0; j < DC; ++j) w[j] -= lr * (g[j] * inv_rows + wd * w[j]);
       }
       for (std::int64_t c = 0; c < C; ++c) {
-        float& v = state.velocity_b[static_cast<std::size_t>(c)];
-        const float g = gb[static_cast<std::size_t>(c)];
+        double s = 0;
+        for (std::int64_t t = 0; t < tasks; ++t) s += gb_part[static_cast<std::size_t>(t * C + c)];
+        float g = static_cast<float>(s) * inv_rows;
         if (mu != 0.0f) {
-          v = mu * v + g;
-          m.bias[static_cast<std::size_t>(c)] -= lr * v;
-        } else {
-          m.bias[static_cast<std::size_t>(c)] -= lr * g;
+          float& vb = state.velocity_b[static_cast<std::size_t>(c)];
+          vb = mu * vb + g;
+          g = vb;
         }
+        m.bias[static_cast<std::size_t>(c)] -= lr * g;
       }
       if (callbacks.on_progress) callbacks.on_progress(epoch, start + rows, N);
     }

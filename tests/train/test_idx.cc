@@ -217,5 +217,60 @@ TEST(Idx, FilesLargerThanTheReadChunkAndSplitIntoMembers) {
   }
 }
 
+// Gzip'd input takes a whole-buffer inflater (libdeflate) when it is well formed and a streaming
+// one (zlib) otherwise; from a file or from memory, good or bad, the outcome must be the same.
+TEST(Idx, GzipFastAndStreamingPathsAgree) {
+  test::TempDir dir;
+  const auto plain = idx_bytes(0x08, {40, 5}, pattern(200));
+  const auto gz = gzip_bytes(plain);
+  std::vector<std::pair<std::string, std::vector<std::uint8_t>>> cases;
+  cases.emplace_back("good", gz);
+  auto two = gzip_bytes({plain.begin(), plain.begin() + 3});  // the header split across members
+  auto rest = gzip_bytes({plain.begin() + 3, plain.end()});
+  two.insert(two.end(), rest.begin(), rest.end());
+  cases.emplace_back("header split over members", two);
+  auto empty_tail = gz;
+  auto empty = gzip_bytes({});
+  empty_tail.insert(empty_tail.end(), empty.begin(), empty.end());
+  cases.emplace_back("empty trailing member", empty_tail);
+  auto garbage = gz;
+  garbage.push_back(0x00);
+  cases.emplace_back("trailing garbage", garbage);
+  auto more = plain;
+  more.push_back(7);
+  cases.emplace_back("more data than declared", gzip_bytes(more));
+  auto less = plain;
+  less.pop_back();
+  cases.emplace_back("less data than declared", gzip_bytes(less));
+  auto bad_crc = gz;
+  bad_crc[bad_crc.size() - 6] ^= 0x40;  // the CRC32 in the trailer
+  cases.emplace_back("bad CRC", bad_crc);
+  auto bad_len = gz;
+  bad_len[bad_len.size() - 2] ^= 0x01;  // ISIZE in the trailer
+  cases.emplace_back("bad length", bad_len);
+  auto cut = gz;
+  cut.resize(cut.size() - 3);
+  cases.emplace_back("truncated trailer", cut);
+  for (const auto& [what, bytes] : cases) {
+    test::write_bytes(dir / "f.idx", bytes);
+    auto from_file = read_idx_file(dir / "f.idx");
+    auto from_memory = parse_idx(bytes.data(), bytes.size(), dir / "f.idx");
+    ASSERT_EQ(from_file.ok(), from_memory.ok()) << what;
+    if (!from_file.ok()) {
+      EXPECT_EQ(from_file.status().code(), from_memory.status().code()) << what;
+      EXPECT_EQ(from_file.status().message(), from_memory.status().message()) << what;
+      continue;
+    }
+    ASSERT_EQ(from_file->payload.size(), 200u) << what;
+    EXPECT_TRUE(std::equal(plain.begin() + 12, plain.end(), from_file->payload.data())) << what;
+    EXPECT_TRUE(std::equal(plain.begin() + 12, plain.end(), from_memory->payload.data())) << what;
+  }
+  // The good, split and empty-tail cases are accepted; every damaged one is refused.
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    auto r = parse_idx(cases[i].second.data(), cases[i].second.size(), "f.idx");
+    EXPECT_EQ(r.ok(), i < 3) << cases[i].first << ": " << (r.ok() ? "accepted" : r.status().message());
+  }
+}
+
 }  // namespace
 }  // namespace xent
