@@ -13,8 +13,9 @@
 //   pass 2 (map_row): recompute exp(x - m) from the row, now in L2, and write the output once,
 //     with non-temporal stores for long rows so the output costs no read-for-ownership traffic.
 // Rows of C <= kSmallC (32) are done across rows instead: a tile of one vector's worth of rows is
-// transposed so each column is a vector and each row a lane. Nothing allocates; tails use padded
-// stack buffers.
+// transposed so each column is a vector and each row a lane (in registers on AVX-512 for rows up
+// to one vector long), and each value costs one exp, kept in the tile between the sum and the
+// output. Nothing allocates; tails use padded stack buffers.
 //
 // Numerics. exp(x - m) uses exp_nonpos (Highway contrib's polynomial, 1 ulp, cheaper argument
 // reduction since the argument is never positive; subnormal results kept, as PyTorch keeps them) and,
@@ -441,46 +442,177 @@ HWY_INLINE bool stream_rows(std::size_t C) { return C * sizeof(T) >= kStreamRowB
 // short rows (C <= kSmallC): vectorised across rows
 
 // A tile is L = Lanes rows of C columns held column-major (tile[c * L + lane]), so each column is
-// one vector and every per-row quantity is one lane. Rows are copied in and out with scalar moves
-// (C is small); a partial tile repeats its last row in the unused lanes, which are never stored.
-// Per-row work does not depend on the lane a row lands in, so the split of rows is free.
+// one vector and every per-row quantity is one lane. A full tile of rows no longer than a vector
+// is transposed in registers where the target has the shuffles for it (AVX-512: 16 x 16 floats,
+// 8 x 8 doubles); other tiles are copied with scalar moves (C is small), a partial tile repeating
+// its last row in the unused lanes, which are never stored. Per-row work depends neither on the
+// lane a row lands in nor on how the tile was filled, so the split of rows is free.
 constexpr std::size_t kSmallC = 32;
 
 template <class T>
-HWY_INLINE void tile_load(const T* x, std::size_t C, std::size_t n, std::size_t L, T* tile) {
+HWY_INLINE void tile_load_scalar(const T* x, std::size_t C, std::size_t n, std::size_t L, T* tile) {
   for (std::size_t lane = 0; lane < L; ++lane) {
     const T* row = x + (lane < n ? lane : n - 1) * C;
     for (std::size_t c = 0; c < C; ++c) tile[c * L + lane] = row[c];
   }
 }
 
-// Stores the first n lanes except those with skip[lane] (rows the scalar twin has written).
+// Stores the first n lanes except those with !ok[lane] (rows the scalar twin has written); ok may
+// be null (every lane).
 template <class T>
-HWY_INLINE void tile_store(const T* tile, std::size_t C, std::size_t n, std::size_t L, const bool* ok, T* y) {
+HWY_INLINE void tile_store_scalar(const T* tile, std::size_t C, std::size_t n, std::size_t L, const bool* ok, T* y) {
   for (std::size_t lane = 0; lane < n; ++lane) {
-    if (!ok[lane]) continue;
+    if (ok != nullptr && !ok[lane]) continue;
     T* row = y + lane * C;
     for (std::size_t c = 0; c < C; ++c) row[c] = tile[c * L + lane];
   }
 }
 
-// Per-lane max m (as T), sum of exp(x - m) S (double) and log S (double); ok[lane] is false for a
-// row the scalar twin must redo (NaN, +inf, all -inf).
+#if HWY_TARGET == HWY_AVX3
+// In-register transpose of L rows of L lanes: r[i] lane j and r[j] lane i swap.
+HWY_INLINE void transpose(hn::Vec<hn::ScalableTag<float>>* r) {
+  using V = hn::Vec<hn::ScalableTag<float>>;
+  V t[16];
+  for (int i = 0; i < 16; i += 2) {  // 2 x 2 blocks of lanes within each 128-bit block
+    t[i] = V{_mm512_unpacklo_ps(r[i].raw, r[i + 1].raw)};
+    t[i + 1] = V{_mm512_unpackhi_ps(r[i].raw, r[i + 1].raw)};
+  }
+  for (int i = 0; i < 16; i += 4) {  // 4 x 4 within each 128-bit block
+    r[i] = V{_mm512_shuffle_ps(t[i].raw, t[i + 2].raw, 0x44)};
+    r[i + 1] = V{_mm512_shuffle_ps(t[i].raw, t[i + 2].raw, 0xEE)};
+    r[i + 2] = V{_mm512_shuffle_ps(t[i + 1].raw, t[i + 3].raw, 0x44)};
+    r[i + 3] = V{_mm512_shuffle_ps(t[i + 1].raw, t[i + 3].raw, 0xEE)};
+  }
+  for (int k = 0; k < 4; ++k) {  // the 128-bit blocks, 4 x 4
+    const __m512 u0 = _mm512_shuffle_f32x4(r[k].raw, r[4 + k].raw, 0x88);
+    const __m512 u1 = _mm512_shuffle_f32x4(r[k].raw, r[4 + k].raw, 0xDD);
+    const __m512 u2 = _mm512_shuffle_f32x4(r[8 + k].raw, r[12 + k].raw, 0x88);
+    const __m512 u3 = _mm512_shuffle_f32x4(r[8 + k].raw, r[12 + k].raw, 0xDD);
+    t[k] = V{_mm512_shuffle_f32x4(u0, u2, 0x88)};
+    t[8 + k] = V{_mm512_shuffle_f32x4(u0, u2, 0xDD)};
+    t[4 + k] = V{_mm512_shuffle_f32x4(u1, u3, 0x88)};
+    t[12 + k] = V{_mm512_shuffle_f32x4(u1, u3, 0xDD)};
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+HWY_INLINE void transpose(hn::Vec<hn::ScalableTag<double>>* r) {
+  using V = hn::Vec<hn::ScalableTag<double>>;
+  V t[8];
+  for (int i = 0; i < 8; i += 2) {  // 2 x 2 within each 128-bit block
+    t[i] = V{_mm512_unpacklo_pd(r[i].raw, r[i + 1].raw)};
+    t[i + 1] = V{_mm512_unpackhi_pd(r[i].raw, r[i + 1].raw)};
+  }
+  for (int k = 0; k < 2; ++k) {  // the 128-bit blocks, 4 x 4
+    const __m512d u0 = _mm512_shuffle_f64x2(t[k].raw, t[2 + k].raw, 0x88);
+    const __m512d u1 = _mm512_shuffle_f64x2(t[k].raw, t[2 + k].raw, 0xDD);
+    const __m512d u2 = _mm512_shuffle_f64x2(t[4 + k].raw, t[6 + k].raw, 0x88);
+    const __m512d u3 = _mm512_shuffle_f64x2(t[4 + k].raw, t[6 + k].raw, 0xDD);
+    r[k] = V{_mm512_shuffle_f64x2(u0, u2, 0x88)};
+    r[4 + k] = V{_mm512_shuffle_f64x2(u0, u2, 0xDD)};
+    r[2 + k] = V{_mm512_shuffle_f64x2(u1, u3, 0x88)};
+    r[6 + k] = V{_mm512_shuffle_f64x2(u1, u3, 0xDD)};
+  }
+}
+
+// Whether full tiles of rows of C values are transposed in registers.
 template <class T>
-HWY_INLINE void tile_stats(const T* tile, std::size_t C, T* m_out, double* s_out, double* logs_out, bool* ok) {
+HWY_INLINE bool fast_tiles(std::size_t C) { return C <= hn::Lanes(hn::ScalableTag<T>()); }
+
+// Full tile in: row r is one vector (rows that would read past the tile load only their C values).
+template <class T>
+HWY_INLINE void tile_load_fast(const T* x, std::size_t C, T* tile) {
+  const hn::ScalableTag<T> d;
+  constexpr std::size_t L = 64 / sizeof(T);
+  hn::Vec<decltype(d)> r[L];
+  const auto first = hn::FirstN(d, C);
+  for (std::size_t i = 0; i < L; ++i) r[i] = i * C + L <= L * C ? hn::LoadU(d, x + i * C) : hn::MaskedLoad(first, d, x + i * C);
+  transpose(r);
+  for (std::size_t c = 0; c < C; ++c) hn::Store(r[c], d, tile + c * L);
+}
+
+// Full tile out, every row.
+template <class T>
+HWY_INLINE void tile_store_fast(const T* tile, std::size_t C, T* y) {
+  const hn::ScalableTag<T> d;
+  constexpr std::size_t L = 64 / sizeof(T);
+  hn::Vec<decltype(d)> r[L];
+  for (std::size_t c = 0; c < L; ++c) r[c] = c < C ? hn::Load(d, tile + c * L) : hn::Zero(d);
+  transpose(r);
+  const auto first = hn::FirstN(d, C);
+  for (std::size_t i = 0; i < L; ++i) hn::BlendedStore(r[i], first, d, y + i * C);
+}
+#else
+template <class T>
+HWY_INLINE bool fast_tiles(std::size_t) { return false; }
+template <class T>
+HWY_INLINE void tile_load_fast(const T*, std::size_t, T*) {}
+template <class T>
+HWY_INLINE void tile_store_fast(const T*, std::size_t, T*) {}
+#endif
+
+// Loads rows [0, n) of x into the tile; returns whether it was a fast full tile.
+template <class T>
+HWY_INLINE bool tile_load(const T* x, std::size_t C, std::size_t n, T* tile) {
+  const std::size_t L = hn::Lanes(hn::ScalableTag<T>());
+  if (n == L && fast_tiles<T>(C)) {
+    tile_load_fast(x, C, tile);
+    return true;
+  }
+  tile_load_scalar(x, C, n, L, tile);
+  return false;
+}
+
+// Stores the tile's first n rows; ok as tile_store_scalar.
+template <class T>
+HWY_INLINE void tile_store(const T* tile, std::size_t C, std::size_t n, bool fast, const bool* ok, T* y) {
+  if (fast && ok == nullptr) return tile_store_fast(tile, C, y);
+  tile_store_scalar(tile, C, n, hn::Lanes(hn::ScalableTag<T>()), ok, y);
+}
+
+// LD = Lanes(double) values of T at p as doubles, and back (rounded to nearest).
+template <class T>
+HWY_INLINE hn::Vec<hn::ScalableTag<double>> load_wide(const T* p) {
+  const hn::ScalableTag<double> dd;
+  if constexpr (sizeof(T) == 4) return hn::PromoteTo(dd, hn::LoadU(hn::Rebind<float, decltype(dd)>(), p));
+  else return hn::LoadU(dd, p);
+}
+template <class T>
+HWY_INLINE void store_narrow(hn::Vec<hn::ScalableTag<double>> v, T* p) {
+  const hn::ScalableTag<double> dd;
+  if constexpr (sizeof(T) == 4) {
+    const hn::Rebind<float, decltype(dd)> df;
+    hn::StoreU(hn::DemoteTo(df, v), df, p);
+  } else {
+    hn::StoreU(v, dd, p);
+  }
+}
+
+// Per-lane max m (as T), sum S of exp(x - m) (double) and log S (double). With kKeep the tile's
+// columns become e = exp(x - m), each within ~2 ulp (TwoSum'd argument), and S is their sum; the
+// caller scales them into the output, so each value costs one exp. Returns true when every lane is
+// finite; otherwise ok[lane] is false for each row the scalar twin must redo (NaN, +inf, all -inf).
+template <class T, bool kKeep>
+HWY_INLINE bool tile_stats(T* tile, std::size_t C, T* m_out, double* s_out, double* logs_out, bool* ok) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t L = hn::Lanes(d);
+  constexpr bool kExact = kKeep ? kExactOut : kExactSum;
   V m = hn::Load(d, tile);
   for (std::size_t c = 1; c < C; ++c) m = hn::Max(m, hn::Load(d, tile + c * L));
   hn::Store(m, d, m_out);
   const hn::ScalableTag<double> dd;
   const std::size_t LD = hn::Lanes(dd);
+  auto exp_col = [&](std::size_t c) HWY_ATTR {
+    const V e = exp_diff<kExact>(d, hn::Load(d, tile + c * L), m);
+    if constexpr (kKeep) hn::Store(e, d, tile + c * L);
+    return e;
+  };
   if constexpr (sizeof(T) == 4) {
     const hn::Half<decltype(d)> dh;
     auto lo = hn::Zero(dd), hi = hn::Zero(dd);
     for (std::size_t c = 0; c < C; ++c) {
-      const V e = exp_diff<kExactSum>(d, hn::Load(d, tile + c * L), m);
+      const V e = exp_col(c);
       lo = hn::Add(lo, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
       hi = hn::Add(hi, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
     }
@@ -488,69 +620,76 @@ HWY_INLINE void tile_stats(const T* tile, std::size_t C, T* m_out, double* s_out
     hn::Store(hi, dd, s_out + LD);
   } else {
     V acc = hn::Zero(d);
-    for (std::size_t c = 0; c < C; ++c) acc = hn::Add(acc, exp_diff<kExactSum>(d, hn::Load(d, tile + c * L), m));
+    for (std::size_t c = 0; c < C; ++c) acc = hn::Add(acc, exp_col(c));
     hn::Store(acc, d, s_out);
   }
-  for (std::size_t k = 0; k < L; k += LD) hn::Store(hn::Log(dd, hn::Load(dd, s_out + k)), dd, logs_out + k);
-  for (std::size_t lane = 0; lane < L; ++lane)
-    ok[lane] = std::isfinite(static_cast<double>(m_out[lane])) && std::isfinite(s_out[lane]);
+  bool all = hn::AllTrue(d, hn::IsFinite(m));
+  for (std::size_t k = 0; k < L; k += LD) {
+    const auto s = hn::Load(dd, s_out + k);
+    all = all && hn::AllTrue(dd, hn::IsFinite(s));
+    hn::Store(hn::Log(dd, s), dd, logs_out + k);
+  }
+  if (!all)
+    for (std::size_t lane = 0; lane < L; ++lane)
+      ok[lane] = std::isfinite(static_cast<double>(m_out[lane])) && std::isfinite(s_out[lane]);
+  return all;
 }
 
 template <class T>
 void softmax_small(const T* x, T* y, std::size_t rows, std::size_t C, bool log_softmax) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
+  const hn::ScalableTag<double> dd;
   constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
-  const std::size_t L = hn::Lanes(d);
+  const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
   HWY_ALIGN T tile[kSmallC * kL];
-  HWY_ALIGN T m[kL], a[kL], b[kL];
+  HWY_ALIGN T m[kL], a[kL];
   HWY_ALIGN double S[kL], logS[kL];
   bool ok[kL];
   for (std::size_t r0 = 0; r0 < rows; r0 += L) {
     const std::size_t n = std::min(L, rows - r0);
-    tile_load(x + r0 * C, C, n, L, tile);
-    tile_stats(tile, C, m, S, logS, ok);
-    for (std::size_t lane = 0; lane < L; ++lane) {
-      if (log_softmax) {  // y = (x - m) - log S, as the long-row path (log S must not vanish into m)
-        a[lane] = m[lane];
-        b[lane] = static_cast<T>(logS[lane]);
-      } else {
-        a[lane] = static_cast<T>(1.0 / S[lane]);
-      }
-    }
-    const V vm = hn::Load(d, m), va = hn::Load(d, a), vb = hn::Load(d, b);
+    const bool fast = tile_load(x + r0 * C, C, n, tile);
+    // log_softmax: y = (x - m) - log S, as the long-row path (log S must not vanish into m);
+    // softmax: y = e * (1 / S).
+    const bool all = log_softmax ? tile_stats<T, false>(tile, C, m, S, logS, ok) : tile_stats<T, true>(tile, C, m, S, logS, ok);
+    for (std::size_t k = 0; k < L; k += LD)
+      store_narrow(log_softmax ? hn::Load(dd, logS + k) : hn::Div(hn::Set(dd, 1.0), hn::Load(dd, S + k)), a + k);
+    const V vm = hn::Load(d, m), va = hn::Load(d, a);
     for (std::size_t c = 0; c < C; ++c) {
-      const V xv = hn::Load(d, tile + c * L);
-      const V yv = log_softmax ? hn::Sub(hn::Sub(xv, va), vb) : hn::Mul(exp_diff<kExactOut>(d, xv, vm), va);
-      hn::Store(yv, d, tile + c * L);
+      const V v = hn::Load(d, tile + c * L);
+      hn::Store(log_softmax ? hn::Sub(hn::Sub(v, vm), va) : hn::Mul(v, va), d, tile + c * L);
     }
     // Rows the scalar twin redoes are done before the tile is stored: y may alias x.
-    for (std::size_t lane = 0; lane < n; ++lane) {
-      if (ok[lane]) continue;
-      const T* xr = x + (r0 + lane) * C;
-      T* yr = y + (r0 + lane) * C;
-      if (log_softmax) scalar_table<T>().log_softmax_fwd(xr, yr, Block{1, C, 1, 1});
-      else scalar_table<T>().softmax_fwd(xr, yr, Block{1, C, 1, 1});
+    if (!all) {
+      for (std::size_t lane = 0; lane < n; ++lane) {
+        if (ok[lane]) continue;
+        const T* xr = x + (r0 + lane) * C;
+        T* yr = y + (r0 + lane) * C;
+        if (log_softmax) scalar_table<T>().log_softmax_fwd(xr, yr, Block{1, C, 1, 1});
+        else scalar_table<T>().softmax_fwd(xr, yr, Block{1, C, 1, 1});
+      }
     }
-    tile_store(tile, C, n, L, ok, y + r0 * C);
+    tile_store(tile, C, n, fast, all ? nullptr : ok, y + r0 * C);
   }
 }
 
 template <class T>
 void logsumexp_small(const T* x, T* lse, std::size_t rows, std::size_t C) {
   const hn::ScalableTag<T> d;
+  const hn::ScalableTag<double> dd;
   constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
-  const std::size_t L = hn::Lanes(d);
+  const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
   HWY_ALIGN T tile[kSmallC * kL];
-  HWY_ALIGN T m[kL];
+  HWY_ALIGN T m[kL], out[kL];
   HWY_ALIGN double S[kL], logS[kL];
   bool ok[kL];
   for (std::size_t r0 = 0; r0 < rows; r0 += L) {
     const std::size_t n = std::min(L, rows - r0);
-    tile_load(x + r0 * C, C, n, L, tile);
-    tile_stats(tile, C, m, S, logS, ok);
+    tile_load(x + r0 * C, C, n, tile);
+    const bool all = tile_stats<T, false>(tile, C, m, S, logS, ok);
+    for (std::size_t k = 0; k < L; k += LD) store_narrow(hn::Add(load_wide(m + k), hn::Load(dd, logS + k)), out + k);
     for (std::size_t lane = 0; lane < n; ++lane) {
-      if (ok[lane]) lse[r0 + lane] = static_cast<T>(static_cast<double>(m[lane]) + logS[lane]);
+      if (all || ok[lane]) lse[r0 + lane] = out[lane];
       else scalar_table<T>().logsumexp_fwd(x + (r0 + lane) * C, lse + r0 + lane, Block{1, C, 1, 1});
     }
   }
@@ -704,9 +843,77 @@ HWY_INLINE CeIndexArgs<T, I> ce_row_args(const CeIndexArgs<T, I>& a, std::size_t
   return s;
 }
 
+// Cross-entropy without label smoothing on short rows, across rows (see tile_load): the formulas
+// of ce_index below, per-row scalars in double vectors, one exp per value.
+template <class T, class I, class ScalarFn>
+void ce_index_small_plain(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C, ScalarFn scalar_fn) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const hn::ScalableTag<double> dd;
+  using VD = hn::Vec<decltype(dd)>;
+  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+  const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
+  HWY_ALIGN T tile[kSmallC * kL];
+  HWY_ALIGN T m[kL], xt[kL], wt[kL], tf[kL], keep[kL], dl[kL], scale[kL], tgrad[kL];
+  HWY_ALIGN double S[kL], logS[kL], loss[kL];
+  bool ok[kL];
+  const VD vscale = hn::Set(dd, a.dloss_scale);
+  for (std::size_t r0 = 0; r0 < rows; r0 += L) {
+    const std::size_t n = std::min(L, rows - r0);
+    const bool fast = tile_load(a.x + r0 * C, C, n, tile);
+    // Per row: the target as a T value (-1 when ignored: it then matches no column), its weight
+    // (0 when ignored) and the upstream gradient.
+    for (std::size_t lane = 0; lane < L; ++lane) {
+      const std::size_t r = r0 + (lane < n ? lane : n - 1);
+      const std::int64_t t = static_cast<std::int64_t>(a.target[r]);
+      const bool ignored = t == a.ignore_index;
+      tf[lane] = ignored ? T(-1) : static_cast<T>(t);
+      keep[lane] = ignored ? T(0) : T(1);
+      wt[lane] = ignored ? T(0) : (a.weight != nullptr ? a.weight[t] : T(1));
+      dl[lane] = a.dloss != nullptr ? a.dloss[r] : T(1);
+    }
+    const V vt = hn::Load(d, tf);
+    V vxt = hn::Zero(d);  // x[t], picked from the columns before they turn into exps
+    for (std::size_t c = 0; c < C; ++c) vxt = hn::IfThenElse(hn::Eq(vt, hn::Set(d, static_cast<T>(c))), hn::Load(d, tile + c * L), vxt);
+    hn::Store(vxt, d, xt);
+    bool all = a.dx != nullptr ? tile_stats<T, true>(tile, C, m, S, logS, ok) : tile_stats<T, false>(tile, C, m, S, logS, ok);
+    if (!hn::AllTrue(d, hn::Or(hn::IsFinite(vxt), hn::Eq(hn::Load(d, keep), hn::Zero(d))))) {
+      for (std::size_t lane = 0; lane < L; ++lane)
+        ok[lane] = (all || ok[lane]) && (keep[lane] == T(0) || std::isfinite(static_cast<double>(xt[lane])));
+      all = false;
+    }
+    for (std::size_t k = 0; k < L; k += LD) {
+      const auto kept = hn::Ne(load_wide(keep + k), hn::Zero(dd));
+      const VD xtd = load_wide(xt + k), wtd = load_wide(wt + k);
+      const VD lse = hn::Add(load_wide(m + k), hn::Load(dd, logS + k));
+      hn::Store(hn::IfThenElseZero(kept, hn::Mul(wtd, hn::Sub(lse, xtd))), dd, loss + k);
+      if (a.dx == nullptr) continue;
+      const VD g = a.dloss != nullptr ? hn::Mul(vscale, load_wide(dl + k)) : vscale;
+      const VD pm1 = hn::Expm1(dd, hn::Sub(xtd, lse));  // p[t] - 1, accurately as p[t] -> 1
+      store_narrow(hn::IfThenElseZero(kept, hn::Div(hn::Mul(g, wtd), hn::Load(dd, S + k))), scale + k);
+      store_narrow(hn::Mul(g, hn::Mul(wtd, pm1)), tgrad + k);
+    }
+    if (a.row_loss != nullptr)
+      for (std::size_t lane = 0; lane < n; ++lane) a.row_loss[r0 + lane] = loss[lane];
+    if (a.dx != nullptr) {  // the tile holds exp(x - m): p = e * (w[t] g / S), the target's entry apart
+      const V vs = hn::Load(d, scale), vg = hn::Load(d, tgrad);
+      for (std::size_t c = 0; c < C; ++c) {
+        const V p = hn::Mul(hn::Load(d, tile + c * L), vs);
+        hn::Store(hn::IfThenElse(hn::Eq(vt, hn::Set(d, static_cast<T>(c))), vg, p), d, tile + c * L);
+      }
+    }
+    // Rows the scalar twin redoes go first: dx may alias x, and the tile store skips them.
+    if (!all)
+      for (std::size_t lane = 0; lane < n; ++lane)
+        if (!ok[lane]) scalar_fn(ce_row_args(a, r0 + lane, C), Block{1, C, 1, 1});
+    if (a.dx != nullptr) tile_store(tile, C, n, fast, all ? nullptr : ok, a.dx + r0 * C);
+  }
+}
+
 // Cross-entropy on short rows, across rows (see tile_load). Same formulas as ce_index below.
 template <class T, class I, class ScalarFn>
 void ce_index_small(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C, ScalarFn scalar_fn) {
+  if (a.smoothing == 0) return ce_index_small_plain(a, rows, C, scalar_fn);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const hn::ScalableTag<double> dd;
@@ -724,8 +931,9 @@ void ce_index_small(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C,
   for (std::size_t r0 = 0; r0 < rows; r0 += L) {
     const std::size_t n = std::min(L, rows - r0);
     const T* x = a.x + r0 * C;
-    tile_load(x, C, n, L, tile);
-    tile_stats(tile, C, m, S, logS, ok);
+    tile_load(x, C, n, tile);
+    if (tile_stats<T, false>(tile, C, m, S, logS, ok))
+      for (std::size_t lane = 0; lane < L; ++lane) ok[lane] = true;
     if (eps != 0) {  // A = sum_c w[c] (x[c] - m) per row, in double (every term <= 0)
       for (std::size_t lane = 0; lane < L; ++lane) A[lane] = 0;
       for (std::size_t c = 0; c < C; ++c) {
@@ -783,7 +991,7 @@ void ce_index_small(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C,
       if (!ok[lane]) scalar_fn(ce_row_args(a, r0 + lane, C), Block{1, C, 1, 1});
     if (a.dx != nullptr) {
       T* dx = a.dx + r0 * C;
-      tile_store(tile, C, n, L, ok, dx);
+      tile_store_scalar(tile, C, n, L, ok, dx);
       for (std::size_t lane = 0; lane < n; ++lane) {
         const std::int64_t t = static_cast<std::int64_t>(a.target[r0 + lane]);
         if (ok[lane] && t != a.ignore_index) dx[lane * C + static_cast<std::size_t>(t)] = static_cast<T>(pm1[lane]);

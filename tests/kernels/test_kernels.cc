@@ -89,7 +89,7 @@ double row_absmax(const T* x, std::size_t C) {
 enum class Fill { kUniform, kWide, kOffset, kRamp, kMasked };
 
 template <class T>
-std::vector<T> make_rows(std::int64_t N, std::int64_t C, Fill fill, std::uint64_t seed, bool specials) {
+std::vector<T> make_rows(std::int64_t N, std::int64_t C, Fill fill, std::uint64_t seed, bool specials, std::size_t at = 0) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> u(-1, 1);
   std::vector<T> x(static_cast<std::size_t>(N * C));
@@ -106,11 +106,13 @@ std::vector<T> make_rows(std::int64_t N, std::int64_t C, Fill fill, std::uint64_
       x[static_cast<std::size_t>(r * C + c)] = static_cast<T>(v);
     }
   }
-  if (specials && N >= 5) {
+  // Special rows at at + 1, 2, 3 (at = 0: in the first tile; the short-row tests also put them in a
+  // later full tile, whose register transposes then give way to the scalar twin row by row).
+  if (specials && static_cast<std::size_t>(N) >= at + 5) {
     const std::size_t C_ = static_cast<std::size_t>(C);
-    for (std::size_t c = 0; c < C_; ++c) x[1 * C_ + c] = static_cast<T>(-kInfD);                     // all -inf
-    x[2 * C_ + C_ / 2] = std::numeric_limits<T>::quiet_NaN();                                        // one NaN
-    x[3 * C_ + (C_ > 1 ? C_ - 1 : 0)] = static_cast<T>(kInfD);                                       // one +inf
+    for (std::size_t c = 0; c < C_; ++c) x[(at + 1) * C_ + c] = static_cast<T>(-kInfD);              // all -inf
+    x[(at + 2) * C_ + C_ / 2] = std::numeric_limits<T>::quiet_NaN();                                 // one NaN
+    x[(at + 3) * C_ + (C_ > 1 ? C_ - 1 : 0)] = static_cast<T>(kInfD);                                // one +inf
   }
   return x;
 }
@@ -139,11 +141,12 @@ class SimdVsScalar : public ::testing::TestWithParam<std::string> {
 };
 
 template <class T>
-void softmax_family_case(SimdVsScalar* t, std::int64_t N, std::int64_t C, Fill fill, bool specials, std::size_t offset) {
+void softmax_family_case(SimdVsScalar* t, std::int64_t N, std::int64_t C, Fill fill, bool specials, std::size_t offset,
+                         std::size_t at = 0) {
   SCOPED_TRACE(type_name<T>() + " softmax family [" + std::to_string(N) + ", " + std::to_string(C) + "] fill " +
                std::to_string(static_cast<int>(fill)) + (specials ? " with special rows" : "") + " offset " +
                std::to_string(offset));
-  const std::vector<T> x0 = make_rows<T>(N, C, fill, static_cast<std::uint64_t>(N * 131 + C), specials);
+  const std::vector<T> x0 = make_rows<T>(N, C, fill, static_cast<std::uint64_t>(N * 131 + C), specials, at);
   const std::size_t n = x0.size();
   std::vector<T> xs(n + offset);  // offset shifts every pointer off its natural alignment
   std::copy(x0.begin(), x0.end(), xs.begin() + static_cast<std::ptrdiff_t>(offset));
@@ -223,12 +226,13 @@ struct CeOpts {
 };
 
 template <class T, class I>
-void cross_entropy_case(SimdVsScalar* t, std::int64_t N, std::int64_t C, Fill fill, bool specials, CeOpts co) {
+void cross_entropy_case(SimdVsScalar* t, std::int64_t N, std::int64_t C, Fill fill, bool specials, CeOpts co,
+                        std::size_t at = 0) {
   SCOPED_TRACE(type_name<T>() + " cross_entropy [" + std::to_string(N) + ", " + std::to_string(C) + "] fill " +
                std::to_string(static_cast<int>(fill)) + (specials ? " with special rows" : "") + " weight " +
                std::to_string(co.weight) + " eps " + std::to_string(co.eps) + " ignore " + std::to_string(co.ignore) +
                " index bytes " + std::to_string(sizeof(I)));
-  std::vector<T> x = make_rows<T>(N, C, fill, static_cast<std::uint64_t>(N * 17 + C), specials);
+  std::vector<T> x = make_rows<T>(N, C, fill, static_cast<std::uint64_t>(N * 17 + C), specials, at);
   std::mt19937_64 rng(static_cast<std::uint64_t>(C));
   std::vector<I> tgt(static_cast<std::size_t>(N));
   for (auto& v : tgt) v = static_cast<I>(rng() % static_cast<std::uint64_t>(C));
@@ -308,6 +312,23 @@ TEST_P(SimdVsScalar, CrossEntropy) {
   }
 }
 
+// Short rows, several full tiles (16 float or 8 double rows on AVX-512) and a partial one: rows of
+// one vector or less take the register transposes, longer ones the scalar copies; special rows sit
+// in a full tile after the first, and in the partial tile.
+TEST_P(SimdVsScalar, ShortRowTiles) {
+  for (std::int64_t C = 1; C <= 33; ++C) {
+    for (std::size_t at : {std::size_t{16}, std::size_t{44}}) {
+      const std::int64_t N = 49;
+      softmax_family_case<float>(this, N, C, Fill::kMasked, true, 0, at);
+      softmax_family_case<double>(this, N, C, Fill::kRamp, true, 0, at);
+      cross_entropy_case<float, std::int64_t>(this, N, C, Fill::kMasked, true, {}, at);
+      cross_entropy_case<double, std::int32_t>(this, N, C, Fill::kUniform, true, {}, at);
+      cross_entropy_case<float, std::int32_t>(this, N, C, Fill::kUniform, true, CeOpts{true, 0, true}, at);
+      cross_entropy_case<double, std::int64_t>(this, N, C, Fill::kWide, true, CeOpts{true, 0.1, true}, at);
+    }
+  }
+}
+
 // NLL's vector path uses the scalar formulas exactly: same bits.
 TEST_P(SimdVsScalar, NllSameBits) {
   for (std::int64_t C : {1, 7, 16, 1000, 20000}) {
@@ -363,20 +384,22 @@ void thread_case(std::int64_t N, std::int64_t C) {
   std::vector<T> x = make_rows<T>(N, C, Fill::kMasked, 5, true);
   std::vector<std::int64_t> tgt(static_cast<std::size_t>(N));
   for (std::size_t r = 0; r < tgt.size(); ++r) tgt[r] = r % 11 == 0 ? -100 : static_cast<std::int64_t>((r * 31) % static_cast<std::size_t>(C));
-  std::vector<T> ref_out[5];
+  std::vector<T> ref_out[7];
   for (int threads : {1, 2, 7}) {
     set_num_threads(threads);
-    std::vector<T> y(x.size()), ly(x.size()), dx(x.size()), loss(1), loss_none(tgt.size());
+    std::vector<T> y(x.size()), ly(x.size()), dx(x.size()), loss(1), loss_none(tgt.size()), dxp(x.size()), lossp(1);
     ASSERT_TRUE(softmax_forward({x.data(), sh}, 1, {y.data(), sh}).ok());
     ASSERT_TRUE(log_softmax_forward({x.data(), sh}, 1, {ly.data(), sh}).ok());
     CrossEntropyOptions o;
+    ASSERT_TRUE(cross_entropy_fused({x.data(), sh}, {tgt.data(), rs}, o, {lossp.data(), Shape{}}, {dxp.data(), sh}).ok());
     o.label_smoothing = 0.05;
     ASSERT_TRUE(cross_entropy_fused({x.data(), sh}, {tgt.data(), rs}, o, {loss.data(), Shape{}}, {dx.data(), sh}).ok());
     o.reduction = Reduction::kNone;
     ASSERT_TRUE(cross_entropy_forward({x.data(), sh}, {tgt.data(), rs}, o, {loss_none.data(), rs}).ok());
-    std::vector<T>* outs[5] = {&y, &ly, &dx, &loss, &loss_none};
-    const char* names[5] = {"softmax", "log_softmax", "fused gradient", "mean loss", "per-row loss"};
-    for (int k = 0; k < 5; ++k) {
+    std::vector<T>* outs[7] = {&y, &ly, &dx, &loss, &loss_none, &dxp, &lossp};
+    const char* names[7] = {"softmax", "log_softmax", "fused gradient", "mean loss", "per-row loss",
+                            "fused gradient without smoothing", "mean loss without smoothing"};
+    for (int k = 0; k < 7; ++k) {
       if (threads == 1) ref_out[k] = *outs[k];
       else EXPECT_TRUE(same_bits(*outs[k], ref_out[k])) << names[k] << " with " << threads << " threads";
     }
@@ -387,6 +410,8 @@ TEST_P(ThreadBits, SameBitsFor1_2_7Threads) {
   thread_case<float>(3000, 100);
   thread_case<float>(9, 40000);
   thread_case<float>(5000, 10);
+  thread_case<float>(4099, 16);
+  thread_case<double>(4099, 7);
   thread_case<double>(2000, 33);
 }
 
