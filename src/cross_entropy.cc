@@ -44,6 +44,34 @@ struct Common {
 template <class T, class I>
 Status scan_targets(const I* t, std::int64_t n, const Shape& tshape, std::int64_t C, std::int64_t ignore_index,
                     const T* w, double* divisor) {
+  // Fast pass, branch-free: the count of kept targets (the divisor without weights: the same value
+  // as a sum of ones), or the weighted sum in the same order as below, and whether any target is
+  // out of range; the loop below then only runs to name the first bad target.
+  const std::uint64_t uC = static_cast<std::uint64_t>(C);
+  bool bad = false;
+  if (w == nullptr) {
+    std::int64_t kept = 0;
+    for (std::int64_t k = 0; k < n; ++k) {
+      const std::int64_t v = t[k];
+      const bool ignored = v == ignore_index;
+      bad |= !ignored & (static_cast<std::uint64_t>(v) >= uC);
+      kept += !ignored;
+    }
+    *divisor = static_cast<double>(kept);
+  } else {
+    double total = 0;
+    for (std::int64_t k = 0; k < n; ++k) {
+      const std::int64_t v = t[k];
+      if (v == ignore_index) continue;
+      if (static_cast<std::uint64_t>(v) >= uC) {
+        bad = true;
+        break;
+      }
+      total += static_cast<double>(w[v]);
+    }
+    *divisor = total;
+  }
+  if (!bad) return Status::Ok();
   double total = 0;
   for (std::int64_t k = 0; k < n; ++k) {
     std::int64_t v = t[k];

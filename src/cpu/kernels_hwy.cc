@@ -12,6 +12,10 @@
 //     is rescaled by exp(old - new) when the max grows). Gives m = max and S = sum exp(x - m).
 //   pass 2 (map_row): recompute exp(x - m) from the row, now in L2, and write the output once,
 //     with non-temporal stores for long rows so the output costs no read-for-ownership traffic.
+// Rows of at most kOneExpRowBytes (32 KiB) whose output is exp-based (softmax, the cross-entropy
+// gradient) take one exp per value instead: max; e = exp(x - m) written into the output while
+// summed (the next row's lines prefetched meanwhile); then the output, still in cache, scaled in
+// place. Past that bound the output no longer stays in L1/L2 and the streamed two-exp scheme wins.
 // Rows of C <= kSmallC (32) are done across rows instead: a tile of one vector's worth of rows is
 // transposed so each column is a vector and each row a lane (in registers on AVX-512 for rows up
 // to one vector long), and each value costs one exp, kept in the tile between the sum and the
@@ -439,6 +443,135 @@ template <class T>
 HWY_INLINE bool stream_rows(std::size_t C) { return C * sizeof(T) >= kStreamRowBytes; }
 
 // ---------------------------------------------------------------------------------------------
+// rows whose output stays in cache: one exp per value
+//
+// pass 1 (row_max): the max, and whether the row must take the scalar twin (a NaN, a +inf, all
+// -inf), decided before anything is written, since the output may alias the input;
+// pass 2 (exp_store_sum): e = exp(x - m), TwoSum'd argument as map_row's outputs, written into the
+// output row while summed (float32 vectors of four-term partial sums into float64 lanes);
+// pass 3: the output, still in L1/L2, scaled in place (map_row over itself).
+// The outputs are the same expressions of e as the two-exp path's; only S differs, now the sum of
+// the ~2 ulp values that are written out instead of a second evaluation.
+#ifndef XENT_ONE_EXP_ROW_BYTES
+#define XENT_ONE_EXP_ROW_BYTES (32 * 1024)
+#endif
+constexpr std::size_t kOneExpRowBytes = XENT_ONE_EXP_ROW_BYTES;
+
+template <class T>
+HWY_INLINE bool one_exp_rows(std::size_t C) { return C * sizeof(T) <= kOneExpRowBytes; }
+
+template <class T>
+HWY_INLINE bool row_max(const T* HWY_RESTRICT x, std::size_t C, T* m_out) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  V m0 = hn::Set(d, -kInf<T>), m1 = m0, m2 = m0, m3 = m0;
+  auto nan = hn::FirstN(d, 0);  // Max may drop a NaN: tracked on the side
+  std::size_t i = 0;
+  for (; i + 4 * N <= C; i += 4 * N) {
+    const V x0 = hn::LoadU(d, x + i), x1 = hn::LoadU(d, x + i + N);
+    const V x2 = hn::LoadU(d, x + i + 2 * N), x3 = hn::LoadU(d, x + i + 3 * N);
+    m0 = hn::Max(m0, x0);
+    m1 = hn::Max(m1, x1);
+    m2 = hn::Max(m2, x2);
+    m3 = hn::Max(m3, x3);
+    nan = hn::Or(nan, hn::Or(hn::Or(hn::IsNaN(x0), hn::IsNaN(x1)), hn::Or(hn::IsNaN(x2), hn::IsNaN(x3))));
+  }
+  for (; i + N <= C; i += N) {
+    const V v = hn::LoadU(d, x + i);
+    m0 = hn::Max(m0, v);
+    nan = hn::Or(nan, hn::IsNaN(v));
+  }
+  if (i < C) {
+    const V v = load_padded(d, x + i, C - i, -kInf<T>);
+    m1 = hn::Max(m1, v);
+    nan = hn::Or(nan, hn::IsNaN(v));
+  }
+  const T m = hn::GetLane(hn::MaxOfLanes(d, hn::Max(hn::Max(m0, m1), hn::Max(m2, m3))));
+  *m_out = m;
+  return hn::AllFalse(d, nan) && m > -kInf<T> && m < kInf<T>;
+}
+
+// y[c] = exp(x[c] - m) for a row whose max m is finite; returns the sum of the y[c] (>= 1).
+// y may alias x (each vector is read before it is written). While the exps run, the next row's
+// input and output lines are requested (x + C, y + C: prefetching past a buffer is harmless).
+template <class T>
+HWY_INLINE double exp_store_sum(const T* x, T* y, std::size_t C, T m) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  const V vm = hn::Set(d, m);
+  WideSum<T> acc;
+  std::size_t i = 0;
+  for (; i + 4 * N <= C; i += 4 * N) {
+#if XENT_PREFETCH
+    for (std::size_t k = 0; k < 4 * N * sizeof(T); k += 64) {
+      hwy::Prefetch(reinterpret_cast<const char*>(x + C + i) + k);
+      __builtin_prefetch(reinterpret_cast<const char*>(y + C + i) + k, 1);
+    }
+#endif
+    const V e0 = exp_diff<kExactOut>(d, hn::LoadU(d, x + i), vm);
+    const V e1 = exp_diff<kExactOut>(d, hn::LoadU(d, x + i + N), vm);
+    const V e2 = exp_diff<kExactOut>(d, hn::LoadU(d, x + i + 2 * N), vm);
+    const V e3 = exp_diff<kExactOut>(d, hn::LoadU(d, x + i + 3 * N), vm);
+    hn::StoreU(e0, d, y + i);
+    hn::StoreU(e1, d, y + i + N);
+    hn::StoreU(e2, d, y + i + 2 * N);
+    hn::StoreU(e3, d, y + i + 3 * N);
+    acc.add(hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
+  }
+  for (; i + N <= C; i += N) {
+    const V e = exp_diff<kExactOut>(d, hn::LoadU(d, x + i), vm);
+    hn::StoreU(e, d, y + i);
+    acc.add(e);
+  }
+  if (i < C) {
+    HWY_ALIGN T buf[kMaxLanesBytes / sizeof(T)];
+    const V e = exp_diff<kExactOut>(d, load_padded(d, x + i, C - i, -kInf<T>), vm);  // pads add 0
+    hn::Store(e, d, buf);
+    for (std::size_t k = 0; k < C - i; ++k) y[i + k] = buf[k];
+    acc.add(e);
+  }
+  return acc.total();
+}
+
+// Label smoothing: A = sum_c w[c] (x[c] - m) and W = sum_c w[c] (w = 1 when absent), float64, for a
+// row with max m, as row_stats<T, true> sums them. False when either is not finite (a -inf logit).
+template <class T>
+HWY_INLINE bool row_wsum(const T* HWY_RESTRICT x, std::size_t C, const T* HWY_RESTRICT w, T m, double* A_out,
+                         double* W_out) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  const auto vm = WideSum<T>::splat(static_cast<double>(m));
+  WideSum<T> ax, aw;
+  std::size_t i = 0;
+  for (; i + N <= C; i += N) {
+    const V xv = hn::LoadU(d, x + i);
+    if (w == nullptr) {
+      ax.add_shifted(xv, vm);
+    } else {
+      const V wv = hn::LoadU(d, w + i);
+      ax.add_shifted_mul(xv, vm, wv);
+      aw.add(wv);
+    }
+  }
+  if (i < C) {
+    const V xv = load_padded(d, x + i, C - i, m);  // pads add 0
+    if (w == nullptr) {
+      ax.add_shifted(xv, vm);
+    } else {
+      const V wv = load_padded(d, w + i, C - i, T(0));
+      ax.add_shifted_mul(xv, vm, wv);
+      aw.add(wv);
+    }
+  }
+  *A_out = ax.total();
+  *W_out = w == nullptr ? static_cast<double>(C) : aw.total();
+  return std::isfinite(*A_out) && std::isfinite(*W_out);
+}
+
+// ---------------------------------------------------------------------------------------------
 // short rows (C <= kSmallC): vectorised across rows
 
 // A tile is L = Lanes rows of C columns held column-major (tile[c * L + lane]), so each column is
@@ -708,6 +841,20 @@ void softmax_like_fwd(const T* x, T* y, Block b) noexcept {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t C = b.C;
+  if (!kLog && one_exp_rows<T>(C)) {  // softmax, row in cache: e written once, then scaled in place
+    for (std::size_t r = 0; r < b.n_outer; ++r) {
+      const T* xr = x + r * C;
+      T* yr = y + r * C;
+      T m;
+      if (!row_max(xr, C, &m)) {
+        scalar_fn(xr, yr, Block{1, C, 1, 1});
+        continue;
+      }
+      const V vinv = hn::Set(d, static_cast<T>(1.0 / exp_store_sum(xr, yr, C, m)));
+      map_row<1>(yr, C, false, {yr}, [&](V v) HWY_ATTR { return hn::Mul(v, vinv); });
+    }
+    return;
+  }
   const bool stream = stream_rows<T>(C);
   for (std::size_t r = 0; r < b.n_outer; ++r) {
     const T* xr = x + r * C;
@@ -1000,6 +1147,70 @@ void ce_index_small(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C,
   }
 }
 
+// Fused forward and backward (or backward alone) for rows in cache (one_exp_rows): the formulas of
+// ce_index below, each exp computed once and written into dx, then scaled in place. Every check
+// that sends a row to the scalar twin (non-finite x[t], a NaN, +inf or all -inf row, a -inf with
+// label smoothing) is made before the row's dx is written, since dx may alias x.
+template <class T, class I, class ScalarFn>
+void ce_index_one_exp(const CeIndexArgs<T, I>& a, Block b, ScalarFn scalar_fn) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t C = b.C;
+  const double eps = a.smoothing;
+  const double W = a.weight_sum;
+  const double Cd = static_cast<double>(C);
+  for (std::size_t r = 0; r < b.n_outer; ++r) {
+    const T* xr = a.x + r * C;
+    T* dxr = a.dx + r * C;
+    const std::int64_t t = static_cast<std::int64_t>(a.target[r]);
+    T m;
+    bool ok = row_max(xr, C, &m);
+    if (t == a.ignore_index) {
+      // Loss 0; gradient 0 * p, which is NaN for the whole row when its normaliser is not finite.
+      if (!ok) {
+        scalar_fn(ce_row_args(a, r, C), Block{1, C, 1, 1});
+        continue;
+      }
+      if (a.row_loss != nullptr) a.row_loss[r] = 0;
+      zero_row(dxr, C, false);
+      continue;
+    }
+    const double xt = static_cast<double>(xr[t]);
+    double A = 0, Wr = 0;
+    ok = ok && std::isfinite(xt) && (eps == 0 || row_wsum(xr, C, a.weight, m, &A, &Wr));
+    if (!ok) {
+      scalar_fn(ce_row_args(a, r, C), Block{1, C, 1, 1});
+      continue;
+    }
+    const double S = exp_store_sum(xr, dxr, C, m);
+    const double logS = std::log(S);
+    const double wt = a.weight != nullptr ? static_cast<double>(a.weight[t]) : 1.0;
+    const double lse = static_cast<double>(m) + logS;
+    if (a.row_loss != nullptr) {
+      const double nll = wt * (lse - xt);
+      a.row_loss[r] = eps == 0 ? nll : (1 - eps) * nll + eps / Cd * (Wr * logS - A);
+    }
+    const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(a.dloss[r]) : a.dloss_scale;
+    const double coef = (1 - eps) * wt + eps * W / Cd;  // multiplies p[c]
+    const V vscale = hn::Set(d, static_cast<T>(g * coef / S));
+    if (eps == 0) {
+      map_row<1>(dxr, C, false, {dxr}, [&](V e) HWY_ATTR { return hn::Mul(e, vscale); });
+    } else {
+      const V vb = hn::Set(d, static_cast<T>(g * eps / Cd));
+      if (a.weight == nullptr) {
+        map_row<1>(dxr, C, false, {dxr}, [&](V e) HWY_ATTR { return hn::MulSub(e, vscale, vb); });
+      } else {
+        map_row<2>(dxr, C, false, {dxr, a.weight}, [&](V e, V wv) HWY_ATTR { return hn::NegMulAdd(wv, vb, hn::Mul(e, vscale)); });
+      }
+    }
+    // The target's entry, accurately: p[t] - 1 = expm1(x[t] - lse).
+    const double pt_m1 = std::expm1(xt - lse);
+    double dt = (1 - eps) * wt * pt_m1;
+    if (eps != 0) dt += eps / Cd * (W * (pt_m1 + 1) - wt);
+    dxr[t] = static_cast<T>(g * dt);
+  }
+}
+
 // loss_row = (1 - eps) w[t] (lse - x[t]) + eps/C sum_c w[c] (lse - x[c])
 // dx[c]    = g ((1 - eps) w[t] (p[c] - [c == t]) + eps/C (W p[c] - w[c])),  W = sum_c w[c]
 // with p[t] - 1 taken as expm1(x[t] - lse), which keeps its relative accuracy as p[t] -> 1.
@@ -1018,6 +1229,7 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
   const bool stream = a.dx != nullptr && stream_rows<T>(C);
   const double eps = a.smoothing;
   const double W = a.weight_sum;
+  if (a.dx != nullptr && one_exp_rows<T>(C)) return ce_index_one_exp(a, b, scalar_fn);
   for (std::size_t r = 0; r < b.n_outer; ++r) {
     const T* xr = a.x + r * C;
     const std::int64_t t = static_cast<std::int64_t>(a.target[r]);

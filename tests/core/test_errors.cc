@@ -68,6 +68,23 @@ TEST(Errors, TargetOutOfRange) {
   // The same target is fine when it equals ignore_index.
   o.ignore_index = 9;
   EXPECT_TRUE(cross_entropy_forward(x.cview(), t.cview(), o, loss.view()).ok());
+  // With class weights (the divisor is a weighted sum, scanned by another loop), for both index
+  // types, after an ignored target.
+  const Buf<double> w({5}, 2.0);
+  CrossEntropyOptions ow;
+  ow.weight = w.cview();
+  for (std::int64_t bad : {5, -1}) {
+    Buf<std::int64_t> t64({6}, {0, -100, 2, 3, bad, 0});
+    Buf<std::int32_t> t32({6}, {0, -100, 2, 3, static_cast<std::int32_t>(bad), 0});
+    Buf<double> mean({}, kSentinelD);
+    const std::string val = std::to_string(bad);
+    expect_refused<double>("weighted cross_entropy_forward int64 target " + val,
+                           [&] { return cross_entropy_forward(x.cview(), t64.cview(), ow, mean.view()); },
+                           {val.c_str()}, &mean);
+    expect_refused<double>("weighted cross_entropy_forward int32 target " + val,
+                           [&] { return cross_entropy_forward(x.cview(), t32.cview(), ow, mean.view()); },
+                           {val.c_str()}, &mean);
+  }
 }
 
 TEST(Errors, WeightLength) {

@@ -118,8 +118,11 @@ std::vector<T> make_rows(std::int64_t N, std::int64_t C, Fill fill, std::uint64_
 }
 
 const std::vector<std::int64_t>& row_lengths() {
-  static const std::vector<std::int64_t> v = {1,  2,   3,    5,    8,    10,   15,   16,   17,   31,   32,  33,
-                                              63, 64,  65,   100,  1000, 2047, 2048, 2049, 4097, 16384, 20000};
+  // 4095..4097 (float64) and 8191..8193 (float32): rows just inside and just past 32 KiB, the
+  // one-exp scheme's bound; 16384 and 20000 float32 rows are streamed.
+  static const std::vector<std::int64_t> v = {1,    2,    3,    5,    8,    10,   15,   16,   17,    31,   32,
+                                              33,   63,   64,   65,   100,  1000, 2047, 2048, 2049,  4095, 4096,
+                                              4097, 8191, 8192, 8193, 16384, 20000};
   return v;
 }
 
@@ -171,6 +174,14 @@ void softmax_family_case(SimdVsScalar* t, std::int64_t N, std::int64_t C, Fill f
     ASSERT_TRUE(logsumexp_backward({x, sh}, {lse[1].data(), Shape{N}}, {dl.data(), Shape{N}}, 1,
                                    {out[k][4].data() + offset, sh})
                     .ok());
+    if (k == 0) {  // in place (y is x): the same bits as out of place
+      std::vector<T> inplace = xs;
+      ASSERT_TRUE(softmax_forward({inplace.data() + offset, sh}, 1, {inplace.data() + offset, sh}).ok());
+      EXPECT_TRUE(same_bits(inplace, out[0][0])) << "in-place softmax_forward";
+      inplace = xs;
+      ASSERT_TRUE(log_softmax_forward({inplace.data() + offset, sh}, 1, {inplace.data() + offset, sh}).ok());
+      EXPECT_TRUE(same_bits(inplace, out[0][1])) << "in-place log_softmax_forward";
+    }
   }
   auto strip = [&](const std::vector<T>& v) { return std::vector<T>(v.begin() + static_cast<std::ptrdiff_t>(offset), v.end()); };
   std::vector<double> sc(n), sc_log(n), sc_sbwd(n), sc_lbwd(n), sc_lse(static_cast<std::size_t>(N));
@@ -309,6 +320,10 @@ TEST_P(SimdVsScalar, CrossEntropy) {
       cross_entropy_case<float, std::int32_t>(this, N, C, Fill::kUniform, true, co);
       cross_entropy_case<double, std::int64_t>(this, N, C, Fill::kOffset, false, co);
     }
+    // Special rows at 2, 3, 4: the NaN row (3) has an ignored target, so its gradient is NaN only
+    // if the NaN is seen before the zero fill; the +inf row (4) has label smoothing.
+    cross_entropy_case<float, std::int64_t>(this, 7, C, Fill::kUniform, true, CeOpts{false, 0, true}, 1);
+    cross_entropy_case<double, std::int32_t>(this, 7, C, Fill::kMasked, true, CeOpts{true, 0.1, true}, 1);
   }
 }
 
