@@ -49,14 +49,11 @@ Status scan_targets(const I* t, std::int64_t n, const Shape& tshape, std::int64_
   // out of range; the loop below then only runs to name the first bad target.
   const std::uint64_t uC = static_cast<std::uint64_t>(C);
   bool bad = false;
-  if (w == nullptr) {
-    std::int64_t kept = 0;
-    for (std::int64_t k = 0; k < n; ++k) {
-      const std::int64_t v = t[k];
-      const bool ignored = v == ignore_index;
-      bad |= !ignored & (static_cast<std::uint64_t>(v) >= uC);
-      kept += !ignored;
-    }
+  if (w == nullptr) {  // the kernel table's vector scan
+    const auto& k = cpu::active_table<T>();
+    std::int64_t kept;
+    if constexpr (sizeof(I) == 4) kept = k.count_kept_i32(t, static_cast<std::size_t>(n), C, ignore_index, &bad);
+    else kept = k.count_kept_i64(t, static_cast<std::size_t>(n), C, ignore_index, &bad);
     *divisor = static_cast<double>(kept);
   } else {
     double total = 0;

@@ -98,6 +98,13 @@ struct KernelTable {
 
   void (*bce)(const BceArgs<T>& a, std::size_t n) noexcept = nullptr;
   void (*bce_logits)(const BceArgs<T>& a, std::size_t n) noexcept = nullptr;
+
+  // Target scan for validation (unvalidated input, T unused): the number of t[0..n) that differ
+  // from ignore_index; *bad is set when any of those lies outside [0, C).
+  std::int64_t (*count_kept_i32)(const std::int32_t* t, std::size_t n, std::int64_t C, std::int64_t ignore_index,
+                                 bool* bad) noexcept = nullptr;
+  std::int64_t (*count_kept_i64)(const std::int64_t* t, std::size_t n, std::int64_t C, std::int64_t ignore_index,
+                                 bool* bad) noexcept = nullptr;
 };
 
 // The portable scalar tables (always available; the fallback and the fast paths' twin).

@@ -602,20 +602,28 @@ HWY_INLINE void tile_store_scalar(const T* tile, std::size_t C, std::size_t n, s
 }
 
 #if HWY_TARGET == HWY_AVX3
+// The tile loops below are unrolled in full so that the rows stay in registers (a loop over an
+// array of vectors otherwise goes through the stack, and the column stores become a memcpy call).
+#ifndef XENT_UNROLL
+#define XENT_UNROLL _Pragma("GCC unroll 16")
+#endif
 // In-register transpose of L rows of L lanes: r[i] lane j and r[j] lane i swap.
 HWY_INLINE void transpose(hn::Vec<hn::ScalableTag<float>>* r) {
   using V = hn::Vec<hn::ScalableTag<float>>;
   V t[16];
+  XENT_UNROLL
   for (int i = 0; i < 16; i += 2) {  // 2 x 2 blocks of lanes within each 128-bit block
     t[i] = V{_mm512_unpacklo_ps(r[i].raw, r[i + 1].raw)};
     t[i + 1] = V{_mm512_unpackhi_ps(r[i].raw, r[i + 1].raw)};
   }
+  XENT_UNROLL
   for (int i = 0; i < 16; i += 4) {  // 4 x 4 within each 128-bit block
     r[i] = V{_mm512_shuffle_ps(t[i].raw, t[i + 2].raw, 0x44)};
     r[i + 1] = V{_mm512_shuffle_ps(t[i].raw, t[i + 2].raw, 0xEE)};
     r[i + 2] = V{_mm512_shuffle_ps(t[i + 1].raw, t[i + 3].raw, 0x44)};
     r[i + 3] = V{_mm512_shuffle_ps(t[i + 1].raw, t[i + 3].raw, 0xEE)};
   }
+  XENT_UNROLL
   for (int k = 0; k < 4; ++k) {  // the 128-bit blocks, 4 x 4
     const __m512 u0 = _mm512_shuffle_f32x4(r[k].raw, r[4 + k].raw, 0x88);
     const __m512 u1 = _mm512_shuffle_f32x4(r[k].raw, r[4 + k].raw, 0xDD);
@@ -626,16 +634,19 @@ HWY_INLINE void transpose(hn::Vec<hn::ScalableTag<float>>* r) {
     t[4 + k] = V{_mm512_shuffle_f32x4(u1, u3, 0x88)};
     t[12 + k] = V{_mm512_shuffle_f32x4(u1, u3, 0xDD)};
   }
+  XENT_UNROLL
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
 HWY_INLINE void transpose(hn::Vec<hn::ScalableTag<double>>* r) {
   using V = hn::Vec<hn::ScalableTag<double>>;
   V t[8];
+  XENT_UNROLL
   for (int i = 0; i < 8; i += 2) {  // 2 x 2 within each 128-bit block
     t[i] = V{_mm512_unpacklo_pd(r[i].raw, r[i + 1].raw)};
     t[i + 1] = V{_mm512_unpackhi_pd(r[i].raw, r[i + 1].raw)};
   }
+  XENT_UNROLL
   for (int k = 0; k < 2; ++k) {  // the 128-bit blocks, 4 x 4
     const __m512d u0 = _mm512_shuffle_f64x2(t[k].raw, t[2 + k].raw, 0x88);
     const __m512d u1 = _mm512_shuffle_f64x2(t[k].raw, t[2 + k].raw, 0xDD);
@@ -659,9 +670,12 @@ HWY_INLINE void tile_load_fast(const T* x, std::size_t C, T* tile) {
   constexpr std::size_t L = 64 / sizeof(T);
   hn::Vec<decltype(d)> r[L];
   const auto first = hn::FirstN(d, C);
+  XENT_UNROLL
   for (std::size_t i = 0; i < L; ++i) r[i] = i * C + L <= L * C ? hn::LoadU(d, x + i * C) : hn::MaskedLoad(first, d, x + i * C);
   transpose(r);
-  for (std::size_t c = 0; c < C; ++c) hn::Store(r[c], d, tile + c * L);
+  XENT_UNROLL
+  for (std::size_t c = 0; c < L; ++c)
+    if (c < C) hn::Store(r[c], d, tile + c * L);
 }
 
 // Full tile out, every row.
@@ -670,9 +684,11 @@ HWY_INLINE void tile_store_fast(const T* tile, std::size_t C, T* y) {
   const hn::ScalableTag<T> d;
   constexpr std::size_t L = 64 / sizeof(T);
   hn::Vec<decltype(d)> r[L];
+  XENT_UNROLL
   for (std::size_t c = 0; c < L; ++c) r[c] = c < C ? hn::Load(d, tile + c * L) : hn::Zero(d);
   transpose(r);
   const auto first = hn::FirstN(d, C);
+  XENT_UNROLL
   for (std::size_t i = 0; i < L; ++i) hn::BlendedStore(r[i], first, d, y + i * C);
 }
 #else
@@ -990,8 +1006,44 @@ HWY_INLINE CeIndexArgs<T, I> ce_row_args(const CeIndexArgs<T, I>& a, std::size_t
   return s;
 }
 
+// The targets of a full tile (L rows) as T values, -1 where ignored (it then matches no column):
+// one vector load, no per-row loop. Targets are valid here (the front end checked the range).
+template <class T, class I>
+HWY_INLINE hn::Vec<hn::ScalableTag<T>> tile_targets_full(const I* t, std::int64_t ignore) {
+  const hn::ScalableTag<T> d;
+  if constexpr (sizeof(I) == 4) {
+    const hn::Rebind<std::int32_t, decltype(d)> di;
+    auto v = hn::LoadU(di, reinterpret_cast<const std::int32_t*>(t));
+    if (ignore >= std::numeric_limits<std::int32_t>::min() && ignore <= std::numeric_limits<std::int32_t>::max())
+      v = hn::IfThenElse(hn::Eq(v, hn::Set(di, static_cast<std::int32_t>(ignore))), hn::Set(di, -1), v);
+    if constexpr (sizeof(T) == 4) return hn::ConvertTo(d, v);
+    else return hn::PromoteTo(d, v);
+  } else {
+    // int64 lanes -> int32 (the values fit: [-1, C)).
+    auto narrow = [&](auto d64, const I* p) HWY_ATTR {
+      auto v = hn::LoadU(d64, reinterpret_cast<const std::int64_t*>(p));
+      v = hn::IfThenElse(hn::Eq(v, hn::Set(d64, ignore)), hn::Set(d64, std::int64_t{-1}), v);
+      const hn::RebindToUnsigned<decltype(d64)> du64;
+      const hn::Rebind<std::uint32_t, decltype(d64)> du32;
+      return hn::BitCast(hn::RebindToSigned<decltype(du32)>(), hn::TruncateTo(du32, hn::BitCast(du64, v)));
+    };
+    if constexpr (sizeof(T) == 8) {
+      return hn::PromoteTo(d, narrow(hn::RebindToSigned<decltype(d)>(), t));
+    } else {
+      const hn::Half<decltype(d)> dh;
+      const hn::Rebind<std::int64_t, decltype(dh)> d64;
+      const auto lo = hn::ConvertTo(dh, narrow(d64, t));
+      const auto hi = hn::ConvertTo(dh, narrow(d64, t + hn::Lanes(dh)));
+      return hn::Combine(d, hi, lo);
+    }
+  }
+}
+
 // Cross-entropy without label smoothing on short rows, across rows (see tile_load): the formulas
-// of ce_index below, per-row scalars in double vectors, one exp per value.
+// of ce_index below, per-row scalars in double vectors, one exp per value. The normaliser is summed
+// as S_o (every column but the target's) plus e[t], so p[t] - 1 = -S_o / S needs neither expm1 nor
+// a cancellation as p[t] -> 1: one division per row gives both the gradient's scale and its target
+// entry.
 template <class T, class I, class ScalarFn>
 void ce_index_small_plain(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C, ScalarFn scalar_fn) {
   const hn::ScalableTag<T> d;
@@ -999,50 +1051,105 @@ void ce_index_small_plain(const CeIndexArgs<T, I>& a, std::size_t rows, std::siz
   const hn::ScalableTag<double> dd;
   using VD = hn::Vec<decltype(dd)>;
   constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+  constexpr bool kExact = kExactOut;
   const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
   HWY_ALIGN T tile[kSmallC * kL];
-  HWY_ALIGN T m[kL], xt[kL], wt[kL], tf[kL], keep[kL], dl[kL], scale[kL], tgrad[kL];
-  HWY_ALIGN double S[kL], logS[kL], loss[kL];
+  HWY_ALIGN T m[kL], xt[kL], et[kL], wt[kL], tf[kL], keep[kL], dl[kL], scale[kL], tgrad[kL];
+  HWY_ALIGN double S[kL], So[kL], loss[kL];
   bool ok[kL];
   const VD vscale = hn::Set(dd, a.dloss_scale);
+  const bool want_dx = a.dx != nullptr;
   for (std::size_t r0 = 0; r0 < rows; r0 += L) {
     const std::size_t n = std::min(L, rows - r0);
     const bool fast = tile_load(a.x + r0 * C, C, n, tile);
-    // Per row: the target as a T value (-1 when ignored: it then matches no column), its weight
-    // (0 when ignored) and the upstream gradient.
-    for (std::size_t lane = 0; lane < L; ++lane) {
-      const std::size_t r = r0 + (lane < n ? lane : n - 1);
-      const std::int64_t t = static_cast<std::int64_t>(a.target[r]);
-      const bool ignored = t == a.ignore_index;
-      tf[lane] = ignored ? T(-1) : static_cast<T>(t);
-      keep[lane] = ignored ? T(0) : T(1);
-      wt[lane] = ignored ? T(0) : (a.weight != nullptr ? a.weight[t] : T(1));
-      dl[lane] = a.dloss != nullptr ? a.dloss[r] : T(1);
+    // Per row: the target as a T value (-1 when ignored), its weight (0 when ignored) and the
+    // upstream gradient.
+    V vt;
+    if (n == L) {
+      vt = tile_targets_full<T>(a.target + r0, a.ignore_index);
+      const auto kept = hn::Ge(vt, hn::Zero(d));
+      hn::Store(hn::IfThenElseZero(kept, hn::Set(d, T(1))), d, keep);
+      if (a.weight != nullptr) {
+        hn::Store(vt, d, tf);
+        for (std::size_t lane = 0; lane < L; ++lane)
+          wt[lane] = tf[lane] < T(0) ? T(0) : a.weight[static_cast<std::size_t>(tf[lane])];
+      } else {
+        hn::Store(hn::Load(d, keep), d, wt);
+      }
+      if (a.dloss != nullptr) hn::Store(hn::LoadU(d, a.dloss + r0), d, dl);
+    } else {
+      for (std::size_t lane = 0; lane < L; ++lane) {
+        const std::size_t r = r0 + (lane < n ? lane : n - 1);
+        const std::int64_t t = static_cast<std::int64_t>(a.target[r]);
+        const bool ignored = t == a.ignore_index;
+        tf[lane] = ignored ? T(-1) : static_cast<T>(t);
+        keep[lane] = ignored ? T(0) : T(1);
+        wt[lane] = ignored ? T(0) : (a.weight != nullptr ? a.weight[t] : T(1));
+        if (a.dloss != nullptr) dl[lane] = a.dloss[r];
+      }
+      vt = hn::Load(d, tf);
     }
-    const V vt = hn::Load(d, tf);
-    V vxt = hn::Zero(d);  // x[t], picked from the columns before they turn into exps
-    for (std::size_t c = 0; c < C; ++c) vxt = hn::IfThenElse(hn::Eq(vt, hn::Set(d, static_cast<T>(c))), hn::Load(d, tile + c * L), vxt);
+    // Max and x[t] (picked before the columns turn into exps).
+    V vm = hn::Load(d, tile), vxt = hn::IfThenElseZero(hn::Eq(vt, hn::Zero(d)), vm);
+    for (std::size_t c = 1; c < C; ++c) {
+      const V x = hn::Load(d, tile + c * L);
+      vm = hn::Max(vm, x);
+      vxt = hn::IfThenElse(hn::Eq(vt, hn::Set(d, static_cast<T>(c))), x, vxt);
+    }
+    // e = exp(x - m): e[t] kept apart, the others summed in double.
+    V vet = hn::Zero(d);
+    VD so_lo = hn::Zero(dd), so_hi = hn::Zero(dd);
+    V so = hn::Zero(d);
+    for (std::size_t c = 0; c < C; ++c) {
+      const V e = exp_diff<kExact>(d, hn::Load(d, tile + c * L), vm);
+      if (want_dx) hn::Store(e, d, tile + c * L);
+      const auto is_t = hn::Eq(vt, hn::Set(d, static_cast<T>(c)));
+      vet = hn::IfThenElse(is_t, e, vet);
+      const V eo = hn::IfThenZeroElse(is_t, e);
+      if constexpr (sizeof(T) == 4) {
+        const hn::Half<decltype(d)> dh;
+        so_lo = hn::Add(so_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, eo)));
+        so_hi = hn::Add(so_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, eo)));
+      } else {
+        so = hn::Add(so, eo);
+      }
+    }
+    if constexpr (sizeof(T) == 4) {
+      hn::Store(so_lo, dd, So);
+      hn::Store(so_hi, dd, So + LD);
+    } else {
+      hn::Store(so, d, So);
+    }
+    hn::Store(vm, d, m);
     hn::Store(vxt, d, xt);
-    bool all = a.dx != nullptr ? tile_stats<T, true>(tile, C, m, S, logS, ok) : tile_stats<T, false>(tile, C, m, S, logS, ok);
-    if (!hn::AllTrue(d, hn::Or(hn::IsFinite(vxt), hn::Eq(hn::Load(d, keep), hn::Zero(d))))) {
-      for (std::size_t lane = 0; lane < L; ++lane)
-        ok[lane] = (all || ok[lane]) && (keep[lane] == T(0) || std::isfinite(static_cast<double>(xt[lane])));
-      all = false;
-    }
+    hn::Store(vet, d, et);
+    bool all = hn::AllTrue(d, hn::IsFinite(vm)) &&
+               hn::AllTrue(d, hn::Or(hn::IsFinite(vxt), hn::Eq(hn::Load(d, keep), hn::Zero(d))));
+    double* out_loss = a.row_loss != nullptr && n == L ? a.row_loss + r0 : loss;
     for (std::size_t k = 0; k < L; k += LD) {
       const auto kept = hn::Ne(load_wide(keep + k), hn::Zero(dd));
+      const VD sod = hn::Load(dd, So + k);
+      const VD s = hn::Add(sod, load_wide(et + k));
+      hn::Store(s, dd, S + k);
+      all = all && hn::AllTrue(dd, hn::IsFinite(s));
       const VD xtd = load_wide(xt + k), wtd = load_wide(wt + k);
-      const VD lse = hn::Add(load_wide(m + k), hn::Load(dd, logS + k));
-      hn::Store(hn::IfThenElseZero(kept, hn::Mul(wtd, hn::Sub(lse, xtd))), dd, loss + k);
-      if (a.dx == nullptr) continue;
+      if (a.row_loss != nullptr) {
+        const VD lse = hn::Add(load_wide(m + k), hn::Log(dd, s));
+        hn::StoreU(hn::IfThenElseZero(kept, hn::Mul(wtd, hn::Sub(lse, xtd))), dd, out_loss + k);
+      }
+      if (!want_dx) continue;
       const VD g = a.dloss != nullptr ? hn::Mul(vscale, load_wide(dl + k)) : vscale;
-      const VD pm1 = hn::Expm1(dd, hn::Sub(xtd, lse));  // p[t] - 1, accurately as p[t] -> 1
-      store_narrow(hn::IfThenElseZero(kept, hn::Div(hn::Mul(g, wtd), hn::Load(dd, S + k))), scale + k);
-      store_narrow(hn::Mul(g, hn::Mul(wtd, pm1)), tgrad + k);
+      const VD q = hn::IfThenElseZero(kept, hn::Div(hn::Mul(g, wtd), s));  // w[t] g / S
+      store_narrow(q, scale + k);
+      store_narrow(hn::Neg(hn::Mul(sod, q)), tgrad + k);  // w[t] g (p[t] - 1)
     }
-    if (a.row_loss != nullptr)
+    if (a.row_loss != nullptr && out_loss == loss)
       for (std::size_t lane = 0; lane < n; ++lane) a.row_loss[r0 + lane] = loss[lane];
-    if (a.dx != nullptr) {  // the tile holds exp(x - m): p = e * (w[t] g / S), the target's entry apart
+    if (!all)
+      for (std::size_t lane = 0; lane < L; ++lane)
+        ok[lane] = std::isfinite(static_cast<double>(m[lane])) && std::isfinite(S[lane]) &&
+                   (keep[lane] == T(0) || std::isfinite(static_cast<double>(xt[lane])));
+    if (want_dx) {  // the tile holds exp(x - m): p = e * (w[t] g / S), the target's entry apart
       const V vs = hn::Load(d, scale), vg = hn::Load(d, tgrad);
       for (std::size_t c = 0; c < C; ++c) {
         const V p = hn::Mul(hn::Load(d, tile + c * L), vs);
@@ -1053,7 +1160,7 @@ void ce_index_small_plain(const CeIndexArgs<T, I>& a, std::size_t rows, std::siz
     if (!all)
       for (std::size_t lane = 0; lane < n; ++lane)
         if (!ok[lane]) scalar_fn(ce_row_args(a, r0 + lane, C), Block{1, C, 1, 1});
-    if (a.dx != nullptr) tile_store(tile, C, n, fast, all ? nullptr : ok, a.dx + r0 * C);
+    if (want_dx) tile_store(tile, C, n, fast, all ? nullptr : ok, a.dx + r0 * C);
   }
 }
 
@@ -1437,6 +1544,51 @@ inline const char* isa_name() {
 #endif
 }
 
+// ---------------------------------------------------------------------------------------------
+// target scan (validation)
+
+// The scalar table's count_kept, a vector of targets at a time: ignored lanes counted (a mask is
+// -1 per lane), out-of-range lanes folded into one mask. Lane counts stay far below overflow:
+// chunks of kChunk vectors are summed into the int64 total.
+template <class I>
+std::int64_t count_kept(const I* t, std::size_t n, std::int64_t C, std::int64_t ignore_index, bool* bad) noexcept {
+  if (static_cast<std::int64_t>(static_cast<I>(ignore_index)) != ignore_index || C <= 0 ||
+      static_cast<std::int64_t>(static_cast<I>(C)) != C)
+  {
+    if constexpr (sizeof(I) == 8) return scalar_table<float>().count_kept_i64(t, n, C, ignore_index, bad);
+    else return scalar_table<float>().count_kept_i32(t, n, C, ignore_index, bad);
+  }
+  const hn::ScalableTag<I> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t L = hn::Lanes(d);
+  constexpr std::size_t kChunk = std::size_t{1} << 20;
+  const V vign = hn::Set(d, static_cast<I>(ignore_index)), vC = hn::Set(d, static_cast<I>(C)), zero = hn::Zero(d);
+  V good = hn::VecFromMask(d, hn::Eq(zero, zero));
+  std::int64_t ignored = 0;
+  std::size_t i = 0;
+  while (i + L <= n) {
+    const std::size_t end = std::min(n - (n - i) % L, i + kChunk * L);
+    V cnt = zero;
+    for (; i < end; i += L) {
+      const V v = hn::LoadU(d, t + i);
+      const auto ign = hn::Eq(v, vign);
+      cnt = hn::Sub(cnt, hn::VecFromMask(d, ign));
+      const V in_range = hn::AndNot(hn::VecFromMask(d, hn::Lt(v, zero)), hn::VecFromMask(d, hn::Lt(v, vC)));
+      good = hn::And(good, hn::Or(hn::VecFromMask(d, ign), in_range));
+    }
+    ignored += static_cast<std::int64_t>(hn::GetLane(hn::SumOfLanes(d, cnt)));
+  }
+  bool any_bad = !hn::AllTrue(d, hn::Ne(good, zero));
+  for (; i < n; ++i) {
+    const std::int64_t v = t[i];
+    const bool ign = v == ignore_index;
+    any_bad |= !ign && (v < 0 || v >= C);
+    ignored += ign;
+  }
+  *bad = any_bad;
+  return static_cast<std::int64_t>(n) - ignored;
+}
+
 template <class T>
 KernelTable<T> make_table() {
   KernelTable<T> t = scalar_table<T>();
@@ -1453,6 +1605,8 @@ KernelTable<T> make_table() {
   t.nll_i64 = &nll<T, std::int64_t>;
   t.bce = &bce<T>;
   t.bce_logits = &bce_logits<T>;
+  t.count_kept_i32 = &count_kept<std::int32_t>;
+  t.count_kept_i64 = &count_kept<std::int64_t>;
   return t;
 }
 

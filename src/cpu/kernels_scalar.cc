@@ -270,6 +270,21 @@ void bce_logits(const BceArgs<T>& a, std::size_t n) noexcept {
   }
 }
 
+template <class I>
+std::int64_t count_kept(const I* t, std::size_t n, std::int64_t C, std::int64_t ignore_index, bool* bad) noexcept {
+  const std::uint64_t uC = static_cast<std::uint64_t>(C);
+  bool any_bad = false;
+  std::int64_t kept = 0;
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::int64_t v = t[k];
+    const bool ignored = v == ignore_index;
+    any_bad |= !ignored & (static_cast<std::uint64_t>(v) >= uC);
+    kept += !ignored;
+  }
+  *bad = any_bad;
+  return kept;
+}
+
 template <class T>
 KernelTable<T> make_table() {
   KernelTable<T> k;
@@ -287,6 +302,8 @@ KernelTable<T> make_table() {
   k.ce_prob = ce_prob<T>;
   k.bce = bce<T>;
   k.bce_logits = bce_logits<T>;
+  k.count_kept_i32 = count_kept<std::int32_t>;
+  k.count_kept_i64 = count_kept<std::int64_t>;
   return k;
 }
 

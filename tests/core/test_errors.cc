@@ -297,5 +297,60 @@ TEST(Errors, NullDataWithElements) {
                         &loss);
 }
 
+// The unweighted target scan runs a vector at a time (per kernel set): a bad target in the first
+// vector, mid-body, in the last full vector and in the scalar tail is found and named, for both
+// index types; ignored targets never count; and the mean's divisor (kept rows) is exact, checked
+// as mean * kept == sum on rows of distinct losses.
+template <class I>
+void scan_case(const std::string& isa) {
+  SCOPED_TRACE(isa + " index bytes " + std::to_string(sizeof(I)));
+  constexpr std::int64_t N = 203, C = 7;
+  std::vector<float> xv(static_cast<std::size_t>(N * C));
+  for (std::size_t i = 0; i < xv.size(); ++i) xv[i] = static_cast<float>((i * 37) % 11) * 0.25f;
+  const ConstTensorView x(xv.data(), Shape{N, C});
+  std::vector<I> t(static_cast<std::size_t>(N));
+  std::int64_t kept = 0;
+  for (std::int64_t r = 0; r < N; ++r) {
+    t[static_cast<std::size_t>(r)] = static_cast<I>(r % 5 == 0 ? -100 : r % C);
+    kept += r % 5 != 0;
+  }
+  const ConstTensorView tv(t.data(), Shape{N});
+  CrossEntropyOptions o;
+  float mean = 0, sum = 0;
+  ASSERT_TRUE(cross_entropy_forward(x, tv, o, TensorView(&mean, Shape{})).ok());
+  o.reduction = Reduction::kSum;
+  ASSERT_TRUE(cross_entropy_forward(x, tv, o, TensorView(&sum, Shape{})).ok());
+  EXPECT_NEAR(static_cast<double>(mean) * static_cast<double>(kept), sum, 1e-5 * std::fabs(sum));
+  o.reduction = Reduction::kMean;
+  for (std::int64_t pos : {0, 3, 8, 16, 100, 191, 192, 200, 202}) {
+    for (std::int64_t bad : {C, std::int64_t{-1}, std::int64_t{-101}, std::int64_t{1} << 31, -(std::int64_t{1} << 40)}) {
+      if (static_cast<std::int64_t>(static_cast<I>(bad)) != bad) continue;
+      std::vector<I> tb = t;
+      tb[static_cast<std::size_t>(pos)] = static_cast<I>(bad);
+      float out = kSentinelF;
+      const Status st = cross_entropy_forward(x, ConstTensorView(tb.data(), Shape{N}), o, TensorView(&out, Shape{}));
+      ASSERT_FALSE(st.ok()) << "target " << bad << " at " << pos << " accepted";
+      EXPECT_TRUE(mentions(st.message(), {std::to_string(bad).c_str()})) << st.message();
+      EXPECT_TRUE(mentions(st.message(), {std::to_string(pos).c_str()})) << st.message();
+      EXPECT_EQ(out, kSentinelF);
+    }
+  }
+  // ignore_index outside the int32 range: int32 targets never equal it, -100 is then out of range.
+  o.ignore_index = std::int64_t{1} << 40;
+  float out = kSentinelF;
+  const Status st = cross_entropy_forward(x, tv, o, TensorView(&out, Shape{}));
+  EXPECT_FALSE(st.ok());
+  EXPECT_TRUE(mentions(st.message(), {"-100"})) << st.message();
+}
+
+TEST(Errors, TargetScanEveryKernelSet) {
+  for (const std::string& isa : supported_isas()) {
+    ASSERT_TRUE(set_isa(isa).ok());
+    scan_case<std::int32_t>(isa);
+    scan_case<std::int64_t>(isa);
+  }
+  ASSERT_TRUE(set_isa("auto").ok());
+}
+
 }  // namespace
 }  // namespace xent::test

@@ -234,6 +234,8 @@ struct CeOpts {
   bool weight = false;
   double eps = 0;
   bool ignore = false;  // some targets equal ignore_index
+  std::int64_t ignore_index = -100;
+  bool cyclic = false;  // targets r % C (every column) instead of random ones
 };
 
 template <class T, class I>
@@ -246,9 +248,11 @@ void cross_entropy_case(SimdVsScalar* t, std::int64_t N, std::int64_t C, Fill fi
   std::vector<T> x = make_rows<T>(N, C, fill, static_cast<std::uint64_t>(N * 17 + C), specials, at);
   std::mt19937_64 rng(static_cast<std::uint64_t>(C));
   std::vector<I> tgt(static_cast<std::size_t>(N));
-  for (auto& v : tgt) v = static_cast<I>(rng() % static_cast<std::uint64_t>(C));
-  if (co.ignore)
-    for (std::size_t r = 0; r < tgt.size(); r += 3) tgt[r] = static_cast<I>(-100);
+  for (std::size_t r = 0; r < tgt.size(); ++r)
+    tgt[r] = static_cast<I>(co.cyclic ? r % static_cast<std::uint64_t>(C) : rng() % static_cast<std::uint64_t>(C));
+  const bool fits = static_cast<std::int64_t>(static_cast<I>(co.ignore_index)) == co.ignore_index;
+  if (co.ignore && fits)
+    for (std::size_t r = 0; r < tgt.size(); r += 3) tgt[r] = static_cast<I>(co.ignore_index);
   std::vector<T> w(static_cast<std::size_t>(C));
   double wmax = 1, W = static_cast<double>(C);
   if (co.weight) {
@@ -264,6 +268,7 @@ void cross_entropy_case(SimdVsScalar* t, std::int64_t N, std::int64_t C, Fill fi
   CrossEntropyOptions o;
   if (co.weight) o.weight = ConstTensorView(w.data(), Shape{C});
   o.label_smoothing = co.eps;
+  o.ignore_index = co.ignore_index;
   o.reduction = Reduction::kNone;
   const Shape sh{N, C}, rs{N};
   const ConstTensorView tv(tgt.data(), rs);
@@ -341,6 +346,68 @@ TEST_P(SimdVsScalar, ShortRowTiles) {
       cross_entropy_case<float, std::int32_t>(this, N, C, Fill::kUniform, true, CeOpts{true, 0, true}, at);
       cross_entropy_case<double, std::int64_t>(this, N, C, Fill::kWide, true, CeOpts{true, 0.1, true}, at);
     }
+  }
+}
+
+// Full tiles read their targets as one vector: every column as a target, both index widths,
+// ignore_index below the classes, equal to a class (then those targets are ignored), and outside
+// the int32 range (int32 targets can never equal it).
+TEST_P(SimdVsScalar, TileTargets) {
+  for (std::int64_t C : {1, 2, 3, 10, 15, 16, 17, 32}) {
+    for (std::int64_t ign : {std::int64_t{-100}, std::int64_t{0}, C - 1, std::int64_t{1} << 40, -(std::int64_t{1} << 40)}) {
+      const std::int64_t N = 69;  // four full float tiles, then a partial one
+      const CeOpts plain{false, 0, true, ign, true}, weighted{true, 0, true, ign, true};
+      cross_entropy_case<float, std::int64_t>(this, N, C, Fill::kUniform, false, plain);
+      cross_entropy_case<float, std::int32_t>(this, N, C, Fill::kUniform, false, plain);
+      cross_entropy_case<double, std::int64_t>(this, N, C, Fill::kUniform, false, weighted);
+      cross_entropy_case<double, std::int32_t>(this, N, C, Fill::kMasked, false, plain);
+      cross_entropy_case<float, std::int64_t>(this, N, C, Fill::kRamp, false, weighted);
+    }
+  }
+}
+
+// p[target] -> 1 (the target's logit far above the rest): the gradient's target entry
+// p[t] - 1 = -(sum of the other exps) / S is tiny and must keep its relative accuracy (no
+// cancellation in 1 - p[t]). Oracle: long double sums on the row. (The scalar twin, like PyTorch,
+// forms exp(x[t] - lse) - 1 and does not meet this bound; the short-row SIMD path does.)
+template <class T>
+void near_one_case(std::int64_t C, double margin) {
+  SCOPED_TRACE(type_name<T>() + " p[t] near 1, C " + std::to_string(C) + " margin " + fmt(margin));
+  const std::int64_t N = 37;
+  std::mt19937_64 rng(static_cast<std::uint64_t>(C * 31 + static_cast<std::int64_t>(margin)));
+  std::uniform_real_distribution<double> u(-1, 1);
+  std::vector<T> x(static_cast<std::size_t>(N * C));
+  std::vector<std::int64_t> tgt(static_cast<std::size_t>(N));
+  for (std::int64_t r = 0; r < N; ++r) {
+    tgt[static_cast<std::size_t>(r)] = r % C;
+    for (std::int64_t c = 0; c < C; ++c)
+      x[static_cast<std::size_t>(r * C + c)] = static_cast<T>(u(rng) + (c == r % C ? margin : 0.0));
+  }
+  CrossEntropyOptions o;
+  o.reduction = Reduction::kNone;
+  const Shape sh{N, C}, rs{N};
+  std::vector<T> loss(static_cast<std::size_t>(N)), dx(x.size());
+  ASSERT_TRUE(cross_entropy_fused({x.data(), sh}, {tgt.data(), rs}, o, {loss.data(), rs}, {dx.data(), sh}).ok());
+  std::size_t bad = 0;
+  std::string first;
+  for (std::int64_t r = 0; r < N; ++r) {
+    const std::size_t t = static_cast<std::size_t>(r * C + r % C);
+    long double others = 0, m = x[t];
+    for (std::int64_t c = 0; c < C; ++c)
+      if (c != r % C) others += std::exp(static_cast<long double>(x[static_cast<std::size_t>(r * C + c)]) - m);
+    const double want = static_cast<double>(-others / (1 + others));
+    const double got = dx[t];
+    if (!(std::fabs(got - want) <= 8 * kUlp<T> * std::fabs(want) + kTiny<T>) && bad++ < 3)
+      first += " row " + std::to_string(r) + ": " + fmt(got) + " want " + fmt(want) + ";";
+  }
+  EXPECT_EQ(bad, 0u) << first;
+}
+
+TEST_P(SimdVsScalar, TargetProbabilityNearOne) {
+  ASSERT_TRUE(set_isa(GetParam()).ok());
+  for (std::int64_t C : {2, 10, 16, 31}) {
+    for (double margin : {5.0, 15.0, 30.0}) near_one_case<float>(C, margin);
+    for (double margin : {5.0, 30.0, 300.0}) near_one_case<double>(C, margin);
   }
 }
 
