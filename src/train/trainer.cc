@@ -287,13 +287,13 @@ Status train_impl(const LabeledImages& train, const LabeledImages& test, const T
       for (std::int64_t c = 0; c < C; ++c) {
         double s = 0;
         for (std::int64_t t = 0; t < tasks; ++t) s += gb_part[static_cast<std::size_t>(t * C + c)];
-        float g = static_cast<float>(s) * inv_rows;
+        float step = static_cast<float>(s) * inv_rows;
         if (mu != 0.0f) {
           float& vb = state.velocity_b[static_cast<std::size_t>(c)];
-          vb = mu * vb + g;
-          g = vb;
+          vb = mu * vb + step;
+          step = vb;
         }
-        m.bias[static_cast<std::size_t>(c)] -= lr * g;
+        m.bias[static_cast<std::size_t>(c)] -= lr * step;
       }
       if (callbacks.on_progress) callbacks.on_progress(epoch, start + rows, N);
     }
