@@ -42,7 +42,7 @@ TARGETS=("$@")
 
 CXXFLAGS=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
           -I"$ROOT/include" -I"$ROOT/src" -I"$ROOT/cli" -DXENT_FUZZING=1 ${FUZZ_CXXFLAGS:-})
-LIBS=(-lfmt -lz -lpthread)
+LIBS=(-lfmt -lz -ldeflate -lpthread)
 
 # Compiles one source into $BUILD/obj when it is newer than its object (a tiny make).
 compile() {
