@@ -1,6 +1,10 @@
 // cross_entropy.cc: public entry points for cross_entropy (class-index and probability targets)
 // and nll_loss: validation with PyTorch's rules, the mean's divisor, and the fixed-order
-// reduction of per-row losses. The per-row arithmetic is in the kernel tables (src/cpu/).
+// reduction of per-row losses. The per-row arithmetic is in the kernel tables (src/cpu/). Long rows
+// on few rows (reduce.h split_chunks) with class-index targets and no label smoothing are split
+// into chunks; other cases keep one task per leaf of rows.
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "cpu/kernels.h"
@@ -151,6 +155,96 @@ Status check_dloss(ConstTensorView dloss, DType dt, const Setup& s, Reduction r)
   return detail::check_like(dloss, dt, want, "loss gradient", "the input");
 }
 
+// Stores per-row losses, or reduces them as run() does: pairwise within leaves, then over leaves.
+template <class T>
+void finish_loss(const Setup& s, Reduction reduction, const double* row_loss, T* loss) {
+  const std::size_t rows = s.L.rows(), per = detail::leaf_rows(s.L.C);
+  if (reduction == Reduction::kNone) {
+    for (std::size_t r = 0; r < rows; ++r) loss[r] = static_cast<T>(row_loss[r]);
+    return;
+  }
+  std::vector<double> leaf_sums((rows + per - 1) / per);
+  for (std::size_t leaf = 0; leaf < leaf_sums.size(); ++leaf) {
+    const std::size_t r0 = leaf * per;
+    leaf_sums[leaf] = detail::pairwise_sum(row_loss + r0, std::min(rows, r0 + per) - r0);
+  }
+  double total = detail::pairwise_sum(leaf_sums.data(), leaf_sums.size());
+  if (reduction == Reduction::kMean) total /= s.divisor;
+  *loss = static_cast<T>(total);
+}
+
+// Cross-entropy with class-index targets and no label smoothing on split rows (n_chunks per row):
+// chunk stats (the kernel table's chunk_stats) combined in chunk order into M and S per row, then
+// loss = w[t] (M + log S - x[t]) and dx = exp(x - M) * (g w[t] / S) per chunk, dx[t] =
+// g w[t] expm1(x[t] - lse): the unsplit kernel's formulas. Rows with a NaN, +inf, all -inf or a
+// non-finite x[t] take the unsplit kernel whole.
+template <class T, class I>
+void run_split_ce(const Setup& s, const Common& o, const T* x, const I* tgt, std::size_t n_chunks, T* loss, T* dx,
+                  const T* dloss_rows, double dloss_scale) {
+  const auto& k = cpu::active_table<T>();
+  const Layout& L = s.L;
+  const std::size_t rows = L.rows(), C = L.C;
+  const T* w = o.weight.as<T>();
+  std::vector<double> cm(rows * n_chunks), cs(rows * n_chunks);
+  detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t j, std::size_t c0, std::size_t c1) {
+    k.chunk_stats(x + r * C + c0, c1 - c0, &cm[r * n_chunks + j], &cs[r * n_chunks + j]);
+  });
+  std::vector<double> row_loss(rows, 0.0), M(rows, 0.0), scale(rows, 0.0), tgrad(rows, 0.0);
+  std::vector<char> whole(rows, 0);
+  for (std::size_t r = 0; r < rows; ++r) {
+    double S = 1;
+    const bool ok = detail::combine_chunks(&cm[r * n_chunks], &cs[r * n_chunks], n_chunks, &M[r], &S);
+    const std::int64_t t = static_cast<std::int64_t>(tgt[r]);
+    if (t == o.ignore_index) {  // loss 0; gradient 0 * p (NaN for a row whose normaliser is not finite)
+      whole[r] = !ok && dx != nullptr;
+      continue;
+    }
+    const double xt = static_cast<double>(x[r * C + static_cast<std::size_t>(t)]);
+    if (!ok || !std::isfinite(xt)) {
+      whole[r] = 1;
+      continue;
+    }
+    const double wt = w != nullptr ? static_cast<double>(w[t]) : 1.0;
+    const double lse = M[r] + std::log(S);
+    row_loss[r] = wt * (lse - xt);
+    const double g = dloss_rows != nullptr ? dloss_scale * static_cast<double>(dloss_rows[r]) : dloss_scale;
+    scale[r] = g * wt / S;
+    tgrad[r] = g * (wt * std::expm1(xt - lse));
+  }
+  // A row the unsplit kernel redoes: its loss and gradient, written by the task of its first chunk.
+  auto redo = [&](std::size_t r) {
+    cpu::CeIndexArgs<T, I> a;
+    a.x = x + r * C;
+    a.target = tgt + r;
+    a.weight = w;
+    a.weight_sum = s.weight_sum;
+    a.ignore_index = o.ignore_index;
+    a.row_loss = loss != nullptr ? &row_loss[r] : nullptr;
+    a.dx = dx != nullptr ? dx + r * C : nullptr;
+    a.dloss = dloss_rows != nullptr ? dloss_rows + r : nullptr;
+    a.dloss_scale = dloss_scale;
+    if constexpr (sizeof(I) == 4) k.ce_index_i32(a, cpu::Block{1, C, 1, 1});
+    else k.ce_index_i64(a, cpu::Block{1, C, 1, 1});
+  };
+  if (dx != nullptr) {
+    detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t j, std::size_t c0, std::size_t c1) {
+      if (whole[r]) {
+        if (j == 0) redo(r);
+        return;
+      }
+      T* d = dx + r * C;
+      k.chunk_exp_scale(x + r * C + c0, d + c0, c1 - c0, M[r], scale[r]);
+      const std::int64_t t = static_cast<std::int64_t>(tgt[r]);
+      if (t != o.ignore_index && static_cast<std::size_t>(t) >= c0 && static_cast<std::size_t>(t) < c1)
+        d[t] = static_cast<T>(tgrad[r]);
+    });
+  } else {
+    for (std::size_t r = 0; r < rows; ++r)
+      if (whole[r]) redo(r);
+  }
+  if (loss != nullptr) finish_loss(s, o.reduction, row_loss.data(), loss);
+}
+
 // One run over all rows: per-row losses (reduced or stored) and/or the gradient.
 template <class T>
 void run(const Setup& s, const Common& o, bool is_nll, const void* x_v, const void* t_v, T* loss, T* dx,
@@ -161,6 +255,15 @@ void run(const Setup& s, const Common& o, bool is_nll, const void* x_v, const vo
   const bool want_loss = loss != nullptr;
   const bool none = o.reduction == Reduction::kNone;
   const Layout& L = s.L;
+  if (!is_nll && s.kind != Kind::kProb && o.label_smoothing == 0) {
+    if (const std::size_t n_chunks = detail::split_chunks(L, sizeof(T))) {
+      if (s.kind == Kind::kIndex32)
+        run_split_ce(s, o, x, static_cast<const std::int32_t*>(t_v), n_chunks, loss, dx, dloss_rows, dloss_scale);
+      else
+        run_split_ce(s, o, x, static_cast<const std::int64_t*>(t_v), n_chunks, loss, dx, dloss_rows, dloss_scale);
+      return;
+    }
+  }
   std::vector<double> leaf_sums;
   if (want_loss && !none) leaf_sums.resize((L.rows() + detail::leaf_rows(L.C) - 1) / detail::leaf_rows(L.C));
 

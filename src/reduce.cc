@@ -2,6 +2,8 @@
 #include "reduce.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "parallel.h"
 
@@ -43,6 +45,38 @@ std::size_t for_each_leaf(const Layout& L, const std::function<void(std::size_t,
     fn(leaf, r0, r1);
   });
   return n_leaves;
+}
+
+std::size_t split_chunks(const Layout& L, std::size_t elem_bytes) noexcept {
+  if (L.inner != 1 || L.rows() == 0 || L.rows() >= kSplitMaxRows || L.C * elem_bytes < kSplitMinRowBytes) return 0;
+  const std::size_t n = (L.C + kSplitChunk - 1) / kSplitChunk;
+  return n > 1 ? n : 0;
+}
+
+void for_each_chunk(const Layout& L, std::size_t n_chunks,
+                    const std::function<void(std::size_t, std::size_t, std::size_t, std::size_t)>& fn) {
+  parallel_for(L.rows() * n_chunks, [&](std::size_t task) {
+    const std::size_t row = task / n_chunks, chunk = task % n_chunks;
+    const std::size_t c0 = chunk * kSplitChunk, c1 = std::min(L.C, c0 + kSplitChunk);
+    fn(row, chunk, c0, c1);
+  });
+}
+
+bool combine_chunks(const double* m, const double* s, std::size_t n, double* M, double* S) noexcept {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  double mx = -kInf;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!(m[i] < kInf)) return false;  // NaN or +inf
+    mx = std::max(mx, m[i]);
+  }
+  if (mx == -kInf) return false;
+  double sum = 0;
+  for (std::size_t i = 0; i < n; ++i)
+    if (m[i] > -kInf) sum += s[i] * std::exp(m[i] - mx);
+  if (!std::isfinite(sum)) return false;
+  *M = mx;
+  *S = sum;
+  return true;
 }
 
 namespace {

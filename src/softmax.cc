@@ -1,7 +1,11 @@
 // softmax.cc: public entry points for softmax, log_softmax and logsumexp (forward and backward):
 // validate, lay the tensor out as (outer, C, inner), and run the active kernel table over leaves
-// of rows in parallel. No arithmetic on elements lives here.
+// of rows in parallel; long rows on few rows are split into chunks (reduce.h split_chunks) whose
+// stats combine in chunk order. No arithmetic on elements lives here.
 #include "xent/softmax.h"
+
+#include <cmath>
+#include <vector>
 
 #include "cpu/kernels.h"
 #include "frontend.h"
@@ -14,10 +18,43 @@ using detail::Piece;
 
 enum class Op { kSoftmax, kLogSoftmax };
 
+// Pass 1 of a split layout: per row, the chunk stats combined into (M, S); ok[r] false for rows
+// that take the unsplit kernel (combine_chunks).
+template <class T>
+void split_stats(const T* x, const Layout& L, std::size_t n_chunks, std::vector<double>* M, std::vector<double>* S,
+                 std::vector<char>* ok) {
+  const auto& k = cpu::active_table<T>();
+  const std::size_t rows = L.rows(), C = L.C;
+  std::vector<double> cm(rows * n_chunks), cs(rows * n_chunks);
+  detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t j, std::size_t c0, std::size_t c1) {
+    k.chunk_stats(x + r * C + c0, c1 - c0, &cm[r * n_chunks + j], &cs[r * n_chunks + j]);
+  });
+  M->assign(rows, 0);
+  S->assign(rows, 1);
+  ok->assign(rows, 0);
+  for (std::size_t r = 0; r < rows; ++r)
+    (*ok)[r] = detail::combine_chunks(&cm[r * n_chunks], &cs[r * n_chunks], n_chunks, &(*M)[r], &(*S)[r]);
+}
+
 template <class T>
 void run_forward(Op op, const T* x, T* y, const Layout& L) {
   const auto& k = cpu::active_table<T>();
   auto fn = op == Op::kSoftmax ? k.softmax_fwd : k.log_softmax_fwd;
+  if (const std::size_t n_chunks = detail::split_chunks(L, sizeof(T))) {
+    std::vector<double> M, S;
+    std::vector<char> ok;
+    split_stats(x, L, n_chunks, &M, &S, &ok);
+    const std::size_t C = L.C;
+    detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t j, std::size_t c0, std::size_t c1) {
+      if (!ok[r]) {  // NaN, +inf or all -inf: the unsplit kernel's semantics, whole row in one task
+        if (j == 0) fn(x + r * C, y + r * C, cpu::Block{1, C, 1, 1});
+        return;
+      }
+      if (op == Op::kSoftmax) k.chunk_exp_scale(x + r * C + c0, y + r * C + c0, c1 - c0, M[r], 1.0 / S[r]);
+      else k.chunk_shift(x + r * C + c0, y + r * C + c0, c1 - c0, M[r], std::log(S[r]));
+    });
+    return;
+  }
   detail::for_each_leaf(L, [&](std::size_t, std::size_t r0, std::size_t r1) {
     detail::for_each_piece(L, r0, r1, [&](const Piece& p) { fn(x + p.x_off, y + p.x_off, p.b); });
   });
@@ -27,6 +64,24 @@ template <class T>
 void run_backward(Op op, const T* y, const T* dy, T* dx, const Layout& L) {
   const auto& k = cpu::active_table<T>();
   auto fn = op == Op::kSoftmax ? k.softmax_bwd : k.log_softmax_bwd;
+  if (const std::size_t n_chunks = detail::split_chunks(L, sizeof(T))) {
+    // Per row: sum y dy (softmax) or sum dy (log_softmax) over chunks, added in chunk order.
+    const std::size_t rows = L.rows(), C = L.C;
+    std::vector<double> part(rows * n_chunks);
+    detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t j, std::size_t c0, std::size_t c1) {
+      const T* a = op == Op::kSoftmax ? y + r * C + c0 : dy + r * C + c0;
+      part[r * n_chunks + j] = k.chunk_dot(a, op == Op::kSoftmax ? dy + r * C + c0 : nullptr, c1 - c0);
+    });
+    std::vector<double> row_sum(rows, 0.0);
+    for (std::size_t r = 0; r < rows; ++r)
+      for (std::size_t j = 0; j < n_chunks; ++j) row_sum[r] += part[r * n_chunks + j];
+    detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t, std::size_t c0, std::size_t c1) {
+      const std::size_t o = r * C + c0;
+      if (op == Op::kSoftmax) k.chunk_softmax_bwd(y + o, dy + o, dx + o, c1 - c0, row_sum[r]);
+      else k.chunk_log_softmax_bwd(y + o, dy + o, dx + o, c1 - c0, row_sum[r]);
+    });
+    return;
+  }
   detail::for_each_leaf(L, [&](std::size_t, std::size_t r0, std::size_t r1) {
     detail::for_each_piece(L, r0, r1, [&](const Piece& p) { fn(y + p.x_off, dy + p.x_off, dx + p.x_off, p.b); });
   });
@@ -58,6 +113,16 @@ Status backward(Op op, ConstTensorView y, ConstTensorView dy, std::int64_t dim, 
 template <class T>
 void run_lse_forward(const T* x, T* out, const Layout& L) {
   const auto& k = cpu::active_table<T>();
+  if (const std::size_t n_chunks = detail::split_chunks(L, sizeof(T))) {
+    std::vector<double> M, S;
+    std::vector<char> ok;
+    split_stats(x, L, n_chunks, &M, &S, &ok);
+    for (std::size_t r = 0; r < L.rows(); ++r) {
+      if (ok[r]) out[r] = static_cast<T>(M[r] + std::log(S[r]));
+      else k.logsumexp_fwd(x + r * L.C, out + r, cpu::Block{1, L.C, 1, 1});
+    }
+    return;
+  }
   detail::for_each_leaf(L, [&](std::size_t, std::size_t r0, std::size_t r1) {
     detail::for_each_piece(L, r0, r1, [&](const Piece& p) { k.logsumexp_fwd(x + p.x_off, out + p.row_off, p.b); });
   });
@@ -66,6 +131,13 @@ void run_lse_forward(const T* x, T* out, const Layout& L) {
 template <class T>
 void run_lse_backward(const T* x, const T* out, const T* dout, T* dx, const Layout& L) {
   const auto& k = cpu::active_table<T>();
+  if (const std::size_t n_chunks = detail::split_chunks(L, sizeof(T))) {
+    // Elementwise given the row's lse: each chunk is a row of its own with the same lse and dlse.
+    detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t, std::size_t c0, std::size_t c1) {
+      k.logsumexp_bwd(x + r * L.C + c0, out + r, dout + r, dx + r * L.C + c0, cpu::Block{1, c1 - c0, 1, 1});
+    });
+    return;
+  }
   detail::for_each_leaf(L, [&](std::size_t, std::size_t r0, std::size_t r1) {
     detail::for_each_piece(L, r0, r1, [&](const Piece& p) {
       k.logsumexp_bwd(x + p.x_off, out + p.row_off, dout + p.row_off, dx + p.x_off, p.b);

@@ -85,6 +85,24 @@ struct KernelTable {
   void (*softmax_fwd)(const T* x, T* y, Block b) noexcept = nullptr;
   void (*log_softmax_fwd)(const T* x, T* y, Block b) noexcept = nullptr;
   void (*logsumexp_fwd)(const T* x, T* lse, Block b) noexcept = nullptr;
+  // Long rows split into chunks (the front end's split_chunks in reduce.h), each a contiguous run of
+  // n values. chunk_stats: *m = the run's max (NaN if any value is NaN, -inf for an all -inf run)
+  // and, when *m is finite, *s = sum of exp(x - *m) in double (0 when *m is -inf; unspecified for a
+  // NaN or +inf max, which the front end hands to the unsplit kernel). The front end combines runs
+  // in chunk order: M = max m_i, S = sum s_i exp(m_i - M).
+  void (*chunk_stats)(const T* x, std::size_t n, double* m, double* s) noexcept = nullptr;
+  // Pass 2 with the row's finite M (a T value >= every x) and per-row constants, as the unsplit
+  // kernels write them: y = T(exp(x - m) * scale) (softmax: scale = 1 / S) and
+  // y = T((x - m) - shift) (log_softmax: shift = log S). y may alias x.
+  void (*chunk_exp_scale)(const T* x, T* y, std::size_t n, double m, double scale) noexcept = nullptr;
+  void (*chunk_shift)(const T* x, T* y, std::size_t n, double m, double shift) noexcept = nullptr;
+  // Backward on split rows: chunk_dot = sum of a[c] * b[c] (b == nullptr: sum of a[c]) in double,
+  // combined in chunk order by the front end; then dx = y (dy - dot) (softmax) or
+  // dx = dy - exp(y) sum (log_softmax) per chunk, as softmax_bwd / log_softmax_bwd write them.
+  double (*chunk_dot)(const T* a, const T* b, std::size_t n) noexcept = nullptr;
+  void (*chunk_softmax_bwd)(const T* y, const T* dy, T* dx, std::size_t n, double dot) noexcept = nullptr;
+  void (*chunk_log_softmax_bwd)(const T* y, const T* dy, T* dx, std::size_t n, double sum) noexcept = nullptr;
+
   void (*softmax_bwd)(const T* y, const T* dy, T* dx, Block b) noexcept = nullptr;
   void (*log_softmax_bwd)(const T* y, const T* dy, T* dx, Block b) noexcept = nullptr;
   void (*logsumexp_bwd)(const T* x, const T* lse, const T* dlse, T* dx, Block b) noexcept = nullptr;

@@ -12,6 +12,10 @@
 //     is rescaled by exp(old - new) when the max grows). Gives m = max and S = sum exp(x - m).
 //   pass 2 (map_row): recompute exp(x - m) from the row, now in L2, and write the output once,
 //     with non-temporal stores for long rows so the output costs no read-for-ownership traffic.
+// Long rows that the front end splits across threads (reduce.h split_chunks) run the same two
+// passes per chunk through chunk_stats and chunk_exp_scale / chunk_shift (backward: chunk_dot, then
+// chunk_softmax_bwd / chunk_log_softmax_bwd); the front end combines the chunks' (max, sum) and
+// dot products in chunk order.
 // Rows of at most kOneExpRowBytes (32 KiB) whose output is exp-based (softmax, the cross-entropy
 // gradient) take one exp per value instead: max; e = exp(x - m) written into the output while
 // summed (the next row's lines prefetched meanwhile); then the output, still in cache, scaled in
@@ -918,6 +922,82 @@ void logsumexp_fwd(const T* x, T* lse, Block b) noexcept {
   }
 }
 
+// Long rows split into chunks by the front end: pass 1 and pass 2 of softmax_like_fwd on one run.
+// A run row_stats declines (a NaN, a +inf, all -inf) gets the scalar twin's stats, which say which.
+template <class T>
+void chunk_stats(const T* x, std::size_t n, double* m, double* s) noexcept {
+  RowStats st;
+  if (n != 0 && row_stats<T, false>(x, n, nullptr, &st)) {
+    *m = st.m;
+    *s = st.s;
+    return;
+  }
+  scalar_table<T>().chunk_stats(x, n, m, s);
+}
+
+template <class T>
+void chunk_exp_scale(const T* x, T* y, std::size_t n, double m, double scale) noexcept {
+  if (n == 0) return;
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const bool stream = stream_rows<T>(n);
+  const V vm = hn::Set(d, static_cast<T>(m));
+  const V vscale = hn::Set(d, static_cast<T>(scale));
+  map_row<1>(y, n, stream, {x}, [&](V v) HWY_ATTR { return hn::Mul(exp_diff<kExactOut>(d, v, vm), vscale); });
+  if (stream) hwy::FlushStream();
+}
+
+template <class T>
+void chunk_shift(const T* x, T* y, std::size_t n, double m, double shift) noexcept {
+  if (n == 0) return;
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const bool stream = stream_rows<T>(n);
+  const V vm = hn::Set(d, static_cast<T>(m));
+  const V vlo = hn::Set(d, static_cast<T>(shift));
+  map_row<1>(y, n, stream, {x}, [&](V v) HWY_ATTR { return hn::Sub(hn::Sub(v, vm), vlo); });
+  if (stream) hwy::FlushStream();
+}
+
+template <class T>
+double chunk_dot(const T* a, const T* b, std::size_t n) noexcept {
+  const hn::ScalableTag<T> d;
+  const std::size_t N = hn::Lanes(d);
+  WideSum<T> acc;
+  std::size_t i = 0;
+  if (b == nullptr) {
+    for (; i + N <= n; i += N) acc.add(hn::LoadU(d, a + i));
+    if (i < n) acc.add(load_padded(d, a + i, n - i, T(0)));
+  } else {
+    for (; i + N <= n; i += N) acc.add_mul(hn::LoadU(d, a + i), hn::LoadU(d, b + i));
+    if (i < n) acc.add_mul(load_padded(d, a + i, n - i, T(0)), load_padded(d, b + i, n - i, T(0)));
+  }
+  return acc.total();
+}
+
+template <class T>
+void chunk_softmax_bwd(const T* y, const T* dy, T* dx, std::size_t n, double dot) noexcept {
+  if (n == 0) return;
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const bool stream = stream_rows<T>(n);
+  const V vdot = hn::Set(d, static_cast<T>(dot));
+  map_row<2>(dx, n, stream, {y, dy}, [&](V yv, V dyv) HWY_ATTR { return hn::Mul(yv, hn::Sub(dyv, vdot)); });
+  if (stream) hwy::FlushStream();
+}
+
+template <class T>
+void chunk_log_softmax_bwd(const T* y, const T* dy, T* dx, std::size_t n, double sum) noexcept {
+  if (n == 0) return;
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const bool stream = stream_rows<T>(n);
+  const V vsum = hn::Set(d, static_cast<T>(sum));
+  const V zero = hn::Zero(d);
+  map_row<2>(dx, n, stream, {y, dy}, [&](V yv, V dyv) HWY_ATTR { return hn::NegMulAdd(exp_diff_any(d, yv, zero), vsum, dyv); });
+  if (stream) hwy::FlushStream();
+}
+
 template <class T>
 void softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
   const auto& scalar = scalar_table<T>();
@@ -1596,6 +1676,12 @@ KernelTable<T> make_table() {
   t.softmax_fwd = &softmax_fwd<T>;
   t.log_softmax_fwd = &log_softmax_fwd<T>;
   t.logsumexp_fwd = &logsumexp_fwd<T>;
+  t.chunk_stats = &chunk_stats<T>;
+  t.chunk_exp_scale = &chunk_exp_scale<T>;
+  t.chunk_shift = &chunk_shift<T>;
+  t.chunk_dot = &chunk_dot<T>;
+  t.chunk_softmax_bwd = &chunk_softmax_bwd<T>;
+  t.chunk_log_softmax_bwd = &chunk_log_softmax_bwd<T>;
   t.softmax_bwd = &softmax_bwd<T>;
   t.log_softmax_bwd = &log_softmax_bwd<T>;
   t.logsumexp_bwd = &logsumexp_bwd<T>;

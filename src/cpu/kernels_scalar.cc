@@ -84,6 +84,46 @@ void logsumexp_fwd(const T* x, T* lse, Block b) noexcept {
 }
 
 template <class T>
+void chunk_stats(const T* x, std::size_t n, double* m, double* s) noexcept {
+  *m = row_max(x, n, 1);
+  *s = *m == -kInf ? 0.0 : row_sum_exp(x, n, 1, *m);
+}
+
+// The unsplit kernels' pass 2 on a run (softmax_fwd with inv = scale, log_softmax_fwd with ls = shift).
+template <class T>
+void chunk_exp_scale(const T* x, T* y, std::size_t n, double m, double scale) noexcept {
+  for (std::size_t c = 0; c < n; ++c) y[c] = static_cast<T>(std::exp(static_cast<double>(x[c]) - m) * scale);
+}
+
+template <class T>
+void chunk_shift(const T* x, T* y, std::size_t n, double m, double shift) noexcept {
+  for (std::size_t c = 0; c < n; ++c) y[c] = static_cast<T>((static_cast<double>(x[c]) - m) - shift);
+}
+
+template <class T>
+double chunk_dot(const T* a, const T* b, std::size_t n) noexcept {
+  double s = 0;
+  if (b == nullptr) {
+    for (std::size_t c = 0; c < n; ++c) s += static_cast<double>(a[c]);
+  } else {
+    for (std::size_t c = 0; c < n; ++c) s += static_cast<double>(a[c]) * static_cast<double>(b[c]);
+  }
+  return s;
+}
+
+template <class T>
+void chunk_softmax_bwd(const T* y, const T* dy, T* dx, std::size_t n, double dot) noexcept {
+  for (std::size_t c = 0; c < n; ++c)
+    dx[c] = static_cast<T>(static_cast<double>(y[c]) * (static_cast<double>(dy[c]) - dot));
+}
+
+template <class T>
+void chunk_log_softmax_bwd(const T* y, const T* dy, T* dx, std::size_t n, double sum) noexcept {
+  for (std::size_t c = 0; c < n; ++c)
+    dx[c] = static_cast<T>(static_cast<double>(dy[c]) - std::exp(static_cast<double>(y[c])) * sum);
+}
+
+template <class T>
 void softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
   for_rows(b, [&](std::size_t xo, std::size_t, std::size_t) {
     const std::size_t s = b.stride;
@@ -292,6 +332,12 @@ KernelTable<T> make_table() {
   k.softmax_fwd = softmax_fwd<T>;
   k.log_softmax_fwd = log_softmax_fwd<T>;
   k.logsumexp_fwd = logsumexp_fwd<T>;
+  k.chunk_stats = chunk_stats<T>;
+  k.chunk_exp_scale = chunk_exp_scale<T>;
+  k.chunk_shift = chunk_shift<T>;
+  k.chunk_dot = chunk_dot<T>;
+  k.chunk_softmax_bwd = chunk_softmax_bwd<T>;
+  k.chunk_log_softmax_bwd = chunk_log_softmax_bwd<T>;
   k.softmax_bwd = softmax_bwd<T>;
   k.log_softmax_bwd = log_softmax_bwd<T>;
   k.logsumexp_bwd = logsumexp_bwd<T>;
