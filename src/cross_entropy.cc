@@ -9,6 +9,7 @@
 
 #include "cpu/kernels.h"
 #include "frontend.h"
+#include "split.h"
 #include "xent/losses.h"
 
 namespace xent {
@@ -48,31 +49,18 @@ struct Common {
 template <class T, class I>
 Status scan_targets(const I* t, std::int64_t n, const Shape& tshape, std::int64_t C, std::int64_t ignore_index,
                     const T* w, double* divisor) {
-  // Fast pass, branch-free: the count of kept targets (the divisor without weights: the same value
-  // as a sum of ones), or the weighted sum in the same order as below, and whether any target is
-  // out of range; the loop below then only runs to name the first bad target.
-  const std::uint64_t uC = static_cast<std::uint64_t>(C);
-  bool bad = false;
-  if (w == nullptr) {  // the kernel table's vector scan
+  // Without weights the kernel table's vector scan counts the kept targets (the divisor: the same
+  // value as a sum of ones) and flags any out of range; the loop below then runs only to name the
+  // first bad one. With weights the loop sums them in order.
+  if (w == nullptr) {
     const auto& k = cpu::active_table<T>();
+    bool bad = false;
     std::int64_t kept;
     if constexpr (sizeof(I) == 4) kept = k.count_kept_i32(t, static_cast<std::size_t>(n), C, ignore_index, &bad);
     else kept = k.count_kept_i64(t, static_cast<std::size_t>(n), C, ignore_index, &bad);
     *divisor = static_cast<double>(kept);
-  } else {
-    double total = 0;
-    for (std::int64_t k = 0; k < n; ++k) {
-      const std::int64_t v = t[k];
-      if (v == ignore_index) continue;
-      if (static_cast<std::uint64_t>(v) >= uC) {
-        bad = true;
-        break;
-      }
-      total += static_cast<double>(w[v]);
-    }
-    *divisor = total;
+    if (!bad) return Status::Ok();
   }
-  if (!bad) return Status::Ok();
   double total = 0;
   for (std::int64_t k = 0; k < n; ++k) {
     std::int64_t v = t[k];
@@ -185,15 +173,13 @@ void run_split_ce(const Setup& s, const Common& o, const T* x, const I* tgt, std
   const Layout& L = s.L;
   const std::size_t rows = L.rows(), C = L.C;
   const T* w = o.weight.as<T>();
-  std::vector<double> cm(rows * n_chunks), cs(rows * n_chunks);
-  detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t j, std::size_t c0, std::size_t c1) {
-    k.chunk_stats(x + r * C + c0, c1 - c0, &cm[r * n_chunks + j], &cs[r * n_chunks + j]);
-  });
-  std::vector<double> row_loss(rows, 0.0), M(rows, 0.0), scale(rows, 0.0), tgrad(rows, 0.0);
+  std::vector<double> M, S;
+  std::vector<char> stats_ok;
+  detail::split_row_stats(x, L, n_chunks, &M, &S, &stats_ok);
+  std::vector<double> row_loss(rows, 0.0), scale(rows, 0.0), tgrad(rows, 0.0);
   std::vector<char> whole(rows, 0);
   for (std::size_t r = 0; r < rows; ++r) {
-    double S = 1;
-    const bool ok = detail::combine_chunks(&cm[r * n_chunks], &cs[r * n_chunks], n_chunks, &M[r], &S);
+    const bool ok = stats_ok[r];
     const std::int64_t t = static_cast<std::int64_t>(tgt[r]);
     if (t == o.ignore_index) {  // loss 0; gradient 0 * p (NaN for a row whose normaliser is not finite)
       whole[r] = !ok && dx != nullptr;
@@ -205,10 +191,10 @@ void run_split_ce(const Setup& s, const Common& o, const T* x, const I* tgt, std
       continue;
     }
     const double wt = w != nullptr ? static_cast<double>(w[t]) : 1.0;
-    const double lse = M[r] + std::log(S);
+    const double lse = M[r] + std::log(S[r]);
     row_loss[r] = wt * (lse - xt);
     const double g = dloss_rows != nullptr ? dloss_scale * static_cast<double>(dloss_rows[r]) : dloss_scale;
-    scale[r] = g * wt / S;
+    scale[r] = g * wt / S[r];
     tgrad[r] = g * (wt * std::expm1(xt - lse));
   }
   // A row the unsplit kernel redoes: its loss and gradient, written by the task of its first chunk.

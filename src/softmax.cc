@@ -9,6 +9,7 @@
 
 #include "cpu/kernels.h"
 #include "frontend.h"
+#include "split.h"
 
 namespace xent {
 namespace {
@@ -18,24 +19,6 @@ using detail::Piece;
 
 enum class Op { kSoftmax, kLogSoftmax };
 
-// Pass 1 of a split layout: per row, the chunk stats combined into (M, S); ok[r] false for rows
-// that take the unsplit kernel (combine_chunks).
-template <class T>
-void split_stats(const T* x, const Layout& L, std::size_t n_chunks, std::vector<double>* M, std::vector<double>* S,
-                 std::vector<char>* ok) {
-  const auto& k = cpu::active_table<T>();
-  const std::size_t rows = L.rows(), C = L.C;
-  std::vector<double> cm(rows * n_chunks), cs(rows * n_chunks);
-  detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t j, std::size_t c0, std::size_t c1) {
-    k.chunk_stats(x + r * C + c0, c1 - c0, &cm[r * n_chunks + j], &cs[r * n_chunks + j]);
-  });
-  M->assign(rows, 0);
-  S->assign(rows, 1);
-  ok->assign(rows, 0);
-  for (std::size_t r = 0; r < rows; ++r)
-    (*ok)[r] = detail::combine_chunks(&cm[r * n_chunks], &cs[r * n_chunks], n_chunks, &(*M)[r], &(*S)[r]);
-}
-
 template <class T>
 void run_forward(Op op, const T* x, T* y, const Layout& L) {
   const auto& k = cpu::active_table<T>();
@@ -43,7 +26,7 @@ void run_forward(Op op, const T* x, T* y, const Layout& L) {
   if (const std::size_t n_chunks = detail::split_chunks(L, sizeof(T))) {
     std::vector<double> M, S;
     std::vector<char> ok;
-    split_stats(x, L, n_chunks, &M, &S, &ok);
+    detail::split_row_stats(x, L, n_chunks, &M, &S, &ok);
     const std::size_t C = L.C;
     detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t j, std::size_t c0, std::size_t c1) {
       if (!ok[r]) {  // NaN, +inf or all -inf: the unsplit kernel's semantics, whole row in one task
@@ -116,7 +99,7 @@ void run_lse_forward(const T* x, T* out, const Layout& L) {
   if (const std::size_t n_chunks = detail::split_chunks(L, sizeof(T))) {
     std::vector<double> M, S;
     std::vector<char> ok;
-    split_stats(x, L, n_chunks, &M, &S, &ok);
+    detail::split_row_stats(x, L, n_chunks, &M, &S, &ok);
     for (std::size_t r = 0; r < L.rows(); ++r) {
       if (ok[r]) out[r] = static_cast<T>(M[r] + std::log(S[r]));
       else k.logsumexp_fwd(x + r * L.C, out + r, cpu::Block{1, L.C, 1, 1});

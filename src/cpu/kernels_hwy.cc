@@ -1004,17 +1004,12 @@ void softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
   if (b.stride != 1 || b.C == 0) return scalar.softmax_bwd(y, dy, dx, b);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
-  const std::size_t N = hn::Lanes(d);
   const std::size_t C = b.C;
   const bool stream = stream_rows<T>(C);
   for (std::size_t r = 0; r < b.n_outer; ++r) {
     const T* yr = y + r * C;
     const T* dyr = dy + r * C;
-    WideSum<T> dot;
-    std::size_t i = 0;
-    for (; i + N <= C; i += N) dot.add_mul(hn::LoadU(d, yr + i), hn::LoadU(d, dyr + i));
-    if (i < C) dot.add_mul(load_padded(d, yr + i, C - i, T(0)), load_padded(d, dyr + i, C - i, T(0)));
-    const V vdot = hn::Set(d, static_cast<T>(dot.total()));
+    const V vdot = hn::Set(d, static_cast<T>(chunk_dot(yr, dyr, C)));
     map_row<2>(dx + r * C, C, stream, {yr, dyr}, [&](V yv, V dyv) HWY_ATTR { return hn::Mul(yv, hn::Sub(dyv, vdot)); });
   }
   if (stream) hwy::FlushStream();
@@ -1026,18 +1021,13 @@ void log_softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
   if (b.stride != 1 || b.C == 0) return scalar.log_softmax_bwd(y, dy, dx, b);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
-  const std::size_t N = hn::Lanes(d);
   const std::size_t C = b.C;
   const bool stream = stream_rows<T>(C);
   const V zero = hn::Zero(d);
   for (std::size_t r = 0; r < b.n_outer; ++r) {
     const T* yr = y + r * C;
     const T* dyr = dy + r * C;
-    WideSum<T> sum;
-    std::size_t i = 0;
-    for (; i + N <= C; i += N) sum.add(hn::LoadU(d, dyr + i));
-    if (i < C) sum.add(load_padded(d, dyr + i, C - i, T(0)));
-    const V vsum = hn::Set(d, static_cast<T>(sum.total()));
+    const V vsum = hn::Set(d, static_cast<T>(chunk_dot(dyr, static_cast<const T*>(nullptr), C)));
     map_row<2>(dx + r * C, C, stream, {yr, dyr},
                [&](V yv, V dyv) HWY_ATTR { return hn::NegMulAdd(exp_diff_any(d, yv, zero), vsum, dyv); });
   }
