@@ -3,7 +3,12 @@
 // XENT_ISA and XENT_THREADS). Counters: bytes_per_second of minimal traffic (see workload.h).
 // Not a test and not run by ctest; `xent bench` is the user-facing equivalent.
 //
+// Cross-entropy variants are named op:variant (cross-entropy:prob = probability targets,
+// cross-entropy:ls0.1 = label smoothing 0.1), so filters on 'cross-entropy/' keep selecting the
+// class-index cases only.
+//
 //   XENT_THREADS=1 build/bench/bench_kernels --benchmark_filter='cross-entropy/fwd\+bwd'
+//   XENT_THREADS=1 build/bench/bench_kernels --benchmark_filter='cross-entropy:prob'
 #include <benchmark/benchmark.h>
 
 #include <memory>
@@ -36,6 +41,9 @@ struct Case {
   const char* op;
   const char* pass;
   std::int64_t N, C;
+  const char* target = "index";  // cross-entropy: "index" or "prob"
+  double label_smoothing = 0.0;  // cross-entropy
+  const char* variant = "";      // name suffix of the op for non-default targets / smoothing
 };
 
 const Case kCases[] = {
@@ -47,6 +55,8 @@ const Case kCases[] = {
     {"log-softmax", "fwd", 8192, 32000},        {"log-softmax", "bwd", 8192, 32000},
     {"logsumexp", "fwd", 8192, 32000},          {"nll", "fwd+bwd", 8192, 32000},
     {"bce-with-logits", "fwd", 4096, 1000},     {"bce-with-logits", "bwd", 4096, 1000},
+    {"cross-entropy", "fwd+bwd", 8192, 32000, "prob", 0.0, ":prob"},
+    {"cross-entropy", "fwd+bwd", 8192, 32000, "index", 0.1, ":ls0.1"},
 };
 
 int register_all() {
@@ -58,7 +68,9 @@ int register_all() {
       spec.N = c.N;
       spec.C = c.C;
       spec.dtype = dt;
-      const std::string name = std::string(c.op) + "/" + c.pass + "/" + std::to_string(c.N) + "x" + std::to_string(c.C) +
+      spec.target = c.target;
+      spec.label_smoothing = c.label_smoothing;
+      const std::string name = std::string(c.op) + c.variant + "/" + c.pass + "/" + std::to_string(c.N) + "x" + std::to_string(c.C) +
                                "/" + (dt == xent::DType::kF32 ? "f32" : "f64");
       benchmark::RegisterBenchmark(name.c_str(), run_case, spec)->Unit(benchmark::kMillisecond)->UseRealTime();
     }

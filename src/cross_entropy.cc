@@ -1,10 +1,11 @@
 // cross_entropy.cc: public entry points for cross_entropy (class-index and probability targets)
 // and nll_loss: validation with PyTorch's rules, the mean's divisor, and the fixed-order
 // reduction of per-row losses. The per-row arithmetic is in the kernel tables (src/cpu/). Long rows
-// on few rows (reduce.h split_chunks) with class-index targets and no label smoothing are split
-// into chunks; other cases keep one task per leaf of rows.
+// on few rows (reduce.h split_chunks) are split into chunks that run on several threads; other
+// shapes run one task per leaf of rows.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/kernels.h"
@@ -161,56 +162,111 @@ void finish_loss(const Setup& s, Reduction reduction, const double* row_loss, T*
   *loss = static_cast<T>(total);
 }
 
-// Cross-entropy with class-index targets and no label smoothing on split rows (n_chunks per row):
-// chunk stats (the kernel table's chunk_stats) combined in chunk order into M and S per row, then
-// loss = w[t] (M + log S - x[t]) and dx = exp(x - M) * (g w[t] / S) per chunk, dx[t] =
-// g w[t] expm1(x[t] - lse): the unsplit kernel's formulas. Rows with a NaN, +inf, all -inf or a
-// non-finite x[t] take the unsplit kernel whole.
+// Cross-entropy on split rows (n_chunks per row), class-index targets (I an integer type, with or
+// without label smoothing) or probability targets (I = T). Pass 1: the chunks' stats, and with
+// label smoothing or probability targets their coefficient sums (split.h), combined per row in
+// chunk order; pass 2: each chunk's gradient. The formulas are the unsplit kernels':
+//   class index: loss = w[t] (lse - x[t]), smoothed (1 - eps) w[t] (lse - x[t]) + eps/C (Q log S - A),
+//                dx = exp(x - M) (g coef / S) - (g eps / C) w, coef = (1 - eps) w[t] + eps W / C,
+//                dx[t] = g ((1 - eps) w[t] expm1(x[t] - lse) + eps/C (W p[t] - w[t]));
+//   probabilities: loss = Q log S - A, dx = exp(x - M) (g Q / S) - g c,
+// with c = w q, Q = sum c and A = sum c (x - M) (kernels.h Coefs). Rows with a NaN, an infinite
+// logit where the sums see it, all -inf or a non-finite x[t] take the unsplit kernel whole.
 template <class T, class I>
 void run_split_ce(const Setup& s, const Common& o, const T* x, const I* tgt, std::size_t n_chunks, T* loss, T* dx,
                   const T* dloss_rows, double dloss_scale) {
+  constexpr bool kProb = std::is_floating_point_v<I>;
   const auto& k = cpu::active_table<T>();
   const Layout& L = s.L;
   const std::size_t rows = L.rows(), C = L.C;
   const T* w = o.weight.as<T>();
-  std::vector<double> M, S;
-  std::vector<char> stats_ok;
-  detail::split_row_stats(x, L, n_chunks, &M, &S, &stats_ok);
-  std::vector<double> row_loss(rows, 0.0), scale(rows, 0.0), tgrad(rows, 0.0);
+  const double eps = o.label_smoothing, Cd = static_cast<double>(C);
+  const bool sums = kProb || eps != 0;  // coefficient sums needed
+  auto coefs_of = [&](std::size_t r, std::size_t c0) {
+    cpu::Coefs<T> c;
+    c.w = w != nullptr ? w + c0 : nullptr;
+    if constexpr (kProb) {
+      c.t = tgt + r * C + c0;
+      c.keep = 1 - eps;
+      c.u = eps / Cd;
+    }
+    return c;
+  };
+  std::vector<detail::RowSums> rs;
+  if (sums) {
+    detail::split_row_sums(x, L, n_chunks, coefs_of, &rs);
+  } else {
+    std::vector<double> M, S;
+    std::vector<char> ok;
+    detail::split_row_stats(x, L, n_chunks, &M, &S, &ok);
+    rs.resize(rows);
+    for (std::size_t r = 0; r < rows; ++r) rs[r] = {M[r], S[r], 0, 0, ok[r] != 0};
+  }
+  std::vector<double> row_loss(rows, 0.0), scale(rows, 0.0), gb(rows, 0.0), tgrad(rows, 0.0);
   std::vector<char> whole(rows, 0);
   for (std::size_t r = 0; r < rows; ++r) {
-    const bool ok = stats_ok[r];
-    const std::int64_t t = static_cast<std::int64_t>(tgt[r]);
-    if (t == o.ignore_index) {  // loss 0; gradient 0 * p (NaN for a row whose normaliser is not finite)
-      whole[r] = !ok && dx != nullptr;
-      continue;
-    }
-    const double xt = static_cast<double>(x[r * C + static_cast<std::size_t>(t)]);
-    if (!ok || !std::isfinite(xt)) {
-      whole[r] = 1;
-      continue;
-    }
-    const double wt = w != nullptr ? static_cast<double>(w[t]) : 1.0;
-    const double lse = M[r] + std::log(S[r]);
-    row_loss[r] = wt * (lse - xt);
+    const detail::RowSums& q = rs[r];
     const double g = dloss_rows != nullptr ? dloss_scale * static_cast<double>(dloss_rows[r]) : dloss_scale;
-    scale[r] = g * wt / S[r];
-    tgrad[r] = g * (wt * std::expm1(xt - lse));
+    if constexpr (kProb) {
+      if (!q.ok) {
+        whole[r] = 1;
+        continue;
+      }
+      row_loss[r] = q.Q * std::log(q.S) - q.A;
+      scale[r] = g * q.Q / q.S;
+      gb[r] = g;
+    } else {
+      const std::int64_t t = static_cast<std::int64_t>(tgt[r]);
+      if (t == o.ignore_index) {  // loss 0; gradient 0 * p (NaN for a row whose normaliser is not finite)
+        whole[r] = !q.ok && dx != nullptr;
+        continue;
+      }
+      const double xt = static_cast<double>(x[r * C + static_cast<std::size_t>(t)]);
+      if (!q.ok || !std::isfinite(xt)) {
+        whole[r] = 1;
+        continue;
+      }
+      const double wt = w != nullptr ? static_cast<double>(w[t]) : 1.0;
+      const double logS = std::log(q.S), lse = q.M + logS;
+      const double nll = wt * (lse - xt);
+      row_loss[r] = eps == 0 ? nll : (1 - eps) * nll + eps / Cd * (q.Q * logS - q.A);
+      scale[r] = g * ((1 - eps) * wt + eps * s.weight_sum / Cd) / q.S;
+      gb[r] = g * eps / Cd;
+      const double pt_m1 = std::expm1(xt - lse);
+      double dt = (1 - eps) * wt * pt_m1;
+      if (eps != 0) dt += eps / Cd * (s.weight_sum * (pt_m1 + 1) - wt);
+      tgrad[r] = g * dt;
+    }
   }
   // A row the unsplit kernel redoes: its loss and gradient, written by the task of its first chunk.
   auto redo = [&](std::size_t r) {
-    cpu::CeIndexArgs<T, I> a;
-    a.x = x + r * C;
-    a.target = tgt + r;
-    a.weight = w;
-    a.weight_sum = s.weight_sum;
-    a.ignore_index = o.ignore_index;
-    a.row_loss = loss != nullptr ? &row_loss[r] : nullptr;
-    a.dx = dx != nullptr ? dx + r * C : nullptr;
-    a.dloss = dloss_rows != nullptr ? dloss_rows + r : nullptr;
-    a.dloss_scale = dloss_scale;
-    if constexpr (sizeof(I) == 4) k.ce_index_i32(a, cpu::Block{1, C, 1, 1});
-    else k.ce_index_i64(a, cpu::Block{1, C, 1, 1});
+    const cpu::Block b1{1, C, 1, 1};
+    if constexpr (kProb) {
+      cpu::CeProbArgs<T> a;
+      a.x = x + r * C;
+      a.target = tgt + r * C;
+      a.weight = w;
+      a.smoothing = eps;
+      a.row_loss = loss != nullptr ? &row_loss[r] : nullptr;
+      a.dx = dx != nullptr ? dx + r * C : nullptr;
+      a.dloss = dloss_rows != nullptr ? dloss_rows + r : nullptr;
+      a.dloss_scale = dloss_scale;
+      k.ce_prob(a, b1);
+    } else {
+      cpu::CeIndexArgs<T, I> a;
+      a.x = x + r * C;
+      a.target = tgt + r;
+      a.weight = w;
+      a.weight_sum = s.weight_sum;
+      a.ignore_index = o.ignore_index;
+      a.smoothing = eps;
+      a.row_loss = loss != nullptr ? &row_loss[r] : nullptr;
+      a.dx = dx != nullptr ? dx + r * C : nullptr;
+      a.dloss = dloss_rows != nullptr ? dloss_rows + r : nullptr;
+      a.dloss_scale = dloss_scale;
+      if constexpr (sizeof(I) == 4) k.ce_index_i32(a, b1);
+      else k.ce_index_i64(a, b1);
+    }
   };
   if (dx != nullptr) {
     detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t j, std::size_t c0, std::size_t c1) {
@@ -219,16 +275,54 @@ void run_split_ce(const Setup& s, const Common& o, const T* x, const I* tgt, std
         return;
       }
       T* d = dx + r * C;
-      k.chunk_exp_scale(x + r * C + c0, d + c0, c1 - c0, M[r], scale[r]);
-      const std::int64_t t = static_cast<std::int64_t>(tgt[r]);
-      if (t != o.ignore_index && static_cast<std::size_t>(t) >= c0 && static_cast<std::size_t>(t) < c1)
-        d[t] = static_cast<T>(tgrad[r]);
+      if (sums) k.chunk_ce_grad(x + r * C + c0, coefs_of(r, c0), d + c0, c1 - c0, rs[r].M, scale[r], gb[r]);
+      else k.chunk_exp_scale(x + r * C + c0, d + c0, c1 - c0, rs[r].M, scale[r]);
+      if constexpr (!kProb) {
+        const std::int64_t t = static_cast<std::int64_t>(tgt[r]);
+        if (t != o.ignore_index && static_cast<std::size_t>(t) >= c0 && static_cast<std::size_t>(t) < c1)
+          d[t] = static_cast<T>(tgrad[r]);
+      }
     });
   } else {
     for (std::size_t r = 0; r < rows; ++r)
       if (whole[r]) redo(r);
   }
   if (loss != nullptr) finish_loss(s, o.reduction, row_loss.data(), loss);
+}
+
+// NLL on split rows: the loss is one value per row (the kernel table's nll, forward only); the
+// gradient is zero but for dx[t] = -w[t] g, so each chunk is zero-filled and the targets written
+// after (the unsplit kernel's expression).
+template <class T, class I>
+void run_split_nll(const Setup& s, const Common& o, const T* x, const I* tgt, std::size_t n_chunks, T* loss, T* dx,
+                   const T* dloss_rows, double dloss_scale) {
+  const auto& k = cpu::active_table<T>();
+  const Layout& L = s.L;
+  const std::size_t rows = L.rows(), C = L.C;
+  const T* w = o.weight.as<T>();
+  if (loss != nullptr) {
+    std::vector<double> row_loss(rows, 0.0);
+    cpu::CeIndexArgs<T, I> a;
+    a.x = x;
+    a.target = tgt;
+    a.weight = w;
+    a.ignore_index = o.ignore_index;
+    a.row_loss = row_loss.data();
+    if constexpr (sizeof(I) == 4) k.nll_i32(a, cpu::Block{rows, C, 1, 1});
+    else k.nll_i64(a, cpu::Block{rows, C, 1, 1});
+    finish_loss(s, o.reduction, row_loss.data(), loss);
+  }
+  if (dx == nullptr) return;
+  detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t, std::size_t c0, std::size_t c1) {
+    std::fill(dx + r * C + c0, dx + r * C + c1, T(0));
+  });
+  for (std::size_t r = 0; r < rows; ++r) {
+    const std::int64_t t = static_cast<std::int64_t>(tgt[r]);
+    if (t == o.ignore_index) continue;
+    const double wt = w != nullptr ? static_cast<double>(w[t]) : 1.0;
+    const double g = dloss_rows != nullptr ? dloss_scale * static_cast<double>(dloss_rows[r]) : dloss_scale;
+    dx[r * C + static_cast<std::size_t>(t)] = static_cast<T>(-wt * g);
+  }
 }
 
 // One run over all rows: per-row losses (reduced or stored) and/or the gradient.
@@ -241,14 +335,18 @@ void run(const Setup& s, const Common& o, bool is_nll, const void* x_v, const vo
   const bool want_loss = loss != nullptr;
   const bool none = o.reduction == Reduction::kNone;
   const Layout& L = s.L;
-  if (!is_nll && s.kind != Kind::kProb && o.label_smoothing == 0) {
-    if (const std::size_t n_chunks = detail::split_chunks(L, sizeof(T))) {
-      if (s.kind == Kind::kIndex32)
-        run_split_ce(s, o, x, static_cast<const std::int32_t*>(t_v), n_chunks, loss, dx, dloss_rows, dloss_scale);
-      else
-        run_split_ce(s, o, x, static_cast<const std::int64_t*>(t_v), n_chunks, loss, dx, dloss_rows, dloss_scale);
-      return;
-    }
+  if (const std::size_t n_chunks = detail::split_chunks(L, sizeof(T))) {
+    auto split = [&](auto* tgt) {
+      if (is_nll) run_split_nll(s, o, x, tgt, n_chunks, loss, dx, dloss_rows, dloss_scale);
+      else run_split_ce(s, o, x, tgt, n_chunks, loss, dx, dloss_rows, dloss_scale);
+    };
+    if (s.kind == Kind::kProb)
+      run_split_ce(s, o, x, static_cast<const T*>(t_v), n_chunks, loss, dx, dloss_rows, dloss_scale);
+    else if (s.kind == Kind::kIndex32)
+      split(static_cast<const std::int32_t*>(t_v));
+    else
+      split(static_cast<const std::int64_t*>(t_v));
+    return;
   }
   std::vector<double> leaf_sums;
   if (want_loss && !none) leaf_sums.resize((L.rows() + detail::leaf_rows(L.C) - 1) / detail::leaf_rows(L.C));

@@ -1,6 +1,7 @@
 // bench_command.cc (cli/bench): `xent bench`: times one op of the public API on random data and
 // reports the median time, the GB/s of its minimal memory traffic, and that as a fraction of the
-// machine's measured memory-copy bandwidth. `xent bench --list-isas` lists the kernel sets.
+// machine's measured memory-copy bandwidth. Cross-entropy takes class-index or probability targets,
+// label smoothing and class weights. `xent bench --list-isas` lists the kernel sets.
 // Not a test and not a profiler: it checks no result and reports no breakdown.
 #include <cstdio>
 #include <memory>
@@ -24,6 +25,10 @@ struct BenchArgs {
   std::string shape = "8192,32000";
   std::string dtype = "f32";
   std::string pass = "fwd";
+  std::string target = "index";
+  double label_smoothing = 0.0;
+  bool weighted = false;
+  bool target_given = false, smoothing_given = false;  // set from the options' counts
   int threads = 0;
   std::string isa;
   int reps = 0;
@@ -66,6 +71,15 @@ void run_bench(const BenchArgs& a) {
   parse_shape(a.shape, &spec.N, &spec.C);
   spec.dtype = parse_dtype(a.dtype);
   spec.pass = a.pass;
+  spec.target = a.target;
+  spec.label_smoothing = a.label_smoothing;
+  spec.weighted = a.weighted;
+  const bool ce = spec.op == "cross-entropy";
+  if (a.target_given && !ce && spec.op != "nll")
+    throw UsageError(fmt::format("--target applies to cross-entropy and nll only, found op {}", spec.op));
+  if (a.smoothing_given && !ce)
+    throw UsageError(fmt::format("--label-smoothing applies to cross-entropy only, found op {}", spec.op));
+  if (std::string why = bench::check_options(spec); !why.empty()) throw UsageError(why);
   if (a.threads < 0) throw UsageError(fmt::format("--threads must be positive, found {}", a.threads));
   if (a.threads > 0) set_num_threads(a.threads);
   if (!a.isa.empty()) throw_if_error(set_isa(a.isa), "--isa");
@@ -91,18 +105,28 @@ void run_bench(const BenchArgs& a) {
   const double copy = a.no_copy ? 0.0 : bench::measure_copy_gbps(threads);
   const double frac = copy > 0 ? gbps / copy : 0.0;
   const std::string dtype = spec.dtype == DType::kF32 ? "f32" : "f64";
+  const bool has_targets = ce || spec.op == "nll";
   if (a.json) {
+    // target / label_smoothing / weighted only for the ops that take class targets.
+    const std::string options =
+        has_targets ? fmt::format("\"target\":\"{}\",\"label_smoothing\":{},\"weighted\":{},", spec.target,
+                                  spec.label_smoothing, spec.weighted ? "true" : "false")
+                    : std::string();
     std::printf(
-        "{\"op\":\"%s\",\"shape\":[%lld,%lld],\"dtype\":\"%s\",\"pass\":\"%s\",\"threads\":%d,\"isa\":\"%s\","
+        "{\"op\":\"%s\",\"shape\":[%lld,%lld],\"dtype\":\"%s\",\"pass\":\"%s\",%s\"threads\":%d,\"isa\":\"%s\","
         "\"reps\":%zu,\"median_ms\":%.6g,\"min_ms\":%.6g,\"bytes\":%.6g,\"gbps\":%.4g,\"copy_gbps\":%.4g,"
         "\"copy_fraction\":%.4g}\n",
         spec.op.c_str(), static_cast<long long>(spec.N), static_cast<long long>(spec.C), dtype.c_str(),
-        spec.pass.c_str(), threads, active_isa().c_str(), samples.size(), med * 1e3, best * 1e3, w->min_bytes(), gbps,
-        copy, frac);
+        spec.pass.c_str(), options.c_str(), threads, active_isa().c_str(), samples.size(), med * 1e3, best * 1e3,
+        w->min_bytes(), gbps, copy, frac);
     return;
   }
-  std::printf("%s %s %lldx%lld %s, %d thread%s, isa %s\n", spec.op.c_str(), spec.pass.c_str(),
-              static_cast<long long>(spec.N), static_cast<long long>(spec.C), dtype.c_str(), threads,
+  std::string variant;
+  if (spec.target == "prob") variant += ", probability targets";
+  if (spec.label_smoothing != 0.0) variant += fmt::format(", label smoothing {}", spec.label_smoothing);
+  if (spec.weighted) variant += ", class weights";
+  std::printf("%s %s %lldx%lld %s%s, %d thread%s, isa %s\n", spec.op.c_str(), spec.pass.c_str(),
+              static_cast<long long>(spec.N), static_cast<long long>(spec.C), dtype.c_str(), variant.c_str(), threads,
               threads == 1 ? "" : "s", active_isa().c_str());
   std::printf("  median %.3f ms (min %.3f ms, %zu reps)\n", med * 1e3, best * 1e3, samples.size());
   std::printf("  %.2f GB/s of minimal traffic (%.3g GB: inputs read once, outputs written once)\n", gbps,
@@ -117,6 +141,12 @@ void setup(CLI::App& root) {
   app->add_option("--shape", args->shape, "N,C: rows and classes (default 8192,32000)");
   app->add_option("--dtype", args->dtype, "f32 or f64 (default f32)");
   app->add_option("--pass", args->pass, "fwd, bwd or fwd+bwd (cross-entropy's fwd+bwd is the fused call; default fwd)");
+  CLI::Option* target = app->add_option(
+      "--target", args->target,
+      "cross-entropy: index (N class indices) or prob (N,C class probabilities, each row summing to 1); default index");
+  CLI::Option* smoothing =
+      app->add_option("--label-smoothing", args->label_smoothing, "cross-entropy: label smoothing in [0, 1] (default 0)");
+  app->add_flag("--weight", args->weighted, "cross-entropy, nll: random positive class weights (default none)");
   app->add_option("--threads", args->threads, "Worker threads (default: all cores, or $XENT_THREADS)");
   app->add_option("--isa", args->isa, "Kernel set to use (see --list-isas; default: the best, or $XENT_ISA)");
   app->add_option("--reps", args->reps, "Timed repetitions (default: at least 5 and --min-time seconds)");
@@ -127,11 +157,14 @@ void setup(CLI::App& root) {
   app->footer(
       "Examples:\n"
       "  xent bench cross-entropy --shape 8192,32000 --dtype f32 --pass fwd+bwd --threads 2\n"
+      "  xent bench cross-entropy --shape 4096,1000 --pass fwd+bwd --target prob --label-smoothing 0.1\n"
       "  xent bench softmax --shape 4096,1000 --json\n"
       "  xent bench --list-isas");
   CLI::App* linear = linear::add_linear_bench(*app, "linear-cross-entropy");
-  app->callback([args, app, linear] {
+  app->callback([args, app, linear, target, smoothing] {
     if (app->got_subcommand(linear)) return;  // `xent bench linear-cross-entropy` ran its own callback
+    args->target_given = target->count() > 0;
+    args->smoothing_given = smoothing->count() > 0;
     run_bench(*args);
   });
 }

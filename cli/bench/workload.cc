@@ -34,6 +34,19 @@ void fill_typed(void* p, std::size_t n, double lo, double hi, std::uint64_t seed
   for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<T>(lo + (hi - lo) * r.uniform());
 }
 
+// Scales each of the N rows of C values so that it sums to 1 (rows of probabilities).
+template <class T>
+void normalize_rows(void* p, std::size_t N, std::size_t C) {
+  T* v = static_cast<T*>(p);
+  for (std::size_t i = 0; i < N; ++i) {
+    T* row = v + i * C;
+    double sum = 0;
+    for (std::size_t j = 0; j < C; ++j) sum += static_cast<double>(row[j]);
+    if (sum <= 0) continue;
+    for (std::size_t j = 0; j < C; ++j) row[j] = static_cast<T>(static_cast<double>(row[j]) / sum);
+  }
+}
+
 }  // namespace
 
 void fill_uniform(DType dt, void* p, std::size_t n, double lo, double hi, std::uint64_t seed) {
@@ -49,6 +62,26 @@ const std::vector<std::string>& op_names() {
 const std::vector<std::string>& pass_names() {
   static const std::vector<std::string> v = {"fwd", "bwd", "fwd+bwd"};
   return v;
+}
+const std::vector<std::string>& target_names() {
+  static const std::vector<std::string> v = {"index", "prob"};
+  return v;
+}
+
+std::string check_options(const Spec& spec) {
+  const auto& targets = target_names();
+  if (std::find(targets.begin(), targets.end(), spec.target) == targets.end())
+    return fmt::format("--target expects index or prob, found '{}'", spec.target);
+  const bool ce = spec.op == "cross-entropy";
+  if (spec.target == "prob" && !ce)
+    return fmt::format("--target prob applies to cross-entropy only, found op {}", spec.op);
+  if (!(spec.label_smoothing >= 0.0 && spec.label_smoothing <= 1.0))
+    return fmt::format("--label-smoothing expects a value in [0, 1], found {}", spec.label_smoothing);
+  if (spec.label_smoothing != 0.0 && !ce)
+    return fmt::format("--label-smoothing applies to cross-entropy only, found op {}", spec.op);
+  if (spec.weighted && !ce && spec.op != "nll")
+    return fmt::format("--weight applies to cross-entropy and nll only, found op {}", spec.op);
+  return {};
 }
 
 void Buffer::Free::operator()(void* p) const noexcept { std::free(p); }
@@ -72,6 +105,7 @@ Status Workload::create(const Spec& spec, std::unique_ptr<Workload>* out) {
     return invalid_argument(fmt::format("shape must be two positive sizes N,C, found {},{}", spec.N, spec.C));
   if (spec.dtype != DType::kF32 && spec.dtype != DType::kF64)
     return invalid_argument("dtype must be float32 or float64");
+  if (std::string why = check_options(spec); !why.empty()) return invalid_argument(why);
   std::int64_t E = 0;
   if (__builtin_mul_overflow(spec.N, spec.C, &E) || E > (std::int64_t{1} << 34))
     return invalid_argument(fmt::format("shape {}x{} is too large to benchmark", spec.N, spec.C));
@@ -86,10 +120,13 @@ Status Workload::create(const Spec& spec, std::unique_ptr<Workload>* out) {
     return b.data() != nullptr;
   };
   bool ok = alloc(w->x_, n * s) && alloc(w->loss_, std::max<std::size_t>(N, 1) * s) && alloc(w->dloss_, s);
-  const bool is_ce = op == "cross-entropy" || op == "nll";
+  const bool prob = spec.target == "prob";
+  const bool is_ce = (op == "cross-entropy" || op == "nll") && !prob;  // class-index targets
   const bool is_bce = op == "bce" || op == "bce-with-logits";
   const bool is_sm = op == "softmax" || op == "log-softmax";
   if (is_ce) ok = ok && alloc(w->t_, N * sizeof(std::int64_t));
+  if (prob) ok = ok && alloc(w->t_, n * s);
+  if (spec.weighted) ok = ok && alloc(w->w_, static_cast<std::size_t>(spec.C) * s);
   if (is_bce) ok = ok && alloc(w->t_, n * s);
   if (is_sm || op == "logsumexp") ok = ok && alloc(w->y_, (is_sm ? n : N) * s) && alloc(w->dy_, (is_sm ? n : N) * s);
   if (bwd) ok = ok && alloc(w->dx_, n * s);
@@ -105,7 +142,12 @@ Status Workload::create(const Spec& spec, std::unique_ptr<Workload>* out) {
     Rng r(2);
     for (std::size_t i = 0; i < N; ++i) t[i] = static_cast<std::int64_t>(r.next() % static_cast<std::uint64_t>(spec.C));
   }
-  if (is_bce) fill_uniform(dt, w->t_.data(), n, 0.0, 1.0, 3);
+  if (is_bce || prob) fill_uniform(dt, w->t_.data(), n, 0.0, 1.0, 3);
+  if (prob) {
+    if (dt == DType::kF32) normalize_rows<float>(w->t_.data(), N, static_cast<std::size_t>(spec.C));
+    else normalize_rows<double>(w->t_.data(), N, static_cast<std::size_t>(spec.C));
+  }
+  if (spec.weighted) fill_uniform(dt, w->w_.data(), static_cast<std::size_t>(spec.C), 0.5, 1.5, 6);
   if (w->dy_.data() != nullptr) fill_uniform(dt, w->dy_.data(), w->dy_.bytes() / s, -1.0, 1.0, 4);
   fill_uniform(dt, w->dloss_.data(), 1, 1.0, 1.0, 5);
   // softmax / log-softmax backward take the forward's output.
@@ -122,13 +164,16 @@ Status Workload::create(const Spec& spec, std::unique_ptr<Workload>* out) {
 
   // Minimal traffic: every input read once, every output written once.
   const double E_bytes = static_cast<double>(n * s), row_bytes = static_cast<double>(N * s);
-  const double tgt = is_ce ? static_cast<double>(N * sizeof(std::int64_t)) : 0;
+  const double tgt = is_ce ? static_cast<double>(N * sizeof(std::int64_t)) : prob ? E_bytes : 0;
+  const double wgt = spec.weighted ? static_cast<double>(static_cast<std::size_t>(spec.C) * s) : 0;
   double b = 0;
   if (op == "cross-entropy") b = (bwd ? 2 * E_bytes : E_bytes) + tgt;
   else if (is_sm) b = (fwd ? 2 * E_bytes : 0) + (bwd ? 3 * E_bytes : 0);
   else if (op == "logsumexp") b = (fwd ? E_bytes + row_bytes : 0) + (bwd ? 2 * E_bytes + 2 * row_bytes : 0);
   else if (op == "nll") b = (fwd ? row_bytes + tgt : 0) + (bwd ? E_bytes + tgt : 0);
   else if (is_bce) b = (fwd ? 2 * E_bytes : 0) + (bwd ? 3 * E_bytes : 0);
+  if (op == "cross-entropy") b += wgt;
+  else if (op == "nll") b += (fwd ? wgt : 0) + (bwd ? wgt : 0);  // two calls, each reads the weights
   w->min_bytes_ = b;
   *out = std::move(w);
   return Status::Ok();
@@ -146,14 +191,20 @@ Status Workload::run() const {
   ConstTensorView dloss{dloss_.data(), dt, Shape{}};
   TensorView dx{dx_.data(), dt, sh};
   if (op == "cross-entropy" || op == "nll") {
-    ConstTensorView t{t_.data(), DType::kI64, rows};
+    const bool prob = spec_.target == "prob";
+    ConstTensorView t = prob ? ConstTensorView{t_.data(), dt, sh} : ConstTensorView{t_.data(), DType::kI64, rows};
+    ConstTensorView weight;
+    if (spec_.weighted) weight = ConstTensorView{w_.data(), dt, Shape{spec_.C}};
     if (op == "cross-entropy") {
       CrossEntropyOptions o;
+      o.weight = weight;
+      o.label_smoothing = spec_.label_smoothing;
       if (fwd && bwd) return cross_entropy_fused(x, t, o, scalar_loss, dx);
       if (fwd) return cross_entropy_forward(x, t, o, scalar_loss);
       return cross_entropy_backward(x, t, o, dloss, dx);
     }
     NllOptions o;
+    o.weight = weight;
     if (fwd) XENT_RETURN_IF_ERROR(nll_loss_forward(x, t, o, scalar_loss));
     if (bwd) XENT_RETURN_IF_ERROR(nll_loss_backward(x, t, o, dloss, dx));
     return Status::Ok();

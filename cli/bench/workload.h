@@ -2,8 +2,9 @@
 // pass), its buffers, and the minimal memory traffic it implies; plus the machine's measured
 // memory-copy bandwidth. Shared by `xent bench` and the Google Benchmark programs in bench/.
 //
-// Minimal bytes count every input read once and every output written once (logits, targets,
-// gradients; scalars ignored), which is what a perfect kernel would move. copy_gbps counts a
+// Minimal bytes count every input read once and every output written once (logits, targets --
+// N indices or, for probability targets, N*C values --, class weights, gradients; scalars
+// ignored), which is what a perfect kernel would move. copy_gbps counts a
 // memcpy the same way (bytes read + bytes written), so gbps / copy_gbps is the fraction of the
 // machine's copy bandwidth. Not a test: nothing here checks results.
 #pragma once
@@ -19,16 +20,27 @@
 
 namespace xent::bench {
 
-// Ops and passes `xent bench` knows.
+// Ops, passes and target kinds `xent bench` knows.
 const std::vector<std::string>& op_names();      // cross-entropy, softmax, ...
 const std::vector<std::string>& pass_names();    // fwd, bwd, fwd+bwd
+const std::vector<std::string>& target_names();  // index, prob
 
 struct Spec {
   std::string op = "cross-entropy";
   std::int64_t N = 0, C = 0;
   DType dtype = DType::kF32;
   std::string pass = "fwd";
+  // Cross-entropy options (defaults: plain class indices, no smoothing, no weights).
+  std::string target = "index";  // "index": N class indices; "prob": N x C probabilities
+                                 // (cross-entropy only; each row sums to 1)
+  double label_smoothing = 0.0;  // in [0, 1]; cross-entropy only
+  bool weighted = false;         // random class weights in [0.5, 1.5); cross-entropy and nll
 };
+
+// Empty when `spec`'s target, label smoothing and weights suit its op; otherwise a one-line
+// reason (e.g. "--target prob applies to cross-entropy only, found op nll"), in the CLI's
+// option names.
+std::string check_options(const Spec& spec);
 
 // A 64-byte-aligned buffer, zero-initialised on allocation (pages touched once).
 class Buffer {
@@ -49,7 +61,8 @@ class Buffer {
 class Workload {
  public:
   // Allocates and fills the buffers (fixed-seed data: logits in [-4, 4), random targets).
-  // Fails for an unknown op or pass, a shape that is not positive, or memory it cannot get.
+  // Fails for an unknown op, pass or target kind, options that do not suit the op (see
+  // check_options), a shape that is not positive, or memory it cannot get.
   static Status create(const Spec& spec, std::unique_ptr<Workload>* out);
 
   // Runs the pass once through the public API.
@@ -61,7 +74,7 @@ class Workload {
  private:
   Spec spec_;
   double min_bytes_ = 0;
-  Buffer x_, y_, t_, dy_, dx_, loss_, dloss_;
+  Buffer x_, y_, t_, w_, dy_, dx_, loss_, dloss_;
 };
 
 // Fills n values of dtype `dt` (float32 or float64) with fixed-seed uniform values in [lo, hi);

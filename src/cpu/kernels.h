@@ -61,6 +61,26 @@ struct CeProbArgs {
   double dloss_scale = 1;
 };
 
+// The per-class coefficients of label smoothing and probability targets, c[k] = w[k] * q[k], over a
+// contiguous run (pointers already offset to the run's first class): w[k] = 1 when w == nullptr;
+// q[k] = t[k] * keep + u with probability targets (keep = 1 - eps, u = eps / C), q[k] = 1 when
+// t == nullptr (label smoothing on class indices, whose sums need w alone).
+template <class T>
+struct Coefs {
+  const T* w = nullptr;
+  const T* t = nullptr;
+  double keep = 1;
+  double u = 0;
+};
+
+// One run's normaliser and coefficient sums: m = max (NaN if any value is NaN, -inf for an all -inf
+// run), s = sum exp(x - m), a = sum c[k] (x[k] - m), q = sum c[k], all in double. Unspecified but
+// for m when m is not finite (the front end then runs the row unsplit); a or q not finite (a -inf
+// logit, a non-finite coefficient) likewise sends the row to the unsplit kernel.
+struct ChunkSums {
+  double m = 0, s = 0, a = 0, q = 0;
+};
+
 // Elementwise binary cross-entropy over a contiguous run of n elements. weight and pos_weight are
 // either nullptr, or advance by w_step / pw_step (0 or 1) per element (broadcasting is split into
 // runs by the front end).
@@ -100,6 +120,13 @@ struct KernelTable {
   // combined in chunk order by the front end; then dx = y (dy - dot) (softmax) or
   // dx = dy - exp(y) sum (log_softmax) per chunk, as softmax_bwd / log_softmax_bwd write them.
   double (*chunk_dot)(const T* a, const T* b, std::size_t n) noexcept = nullptr;
+  // Split cross-entropy with label smoothing or probability targets: chunk_sums fills ChunkSums
+  // (combined in chunk order by the front end: M = max m_i, S = sum s_i exp(m_i - M),
+  // A = sum (a_i + q_i (m_i - M)), Q = sum q_i); chunk_ce_grad then writes
+  // dx = T(exp(x - m) * scale - gb * c), in ce_prob's and ce_index's expression. dx may alias x.
+  void (*chunk_sums)(const T* x, const Coefs<T>& k, std::size_t n, ChunkSums* out) noexcept = nullptr;
+  void (*chunk_ce_grad)(const T* x, const Coefs<T>& k, T* dx, std::size_t n, double m, double scale,
+                        double gb) noexcept = nullptr;
   void (*chunk_softmax_bwd)(const T* y, const T* dy, T* dx, std::size_t n, double dot) noexcept = nullptr;
   void (*chunk_log_softmax_bwd)(const T* y, const T* dy, T* dx, std::size_t n, double sum) noexcept = nullptr;
 

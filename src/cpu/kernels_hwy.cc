@@ -285,12 +285,35 @@ HWY_INLINE hn::Vec<D> load_padded(D d, const T* p, std::size_t n, T pad) {
 // ---------------------------------------------------------------------------------------------
 // pass 1: max and sum of exp(x - max) of one contiguous row, read once
 
+// The coefficient c = w q of kernels.h Coefs from loaded t and w vectors (either unused when its
+// pointer is null): the one expression every vector path uses, so sums and gradients agree.
+template <class D, class T = hn::TFromD<D>>
+HWY_INLINE hn::Vec<D> coef_of(D d, const Coefs<T>& k, hn::Vec<D> tv, hn::Vec<D> wv) {
+  if (k.t == nullptr) return k.w != nullptr ? wv : hn::Set(d, T(1));
+  const hn::Vec<D> q = hn::MulAdd(tv, hn::Set(d, static_cast<T>(k.keep)), hn::Set(d, static_cast<T>(k.u)));
+  return k.w != nullptr ? hn::Mul(wv, q) : q;
+}
+
+// Coefficients c[j .. j + Lanes) (rem == 0) or the rem < Lanes ones left at j, zero past them.
+template <class D, class T = hn::TFromD<D>>
+HWY_INLINE hn::Vec<D> coef_at(D d, const Coefs<T>& k, std::size_t j, std::size_t rem = 0) {
+  if (rem == 0) {
+    const hn::Vec<D> tv = k.t != nullptr ? hn::LoadU(d, k.t + j) : hn::Zero(d);
+    const hn::Vec<D> wv = k.w != nullptr ? hn::LoadU(d, k.w + j) : hn::Zero(d);
+    return coef_of(d, k, tv, wv);
+  }
+  const hn::Vec<D> tv = k.t != nullptr ? load_padded(d, k.t + j, rem, T(0)) : hn::Zero(d);
+  const hn::Vec<D> wv = k.w != nullptr ? load_padded(d, k.w + j, rem, T(0)) : hn::Zero(d);
+  return hn::IfThenElseZero(hn::FirstN(d, rem), coef_of(d, k, tv, wv));
+}
+
 // Returns false when the row must take the scalar path: a NaN, a +inf, all -inf, or (kSumX) any
-// -inf or a non-finite weighted sum. kSumX also sums w[c] * (x[c] - m) for label smoothing: every
-// term has one sign (x <= m), so the sum has no cancellation; chunks add w * (x - running max) and
-// the total is shifted by (sum of w so far) * (old max - new max) when the max grows.
+// -inf or a non-finite coefficient sum. kSumX also sums c[k] (x[k] - m) and c[k] for label
+// smoothing and probability targets (c of kernels.h Coefs, *k): every term has one sign for c >= 0
+// (x <= m), so the sum has no cancellation; chunks add c (x - running max) and the total is shifted
+// by (sum of c so far) * (old max - new max) when the max grows.
 template <class T, bool kSumX>
-HWY_INLINE bool row_stats(const T* HWY_RESTRICT x, std::size_t C, const T* HWY_RESTRICT w, RowStats* st) {
+HWY_INLINE bool row_stats(const T* HWY_RESTRICT x, std::size_t C, const Coefs<T>* k, RowStats* st) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t N = hn::Lanes(d);
@@ -357,31 +380,32 @@ HWY_INLINE bool row_stats(const T* HWY_RESTRICT x, std::size_t C, const T* HWY_R
     S += acc.total();
 
     if constexpr (kSumX) {
-      // Label smoothing only: sum of w (x - m_run) and of w over the chunk, in float64.
+      // Sum of c (x - m_run) and of c over the chunk, in float64.
+      const bool ones = k->w == nullptr && k->t == nullptr;
       const auto vm_wide = WideSum<T>::splat(m_run);
       WideSum<T> ax, aw;
       for (i = 0; i < full; i += N) {
         const V xv = hn::LoadU(d, xc + i);
-        if (w == nullptr) {
+        if (ones) {
           ax.add_shifted(xv, vm_wide);
         } else {
-          const V wv = hn::LoadU(d, w + c0 + i);
-          ax.add_shifted_mul(xv, vm_wide, wv);
-          aw.add(wv);
+          const V cv = coef_at(d, *k, c0 + i);
+          ax.add_shifted_mul(xv, vm_wide, cv);
+          aw.add(cv);
         }
       }
       if (rem != 0) {
         const V xv = load_padded(d, xc + full, rem, static_cast<T>(m_run));  // pads add 0
-        if (w == nullptr) {
+        if (ones) {
           ax.add_shifted(xv, vm_wide);
         } else {
-          const V wv = load_padded(d, w + c0 + full, rem, T(0));
-          ax.add_shifted_mul(xv, vm_wide, wv);
-          aw.add(wv);
+          const V cv = coef_at(d, *k, c0 + full, rem);
+          ax.add_shifted_mul(xv, vm_wide, cv);
+          aw.add(cv);
         }
       }
       A += ax.total();
-      W_seen += w == nullptr ? static_cast<double>(len) : aw.total();
+      W_seen += ones ? static_cast<double>(len) : aw.total();
     }
   }
   if (!(m_run > -kInf<double>) || !std::isfinite(S)) return false;
@@ -460,6 +484,10 @@ HWY_INLINE bool stream_rows(std::size_t C) { return C * sizeof(T) >= kStreamRowB
 #define XENT_ONE_EXP_ROW_BYTES (32 * 1024)
 #endif
 constexpr std::size_t kOneExpRowBytes = XENT_ONE_EXP_ROW_BYTES;
+// Probability targets take the one-exp scheme too (off: the two-exp scheme at every length).
+#ifndef XENT_PROB_ONE_EXP
+#define XENT_PROB_ONE_EXP 1
+#endif
 
 template <class T>
 HWY_INLINE bool one_exp_rows(std::size_t C) { return C * sizeof(T) <= kOneExpRowBytes; }
@@ -539,40 +567,65 @@ HWY_INLINE double exp_store_sum(const T* x, T* y, std::size_t C, T m) {
   return acc.total();
 }
 
-// Label smoothing: A = sum_c w[c] (x[c] - m) and W = sum_c w[c] (w = 1 when absent), float64, for a
-// row with max m, as row_stats<T, true> sums them. False when either is not finite (a -inf logit).
+// Label smoothing and probability targets: A = sum_c c[c] (x[c] - m) and Q = sum_c c[c] (c of
+// kernels.h Coefs), float64, for a row with max m, as row_stats<T, true> sums them. False when
+// either is not finite (a -inf logit, a non-finite coefficient).
 template <class T>
-HWY_INLINE bool row_wsum(const T* HWY_RESTRICT x, std::size_t C, const T* HWY_RESTRICT w, T m, double* A_out,
-                         double* W_out) {
+HWY_INLINE bool row_coef_sums(const T* HWY_RESTRICT x, std::size_t C, const Coefs<T>& k, T m, double* A_out,
+                              double* Q_out) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t N = hn::Lanes(d);
+  const bool ones = k.w == nullptr && k.t == nullptr;
   const auto vm = WideSum<T>::splat(static_cast<double>(m));
-  WideSum<T> ax, aw;
+  WideSum<T> ax, aq;
   std::size_t i = 0;
   for (; i + N <= C; i += N) {
     const V xv = hn::LoadU(d, x + i);
-    if (w == nullptr) {
+    if (ones) {
       ax.add_shifted(xv, vm);
     } else {
-      const V wv = hn::LoadU(d, w + i);
-      ax.add_shifted_mul(xv, vm, wv);
-      aw.add(wv);
+      const V cv = coef_at(d, k, i);
+      ax.add_shifted_mul(xv, vm, cv);
+      aq.add(cv);
     }
   }
   if (i < C) {
     const V xv = load_padded(d, x + i, C - i, m);  // pads add 0
-    if (w == nullptr) {
+    if (ones) {
       ax.add_shifted(xv, vm);
     } else {
-      const V wv = load_padded(d, w + i, C - i, T(0));
-      ax.add_shifted_mul(xv, vm, wv);
-      aw.add(wv);
+      const V cv = coef_at(d, k, i, C - i);
+      ax.add_shifted_mul(xv, vm, cv);
+      aq.add(cv);
     }
   }
   *A_out = ax.total();
-  *W_out = w == nullptr ? static_cast<double>(C) : aw.total();
-  return std::isfinite(*A_out) && std::isfinite(*W_out);
+  *Q_out = ones ? static_cast<double>(C) : aq.total();
+  return std::isfinite(*A_out) && std::isfinite(*Q_out);
+}
+
+// The smoothed or probability-target gradient of one row, dx = e * scale - gb * c, where e =
+// exp_of(v) for v read from src (exp(x - m) from the logits, or the identity on exps already in
+// dx). Without coefficients (label smoothing, no weights) c = 1.
+template <class T, class ExpOf>
+HWY_INLINE void ce_grad_row(T* dx, std::size_t C, bool stream, const T* src, const Coefs<T>& k, const ExpOf& exp_of,
+                            T scale, T gb) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const V vs = hn::Set(d, scale), vg = hn::Set(d, gb);
+  if (k.t == nullptr && k.w == nullptr) {
+    map_row<1>(dx, C, stream, {src}, [&](V v) HWY_ATTR { return hn::MulSub(exp_of(v), vs, vg); });
+  } else if (k.t == nullptr) {
+    map_row<2>(dx, C, stream, {src, k.w},
+               [&](V v, V wv) HWY_ATTR { return hn::NegMulAdd(coef_of(d, k, wv, wv), vg, hn::Mul(exp_of(v), vs)); });
+  } else if (k.w == nullptr) {
+    map_row<2>(dx, C, stream, {src, k.t},
+               [&](V v, V tv) HWY_ATTR { return hn::NegMulAdd(coef_of(d, k, tv, tv), vg, hn::Mul(exp_of(v), vs)); });
+  } else {
+    map_row<3>(dx, C, stream, {src, k.t, k.w},
+               [&](V v, V tv, V wv) HWY_ATTR { return hn::NegMulAdd(coef_of(d, k, tv, wv), vg, hn::Mul(exp_of(v), vs)); });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1234,13 +1287,15 @@ void ce_index_small_plain(const CeIndexArgs<T, I>& a, std::size_t rows, std::siz
   }
 }
 
-// Cross-entropy on short rows, across rows (see tile_load). Same formulas as ce_index below.
+// Cross-entropy with label smoothing on short rows, across rows (see tile_load): same formulas as
+// ce_index below, one exp per value when a gradient is wanted (tile_stats keeps the exps).
 template <class T, class I, class ScalarFn>
 void ce_index_small(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C, ScalarFn scalar_fn) {
   if (a.smoothing == 0) return ce_index_small_plain(a, rows, C, scalar_fn);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const hn::ScalableTag<double> dd;
+  using VD = hn::Vec<decltype(dd)>;
   const std::size_t LD = hn::Lanes(dd);
   constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
   const std::size_t L = hn::Lanes(d);
@@ -1255,17 +1310,21 @@ void ce_index_small(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C,
   for (std::size_t r0 = 0; r0 < rows; r0 += L) {
     const std::size_t n = std::min(L, rows - r0);
     const T* x = a.x + r0 * C;
-    tile_load(x, C, n, tile);
-    if (tile_stats<T, false>(tile, C, m, S, logS, ok))
-      for (std::size_t lane = 0; lane < L; ++lane) ok[lane] = true;
-    if (eps != 0) {  // A = sum_c w[c] (x[c] - m) per row, in double (every term <= 0)
-      for (std::size_t lane = 0; lane < L; ++lane) A[lane] = 0;
-      for (std::size_t c = 0; c < C; ++c) {
-        const double wc = a.weight != nullptr ? static_cast<double>(a.weight[c]) : 1.0;
-        for (std::size_t lane = 0; lane < L; ++lane)
-          A[lane] += wc * (static_cast<double>(tile[c * L + lane]) - static_cast<double>(m[lane]));
-      }
+    const bool fast = tile_load(x, C, n, tile);
+    // A = sum_c w[c] (x[c] - m) per row, in double (every term <= 0), before the tile turns into
+    // exps (tile_stats keeps e = exp(x - m) when a gradient is wanted: one exp per value).
+    V vmax = hn::Load(d, tile);
+    for (std::size_t c = 1; c < C; ++c) vmax = hn::Max(vmax, hn::Load(d, tile + c * L));
+    hn::Store(vmax, d, m);
+    for (std::size_t j = 0; j < L; j += LD) hn::Store(hn::Zero(dd), dd, A + j);
+    for (std::size_t c = 0; c < C; ++c) {
+      const VD wc = hn::Set(dd, a.weight != nullptr ? static_cast<double>(a.weight[c]) : 1.0);
+      for (std::size_t j = 0; j < L; j += LD)
+        hn::Store(hn::MulAdd(wc, hn::Sub(load_wide(tile + c * L + j), load_wide(m + j)), hn::Load(dd, A + j)), dd, A + j);
     }
+    const bool all = a.dx != nullptr ? tile_stats<T, true>(tile, C, m, S, logS, ok) : tile_stats<T, false>(tile, C, m, S, logS, ok);
+    if (all)
+      for (std::size_t lane = 0; lane < L; ++lane) ok[lane] = true;
     // p[t] - 1 = expm1(x[t] - lse) for every lane at once.
     for (std::size_t lane = 0; lane < L; ++lane) {
       arg[lane] = 0;
@@ -1273,7 +1332,7 @@ void ce_index_small(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C,
       const std::int64_t t = static_cast<std::int64_t>(a.target[r0 + lane]);
       if (t == a.ignore_index) continue;
       const double xt = static_cast<double>(x[lane * C + static_cast<std::size_t>(t)]);
-      if (!std::isfinite(xt) || (eps != 0 && !std::isfinite(A[lane]))) ok[lane] = false;
+      if (!std::isfinite(xt) || !std::isfinite(A[lane])) ok[lane] = false;
       if (ok[lane]) arg[lane] = xt - (static_cast<double>(m[lane]) + logS[lane]);
     }
     if (a.dx != nullptr)
@@ -1292,7 +1351,7 @@ void ce_index_small(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C,
       if (a.row_loss != nullptr) {
         const double lse = static_cast<double>(m[lane]) + logS[lane];
         const double nll = wt * (lse - static_cast<double>(x[lane * C + static_cast<std::size_t>(t)]));
-        a.row_loss[r] = eps == 0 ? nll : (1 - eps) * nll + eps / Cd * (W * logS[lane] - A[lane]);
+        a.row_loss[r] = (1 - eps) * nll + eps / Cd * (W * logS[lane] - A[lane]);
       }
       if (a.dx == nullptr) continue;
       const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(a.dloss[r]) : a.dloss_scale;
@@ -1302,12 +1361,11 @@ void ce_index_small(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C,
       if (eps != 0) dt += eps / Cd * (a.weight_sum * (pm1[lane] + 1) - wt);
       pm1[lane] = g * dt;  // reused: the target's gradient
     }
-    if (a.dx != nullptr) {
-      const V vm = hn::Load(d, m), vs = hn::Load(d, scale), vb = hn::Load(d, bb);
+    if (a.dx != nullptr) {  // the tile holds e = exp(x - m)
+      const V vs = hn::Load(d, scale), vb = hn::Load(d, bb);
       for (std::size_t c = 0; c < C; ++c) {
         const V wc = hn::Set(d, a.weight != nullptr ? a.weight[c] : T(1));
-        const V e = exp_diff<kExactOut>(d, hn::Load(d, tile + c * L), vm);
-        hn::Store(hn::NegMulAdd(wc, vb, hn::Mul(e, vs)), d, tile + c * L);
+        hn::Store(hn::NegMulAdd(wc, vb, hn::Mul(hn::Load(d, tile + c * L), vs)), d, tile + c * L);
       }
     }
     // Rows the scalar twin redoes go first: dx may alias x, and the tile store skips them.
@@ -1315,7 +1373,9 @@ void ce_index_small(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C,
       if (!ok[lane]) scalar_fn(ce_row_args(a, r0 + lane, C), Block{1, C, 1, 1});
     if (a.dx != nullptr) {
       T* dx = a.dx + r0 * C;
-      tile_store_scalar(tile, C, n, L, ok, dx);
+      bool every = true;  // ok may have dropped lanes since tile_stats (x[t] or A not finite)
+      for (std::size_t lane = 0; lane < n; ++lane) every = every && ok[lane];
+      tile_store(tile, C, n, fast, every ? nullptr : ok, dx);
       for (std::size_t lane = 0; lane < n; ++lane) {
         const std::int64_t t = static_cast<std::int64_t>(a.target[r0 + lane]);
         if (ok[lane] && t != a.ignore_index) dx[lane * C + static_cast<std::size_t>(t)] = static_cast<T>(pm1[lane]);
@@ -1354,7 +1414,7 @@ void ce_index_one_exp(const CeIndexArgs<T, I>& a, Block b, ScalarFn scalar_fn) {
     }
     const double xt = static_cast<double>(xr[t]);
     double A = 0, Wr = 0;
-    ok = ok && std::isfinite(xt) && (eps == 0 || row_wsum(xr, C, a.weight, m, &A, &Wr));
+    ok = ok && std::isfinite(xt) && (eps == 0 || row_coef_sums(xr, C, Coefs<T>{a.weight}, m, &A, &Wr));
     if (!ok) {
       scalar_fn(ce_row_args(a, r, C), Block{1, C, 1, 1});
       continue;
@@ -1373,12 +1433,8 @@ void ce_index_one_exp(const CeIndexArgs<T, I>& a, Block b, ScalarFn scalar_fn) {
     if (eps == 0) {
       map_row<1>(dxr, C, false, {dxr}, [&](V e) HWY_ATTR { return hn::Mul(e, vscale); });
     } else {
-      const V vb = hn::Set(d, static_cast<T>(g * eps / Cd));
-      if (a.weight == nullptr) {
-        map_row<1>(dxr, C, false, {dxr}, [&](V e) HWY_ATTR { return hn::MulSub(e, vscale, vb); });
-      } else {
-        map_row<2>(dxr, C, false, {dxr, a.weight}, [&](V e, V wv) HWY_ATTR { return hn::NegMulAdd(wv, vb, hn::Mul(e, vscale)); });
-      }
+      ce_grad_row(dxr, C, false, dxr, Coefs<T>{a.weight}, [](V e) HWY_ATTR { return e; }, static_cast<T>(g * coef / S),
+                  static_cast<T>(g * eps / Cd));
     }
     // The target's entry, accurately: p[t] - 1 = expm1(x[t] - lse).
     const double pt_m1 = std::expm1(xt - lse);
@@ -1407,6 +1463,7 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
   const double eps = a.smoothing;
   const double W = a.weight_sum;
   if (a.dx != nullptr && one_exp_rows<T>(C)) return ce_index_one_exp(a, b, scalar_fn);
+  const Coefs<T> wk{a.weight};
   for (std::size_t r = 0; r < b.n_outer; ++r) {
     const T* xr = a.x + r * C;
     const std::int64_t t = static_cast<std::int64_t>(a.target[r]);
@@ -1426,7 +1483,7 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
     const double xt = static_cast<double>(xr[t]);
     RowStats st;
     const bool ok = std::isfinite(xt) && (eps == 0 ? row_stats<T, false>(xr, C, nullptr, &st)
-                                                   : row_stats<T, true>(xr, C, a.weight, &st));
+                                                   : row_stats<T, true>(xr, C, &wk, &st));
     if (!ok) {
       if (stream) hwy::FlushStream();
       scalar_fn(ce_row_args(a, r, C), Block{1, C, 1, 1});
@@ -1448,13 +1505,8 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
     if (eps == 0) {
       map_row<1>(dxr, C, stream, {xr}, [&](V v) HWY_ATTR { return hn::Mul(exp_diff<kExactOut>(d, v, vm), vscale); });
     } else {
-      const V vb = hn::Set(d, static_cast<T>(g * eps / static_cast<double>(C)));
-      if (a.weight == nullptr) {
-        map_row<1>(dxr, C, stream, {xr}, [&](V v) HWY_ATTR { return hn::MulSub(exp_diff<kExactOut>(d, v, vm), vscale, vb); });
-      } else {
-        map_row<2>(dxr, C, stream, {xr, a.weight},
-                   [&](V v, V wv) HWY_ATTR { return hn::NegMulAdd(wv, vb, hn::Mul(exp_diff<kExactOut>(d, v, vm), vscale)); });
-      }
+      ce_grad_row(dxr, C, stream, xr, wk, [&](V v) HWY_ATTR { return exp_diff<kExactOut>(d, v, vm); },
+                  static_cast<T>(g * coef / st.s), static_cast<T>(g * eps / static_cast<double>(C)));
     }
     // The target's entry, accurately: p[t] - 1 = expm1(x[t] - lse).
     const double pt_m1 = std::expm1(xt - lse);
@@ -1463,6 +1515,179 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
     if (stream) hwy::FlushStream();
     dxr[t] = static_cast<T>(g * dt);
   }
+  if (stream) hwy::FlushStream();
+}
+
+// Probability targets on short rows (C <= kSmallC), across rows: the logits and the targets are
+// loaded as tiles (see tile_load), so every per-row quantity is a lane. The formulas are ce_prob's:
+// the column max m, then A = sum c (x - m) and Q = sum c in double (c = w q), then tile_stats
+// (which keeps e = exp(x - m) in the tile when a gradient is wanted), then dx = e (g Q / S) - g c.
+// Both tiles are read before anything is stored, so dx may alias the logits or the targets.
+template <class T>
+void ce_prob_small(const CeProbArgs<T>& a, std::size_t rows, std::size_t C) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const hn::ScalableTag<double> dd;
+  using VD = hn::Vec<decltype(dd)>;
+  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+  const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
+  HWY_ALIGN T tile[kSmallC * kL];
+  HWY_ALIGN T ttile[kSmallC * kL];
+  HWY_ALIGN T m[kL], col[kL], scale[kL], gb[kL];
+  HWY_ALIGN double S[kL], logS[kL], A[kL], Q[kL];
+  bool ok[kL];
+  const double eps = a.smoothing;
+  const Coefs<T> k{a.weight, a.target, 1 - eps, eps / static_cast<double>(C)};
+  auto coef_col = [&](std::size_t c) HWY_ATTR {
+    return coef_of(d, k, hn::Load(d, ttile + c * L), hn::Set(d, a.weight != nullptr ? a.weight[c] : T(1)));
+  };
+  for (std::size_t r0 = 0; r0 < rows; r0 += L) {
+    const std::size_t n = std::min(L, rows - r0);
+    const bool fast = tile_load(a.x + r0 * C, C, n, tile);
+    tile_load(a.target + r0 * C, C, n, ttile);
+    V vm = hn::Load(d, tile);
+    for (std::size_t c = 1; c < C; ++c) vm = hn::Max(vm, hn::Load(d, tile + c * L));
+    hn::Store(vm, d, m);
+    for (std::size_t j = 0; j < L; j += LD) {
+      hn::Store(hn::Zero(dd), dd, A + j);
+      hn::Store(hn::Zero(dd), dd, Q + j);
+    }
+    for (std::size_t c = 0; c < C; ++c) {
+      hn::Store(coef_col(c), d, col);
+      for (std::size_t j = 0; j < L; j += LD) {
+        const VD cw = load_wide(col + j);
+        const VD xm = hn::Sub(load_wide(tile + c * L + j), load_wide(m + j));
+        hn::Store(hn::MulAdd(cw, xm, hn::Load(dd, A + j)), dd, A + j);
+        hn::Store(hn::Add(cw, hn::Load(dd, Q + j)), dd, Q + j);
+      }
+    }
+    bool all = a.dx != nullptr ? tile_stats<T, true>(tile, C, m, S, logS, ok) : tile_stats<T, false>(tile, C, m, S, logS, ok);
+    if (all)
+      for (std::size_t lane = 0; lane < L; ++lane) ok[lane] = true;
+    for (std::size_t lane = 0; lane < n; ++lane) {
+      ok[lane] = ok[lane] && std::isfinite(A[lane]) && std::isfinite(Q[lane]);
+      all = all && ok[lane];
+      scale[lane] = gb[lane] = T(0);
+      if (!ok[lane]) continue;
+      const std::size_t r = r0 + lane;
+      if (a.row_loss != nullptr) a.row_loss[r] = Q[lane] * logS[lane] - A[lane];
+      if (a.dx == nullptr) continue;
+      const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(a.dloss[r]) : a.dloss_scale;
+      scale[lane] = static_cast<T>(g * Q[lane] / S[lane]);
+      gb[lane] = static_cast<T>(g);
+    }
+    if (a.dx != nullptr) {
+      const V vs = hn::Load(d, scale), vg = hn::Load(d, gb);
+      for (std::size_t c = 0; c < C; ++c)
+        hn::Store(hn::NegMulAdd(coef_col(c), vg, hn::Mul(hn::Load(d, tile + c * L), vs)), d, tile + c * L);
+    }
+    // Rows the scalar twin redoes go first: dx may alias x, and the tile store skips them.
+    for (std::size_t lane = 0; lane < n; ++lane) {
+      if (ok[lane]) continue;
+      const std::size_t r = r0 + lane;
+      CeProbArgs<T> ra = a;
+      ra.x = a.x + r * C;
+      ra.target = a.target + r * C;
+      ra.row_loss = a.row_loss != nullptr ? a.row_loss + r : nullptr;
+      ra.dx = a.dx != nullptr ? a.dx + r * C : nullptr;
+      ra.dloss = a.dloss != nullptr ? a.dloss + r : nullptr;
+      scalar_table<T>().ce_prob(ra, Block{1, C, 1, 1});
+    }
+    if (a.dx != nullptr) tile_store(tile, C, n, fast, all ? nullptr : ok, a.dx + r0 * C);
+  }
+}
+
+// Probability targets, q[c] = t[c] (1 - eps) + eps / C, c[c] = w[c] q[c], Q = sum_c c[c]:
+//   loss_row = sum_c c[c] (lse - x[c]) = Q log S - sum_c c[c] (x[c] - m)   (both terms >= 0 for c >= 0)
+//   dx[c]    = g (p[c] Q - c[c]) = exp(x[c] - m) (g Q / S) - g c[c]
+// Rows in cache with a gradient take one exp per value (ce_index_one_exp's scheme), unless dx
+// aliases the target, which the scaling pass still reads; longer rows read x and t once for the
+// sums (row_stats) and once for the gradient. A row the vector sums decline (a NaN, an infinite
+// logit, a non-finite coefficient) runs the scalar twin, whose NaN for a -inf logit is PyTorch's.
+template <class T>
+void ce_prob(const CeProbArgs<T>& a, Block b) noexcept {
+  const auto& scalar = scalar_table<T>();
+  if (b.stride != 1 || b.C == 0) return scalar.ce_prob(a, b);
+  if (b.C <= kSmallC) return ce_prob_small(a, b.n_outer, b.C);
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t C = b.C;
+  const double eps = a.smoothing;
+  const bool stream = a.dx != nullptr && stream_rows<T>(C);
+  const bool one_exp = XENT_PROB_ONE_EXP && a.dx != nullptr && one_exp_rows<T>(C) && a.dx != a.target;
+  for (std::size_t r = 0; r < b.n_outer; ++r) {
+    const T* xr = a.x + r * C;
+    T* dxr = a.dx != nullptr ? a.dx + r * C : nullptr;
+    const Coefs<T> k{a.weight, a.target + r * C, 1 - eps, eps / static_cast<double>(C)};
+    auto row_scalar = [&] {
+      if (stream) hwy::FlushStream();
+      CeProbArgs<T> ra = a;
+      ra.x = xr;
+      ra.target = k.t;
+      ra.row_loss = a.row_loss != nullptr ? a.row_loss + r : nullptr;
+      ra.dx = dxr;
+      ra.dloss = a.dloss != nullptr ? a.dloss + r : nullptr;
+      scalar.ce_prob(ra, Block{1, C, 1, 1});
+    };
+    double m, S, A, Q;
+    if (one_exp) {
+      T mt;
+      if (!row_max(xr, C, &mt) || !row_coef_sums(xr, C, k, mt, &A, &Q)) {
+        row_scalar();
+        continue;
+      }
+      m = static_cast<double>(mt);
+      S = exp_store_sum(xr, dxr, C, mt);
+    } else {
+      RowStats st;
+      if (!row_stats<T, true>(xr, C, &k, &st)) {
+        row_scalar();
+        continue;
+      }
+      m = st.m;
+      S = st.s;
+      A = st.wx;
+      Q = st.wsum;
+    }
+    if (a.row_loss != nullptr) a.row_loss[r] = Q * std::log(S) - A;
+    if (dxr == nullptr) continue;
+    const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(a.dloss[r]) : a.dloss_scale;
+    const T scale = static_cast<T>(g * Q / S), gb = static_cast<T>(g);
+    if (one_exp) {
+      ce_grad_row(dxr, C, false, dxr, k, [](V e) HWY_ATTR { return e; }, scale, gb);
+    } else {
+      const V vm = hn::Set(d, static_cast<T>(m));
+      ce_grad_row(dxr, C, stream, xr, k, [&](V v) HWY_ATTR { return exp_diff<kExactOut>(d, v, vm); }, scale, gb);
+    }
+  }
+  if (stream) hwy::FlushStream();
+}
+
+// Split rows with coefficients (kernels.h chunk_sums / chunk_ce_grad): row_stats<T, true> and
+// ce_grad_row on one run; a run the vector sums decline gets the scalar twin's sums, which the
+// front end sees are not finite.
+template <class T>
+void chunk_sums(const T* x, const Coefs<T>& k, std::size_t n, ChunkSums* out) noexcept {
+  RowStats st;
+  if (n != 0 && row_stats<T, true>(x, n, &k, &st)) {
+    out->m = st.m;
+    out->s = st.s;
+    out->a = st.wx;
+    out->q = st.wsum;
+    return;
+  }
+  scalar_table<T>().chunk_sums(x, k, n, out);
+}
+
+template <class T>
+void chunk_ce_grad(const T* x, const Coefs<T>& k, T* dx, std::size_t n, double m, double scale, double gb) noexcept {
+  if (n == 0) return;
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const bool stream = stream_rows<T>(n);
+  const V vm = hn::Set(d, static_cast<T>(m));
+  ce_grad_row(dx, n, stream, x, k, [&](V v) HWY_ATTR { return exp_diff<kExactOut>(d, v, vm); }, static_cast<T>(scale),
+              static_cast<T>(gb));
   if (stream) hwy::FlushStream();
 }
 
@@ -1670,6 +1895,8 @@ KernelTable<T> make_table() {
   t.chunk_exp_scale = &chunk_exp_scale<T>;
   t.chunk_shift = &chunk_shift<T>;
   t.chunk_dot = &chunk_dot<T>;
+  t.chunk_sums = &chunk_sums<T>;
+  t.chunk_ce_grad = &chunk_ce_grad<T>;
   t.chunk_softmax_bwd = &chunk_softmax_bwd<T>;
   t.chunk_log_softmax_bwd = &chunk_log_softmax_bwd<T>;
   t.softmax_bwd = &softmax_bwd<T>;
@@ -1679,6 +1906,7 @@ KernelTable<T> make_table() {
   t.ce_index_i64 = &ce_index<T, std::int64_t>;
   t.nll_i32 = &nll<T, std::int32_t>;
   t.nll_i64 = &nll<T, std::int64_t>;
+  t.ce_prob = &ce_prob<T>;
   t.bce = &bce<T>;
   t.bce_logits = &bce_logits<T>;
   t.count_kept_i32 = &count_kept<std::int32_t>;

@@ -100,6 +100,32 @@ void chunk_shift(const T* x, T* y, std::size_t n, double m, double shift) noexce
   for (std::size_t c = 0; c < n; ++c) y[c] = static_cast<T>((static_cast<double>(x[c]) - m) - shift);
 }
 
+// c[k] of kernels.h Coefs, in double.
+template <class T>
+inline double coef_at(const Coefs<T>& k, std::size_t c) {
+  const double q = k.t ? static_cast<double>(k.t[c]) * k.keep + k.u : 1.0;
+  return k.w ? static_cast<double>(k.w[c]) * q : q;
+}
+
+template <class T>
+void chunk_sums(const T* x, const Coefs<T>& k, std::size_t n, ChunkSums* out) noexcept {
+  ChunkSums r;
+  r.m = row_max(x, n, 1);
+  r.s = r.m == -kInf ? 0.0 : row_sum_exp(x, n, 1, r.m);
+  for (std::size_t c = 0; c < n; ++c) {
+    const double cc = coef_at(k, c);
+    r.a += cc * (static_cast<double>(x[c]) - r.m);
+    r.q += cc;
+  }
+  *out = r;
+}
+
+template <class T>
+void chunk_ce_grad(const T* x, const Coefs<T>& k, T* dx, std::size_t n, double m, double scale, double gb) noexcept {
+  for (std::size_t c = 0; c < n; ++c)
+    dx[c] = static_cast<T>(std::exp(static_cast<double>(x[c]) - m) * scale - gb * coef_at(k, c));
+}
+
 template <class T>
 double chunk_dot(const T* a, const T* b, std::size_t n) noexcept {
   double s = 0;
@@ -193,8 +219,10 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
       const double g = a.dloss ? a.dloss_scale * static_cast<double>(a.dloss[ro]) : a.dloss_scale;
       const double k_hard = (1 - eps) * wt, k_soft = eps / static_cast<double>(C);
       for (std::size_t c = 0; c < C; ++c) {
+        const bool is_t = static_cast<std::int64_t>(c) == t;
         double p = std::exp(static_cast<double>(x[c * s]) - lse);
-        double d = k_hard * (p - (static_cast<std::int64_t>(c) == t ? 1.0 : 0.0));
+        // p[t] - 1 as expm1(x[t] - lse): no cancellation as p[t] -> 1.
+        double d = k_hard * (is_t ? std::expm1(static_cast<double>(x[c * s]) - lse) : p);
         if (eps > 0) {
           double wc = a.weight ? static_cast<double>(a.weight[c]) : 1.0;
           d += k_soft * (p * a.weight_sum - wc);
@@ -336,6 +364,8 @@ KernelTable<T> make_table() {
   k.chunk_exp_scale = chunk_exp_scale<T>;
   k.chunk_shift = chunk_shift<T>;
   k.chunk_dot = chunk_dot<T>;
+  k.chunk_sums = chunk_sums<T>;
+  k.chunk_ce_grad = chunk_ce_grad<T>;
   k.chunk_softmax_bwd = chunk_softmax_bwd<T>;
   k.chunk_log_softmax_bwd = chunk_log_softmax_bwd<T>;
   k.softmax_bwd = softmax_bwd<T>;

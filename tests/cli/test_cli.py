@@ -12,6 +12,7 @@ byte-level cases (test_npy.cc).
 Usage: test_cli.py path/to/xent      (exit 0 pass, 1 fail, 77 skip)
 """
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -493,6 +494,20 @@ def test_errors():
         os.chmod(ro, 0o700)
 
 
+def test_bench_options():
+    """`xent bench` cross-entropy options: JSON fields, minimal bytes, usage errors (exit 2)."""
+    p = run_ok("bench", "cross-entropy", "--shape", "6,5", "--pass", "fwd+bwd", "--target", "prob",
+               "--label-smoothing", "0.1", "--weight", "--reps", "1", "--no-copy", "--json")
+    r = json.loads(p.stdout)
+    check(r["target"] == "prob" and r["label_smoothing"] == 0.1 and r["weighted"] is True, f"bench json {r}")
+    check(r["bytes"] == 4 * (3 * 6 * 5 + 5), f"bench bytes {r['bytes']}: logits, targets, dlogits, weights")
+    for args, frag in [(["nll", "--target", "prob"], ["prob", "nll"]), (["cross-entropy", "--target", "x"], ["index or prob"]),
+                       (["cross-entropy", "--label-smoothing", "1.5"], ["[0, 1]", "1.5"]),
+                       (["cross-entropy", "--label-smoothing", "nan"], ["[0, 1]"]),
+                       (["softmax", "--label-smoothing", "0"], ["cross-entropy"]), (["bce", "--weight"], ["--weight"])]:
+        fails(2, ["bench", *args, "--shape", "4,3", "--reps", "1", "--no-copy"], frag, outputs=())
+
+
 # --- help and explain -----------------------------------------------------------------------------
 
 def test_help():
@@ -553,7 +568,7 @@ def test_explain():
 def main():
     try:
         for t in [test_softmax_family, test_cross_entropy, test_nll, test_bce, test_oracles_against_torch,
-                  test_determinism_across_threads, test_layout_conversions, test_errors, test_help, test_explain]:
+                  test_determinism_across_threads, test_layout_conversions, test_errors, test_bench_options, test_help, test_explain]:
             before = len(FAILURES)
             t()
             print(f"{t.__name__}: {'ok' if len(FAILURES) == before else 'FAILED'}")
