@@ -11,6 +11,7 @@
 // NaN and an infinity the same infinity.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -329,6 +330,175 @@ TEST_P(SimdVsScalar, CrossEntropy) {
     // if the NaN is seen before the zero fill; the +inf row (4) has label smoothing.
     cross_entropy_case<float, std::int64_t>(this, 7, C, Fill::kUniform, true, CeOpts{false, 0, true}, 1);
     cross_entropy_case<double, std::int32_t>(this, 7, C, Fill::kMasked, true, CeOpts{true, 0.1, true}, 1);
+  }
+}
+
+// |v|, or 0 where v is not finite (such outputs are compared exactly, not within a scale).
+template <class T>
+double finite_abs(T v) {
+  return std::isfinite(static_cast<double>(v)) ? std::fabs(static_cast<double>(v)) : 0.0;
+}
+
+// Probability targets: q = t (1 - eps) + eps / C, loss = -sum_c w[c] q[c] (x[c] - lse),
+// dx = g (p[c] Q - w[c] q[c]) with Q = sum_c w[c] q[c].
+struct ProbOpts {
+  bool weight = false;
+  double eps = 0;
+};
+
+// Targets for rows of C: mostly non-negative rows normalised to sum 1; every fifth row
+// unnormalised (sum 3), every seventh with zeros at about half its classes, every eleventh all
+// zero. Where a row of x is -inf, rows r % 4 == 1 put target 0 there (loss NaN without smoothing,
+// -inf * 0, as in PyTorch), rows r % 4 == 3 a positive target (loss +inf).
+template <class T>
+std::vector<T> make_prob_targets(const std::vector<T>& x, std::int64_t N, std::int64_t C, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  const std::size_t Cs = static_cast<std::size_t>(C);
+  std::vector<T> t(x.size());
+  for (std::size_t r = 0; r < static_cast<std::size_t>(N); ++r) {
+    T* row = t.data() + r * Cs;
+    const T* xr = x.data() + r * Cs;
+    double sum = 0;
+    for (std::size_t c = 0; c < Cs; ++c) {
+      double v = u(rng);
+      if (r % 7 == 2 && u(rng) < 0.5) v = 0;
+      if (r % 11 == 6) v = 0;
+      if (std::isinf(static_cast<double>(xr[c])) && xr[c] < 0) {
+        if (r % 4 == 1) v = 0;
+        if (r % 4 == 3 && v == 0) v = 0.5;
+      }
+      row[c] = static_cast<T>(v);
+      sum += static_cast<double>(row[c]);
+    }
+    const double norm = r % 5 == 4 ? 3.0 : 1.0;
+    if (sum > 0)
+      for (std::size_t c = 0; c < Cs; ++c) row[c] = static_cast<T>(static_cast<double>(row[c]) * norm / sum);
+  }
+  return t;
+}
+
+template <class T>
+void prob_case(SimdVsScalar* t, std::int64_t N, std::int64_t C, Fill fill, bool specials, ProbOpts po,
+               std::size_t offset = 0) {
+  SCOPED_TRACE(type_name<T>() + " cross_entropy (probabilities) [" + std::to_string(N) + ", " + std::to_string(C) +
+               "] fill " + std::to_string(static_cast<int>(fill)) + (specials ? " with special rows" : "") + " weight " +
+               std::to_string(po.weight) + " eps " + std::to_string(po.eps) + " offset " + std::to_string(offset));
+  const std::vector<T> x0 = make_rows<T>(N, C, fill, static_cast<std::uint64_t>(N * 29 + C), specials);
+  const std::vector<T> tg0 = make_prob_targets(x0, N, C, static_cast<std::uint64_t>(C * 3 + 1));
+  const std::size_t n = x0.size(), Ns = static_cast<std::size_t>(N), Cs = static_cast<std::size_t>(C);
+  // offset shifts every pointer (x, target, weight, dloss, loss, dx) off its natural alignment.
+  auto shifted = [&](const std::vector<T>& v) {
+    std::vector<T> s(v.size() + offset, T(0));
+    std::copy(v.begin(), v.end(), s.begin() + static_cast<std::ptrdiff_t>(offset));
+    return s;
+  };
+  const std::vector<T> xs = shifted(x0), ts = shifted(tg0);
+  std::mt19937_64 rng(static_cast<std::uint64_t>(C * 7 + N));
+  std::vector<T> w0(Cs, T(1));
+  if (po.weight)
+    for (auto& v : w0) v = static_cast<T>(0.25 + static_cast<double>(rng() % 1000) / 400.0);
+  std::vector<T> dl0(Ns);
+  for (auto& v : dl0) v = static_cast<T>(0.5 + static_cast<double>(rng() % 100) / 50.0);
+  const std::vector<T> ws = shifted(w0), dls = shifted(dl0);
+  CrossEntropyOptions o;
+  if (po.weight) o.weight = ConstTensorView(ws.data() + offset, Shape{C});
+  o.label_smoothing = po.eps;
+  o.reduction = Reduction::kNone;
+  const Shape sh{N, C}, rs{N};
+  const T* x = xs.data() + offset;
+  const ConstTensorView tv(ts.data() + offset, sh);
+  const ConstTensorView dlv(dls.data() + offset, rs);
+  std::vector<T> loss[2], dx[2], dxf[2], lossf[2];
+  t->both([&](bool simd) {
+    const int k = simd ? 0 : 1;
+    loss[k].assign(Ns + offset, T(-7));
+    dx[k].assign(n + offset, T(-7));
+    dxf[k].assign(n + offset, T(-7));
+    lossf[k].assign(Ns + offset, T(-7));
+    ASSERT_TRUE(cross_entropy_forward({x, sh}, tv, o, {loss[k].data() + offset, rs}).ok());
+    ASSERT_TRUE(cross_entropy_backward({x, sh}, tv, o, dlv, {dx[k].data() + offset, sh}).ok());
+    ASSERT_TRUE(cross_entropy_fused({x, sh}, tv, o, {lossf[k].data() + offset, rs}, {dxf[k].data() + offset, sh}).ok());
+    if (simd) {  // in place: dinput aliases input; must equal the out-of-place result bit for bit
+      std::vector<T> inplace = xs, l(Ns + offset, T(-7));
+      ASSERT_TRUE(cross_entropy_fused({inplace.data() + offset, sh}, tv, o, {l.data() + offset, rs},
+                                      {inplace.data() + offset, sh})
+                      .ok());
+      std::copy(dxf[0].begin(), dxf[0].begin() + static_cast<std::ptrdiff_t>(offset), inplace.begin());  // padding
+      EXPECT_TRUE(same_bits(inplace, dxf[0])) << "in-place fused gradient (probabilities)";
+      EXPECT_TRUE(same_bits(l, lossf[0])) << "in-place fused loss (probabilities)";
+    }
+  });
+  auto strip = [&](const std::vector<T>& v) { return std::vector<T>(v.begin() + static_cast<std::ptrdiff_t>(offset), v.end()); };
+  for (int k = 0; k < 2; ++k) {
+    loss[k] = strip(loss[k]);
+    dx[k] = strip(dx[k]);
+    dxf[k] = strip(dxf[k]);
+    lossf[k] = strip(lossf[k]);
+  }
+  // Scales: with q[c] = t (1 - eps) + eps / C and Q = sum |w q|, the loss is a sum of terms
+  // |w q| (|x| + |lse|) (plus the row's range for x - max), and each gradient element
+  // g (p Q - w q) cancels between terms of size p Q and |w q|, each carrying u (range + absmax).
+  // The scalar twin adds Q and the loss's C terms in sequence in double (up to C u_double of the
+  // sum; ~1e-13 relative for 20000 equal terms of eps / C), which sumC expresses in units of
+  // the tolerance's 16 ulp(T): it matters for float64 rows only.
+  const double eps = po.eps, uC = eps / static_cast<double>(C);
+  const double sumC = static_cast<double>(C) * 0x1p-53 / (16 * kUlp<T>);
+  std::vector<double> sl(Ns), sd(n), sdf(n);
+  for (std::size_t r = 0; r < Ns; ++r) {
+    const T* xr = x0.data() + r * Cs;
+    const T* tr = tg0.data() + r * Cs;
+    const double rg = 1 + row_range(xr, Cs) + row_absmax(xr, Cs);
+    double Q = 0;
+    std::vector<double> wq(Cs);
+    for (std::size_t c = 0; c < Cs; ++c) {
+      const double q = eps > 0 ? static_cast<double>(tr[c]) * (1 - eps) + uC : static_cast<double>(tr[c]);
+      wq[c] = std::fabs(static_cast<double>(w0[c]) * q);
+      Q += wq[c];
+    }
+    // lse <= max + log C: its size and rounding enter every term.
+    sl[r] = finite_abs(loss[1][r]) +
+            Q * (2 * row_absmax(xr, Cs) + 1 + std::log(static_cast<double>(C))) * (rg + sumC);
+    // p from the scalar fused gradient would be circular; recompute it in double from x.
+    double m = -kInfD;
+    for (std::size_t c = 0; c < Cs; ++c) m = std::max(m, static_cast<double>(xr[c]));
+    double S = 0;
+    if (std::isfinite(m))
+      for (std::size_t c = 0; c < Cs; ++c) S += std::exp(static_cast<double>(xr[c]) - m);
+    for (std::size_t c = 0; c < Cs; ++c) {
+      const std::size_t i = r * Cs + c;
+      const double p = std::isfinite(m) && S > 0 ? std::exp(static_cast<double>(xr[c]) - m) / S : 0.0;
+      const double e = (p * Q + wq[c]) * rg + p * Q * sumC;
+      sd[i] = finite_abs(dx[1][i]) + std::fabs(static_cast<double>(dl0[r])) * e;
+      sdf[i] = finite_abs(dxf[1][i]) + e;
+    }
+  }
+  for (const auto* v : {&sl, &sd, &sdf})  // a NaN scale would fail equal finite values
+    EXPECT_TRUE(std::none_of(v->begin(), v->end(), [](double e) { return std::isnan(e); })) << "NaN tolerance scale";
+  EXPECT_TRUE(close(loss[0], loss[1], sl)) << "cross_entropy_forward (probabilities)";
+  EXPECT_TRUE(close(dx[0], dx[1], sd)) << "cross_entropy_backward (probabilities)";
+  EXPECT_TRUE(close(lossf[0], lossf[1], sl)) << "cross_entropy_fused loss (probabilities)";
+  EXPECT_TRUE(close(dxf[0], dxf[1], sdf)) << "cross_entropy_fused gradient (probabilities)";
+  // Fused and separate passes of one table agree to the same tolerance (the fused loss and the
+  // gradient of sum(loss) are those of forward and of backward with dloss = 1).
+  EXPECT_TRUE(close(lossf[0], loss[0], sl)) << "fused loss vs forward (probabilities), vector table";
+}
+
+TEST_P(SimdVsScalar, ProbabilityTargets) {
+  for (std::int64_t C : row_lengths()) {
+    const std::int64_t N = C <= 64 ? 37 : 5;
+    for (Fill f : {Fill::kUniform, Fill::kWide, Fill::kOffset, Fill::kRamp, Fill::kMasked}) {
+      for (ProbOpts po : {ProbOpts{false, 0}, ProbOpts{true, 0}, ProbOpts{false, 0.1}, ProbOpts{true, 0.1},
+                          ProbOpts{false, 1.0}, ProbOpts{true, 1.0}}) {
+        const bool specials = f == Fill::kUniform || f == Fill::kMasked;
+        prob_case<float>(this, N, C, f, specials, po);
+        prob_case<double>(this, N, C, f, specials, po);
+      }
+    }
+    // Misaligned pointers (offset 1) with special rows.
+    prob_case<float>(this, 7, C, Fill::kMasked, true, ProbOpts{true, 0.1}, 1);
+    prob_case<double>(this, 7, C, Fill::kMasked, true, ProbOpts{true, 0}, 1);
+    prob_case<float>(this, 7, C, Fill::kUniform, true, ProbOpts{false, 0}, 1);
   }
 }
 

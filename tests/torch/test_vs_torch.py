@@ -433,6 +433,44 @@ def gen_threads(g):
            "pos_weight": r.uniform(0.2, 4, (300,)).astype(np.float32)}, {"reduction": "sum"}, threads=True)
 
 
+def gen_long_rows(g):
+    """Few long rows (>= 256 KiB each, fewer than 8 rows): the library splits each row into chunks of
+    65536 values run on several threads. Every loss the split path takes, a -inf block across the
+    first chunk boundary (with target 0 there: NaN loss, gradient finite, as in PyTorch), and the
+    same bits for every thread count; a +inf logit in the second chunk (NaN row)."""
+    r = g.rng
+    C = 70000
+    x = g.logits((2, C), "float32")
+    g.add("long/ce-prob/(2,70000)/w/ls0.1/mean/float32", "cross-entropy", "float32",
+          {"input": x, "target": g.prob_target((2, C), "float32"), "weight": g.class_weight(C, "float32")},
+          {"reduction": "mean", "label_smoothing": 0.1}, threads=True)
+    xm = g.logits((3, C), "float32")
+    xm[1, 65500:65600] = -np.inf
+    xm[2, 66000] = np.inf  # NaN loss and gradient row
+    pm = g.prob_target((3, C), "float32")
+    pm[1, 65500:65600] = 0
+    pm[0, 65500:65600] = 0
+    g.add("long/ce-prob/(3,70000)/neg-inf-block-target0/pos-inf/none/float32", "cross-entropy", "float32",
+          {"input": xm, "target": pm}, {"reduction": "none"}, threads=True)
+    t = r.integers(0, C, (3,))
+    t[1] = -100
+    g.add("long/ce-idx/(3,70000)/w/ls0.1/ign/none/float32", "cross-entropy", "float32",
+          {"input": g.logits((3, C), "float32"), "target": t, "weight": g.class_weight(C, "float32")},
+          {"reduction": "none", "label_smoothing": 0.1}, threads=True)
+    g.add("long/ce-idx/(2,65537)/ls0.05/mean/float64", "cross-entropy", "float64",
+          {"input": g.logits((2, 65537), "float64"), "target": np.array([0, 65536])},
+          {"reduction": "mean", "label_smoothing": 0.05}, threads=True)
+    g.add("long/ce-prob/(2,65537)/sum/float64", "cross-entropy", "float64",
+          {"input": g.logits((2, 65537), "float64"), "target": g.prob_target((2, 65537), "float64")},
+          {"reduction": "sum", "label_smoothing": 0.0}, threads=True)
+    g.add("long/nll/(2,70000)/w/mean/float32", "nll", "float32",
+          {"input": r.normal(-12, 1, (2, C)).astype(np.float32), "target": np.array([3, C - 1]),
+           "weight": g.class_weight(C, "float32")}, {"reduction": "mean"}, threads=True)
+    g.add("long/nll/(3,65537)/ign/none/float64", "nll", "float64",
+          {"input": r.normal(-12, 1, (3, 65537)), "target": np.array([65536, -100, 0])},
+          {"reduction": "none"}, threads=True)
+
+
 def gen_errors(g):
     """Inputs PyTorch refuses; xent must exit 2. Each is checked to raise in torch too."""
     f64 = "float64"
@@ -489,6 +527,7 @@ def build_cases(seed):
     gen_bce(g)
     gen_bce_logits(g)
     gen_threads(g)
+    gen_long_rows(g)
     gen_errors(g)
     return g.cases
 
