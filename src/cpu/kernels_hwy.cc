@@ -3,8 +3,10 @@
 //
 // N = rows, C = classes; a row is C contiguous values (Block stride 1). Each table starts as a copy
 // of the scalar table (kernels_scalar.cc) and replaces the entries written here; anything not
-// vectorised (strided rows, rows with +-inf max or NaN, label smoothing rows with -inf) runs the
-// scalar twin on that row, so edge cases have exactly the scalar semantics.
+// vectorised (rows with +-inf max or NaN, rows with -inf under label smoothing or probability
+// targets) runs the scalar twin on that row, so edge cases have exactly the scalar semantics.
+// Blocks with stride != 1 (class dim not last) go to kernels_strided-inl.h, one lane per row
+// (logsumexp backward, NLL and probability targets keep the scalar twin there).
 //
 // Shape of the work, per contiguous row:
 //   pass 1 (row_stats): one read of the row from memory, in chunks of kChunkBytes that stay in L1:
@@ -901,6 +903,9 @@ void logsumexp_small(const T* x, T* lse, std::size_t rows, std::size_t C) {
   }
 }
 
+// Blocks with stride != 1 (class dimension not last): strided_softmax_fwd, strided_ce_index, ...
+#include "cpu/kernels_strided-inl.h"
+
 // ---------------------------------------------------------------------------------------------
 // softmax family
 
@@ -909,7 +914,8 @@ template <class T, bool kLog>
 void softmax_like_fwd(const T* x, T* y, Block b) noexcept {
   const auto& scalar = scalar_table<T>();
   const auto scalar_fn = kLog ? scalar.log_softmax_fwd : scalar.softmax_fwd;
-  if (b.stride != 1 || b.C == 0) return scalar_fn(x, y, b);
+  if (b.C == 0) return scalar_fn(x, y, b);
+  if (b.stride != 1) return strided_softmax_like_fwd<T, kLog>(x, y, b);
   if (b.C <= kSmallC) return softmax_small(x, y, b.n_outer, b.C, kLog);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
@@ -961,7 +967,8 @@ void log_softmax_fwd(const T* x, T* y, Block b) noexcept { softmax_like_fwd<T, t
 template <class T>
 void logsumexp_fwd(const T* x, T* lse, Block b) noexcept {
   const auto& scalar = scalar_table<T>();
-  if (b.stride != 1 || b.C == 0) return scalar.logsumexp_fwd(x, lse, b);
+  if (b.C == 0) return scalar.logsumexp_fwd(x, lse, b);
+  if (b.stride != 1) return strided_logsumexp_fwd(x, lse, b);
   if (b.C <= kSmallC) return logsumexp_small(x, lse, b.n_outer, b.C);
   const std::size_t C = b.C;
   for (std::size_t r = 0; r < b.n_outer; ++r) {
@@ -1054,7 +1061,8 @@ void chunk_log_softmax_bwd(const T* y, const T* dy, T* dx, std::size_t n, double
 template <class T>
 void softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
   const auto& scalar = scalar_table<T>();
-  if (b.stride != 1 || b.C == 0) return scalar.softmax_bwd(y, dy, dx, b);
+  if (b.C == 0) return scalar.softmax_bwd(y, dy, dx, b);
+  if (b.stride != 1) return strided_softmax_bwd(y, dy, dx, b);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t C = b.C;
@@ -1071,7 +1079,8 @@ void softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
 template <class T>
 void log_softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
   const auto& scalar = scalar_table<T>();
-  if (b.stride != 1 || b.C == 0) return scalar.log_softmax_bwd(y, dy, dx, b);
+  if (b.C == 0) return scalar.log_softmax_bwd(y, dy, dx, b);
+  if (b.stride != 1) return strided_log_softmax_bwd(y, dy, dx, b);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t C = b.C;
@@ -1454,7 +1463,8 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
     if constexpr (sizeof(I) == 4) return scalar.ce_index_i32;
     else return scalar.ce_index_i64;
   }();
-  if (b.stride != 1 || b.C == 0) return scalar_fn(a, b);
+  if (b.C == 0) return scalar_fn(a, b);
+  if (b.stride != 1) return strided_ce_index(a, b);
   if (b.C <= kSmallC) return ce_index_small(a, b.n_outer, b.C, scalar_fn);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
