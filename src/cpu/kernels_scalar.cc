@@ -26,6 +26,20 @@ inline void for_rows(const Block& b, F&& fn) {
     for (std::size_t i = 0; i < b.n_inner; ++i, ++dense) fn(o * b.C * b.stride + i, o * b.stride + i, dense);
 }
 
+// Neumaier's compensated sum: the coefficient sums of probability targets and label smoothing add
+// C terms of one sign, often of equal size (eps / C), where a plain double sum drifts by up to
+// C u; this keeps them within a few u whatever C.
+struct CompensatedSum {
+  double s = 0, comp = 0;
+  void add(double v) {
+    const double t = s + v;
+    comp += std::fabs(s) >= std::fabs(v) ? (s - t) + v : (v - t) + s;
+    s = t;
+  }
+  // A non-finite sum is the plain sum's (the compensation is NaN once an infinity is added).
+  double total() const { return std::isfinite(s) ? s + comp : s; }
+};
+
 // Maximum of a row; NaN if any element is NaN; -inf for an empty row.
 template <class T>
 inline double row_max(const T* x, std::size_t C, std::size_t s) {
@@ -206,12 +220,12 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
     if (a.row_loss) {
       double loss = wt * (lse - static_cast<double>(x[t * s]));
       if (eps > 0) {
-        double smooth = 0;
+        CompensatedSum smooth;
         for (std::size_t c = 0; c < C; ++c) {
           double wc = a.weight ? static_cast<double>(a.weight[c]) : 1.0;
-          smooth += wc * (lse - static_cast<double>(x[c * s]));
+          smooth.add(wc * (lse - static_cast<double>(x[c * s])));
         }
-        loss = (1 - eps) * loss + (eps / static_cast<double>(C)) * smooth;
+        loss = (1 - eps) * loss + (eps / static_cast<double>(C)) * smooth.total();
       }
       a.row_loss[dense] = loss;
     }
@@ -267,17 +281,18 @@ void ce_prob(const CeProbArgs<T>& a, Block b) noexcept {
     const T* t = a.target + xo;
     const double lse = row_lse(x, C, s);
     if (a.row_loss) {
-      double loss = 0;
+      CompensatedSum loss;
       for (std::size_t c = 0; c < C; ++c) {
         double wc = a.weight ? static_cast<double>(a.weight[c]) : 1.0;
-        loss -= ((static_cast<double>(x[c * s]) - lse) * q(t, c)) * wc;
+        loss.add(-((static_cast<double>(x[c * s]) - lse) * q(t, c)) * wc);
       }
-      a.row_loss[dense] = loss;
+      a.row_loss[dense] = loss.total();
     }
     if (a.dx) {
       const double g = a.dloss ? a.dloss_scale * static_cast<double>(a.dloss[ro]) : a.dloss_scale;
-      double wq = 0;
-      for (std::size_t c = 0; c < C; ++c) wq += (a.weight ? static_cast<double>(a.weight[c]) : 1.0) * q(t, c);
+      CompensatedSum wq_sum;
+      for (std::size_t c = 0; c < C; ++c) wq_sum.add((a.weight ? static_cast<double>(a.weight[c]) : 1.0) * q(t, c));
+      const double wq = wq_sum.total();
       for (std::size_t c = 0; c < C; ++c) {
         double wc = a.weight ? static_cast<double>(a.weight[c]) : 1.0;
         double p = std::exp(static_cast<double>(x[c * s]) - lse);
