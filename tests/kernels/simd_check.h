@@ -138,4 +138,16 @@ class IsaVsScalar : public ::testing::TestWithParam<std::string> {
   }
 };
 
+
+// A test parameterised by a kernel set's name that runs under that set; restores the automatic
+// choice and thread count afterwards.
+class UnderIsa : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { ASSERT_TRUE(set_isa(GetParam()).ok()); }
+  void TearDown() override {
+    set_isa("auto").ignore_error();
+    set_num_threads(0);
+  }
+};
+
 }  // namespace xent::simd_check

@@ -538,14 +538,7 @@ INSTANTIATE_TEST_SUITE_P(Isa, SimdVsScalar, ::testing::ValuesIn(simd_isas()),
 // ---------------------------------------------------------------------------------------------
 // Same bits for 1, 2 and 7 threads, every ISA.
 
-class ThreadBits : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override { ASSERT_TRUE(set_isa(GetParam()).ok()); }
-  void TearDown() override {
-    set_isa("auto").ignore_error();
-    set_num_threads(0);
-  }
-};
+class ThreadBits : public UnderIsa {};
 
 template <class T>
 void thread_case(std::int64_t N, std::int64_t C) {

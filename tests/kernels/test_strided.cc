@@ -411,14 +411,7 @@ TEST_P(StridedSimdVsScalar, RowsIndependentOfNeighbours) {
 // Same bits for 1, 2 and 7 threads on a strided layout, every ISA (leaf boundaries fall inside the
 // inner extent, at offsets no vector width divides).
 
-class StridedThreadBits : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override { ASSERT_TRUE(set_isa(GetParam()).ok()); }
-  void TearDown() override {
-    set_isa("auto").ignore_error();
-    set_num_threads(0);
-  }
-};
+class StridedThreadBits : public UnderIsa {};
 
 template <class T>
 void strided_thread_case(const Layout& L) {
