@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-# (op, pass, N, C): the target shapes.
+# (op, pass, N, C): the shapes of the speed targets (docs/performance.md) and the README's table.
 CASES = [
     ("cross-entropy", "fwd+bwd", 4096, 1000),
     ("cross-entropy", "fwd+bwd", 8192, 32000),

@@ -1,4 +1,4 @@
-// idx_fuzz.cc: libFuzzer target for the IDX parser (xent::parse_idx), plain and gzip'd, and for
+// idx_fuzz.cc: libFuzzer target for the IDX parser (xent::io::parse_idx), plain and gzip'd, and for
 // make_labeled_images on what it accepts. Not a test of read_idx_file's file handling.
 //
 // On every accepted input it checks the promises of idx.h: the payload is exactly
@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <utility>
 
-#include "xent/idx.h"
+#include "xent/io/idx.h"
 
 namespace {
 
@@ -27,14 +27,14 @@ int type_size(std::uint8_t t) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  xent::IdxLimits limits;
+  xent::io::IdxLimits limits;
   limits.max_payload_bytes = std::uint64_t{64} << 20;  // keep the fuzzer under its RSS limit
-  auto r = xent::parse_idx(data, size, "fuzz.idx", limits);
+  auto r = xent::io::parse_idx(data, size, "fuzz.idx", limits);
   if (!r.ok()) {
     if (r.status().message().empty()) std::abort();
     return 0;
   }
-  xent::IdxArray& a = r.value();
+  xent::io::IdxArray& a = r.value();
   const int es = type_size(a.type);
   if (es == 0 || a.dims.empty() || a.dims.size() > 255) std::abort();
   std::uint64_t count = 1;
@@ -53,12 +53,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // real label file of N entries holds N bytes; cap N so the harness itself stays small.)
   if (a.type == 0x08 && (a.dims.size() == 2 || a.dims.size() == 3) && a.dims[0] <= (1 << 16)) {
     const std::int64_t n = a.dims[0];
-    xent::IdxArray labels;
+    xent::io::IdxArray labels;
     labels.type = 0x08;
     labels.dims = {n};
-    labels.payload = xent::ByteBuffer(static_cast<std::size_t>(n));
+    labels.payload = xent::io::ByteBuffer(static_cast<std::size_t>(n));
     for (std::int64_t i = 0; i < n; ++i) labels.payload.data()[i] = static_cast<std::uint8_t>(i % 10);
-    auto set = xent::make_labeled_images(std::move(a), "images", std::move(labels), "labels");
+    auto set = xent::io::make_labeled_images(std::move(a), "images", std::move(labels), "labels");
     if (set.ok()) {
       if (set->n != n || static_cast<std::int64_t>(set->labels.size()) != n) std::abort();
       // features() = height * width must not overflow (callers size models by it), even when n = 0.

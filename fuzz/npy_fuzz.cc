@@ -1,4 +1,4 @@
-// npy_fuzz.cc: libFuzzer target for the .npy parser (xent::parse_npy). Not a test of read_npy's
+// npy_fuzz.cc: libFuzzer target for the .npy parser (xent::io::parse_npy). Not a test of read_npy's
 // file handling (tests/hardening covers that); only the in-memory parse of hostile bytes.
 //
 // Besides "no crash, no sanitizer report", it checks the parser's promises on every accepted
@@ -11,17 +11,17 @@
 #include <cstring>
 #include <string>
 
-#include "xent/npy.h"
+#include "xent/io/npy.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  xent::NpyReadOptions options;
+  xent::io::NpyReadOptions options;
   options.max_bytes = std::uint64_t{64} << 20;  // keep the fuzzer under its RSS limit
-  auto r = xent::parse_npy(data, size, "fuzz.npy", options);
+  auto r = xent::io::parse_npy(data, size, "fuzz.npy", options);
   if (!r.ok()) {
     if (r.status().message().empty()) std::abort();  // every error must say something
     return 0;
   }
-  const xent::NpyArray& a = r.value();
+  const xent::io::NpyArray& a = r.value();
   std::int64_t numel = 1;
   for (int i = 0; i < a.shape().rank(); ++i) {
     if (a.shape()[i] < 0) std::abort();
@@ -36,9 +36,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   volatile unsigned sink = acc;
   (void)sink;
   // Round trip: what xent writes for this array parses back to the same dtype, shape and bits.
-  std::string file = xent::npy_header(a.dtype(), a.shape());
+  std::string file = xent::io::npy_header(a.dtype(), a.shape());
   file.append(static_cast<const char*>(a.data()), a.nbytes());
-  auto again = xent::parse_npy(file.data(), file.size(), "roundtrip.npy", options);
+  auto again = xent::io::parse_npy(file.data(), file.size(), "roundtrip.npy", options);
   if (!again.ok()) std::abort();
   if (again->dtype() != a.dtype() || again->numel() != a.numel() || again->shape().rank() != a.shape().rank())
     std::abort();

@@ -1,5 +1,6 @@
-// safetensors_fuzz.cc: libFuzzer target for model files: xent::parse_safetensors and
-// xent::parse_model (src/train/model.cc) over hostile bytes. Not a test of load_model's file I/O.
+// safetensors_fuzz.cc: libFuzzer target for model files: xent::io::parse_safetensors
+// (src/io/safetensors.cc) and xent::train::parse_model (src/train/model.cc) over hostile bytes.
+// Not a test of load_model's file I/O.
 //
 // On every accepted input it checks the promises of model.h: the tensors lie inside the file and
 // tile the data section in file order, each holds exactly prod(shape) * sizeof(dtype) bytes, and
@@ -13,7 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "xent/model.h"
+#include "xent/io/safetensors.h"
+#include "xent/train/model.h"
 
 namespace {
 
@@ -30,7 +32,7 @@ std::uint64_t dtype_bytes(const std::string& d) {
   std::abort();
 }
 
-void check_file(const xent::SafetensorsFile& f, const std::uint8_t* data, std::size_t size) {
+void check_file(const xent::io::SafetensorsFile& f, const std::uint8_t* data, std::size_t size) {
   std::uint64_t hlen = 0;
   std::memcpy(&hlen, data, 8);
   std::uint64_t at = 8 + hlen;
@@ -51,11 +53,11 @@ void check_file(const xent::SafetensorsFile& f, const std::uint8_t* data, std::s
   if (at != size) fail("tensors do not cover the data section");
 }
 
-void roundtrip_file(const xent::SafetensorsFile& f, const std::uint8_t* data) {
-  std::vector<xent::SafetensorsTensorRef> refs;
+void roundtrip_file(const xent::io::SafetensorsFile& f, const std::uint8_t* data) {
+  std::vector<xent::io::SafetensorsTensorRef> refs;
   for (const auto& t : f.tensors) refs.push_back({t.name, t.dtype, t.shape, data + t.begin, t.size});
-  std::string bytes = xent::serialize_safetensors(f.metadata, refs);
-  auto again = xent::parse_safetensors(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), "rt");
+  std::string bytes = xent::io::serialize_safetensors(f.metadata, refs);
+  auto again = xent::io::parse_safetensors(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), "rt");
   if (!again.ok()) fail("serialize_safetensors output does not parse");
   if (again->metadata != f.metadata || again->tensors.size() != f.tensors.size()) fail("round trip changed the file");
   // serialize_safetensors lays tensors out in the order given, which is file order here.
@@ -67,7 +69,7 @@ void roundtrip_file(const xent::SafetensorsFile& f, const std::uint8_t* data) {
   }
 }
 
-void check_model(const xent::SoftmaxModel& m) {
+void check_model(const xent::train::SoftmaxModel& m) {
   if (m.features < 1 || m.classes < 2) fail("model with D < 1 or C < 2 accepted");
   std::int64_t dc = 0, hw = 0;
   if (__builtin_mul_overflow(m.features, m.classes, &dc) || m.weight.size() != static_cast<std::size_t>(dc))
@@ -82,7 +84,7 @@ void check_model(const xent::SoftmaxModel& m) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  auto f = xent::parse_safetensors(data, size, "fuzz.safetensors");
+  auto f = xent::io::parse_safetensors(data, size, "fuzz.safetensors");
   if (!f.ok()) {
     if (f.status().message().empty()) fail("empty error message");
     return 0;
@@ -90,14 +92,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check_file(*f, data, size);
   roundtrip_file(*f, data);
 
-  auto m = xent::parse_model(data, size, "fuzz.safetensors");
+  auto m = xent::train::parse_model(data, size, "fuzz.safetensors");
   if (!m.ok()) {
     if (m.status().message().empty()) fail("empty error message");
     return 0;
   }
   check_model(*m);
-  std::string bytes = xent::serialize_model(*m);
-  auto again = xent::parse_model(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), "rt");
+  std::string bytes = xent::train::serialize_model(*m);
+  auto again = xent::train::parse_model(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), "rt");
   if (!again.ok()) fail("serialize_model output does not parse");
   if (again->features != m->features || again->classes != m->classes || again->height != m->height ||
       again->width != m->width || again->class_names != m->class_names || again->info != m->info)

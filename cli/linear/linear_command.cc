@@ -18,6 +18,9 @@
 #include "xent/linear_cross_entropy.h"
 
 namespace xent::cli::linear {
+
+using io::NpyArray;
+
 namespace {
 
 struct Args {

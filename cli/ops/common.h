@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "xent/io/npy.h"
 #include "xent/losses.h"
-#include "xent/npy.h"
 #include "xent/tensor.h"
 
 namespace CLI {
@@ -17,6 +17,8 @@ class App;
 }
 
 namespace xent::cli::ops {
+
+using namespace ::xent::io;  // NpyArray, read_npy, write_npy
 
 // Reads a .npy input named by `flag` (e.g. "--input"); any failure throws InputError whose message
 // names the file and what is wrong with it.

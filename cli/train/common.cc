@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "xent/model.h"
+#include "xent/train/model.h"
 
 namespace xent::cli::train {
 

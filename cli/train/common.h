@@ -5,13 +5,17 @@
 #include <string>
 #include <vector>
 
-#include "xent/idx.h"
+#include "xent/io/idx.h"
+#include "xent/train/train.h"
 
 namespace CLI {
 class App;
 }
 
 namespace xent::cli::train {
+
+using namespace ::xent::io;     // LabeledImages, IDX files
+using namespace ::xent::train;  // the trainer and the model
 
 struct DataArgs {
   std::string dir;  // --data

@@ -10,7 +10,7 @@
 #include "cli.h"
 #include "common.h"
 #include "xent/runtime.h"
-#include "xent/train.h"
+#include "xent/train/train.h"
 
 namespace xent::cli::train {
 namespace {

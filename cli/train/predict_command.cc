@@ -10,9 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
-#include "xent/idx.h"
+#include "common.h"
+#include "xent/io/idx.h"
 #include "xent/softmax.h"
-#include "xent/train.h"
+#include "xent/train/train.h"
 
 namespace xent::cli::train {
 namespace {

@@ -15,7 +15,7 @@
 #include "io/atomic_file.h"
 #include "train/plots.h"
 #include "xent/runtime.h"
-#include "xent/train.h"
+#include "xent/train/train.h"
 
 namespace xent::cli::train {
 namespace {

@@ -1,11 +1,11 @@
-// npy.cc: the .npy reader and writer behind include/xent/npy.h.
+// npy.cc: the .npy reader and writer behind include/xent/io/npy.h.
 //
 // Reading is two steps: parse the preamble and header dict into a Header (pure checks over at most
 // kMaxHeaderBytes bytes), then decode exactly the declared number of data bytes into a native,
 // C-order NpyArray (byte-swapping, widening small integer types and transposing Fortran order as
 // needed). read_npy streams a regular file through the same two steps without holding the raw file
 // in memory; parse_npy does it over a caller's buffer. Not here: .npz, memory mapping, pickles.
-#include "xent/npy.h"
+#include "xent/io/npy.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -26,7 +26,7 @@
 
 #include "io/atomic_file.h"
 
-namespace xent {
+namespace xent::io {
 namespace detail {
 
 struct NpyAccess {
@@ -686,4 +686,4 @@ Status write_npy(const std::string& path, ConstTensorView array) {
   return f.commit();
 }
 
-}  // namespace xent
+}  // namespace xent::io

@@ -10,9 +10,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "xent/train.h"
+#include "xent/train/train.h"
 
-namespace xent {
+namespace xent::train {
 namespace {
 
 void scale_plain(const std::uint8_t* in, std::size_t n, float* out) noexcept {
@@ -37,4 +37,4 @@ void scale_pixels(const std::uint8_t* in, std::size_t n, float* out) noexcept {
   else scale_plain(in, n, out);
 }
 
-}  // namespace xent
+}  // namespace xent::train

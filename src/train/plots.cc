@@ -268,7 +268,7 @@ Result<std::string> render_confusion_png(const std::vector<std::int64_t>& confus
   return to_png(*canvas);
 }
 
-Result<std::string> render_predictions_png(const LabeledImages& data, const Evaluation& eval,
+Result<std::string> render_predictions_png(const io::LabeledImages& data, const Evaluation& eval,
                                            const std::vector<std::string>& names, int count) {
   if (data.height < 2 || data.n == 0) return invalid_argument("predictions need 2-D images");
   if (eval.predicted.size() != static_cast<std::size_t>(data.n)) return invalid_argument("evaluation does not match the data");

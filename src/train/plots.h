@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "xent/idx.h"
-#include "xent/model.h"
+#include "xent/io/idx.h"
+#include "xent/train/model.h"
 #include "xent/status.h"
-#include "xent/train.h"
+#include "xent/train/train.h"
 
 namespace xent::train {
 
@@ -20,7 +20,7 @@ Result<std::string> render_curves_png(const std::vector<EpochMetrics>& history);
 Result<std::string> render_confusion_png(const std::vector<std::int64_t>& confusion, const std::vector<std::string>& names);
 // Up to `count` test images with true and predicted labels, mistakes first (as d2l's
 // predict_ch3). Needs 2-D images (height > 1).
-Result<std::string> render_predictions_png(const LabeledImages& data, const Evaluation& eval,
+Result<std::string> render_predictions_png(const io::LabeledImages& data, const Evaluation& eval,
                                            const std::vector<std::string>& names, int count);
 // W[:, c] as an image per class (red positive, blue negative, each class scaled by its max |w|).
 Result<std::string> render_weights_png(const SoftmaxModel& model);
@@ -33,7 +33,7 @@ struct ReportInputs {
   const SoftmaxModel* model = nullptr;
   const std::vector<EpochMetrics>* history = nullptr;
   const Evaluation* test_eval = nullptr;
-  const LabeledImages* test = nullptr;
+  const io::LabeledImages* test = nullptr;
   std::string title;       // e.g. the data directory
   std::string command;     // the command line that produced it
   double load_seconds = 0, train_seconds = 0, total_seconds = 0;

@@ -1,4 +1,4 @@
-// trainer.cc: softmax regression by minibatch SGD (include/xent/train.h): initialisation, the
+// trainer.cc: softmax regression by minibatch SGD (include/xent/train/train.h): initialisation, the
 // epoch loop, evaluation, checkpoints. Matrix products are OpenBLAS sgemm calls, each one
 // single-threaded; parallelism comes from xent's pool over fixed chunks (rows of a batch, slices of
 // the test set), so results do not depend on the thread count. A batch step is one parallel region:
@@ -7,7 +7,7 @@
 //
 // Shapes: N samples, B batch rows, D features (pixels), C classes. X is B x D (row-major),
 // W is D x C, Z and dZ are B x C.
-#include "xent/train.h"
+#include "xent/train/train.h"
 
 #include <cblas.h>
 #include <zlib.h>
@@ -21,13 +21,18 @@
 #include <nlohmann/json.hpp>
 
 #include "io/atomic_file.h"
+#include "xent/io/file.h"
+#include "xent/io/safetensors.h"
 #include "parallel.h"
 #include "train/rng.h"
 #include "xent/losses.h"
 #include "xent/runtime.h"
 #include "xent/softmax.h"
 
-namespace xent {
+namespace xent::train {
+
+using namespace xent::io;  // LabeledImages, safetensors, whole-file read, AtomicFile
+
 namespace {
 
 using json = nlohmann::json;
@@ -499,4 +504,4 @@ Result<TrainState> load_checkpoint(const std::string& path, const TrainOptions& 
   return s;
 }
 
-}  // namespace xent
+}  // namespace xent::train

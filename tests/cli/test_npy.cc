@@ -1,4 +1,4 @@
-// test_npy.cc: the .npy reader and writer (include/xent/npy.h): round trips of every dtype and
+// test_npy.cc: the .npy reader and writer (include/xent/io/npy.h): round trips of every dtype and
 // rank 0..8, NumPy's exact header bytes, conversions (big-endian, Fortran order, small integer
 // types), and every malformed-file case, each error naming the file. Not CLI behaviour (test_cli.py).
 #include <unistd.h>
@@ -11,10 +11,12 @@
 
 #include <gtest/gtest.h>
 
-#include "xent/npy.h"
+#include "xent/io/npy.h"
 
 namespace xent {
 namespace {
+
+using namespace ::xent::io;
 
 // A format-1.0 file: preamble + `dict` padded to a multiple of 64 + '\n', then `data`.
 std::string make_npy(const std::string& dict, const std::string& data = "", int major = 1) {

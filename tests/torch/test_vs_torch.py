@@ -14,7 +14,7 @@ library entry point), and compares the loss and d sum(loss) / d input with torch
 bits. Cases where PyTorch raises must make xent exit 2 with a message on stderr and leave existing
 output files untouched.
 
-What it is not: a unit test of the library (those are the C++ tests against src/reference/), nor a
+What it is not: a unit test of the library (those are the C++ tests against tests/reference/), nor a
 benchmark. It exits 0 when everything matches, 1 listing every failing case with a command line that
 reproduces it, 77 ("SKIPPED: ...") when numpy or torch cannot be imported.
 
@@ -296,8 +296,8 @@ def gen_cross_entropy(g):
                 xp[1, 2] = -np.inf
                 g.add(f"ce/prob-neg-inf-logit/{red}/ls{ls}/{dtype}", "cross-entropy", dtype,
                       {"input": xp, "target": g.prob_target((4, 6), dtype)}, {"reduction": red, "label_smoothing": ls})
-        # Torch 1.13 treats a negative label_smoothing as 0 without a word; the issue asks xent to
-        # refuse anything outside [0, 1] (docs/numerics.md, "Deliberate differences").
+        # Torch 1.13 treats a negative label_smoothing as 0 without a word; xent refuses anything
+        # outside [0, 1] (docs/numerics.md, "Deliberate differences").
         g.add(f"ce/refused-label-smoothing-negative/{dtype}", "cross-entropy", dtype,
               {"input": g.logits((4, 3), dtype), "target": g.rng.integers(0, 3, (4,))},
               {"label_smoothing": -0.1}, expect_error=True, stricter=True)

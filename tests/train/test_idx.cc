@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include "train_test_util.h"
-#include "xent/idx.h"
+#include "xent/io/idx.h"
 
 namespace xent {
 namespace {
+
+using namespace ::xent::io;
 
 using test::gzip_bytes;
 using test::idx_bytes;

@@ -5,10 +5,14 @@
 #include <cstring>
 
 #include "train_test_util.h"
-#include "xent/model.h"
+#include "xent/io/safetensors.h"
+#include "xent/train/model.h"
 
 namespace xent {
 namespace {
+
+using namespace ::xent::io;
+using namespace ::xent::train;
 
 // header JSON + data, laid out by hand.
 std::vector<std::uint8_t> file(const std::string& header, const std::vector<std::uint8_t>& data) {

@@ -12,12 +12,16 @@
 #include <nlohmann/json.hpp>
 
 #include "train_test_util.h"
-#include "xent/model.h"
+#include "xent/io/safetensors.h"
+#include "xent/train/model.h"
 
 extern char** environ;
 
 namespace xent {
 namespace {
+
+using namespace ::xent::io;
+using namespace ::xent::train;
 
 struct Out {
   int code = -1;

@@ -8,10 +8,13 @@
 #include <filesystem>
 
 #include "train_test_util.h"
-#include "xent/train.h"
+#include "xent/train/train.h"
 
 namespace xent {
 namespace {
+
+using namespace ::xent::io;
+using namespace ::xent::train;
 
 TEST(Pixels, ScalingIsExactlyDivisionBy255) {
   std::vector<std::uint8_t> v(256 + 37);

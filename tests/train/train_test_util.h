@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "xent/idx.h"
+#include "xent/io/idx.h"
 
 namespace xent::test {
 
@@ -102,13 +102,13 @@ inline void write_idx_pair(const std::string& dir, const std::string& prefix, co
   write_bytes(dir + "/" + prefix + "-labels-idx1-ubyte" + ext, gz ? gzip_bytes(lab) : lab);
 }
 
-inline LabeledImages to_labeled(const Synthetic& s, int h, int w) {
+inline io::LabeledImages to_labeled(const Synthetic& s, int h, int w) {
   auto img = idx_bytes(0x08, {static_cast<std::uint32_t>(s.labels.size()), static_cast<std::uint32_t>(h),
                               static_cast<std::uint32_t>(w)}, s.pixels);
   auto lab = idx_bytes(0x08, {static_cast<std::uint32_t>(s.labels.size())}, s.labels);
-  auto a = parse_idx(img.data(), img.size(), "images");
-  auto b = parse_idx(lab.data(), lab.size(), "labels");
-  auto li = make_labeled_images(std::move(a).value(), "images", std::move(b).value(), "labels");
+  auto a = io::parse_idx(img.data(), img.size(), "images");
+  auto b = io::parse_idx(lab.data(), lab.size(), "labels");
+  auto li = io::make_labeled_images(std::move(a).value(), "images", std::move(b).value(), "labels");
   return std::move(li).value();
 }
 

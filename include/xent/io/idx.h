@@ -16,28 +16,10 @@
 #include <string_view>
 #include <vector>
 
+#include "xent/io/file.h"
 #include "xent/status.h"
 
-namespace xent {
-
-// An uninitialised, owned byte buffer (large datasets are written once by the decoder, so they are
-// not zero-filled first).
-class ByteBuffer {
- public:
-  ByteBuffer() = default;
-  explicit ByteBuffer(std::size_t n) : ByteBuffer(n, 0) {}
-  // n bytes preceded, in the same allocation, by `front` bytes that front() points at: a decoder
-  // can write a file's header and data in one pass and keep only the data, without a copy.
-  ByteBuffer(std::size_t n, std::size_t front);
-  std::uint8_t* data() noexcept { return p_.get() + front_; }
-  const std::uint8_t* data() const noexcept { return p_.get() + front_; }
-  std::size_t size() const noexcept { return n_; }
-  std::uint8_t* front() noexcept { return p_.get(); }
-
- private:
-  std::unique_ptr<std::uint8_t[]> p_;
-  std::size_t n_ = 0, front_ = 0;
-};
+namespace xent::io {
 
 struct IdxLimits {
   std::uint64_t max_payload_bytes = std::uint64_t{4} << 30;  // larger declared sizes: resource exhausted
@@ -58,8 +40,6 @@ struct IdxArray {
 Result<IdxArray> parse_idx(const std::uint8_t* bytes, std::size_t n, std::string_view name,
                            const IdxLimits& limits = {});
 
-// Reads a whole file into memory (kIoError naming the file when it cannot).
-Result<ByteBuffer> read_file_bytes(const std::string& path);
 Result<IdxArray> read_idx_file(const std::string& path, const IdxLimits& limits = {});
 
 // N images with their labels. Images are (N, H, W) unsigned bytes (an (N, D) file gives H = 1,
@@ -86,4 +66,4 @@ struct IdxDatasetPaths {
 };
 Result<IdxDatasetPaths> find_idx_dataset(const std::string& dir);
 
-}  // namespace xent
+}  // namespace xent::io

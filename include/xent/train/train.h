@@ -24,11 +24,11 @@
 #include <string>
 #include <vector>
 
-#include "xent/idx.h"
-#include "xent/model.h"
+#include "xent/io/idx.h"
 #include "xent/status.h"
+#include "xent/train/model.h"
 
-namespace xent {
+namespace xent::train {
 
 struct TrainOptions {
   int epochs = 10;
@@ -75,7 +75,7 @@ struct TrainCallbacks {
 
 // Trains state.model from epoch state.epochs_done + 1 to options.epochs. Labels must lie in
 // [0, classes); train and test images must have the model's size.
-Status train_softmax_regression(const LabeledImages& train, const LabeledImages& test, const TrainOptions& options,
+Status train_softmax_regression(const io::LabeledImages& train, const io::LabeledImages& test, const TrainOptions& options,
                                 TrainState& state, const TrainCallbacks& callbacks, bool* interrupted);
 
 // logits (n x C) = (pixels / 255) W + b for n images of model.features bytes each.
@@ -89,7 +89,7 @@ struct Evaluation {
   std::vector<std::int32_t> predicted;   // n argmax predictions (ties: lowest class)
   std::vector<float> confidence;         // n softmax probabilities of the predicted class
 };
-Status evaluate_model(const SoftmaxModel& model, const LabeledImages& data, int threads, Evaluation* out);
+Status evaluate_model(const SoftmaxModel& model, const io::LabeledImages& data, int threads, Evaluation* out);
 
 // Checkpoints: a safetensors file with W, b, the momentum buffers, the RNG state and, in the
 // metadata, the epoch, the options that must not change on resume, and the metrics so far.
@@ -100,9 +100,9 @@ Status save_checkpoint(const std::string& path, const TrainState& state, const T
 Result<TrainState> load_checkpoint(const std::string& path, const TrainOptions& options,
                                    const std::string& data_fingerprint);
 // A short string identifying a dataset (counts, shapes, CRC-32 of the labels and pixels).
-std::string dataset_fingerprint(const LabeledImages& train, const LabeledImages& test);
+std::string dataset_fingerprint(const io::LabeledImages& train, const io::LabeledImages& test);
 
 // The pixel scaling the trainer uses: out[i] = in[i] / 255 exactly (correctly rounded float).
 void scale_pixels(const std::uint8_t* in, std::size_t n, float* out) noexcept;
 
-}  // namespace xent
+}  // namespace xent::train

@@ -1,10 +1,9 @@
-// idx.cc: the IDX reader (plain and gzip'd) behind include/xent/idx.h. Every byte is hostile:
+// idx.cc: the IDX reader (plain and gzip'd) behind include/xent/io/idx.h. Every byte is hostile:
 // sizes are checked before anything is allocated, and gzip data is inflated straight into one
 // buffer of the size the (validated) header declares. Not a writer.
-#include "xent/idx.h"
+#include "xent/io/idx.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <libdeflate.h>
@@ -21,19 +20,8 @@
 
 #include <fmt/format.h>
 
-namespace xent {
+namespace xent::io {
 namespace {
-
-constexpr std::size_t kHugePage = std::size_t{2} << 20;
-
-// Large buffers are written once and then read at random rows: transparent huge pages save
-// thousands of page faults and TLB misses. Best effort (ignored where unsupported).
-void advise_huge_pages(void* p, std::size_t n) {
-  if (n < 4 * kHugePage) return;
-  auto begin = (reinterpret_cast<std::uintptr_t>(p) + kHugePage - 1) & ~(kHugePage - 1);
-  auto end = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(kHugePage - 1);
-  if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-}
 
 std::uint32_t be32(const std::uint8_t* p) {
   return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
@@ -393,42 +381,12 @@ std::optional<ByteBuffer> read_whole_gzip(int fd, std::uint64_t total, std::stri
 
 }  // namespace
 
-ByteBuffer::ByteBuffer(std::size_t n, std::size_t front)
-    : p_(n + front ? new std::uint8_t[n + front] : nullptr), n_(n), front_(front) {
-  if (n) advise_huge_pages(p_.get(), n + front);
-}
-
 Result<IdxArray> parse_idx(const std::uint8_t* bytes, std::size_t n, std::string_view name, const IdxLimits& limits) {
   if (n >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b) {
     if (auto fast = inflate_whole(bytes, n, n, name, limits)) return std::move(*fast);
   }
   MemorySource src(bytes, n);
   return parse_source(src, n, name, limits);
-}
-
-Result<ByteBuffer> read_file_bytes(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return io_error(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return io_error(fmt::format("{}: not a regular file", path));
-  }
-  ByteBuffer buf(static_cast<std::size_t>(st.st_size));
-  std::size_t done = 0;
-  while (done < buf.size()) {
-    ssize_t r = ::read(fd, buf.data() + done, buf.size() - done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      int e = errno;
-      ::close(fd);
-      return io_error(fmt::format("{}: read failed after {} of {} bytes: {}", path, done, buf.size(),
-                                  r == 0 ? "file shrank while reading" : std::strerror(e)));
-    }
-    done += static_cast<std::size_t>(r);
-  }
-  ::close(fd);
-  return buf;
 }
 
 Result<IdxArray> read_idx_file(const std::string& path, const IdxLimits& limits) {
@@ -538,4 +496,4 @@ Result<IdxDatasetPaths> find_idx_dataset(const std::string& dir) {
   return p;
 }
 
-}  // namespace xent
+}  // namespace xent::io

@@ -13,9 +13,9 @@
 // The writer always writes format 1.0, little-endian, C order. Not a general NumPy loader: no
 // .npz archives, no memory mapping, no pickles.
 //
-//   xent::Result<xent::NpyArray> x = xent::read_npy("logits.npy");
+//   xent::Result<xent::io::NpyArray> x = xent::io::read_npy("logits.npy");
 //   if (!x.ok()) { std::puts(x.status().message().c_str()); return; }
-//   xent::Status s = xent::write_npy("probs.npy", probs_view);
+//   xent::Status s = xent::io::write_npy("probs.npy", probs_view);
 #pragma once
 
 #include <cstddef>
@@ -26,7 +26,7 @@
 #include "xent/status.h"
 #include "xent/tensor.h"
 
-namespace xent {
+namespace xent::io {
 
 namespace detail {
 struct NpyAccess;
@@ -88,4 +88,4 @@ std::string npy_header(DType dtype, const Shape& shape);
 // Writes `array` to `path` atomically: readers see the old file or the complete new one.
 Status write_npy(const std::string& path, ConstTensorView array);
 
-}  // namespace xent
+}  // namespace xent::io

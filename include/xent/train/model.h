@@ -1,0 +1,45 @@
+// model.h: the softmax-regression model (W, b and what describes them) and its file format.
+//
+// Models are safetensors files (xent/io/safetensors.h). xent writes two tensors, "W" (F32, [D, C]) and "b" (F32, [C]), and string
+// metadata ("class_names" as a JSON array, "input_shape", "normalization", "epochs",
+// "test_accuracy", ...). Files are written atomically. parse_model is a pure function over bytes
+// that adds to the container's checks those of a model (W and b dtypes and shapes, metadata).
+// This is not a general model format.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "xent/status.h"
+
+namespace xent::train {
+
+// A linear classifier: logits = x W + b with x the D pixels scaled by `scale` (1/255 for bytes).
+struct SoftmaxModel {
+  std::int64_t features = 0;  // D
+  std::int64_t classes = 0;   // C
+  std::int64_t height = 0, width = 0;  // input image shape (height * width == features)
+  std::vector<float> weight;  // W, D x C row-major
+  std::vector<float> bias;    // b, C
+  std::vector<std::string> class_names;  // C names
+  std::map<std::string, std::string> info;  // extra metadata (epochs, accuracy, options, ...)
+};
+
+// Serialises the model (W, b and metadata) to safetensors bytes.
+std::string serialize_model(const SoftmaxModel& model);
+// Parses a model written by serialize_model (or any safetensors file with F32 "W" [D, C] and "b"
+// [C] and consistent metadata). Pure.
+Result<SoftmaxModel> parse_model(const std::uint8_t* bytes, std::size_t n, std::string_view name);
+// Atomic write / whole-file read.
+Status save_model(const std::string& path, const SoftmaxModel& model);
+Result<SoftmaxModel> load_model(const std::string& path);
+
+// Class names for a dataset: Fashion-MNIST's ten names when `fashion` is true and C == 10,
+// otherwise "0", "1", ...
+std::vector<std::string> default_class_names(std::int64_t classes, bool fashion);
+
+}  // namespace xent::train
