@@ -12,8 +12,7 @@ int main() {
   std::vector<float> logits = {1, 2, 3, 2, 4, 6};
   std::vector<std::int64_t> target = {0, 2};
   float loss = 0;
-  xent::Status s = xent::cross_entropy_forward({logits.data(), {2, 3}}, {target.data(), {2}}, xent::CrossEntropyOptions{},
-                                               {&loss, {}});
+  xent::Status s = xent::cross_entropy_forward({logits, {2, 3}}, {target, {2}}, {}, xent::scalar_view(&loss));
   if (!s.ok()) {
     std::fprintf(stderr, "mean_loss: %s\n", s.to_string().c_str());
     return 1;

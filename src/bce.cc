@@ -29,7 +29,7 @@ Status make_broadcast(ConstTensorView t, const ConstTensorView& input, const cha
     b->simple = true;
     return Status::Ok();
   }
-  XENT_RETURN_IF_ERROR(detail::check_present(t.data, t.shape, what));
+  XENT_RETURN_IF_ERROR(detail::check_present(t, what));
   if (t.dtype != input.dtype)
     return invalid_argument(fmt::format("{} must have the input's dtype {}, found {}", what, dtype_name(input.dtype),
                                         dtype_name(t.dtype)));
@@ -199,20 +199,28 @@ Status do_backward(ConstTensorView input, ConstTensorView target, const BceOptio
 
 Status binary_cross_entropy_forward(ConstTensorView input, ConstTensorView target, const BceOptions& options,
                                     TensorView loss) {
-  return do_forward(input, target, options, false, loss);
+  return detail::guarded("binary_cross_entropy_forward", [&]() -> Status {
+    return do_forward(input, target, options, false, loss);
+  });
 }
 Status binary_cross_entropy_backward(ConstTensorView input, ConstTensorView target, const BceOptions& options,
                                      ConstTensorView dloss, TensorView dinput) {
-  return do_backward(input, target, options, false, dloss, dinput);
+  return detail::guarded("binary_cross_entropy_backward", [&]() -> Status {
+    return do_backward(input, target, options, false, dloss, dinput);
+  });
 }
 Status binary_cross_entropy_with_logits_forward(ConstTensorView input, ConstTensorView target,
                                                 const BceOptions& options, TensorView loss) {
-  return do_forward(input, target, options, true, loss);
+  return detail::guarded("binary_cross_entropy_with_logits_forward", [&]() -> Status {
+    return do_forward(input, target, options, true, loss);
+  });
 }
 Status binary_cross_entropy_with_logits_backward(ConstTensorView input, ConstTensorView target,
                                                  const BceOptions& options, ConstTensorView dloss,
                                                  TensorView dinput) {
-  return do_backward(input, target, options, true, dloss, dinput);
+  return detail::guarded("binary_cross_entropy_with_logits_backward", [&]() -> Status {
+    return do_backward(input, target, options, true, dloss, dinput);
+  });
 }
 
 }  // namespace xent

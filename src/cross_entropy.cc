@@ -93,7 +93,7 @@ Status validate(ConstTensorView input, ConstTensorView target, const Common& o, 
   const std::int64_t C = input.shape[cdim];
 
   if (!o.weight.empty_view()) {
-    XENT_RETURN_IF_ERROR(detail::check_present(o.weight.data, o.weight.shape, "weight"));
+    XENT_RETURN_IF_ERROR(detail::check_present(o.weight, "weight"));
     if (o.weight.dtype != input.dtype)
       return invalid_argument(fmt::format("weight must have the input's dtype {}, found {}", dtype_name(input.dtype),
                                           dtype_name(o.weight.dtype)));
@@ -106,7 +106,7 @@ Status validate(ConstTensorView input, ConstTensorView target, const Common& o, 
   if (o.reduction != Reduction::kNone && o.reduction != Reduction::kMean && o.reduction != Reduction::kSum)
     return invalid_argument("reduction must be none, mean or sum");
 
-  XENT_RETURN_IF_ERROR(detail::check_present(target.data, target.shape, "target"));
+  XENT_RETURN_IF_ERROR(detail::check_present(target, "target"));
   if (is_floating(target.dtype)) {
     if (is_nll)
       return invalid_argument(fmt::format("nll_loss target must hold class indices (int32 or int64), found {}",
@@ -450,36 +450,46 @@ Common common_of(const NllOptions& o) { return {o.weight, o.ignore_index, o.redu
 
 Status cross_entropy_forward(ConstTensorView input, ConstTensorView target, const CrossEntropyOptions& options,
                              TensorView loss) {
-  return do_forward(input, target, common_of(options), false, loss);
+  return detail::guarded("cross_entropy_forward", [&]() -> Status {
+    return do_forward(input, target, common_of(options), false, loss);
+  });
 }
 
 Status cross_entropy_backward(ConstTensorView input, ConstTensorView target, const CrossEntropyOptions& options,
                               ConstTensorView dloss, TensorView dinput) {
-  return do_backward(input, target, common_of(options), false, dloss, dinput);
+  return detail::guarded("cross_entropy_backward", [&]() -> Status {
+    return do_backward(input, target, common_of(options), false, dloss, dinput);
+  });
 }
 
 Status cross_entropy_fused(ConstTensorView input, ConstTensorView target, const CrossEntropyOptions& options,
                            TensorView loss, TensorView dinput) {
-  const Common o = common_of(options);
-  Setup s;
-  XENT_RETURN_IF_ERROR(validate(input, target, o, false, &s));
-  XENT_RETURN_IF_ERROR(detail::check_reduction_output(loss, input.dtype, s.loss_none_shape, o.reduction == Reduction::kNone));
-  XENT_RETURN_IF_ERROR(detail::check_like(dinput, input.dtype, input.shape, "input gradient", "the input"));
-  const double scale = o.reduction == Reduction::kMean ? 1.0 / s.divisor : 1.0;
-  if (input.dtype == DType::kF32)
-    run<float>(s, o, false, input.data, target.data, loss.as<float>(), dinput.as<float>(), nullptr, scale);
-  else
-    run<double>(s, o, false, input.data, target.data, loss.as<double>(), dinput.as<double>(), nullptr, scale);
-  return Status::Ok();
+  return detail::guarded("cross_entropy_fused", [&]() -> Status {
+    const Common o = common_of(options);
+    Setup s;
+    XENT_RETURN_IF_ERROR(validate(input, target, o, false, &s));
+    XENT_RETURN_IF_ERROR(detail::check_reduction_output(loss, input.dtype, s.loss_none_shape, o.reduction == Reduction::kNone));
+    XENT_RETURN_IF_ERROR(detail::check_like(dinput, input.dtype, input.shape, "input gradient", "the input"));
+    const double scale = o.reduction == Reduction::kMean ? 1.0 / s.divisor : 1.0;
+    if (input.dtype == DType::kF32)
+      run<float>(s, o, false, input.data, target.data, loss.as<float>(), dinput.as<float>(), nullptr, scale);
+    else
+      run<double>(s, o, false, input.data, target.data, loss.as<double>(), dinput.as<double>(), nullptr, scale);
+    return Status::Ok();
+  });
 }
 
 Status nll_loss_forward(ConstTensorView input, ConstTensorView target, const NllOptions& options, TensorView loss) {
-  return do_forward(input, target, common_of(options), true, loss);
+  return detail::guarded("nll_loss_forward", [&]() -> Status {
+    return do_forward(input, target, common_of(options), true, loss);
+  });
 }
 
 Status nll_loss_backward(ConstTensorView input, ConstTensorView target, const NllOptions& options,
                          ConstTensorView dloss, TensorView dinput) {
-  return do_backward(input, target, common_of(options), true, dloss, dinput);
+  return detail::guarded("nll_loss_backward", [&]() -> Status {
+    return do_backward(input, target, common_of(options), true, dloss, dinput);
+  });
 }
 
 }  // namespace xent

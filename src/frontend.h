@@ -4,7 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
+#include <new>
 #include <string>
+#include <system_error>
 
 #include <fmt/format.h>
 
@@ -14,15 +17,56 @@
 
 namespace xent::detail {
 
-inline Status check_present(const void* data, const Shape& shape, const char* what) {
+// Runs an entry point's body so that no exception crosses the library boundary: a failed
+// allocation (a scratch vector, a workspace) or a thread that cannot be started becomes a
+// resource-exhausted Status naming the entry point. Kernels never allocate or throw; this catches
+// what the front end's containers and the thread pool may throw. Outputs may then hold partial
+// results (the failure comes after validation).
+// The message itself may not fit in memory then; its fallback is short enough for std::string's
+// inline buffer (no allocation).
+template <class F>
+Status guarded(const char* entry_point, F&& body) noexcept {
+  StatusCode code = StatusCode::kInternal;
+  const char* what = "unexpected exception";
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    code = StatusCode::kResourceExhausted;
+    what = "out of memory";
+  } catch (const std::system_error&) {
+    code = StatusCode::kResourceExhausted;
+    what = "cannot start a thread";
+  } catch (...) {
+  }
+  try {
+    return {code, std::string(entry_point) + ": " + what};
+  } catch (...) {
+    return {code, "out of memory"};
+  }
+}
+
+// The checks every view gets: a valid shape (at most Shape::kMaxDims dims, no negative dim, no
+// overflow), a buffer when there are elements, and no more elements than a buffer of known size
+// holds.
+inline Status check_present(const void* data, const Shape& shape, const char* what,
+                            std::int64_t capacity = kUnknownCapacity) {
+  if (!shape.valid())
+    return invalid_argument(fmt::format("{} has {} dimensions; xent supports at most {}", what, shape.declared_rank(),
+                                        Shape::kMaxDims));
   std::int64_t n = 0;
   if (!shape.numel_checked(&n)) return invalid_argument(fmt::format("{} has an invalid shape {}", what, shape.to_string()));
   if (n > 0 && data == nullptr) return invalid_argument(fmt::format("{} is null but has shape {}", what, shape.to_string()));
+  if (capacity != kUnknownCapacity && n > capacity)
+    return invalid_argument(fmt::format("{} has shape {} ({} elements) but its buffer holds {}", what,
+                                        shape.to_string(), n, capacity));
   return Status::Ok();
+}
+inline Status check_present(ConstTensorView t, const char* what) {
+  return check_present(t.data, t.shape, what, t.capacity);
 }
 
 inline Status check_floating(ConstTensorView t, const char* what) {
-  XENT_RETURN_IF_ERROR(check_present(t.data, t.shape, what));
+  XENT_RETURN_IF_ERROR(check_present(t, what));
   if (!is_floating(t.dtype))
     return invalid_argument(fmt::format("{} must be float32 or float64, found {}", what, dtype_name(t.dtype)));
   return Status::Ok();
@@ -30,7 +74,7 @@ inline Status check_floating(ConstTensorView t, const char* what) {
 
 // `t` must have dtype `dt` and shape `shape`.
 inline Status check_like(ConstTensorView t, DType dt, const Shape& shape, const char* what, const char* like_what) {
-  XENT_RETURN_IF_ERROR(check_present(t.data, t.shape, what));
+  XENT_RETURN_IF_ERROR(check_present(t, what));
   if (t.dtype != dt)
     return invalid_argument(fmt::format("{} must have {}'s dtype {}, found {}", what, like_what, dtype_name(dt), dtype_name(t.dtype)));
   if (t.shape != shape)
@@ -78,7 +122,7 @@ inline std::string position_of(std::int64_t k, const Shape& shape) {
 inline Status check_reduction_output(TensorView loss, DType dt, const Shape& none_shape, int reduction_is_none,
                                      const char* what = "loss") {
   Shape want = reduction_is_none ? none_shape : Shape{};
-  XENT_RETURN_IF_ERROR(check_present(loss.data, loss.shape, what));
+  XENT_RETURN_IF_ERROR(check_present(loss, what));
   if (loss.dtype != dt)
     return invalid_argument(fmt::format("{} must have the input's dtype {}, found {}", what, dtype_name(dt), dtype_name(loss.dtype)));
   if (loss.shape != want)

@@ -130,44 +130,58 @@ void run_lse_backward(const T* x, const T* out, const T* dout, T* dx, const Layo
 
 }  // namespace
 
-Status softmax_forward(ConstTensorView x, std::int64_t dim, TensorView y) { return forward(Op::kSoftmax, x, dim, y); }
+Status softmax_forward(ConstTensorView x, std::int64_t dim, TensorView y) {
+  return detail::guarded("softmax_forward", [&]() -> Status {
+    return forward(Op::kSoftmax, x, dim, y);
+  });
+}
 Status log_softmax_forward(ConstTensorView x, std::int64_t dim, TensorView y) {
-  return forward(Op::kLogSoftmax, x, dim, y);
+  return detail::guarded("log_softmax_forward", [&]() -> Status {
+    return forward(Op::kLogSoftmax, x, dim, y);
+  });
 }
 Status softmax_backward(ConstTensorView y, ConstTensorView dy, std::int64_t dim, TensorView dx) {
-  return backward(Op::kSoftmax, y, dy, dim, dx);
+  return detail::guarded("softmax_backward", [&]() -> Status {
+    return backward(Op::kSoftmax, y, dy, dim, dx);
+  });
 }
 Status log_softmax_backward(ConstTensorView y, ConstTensorView dy, std::int64_t dim, TensorView dx) {
-  return backward(Op::kLogSoftmax, y, dy, dim, dx);
+  return detail::guarded("log_softmax_backward", [&]() -> Status {
+    return backward(Op::kLogSoftmax, y, dy, dim, dx);
+  });
 }
 
 Status logsumexp_forward(ConstTensorView x, std::int64_t dim, TensorView out) {
-  XENT_RETURN_IF_ERROR(detail::check_floating(x, "input"));
-  int d = 0;
-  XENT_RETURN_IF_ERROR(detail::resolve_dim(dim, x.shape.rank(), &d));
-  Shape out_shape = x.shape.rank() == 0 ? Shape{} : x.shape.without(d);
-  XENT_RETURN_IF_ERROR(detail::check_like(out, x.dtype, out_shape, "output", "the input"));
-  Layout L = detail::layout_of(x.shape, d);
-  if (x.dtype == DType::kF32) run_lse_forward(x.as<float>(), out.as<float>(), L);
-  else run_lse_forward(x.as<double>(), out.as<double>(), L);
-  return Status::Ok();
+  return detail::guarded("logsumexp_forward", [&]() -> Status {
+    XENT_RETURN_IF_ERROR(detail::check_floating(x, "input"));
+    int d = 0;
+    XENT_RETURN_IF_ERROR(detail::resolve_dim(dim, x.shape.rank(), &d));
+    Shape out_shape = x.shape.rank() == 0 ? Shape{} : x.shape.without(d);
+    XENT_RETURN_IF_ERROR(detail::check_like(out, x.dtype, out_shape, "output", "the input"));
+    Layout L = detail::layout_of(x.shape, d);
+    if (x.dtype == DType::kF32) run_lse_forward(x.as<float>(), out.as<float>(), L);
+    else run_lse_forward(x.as<double>(), out.as<double>(), L);
+    return Status::Ok();
+  });
 }
 
 Status logsumexp_backward(ConstTensorView x, ConstTensorView out, ConstTensorView dout, std::int64_t dim,
                           TensorView dx) {
-  XENT_RETURN_IF_ERROR(detail::check_floating(x, "input"));
-  int d = 0;
-  XENT_RETURN_IF_ERROR(detail::resolve_dim(dim, x.shape.rank(), &d));
-  Shape out_shape = x.shape.rank() == 0 ? Shape{} : x.shape.without(d);
-  XENT_RETURN_IF_ERROR(detail::check_like(out, x.dtype, out_shape, "logsumexp output", "the input"));
-  XENT_RETURN_IF_ERROR(detail::check_like(dout, x.dtype, out_shape, "output gradient", "the input"));
-  XENT_RETURN_IF_ERROR(detail::check_like(dx, x.dtype, x.shape, "input gradient", "the input"));
-  Layout L = detail::layout_of(x.shape, d);
-  if (x.dtype == DType::kF32)
-    run_lse_backward(x.as<float>(), out.as<float>(), dout.as<float>(), dx.as<float>(), L);
-  else
-    run_lse_backward(x.as<double>(), out.as<double>(), dout.as<double>(), dx.as<double>(), L);
-  return Status::Ok();
+  return detail::guarded("logsumexp_backward", [&]() -> Status {
+    XENT_RETURN_IF_ERROR(detail::check_floating(x, "input"));
+    int d = 0;
+    XENT_RETURN_IF_ERROR(detail::resolve_dim(dim, x.shape.rank(), &d));
+    Shape out_shape = x.shape.rank() == 0 ? Shape{} : x.shape.without(d);
+    XENT_RETURN_IF_ERROR(detail::check_like(out, x.dtype, out_shape, "logsumexp output", "the input"));
+    XENT_RETURN_IF_ERROR(detail::check_like(dout, x.dtype, out_shape, "output gradient", "the input"));
+    XENT_RETURN_IF_ERROR(detail::check_like(dx, x.dtype, x.shape, "input gradient", "the input"));
+    Layout L = detail::layout_of(x.shape, d);
+    if (x.dtype == DType::kF32)
+      run_lse_backward(x.as<float>(), out.as<float>(), dout.as<float>(), dx.as<float>(), L);
+    else
+      run_lse_backward(x.as<double>(), out.as<double>(), dout.as<double>(), dx.as<double>(), L);
+    return Status::Ok();
+  });
 }
 
 }  // namespace xent

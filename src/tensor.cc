@@ -24,6 +24,7 @@ std::size_t dtype_size(DType d) noexcept {
 }
 
 Shape::Shape(std::initializer_list<std::int64_t> dims) {
+  declared_rank_ = static_cast<int>(dims.size());
   for (std::int64_t d : dims) {
     if (rank_ == kMaxDims) break;
     dims_[rank_++] = d;
@@ -34,6 +35,7 @@ bool Shape::from_dims(const std::int64_t* dims, int rank, Shape* out) {
   if (rank < 0 || rank > kMaxDims) return false;
   Shape s;
   s.rank_ = rank;
+  s.declared_rank_ = rank;
   for (int i = 0; i < rank; ++i) s.dims_[i] = dims[i];
   *out = s;
   return true;
@@ -46,6 +48,7 @@ std::int64_t Shape::numel() const noexcept {
 }
 
 bool Shape::numel_checked(std::int64_t* out) const noexcept {
+  if (!valid()) return false;
   std::int64_t n = 1;
   for (int i = 0; i < rank_; ++i) {
     if (dims_[i] < 0) return false;
@@ -59,23 +62,26 @@ Shape Shape::without(int dim) const noexcept {
   Shape s;
   for (int i = 0; i < rank_; ++i)
     if (i != dim) s.dims_[s.rank_++] = dims_[i];
+  s.declared_rank_ = valid() ? s.rank_ : declared_rank_ - 1;
   return s;
 }
 
 Shape Shape::appended(std::int64_t size) const noexcept {
   Shape s = *this;
   if (s.rank_ < kMaxDims) s.dims_[s.rank_++] = size;
+  ++s.declared_rank_;
   return s;
 }
 
 std::string Shape::to_string() const {
   std::string s = "[";
   for (int i = 0; i < rank_; ++i) s += fmt::format("{}{}", i ? ", " : "", dims_[i]);
+  if (!valid()) s += fmt::format(", ... ({} dimensions in all)", declared_rank_);
   return s + "]";
 }
 
 bool operator==(const Shape& a, const Shape& b) noexcept {
-  if (a.rank_ != b.rank_) return false;
+  if (a.rank_ != b.rank_ || a.declared_rank_ != b.declared_rank_) return false;
   for (int i = 0; i < a.rank_; ++i)
     if (a.dims_[i] != b.dims_[i]) return false;
   return true;

@@ -136,12 +136,15 @@ void run(const Args& a) {
   for (std::int64_t n = 0; n < N; ++n) tv[n] = std::min<std::int64_t>(V - 1, static_cast<std::int64_t>(u[static_cast<std::size_t>(n)]));
 
   auto call = [&] {
-    throw_if_error(linear_cross_entropy({h.get(), dt, {N, H}}, {w.get(), dt, {V, H}},
-                                        b ? ConstTensorView{b.get(), dt, {V}} : ConstTensorView{},
-                                        {t.get(), DType::kI64, {N}}, o, {loss.get(), dt, {}}, {}, {},
-                                        dh ? TensorView{dh.get(), dt, {N, H}} : TensorView{},
-                                        dw ? TensorView{dw.get(), dt, {V, H}} : TensorView{},
-                                        db ? TensorView{db.get(), dt, {V}} : TensorView{}),
+    throw_if_error(linear_cross_entropy({.hidden = {h.get(), dt, {N, H}},
+                                         .weight = {w.get(), dt, {V, H}},
+                                         .bias = b ? ConstTensorView{b.get(), dt, {V}} : ConstTensorView{},
+                                         .target = {t.get(), DType::kI64, {N}}},
+                                        o,
+                                        {.loss = {loss.get(), dt, {}},
+                                         .dhidden = dh ? TensorView{dh.get(), dt, {N, H}} : TensorView{},
+                                         .dweight = dw ? TensorView{dw.get(), dt, {V, H}} : TensorView{},
+                                         .dbias = db ? TensorView{db.get(), dt, {V}} : TensorView{}}),
                    "bench-linear-cross-entropy");
   };
   using clock = std::chrono::steady_clock;

@@ -79,10 +79,17 @@ void run(const Args& a) {
   if (!a.grad_hidden.empty()) dh = ops::make_array(h.dtype(), h.shape());
   if (!a.grad_weight.empty()) dw = ops::make_array(h.dtype(), w.shape());
   if (!a.grad_bias.empty()) db = ops::make_array(h.dtype(), b->shape());
-  throw_if_error(linear_cross_entropy(h.view(), w.view(), b ? b->view() : ConstTensorView{}, t.view(), o,
-                                      loss.mutable_view(), zl ? zl->mutable_view() : TensorView{},
-                                      g ? g->view() : ConstTensorView{}, dh ? dh->mutable_view() : TensorView{},
-                                      dw ? dw->mutable_view() : TensorView{}, db ? db->mutable_view() : TensorView{}),
+  throw_if_error(linear_cross_entropy({.hidden = h.view(),
+                                       .weight = w.view(),
+                                       .bias = b ? b->view() : ConstTensorView{},
+                                       .target = t.view(),
+                                       .dloss = g ? g->view() : ConstTensorView{}},
+                                      o,
+                                      {.loss = loss.mutable_view(),
+                                       .z_loss = zl ? zl->mutable_view() : TensorView{},
+                                       .dhidden = dh ? dh->mutable_view() : TensorView{},
+                                       .dweight = dw ? dw->mutable_view() : TensorView{},
+                                       .dbias = db ? db->mutable_view() : TensorView{}}),
                  "linear-cross-entropy");
   std::vector<std::pair<std::string, ConstTensorView>> outputs = {{a.out, loss.view()}};
   if (zl) outputs.emplace_back(a.z_loss_out, zl->view());

@@ -25,8 +25,13 @@
 //   dloss)); they are overwritten, not accumulated into. Leave all three empty to compute the
 //   loss only (one matrix product instead of three).
 // Numerics: logits are formed in the input dtype by the BLAS; per-token logsumexp, losses and the
-// bias gradient accumulate in float64. Results do not depend on the thread count (xent's, which
-// also sets the BLAS's). A mean over no tokens is NaN, as in PyTorch.
+// bias gradient accumulate in float64. Results do not depend on the thread count: xent's threads
+// run the tiles and each BLAS call is single-threaded. A mean over no tokens is NaN, as in PyTorch.
+// The BLAS (OpenBLAS) has one process-wide thread setting: while any linear_cross_entropy call is
+// running it is 1, and the last call to finish restores the value the first one found (a counted,
+// locked section, so concurrent calls are safe). Other code that calls the BLAS at the same time
+// runs single-threaded meanwhile; code that changes the BLAS thread count during a call has its
+// change undone when the calls end.
 // Memory: the only allocation is one workspace of linear_cross_entropy_workspace_bytes() bytes
 // (token_block x vocab_block logits plus per-token and per-class vectors), independent of N;
 // pass `workspace` to supply it and the call allocates nothing.
@@ -35,8 +40,8 @@
 //   xent::LinearCrossEntropyOptions opt;            // mean, ignore_index -100
 //   float loss;
 //   xent::Status s = xent::linear_cross_entropy(
-//       {h.data(), {N, H}}, {w.data(), {V, H}}, {}, {t.data(), {N}}, opt,
-//       {&loss, {}}, {}, {}, {dh.data(), {N, H}}, {dw.data(), {V, H}}, {});
+//       {.hidden = {h, {N, H}}, .weight = {w, {V, H}}, .target = {t, {N}}}, opt,
+//       {.loss = xent::scalar_view(&loss), .dhidden = {dh, {N, H}}, .dweight = {dw, {V, H}}});
 #pragma once
 
 #include <cstddef>
@@ -84,10 +89,27 @@ Result<LinearCrossEntropyPlan> linear_cross_entropy_plan(std::int64_t N, std::in
 std::size_t linear_cross_entropy_workspace_bytes(std::int64_t N, std::int64_t H, std::int64_t V,
                                                  DType dtype, const LinearCrossEntropyOptions& options);
 
+// What a call reads; name the fields (C++20 designated initializers, in this order) and leave the
+// optional ones out.
+struct LinearCrossEntropyInputs {
+  ConstTensorView hidden;  // (N, H)
+  ConstTensorView weight;  // (V, H)
+  ConstTensorView bias;    // (V), optional
+  ConstTensorView target;  // (N) int32 or int64 class indices
+  ConstTensorView dloss;   // loss's shape, optional upstream gradient (empty: 1 everywhere)
+};
+
+// What a call writes; loss is required (except for kNone with N == 0), the rest optional.
+struct LinearCrossEntropyOutputs {
+  TensorView loss;     // (N) for kNone, else 0-d (xent::scalar_view)
+  TensorView z_loss;   // loss's shape: the z-loss part of loss
+  TensorView dhidden;  // (N, H)
+  TensorView dweight;  // (V, H)
+  TensorView dbias;    // (V), needs a bias
+};
+
 // Loss (and optionally z-loss and gradients); see the header comment for shapes and semantics.
-Status linear_cross_entropy(ConstTensorView hidden, ConstTensorView weight, ConstTensorView bias,
-                            ConstTensorView target, const LinearCrossEntropyOptions& options,
-                            TensorView loss, TensorView z_loss, ConstTensorView dloss,
-                            TensorView dhidden, TensorView dweight, TensorView dbias);
+Status linear_cross_entropy(const LinearCrossEntropyInputs& in, const LinearCrossEntropyOptions& options,
+                            const LinearCrossEntropyOutputs& out);
 
 }  // namespace xent

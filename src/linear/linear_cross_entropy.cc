@@ -29,10 +29,12 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 
 #include "cpu/kernels.h"
+#include "frontend.h"
 #include "linear/softcap.h"
 #include "parallel.h"
 #include "xent/runtime.h"
@@ -152,7 +154,42 @@ Status check_options(const LinearCrossEntropyOptions& o) {
   return Status::Ok();
 }
 
+// While at least one object lives, OpenBLAS runs single-threaded. The first one saves the
+// process-wide thread count and the last one restores it, under a lock, so that concurrent calls
+// cannot restore each other's 1 or leave the BLAS single-threaded for good.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas() {
+    std::lock_guard<std::mutex> lock(mu());
+    if (depth()++ == 0) {
+      saved() = openblas_get_num_threads();
+      openblas_set_num_threads(1);
+    }
+  }
+  ~SingleThreadedBlas() {
+    std::lock_guard<std::mutex> lock(mu());
+    if (--depth() == 0) openblas_set_num_threads(saved());
+  }
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  static std::mutex& mu() {
+    static std::mutex m;
+    return m;
+  }
+  static int& depth() {
+    static int d = 0;
+    return d;
+  }
+  static int& saved() {
+    static int s = 1;
+    return s;
+  }
+};
+
 Status check_float_view(const char* name, ConstTensorView v, DType dtype, const Shape& want) {
+  XENT_RETURN_IF_ERROR(detail::check_present(v, name));
   if (v.dtype != dtype)
     return invalid_argument(std::string(name) + " must be " + dtype_name(dtype) + " like hidden, found " +
                             dtype_name(v.dtype));
@@ -202,6 +239,7 @@ Status validate(ConstTensorView hidden, ConstTensorView weight, ConstTensorView 
     return invalid_argument("target must have shape " + shape_str(Shape{p->N}) + " (one class per token), found " +
                             shape_str(target.shape));
   if (target.data == nullptr && p->N > 0) return invalid_argument("target has a null data pointer");
+  XENT_RETURN_IF_ERROR(detail::check_present(target, "target"));
 
   const Shape loss_shape = o.reduction == Reduction::kNone ? Shape{p->N} : Shape{};
   const char* loss_what = o.reduction == Reduction::kNone ? " (reduction none)" : " (a 0-d scalar)";
@@ -677,12 +715,10 @@ Status dispatch(const Problem& p, ConstTensorView hidden, ConstTensorView weight
   q = rows_begin + lay.rows;
   c.db_acc = reinterpret_cast<double*>(q);
 
-  // One BLAS thread per call; xent's pool runs the tiles (see gemm_tiled). The caller's BLAS
-  // setting is restored afterwards.
-  const int blas_threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
+  // One BLAS thread per call; xent's pool runs the tiles (see gemm_tiled). The BLAS setting is
+  // process-wide: see SingleThreadedBlas.
+  SingleThreadedBlas single;
   run(c);
-  openblas_set_num_threads(blas_threads);
   return Status::Ok();
 }
 
@@ -702,16 +738,18 @@ std::size_t linear_cross_entropy_workspace_bytes(std::int64_t N, std::int64_t H,
   return plan.ok() ? plan->workspace_bytes : 0;
 }
 
-Status linear_cross_entropy(ConstTensorView hidden, ConstTensorView weight, ConstTensorView bias,
-                            ConstTensorView target, const LinearCrossEntropyOptions& options, TensorView loss,
-                            TensorView z_loss, ConstTensorView dloss, TensorView dhidden, TensorView dweight,
-                            TensorView dbias) {
-  Problem p;
-  XENT_RETURN_IF_ERROR(validate(hidden, weight, bias, target, options, loss, z_loss, dloss, dhidden, dweight,
-                                dbias, &p));
-  if (p.dtype == DType::kF32)
-    return dispatch<float>(p, hidden, weight, bias, target, options, loss, z_loss, dloss, dhidden, dweight, dbias);
-  return dispatch<double>(p, hidden, weight, bias, target, options, loss, z_loss, dloss, dhidden, dweight, dbias);
+Status linear_cross_entropy(const LinearCrossEntropyInputs& in, const LinearCrossEntropyOptions& options,
+                            const LinearCrossEntropyOutputs& out) {
+  return detail::guarded("linear_cross_entropy", [&] {
+    Problem p;
+    XENT_RETURN_IF_ERROR(validate(in.hidden, in.weight, in.bias, in.target, options, out.loss, out.z_loss, in.dloss,
+                                  out.dhidden, out.dweight, out.dbias, &p));
+    if (p.dtype == DType::kF32)
+      return dispatch<float>(p, in.hidden, in.weight, in.bias, in.target, options, out.loss, out.z_loss, in.dloss,
+                             out.dhidden, out.dweight, out.dbias);
+    return dispatch<double>(p, in.hidden, in.weight, in.bias, in.target, options, out.loss, out.z_loss, in.dloss,
+                            out.dhidden, out.dweight, out.dbias);
+  });
 }
 
 }  // namespace xent

@@ -2,11 +2,20 @@
 // and leaves every output buffer exactly as it was (each is filled with a sentinel first).
 // Messages are checked for the words a reader needs (the bad value, its position, "weight",
 // "shape", ...), not for exact wording.
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <limits>
+#include <new>
 
 #include "test_util.h"
+
+namespace xent::test {
+// alloc_failure.cc: while g_fail_new is set, every operator new throws std::bad_alloc and counts.
+extern std::atomic<bool> g_fail_new;
+extern std::atomic<long> g_failed_news;
+}  // namespace xent::test
 
 namespace xent::test {
 namespace {
@@ -350,6 +359,119 @@ TEST(Errors, TargetScanEveryKernelSet) {
     scan_case<std::int64_t>(isa);
   }
   ASSERT_TRUE(set_isa("auto").ok());
+}
+
+TEST(Errors, ShapeWithMoreThanEightDims) {
+  const Shape nine{1, 1, 1, 1, 1, 1, 1, 2, 3};
+  EXPECT_FALSE(nine.valid());
+  EXPECT_EQ(nine.declared_rank(), 9);
+  const Shape eight{1, 1, 1, 1, 1, 1, 2, 3};
+  EXPECT_TRUE(eight.valid());
+  EXPECT_FALSE(eight.appended(4).valid());
+  EXPECT_NE(nine, eight.appended(3));  // the clipped dims do not make it equal to a valid shape
+  std::int64_t n = 0;
+  EXPECT_FALSE(nine.numel_checked(&n));
+
+  std::vector<float> x(6, 1.0f), y(6, kSentinelF);
+  Status s = softmax_forward({x.data(), nine}, -1, {y.data(), nine});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  EXPECT_TRUE(mentions(s.message(), {"9 dimensions"})) << s.message();
+  for (float v : y) EXPECT_EQ(v, kSentinelF);
+  // The same data as 8 dims is fine.
+  EXPECT_TRUE(softmax_forward({x.data(), eight}, -1, {y.data(), eight}).ok());
+
+  std::vector<std::int64_t> t(6, 0);
+  float loss = kSentinelF;
+  s = cross_entropy_forward({x.data(), {6, 1}}, {t.data(), {6, 1, 1, 1, 1, 1, 1, 1, 1}}, {}, scalar_view(&loss));
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  EXPECT_EQ(loss, kSentinelF);
+}
+
+TEST(Errors, ViewLargerThanItsBuffer) {
+  std::vector<float> x = {1, 2, 3, 2, 4, 6}, y(6, kSentinelF), short_y(5, kSentinelF);
+  std::vector<float> short_x(x.begin(), x.begin() + 5);
+  Status s = softmax_forward({short_x, {2, 3}}, 1, {y, {2, 3}});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(mentions(s.message(), {"buffer holds 5"})) << s.message();
+  for (float v : y) EXPECT_EQ(v, kSentinelF);
+  s = softmax_forward({x, {2, 3}}, 1, {short_y, {2, 3}});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(mentions(s.message(), {"buffer holds 5"})) << s.message();
+  for (float v : short_y) EXPECT_EQ(v, kSentinelF);
+
+  std::vector<std::int64_t> one_target = {0};
+  float loss = kSentinelF;
+  s = cross_entropy_forward({x, {2, 3}}, {one_target, {2}}, {}, scalar_view(&loss));
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(mentions(s.message(), {"buffer holds 1"})) << s.message();
+  EXPECT_TRUE(mentions(s.message(), {"target"})) << s.message();
+  EXPECT_EQ(loss, kSentinelF);
+
+  // Views from containers compute what pointer views compute, bit for bit; a span works too.
+  std::vector<float> y_ptr(6);
+  ASSERT_TRUE(softmax_forward({x, {2, 3}}, 1, {y, {2, 3}}).ok());
+  ASSERT_TRUE(softmax_forward({x.data(), {2, 3}}, 1, {y_ptr.data(), {2, 3}}).ok());
+  EXPECT_TRUE(same_bits(y, y_ptr));
+  ASSERT_TRUE(softmax_forward({std::span<const float>(x), {2, 3}}, 1, {std::span<float>(y_ptr), {2, 3}}).ok());
+  EXPECT_TRUE(same_bits(y, y_ptr));
+}
+
+TEST(Errors, ScalarViewIsTheZeroDimOutput) {
+  std::vector<float> x = {1, 2, 3, 2, 4, 6};
+  std::vector<std::int64_t> t = {0, 2};
+  float a = kSentinelF, b = kSentinelF;
+  const TensorView v = scalar_view(&a);
+  EXPECT_EQ(v.shape.rank(), 0);
+  EXPECT_EQ(v.dtype, DType::kF32);
+  EXPECT_EQ(v.capacity, 1);
+  ASSERT_TRUE(cross_entropy_forward({x, {2, 3}}, {t, {2}}, {}, scalar_view(&a)).ok());
+  ASSERT_TRUE(cross_entropy_forward({x.data(), {2, 3}}, {t.data(), {2}}, {}, {&b, {}}).ok());
+  EXPECT_TRUE(same_bits(std::vector<float>{a}, std::vector<float>{b}));
+  double d = kSentinelD;
+  EXPECT_EQ(scalar_view(&d).dtype, DType::kF64);
+  // A 0-d view where (N) is expected names the shapes.
+  CrossEntropyOptions none;
+  none.reduction = Reduction::kNone;
+  const Status s = cross_entropy_forward({x, {2, 3}}, {t, {2}}, none, scalar_view(&a));
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+}
+
+// Every entry point turns a failed allocation into kResourceExhausted instead of letting
+// std::bad_alloc cross the library boundary. Shapes are chosen so that each call allocates (split
+// rows, per-row loss buffers, thread tasks); the test checks that an allocation was attempted.
+TEST(Errors, AllocationFailureIsResourceExhausted) {
+  set_num_threads(2);
+  const std::int64_t N = 2, C = 1 << 20;
+  std::vector<float> x(static_cast<std::size_t>(N * C), 0.5f), y(x.size(), kSentinelF);
+  std::vector<std::int64_t> t(static_cast<std::size_t>(N), 3);
+  float loss = kSentinelF;
+  const std::vector<std::pair<const char*, std::function<Status()>>> calls = {
+      {"softmax_forward", [&] { return softmax_forward({x, {N, C}}, 1, {y, {N, C}}); }},
+      {"cross_entropy_fused",
+       [&] { return cross_entropy_fused({x, {N, C}}, {t, {N}}, {}, scalar_view(&loss), {y, {N, C}}); }},
+  };
+  for (const auto& [name, call] : calls) {
+    SCOPED_TRACE(name);
+    // First use builds the kernel-set table (src/cpu/dispatch.cc) and starts the pool's threads;
+    // what is measured here is a call on an initialised library.
+    ASSERT_TRUE(call().ok());
+    g_failed_news = 0;
+    g_fail_new = true;
+    Status s;
+    try {
+      s = call();
+    } catch (...) {
+      g_fail_new = false;
+      ADD_FAILURE() << "an exception crossed the library boundary";
+      continue;
+    }
+    g_fail_new = false;
+    EXPECT_GT(g_failed_news.load(), 0) << "the call allocated nothing; pick a shape that allocates";
+    EXPECT_EQ(s.code(), StatusCode::kResourceExhausted) << s.to_string();
+    EXPECT_TRUE(mentions(s.message(), {"out of memory"})) << s.message();  // every allocation fails: no room for the name
+    EXPECT_TRUE(call().ok()) << "the same call with memory available";
+  }
+  set_num_threads(0);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 // one), bad input (nothing written), workspace handling and bit-identical results across thread
 // counts and block shapes that share a plan. Every case runs for every ISA the CPU supports.
 // Not a benchmark: shapes are tiny; PyTorch itself is compared in test_linear_vs_torch.py.
+#include <cblas.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -225,8 +227,9 @@ Out<T> run_xent(const Case& c, const Data<T>& d, bool grads = true, T fill = T(1
     dw = xent::TensorView(p(out.dw), {c.V, c.H});
     if (c.bias) db = xent::TensorView(p(out.db), {c.V});
   }
-  out.status = xent::linear_cross_entropy({cp(d.h), {c.N, c.H}}, {cp(d.w), {c.V, c.H}}, bias, tv, o,
-                                          {p(out.loss), ls}, {p(out.zloss), ls}, dl, dh, dw, db);
+  out.status = xent::linear_cross_entropy(
+      {.hidden = {cp(d.h), {c.N, c.H}}, .weight = {cp(d.w), {c.V, c.H}}, .bias = bias, .target = tv, .dloss = dl}, o,
+      {.loss = {p(out.loss), ls}, .z_loss = {p(out.zloss), ls}, .dhidden = dh, .dweight = dw, .dbias = db});
   return out;
 }
 
@@ -576,6 +579,37 @@ TEST(LinearCrossEntropy, SameBitsForAnyThreadCount) {
   }
 }
 
+// The BLAS thread count is process-wide: concurrent calls must not restore each other's setting
+// (which left it at 1 for good, or multi-threaded under a running call) and must give the same bits
+// as a call made alone.
+TEST(LinearCrossEntropy, ConcurrentCallsKeepTheBlasThreadSetting) {
+  Case c;
+  c.N = 64;
+  c.H = 32;
+  c.V = 300;
+  c.bias = true;
+  const Data<float> d = make_data<float>(c);
+  const Out<float> alone = run_xent(c, d);
+  ASSERT_TRUE(alone.status.ok());
+  const int before = openblas_get_num_threads();
+  openblas_set_num_threads(3);
+  const int set = openblas_get_num_threads();
+  std::vector<std::thread> callers;
+  std::vector<int> same(4, 1);
+  for (int k = 0; k < 4; ++k) {
+    callers.emplace_back([&, k] {
+      for (int rep = 0; rep < 20; ++rep) {
+        const Out<float> o = run_xent(c, d);
+        if (!o.status.ok() || !same_bits(alone.loss, o.loss) || !same_bits(alone.dw, o.dw)) same[k] = 0;
+      }
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  EXPECT_EQ(openblas_get_num_threads(), set) << "the BLAS thread count was not restored";
+  for (int k = 0; k < 4; ++k) EXPECT_EQ(same[k], 1) << "caller " << k << " got other bits";
+  openblas_set_num_threads(before);
+}
+
 TEST(LinearCrossEntropy, CallerWorkspace) {
   Case c;
   c.N = 20;
@@ -600,9 +634,9 @@ TEST(LinearCrossEntropy, CallerWorkspace) {
   o.workspace = buf;
   o.workspace_bytes = need;
   auto call = [&] {
-    return xent::linear_cross_entropy({d.h.data(), {c.N, c.H}}, {d.w.data(), {c.V, c.H}}, {d.b.data(), {c.V}},
-                                      {d.t.data(), {c.N}}, o, {loss.data(), {}}, {}, {}, {dh.data(), {c.N, c.H}},
-                                      {dw.data(), {c.V, c.H}}, {db.data(), {c.V}});
+    return xent::linear_cross_entropy(
+        {.hidden = {d.h, {c.N, c.H}}, .weight = {d.w, {c.V, c.H}}, .bias = {d.b, {c.V}}, .target = {d.t, {c.N}}}, o,
+        {.loss = {loss, {}}, .dhidden = {dh, {c.N, c.H}}, .dweight = {dw, {c.V, c.H}}, .dbias = {db, {c.V}}});
   };
   ASSERT_TRUE(call().ok());
   EXPECT_TRUE(same_bits(loss, own.loss));
@@ -668,22 +702,30 @@ TEST(LinearCrossEntropy, BadInputWritesNothing) {
   std::vector<float> loss(1, -7.0f), dw(c.V * c.H, -7.0f);
   std::vector<double> wd(good.w.begin(), good.w.end());
   xent::LinearCrossEntropyOptions o;
-  xent::Status s = xent::linear_cross_entropy({good.h.data(), {c.N, c.H}}, {good.w.data(), {c.V, c.H + 1}}, {},
-                                              {good.t.data(), {c.N}}, o, {loss.data(), {}}, {}, {}, {}, {}, {});
+  auto loss_only = [&](const xent::LinearCrossEntropyInputs& in, xent::TensorView l) {
+    return xent::linear_cross_entropy(in, o, {.loss = l});
+  };
+  xent::Status s = loss_only({.hidden = {good.h.data(), {c.N, c.H}}, .weight = {good.w.data(), {c.V, c.H + 1}},
+                              .target = {good.t.data(), {c.N}}},
+                             {loss.data(), {}});
   EXPECT_EQ(s.code(), xent::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("weight must have shape"), std::string::npos) << s.message();
-  s = xent::linear_cross_entropy({good.h.data(), {c.N, c.H}}, {wd.data(), {c.V, c.H}}, {}, {good.t.data(), {c.N}}, o,
-                                 {loss.data(), {}}, {}, {}, {}, {}, {});
+  s = loss_only({.hidden = {good.h.data(), {c.N, c.H}}, .weight = {wd.data(), {c.V, c.H}},
+                 .target = {good.t.data(), {c.N}}},
+                {loss.data(), {}});
   EXPECT_NE(s.message().find("float32"), std::string::npos) << s.message();
-  s = xent::linear_cross_entropy({good.h.data(), {c.N, c.H}}, {good.w.data(), {c.V, c.H}}, {},
-                                 {good.t.data(), {c.N - 1}}, o, {loss.data(), {}}, {}, {}, {}, {}, {});
+  s = loss_only({.hidden = {good.h.data(), {c.N, c.H}}, .weight = {good.w.data(), {c.V, c.H}},
+                 .target = {good.t.data(), {c.N - 1}}},
+                {loss.data(), {}});
   EXPECT_NE(s.message().find("target must have shape"), std::string::npos) << s.message();
-  s = xent::linear_cross_entropy({good.h.data(), {c.N, c.H}}, {good.w.data(), {c.V, c.H}}, {}, {good.t.data(), {c.N}},
-                                 o, {loss.data(), {1}}, {}, {}, {}, {}, {});
+  s = loss_only({.hidden = {good.h.data(), {c.N, c.H}}, .weight = {good.w.data(), {c.V, c.H}},
+                 .target = {good.t.data(), {c.N}}},
+                {loss.data(), {1}});
   EXPECT_NE(s.message().find("0-d"), std::string::npos) << s.message();
   std::vector<float> db(c.V);
-  s = xent::linear_cross_entropy({good.h.data(), {c.N, c.H}}, {good.w.data(), {c.V, c.H}}, {}, {good.t.data(), {c.N}},
-                                 o, {loss.data(), {}}, {}, {}, {}, {dw.data(), {c.V, c.H}}, {db.data(), {c.V}});
+  s = xent::linear_cross_entropy(
+      {.hidden = {good.h.data(), {c.N, c.H}}, .weight = {good.w.data(), {c.V, c.H}}, .target = {good.t.data(), {c.N}}},
+      o, {.loss = {loss.data(), {}}, .dweight = {dw.data(), {c.V, c.H}}, .dbias = {db.data(), {c.V}}});
   EXPECT_NE(s.message().find("no bias"), std::string::npos) << s.message();
   EXPECT_EQ(loss[0], -7.0f);
   for (float x : dw) ASSERT_EQ(x, -7.0f);
