@@ -1,6 +1,6 @@
 // dispatch.cc: runtime choice of the kernel tables, and the public ISA setting (runtime.h).
 //
-// The candidates are the SIMD tables compiled in (kernels_hwy.cc) that this CPU and OS can run,
+// The candidates are the SIMD tables compiled in (tables_hwy.cc) that this CPU and OS can run,
 // as Highway's hwy::SupportedTargets() reports (CPUID plus XGETBV, so an OS that does not save
 // AVX-512 state rules AVX-512 out), best first, then "scalar". The first use picks the best one,
 // or the one XENT_ISA names; set_isa() changes it later. Not a per-call switch: the choice is one

@@ -16,7 +16,7 @@
 // kernel's arithmetic for a row must not depend on which other rows share its block, so that the
 // front end may split blocks across threads freely (results are then the same for any thread
 // count). Every table must match the scalar table (kernels_scalar.cc) to a few ulp; tests run every
-// table the CPU supports against the long-double reference in src/reference/.
+// table the CPU supports against the scalar table and the long-double reference.
 // This header is not public and names no ISA intrinsics.
 #pragma once
 
@@ -150,13 +150,21 @@ struct KernelTable {
                                  bool* bad) noexcept = nullptr;
   std::int64_t (*count_kept_i64)(const std::int64_t* t, std::size_t n, std::int64_t C, std::int64_t ignore_index,
                                  bool* bad) noexcept = nullptr;
+
+  // Logit soft-capping z = s * tanh(z / s) over n contiguous values, in place (s > 0): the fused
+  // linear layer's (linear_cross_entropy.cc). SIMD: Highway's contrib Tanh, a few ulp.
+  void (*softcap)(T* z, std::size_t n, T s) noexcept = nullptr;
+
+  // Test hook (tests/kernels/test_exp.cc): y = exp(x) over n values x <= 0, by the SIMD kernels'
+  // exponential (exp-inl.h exp_nonpos); the scalar table's is std::exp.
+  void (*exp_nonpos)(const T* x, T* y, std::size_t n) noexcept = nullptr;
 };
 
 // The portable scalar tables (always available; the fallback and the fast paths' twin).
 const KernelTable<float>& scalar_table_f32() noexcept;
 const KernelTable<double>& scalar_table_f64() noexcept;
 
-// The active tables, chosen by runtime dispatch (runtime.cc).
+// The active tables, chosen by runtime dispatch (dispatch.cc).
 const KernelTable<float>& active_table_f32() noexcept;
 const KernelTable<double>& active_table_f64() noexcept;
 

@@ -369,6 +369,16 @@ std::int64_t count_kept(const I* t, std::size_t n, std::int64_t C, std::int64_t 
 }
 
 template <class T>
+void softcap(T* z, std::size_t n, T s) noexcept {
+  for (std::size_t i = 0; i < n; ++i) z[i] = static_cast<T>(s * std::tanh(static_cast<double>(z[i]) / s));
+}
+
+template <class T>
+void exp_nonpos(const T* x, T* y, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
+}
+
+template <class T>
 KernelTable<T> make_table() {
   KernelTable<T> k;
   k.name = "scalar";
@@ -395,6 +405,8 @@ KernelTable<T> make_table() {
   k.bce_logits = bce_logits<T>;
   k.count_kept_i32 = count_kept<std::int32_t>;
   k.count_kept_i64 = count_kept<std::int64_t>;
+  k.softcap = softcap<T>;
+  k.exp_nonpos = exp_nonpos<T>;
   return k;
 }
 

@@ -33,7 +33,6 @@
 #include <string>
 
 #include "cpu/kernels.h"
-#include "linear/softcap.h"
 #include "parallel.h"
 #include "xent/runtime.h"
 
@@ -341,7 +340,7 @@ void finish_logits(const Ctx<T>& c, std::int64_t r0, std::int64_t r1, std::int64
     T* z = c.Z + r * vb;
     if (bias)
       for (std::int64_t j = 0; j < vb; ++j) z[j] += bias[j];
-    if (c.softcap != 0) linear::softcap_inplace(z, static_cast<std::size_t>(vb), static_cast<T>(c.softcap));
+    if (c.softcap != 0) cpu::active_table<T>().softcap(z, static_cast<std::size_t>(vb), static_cast<T>(c.softcap));
   }
 }
 
