@@ -23,7 +23,12 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "half.h"
+
 namespace xent::cpu {
+
+using detail::BF16;
+using detail::F16;
 
 struct Block {
   std::size_t n_outer = 1;
@@ -160,16 +165,24 @@ struct KernelTable {
   void (*exp_nonpos)(const T* x, T* y, std::size_t n) noexcept = nullptr;
 };
 
-// The portable scalar tables (always available; the fallback and the fast paths' twin).
+// The portable scalar tables (always available; the fallback and the fast paths' twin). The
+// bfloat16 and float16 tables read and write 16-bit values and compute as the float32 one does
+// (double inside, one rounding of each result).
 const KernelTable<float>& scalar_table_f32() noexcept;
 const KernelTable<double>& scalar_table_f64() noexcept;
+const KernelTable<BF16>& scalar_table_bf16() noexcept;
+const KernelTable<F16>& scalar_table_f16() noexcept;
 
 // The active tables, chosen by runtime dispatch (dispatch.cc).
 const KernelTable<float>& active_table_f32() noexcept;
 const KernelTable<double>& active_table_f64() noexcept;
+const KernelTable<BF16>& active_table_bf16() noexcept;
+const KernelTable<F16>& active_table_f16() noexcept;
 
 template <class T> const KernelTable<T>& active_table() noexcept;
 template <> inline const KernelTable<float>& active_table<float>() noexcept { return active_table_f32(); }
 template <> inline const KernelTable<double>& active_table<double>() noexcept { return active_table_f64(); }
+template <> inline const KernelTable<BF16>& active_table<BF16>() noexcept { return active_table_bf16(); }
+template <> inline const KernelTable<F16>& active_table<F16>() noexcept { return active_table_f16(); }
 
 }  // namespace xent::cpu

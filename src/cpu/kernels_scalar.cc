@@ -1,4 +1,4 @@
-// kernels_scalar.cc: the portable scalar kernel table, float32 and float64.
+// kernels_scalar.cc: the portable scalar kernel table, float32, float64, bfloat16 and float16.
 //
 // It defines the semantics every SIMD table must reproduce (to a few ulp): rows are shifted by
 // their maximum (NaN-propagating), exp/log and every sum run in double, and results are rounded
@@ -375,7 +375,7 @@ void softcap(T* z, std::size_t n, T s) noexcept {
 
 template <class T>
 void exp_nonpos(const T* x, T* y, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
+  for (std::size_t i = 0; i < n; ++i) y[i] = static_cast<T>(std::exp(x[i]));
 }
 
 template <class T>
@@ -418,6 +418,14 @@ const KernelTable<float>& scalar_table_f32() noexcept {
 }
 const KernelTable<double>& scalar_table_f64() noexcept {
   static const KernelTable<double> t = make_table<double>();
+  return t;
+}
+const KernelTable<BF16>& scalar_table_bf16() noexcept {
+  static const KernelTable<BF16> t = make_table<BF16>();
+  return t;
+}
+const KernelTable<F16>& scalar_table_f16() noexcept {
+  static const KernelTable<F16> t = make_table<F16>();
   return t;
 }
 

@@ -60,11 +60,27 @@ const KernelTable<double>& table_f64() noexcept {
   static const KernelTable<double> t = make_table(scalar_table_f64());
   return t;
 }
+// bfloat16 and float16: the scalar kernels (16-bit loads and stores around the float32 arithmetic)
+// until a family vectorises them.
+template <class T>
+KernelTable<T> make_half_table(const KernelTable<T>& scalar) noexcept {
+  KernelTable<T> t = scalar;
+  t.name = isa_name();
+  return t;
+}
+const KernelTable<BF16>& table_bf16() noexcept {
+  static const KernelTable<BF16> t = make_half_table(scalar_table_bf16());
+  return t;
+}
+const KernelTable<F16>& table_f16() noexcept {
+  static const KernelTable<F16> t = make_half_table(scalar_table_f16());
+  return t;
+}
 
-IsaTables isa_entry() noexcept { return {isa_name(), HWY_TARGET, &table_f32, &table_f64}; }
+IsaTables isa_entry() noexcept { return {isa_name(), HWY_TARGET, &table_f32, &table_f64, &table_bf16, &table_f16}; }
 #else
 // A target compiled without kernels (no float64 lanes): listed by Highway, skipped by xent.
-IsaTables isa_entry() noexcept { return {isa_name(), HWY_TARGET, nullptr, nullptr}; }
+IsaTables isa_entry() noexcept { return {isa_name(), HWY_TARGET, nullptr, nullptr, nullptr, nullptr}; }
 #endif  // XENT_TARGET_HAS_KERNELS
 
 }  // namespace HWY_NAMESPACE
