@@ -88,8 +88,10 @@ Status validate(ConstTensorView input, ConstTensorView target, const BceOptions&
     return invalid_argument("pos_weight applies to binary_cross_entropy_with_logits only");
   XENT_RETURN_IF_ERROR(make_broadcast(o.pos_weight, input, "pos_weight", &s->pw));
   if (!logits) {
-    if (input.dtype == DType::kF32) XENT_RETURN_IF_ERROR(check_probabilities(input.as<float>(), input.numel(), input.shape));
-    else XENT_RETURN_IF_ERROR(check_probabilities(input.as<double>(), input.numel(), input.shape));
+    XENT_RETURN_IF_ERROR(detail::visit_float(input.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      return check_probabilities(input.as<T>(), input.numel(), input.shape);
+    }));
   }
   return Status::Ok();
 }
@@ -163,10 +165,10 @@ Status do_forward(ConstTensorView input, ConstTensorView target, const BceOption
   BceSetup s;
   XENT_RETURN_IF_ERROR(validate(input, target, o, logits, &s));
   XENT_RETURN_IF_ERROR(detail::check_reduction_output(loss, input.dtype, input.shape, o.reduction == Reduction::kNone));
-  if (input.dtype == DType::kF32)
-    run<float>(s, o, logits, input, target.as<float>(), loss.as<float>(), nullptr, nullptr, 1);
-  else
-    run<double>(s, o, logits, input, target.as<double>(), loss.as<double>(), nullptr, nullptr, 1);
+detail::visit_float(input.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    run<T>(s, o, logits, input, target.as<T>(), loss.as<T>(), nullptr, nullptr, 1);
+  });
   return Status::Ok();
 }
 
@@ -190,8 +192,10 @@ Status do_backward(ConstTensorView input, ConstTensorView target, const BceOptio
   Shape want = o.reduction == Reduction::kNone ? input.shape : Shape{};
   XENT_RETURN_IF_ERROR(detail::check_like(dloss, input.dtype, want, "loss gradient", "the input"));
   XENT_RETURN_IF_ERROR(detail::check_like(dinput, input.dtype, input.shape, "input gradient", "the input"));
-  if (input.dtype == DType::kF32) backward_typed<float>(s, o, logits, input, target, dloss, dinput);
-  else backward_typed<double>(s, o, logits, input, target, dloss, dinput);
+detail::visit_float(input.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    backward_typed<T>(s, o, logits, input, target, dloss, dinput);
+  });
   return Status::Ok();
 }
 

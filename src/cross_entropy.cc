@@ -131,11 +131,10 @@ Status validate(ConstTensorView input, ConstTensorView target, const Common& o, 
         return scan_targets(target.as<std::int32_t>(), n, want, C, o.ignore_index, w, &s->divisor);
       return scan_targets(target.as<std::int64_t>(), n, want, C, o.ignore_index, w, &s->divisor);
     };
-    if (input.dtype == DType::kF32) XENT_RETURN_IF_ERROR(scan(o.weight.as<float>()));
-    else XENT_RETURN_IF_ERROR(scan(o.weight.as<double>()));
+    XENT_RETURN_IF_ERROR(detail::visit_float(input.dtype, [&](auto tag) { return scan(o.weight.as<decltype(tag)>()); }));
   }
-  s->weight_sum = input.dtype == DType::kF32 ? sum_weights(o.weight.as<float>(), s->L.C)
-                                             : sum_weights(o.weight.as<double>(), s->L.C);
+  s->weight_sum =
+      detail::visit_float(input.dtype, [&](auto tag) { return sum_weights(o.weight.as<decltype(tag)>(), s->L.C); });
   return Status::Ok();
 }
 
@@ -175,7 +174,7 @@ void finish_loss(const Setup& s, Reduction reduction, const double* row_loss, T*
 template <class T, class I>
 void run_split_ce(const Setup& s, const Common& o, const T* x, const I* tgt, std::size_t n_chunks, T* loss, T* dx,
                   const T* dloss_rows, double dloss_scale) {
-  constexpr bool kProb = std::is_floating_point_v<I>;
+  constexpr bool kProb = detail::kIsFloat<I>;
   const auto& k = cpu::active_table<T>();
   const Layout& L = s.L;
   const std::size_t rows = L.rows(), C = L.C;
@@ -412,8 +411,10 @@ Status do_forward(ConstTensorView input, ConstTensorView target, const Common& o
   Setup s;
   XENT_RETURN_IF_ERROR(validate(input, target, o, is_nll, &s));
   XENT_RETURN_IF_ERROR(detail::check_reduction_output(loss, input.dtype, s.loss_none_shape, o.reduction == Reduction::kNone));
-  if (input.dtype == DType::kF32) run<float>(s, o, is_nll, input.data, target.data, loss.as<float>(), nullptr, nullptr, 1);
-  else run<double>(s, o, is_nll, input.data, target.data, loss.as<double>(), nullptr, nullptr, 1);
+detail::visit_float(input.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    run<T>(s, o, is_nll, input.data, target.data, loss.as<T>(), nullptr, nullptr, 1);
+  });
   return Status::Ok();
 }
 
@@ -431,15 +432,12 @@ Status do_backward(ConstTensorView input, ConstTensorView target, const Common& 
   XENT_RETURN_IF_ERROR(check_dloss(dloss, input.dtype, s, o.reduction));
   XENT_RETURN_IF_ERROR(detail::check_like(dinput, input.dtype, input.shape, "input gradient", "the input"));
   const bool none = o.reduction == Reduction::kNone;
-  if (input.dtype == DType::kF32) {
-    const float* dl = dloss.as<float>();
-    run<float>(s, o, is_nll, input.data, target.data, nullptr, dinput.as<float>(), none ? dl : nullptr,
-               upstream_scale(s, o.reduction, dl));
-  } else {
-    const double* dl = dloss.as<double>();
-    run<double>(s, o, is_nll, input.data, target.data, nullptr, dinput.as<double>(), none ? dl : nullptr,
-                upstream_scale(s, o.reduction, dl));
-  }
+  detail::visit_float(input.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* dl = dloss.as<T>();
+    run<T>(s, o, is_nll, input.data, target.data, nullptr, dinput.as<T>(), none ? dl : nullptr,
+           upstream_scale(s, o.reduction, dl));
+  });
   return Status::Ok();
 }
 
@@ -471,10 +469,10 @@ Status cross_entropy_fused(ConstTensorView input, ConstTensorView target, const 
     XENT_RETURN_IF_ERROR(detail::check_reduction_output(loss, input.dtype, s.loss_none_shape, o.reduction == Reduction::kNone));
     XENT_RETURN_IF_ERROR(detail::check_like(dinput, input.dtype, input.shape, "input gradient", "the input"));
     const double scale = o.reduction == Reduction::kMean ? 1.0 / s.divisor : 1.0;
-    if (input.dtype == DType::kF32)
-      run<float>(s, o, false, input.data, target.data, loss.as<float>(), dinput.as<float>(), nullptr, scale);
-    else
-      run<double>(s, o, false, input.data, target.data, loss.as<double>(), dinput.as<double>(), nullptr, scale);
+    detail::visit_float(input.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      run<T>(s, o, false, input.data, target.data, loss.as<T>(), dinput.as<T>(), nullptr, scale);
+    });
     return Status::Ok();
   });
 }

@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "half.h"
 #include "reduce.h"
 #include "xent/status.h"
 #include "xent/tensor.h"
@@ -68,8 +69,20 @@ inline Status check_present(ConstTensorView t, const char* what) {
 inline Status check_floating(ConstTensorView t, const char* what) {
   XENT_RETURN_IF_ERROR(check_present(t, what));
   if (!is_floating(t.dtype))
-    return invalid_argument(fmt::format("{} must be float32 or float64, found {}", what, dtype_name(t.dtype)));
+    return invalid_argument(
+        fmt::format("{} must be float32, float64, bfloat16 or float16, found {}", what, dtype_name(t.dtype)));
   return Status::Ok();
+}
+
+// Calls f(T{}) with T the element type of floating dtype dt: float, double, BF16 or F16 (half.h).
+template <class F>
+decltype(auto) visit_float(DType dt, F&& f) {
+  switch (dt) {
+    case DType::kF64: return f(double{});
+    case DType::kBF16: return f(BF16{});
+    case DType::kF16: return f(F16{});
+    default: return f(float{});
+  }
 }
 
 // `t` must have dtype `dt` and shape `shape`.

@@ -76,8 +76,10 @@ Status forward(Op op, ConstTensorView x, std::int64_t dim, TensorView y) {
   XENT_RETURN_IF_ERROR(detail::resolve_dim(dim, x.shape.rank(), &d));
   XENT_RETURN_IF_ERROR(detail::check_like(y, x.dtype, x.shape, "output", "the input"));
   Layout L = detail::layout_of(x.shape, d);
-  if (x.dtype == DType::kF32) run_forward(op, x.as<float>(), y.as<float>(), L);
-  else run_forward(op, x.as<double>(), y.as<double>(), L);
+detail::visit_float(x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    run_forward(op, x.as<T>(), y.as<T>(), L);
+  });
   return Status::Ok();
 }
 
@@ -88,8 +90,10 @@ Status backward(Op op, ConstTensorView y, ConstTensorView dy, std::int64_t dim, 
   XENT_RETURN_IF_ERROR(detail::check_like(dy, y.dtype, y.shape, "output gradient", "the output"));
   XENT_RETURN_IF_ERROR(detail::check_like(dx, y.dtype, y.shape, "input gradient", "the output"));
   Layout L = detail::layout_of(y.shape, d);
-  if (y.dtype == DType::kF32) run_backward(op, y.as<float>(), dy.as<float>(), dx.as<float>(), L);
-  else run_backward(op, y.as<double>(), dy.as<double>(), dx.as<double>(), L);
+detail::visit_float(y.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    run_backward(op, y.as<T>(), dy.as<T>(), dx.as<T>(), L);
+  });
   return Status::Ok();
 }
 
@@ -159,8 +163,10 @@ Status logsumexp_forward(ConstTensorView x, std::int64_t dim, TensorView out) {
     Shape out_shape = x.shape.rank() == 0 ? Shape{} : x.shape.without(d);
     XENT_RETURN_IF_ERROR(detail::check_like(out, x.dtype, out_shape, "output", "the input"));
     Layout L = detail::layout_of(x.shape, d);
-    if (x.dtype == DType::kF32) run_lse_forward(x.as<float>(), out.as<float>(), L);
-    else run_lse_forward(x.as<double>(), out.as<double>(), L);
+    detail::visit_float(x.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      run_lse_forward(x.as<T>(), out.as<T>(), L);
+    });
     return Status::Ok();
   });
 }
@@ -176,10 +182,10 @@ Status logsumexp_backward(ConstTensorView x, ConstTensorView out, ConstTensorVie
     XENT_RETURN_IF_ERROR(detail::check_like(dout, x.dtype, out_shape, "output gradient", "the input"));
     XENT_RETURN_IF_ERROR(detail::check_like(dx, x.dtype, x.shape, "input gradient", "the input"));
     Layout L = detail::layout_of(x.shape, d);
-    if (x.dtype == DType::kF32)
-      run_lse_backward(x.as<float>(), out.as<float>(), dout.as<float>(), dx.as<float>(), L);
-    else
-      run_lse_backward(x.as<double>(), out.as<double>(), dout.as<double>(), dx.as<double>(), L);
+    detail::visit_float(x.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      run_lse_backward(x.as<T>(), out.as<T>(), dout.as<T>(), dx.as<T>(), L);
+    });
     return Status::Ok();
   });
 }

@@ -3,7 +3,14 @@
 
 #include <fmt/format.h>
 
+#include "half.h"
+
 namespace xent {
+
+float to_float(bfloat16 v) noexcept { return static_cast<float>(detail::BF16::from_bits(v.bits)); }
+float to_float(float16 v) noexcept { return static_cast<float>(detail::F16::from_bits(v.bits)); }
+bfloat16 to_bfloat16(double v) noexcept { return {detail::BF16(v).bits}; }
+float16 to_float16(double v) noexcept { return {detail::F16(v).bits}; }
 
 const char* dtype_name(DType d) noexcept {
   switch (d) {
@@ -11,6 +18,8 @@ const char* dtype_name(DType d) noexcept {
     case DType::kF64: return "float64";
     case DType::kI32: return "int32";
     case DType::kI64: return "int64";
+    case DType::kBF16: return "bfloat16";
+    case DType::kF16: return "float16";
   }
   return "unknown";
 }
@@ -19,6 +28,7 @@ std::size_t dtype_size(DType d) noexcept {
   switch (d) {
     case DType::kF32: case DType::kI32: return 4;
     case DType::kF64: case DType::kI64: return 8;
+    case DType::kBF16: case DType::kF16: return 2;
   }
   return 0;
 }

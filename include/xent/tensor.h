@@ -1,8 +1,11 @@
 // tensor.h: non-owning views over caller memory (dtype + shape + pointer), as xent's API takes them.
 //
 // A view is contiguous and row-major (C order); xent never allocates, frees or keeps a view's
-// memory. Dtypes are the four xent computes with: float32 and float64 values, int32 and int64
-// class indices. This is not a tensor library: no strides, no broadcasting arithmetic, no ownership.
+// memory. Dtypes: float32, float64, bfloat16 and float16 values, int32 and int64 class indices.
+// bfloat16 and float16 are storage only (xent::bfloat16, xent::float16: the 16 bits as PyTorch and
+// NumPy lay them out); every op computes in float32 or wider and rounds its result once to the
+// output's dtype (round to nearest even). This is not a tensor library: no strides, no
+// broadcasting arithmetic, no ownership.
 //
 // Mistakes a view cannot hide: a view made from a container or a span remembers how many elements
 // the buffer holds, and every entry point refuses a shape that needs more; a Shape given more than
@@ -24,18 +27,36 @@
 
 namespace xent {
 
-enum class DType : std::uint8_t { kF32, kF64, kI32, kI64 };
+enum class DType : std::uint8_t { kF32, kF64, kI32, kI64, kBF16, kF16 };
 
-// "float32", "float64", "int32", "int64".
+// "float32", "float64", "int32", "int64", "bfloat16", "float16".
 const char* dtype_name(DType d) noexcept;
 std::size_t dtype_size(DType d) noexcept;
-inline bool is_floating(DType d) noexcept { return d == DType::kF32 || d == DType::kF64; }
+inline bool is_floating(DType d) noexcept {
+  return d == DType::kF32 || d == DType::kF64 || d == DType::kBF16 || d == DType::kF16;
+}
+
+// 16-bit floating-point storage: bfloat16 (1 sign, 8 exponent, 7 fraction bits: float32's upper
+// half) and IEEE binary16 (1, 5, 10). No arithmetic; convert with the functions below.
+struct bfloat16 {
+  std::uint16_t bits = 0;
+};
+struct float16 {
+  std::uint16_t bits = 0;
+};
+// Exact widening, and narrowing rounded once to nearest even (NaN stays NaN, overflow gives inf).
+float to_float(bfloat16 v) noexcept;
+float to_float(float16 v) noexcept;
+bfloat16 to_bfloat16(double v) noexcept;
+float16 to_float16(double v) noexcept;
 
 template <class T> struct DTypeOf;
 template <> struct DTypeOf<float> { static constexpr DType value = DType::kF32; };
 template <> struct DTypeOf<double> { static constexpr DType value = DType::kF64; };
 template <> struct DTypeOf<std::int32_t> { static constexpr DType value = DType::kI32; };
 template <> struct DTypeOf<std::int64_t> { static constexpr DType value = DType::kI64; };
+template <> struct DTypeOf<bfloat16> { static constexpr DType value = DType::kBF16; };
+template <> struct DTypeOf<float16> { static constexpr DType value = DType::kF16; };
 
 // A shape of up to kMaxDims dimensions. Rank 0 is a scalar with one element.
 class Shape {
@@ -95,7 +116,7 @@ concept MutableContiguousOf =
 }  // namespace detail
 
 // Read-only view. Constructible from a typed pointer and a shape, or from a container or span of
-// one of the four element types and a shape (then the shape may not need more elements than it
+// one of the six element types and a shape (then the shape may not need more elements than it
 // holds).
 struct ConstTensorView {
   const void* data = nullptr;
@@ -110,9 +131,12 @@ struct ConstTensorView {
   ConstTensorView(const double* d, Shape s) : data(d), dtype(DType::kF64), shape(s) {}
   ConstTensorView(const std::int32_t* d, Shape s) : data(d), dtype(DType::kI32), shape(s) {}
   ConstTensorView(const std::int64_t* d, Shape s) : data(d), dtype(DType::kI64), shape(s) {}
+  ConstTensorView(const bfloat16* d, Shape s) : data(d), dtype(DType::kBF16), shape(s) {}
+  ConstTensorView(const float16* d, Shape s) : data(d), dtype(DType::kF16), shape(s) {}
   template <class R>
     requires(detail::ContiguousOf<R, float> || detail::ContiguousOf<R, double> ||
-             detail::ContiguousOf<R, std::int32_t> || detail::ContiguousOf<R, std::int64_t>)
+             detail::ContiguousOf<R, std::int32_t> || detail::ContiguousOf<R, std::int64_t> ||
+             detail::ContiguousOf<R, bfloat16> || detail::ContiguousOf<R, float16>)
   ConstTensorView(const R& r, Shape s)
       : ConstTensorView(std::ranges::data(r), DTypeOf<std::remove_cv_t<std::ranges::range_value_t<R>>>::value, s,
                         static_cast<std::int64_t>(std::ranges::size(r))) {}
@@ -137,9 +161,12 @@ struct TensorView {
   TensorView(double* d, Shape s) : data(d), dtype(DType::kF64), shape(s) {}
   TensorView(std::int32_t* d, Shape s) : data(d), dtype(DType::kI32), shape(s) {}
   TensorView(std::int64_t* d, Shape s) : data(d), dtype(DType::kI64), shape(s) {}
+  TensorView(bfloat16* d, Shape s) : data(d), dtype(DType::kBF16), shape(s) {}
+  TensorView(float16* d, Shape s) : data(d), dtype(DType::kF16), shape(s) {}
   template <class R>
     requires(detail::MutableContiguousOf<R, float> || detail::MutableContiguousOf<R, double> ||
-             detail::MutableContiguousOf<R, std::int32_t> || detail::MutableContiguousOf<R, std::int64_t>)
+             detail::MutableContiguousOf<R, std::int32_t> || detail::MutableContiguousOf<R, std::int64_t> ||
+             detail::MutableContiguousOf<R, bfloat16> || detail::MutableContiguousOf<R, float16>)
   TensorView(R&& r, Shape s)
       : TensorView(std::ranges::data(r), DTypeOf<std::remove_cv_t<std::ranges::range_value_t<R>>>::value, s,
                    static_cast<std::int64_t>(std::ranges::size(r))) {}

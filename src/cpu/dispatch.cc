@@ -1,6 +1,6 @@
 // dispatch.cc: runtime choice of the kernel tables, and the public ISA setting (runtime.h).
 //
-// The candidates are the SIMD tables compiled in (kernels_hwy.cc) that this CPU and OS can run,
+// The candidates are the SIMD tables compiled in (tables_hwy.cc) that this CPU and OS can run,
 // as Highway's hwy::SupportedTargets() reports (CPUID plus XGETBV, so an OS that does not save
 // AVX-512 state rules AVX-512 out), best first, then "scalar". The first use picks the best one,
 // or the one XENT_ISA names; set_isa() changes it later. Not a per-call switch: the choice is one
@@ -24,6 +24,8 @@ struct Choice {
   std::string name;
   const KernelTable<float>* f32;
   const KernelTable<double>* f64;
+  const KernelTable<BF16>* bf16;
+  const KernelTable<F16>* f16;
 };
 
 // Tables this CPU can run, best first, "scalar" last.
@@ -34,9 +36,9 @@ const std::vector<Choice>& choices() {
     std::size_t n = 0;
     const IsaTables* tables = simd_isa_tables(&n);
     for (std::size_t i = 0; i < n; ++i) {
-      if ((supported & tables[i].hwy_target) != 0) v.push_back({tables[i].name, &tables[i].f32(), &tables[i].f64()});
+      if ((supported & tables[i].hwy_target) != 0) v.push_back({tables[i].name, &tables[i].f32(), &tables[i].f64(), &tables[i].bf16(), &tables[i].f16()});
     }
-    v.push_back({"scalar", &scalar_table_f32(), &scalar_table_f64()});
+    v.push_back({"scalar", &scalar_table_f32(), &scalar_table_f64(), &scalar_table_bf16(), &scalar_table_f16()});
     return v;
   }();
   return list;
@@ -79,6 +81,8 @@ int active_index() noexcept {
 
 const KernelTable<float>& active_table_f32() noexcept { return *choices()[active_index()].f32; }
 const KernelTable<double>& active_table_f64() noexcept { return *choices()[active_index()].f64; }
+const KernelTable<BF16>& active_table_bf16() noexcept { return *choices()[active_index()].bf16; }
+const KernelTable<F16>& active_table_f16() noexcept { return *choices()[active_index()].f16; }
 
 }  // namespace xent::cpu
 

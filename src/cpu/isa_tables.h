@@ -15,6 +15,8 @@ struct IsaTables {
   std::int64_t hwy_target;   // Highway's target bit (HWY_AVX3, ...)
   const KernelTable<float>& (*f32)() noexcept;
   const KernelTable<double>& (*f64)() noexcept;
+  const KernelTable<BF16>& (*bf16)() noexcept;
+  const KernelTable<F16>& (*f16)() noexcept;
 };
 
 // Best first; `*count` receives the number of entries.

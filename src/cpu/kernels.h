@@ -16,14 +16,19 @@
 // kernel's arithmetic for a row must not depend on which other rows share its block, so that the
 // front end may split blocks across threads freely (results are then the same for any thread
 // count). Every table must match the scalar table (kernels_scalar.cc) to a few ulp; tests run every
-// table the CPU supports against the long-double reference in src/reference/.
+// table the CPU supports against the scalar table and the long-double reference.
 // This header is not public and names no ISA intrinsics.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
+#include "half.h"
+
 namespace xent::cpu {
+
+using detail::BF16;
+using detail::F16;
 
 struct Block {
   std::size_t n_outer = 1;
@@ -150,18 +155,34 @@ struct KernelTable {
                                  bool* bad) noexcept = nullptr;
   std::int64_t (*count_kept_i64)(const std::int64_t* t, std::size_t n, std::int64_t C, std::int64_t ignore_index,
                                  bool* bad) noexcept = nullptr;
+
+  // Logit soft-capping z = s * tanh(z / s) over n contiguous values, in place (s > 0): the fused
+  // linear layer's (linear_cross_entropy.cc). SIMD: Highway's contrib Tanh, a few ulp.
+  void (*softcap)(T* z, std::size_t n, T s) noexcept = nullptr;
+
+  // Test hook (tests/kernels/test_exp.cc): y = exp(x) over n values x <= 0, by the SIMD kernels'
+  // exponential (exp-inl.h exp_nonpos); the scalar table's is std::exp.
+  void (*exp_nonpos)(const T* x, T* y, std::size_t n) noexcept = nullptr;
 };
 
-// The portable scalar tables (always available; the fallback and the fast paths' twin).
+// The portable scalar tables (always available; the fallback and the fast paths' twin). The
+// bfloat16 and float16 tables read and write 16-bit values and compute as the float32 one does
+// (double inside, one rounding of each result).
 const KernelTable<float>& scalar_table_f32() noexcept;
 const KernelTable<double>& scalar_table_f64() noexcept;
+const KernelTable<BF16>& scalar_table_bf16() noexcept;
+const KernelTable<F16>& scalar_table_f16() noexcept;
 
-// The active tables, chosen by runtime dispatch (runtime.cc).
+// The active tables, chosen by runtime dispatch (dispatch.cc).
 const KernelTable<float>& active_table_f32() noexcept;
 const KernelTable<double>& active_table_f64() noexcept;
+const KernelTable<BF16>& active_table_bf16() noexcept;
+const KernelTable<F16>& active_table_f16() noexcept;
 
 template <class T> const KernelTable<T>& active_table() noexcept;
 template <> inline const KernelTable<float>& active_table<float>() noexcept { return active_table_f32(); }
 template <> inline const KernelTable<double>& active_table<double>() noexcept { return active_table_f64(); }
+template <> inline const KernelTable<BF16>& active_table<BF16>() noexcept { return active_table_bf16(); }
+template <> inline const KernelTable<F16>& active_table<F16>() noexcept { return active_table_f16(); }
 
 }  // namespace xent::cpu

@@ -1,4 +1,4 @@
-// kernels_scalar.cc: the portable scalar kernel table, float32 and float64.
+// kernels_scalar.cc: the portable scalar kernel table, float32, float64, bfloat16 and float16.
 //
 // It defines the semantics every SIMD table must reproduce (to a few ulp): rows are shifted by
 // their maximum (NaN-propagating), exp/log and every sum run in double, and results are rounded
@@ -369,6 +369,16 @@ std::int64_t count_kept(const I* t, std::size_t n, std::int64_t C, std::int64_t 
 }
 
 template <class T>
+void softcap(T* z, std::size_t n, T s) noexcept {
+  for (std::size_t i = 0; i < n; ++i) z[i] = static_cast<T>(s * std::tanh(static_cast<double>(z[i]) / s));
+}
+
+template <class T>
+void exp_nonpos(const T* x, T* y, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) y[i] = static_cast<T>(std::exp(x[i]));
+}
+
+template <class T>
 KernelTable<T> make_table() {
   KernelTable<T> k;
   k.name = "scalar";
@@ -395,6 +405,8 @@ KernelTable<T> make_table() {
   k.bce_logits = bce_logits<T>;
   k.count_kept_i32 = count_kept<std::int32_t>;
   k.count_kept_i64 = count_kept<std::int64_t>;
+  k.softcap = softcap<T>;
+  k.exp_nonpos = exp_nonpos<T>;
   return k;
 }
 
@@ -406,6 +418,14 @@ const KernelTable<float>& scalar_table_f32() noexcept {
 }
 const KernelTable<double>& scalar_table_f64() noexcept {
   static const KernelTable<double> t = make_table<double>();
+  return t;
+}
+const KernelTable<BF16>& scalar_table_bf16() noexcept {
+  static const KernelTable<BF16> t = make_table<BF16>();
+  return t;
+}
+const KernelTable<F16>& scalar_table_f16() noexcept {
+  static const KernelTable<F16> t = make_table<F16>();
   return t;
 }
 

@@ -1,13 +1,13 @@
 // kernels_strided-inl.h: the SIMD kernels for blocks whose class dimension is not last (Block
-// stride != 1: (N, C, d1, ...) as in segmentation), for kernels_hwy.cc's foreach_target pass. It is
-// included from inside kernels_hwy.cc's xent::cpu::HWY_NAMESPACE, after the helpers it uses
-// (exp_diff, load_padded, load_wide, store_narrow, ...); it includes nothing and is no header of its
-// own. Contiguous rows (stride 1) are not handled here.
+// stride != 1: (N, C, d1, ...) as in segmentation), for the foreach_target passes of softmax_hwy.cc
+// and cross_entropy_hwy.cc. It is included from inside their xent::cpu::HWY_NAMESPACE, after
+// rows-inl.h, whose helpers it uses (exp_diff, load_padded, load_wide, store_narrow, ...); it
+// includes nothing and is no header of its own. Contiguous rows (stride 1) are not handled here.
 //
 // Layout (kernels.h): element (o, c, i) at base[o * C * stride + c * stride + i], so for fixed o and
 // c the n_inner rows of a block are contiguous: a vector of L = Lanes(T) inner positions ("a group")
 // reads column c with one load, each row is one lane, and every per-row quantity (max, sum of exps,
-// target) is one vector, as the short-row tiles of kernels_hwy.cc hold them, without a transpose.
+// target) is one vector, as the short-row tiles of rows-inl.h hold them, without a transpose.
 // The last group of each o may hold n < L rows: its columns are copied through padded stack buffers
 // (pads 0, never stored; nothing is read or written outside the block).
 //

@@ -35,7 +35,6 @@
 
 #include "cpu/kernels.h"
 #include "frontend.h"
-#include "linear/softcap.h"
 #include "parallel.h"
 #include "xent/runtime.h"
 
@@ -205,8 +204,9 @@ Status validate(ConstTensorView hidden, ConstTensorView weight, ConstTensorView 
                 ConstTensorView dloss, ConstTensorView dhidden, ConstTensorView dweight, ConstTensorView dbias,
                 Problem* p) {
   XENT_RETURN_IF_ERROR(check_options(o));
-  if (!is_floating(hidden.dtype))
-    return invalid_argument(std::string("hidden must be float32 or float64, found ") + dtype_name(hidden.dtype));
+  if (hidden.dtype != DType::kF32 && hidden.dtype != DType::kF64)
+    return invalid_argument(std::string("hidden must be float32 or float64 (the fused layer does not take 16-bit "
+                                        "types), found ") + dtype_name(hidden.dtype));
   if (hidden.shape.rank() != 2)
     return invalid_argument("hidden must have shape (N, H), found " + shape_str(hidden.shape));
   if (weight.shape.rank() != 2)
@@ -379,7 +379,7 @@ void finish_logits(const Ctx<T>& c, std::int64_t r0, std::int64_t r1, std::int64
     T* z = c.Z + r * vb;
     if (bias)
       for (std::int64_t j = 0; j < vb; ++j) z[j] += bias[j];
-    if (c.softcap != 0) linear::softcap_inplace(z, static_cast<std::size_t>(vb), static_cast<T>(c.softcap));
+    if (c.softcap != 0) cpu::active_table<T>().softcap(z, static_cast<std::size_t>(vb), static_cast<T>(c.softcap));
   }
 }
 
@@ -727,7 +727,7 @@ Status dispatch(const Problem& p, ConstTensorView hidden, ConstTensorView weight
 Result<LinearCrossEntropyPlan> linear_cross_entropy_plan(std::int64_t N, std::int64_t H, std::int64_t V,
                                                          DType dtype, const LinearCrossEntropyOptions& options) {
   XENT_RETURN_IF_ERROR(check_options(options));
-  if (!is_floating(dtype)) return invalid_argument("dtype must be float32 or float64");
+  if (dtype != DType::kF32 && dtype != DType::kF64) return invalid_argument("dtype must be float32 or float64");
   if (N < 0 || H < 0 || V < 1) return invalid_argument("shapes must have N >= 0, H >= 0, V >= 1");
   return make_plan(N, V, dtype_size(dtype), options);
 }

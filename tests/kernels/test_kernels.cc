@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/tuning.h"
 #include "simd_check.h"
 #include "xent/xent.h"
 
@@ -61,12 +62,28 @@ std::vector<T> make_rows(std::int64_t N, std::int64_t C, Fill fill, std::uint64_
   return x;
 }
 
+// Row lengths on both sides of every cost-model threshold of cpu/tuning.h, for both element sizes
+// (so each scheme, and each switch between schemes, runs on every ISA whatever the constants are),
+// plus short lengths for every tail width: C <= kSmallC takes the across-rows tiles; rows of at most
+// kOneExpRowBytes the one-exp scheme; rows of kChunkBytes or more several pass-1 chunks (the online
+// max rescale); rows of kStreamRowBytes or more streamed stores.
 const std::vector<std::int64_t>& row_lengths() {
-  // 4095..4097 (float64) and 8191..8193 (float32): rows just inside and just past 32 KiB, the
-  // one-exp scheme's bound; 16384 and 20000 float32 rows are streamed.
-  static const std::vector<std::int64_t> v = {1,    2,    3,    5,    8,    10,   15,   16,   17,    31,   32,
-                                              33,   63,   64,   65,   100,  1000, 2047, 2048, 2049,  4095, 4096,
-                                              4097, 8191, 8192, 8193, 16384, 20000};
+  static const std::vector<std::int64_t> v = [] {
+    using namespace cpu::tuning;  // NOLINT
+    std::vector<std::int64_t> r = {1, 2, 3, 5, 8, 10, 15, 16, 17, 63, 64, 65, 100, 1000, 20000};
+    auto around = [&](std::size_t n) {
+      for (std::size_t k : {n - 1, n, n + 1}) r.push_back(static_cast<std::int64_t>(k));
+    };
+    around(kSmallC);
+    for (std::size_t bytes : {sizeof(float), sizeof(double)}) {
+      around(kChunkBytes / bytes);
+      around(kOneExpRowBytes / bytes);
+      around(kStreamRowBytes / bytes);
+    }
+    std::sort(r.begin(), r.end());
+    r.erase(std::unique(r.begin(), r.end()), r.end());
+    return r;
+  }();
   return v;
 }
 

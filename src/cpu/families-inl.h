@@ -1,0 +1,15 @@
+// families-inl.h: the per-target entry points through which each op family's unit fills its part
+// of a kernel table (tables_hwy.cc assembles them). Included inside xent::cpu::HWY_NAMESPACE by
+// every *_hwy.cc unit, once per target; declarations only, so no include guard.
+
+void fill_softmax(KernelTable<float>* t) noexcept;
+void fill_softmax(KernelTable<double>* t) noexcept;
+void fill_cross_entropy(KernelTable<float>* t) noexcept;
+void fill_cross_entropy(KernelTable<double>* t) noexcept;
+void fill_bce(KernelTable<float>* t) noexcept;
+void fill_bce(KernelTable<double>* t) noexcept;
+void fill_softcap(KernelTable<float>* t) noexcept;
+void fill_softcap(KernelTable<double>* t) noexcept;
+// Test hook: y = exp_nonpos(x) for x <= 0 (exp-inl.h), for the ulp test on every ISA.
+void fill_exp(KernelTable<float>* t) noexcept;
+void fill_exp(KernelTable<double>* t) noexcept;

@@ -1,0 +1,695 @@
+// rows-inl.h: the SIMD kernels' shared row machinery, for every per-target unit (Highway
+// foreach_target; include after hwy/highway.h): float64 accumulators, padded loads, pass 1
+// (row_stats: max and sum of exps, one read), pass 2 (map_row: one elementwise write), the
+// one-exp scheme for cache-resident rows, the probability/smoothing coefficients, and the short-row
+// tiles (C <= kSmallC, vectorised across rows). The op families (softmax_hwy.cc,
+// cross_entropy_hwy.cc, bce_hwy.cc) build their kernels from these; nothing here is a kernel-table
+// entry. Thresholds are tuning.h's; the exponential is exp-inl.h's.
+//
+// Shape of the work, per contiguous row:
+//   pass 1 (row_stats): one read of the row from memory, in chunks of kChunkBytes that stay in L1:
+//     chunk max, then sum of exp(x - running max) over the same chunk (online normaliser: the sum
+//     is rescaled by exp(old - new) when the max grows). Gives m = max and S = sum exp(x - m).
+//   pass 2 (map_row): recompute exp(x - m) from the row, now in L2, and write the output once,
+//     with non-temporal stores for long rows so the output costs no read-for-ownership traffic.
+// Rows of at most kOneExpRowBytes whose output is exp-based take one exp per value instead: max;
+// e = exp(x - m) written into the output while summed (the next row's lines prefetched meanwhile);
+// then the output, still in cache, scaled in place. Rows of C <= kSmallC are done across rows: a
+// tile of one vector's worth of rows is transposed so each column is a vector and each row a lane
+// (in registers on AVX-512 for rows up to one vector long), and each value costs one exp, kept in
+// the tile between the sum and the output. Nothing allocates; tails use padded stack buffers.
+//
+// Numerics. Sums of exps and dot products accumulate float32 vectors of four-term partial sums into
+// float64 lanes; per-row scalars are double. The order of every reduction depends only on C (and
+// the target), never on the rows around it, so any split of rows across threads gives the same bits.
+
+#ifndef XENT_CPU_ROWS_COMMON_
+#define XENT_CPU_ROWS_COMMON_
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "cpu/kernels.h"
+#include "cpu/tuning.h"
+
+namespace xent::cpu::hwy_common {
+
+template <class T> const KernelTable<T>& scalar_table() noexcept;
+template <> inline const KernelTable<float>& scalar_table<float>() noexcept { return scalar_table_f32(); }
+template <> inline const KernelTable<double>& scalar_table<double>() noexcept { return scalar_table_f64(); }
+
+struct RowStats {
+  double m = 0;   // max of the row (finite)
+  double s = 0;   // sum of exp(x - m), >= 1
+  double wx = 0;    // sum of w[c] * (x[c] - m) (w = 1 when absent; <= 0), label smoothing only
+  double wsum = 0;  // sum of w[c], label smoothing only
+};
+
+}  // namespace xent::cpu::hwy_common
+#endif  // XENT_CPU_ROWS_COMMON_
+
+#if defined(XENT_CPU_ROWS_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef XENT_CPU_ROWS_INL_H_
+#undef XENT_CPU_ROWS_INL_H_
+#else
+#define XENT_CPU_ROWS_INL_H_
+#endif
+
+#include "cpu/exp-inl.h"
+#include "hwy/cache_control.h"
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace xent::cpu {
+namespace HWY_NAMESPACE {
+
+#if XENT_TARGET_HAS_KERNELS
+using hwy_common::RowStats;
+using hwy_common::scalar_table;
+using tuning::kChunkBytes;
+using tuning::kExactOut;
+using tuning::kExactSum;
+using tuning::kOneExpRowBytes;
+using tuning::kSmallC;
+using tuning::kStreamRowBytes;
+constexpr std::size_t kMaxLanesBytes = HWY_MAX_BYTES;
+
+// ---------------------------------------------------------------------------------------------
+// float64 accumulators (fixed lane order: the total depends only on the sequence of adds)
+
+template <class T> struct WideSum;
+
+template <>
+struct WideSum<double> {
+  using D = hn::ScalableTag<double>;
+  using V = hn::Vec<D>;
+  D d;
+  V acc;
+  HWY_INLINE WideSum() : acc(hn::Zero(D())) {}
+  static HWY_INLINE V splat(double m) { return hn::Set(D(), m); }
+  HWY_INLINE void add(V v) { acc = hn::Add(acc, v); }
+  HWY_INLINE void add_mul(V a, V b) { acc = hn::MulAdd(a, b, acc); }
+  // (x - m) and w * (x - m); the subtraction rounds in double.
+  HWY_INLINE void add_shifted(V x, V m) { acc = hn::Add(acc, hn::Sub(x, m)); }
+  HWY_INLINE void add_shifted_mul(V x, V m, V w) { acc = hn::MulAdd(hn::Sub(x, m), w, acc); }
+  HWY_INLINE double total() const { return hn::GetLane(hn::SumOfLanes(d, acc)); }
+};
+
+template <>
+struct WideSum<float> {
+  using D = hn::ScalableTag<float>;
+  using DH = hn::Half<D>;
+  using DW = hn::Rebind<double, DH>;
+  using V = hn::Vec<D>;
+  using VW = hn::Vec<DW>;
+  DH dh;
+  DW dw;
+  VW lo, hi;
+  HWY_INLINE WideSum() : lo(hn::Zero(DW())), hi(hn::Zero(DW())) {}
+  static HWY_INLINE VW splat(double m) { return hn::Set(DW(), m); }
+  HWY_INLINE void add(V v) {
+    lo = hn::Add(lo, hn::PromoteTo(dw, hn::LowerHalf(dh, v)));
+    hi = hn::Add(hi, hn::PromoteTo(dw, hn::UpperHalf(dh, v)));
+  }
+  // a * b in float64 (exact product of two floats).
+  HWY_INLINE void add_mul(V a, V b) {
+    lo = hn::MulAdd(hn::PromoteTo(dw, hn::LowerHalf(dh, a)), hn::PromoteTo(dw, hn::LowerHalf(dh, b)), lo);
+    hi = hn::MulAdd(hn::PromoteTo(dw, hn::UpperHalf(dh, a)), hn::PromoteTo(dw, hn::UpperHalf(dh, b)), hi);
+  }
+  // (x - m) and w * (x - m) in float64, where x - m is exact.
+  HWY_INLINE void add_shifted(V x, VW m) {
+    lo = hn::Add(lo, hn::Sub(hn::PromoteTo(dw, hn::LowerHalf(dh, x)), m));
+    hi = hn::Add(hi, hn::Sub(hn::PromoteTo(dw, hn::UpperHalf(dh, x)), m));
+  }
+  HWY_INLINE void add_shifted_mul(V x, VW m, V w) {
+    lo = hn::MulAdd(hn::Sub(hn::PromoteTo(dw, hn::LowerHalf(dh, x)), m), hn::PromoteTo(dw, hn::LowerHalf(dh, w)), lo);
+    hi = hn::MulAdd(hn::Sub(hn::PromoteTo(dw, hn::UpperHalf(dh, x)), m), hn::PromoteTo(dw, hn::UpperHalf(dh, w)), hi);
+  }
+  HWY_INLINE double total() const { return hn::GetLane(hn::SumOfLanes(dw, hn::Add(lo, hi))); }
+};
+
+// Loads the n < Lanes(d) values at p into a vector padded with `pad`.
+template <class D, class T = hn::TFromD<D>>
+HWY_INLINE hn::Vec<D> load_padded(D d, const T* p, std::size_t n, T pad) {
+  HWY_ALIGN T buf[kMaxLanesBytes / sizeof(T)];
+  const std::size_t N = hn::Lanes(d);
+  for (std::size_t i = 0; i < N; ++i) buf[i] = i < n ? p[i] : pad;
+  return hn::Load(d, buf);
+}
+
+// ---------------------------------------------------------------------------------------------
+// pass 1: max and sum of exp(x - max) of one contiguous row, read once
+
+// The coefficient c = w q of kernels.h Coefs from loaded t and w vectors (either unused when its
+// pointer is null): the one expression every vector path uses, so sums and gradients agree.
+template <class D, class T = hn::TFromD<D>>
+HWY_INLINE hn::Vec<D> coef_of(D d, const Coefs<T>& k, hn::Vec<D> tv, hn::Vec<D> wv) {
+  if (k.t == nullptr) return k.w != nullptr ? wv : hn::Set(d, T(1));
+  const hn::Vec<D> q = hn::MulAdd(tv, hn::Set(d, static_cast<T>(k.keep)), hn::Set(d, static_cast<T>(k.u)));
+  return k.w != nullptr ? hn::Mul(wv, q) : q;
+}
+
+// Coefficients c[j .. j + Lanes) (rem == 0) or the rem < Lanes ones left at j, zero past them.
+template <class D, class T = hn::TFromD<D>>
+HWY_INLINE hn::Vec<D> coef_at(D d, const Coefs<T>& k, std::size_t j, std::size_t rem = 0) {
+  if (rem == 0) {
+    const hn::Vec<D> tv = k.t != nullptr ? hn::LoadU(d, k.t + j) : hn::Zero(d);
+    const hn::Vec<D> wv = k.w != nullptr ? hn::LoadU(d, k.w + j) : hn::Zero(d);
+    return coef_of(d, k, tv, wv);
+  }
+  const hn::Vec<D> tv = k.t != nullptr ? load_padded(d, k.t + j, rem, T(0)) : hn::Zero(d);
+  const hn::Vec<D> wv = k.w != nullptr ? load_padded(d, k.w + j, rem, T(0)) : hn::Zero(d);
+  return hn::IfThenElseZero(hn::FirstN(d, rem), coef_of(d, k, tv, wv));
+}
+
+// Returns false when the row must take the scalar path: a NaN, a +inf, all -inf, or (kSumX) any
+// -inf or a non-finite coefficient sum. kSumX also sums c[k] (x[k] - m) and c[k] for label
+// smoothing and probability targets (c of kernels.h Coefs, *k): every term has one sign for c >= 0
+// (x <= m), so the sum has no cancellation; chunks add c (x - running max) and the total is shifted
+// by (sum of c so far) * (old max - new max) when the max grows.
+template <class T, bool kSumX>
+HWY_INLINE bool row_stats(const T* HWY_RESTRICT x, std::size_t C, const Coefs<T>* k, RowStats* st) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  constexpr std::size_t kChunk = kChunkBytes / sizeof(T);
+  double m_run = -kInf<double>;
+  double S = 0;
+  double A = 0, W_seen = 0;  // kSumX: sum of w (x - m_run), sum of w
+  for (std::size_t c0 = 0; c0 < C; c0 += kChunk) {
+    const std::size_t len = std::min(kChunk, C - c0);
+    const T* HWY_RESTRICT xc = x + c0;
+    const std::size_t full = len - len % N;
+    const std::size_t rem = len - full;
+
+    // Chunk max (four accumulators for throughput). Max may drop a NaN; the exp-sum catches it.
+    V m0 = hn::Set(d, -kInf<T>), m1 = m0, m2 = m0, m3 = m0;
+    std::size_t i = 0;
+    for (; i + 4 * N <= full; i += 4 * N) {
+      m0 = hn::Max(m0, hn::LoadU(d, xc + i));
+      m1 = hn::Max(m1, hn::LoadU(d, xc + i + N));
+      m2 = hn::Max(m2, hn::LoadU(d, xc + i + 2 * N));
+      m3 = hn::Max(m3, hn::LoadU(d, xc + i + 3 * N));
+    }
+    for (; i < full; i += N) m0 = hn::Max(m0, hn::LoadU(d, xc + i));
+    V vtail = hn::Set(d, -kInf<T>);
+    if (rem != 0) {
+      vtail = load_padded(d, xc + full, rem, -kInf<T>);
+      m1 = hn::Max(m1, vtail);
+    }
+    const T cm = hn::GetLane(hn::MaxOfLanes(d, hn::Max(hn::Max(m0, m1), hn::Max(m2, m3))));
+    if (std::isnan(cm) || cm == kInf<T>) return false;
+    if (cm > m_run) {
+      S *= std::exp(m_run - static_cast<double>(cm));  // 0 on the first finite chunk
+      if constexpr (kSumX) {
+        if (W_seen != 0) A += W_seen * (m_run - static_cast<double>(cm));
+      }
+      m_run = cm;
+    }
+    if (m_run == -kInf<double>) {
+      // Everything so far is -inf: nothing to add. A NaN could hide behind -inf (Max drops it).
+      if constexpr (kSumX) return false;
+      for (std::size_t j = 0; j < len; ++j)
+        if (std::isnan(xc[j])) return false;
+      continue;
+    }
+
+    // Sum of exp(x - m_run) over the chunk, now in L1.
+    const V vm = hn::Set(d, static_cast<T>(m_run));
+    WideSum<T> acc;
+    i = 0;
+    for (; i + 4 * N <= full; i += 4 * N) {
+      // Keep memory busy while the exps run: request the next chunk (or the next row; prefetching
+      // past the end of the buffer is harmless).
+      for (std::size_t k = 0; k < 4 * N * sizeof(T); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(xc + kChunk + i) + k);
+      const V x0 = hn::LoadU(d, xc + i), x1 = hn::LoadU(d, xc + i + N);
+      const V x2 = hn::LoadU(d, xc + i + 2 * N), x3 = hn::LoadU(d, xc + i + 3 * N);
+      const V e0 = exp_diff<kExactSum>(d, x0, vm), e1 = exp_diff<kExactSum>(d, x1, vm);
+      const V e2 = exp_diff<kExactSum>(d, x2, vm), e3 = exp_diff<kExactSum>(d, x3, vm);
+      acc.add(hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
+    }
+    for (; i < full; i += N) acc.add(exp_diff<kExactSum>(d, hn::LoadU(d, xc + i), vm));
+    if (rem != 0) acc.add(exp_diff<kExactSum>(d, vtail, vm));  // padding is -inf: adds 0
+    S += acc.total();
+
+    if constexpr (kSumX) {
+      // Sum of c (x - m_run) and of c over the chunk, in float64.
+      const bool ones = k->w == nullptr && k->t == nullptr;
+      const auto vm_wide = WideSum<T>::splat(m_run);
+      WideSum<T> ax, aw;
+      for (i = 0; i < full; i += N) {
+        const V xv = hn::LoadU(d, xc + i);
+        if (ones) {
+          ax.add_shifted(xv, vm_wide);
+        } else {
+          const V cv = coef_at(d, *k, c0 + i);
+          ax.add_shifted_mul(xv, vm_wide, cv);
+          aw.add(cv);
+        }
+      }
+      if (rem != 0) {
+        const V xv = load_padded(d, xc + full, rem, static_cast<T>(m_run));  // pads add 0
+        if (ones) {
+          ax.add_shifted(xv, vm_wide);
+        } else {
+          const V cv = coef_at(d, *k, c0 + full, rem);
+          ax.add_shifted_mul(xv, vm_wide, cv);
+          aw.add(cv);
+        }
+      }
+      A += ax.total();
+      W_seen += ones ? static_cast<double>(len) : aw.total();
+    }
+  }
+  if (!(m_run > -kInf<double>) || !std::isfinite(S)) return false;
+  st->m = m_run;
+  st->s = S;
+  if constexpr (kSumX) {
+    if (!std::isfinite(A) || !std::isfinite(W_seen)) return false;
+    st->wx = A;
+    st->wsum = W_seen;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// pass 2: out[c] = f(in_0[c], ..., in_{K-1}[c]) over one row
+
+// Elementwise with per-row constants only, so each value is the same whether it is computed in the
+// main loop, the first vector or the last (overlapping) vector; the first and last are computed
+// before any store, so out may alias an input. stream: non-temporal stores in the aligned middle.
+template <std::size_t K, class T, class F>
+HWY_INLINE void map_row(T* out, std::size_t C, bool stream, const std::array<const T*, K>& in, const F& f) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  auto apply = [&](auto load) HWY_ATTR -> V {
+    if constexpr (K == 0) return f();
+    else if constexpr (K == 1) return f(load(0));
+    else if constexpr (K == 2) return f(load(0), load(1));
+    else return f(load(0), load(1), load(2));
+  };
+  if (C < N) {
+    HWY_ALIGN T bufs[K + 1][kMaxLanesBytes / sizeof(T)];
+    for (std::size_t k = 0; k < K; ++k)
+      for (std::size_t i = 0; i < N; ++i) bufs[k][i] = i < C ? in[k][i] : T(0);
+    const V v = apply([&](std::size_t k) HWY_ATTR { return hn::Load(d, bufs[k]); });
+    hn::Store(v, d, bufs[K]);
+    for (std::size_t i = 0; i < C; ++i) out[i] = bufs[K][i];
+    return;
+  }
+  auto at = [&](std::size_t i) HWY_ATTR {
+    return apply([&](std::size_t k) HWY_ATTR { return hn::LoadU(d, in[k] + i); });
+  };
+  std::size_t start = 0;
+  if (stream) {
+    const std::size_t vec_bytes = N * sizeof(T);
+    const std::size_t mis = reinterpret_cast<std::uintptr_t>(out) % vec_bytes;
+    if (mis % sizeof(T) != 0) stream = false;
+    else if (mis != 0) start = (vec_bytes - mis) / sizeof(T);
+  }
+  const V last = at(C - N);
+  const V first = start != 0 ? at(0) : hn::Zero(d);
+  std::size_t i = start;
+  if (stream) {
+    for (; i + N <= C; i += N) hn::Stream(at(i), d, out + i);
+  } else {
+    for (; i + N <= C; i += N) hn::StoreU(at(i), d, out + i);
+  }
+  if (start != 0) hn::StoreU(first, d, out);
+  hn::StoreU(last, d, out + C - N);
+}
+
+template <class T>
+HWY_INLINE bool stream_rows(std::size_t C) { return C * sizeof(T) >= kStreamRowBytes; }
+
+// ---------------------------------------------------------------------------------------------
+// rows whose output stays in cache: one exp per value
+//
+// pass 1 (row_max): the max, and whether the row must take the scalar twin (a NaN, a +inf, all
+// -inf), decided before anything is written, since the output may alias the input;
+// pass 2 (exp_store_sum): e = exp(x - m), TwoSum'd argument as map_row's outputs, written into the
+// output row while summed (float32 vectors of four-term partial sums into float64 lanes);
+// pass 3: the output, still in L1/L2, scaled in place (map_row over itself).
+// The outputs are the same expressions of e as the two-exp path's; only S differs, now the sum of
+// the ~2 ulp values that are written out instead of a second evaluation.
+
+template <class T>
+HWY_INLINE bool one_exp_rows(std::size_t C) { return C * sizeof(T) <= kOneExpRowBytes; }
+
+template <class T>
+HWY_INLINE bool row_max(const T* HWY_RESTRICT x, std::size_t C, T* m_out) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  V m0 = hn::Set(d, -kInf<T>), m1 = m0, m2 = m0, m3 = m0;
+  auto nan = hn::FirstN(d, 0);  // Max may drop a NaN: tracked on the side
+  std::size_t i = 0;
+  for (; i + 4 * N <= C; i += 4 * N) {
+    const V x0 = hn::LoadU(d, x + i), x1 = hn::LoadU(d, x + i + N);
+    const V x2 = hn::LoadU(d, x + i + 2 * N), x3 = hn::LoadU(d, x + i + 3 * N);
+    m0 = hn::Max(m0, x0);
+    m1 = hn::Max(m1, x1);
+    m2 = hn::Max(m2, x2);
+    m3 = hn::Max(m3, x3);
+    nan = hn::Or(nan, hn::Or(hn::Or(hn::IsNaN(x0), hn::IsNaN(x1)), hn::Or(hn::IsNaN(x2), hn::IsNaN(x3))));
+  }
+  for (; i + N <= C; i += N) {
+    const V v = hn::LoadU(d, x + i);
+    m0 = hn::Max(m0, v);
+    nan = hn::Or(nan, hn::IsNaN(v));
+  }
+  if (i < C) {
+    const V v = load_padded(d, x + i, C - i, -kInf<T>);
+    m1 = hn::Max(m1, v);
+    nan = hn::Or(nan, hn::IsNaN(v));
+  }
+  const T m = hn::GetLane(hn::MaxOfLanes(d, hn::Max(hn::Max(m0, m1), hn::Max(m2, m3))));
+  *m_out = m;
+  return hn::AllFalse(d, nan) && m > -kInf<T> && m < kInf<T>;
+}
+
+// y[c] = exp(x[c] - m) for a row whose max m is finite; returns the sum of the y[c] (>= 1).
+// y may alias x (each vector is read before it is written). While the exps run, the next row's
+// input and output lines are requested (x + C, y + C: prefetching past a buffer is harmless).
+template <class T>
+HWY_INLINE double exp_store_sum(const T* x, T* y, std::size_t C, T m) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  const V vm = hn::Set(d, m);
+  WideSum<T> acc;
+  std::size_t i = 0;
+  for (; i + 4 * N <= C; i += 4 * N) {
+    for (std::size_t k = 0; k < 4 * N * sizeof(T); k += 64) {
+      hwy::Prefetch(reinterpret_cast<const char*>(x + C + i) + k);
+      __builtin_prefetch(reinterpret_cast<const char*>(y + C + i) + k, 1);
+    }
+    const V e0 = exp_diff<kExactOut>(d, hn::LoadU(d, x + i), vm);
+    const V e1 = exp_diff<kExactOut>(d, hn::LoadU(d, x + i + N), vm);
+    const V e2 = exp_diff<kExactOut>(d, hn::LoadU(d, x + i + 2 * N), vm);
+    const V e3 = exp_diff<kExactOut>(d, hn::LoadU(d, x + i + 3 * N), vm);
+    hn::StoreU(e0, d, y + i);
+    hn::StoreU(e1, d, y + i + N);
+    hn::StoreU(e2, d, y + i + 2 * N);
+    hn::StoreU(e3, d, y + i + 3 * N);
+    acc.add(hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
+  }
+  for (; i + N <= C; i += N) {
+    const V e = exp_diff<kExactOut>(d, hn::LoadU(d, x + i), vm);
+    hn::StoreU(e, d, y + i);
+    acc.add(e);
+  }
+  if (i < C) {
+    HWY_ALIGN T buf[kMaxLanesBytes / sizeof(T)];
+    const V e = exp_diff<kExactOut>(d, load_padded(d, x + i, C - i, -kInf<T>), vm);  // pads add 0
+    hn::Store(e, d, buf);
+    for (std::size_t k = 0; k < C - i; ++k) y[i + k] = buf[k];
+    acc.add(e);
+  }
+  return acc.total();
+}
+
+// Label smoothing and probability targets: A = sum_c c[c] (x[c] - m) and Q = sum_c c[c] (c of
+// kernels.h Coefs), float64, for a row with max m, as row_stats<T, true> sums them. False when
+// either is not finite (a -inf logit, a non-finite coefficient).
+template <class T>
+HWY_INLINE bool row_coef_sums(const T* HWY_RESTRICT x, std::size_t C, const Coefs<T>& k, T m, double* A_out,
+                              double* Q_out) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  const bool ones = k.w == nullptr && k.t == nullptr;
+  const auto vm = WideSum<T>::splat(static_cast<double>(m));
+  WideSum<T> ax, aq;
+  std::size_t i = 0;
+  for (; i + N <= C; i += N) {
+    const V xv = hn::LoadU(d, x + i);
+    if (ones) {
+      ax.add_shifted(xv, vm);
+    } else {
+      const V cv = coef_at(d, k, i);
+      ax.add_shifted_mul(xv, vm, cv);
+      aq.add(cv);
+    }
+  }
+  if (i < C) {
+    const V xv = load_padded(d, x + i, C - i, m);  // pads add 0
+    if (ones) {
+      ax.add_shifted(xv, vm);
+    } else {
+      const V cv = coef_at(d, k, i, C - i);
+      ax.add_shifted_mul(xv, vm, cv);
+      aq.add(cv);
+    }
+  }
+  *A_out = ax.total();
+  *Q_out = ones ? static_cast<double>(C) : aq.total();
+  return std::isfinite(*A_out) && std::isfinite(*Q_out);
+}
+
+// The smoothed or probability-target gradient of one row, dx = e * scale - gb * c, where e =
+// exp_of(v) for v read from src (exp(x - m) from the logits, or the identity on exps already in
+// dx). Without coefficients (label smoothing, no weights) c = 1.
+template <class T, class ExpOf>
+HWY_INLINE void ce_grad_row(T* dx, std::size_t C, bool stream, const T* src, const Coefs<T>& k, const ExpOf& exp_of,
+                            T scale, T gb) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const V vs = hn::Set(d, scale), vg = hn::Set(d, gb);
+  if (k.t == nullptr && k.w == nullptr) {
+    map_row<1>(dx, C, stream, {src}, [&](V v) HWY_ATTR { return hn::MulSub(exp_of(v), vs, vg); });
+  } else if (k.t == nullptr) {
+    map_row<2>(dx, C, stream, {src, k.w},
+               [&](V v, V wv) HWY_ATTR { return hn::NegMulAdd(coef_of(d, k, wv, wv), vg, hn::Mul(exp_of(v), vs)); });
+  } else if (k.w == nullptr) {
+    map_row<2>(dx, C, stream, {src, k.t},
+               [&](V v, V tv) HWY_ATTR { return hn::NegMulAdd(coef_of(d, k, tv, tv), vg, hn::Mul(exp_of(v), vs)); });
+  } else {
+    map_row<3>(dx, C, stream, {src, k.t, k.w},
+               [&](V v, V tv, V wv) HWY_ATTR { return hn::NegMulAdd(coef_of(d, k, tv, wv), vg, hn::Mul(exp_of(v), vs)); });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// short rows (C <= kSmallC): vectorised across rows
+
+// A tile is L = Lanes rows of C columns held column-major (tile[c * L + lane]), so each column is
+// one vector and every per-row quantity is one lane. A full tile of rows no longer than a vector
+// is transposed in registers where the target has the shuffles for it (AVX-512: 16 x 16 floats,
+// 8 x 8 doubles); other tiles are copied with scalar moves (C is small), a partial tile repeating
+// its last row in the unused lanes, which are never stored. Per-row work depends neither on the
+// lane a row lands in nor on how the tile was filled, so the split of rows is free.
+
+template <class T>
+HWY_INLINE void tile_load_scalar(const T* x, std::size_t C, std::size_t n, std::size_t L, T* tile) {
+  for (std::size_t lane = 0; lane < L; ++lane) {
+    const T* row = x + (lane < n ? lane : n - 1) * C;
+    for (std::size_t c = 0; c < C; ++c) tile[c * L + lane] = row[c];
+  }
+}
+
+// Stores the first n lanes except those with !ok[lane] (rows the scalar twin has written); ok may
+// be null (every lane).
+template <class T>
+HWY_INLINE void tile_store_scalar(const T* tile, std::size_t C, std::size_t n, std::size_t L, const bool* ok, T* y) {
+  for (std::size_t lane = 0; lane < n; ++lane) {
+    if (ok != nullptr && !ok[lane]) continue;
+    T* row = y + lane * C;
+    for (std::size_t c = 0; c < C; ++c) row[c] = tile[c * L + lane];
+  }
+}
+
+#if HWY_TARGET == HWY_AVX3
+// The tile loops below are unrolled in full so that the rows stay in registers (a loop over an
+// array of vectors otherwise goes through the stack, and the column stores become a memcpy call).
+#define XENT_UNROLL _Pragma("GCC unroll 16")
+// In-register transpose of L rows of L lanes: r[i] lane j and r[j] lane i swap.
+HWY_INLINE void transpose(hn::Vec<hn::ScalableTag<float>>* r) {
+  using V = hn::Vec<hn::ScalableTag<float>>;
+  V t[16];
+  XENT_UNROLL
+  for (int i = 0; i < 16; i += 2) {  // 2 x 2 blocks of lanes within each 128-bit block
+    t[i] = V{_mm512_unpacklo_ps(r[i].raw, r[i + 1].raw)};
+    t[i + 1] = V{_mm512_unpackhi_ps(r[i].raw, r[i + 1].raw)};
+  }
+  XENT_UNROLL
+  for (int i = 0; i < 16; i += 4) {  // 4 x 4 within each 128-bit block
+    r[i] = V{_mm512_shuffle_ps(t[i].raw, t[i + 2].raw, 0x44)};
+    r[i + 1] = V{_mm512_shuffle_ps(t[i].raw, t[i + 2].raw, 0xEE)};
+    r[i + 2] = V{_mm512_shuffle_ps(t[i + 1].raw, t[i + 3].raw, 0x44)};
+    r[i + 3] = V{_mm512_shuffle_ps(t[i + 1].raw, t[i + 3].raw, 0xEE)};
+  }
+  XENT_UNROLL
+  for (int k = 0; k < 4; ++k) {  // the 128-bit blocks, 4 x 4
+    const __m512 u0 = _mm512_shuffle_f32x4(r[k].raw, r[4 + k].raw, 0x88);
+    const __m512 u1 = _mm512_shuffle_f32x4(r[k].raw, r[4 + k].raw, 0xDD);
+    const __m512 u2 = _mm512_shuffle_f32x4(r[8 + k].raw, r[12 + k].raw, 0x88);
+    const __m512 u3 = _mm512_shuffle_f32x4(r[8 + k].raw, r[12 + k].raw, 0xDD);
+    t[k] = V{_mm512_shuffle_f32x4(u0, u2, 0x88)};
+    t[8 + k] = V{_mm512_shuffle_f32x4(u0, u2, 0xDD)};
+    t[4 + k] = V{_mm512_shuffle_f32x4(u1, u3, 0x88)};
+    t[12 + k] = V{_mm512_shuffle_f32x4(u1, u3, 0xDD)};
+  }
+  XENT_UNROLL
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+HWY_INLINE void transpose(hn::Vec<hn::ScalableTag<double>>* r) {
+  using V = hn::Vec<hn::ScalableTag<double>>;
+  V t[8];
+  XENT_UNROLL
+  for (int i = 0; i < 8; i += 2) {  // 2 x 2 within each 128-bit block
+    t[i] = V{_mm512_unpacklo_pd(r[i].raw, r[i + 1].raw)};
+    t[i + 1] = V{_mm512_unpackhi_pd(r[i].raw, r[i + 1].raw)};
+  }
+  XENT_UNROLL
+  for (int k = 0; k < 2; ++k) {  // the 128-bit blocks, 4 x 4
+    const __m512d u0 = _mm512_shuffle_f64x2(t[k].raw, t[2 + k].raw, 0x88);
+    const __m512d u1 = _mm512_shuffle_f64x2(t[k].raw, t[2 + k].raw, 0xDD);
+    const __m512d u2 = _mm512_shuffle_f64x2(t[4 + k].raw, t[6 + k].raw, 0x88);
+    const __m512d u3 = _mm512_shuffle_f64x2(t[4 + k].raw, t[6 + k].raw, 0xDD);
+    r[k] = V{_mm512_shuffle_f64x2(u0, u2, 0x88)};
+    r[4 + k] = V{_mm512_shuffle_f64x2(u0, u2, 0xDD)};
+    r[2 + k] = V{_mm512_shuffle_f64x2(u1, u3, 0x88)};
+    r[6 + k] = V{_mm512_shuffle_f64x2(u1, u3, 0xDD)};
+  }
+}
+
+// Whether full tiles of rows of C values are transposed in registers.
+template <class T>
+HWY_INLINE bool fast_tiles(std::size_t C) { return C <= hn::Lanes(hn::ScalableTag<T>()); }
+
+// Full tile in: row r is one vector (rows that would read past the tile load only their C values).
+template <class T>
+HWY_INLINE void tile_load_fast(const T* x, std::size_t C, T* tile) {
+  const hn::ScalableTag<T> d;
+  constexpr std::size_t L = 64 / sizeof(T);
+  hn::Vec<decltype(d)> r[L];
+  const auto first = hn::FirstN(d, C);
+  XENT_UNROLL
+  for (std::size_t i = 0; i < L; ++i) r[i] = i * C + L <= L * C ? hn::LoadU(d, x + i * C) : hn::MaskedLoad(first, d, x + i * C);
+  transpose(r);
+  XENT_UNROLL
+  for (std::size_t c = 0; c < L; ++c)
+    if (c < C) hn::Store(r[c], d, tile + c * L);
+}
+
+// Full tile out, every row.
+template <class T>
+HWY_INLINE void tile_store_fast(const T* tile, std::size_t C, T* y) {
+  const hn::ScalableTag<T> d;
+  constexpr std::size_t L = 64 / sizeof(T);
+  hn::Vec<decltype(d)> r[L];
+  XENT_UNROLL
+  for (std::size_t c = 0; c < L; ++c) r[c] = c < C ? hn::Load(d, tile + c * L) : hn::Zero(d);
+  transpose(r);
+  const auto first = hn::FirstN(d, C);
+  XENT_UNROLL
+  for (std::size_t i = 0; i < L; ++i) hn::BlendedStore(r[i], first, d, y + i * C);
+}
+#else
+template <class T>
+HWY_INLINE bool fast_tiles(std::size_t) { return false; }
+template <class T>
+HWY_INLINE void tile_load_fast(const T*, std::size_t, T*) {}
+template <class T>
+HWY_INLINE void tile_store_fast(const T*, std::size_t, T*) {}
+#endif
+
+// Loads rows [0, n) of x into the tile; returns whether it was a fast full tile.
+template <class T>
+HWY_INLINE bool tile_load(const T* x, std::size_t C, std::size_t n, T* tile) {
+  const std::size_t L = hn::Lanes(hn::ScalableTag<T>());
+  if (n == L && fast_tiles<T>(C)) {
+    tile_load_fast(x, C, tile);
+    return true;
+  }
+  tile_load_scalar(x, C, n, L, tile);
+  return false;
+}
+
+// Stores the tile's first n rows; ok as tile_store_scalar.
+template <class T>
+HWY_INLINE void tile_store(const T* tile, std::size_t C, std::size_t n, bool fast, const bool* ok, T* y) {
+  if (fast && ok == nullptr) return tile_store_fast(tile, C, y);
+  tile_store_scalar(tile, C, n, hn::Lanes(hn::ScalableTag<T>()), ok, y);
+}
+
+// LD = Lanes(double) values of T at p as doubles, and back (rounded to nearest).
+template <class T>
+HWY_INLINE hn::Vec<hn::ScalableTag<double>> load_wide(const T* p) {
+  const hn::ScalableTag<double> dd;
+  if constexpr (sizeof(T) == 4) return hn::PromoteTo(dd, hn::LoadU(hn::Rebind<float, decltype(dd)>(), p));
+  else return hn::LoadU(dd, p);
+}
+template <class T>
+HWY_INLINE void store_narrow(hn::Vec<hn::ScalableTag<double>> v, T* p) {
+  const hn::ScalableTag<double> dd;
+  if constexpr (sizeof(T) == 4) {
+    const hn::Rebind<float, decltype(dd)> df;
+    hn::StoreU(hn::DemoteTo(df, v), df, p);
+  } else {
+    hn::StoreU(v, dd, p);
+  }
+}
+
+// Per-lane max m (as T), sum S of exp(x - m) (double) and log S (double). With kKeep the tile's
+// columns become e = exp(x - m), each within ~2 ulp (TwoSum'd argument), and S is their sum; the
+// caller scales them into the output, so each value costs one exp. Returns true when every lane is
+// finite; otherwise ok[lane] is false for each row the scalar twin must redo (NaN, +inf, all -inf).
+template <class T, bool kKeep>
+HWY_INLINE bool tile_stats(T* tile, std::size_t C, T* m_out, double* s_out, double* logs_out, bool* ok) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t L = hn::Lanes(d);
+  constexpr bool kExact = kKeep ? kExactOut : kExactSum;
+  V m = hn::Load(d, tile);
+  for (std::size_t c = 1; c < C; ++c) m = hn::Max(m, hn::Load(d, tile + c * L));
+  hn::Store(m, d, m_out);
+  const hn::ScalableTag<double> dd;
+  const std::size_t LD = hn::Lanes(dd);
+  auto exp_col = [&](std::size_t c) HWY_ATTR {
+    const V e = exp_diff<kExact>(d, hn::Load(d, tile + c * L), m);
+    if constexpr (kKeep) hn::Store(e, d, tile + c * L);
+    return e;
+  };
+  if constexpr (sizeof(T) == 4) {
+    const hn::Half<decltype(d)> dh;
+    auto lo = hn::Zero(dd), hi = hn::Zero(dd);
+    for (std::size_t c = 0; c < C; ++c) {
+      const V e = exp_col(c);
+      lo = hn::Add(lo, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
+      hi = hn::Add(hi, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
+    }
+    hn::Store(lo, dd, s_out);
+    hn::Store(hi, dd, s_out + LD);
+  } else {
+    V acc = hn::Zero(d);
+    for (std::size_t c = 0; c < C; ++c) acc = hn::Add(acc, exp_col(c));
+    hn::Store(acc, d, s_out);
+  }
+  bool all = hn::AllTrue(d, hn::IsFinite(m));
+  for (std::size_t k = 0; k < L; k += LD) {
+    const auto s = hn::Load(dd, s_out + k);
+    all = all && hn::AllTrue(dd, hn::IsFinite(s));
+    hn::Store(hn::Log(dd, s), dd, logs_out + k);
+  }
+  if (!all)
+    for (std::size_t lane = 0; lane < L; ++lane)
+      ok[lane] = std::isfinite(static_cast<double>(m_out[lane])) && std::isfinite(s_out[lane]);
+  return all;
+}
+
+#endif  // XENT_TARGET_HAS_KERNELS
+
+}  // namespace HWY_NAMESPACE
+}  // namespace xent::cpu
+HWY_AFTER_NAMESPACE();
+
+#endif  // XENT_CPU_ROWS_INL_H_
