@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "linear/bench_linear.h"
+#include "bench_linear.h"
 #include "workload.h"
 #include "xent/runtime.h"
 
@@ -160,7 +160,7 @@ void setup(CLI::App& root) {
       "  xent bench cross-entropy --shape 4096,1000 --pass fwd+bwd --target prob --label-smoothing 0.1\n"
       "  xent bench softmax --shape 4096,1000 --json\n"
       "  xent bench --list-isas");
-  CLI::App* linear = linear::add_linear_bench(*app, "linear-cross-entropy");
+  CLI::App* linear = bench_linear::add_linear_bench(*app, "linear-cross-entropy");
   app->callback([args, app, linear, target, smoothing] {
     if (app->got_subcommand(linear)) return;  // `xent bench linear-cross-entropy` ran its own callback
     args->target_given = target->count() > 0;

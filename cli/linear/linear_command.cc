@@ -44,6 +44,11 @@ void run(const Args& a) {
     throw UsageError("--grad-bias needs --bias (there is no bias to differentiate)");
   const Reduction reduction = ops::parse_reduction(a.reduction);
   ops::apply_threads(a.threads);
+  ops::check_output_paths({{"--out", a.out},
+                           {"--z-loss", a.z_loss_out},
+                           {"--grad-hidden", a.grad_hidden},
+                           {"--grad-weight", a.grad_weight},
+                           {"--grad-bias", a.grad_bias}});
 
   NpyArray h = ops::read_input("--hidden", a.hidden);
   ops::require_floating(h, "--hidden", a.hidden, "linear-cross-entropy");
@@ -81,11 +86,11 @@ void run(const Args& a) {
                                       g ? g->view() : ConstTensorView{}, dh ? dh->mutable_view() : TensorView{},
                                       dw ? dw->mutable_view() : TensorView{}, db ? db->mutable_view() : TensorView{}),
                  "linear-cross-entropy");
-  std::vector<std::pair<std::string, ConstTensorView>> outputs = {{a.out, loss.view()}};
-  if (zl) outputs.emplace_back(a.z_loss_out, zl->view());
-  if (dh) outputs.emplace_back(a.grad_hidden, dh->view());
-  if (dw) outputs.emplace_back(a.grad_weight, dw->view());
-  if (db) outputs.emplace_back(a.grad_bias, db->view());
+  std::vector<ops::Output> outputs = {{"--out", a.out, loss.view(), "loss"}};
+  if (zl) outputs.push_back({"--z-loss", a.z_loss_out, zl->view(), "z_loss"});
+  if (dh) outputs.push_back({"--grad-hidden", a.grad_hidden, dh->view(), "grad_hidden"});
+  if (dw) outputs.push_back({"--grad-weight", a.grad_weight, dw->view(), "grad_weight"});
+  if (db) outputs.push_back({"--grad-bias", a.grad_bias, db->view(), "grad_bias"});
   ops::write_outputs(outputs);
 }
 
@@ -106,7 +111,7 @@ void setup(CLI::App& root) {
   app->add_option("--ignore-index", a->ignore_index, "Tokens whose target is K contribute nothing (default -100)")
       ->type_name("K");
   app->add_option("--label-smoothing", a->label_smoothing, "Label smoothing S in [0, 1] (default 0)")->type_name("S");
-  ops::add_reduction_option(app, &a->reduction);
+  ops::add_reduction_option(app, &a->reduction, "--class-weight", "one per token, shape (N)");
   app->add_option("--lse-square-scale", a->lse_square_scale,
                   "z-loss coefficient: adds L * logsumexp(logits)^2 per kept token (mean: over kept tokens); "
                   "default 0")
@@ -124,9 +129,7 @@ void setup(CLI::App& root) {
       ->type_name("VB");
   app->add_option("--workspace-mib", a->workspace_mib, "Scratch memory the automatic blocks aim for (default 64)")
       ->type_name("MIB");
-  app->add_option("--out", a->out, "Output .npy for the loss (0-d, or (N) with --reduction none)")
-      ->required()
-      ->type_name("L.npy");
+  ops::add_out_option(app, &a->out, "Output .npy for the loss (0-d, or (N) with --reduction none)", "L.npy");
   app->add_option("--z-loss", a->z_loss_out, "Also write the z-loss part of the loss (loss's shape)")->type_name("Z.npy");
   app->add_option("--grad-hidden", a->grad_hidden, "Also write d(loss * dloss)/d hidden, (N, H)")->type_name("GH.npy");
   app->add_option("--grad-weight", a->grad_weight, "Also write d(loss * dloss)/d weight, (V, H)")->type_name("GW.npy");
@@ -137,7 +140,7 @@ void setup(CLI::App& root) {
       "xent linear-cross-entropy --hidden h.npy --weight w.npy --bias b.npy --target t.npy \\",
       "    --label-smoothing 0.1 --lse-square-scale 1e-4 --softcap 30 --out loss.npy --z-loss z.npy \\",
       "    --grad-hidden dh.npy --grad-weight dw.npy --grad-bias db.npy",
-      "xent bench-linear-cross-entropy --tokens 8192 --hidden 1024 --vocab 32000 --json",
+      "xent bench linear-cross-entropy --tokens 8192 --hidden 1024 --vocab 32000 --json",
   }));
   app->callback([a] { run(*a); });
 }

@@ -14,6 +14,7 @@
 
 namespace CLI {
 class App;
+class Option;
 }
 
 namespace xent::cli::ops {
@@ -41,14 +42,38 @@ NpyArray make_ones(DType dtype, const Shape& shape);
 void add_threads_option(CLI::App* app, int* threads);
 void apply_threads(int threads);
 
-// Adds --reduction (mean|sum|none) stored in *reduction.
-void add_reduction_option(CLI::App* app, std::string* reduction);
+// Adds --reduction (mean|sum|none) stored in *reduction; the help names the command's weight flag
+// and what `none` gives.
+void add_reduction_option(CLI::App* app, std::string* reduction, const std::string& weight_flag = "--weight",
+                          const std::string& none_shape = "one per element, target's shape");
 Reduction parse_reduction(const std::string& name);
 
-// Writes each (path, array) pair as .npy. All temporaries are written first and renamed only when
-// every one of them is complete, so a failure leaves every existing output untouched. Paths must
-// differ (throws UsageError). I/O failures throw RuntimeFailure (exit 1).
-void write_outputs(const std::vector<std::pair<std::string, ConstTensorView>>& outputs);
+// One output of an op: the flag that named it ("--out"), the path ("" = print it as text on stdout,
+// NumPy style; "-" = the .npy bytes on stdout), a label for the printed text and the array.
+struct Output {
+  std::string flag;
+  std::string path;
+  ConstTensorView view;
+  std::string label;
+};
+
+// Refuses an output path that cannot be written (a directory, a missing parent directory, a
+// descriptor that is not open) with InputError (exit 2) naming the flag, before any work is done.
+// Empty paths (printed outputs) are fine.
+void check_output_paths(const std::vector<std::pair<std::string, std::string>>& flag_paths);
+
+// Writes each output as .npy (or prints it). All temporaries are written first and renamed only
+// when every one of them is complete, so a failure leaves every existing output untouched; links
+// are followed and devices written directly (io/atomic_file.h). Paths must differ, and at most one
+// thing goes to stdout (throws UsageError). I/O failures throw RuntimeFailure (exit 1).
+void write_outputs(const std::vector<Output>& outputs);
+
+// Adds --out (required=false: omitted prints the result) stored in *path.
+CLI::Option* add_out_option(CLI::App* app, std::string* path, const std::string& help, const std::string& type_name);
+// Adds --grad-out: a path, "-" for stdout, or the flag alone to print the gradient. The returned
+// option's count() says whether it was given at all.
+CLI::Option* add_grad_out_option(CLI::App* app, std::string* path, const std::string& help,
+                                 const std::string& type_name);
 
 // The formatted example block used as a subcommand's --help footer.
 std::string examples(const std::vector<std::string>& lines);

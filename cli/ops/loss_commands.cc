@@ -27,6 +27,7 @@ struct Args {
   std::int64_t ignore_index = -100;
   double label_smoothing = 0.0;
   int threads = 0;
+  CLI::Option* grad_opt = nullptr;
 };
 
 // The loss's shape, as losses.h defines it, for the input and target read from the files.
@@ -45,6 +46,7 @@ void run(const Args& a) {
   }
   const Reduction reduction = parse_reduction(a.reduction);
   apply_threads(a.threads);
+  check_output_paths({{"--out", a.out}, {"--grad-out", a.grad_out}});
 
   NpyArray x = read_input("--input", a.input);
   require_floating(x, "--input", a.input, a.name);
@@ -55,7 +57,7 @@ void run(const Args& a) {
 
   NpyArray loss = make_array(x.dtype(), loss_shape(a.op, reduction, x, t));
   std::optional<NpyArray> dx;
-  if (!a.grad_out.empty()) dx = make_array(x.dtype(), x.shape());
+  if (a.grad_opt->count()) dx = make_array(x.dtype(), x.shape());
   Status s;
   switch (a.op) {
     case Op::kCrossEntropy: {
@@ -101,9 +103,9 @@ void run(const Args& a) {
     }
   }
   if (dx) {
-    write_outputs({{a.out, loss.view()}, {a.grad_out, dx->view()}});
+    write_outputs({{"--out", a.out, loss.view(), "loss"}, {"--grad-out", a.grad_out, dx->view(), "gradient"}});
   } else {
-    write_outputs({{a.out, loss.view()}});
+    write_outputs({{"--out", a.out, loss.view(), "loss"}});
   }
 }
 
@@ -117,11 +119,11 @@ CLI::App* add_common(CLI::App& root, const std::shared_ptr<Args>& args, const ch
 
 void add_outputs(CLI::App* app, const std::shared_ptr<Args>& args) {
   add_reduction_option(app, &args->reduction);
-  app->add_option("--out", args->out, "Output .npy for the loss, in the input's dtype")->required()->type_name("L.npy");
-  app->add_option("--grad-out", args->grad_out,
-                  "Also write d sum(loss) / d input (input's shape and dtype); with mean or sum reduction this "
-                  "is the gradient of the reported loss")
-      ->type_name("G.npy");
+  add_out_option(app, &args->out, "Output .npy for the loss, in the input's dtype", "L.npy");
+  args->grad_opt = add_grad_out_option(app, &args->grad_out,
+                                       "Also write d sum(loss) / d input (input's shape and dtype); with mean or sum "
+                                       "reduction this is the gradient of the reported loss",
+                                       "G.npy");
   add_threads_option(app, &args->threads);
   app->callback([args] { run(*args); });
 }

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "validators.h"
 #include "xent/idx.h"
 #include "xent/softmax.h"
 #include "xent/train.h"
@@ -71,7 +72,7 @@ void setup(CLI::App& root) {
   app->add_option("--model", a->model, "Model file written by `xent train`")->required()->type_name("FILE");
   app->add_option("--images", a->images, "IDX images file (gzip'd or plain)")->required()->type_name("FILE");
   app->add_option("--index", a->index, "Which image (0-based, default 0)")->type_name("I");
-  app->add_option("--top", a->top, "How many classes to show (default 3)")->type_name("K")->check(CLI::PositiveNumber);
+  app->add_option("--top", a->top, "How many classes to show (default 3)")->type_name("K")->check(at_least(1));
   app->add_flag("--json", a->json, "Print JSON instead of text");
   app->footer("\nExample:\n  xent predict --model out/model.safetensors --images data/fashion-mnist/t10k-images-idx3-ubyte.gz --index 7\n");
   app->callback([a] { run(*a); });

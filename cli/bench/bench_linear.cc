@@ -1,4 +1,4 @@
-// bench_linear.cc (cli/linear): `xent bench-linear-cross-entropy`: times the fused linear +
+// bench_linear.cc (cli/bench): `xent bench linear-cross-entropy`: times the fused linear +
 // cross-entropy (loss and the gradients w.r.t. hidden, weight and bias) on random data and
 // measures the peak memory it needs beyond its inputs and outputs.
 //
@@ -10,7 +10,7 @@
 // median of --reps later calls is reported (--reps 0: the first call's time). Not a test: nothing
 // is checked.
 #include "bench_linear.h"
-#include "bench/workload.h"
+#include "workload.h"
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -33,7 +33,7 @@
 #include "xent/linear_cross_entropy.h"
 #include "xent/runtime.h"
 
-namespace xent::cli::linear {
+namespace xent::cli::bench_linear {
 namespace {
 
 struct Args {
@@ -126,13 +126,13 @@ void run(const Args& a) {
     if (a.bias) db = alloc(static_cast<std::size_t>(V) * es);
   }
   const double ws = 1.0 / std::sqrt(static_cast<double>(H));
-  bench::fill_uniform(dt, h.get(), static_cast<std::size_t>(N * H), -1, 1, 1);
-  bench::fill_uniform(dt, w.get(), static_cast<std::size_t>(V * H), -ws, ws, 2);
-  if (b) bench::fill_uniform(dt, b.get(), static_cast<std::size_t>(V), -0.1, 0.1, 3);
+  xent::bench::fill_uniform(dt, h.get(), static_cast<std::size_t>(N * H), -1, 1, 1);
+  xent::bench::fill_uniform(dt, w.get(), static_cast<std::size_t>(V * H), -ws, ws, 2);
+  if (b) xent::bench::fill_uniform(dt, b.get(), static_cast<std::size_t>(V), -0.1, 0.1, 3);
   // Targets: uniform in [0, V) from the same fixed-seed generator (drawn as doubles).
   auto* tv = static_cast<std::int64_t*>(t.get());
   std::vector<double> u(static_cast<std::size_t>(N));
-  bench::fill_uniform(DType::kF64, u.data(), u.size(), 0, static_cast<double>(V), 4);
+  xent::bench::fill_uniform(DType::kF64, u.data(), u.size(), 0, static_cast<double>(V), 4);
   for (std::int64_t n = 0; n < N; ++n) tv[n] = std::min<std::int64_t>(V - 1, static_cast<std::int64_t>(u[static_cast<std::size_t>(n)]));
 
   auto call = [&] {
@@ -229,17 +229,11 @@ CLI::App* add_linear_bench(CLI::App& parent, const std::string& name) {
   app->add_flag("--json", a->json, "Print one JSON object (median_ms, peak_extra_bytes, ...)");
   app->footer(
       "\nExamples:\n"
-      "  xent bench-linear-cross-entropy --tokens 8192 --hidden 1024 --vocab 32000 --threads 2\n"
-      "  xent bench-linear-cross-entropy --tokens 32768 --hidden 1024 --vocab 128256 --json\n"
+      "  xent bench linear-cross-entropy --tokens 8192 --hidden 1024 --vocab 32000 --threads 2\n"
+      "  xent bench linear-cross-entropy --tokens 32768 --hidden 1024 --vocab 128256 --json\n"
       "  bash bench/bench_linear.sh   # the table against PyTorch\n");
   app->callback([a] { run(*a); });
   return app;
 }
 
-namespace {
-void setup(CLI::App& root) { add_linear_bench(root, "bench-linear-cross-entropy"); }
-}  // namespace
-
-XENT_REGISTER_COMMAND(91, setup);
-
-}  // namespace xent::cli::linear
+}  // namespace xent::cli::bench_linear

@@ -1,0 +1,246 @@
+#!/usr/bin/python3
+"""test_cli_everyday.py: end-to-end tests of `xent`'s everyday paths: where outputs go (links
+followed and kept, FIFOs and /dev/stdout-like paths written directly, directories and missing
+parents refused, no empty --out directory after a refused train), results printed on the
+terminal (NumPy-style text, `--out -` as .npy bytes), --version and `xent info`, "did you mean",
+ranges in words, the required --dim at rank >= 3, and the seeds' probability cross-entropy, nll
+and bce explanations with the BCE curve.
+
+Oracles: NumPy float64 formulas and the seed's published numbers; the file system itself (lstat,
+readlink) for the output-path cases. Every path lives in a fresh temporary directory: /dev/stdout
+is reached only through our own link to it, never named so that it could be replaced.
+
+Usage: test_cli_everyday.py path/to/xent      (exit 0 pass, 1 fail, 77 skip)
+"""
+import io
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+
+try:
+    import numpy as np
+except ImportError:
+    print("SKIP: numpy is not importable by", sys.executable)
+    sys.exit(77)
+
+XENT = os.path.abspath(sys.argv[1])
+TMP = tempfile.mkdtemp(prefix="xent_cli_everyday_")
+FAILURES = []
+CHECKS = 0
+
+
+def check(cond, what):
+    global CHECKS
+    CHECKS += 1
+    if not cond:
+        FAILURES.append(what)
+        print("FAIL:", what)
+
+
+def path(name):
+    return os.path.join(TMP, name)
+
+
+def save(name, array):
+    np.save(path(name), array)
+    return path(name)
+
+
+def run(*args, stdout_bytes=False):
+    return subprocess.run([XENT, *map(str, args)], capture_output=True, text=not stdout_bytes, cwd=TMP, timeout=120)
+
+
+def one_error_line(p, rc, fragments, what):
+    err = p.stderr if isinstance(p.stderr, str) else p.stderr.decode()
+    lines = err.splitlines()
+    check(p.returncode == rc, f"{what}: exit {p.returncode}, expected {rc}; stderr {err!r}")
+    check(len(lines) == 1 and lines[0].startswith("xent: error: "), f"{what}: expected one error line, got {err!r}")
+    for f in fragments:
+        check(f in err, f"{what}: stderr {err.strip()!r} lacks {f!r}")
+
+
+X = np.array([[1, 2, 3], [2, 4, 6]], np.float32)
+Y = np.array([0, 2])
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# --- where outputs go ------------------------------------------------------------------------------
+
+def test_output_paths():
+    xp = save("x.npy", X)
+    want = softmax(X.astype(np.float64))
+
+    # A relative symlink: the link stays a link, same target, and the target has the new content.
+    with open(path("real.npy"), "wb") as f:
+        f.write(b"old")
+    os.symlink("real.npy", path("link.npy"))
+    p = run("softmax", "--input", xp, "--out", path("link.npy"))
+    check(p.returncode == 0, f"softmax --out link: {p.stderr!r}")
+    check(os.path.islink(path("link.npy")) and os.readlink(path("link.npy")) == "real.npy",
+          "the --out symlink was replaced or changed")
+    check(np.allclose(np.load(path("real.npy")), want, rtol=1e-6), "the link's target lacks the new content")
+    check(not [n for n in os.listdir(TMP) if ".tmp." in n], "a temporary was left behind")
+
+    # A dangling link: its target is created, the link kept.
+    os.symlink("made.npy", path("dangling.npy"))
+    p = run("softmax", "--input", xp, "--out", path("dangling.npy"))
+    check(p.returncode == 0 and os.path.islink(path("dangling.npy")) and os.path.isfile(path("made.npy")),
+          f"dangling link: {p.stderr!r}")
+
+    # Our own link to /dev/stdout, in a pipe: the bytes arrive on stdout, the link is kept.
+    os.symlink("/dev/stdout", path("to_stdout"))
+    p = run("softmax", "--input", xp, "--out", path("to_stdout"), stdout_bytes=True)
+    check(p.returncode == 0, f"--out link-to-/dev/stdout: exit {p.returncode}, {p.stderr!r}")
+    got = np.load(io.BytesIO(p.stdout)) if p.stdout.startswith(b"\x93NUMPY") else None
+    check(got is not None and np.allclose(got, want, rtol=1e-6), "--out link-to-/dev/stdout: no .npy on stdout")
+    check(os.path.islink(path("to_stdout")) and os.readlink(path("to_stdout")) == "/dev/stdout",
+          "the link to /dev/stdout was replaced")
+    # ... and through a real shell pipe into another process.
+    sh = subprocess.run(f"'{XENT}' softmax --input '{xp}' --out '{path('to_stdout')}' | od -c | head -1",
+                        shell=True, capture_output=True, text=True, timeout=60)
+    check("N   U   M   P   Y" in sh.stdout, f"pipe through od: {sh.stdout!r} {sh.stderr!r}")
+
+    # `--out -`: the .npy bytes on stdout; also for --grad-out.
+    p = run("cross-entropy", "--input", xp, "--target", save("y.npy", Y), "--out", "-", stdout_bytes=True)
+    check(p.returncode == 0 and abs(float(np.load(io.BytesIO(p.stdout))) - 1.2752688) < 1e-6,
+          f"--out - : {p.stdout[:60]!r} {p.stderr!r}")
+    p = run("cross-entropy", "--input", xp, "--target", path("y.npy"), "--out", path("l.npy"), "--grad-out", "-",
+            stdout_bytes=True)
+    g = np.load(io.BytesIO(p.stdout)) if p.returncode == 0 else None
+    check(g is not None and g.shape == (2, 3), f"--grad-out - : {p.stderr!r}")
+    p = run("cross-entropy", "--input", xp, "--target", path("y.npy"), "--out", "-", "--grad-out", "-")
+    one_error_line(p, 2, ["same file"], "--out - --grad-out -")
+
+    # A FIFO is written directly and stays a FIFO.
+    os.mkfifo(path("fifo"))
+    got = {}
+
+    def reader():
+        with open(path("fifo"), "rb") as f:
+            got["bytes"] = f.read()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    p = run("softmax", "--input", xp, "--out", path("fifo"))
+    t.join(timeout=60)
+    check(p.returncode == 0, f"--out fifo: {p.stderr!r}")
+    check(stat.S_ISFIFO(os.lstat(path("fifo")).st_mode), "the FIFO was replaced")
+    check(got.get("bytes", b"").startswith(b"\x93NUMPY") and
+          np.allclose(np.load(io.BytesIO(got["bytes"])), want, rtol=1e-6), "the FIFO's reader got no .npy")
+
+    # A character device through our own link (/dev/null): written, the link kept.
+    os.symlink("/dev/null", path("null"))
+    p = run("softmax", "--input", xp, "--out", path("null"))
+    check(p.returncode == 0 and os.path.islink(path("null")), f"--out link to /dev/null: {p.stderr!r}")
+
+    # A directory, a missing parent: exit 2, one line, nothing created.
+    os.mkdir(path("adir"))
+    one_error_line(run("softmax", "--input", xp, "--out", path("adir")), 2, ["--out", "is a directory"], "--out dir")
+    check(os.listdir(path("adir")) == [], "something was created in the --out directory")
+    one_error_line(run("softmax", "--input", xp, "--out", path("nodir/y.npy")), 2, ["does not exist"],
+                   "--out in a missing directory")
+    check(not os.path.exists(path("nodir")), "the missing directory was created")
+
+    # train refused before training starts leaves no --out directory behind.
+    p = run("train", "--data", path("no_data_here"), "--out", path("run_out"), "--epochs", "1")
+    check(p.returncode != 0 and not os.path.exists(path("run_out")),
+          f"train that failed before training left {path('run_out')} (exit {p.returncode})")
+    with open(path("a_file"), "w") as f:
+        f.write("x")
+    one_error_line(run("train", "--data", path("no_data_here"), "--out", path("a_file")), 2,
+                   ["not a directory"], "train --out a file")
+
+
+# --- results on the terminal ------------------------------------------------------------------------
+
+def test_printed_results():
+    xp = save("x.npy", X)
+    yp = save("y.npy", Y)
+    p = run("cross-entropy", "--input", xp, "--target", yp)
+    check(p.returncode == 0 and p.stdout.strip() == "1.2752688", f"printed loss: {p.stdout!r} {p.stderr!r}")
+    p = run("softmax", "--input", xp)
+    want = np.array2string(softmax(X.astype(np.float64)).astype(np.float32))
+    check(p.returncode == 0 and p.stdout.strip() == want, f"printed softmax:\n{p.stdout}\nwant\n{want}")
+    p = run("cross-entropy", "--input", xp, "--target", yp, "--grad-out")
+    check(p.returncode == 0 and p.stdout.startswith("loss:\n1.2752688\n") and "gradient:\n[[" in p.stdout,
+          f"printed loss and gradient: {p.stdout!r}")
+    big = np.random.default_rng(1).random((2000, 10)).astype(np.float32)
+    p = run("softmax", "--input", save("big.npy", big), "--dim", "1")
+    lines = p.stdout.splitlines()
+    check(p.returncode == 0 and "..." in p.stdout and lines[-1] == "shape (2000, 10), dtype float32"
+          and len(lines) < 12, f"summarised large array: {p.stdout!r}")
+
+
+def test_version_and_info():
+    p = run("--version")
+    check(p.returncode == 0 and p.stdout.startswith("xent ") and p.stdout.strip().count(".") == 2,
+          f"--version: {p.stdout!r}")
+    version = p.stdout.strip()
+    p = run("--help")
+    check(version in p.stdout, f"--help lacks {version!r}")
+    p = run("info")
+    check(p.returncode == 0 and version in p.stdout and "isa:" in p.stdout and "threads:" in p.stdout,
+          f"xent info: {p.stdout!r}")
+    env = dict(os.environ, XENT_THREADS="1")
+    p = subprocess.run([XENT, "info"], capture_output=True, text=True, env=env, timeout=30)
+    check("threads: 1 " in p.stdout, f"XENT_THREADS=1 xent info: {p.stdout!r}")
+
+
+# --- a CLI that helps -------------------------------------------------------------------------------
+
+def test_suggestions_and_words():
+    xp = save("x.npy", X)
+    yp = save("y.npy", Y)
+    one_error_line(run("softmx", "--input", xp), 2, ["'softmx'", "did you mean 'softmax'?"], "xent softmx")
+    # A misspelled required option is reported as unknown, with the right name, not as --input missing.
+    p = run("softmax", "--inptu", xp)
+    one_error_line(p, 2, ["unknown option '--inptu'", "did you mean '--input'?"], "--inptu")
+    check("required" not in p.stderr, f"--inptu reported as a missing required option: {p.stderr!r}")
+    one_error_line(run("cross-entropy", "--input", xp, "--target", yp, "--label_smoothing", "0.1"), 2,
+                   ["did you mean '--label-smoothing'?"], "--label_smoothing")
+    one_error_line(run("cross-entropy", "--input", xp, "--target", yp, "--label-smoothing=0.1", "--zzzzzz"), 2,
+                   ["unknown option '--zzzzzz'"], "--zzzzzz")
+    one_error_line(run("explain", "cross-entropi"), 2, ["did you mean 'cross-entropy'?", "softmax"],
+                   "explain cross-entropi")
+    for args in (["explain"], ["explain", "nonsense"]):
+        p = run(*args)
+        one_error_line(p, 2, ["cross-entropy", "softmax"], " ".join(args))
+    # Ranges in words, not CLI11's "Value 0 not in range ...".
+    p = run("softmax", "--input", xp, "--threads", "0")
+    one_error_line(p, 2, ["--threads must be at least 1"], "--threads 0")
+    check("not in range" not in p.stderr, f"raw range message: {p.stderr!r}")
+    # --dim at rank >= 3.
+    x3 = save("x3.npy", np.zeros((2, 3, 4)))
+    one_error_line(run("log-softmax", "--input", x3), 2, ["--dim is required"], "rank 3 without --dim")
+    p = run("logsumexp", "--input", x3, "--dim", "-1")
+    check(p.returncode == 0 and "1.38629436" in p.stdout, f"logsumexp rank 3 --dim -1: {p.stdout!r}")
+    # The linear bench's one spelling; the old one is unknown.
+    p = run("bench", "linear-cross-entropy", "--help")
+    check(p.returncode == 0 and "--tokens" in p.stdout, "xent bench linear-cross-entropy --help")
+    one_error_line(run("bench-linear-cross-entropy"), 2, ["unknown command"], "bench-linear-cross-entropy")
+    p = run("linear-cross-entropy", "--help")
+    check("--class-weight is given" in p.stdout, "linear-cross-entropy --reduction help names --class-weight")
+
+
+def main():
+    try:
+        for t in [test_output_paths, test_printed_results, test_version_and_info, test_suggestions_and_words]:
+            before = len(FAILURES)
+            t()
+            print(f"{t.__name__}: {'ok' if len(FAILURES) == before else 'FAILED'}")
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
+    print(f"{CHECKS} checks, {len(FAILURES)} failures")
+    sys.exit(1 if FAILURES else 0)
+
+
+if __name__ == "__main__":
+    main()
