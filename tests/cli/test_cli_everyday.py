@@ -212,7 +212,7 @@ def test_suggestions_and_words():
                    "explain cross-entropi")
     for args in (["explain"], ["explain", "nonsense"]):
         p = run(*args)
-        one_error_line(p, 2, ["cross-entropy", "softmax"], " ".join(args))
+        one_error_line(p, 2, ["cross-entropy", "softmax", "nll", "bce"], " ".join(args))
     # Ranges in words, not CLI11's "Value 0 not in range ...".
     p = run("softmax", "--input", xp, "--threads", "0")
     one_error_line(p, 2, ["--threads must be at least 1"], "--threads 0")
@@ -230,9 +230,78 @@ def test_suggestions_and_words():
     check("--class-weight is given" in p.stdout, "linear-cross-entropy --reduction help names --class-weight")
 
 
+# --- the seeds: probabilities, one-hot targets, nll, bce ---------------------------------------------
+
+SEED_P = np.array([[.25, .25, .25, .25], [.01, .01, .01, .96]])
+SEED_ANSWER = 0.71355817782  # the seed's "Correct answer"
+
+
+def test_seeds():
+    pp = save("seed_p.npy", SEED_P)
+    idx = save("seed_idx.npy", np.array([3, 3]))
+    onehot = save("seed_onehot.npy", np.array([[0, 0, 0, 1], [0, 0, 0, 1]], np.float64))
+    for tp, what in [(idx, "class indices"), (onehot, "one-hot targets")]:
+        p = run("cross-entropy", "--input", pp, "--input-kind", "probabilities", "--target", tp)
+        got = float(p.stdout) if p.returncode == 0 else None
+        check(got is not None and abs(got - SEED_ANSWER) < 1e-11, f"seed with {what}: {p.stdout!r} {p.stderr!r}")
+    # No row is renormalised (row 1 sums to 0.99): the logits path on log(p) would renormalise and differ.
+    p = run("cross-entropy", "--input", save("seed_logp.npy", np.log(SEED_P)), "--target", onehot)
+    check(p.returncode == 0 and abs(float(p.stdout) - SEED_ANSWER) > 1e-3,
+          f"cross-entropy on log(p) as logits should renormalise (0.70853), got {p.stdout!r}")
+    # The gradient against the formula d/dp of mean(-log p[n, y]) = -1 / (N p) at the picked entries.
+    p = run("cross-entropy", "--input", pp, "--input-kind", "probabilities", "--target", idx, "--out",
+            path("l.npy"), "--grad-out", path("g.npy"))
+    want = np.zeros_like(SEED_P)
+    want[:, 3] = -1 / (2 * SEED_P[:, 3])
+    check(p.returncode == 0 and np.allclose(np.load(path("g.npy")), want, rtol=1e-12), "probability grad")
+    # Soft targets and --reduction none against NumPy; --eps clamps p from below; zeros cost 100 by default.
+    rng = np.random.default_rng(3)
+    q = rng.random((5, 4)); q /= q.sum(1, keepdims=True)
+    t = rng.random((5, 4)); t /= t.sum(1, keepdims=True)
+    p = run("cross-entropy", "--input", save("q.npy", q), "--input-kind", "probabilities", "--target",
+            save("t.npy", t), "--reduction", "none", "--out", path("none.npy"))
+    check(p.returncode == 0 and np.allclose(np.load(path("none.npy")), -(t * np.log(q)).sum(1), rtol=1e-12),
+          f"soft targets, reduction none: {p.stderr!r}")
+    z = save("z.npy", np.array([[0.0, 1.0]]))
+    p = run("cross-entropy", "--input", z, "--input-kind", "probabilities", "--target", save("t0.npy", np.array([0])))
+    check(p.returncode == 0 and abs(float(p.stdout) - 100.0) < 1e-12, f"p = 0 costs 100: {p.stdout!r}")
+    p = run("cross-entropy", "--input", z, "--input-kind", "probabilities", "--target", path("t0.npy"), "--eps", "1e-7")
+    check(p.returncode == 0 and abs(float(p.stdout) + np.log(1e-7)) < 1e-9, f"--eps 1e-7: {p.stdout!r}")
+    one_error_line(run("cross-entropy", "--input", save("bad.npy", np.array([[1.5, -0.5]])), "--input-kind",
+                       "probabilities", "--target", path("t0.npy")), 2, ["[0, 1]", "1.5"], "probabilities outside [0, 1]")
+
+    # explain: the loop form, the dot-product form and the library side by side.
+    for target in ["[3,3]", "[[0,0,0,1],[0,0,0,1]]"]:
+        p = run("explain", "cross-entropy", "--probs", "[[.25,.25,.25,.25],[.01,.01,.01,.96]]", "--target", target,
+                "--dtype", "float64")
+        check(p.returncode == 0 and p.stdout.count("0.71355817782") == 3 and "loop form" in p.stdout
+              and "dot-product form" in p.stdout and "diagonal" in p.stdout,
+              f"explain --probs {target}: {p.stdout[-400:]!r}")
+    p = run("explain", "nll", "--logp", "[[-2.4076,-1.4076,-0.4076],[-4.1429,-2.1429,-0.1429]]", "--target", "[0,2]")
+    check(p.returncode == 0 and "1.2752" in p.stdout and "equals" in p.stdout, f"explain nll: {p.stdout[-300:]!r}")
+    # Logits that look like probabilities: a warning on stderr, the explanation still runs.
+    p = run("explain", "cross-entropy", "--logits", "[[0.09,0.2447,0.6653],[0.0159,0.1173,0.8668]]", "--target",
+            "[0,2]")
+    check(p.returncode == 0 and "warning" in p.stderr and "--probs" in p.stderr, f"probability-like logits: {p.stderr!r}")
+    p = run("explain", "cross-entropy", "--logits", "[[1,2,3],[2,4,6]]", "--target", "[0,2]")
+    check(p.returncode == 0 and p.stderr == "", f"real logits warned: {p.stderr!r}")
+    # bce: the -100 clamp in the table, the curve as PNG and SVG.
+    p = run("explain", "bce", "--probs", "[0.0, 0.1, 0.9, 1.0]", "--target", "[1, 1, 1, 0]", "--png", path("b.png"),
+            "--svg", path("b.svg"), "--dtype", "float64")
+    want = np.mean([100, -np.log(0.1), -np.log(0.9), 100])
+    check(p.returncode == 0 and f"{want:.4f}" in p.stdout and "equals" in p.stdout, f"explain bce: {p.stdout!r}")
+    png = open(path("b.png"), "rb").read() if os.path.exists(path("b.png")) else b""
+    svg = open(path("b.svg"), "rb").read() if os.path.exists(path("b.svg")) else b""
+    check(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10000, f"bce PNG: {len(png)} bytes")
+    check(b"<svg" in svg and len(svg) > 10000, f"bce SVG: {len(svg)} bytes")
+    one_error_line(run("explain", "bce", "--probs", "[0.5]", "--target", "[1]", "--png", path("adir")), 2,
+                   ["--png", "is a directory"], "explain bce --png a directory")
+
+
 def main():
     try:
-        for t in [test_output_paths, test_printed_results, test_version_and_info, test_suggestions_and_words]:
+        for t in [test_output_paths, test_printed_results, test_version_and_info, test_suggestions_and_words,
+                  test_seeds]:
             before = len(FAILURES)
             t()
             print(f"{t.__name__}: {'ok' if len(FAILURES) == before else 'FAILED'}")
