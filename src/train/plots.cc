@@ -481,6 +481,22 @@ cairo_status_t append_bytes(void* closure, const unsigned char* data, unsigned i
 
 }  // namespace
 
+Result<std::string> render_image_png(const std::uint8_t* pixels, std::int64_t h, std::int64_t w, int scale) {
+  if (h < 1 || w < 1 || scale < 1 || h * scale > 16000 || w * scale > 16000)
+    return invalid_argument(fmt::format("image {} x {} at scale {} out of range", h, w, scale));
+  auto canvas = make_canvas(static_cast<int>(w * scale), static_cast<int>(h * scale));
+  if (!canvas.ok()) return canvas.status();
+  cairo_t* cr = canvas->cr.get();
+  for (std::int64_t y = 0; y < h; ++y)
+    for (std::int64_t x = 0; x < w; ++x) {
+      const double v = pixels[y * w + x] / 255.0;
+      cairo_set_source_rgb(cr, v, v, v);
+      cairo_rectangle(cr, static_cast<double>(x * scale), static_cast<double>(y * scale), scale, scale);
+      cairo_fill(cr);
+    }
+  return to_png(*canvas);
+}
+
 Result<std::string> render_bce_curve(ImageFormat format) {
   constexpr int kW = 1000, kH = 420;
   if (format == ImageFormat::kPng) {

@@ -26,6 +26,10 @@ Result<std::string> render_predictions_png(const LabeledImages& data, const Eval
 // W[:, c] as an image per class (red positive, blue negative, each class scaled by its max |w|).
 Result<std::string> render_weights_png(const SoftmaxModel& model);
 
+// One grayscale image (h x w bytes, 0 black), each pixel drawn as a scale x scale square. For
+// `xent predict --png`.
+Result<std::string> render_image_png(const std::uint8_t* pixels, std::int64_t h, std::int64_t w, int scale);
+
 enum class ImageFormat { kPng, kSvg };
 // Binary cross-entropy against the predicted probability p, for target 1 (-log p) and target 0
 // (-log(1 - p)), with the seed's eleven points, and a second panel on a log10(p) axis where

@@ -298,10 +298,62 @@ def test_seeds():
                    ["--png", "is a directory"], "explain bce --png a directory")
 
 
+# --- predict and evaluate on a small synthetic IDX dataset -------------------------------------------
+
+def write_idx(name, array):
+    import struct
+    a = np.ascontiguousarray(array, dtype=np.uint8)
+    with open(path(name), "wb") as f:
+        f.write(struct.pack(">HBB", 0, 0x08, a.ndim))
+        f.write(struct.pack(">" + "I" * a.ndim, *a.shape))
+        f.write(a.tobytes())
+    return path(name)
+
+
+def test_predict_and_evaluate():
+    rng = np.random.default_rng(5)
+    d = path("idx")
+    os.makedirs(d)
+    C, H, W = 4, 6, 5
+    for split, n in [("train", 200), ("t10k", 60)]:
+        y = rng.integers(0, C, size=n)
+        x = rng.integers(0, 60, size=(n, H, W))
+        for i in range(n):  # a bright column per class, learnable in one epoch
+            x[i, :, y[i]] = 250
+        write_idx(f"idx/{split}-images-idx3-ubyte", x)
+        write_idx(f"idx/{split}-labels-idx1-ubyte", y)
+    model = path("idx_run/model.safetensors")
+    p = run("train", "--data", d, "--out", path("idx_run"), "--epochs", "2", "--no-report", "-q")
+    check(p.returncode == 0 and os.path.exists(model), f"train on the synthetic set: {p.stderr!r}")
+    accs = []
+    for k in [1, 2, C]:
+        p = run("evaluate", "--model", model, "--data", d, "--top-k", k, "--json")
+        j = __import__("json").loads(p.stdout) if p.returncode == 0 else {}
+        accs.append(j.get("top_k_accuracy", j.get("accuracy")))
+        if k == 1:
+            check("top_k" not in j and "accuracy" in j, f"evaluate --top-k 1: {j}")
+    check(accs[0] <= accs[1] <= accs[2] == 1.0, f"top-k accuracy not monotone up to 1 at k = C: {accs}")
+    one_error_line(run("evaluate", "--model", model, "--data", d, "--top-k", "0"), 2, ["--top-k must be at least 1"],
+                   "evaluate --top-k 0")
+    images = path("idx/t10k-images-idx3-ubyte")
+    labels = np.frombuffer(open(path("idx/t10k-labels-idx1-ubyte"), "rb").read()[8:], np.uint8)
+    p = run("predict", "--model", model, "--images", images, "--index", 3, "--show", "--png", path("img.png"))
+    check(p.returncode == 0 and f"true label: {labels[3]} " in p.stdout, f"predict true label: {p.stdout!r} {p.stderr!r}")
+    check(sum(1 for line in p.stdout.splitlines() if line.startswith("  ") and len(line) == 2 + 2 * W) >= H,
+          f"predict --show drew no {H} x {W} image: {p.stdout!r}")
+    png = open(path("img.png"), "rb").read() if os.path.exists(path("img.png")) else b""
+    check(png.startswith(b"\x89PNG"), "predict --png wrote no PNG")
+    p = run("predict", "--model", model, "--images", images, "--index", 5, "--json")
+    j = __import__("json").loads(p.stdout) if p.returncode == 0 else {}
+    check(j.get("label") == int(labels[5]) and "correct" in j, f"predict --json label: {j}")
+    one_error_line(run("predict", "--model", model, "--images", images, "--top", "0"), 2, ["--top must be at least 1"],
+                   "predict --top 0")
+
+
 def main():
     try:
         for t in [test_output_paths, test_printed_results, test_version_and_info, test_suggestions_and_words,
-                  test_seeds]:
+                  test_seeds, test_predict_and_evaluate]:
             before = len(FAILURES)
             t()
             print(f"{t.__name__}: {'ok' if len(FAILURES) == before else 'FAILED'}")
