@@ -1,6 +1,7 @@
 // main.cc: the `xent` command-line tool's entry point: builds the CLI11 app from the registered
 // subcommands, runs the chosen one, and maps errors to exit codes (0 ok, 1 runtime failure,
-// 2 usage or bad input). Subcommands live in cli/<area>/ and know nothing of each other.
+// 2 usage or bad input). Subcommands live in cli/<area>/ and know nothing of each other; what
+// several areas need (array files in and out, printing) is in cli/shared/.
 #include <algorithm>
 #include <cstdio>
 #include <exception>

@@ -14,7 +14,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "common.h"
+#include "shared/arrays.h"
 #include "explain_common.h"
 #include "explain_probabilities.h"
 #include "xent/losses.h"

@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "common.h"
+#include "shared/arrays.h"
 #include "inline_values.h"
 
 namespace xent::cli::ops {

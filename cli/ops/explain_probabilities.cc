@@ -12,7 +12,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "common.h"
+#include "shared/arrays.h"
 #include "explain_common.h"
 #include "io/atomic_file.h"
 #include "train/plots.h"

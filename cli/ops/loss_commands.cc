@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "common.h"
+#include "shared/arrays.h"
 #include "xent/losses.h"
 
 namespace xent::cli::ops {

@@ -8,7 +8,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "common.h"
+#include "shared/arrays.h"
 #include "xent/softmax.h"
 
 namespace xent::cli::ops {

@@ -1,6 +1,6 @@
-// common.cc (cli/ops): input reading, --dim, --threads, --reduction and all-or-nothing output
+// arrays.cc (cli/shared): input reading, --dim, --threads, --reduction and all-or-nothing output
 // writing shared by the op subcommands.
-#include "common.h"
+#include "shared/arrays.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,10 +15,10 @@
 #include "cli.h"
 #include "validators.h"
 #include "io/atomic_file.h"
-#include "print_array.h"
+#include "shared/print_array.h"
 #include "xent/runtime.h"
 
-namespace xent::cli::ops {
+namespace xent::cli {
 
 NpyArray read_input(const std::string& flag, const std::string& path) {
   Result<NpyArray> r = read_npy(path);
@@ -174,4 +174,4 @@ std::string examples(const std::vector<std::string>& lines) {
   return s;
 }
 
-}  // namespace xent::cli::ops
+}  // namespace xent::cli

@@ -1,6 +1,7 @@
-// common.h (cli/ops): what the op subcommands share: reading inputs (every failure is bad input,
-// exit 2), resolving --dim, the --threads and --reduction flags, and writing one or more outputs
-// so that either all of them are replaced or none is. Not part of the library API.
+// arrays.h (cli/shared): what the array-in, array-out subcommands (cli/ops, cli/linear) share:
+// reading inputs (every failure is bad input, exit 2), resolving --dim, the --threads and
+// --reduction flags, and writing (or printing) one or more outputs so that either all of them are
+// replaced or none is. Not part of the library API.
 #pragma once
 
 #include <cstdint>
@@ -17,7 +18,7 @@ class App;
 class Option;
 }
 
-namespace xent::cli::ops {
+namespace xent::cli {
 
 // Reads a .npy input named by `flag` (e.g. "--input"); any failure throws InputError whose message
 // names the file and what is wrong with it.
@@ -78,4 +79,4 @@ CLI::Option* add_grad_out_option(CLI::App* app, std::string* path, const std::st
 // The formatted example block used as a subcommand's --help footer.
 std::string examples(const std::vector<std::string>& lines);
 
-}  // namespace xent::cli::ops
+}  // namespace xent::cli

@@ -1,5 +1,5 @@
-// print_array.cc (cli/ops): NumPy-style text for an op's result (see print_array.h).
-#include "print_array.h"
+// print_array.cc (cli/shared): NumPy-style text for an op's result (see print_array.h).
+#include "shared/print_array.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +9,7 @@
 
 #include <fmt/format.h>
 
-namespace xent::cli::ops {
+namespace xent::cli {
 namespace {
 
 constexpr std::int64_t kThreshold = 1000;  // numpy.get_printoptions()["threshold"]
@@ -177,4 +177,4 @@ std::string format_array(const ConstTensorView& a) {
   return out;
 }
 
-}  // namespace xent::cli::ops
+}  // namespace xent::cli
