@@ -30,6 +30,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "validators.h"
 #include "xent/linear_cross_entropy.h"
 #include "xent/runtime.h"
 
@@ -212,7 +213,9 @@ CLI::App* add_linear_bench(CLI::App& parent, const std::string& name) {
   app->add_option("--tokens", a->tokens, "N, tokens (default 8192)")->type_name("N");
   app->add_option("--hidden", a->hidden, "H, hidden features (default 1024)")->type_name("H");
   app->add_option("--vocab", a->vocab, "V, vocabulary size (default 32000)")->type_name("V");
-  app->add_option("--threads", a->threads, "Worker threads (default: all cores, or $XENT_THREADS)")->type_name("T");
+  app->add_option("--threads", a->threads, "Worker threads (default: all cores, or $XENT_THREADS)")
+      ->type_name("T")
+      ->check(at_least(1));
   app->add_option("--reps", a->reps,
                   "Timed calls after an untimed first one (default 3); 0 times the first call itself (for shapes "
                   "that take minutes)")->type_name("R");

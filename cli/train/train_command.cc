@@ -84,6 +84,7 @@ void run(Args& a) {
   check_out_dir(a.out);
   check_file_out("--model", a.model, a.out);
   check_file_out("--metrics-out", a.metrics_out, a.out);
+  check_file_out("--checkpoint", a.checkpoint, a.out);
 
   LoadedData d = load_data(a.data, threads, true);
   const std::int64_t C = count_classes(d.train, d.test);

@@ -217,6 +217,11 @@ def test_suggestions_and_words():
     p = run("softmax", "--input", xp, "--threads", "0")
     one_error_line(p, 2, ["--threads must be at least 1"], "--threads 0")
     check("not in range" not in p.stderr, f"raw range message: {p.stderr!r}")
+    for args in (["bench", "softmax", "--threads", "0"], ["bench", "linear-cross-entropy", "--threads", "0"]):
+        one_error_line(run(*args), 2, ["--threads must be at least 1; got 0"], " ".join(args))
+    one_error_line(run("train", "--data", path("nothing"), "--checkpoint", path("nodir/c.ckpt"), "--out",
+                       path("ck_out")), 2, ["--checkpoint", "does not exist"], "train --checkpoint in a missing directory")
+    check(not os.path.exists(path("ck_out")), "train refused for --checkpoint left its --out directory")
     # --dim at rank >= 3.
     x3 = save("x3.npy", np.zeros((2, 3, 4)))
     one_error_line(run("log-softmax", "--input", x3), 2, ["--dim is required"], "rank 3 without --dim")
