@@ -106,98 +106,137 @@ std::string term_list(const std::vector<double>& t, const std::vector<double>& n
 
 }  // namespace
 
+namespace {
+
+// The probabilities and their clamped negative logs, row by row.
+struct ProbSteps {
+  Loaded p;
+  std::int64_t N = 0, C = 0;
+  double floor = -100.0;
+  std::vector<std::vector<double>> y_hat, nlp;
+  std::vector<double> row_sum;
+};
+
+ProbSteps load_probabilities(const ProbArgs& a) {
+  ProbSteps st;
+  st.p = load("--probs", a.probs, dtype_of(a.dtype), false);
+  rows_and_classes(st.p.array, "--probs", &st.N, &st.C);
+  for (double v : st.p.values) {
+    if (!(v >= 0.0 && v <= 1.0)) {
+      throw InputError(fmt::format("--probs holds probabilities; expected values in [0, 1], found {}", v));
+    }
+  }
+  st.floor = a.eps > 0.0 ? std::log(a.eps) : -100.0;
+  st.y_hat.resize(st.N), st.nlp.resize(st.N);
+  st.row_sum.assign(st.N, 0.0);
+  for (std::int64_t n = 0; n < st.N; ++n) {
+    for (std::int64_t c = 0; c < st.C; ++c) {
+      const double v = st.p.values[static_cast<std::size_t>(n * st.C + c)];
+      st.y_hat[n].push_back(v);
+      st.row_sum[n] += v;
+      st.nlp[n].push_back(-std::max(std::log(v), st.floor));
+    }
+  }
+  return st;
+}
+
+void print_probability_tables(const ProbSteps& st, const Targets& t, double eps) {
+  const std::vector<std::string> rows_l = labels("row", st.N), cls = labels("class", st.C);
+  fmt::print("Cross-entropy from predicted probabilities y_hat (d2l's y_hat; no softmax), N = {} row{} x C = {} "
+             "classes, {}\n",
+             st.N, st.N == 1 ? "" : "s", st.C, dtype_name(st.p.array.dtype()));
+  fmt::print("\n1. predicted probabilities y_hat, taken as given (rows are not renormalised), and their row sums\n");
+  std::vector<std::vector<double>> with_sum = st.y_hat;
+  for (std::int64_t n = 0; n < st.N; ++n) with_sum[n].push_back(st.row_sum[n]);
+  std::vector<std::string> hdr = cls;
+  hdr.push_back("sum");
+  table(rows_l, with_sum, hdr);
+  fmt::print("\n2. -log(y_hat), the log clamped from below at {} ({})\n", num(st.floor),
+             eps > 0.0 ? fmt::format("--eps {}: log(max(p, eps))", eps) : "as PyTorch's BCE; --eps E sets log(E)");
+  table(rows_l, st.nlp, cls);
+  fmt::print("\n3. targets as one-hot rows (class indices become indicator rows)\n");
+  table(rows_l, t.dense, cls);
+}
+
+// The rows that count in the mean: all of them for soft targets, the ones not ignored otherwise.
+std::int64_t counted_rows(const Targets& t) {
+  if (t.index.empty()) return static_cast<std::int64_t>(t.dense.size());
+  return static_cast<std::int64_t>(std::count(t.ignored.begin(), t.ignored.end(), false));
+}
+
+// The seed's loop form: for each sample, for each class, indicator * -log(p). Returns the mean.
+double loop_form(const ProbSteps& st, const Targets& t) {
+  fmt::print("\n4. loop form: all_samples_loss += sum over classes of target * -log(y_hat)\n");
+  double sum = 0;
+  for (std::int64_t n = 0; n < st.N; ++n) {
+    double row = 0;
+    for (std::int64_t c = 0; c < st.C; ++c) row += t.dense[n][c] * st.nlp[n][c];
+    sum += row;
+    fmt::print("    row {}: {} = {}{}   (running sum {})\n", n, term_list(t.dense[n], st.nlp[n]), num(row),
+               t.ignored[n] ? " (ignored)" : "", num(sum));
+  }
+  const std::int64_t rows = counted_rows(t);
+  const double mean = sum / static_cast<double>(rows);
+  fmt::print("    mean = {} / {} = {}\n", num(sum), rows, num(mean));
+  return mean;
+}
+
+// The dot-product form: M = Y . (-log y_hat)^T, its diagonal summed. Returns the mean.
+double dot_product_form(const ProbSteps& st, const Targets& t) {
+  fmt::print("\n5. dot-product form: M = targets . (-log(y_hat))^T (N x N); the loss is the mean of its diagonal\n");
+  std::vector<std::vector<double>> M(st.N, std::vector<double>(static_cast<std::size_t>(st.N), 0.0));
+  double trace = 0;
+  for (std::int64_t i = 0; i < st.N; ++i) {
+    for (std::int64_t j = 0; j < st.N; ++j)
+      for (std::int64_t c = 0; c < st.C; ++c) M[i][j] += t.dense[i][c] * st.nlp[j][c];
+    trace += M[i][i];
+  }
+  table(labels("row", st.N), M, labels("row", st.N));
+  const double mean = trace / static_cast<double>(counted_rows(t));
+  fmt::print("    diagonal sum = {}, mean = {}\n", num(trace), num(mean));
+  return mean;
+}
+
+// The library's nll_loss on the clamped logs with the class indices (NaN for soft targets).
+double library_value(const ProbSteps& st, const Targets& t, std::int64_t ignore_index) {
+  if (t.index.empty()) return std::nan("");
+  const DType dtype = st.p.array.dtype();
+  NpyArray logp = make_array(dtype, st.p.array.shape());
+  for (std::int64_t i = 0; i < st.N * st.C; ++i) {
+    const double l = -st.nlp[i / st.C][i % st.C];
+    if (dtype == DType::kF32) logp.as<float>()[i] = static_cast<float>(l);
+    else logp.as<double>()[i] = l;
+  }
+  NpyArray idx = make_array(DType::kI64, st.p.array.shape().rank() == 2 ? Shape{st.N} : Shape{});
+  for (std::int64_t n = 0; n < st.N; ++n) idx.as<std::int64_t>()[n] = t.ignored[n] ? ignore_index : t.index[n];
+  NllOptions o;
+  o.ignore_index = ignore_index;
+  NpyArray lib = make_array(dtype, Shape{});
+  throw_if_error(nll_loss_forward(logp.view(), idx.view(), o, lib.mutable_view()), "nll");
+  return scalar_of(lib);
+}
+
+}  // namespace
+
 void explain_probabilities(const ProbArgs& a) {
   if (a.label_smoothing != 0.0 || a.weighted) {
     throw UsageError("explain cross-entropy --probs shows the plain loss; --label-smoothing and --weight apply to "
                      "--logits");
   }
   if (!(a.eps >= 0.0 && a.eps < 1.0)) throw UsageError(fmt::format("--eps must be in [0, 1); got {}", a.eps));
-  Loaded p = load("--probs", a.probs, dtype_of(a.dtype), false);
-  std::int64_t N = 0, C = 0;
-  rows_and_classes(p.array, "--probs", &N, &C);
-  for (double v : p.values) {
-    if (!(v >= 0.0 && v <= 1.0)) {
-      throw InputError(fmt::format("--probs holds probabilities; expected values in [0, 1], found {}", v));
-    }
-  }
-  const Targets t = load_targets(a.target, p.array, N, C, a.ignore_index);
-  const double floor = a.eps > 0.0 ? std::log(a.eps) : -100.0;
-  const DType dtype = p.array.dtype();
-
-  std::vector<std::vector<double>> y_hat(N), nlp(N);
-  std::vector<double> row_sum(N, 0.0);
-  for (std::int64_t n = 0; n < N; ++n) {
-    for (std::int64_t c = 0; c < C; ++c) {
-      const double v = p.values[static_cast<std::size_t>(n * C + c)];
-      y_hat[n].push_back(v);
-      row_sum[n] += v;
-      nlp[n].push_back(-std::max(std::log(v), floor));
-    }
-  }
-  const std::vector<std::string> rows_l = labels("row", N), cls = labels("class", C);
-  fmt::print("Cross-entropy from predicted probabilities y_hat (d2l's y_hat; no softmax), N = {} row{} x C = {} "
-             "classes, {}\n",
-             N, N == 1 ? "" : "s", C, dtype_name(dtype));
-  fmt::print("\n1. predicted probabilities y_hat, taken as given (rows are not renormalised), and their row sums\n");
-  std::vector<std::vector<double>> with_sum = y_hat;
-  for (std::int64_t n = 0; n < N; ++n) with_sum[n].push_back(row_sum[n]);
-  std::vector<std::string> hdr = cls;
-  hdr.push_back("sum");
-  table(rows_l, with_sum, hdr);
-  fmt::print("\n2. -log(y_hat), the log clamped from below at {} ({})\n", num(floor),
-             a.eps > 0.0 ? fmt::format("--eps {}: log(max(p, eps))", a.eps) : "as PyTorch's BCE; --eps E sets log(E)");
-  table(rows_l, nlp, cls);
-  fmt::print("\n3. targets as one-hot rows (class indices become indicator rows)\n");
-  table(rows_l, t.dense, cls);
-
-  // The seed's loop form: for each sample, for each class, indicator * -log(p).
-  fmt::print("\n4. loop form: all_samples_loss += sum over classes of target * -log(y_hat)\n");
-  double loop_sum = 0;
-  std::int64_t counted = 0;
-  for (std::int64_t n = 0; n < N; ++n) {
-    double row = 0;
-    for (std::int64_t c = 0; c < C; ++c) row += t.dense[n][c] * nlp[n][c];
-    if (!t.ignored[n]) ++counted;
-    loop_sum += row;
-    fmt::print("    row {}: {} = {}{}   (running sum {})\n", n, term_list(t.dense[n], nlp[n]), num(row),
-               t.ignored[n] ? " (ignored)" : "", num(loop_sum));
-  }
-  const double loop_mean = loop_sum / static_cast<double>(t.index.empty() ? N : counted);
-  fmt::print("    mean = {} / {} = {}\n", num(loop_sum), t.index.empty() ? N : counted, num(loop_mean));
-
-  // The dot-product form: M = Y . (-log y_hat)^T, its diagonal summed.
-  fmt::print("\n5. dot-product form: M = targets . (-log(y_hat))^T (N x N); the loss is the mean of its diagonal\n");
-  std::vector<std::vector<double>> M(N, std::vector<double>(static_cast<std::size_t>(N), 0.0));
-  double trace = 0;
-  for (std::int64_t i = 0; i < N; ++i) {
-    for (std::int64_t j = 0; j < N; ++j)
-      for (std::int64_t c = 0; c < C; ++c) M[i][j] += t.dense[i][c] * nlp[j][c];
-    trace += M[i][i];
-  }
-  table(rows_l, M, rows_l);
-  const double dot_mean = trace / static_cast<double>(t.index.empty() ? N : counted);
-  fmt::print("    diagonal sum = {}, mean = {}\n", num(trace), num(dot_mean));
-
-  // The library: nll_loss on the clamped logs with the class indices.
+  const ProbSteps st = load_probabilities(a);
+  const Targets t = load_targets(a.target, st.p.array, st.N, st.C, a.ignore_index);
+  print_probability_tables(st, t, a.eps);
+  const double loop_mean = loop_form(st, t);
+  const double dot_mean = dot_product_form(st, t);
   fmt::print("\n6. side by side\n    loop form         {:.11g}\n    dot-product form  {:.11g}\n", loop_mean, dot_mean);
   if (t.index.empty()) {
     fmt::print("    (soft targets: `xent cross-entropy --input-kind probabilities` computes this sum; the "
                "library's nll takes class indices)\n");
     return;
   }
-  NpyArray logp = make_array(dtype, p.array.shape());
-  for (std::int64_t i = 0; i < N * C; ++i) {
-    const double l = -nlp[i / C][i % C];
-    if (dtype == DType::kF32) logp.as<float>()[i] = static_cast<float>(l);
-    else logp.as<double>()[i] = l;
-  }
-  NpyArray idx = make_array(DType::kI64, p.array.shape().rank() == 2 ? Shape{N} : Shape{});
-  for (std::int64_t n = 0; n < N; ++n) idx.as<std::int64_t>()[n] = t.ignored[n] ? a.ignore_index : t.index[n];
-  NllOptions o;
-  o.ignore_index = a.ignore_index;
-  NpyArray lib = make_array(dtype, Shape{});
-  throw_if_error(nll_loss_forward(logp.view(), idx.view(), o, lib.mutable_view()), "nll");
-  const double v = scalar_of(lib);
+  const DType dtype = st.p.array.dtype();
+  const double v = library_value(st, t, a.ignore_index);
   fmt::print("    xent::nll_loss_forward on the clamped logs ({})  {:.11g}\n", dtype_name(dtype), v);
   if (close(v, loop_mean, dtype) && close(v, dot_mean, dtype)) {
     fmt::print("The three agree. `xent cross-entropy --input-kind probabilities` computes the same in one command.\n");
