@@ -13,6 +13,7 @@ is reached only through our own link to it, never named so that it could be repl
 Usage: test_cli_everyday.py path/to/xent      (exit 0 pass, 1 fail, 77 skip)
 """
 import io
+import json
 import os
 import shutil
 import stat
@@ -333,7 +334,7 @@ def test_predict_and_evaluate():
     accs = []
     for k in [1, 2, C]:
         p = run("evaluate", "--model", model, "--data", d, "--top-k", k, "--json")
-        j = __import__("json").loads(p.stdout) if p.returncode == 0 else {}
+        j = json.loads(p.stdout) if p.returncode == 0 else {}
         accs.append(j.get("top_k_accuracy", j.get("accuracy")))
         if k == 1:
             check("top_k" not in j and "accuracy" in j, f"evaluate --top-k 1: {j}")
@@ -349,7 +350,7 @@ def test_predict_and_evaluate():
     png = open(path("img.png"), "rb").read() if os.path.exists(path("img.png")) else b""
     check(png.startswith(b"\x89PNG"), "predict --png wrote no PNG")
     p = run("predict", "--model", model, "--images", images, "--index", 5, "--json")
-    j = __import__("json").loads(p.stdout) if p.returncode == 0 else {}
+    j = json.loads(p.stdout) if p.returncode == 0 else {}
     check(j.get("label") == int(labels[5]) and "correct" in j, f"predict --json label: {j}")
     one_error_line(run("predict", "--model", model, "--images", images, "--top", "0"), 2, ["--top must be at least 1"],
                    "predict --top 0")
