@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench_linear.sh: the fused linear + cross-entropy (xent bench-linear-cross-entropy) against
+# bench_linear.sh: the fused linear + cross-entropy (xent bench linear-cross-entropy) against
 # PyTorch 1.13's F.linear + F.cross_entropy + backward (bench/linear_ce_torch.py), forward and
 # backward, float32, reduction mean, over N in {1024, 8192, 32768} and V in {32000, 128256} at
 # H = 1024. Each measurement runs in its own process (peak RSS is a per-process high-water mark).
@@ -42,7 +42,7 @@ for shape in $SHAPES; do
   # PyTorch's peak is about 3 N V 4 bytes (logits, log-probabilities, their gradients); do not even
   # start a case that cannot fit: on a shared machine the attempt itself could starve others.
   torch_need_gib=$(( 3 * N * V * 4 / 1073741824 + 1 ))
-  xj=$("$XENT" bench-linear-cross-entropy --tokens "$N" --hidden $H --vocab "$V" --threads "$THREADS" --reps "$reps" --json)
+  xj=$("$XENT" bench linear-cross-entropy --tokens "$N" --hidden $H --vocab "$V" --threads "$THREADS" --reps "$reps" --json)
   if [ "$torch_need_gib" -gt "$TORCH_MAX_GIB" ]; then
     tj="{\"impl\": \"torch\", \"error\": \"OOM\", \"detail\": \"skipped: needs about $torch_need_gib GiB\"}"
   else

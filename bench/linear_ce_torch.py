@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """linear_ce_torch.py: PyTorch's unfused linear + cross-entropy, forward and backward, timed and
-memory-measured the way `xent bench-linear-cross-entropy` measures xent, for bench_linear.sh.
+memory-measured the way `xent bench linear-cross-entropy` measures xent, for bench_linear.sh.
 
 Not a test and not a general benchmark: one shape per process (peak RSS is a per-process
 high-water mark), float32, reduction mean. Prints one JSON object:

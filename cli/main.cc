@@ -1,6 +1,7 @@
 // main.cc: the `xent` command-line tool's entry point: builds the CLI11 app from the registered
 // subcommands, runs the chosen one, and maps errors to exit codes (0 ok, 1 runtime failure,
-// 2 usage or bad input). Subcommands live in cli/<area>/ and know nothing of each other.
+// 2 usage or bad input). Subcommands live in cli/<area>/ and know nothing of each other; what
+// several areas need (array files in and out, printing) is in cli/shared/.
 #include <algorithm>
 #include <cstdio>
 #include <exception>
@@ -11,6 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli.h"
+#include "suggest.h"
 #include "io/atomic_file.h"
 
 namespace xent::cli {
@@ -42,33 +44,107 @@ void throw_if_error(const Status& s, const std::string& context) {
 
 }  // namespace xent::cli
 
+namespace {
+
+using xent::cli::closest;
+
+std::vector<CLI::App*> subcommands_of(CLI::App* app) {
+  return app->get_subcommands([](CLI::App*) { return true; });
+}
+
+std::string join(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+std::vector<std::string> subcommand_names(CLI::App* app) {
+  std::vector<std::string> names;
+  for (const CLI::App* sub : subcommands_of(app)) names.push_back(sub->get_name());
+  return names;
+}
+
+std::vector<std::string> option_names(const CLI::App* app) {
+  std::vector<std::string> names;
+  for (const CLI::Option* o : app->get_options()) {
+    for (const auto& l : o->get_lnames()) names.push_back("--" + l);
+  }
+  return names;
+}
+
+std::string did_you_mean(const std::string& typed, const std::vector<std::string>& candidates) {
+  std::string c = closest(typed, candidates);
+  return c.empty() ? "" : "did you mean '" + c + "'? ";
+}
+
+// Reads the command line as the parser will, before it does, to report a misspelled command or
+// option as such (with the closest name) rather than as a missing required option or CLI11's
+// "extra arguments". Returns false after printing the one-line error.
+bool preflight(CLI::App& root, int argc, char** argv) {
+  CLI::App* cur = &root;
+  std::string where = "xent";
+  bool asks_help = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string t = argv[i];
+    if (t == "--") break;
+    if (t == "--help" || t == "-h" || t == "--version") {
+      asks_help = true;
+      continue;
+    }
+    if (t.size() > 2 && t.compare(0, 2, "--") == 0) {
+      const std::string name = t.substr(0, t.find('='));
+      if (cur->get_option_no_throw(name) == nullptr) {
+        const std::vector<std::string> known = option_names(cur);
+        std::fprintf(stderr, "xent: error: unknown option '%s' for `%s`; %sexpected one of: %s\n", name.c_str(),
+                     where.c_str(), did_you_mean(name, known).c_str(), join(known).c_str());
+        return false;
+      }
+      continue;
+    }
+    if (t.empty() || t[0] == '-') continue;  // a value, a short flag or a negative number
+    CLI::App* next = nullptr;
+    for (CLI::App* sub : subcommands_of(cur)) {
+      if (sub->check_name(t)) next = sub;
+    }
+    if (next) {
+      cur = next;
+      where += " " + t;
+      continue;
+    }
+    if (cur->get_require_subcommand_min() > 0) {  // only commands are expected here
+      const std::vector<std::string> names = subcommand_names(cur);
+      std::fprintf(stderr, "xent: error: unknown command '%s' for `%s`; %sexpected one of: %s\n", t.c_str(),
+                   where.c_str(), did_you_mean(t, names).c_str(), join(names).c_str());
+      return false;
+    }
+  }
+  if (!asks_help && cur->get_require_subcommand_min() > 0) {
+    std::fprintf(stderr, "xent: error: `%s` needs a command; expected one of: %s (see `%s --help`)\n", where.c_str(),
+                 join(subcommand_names(cur)).c_str(), where.c_str());
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace xent::cli;
   // A signal during a write removes the temporary; a file-size limit is an error, not a crash.
   xent::io::install_signal_cleanup();
-  CLI::App app{
-      "xent: exact, fast softmax and cross-entropy with PyTorch's semantics.\n"
-      "Arrays are NumPy .npy files; `xent <command> --help` explains each command with an example.",
-      "xent"};
+  CLI::App app{"xent " XENT_VERSION
+               ": exact, fast softmax and cross-entropy with PyTorch's semantics.\n"
+               "Arrays are NumPy .npy files; `xent <command> --help` explains each command with an example;\n"
+               "`xent info` prints the version, the instruction sets and the threads.",
+               "xent"};
+  app.set_version_flag("--version", "xent " XENT_VERSION, "Print the version and exit");
   app.require_subcommand(1);
   app.fallthrough(false);
   auto& reg = registry();
   std::stable_sort(reg.begin(), reg.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (const auto& [order, setup] : reg) setup(app);
 
-  // A first word that names no command is a typo, not a missing command: say which.
-  if (argc > 1 && argv[1][0] != '-') {
-    std::string names;
-    bool known = false;
-    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
-      known = known || sub->check_name(argv[1]);
-      names += (names.empty() ? "" : ", ") + sub->get_name();
-    }
-    if (!known) {
-      std::fprintf(stderr, "xent: error: unknown command '%s'; expected one of: %s\n", argv[1], names.c_str());
-      return 2;
-    }
-  }
+  if (!preflight(app, argc, argv)) return 2;
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -78,7 +154,13 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "xent: error: %s (see `xent --help` or `xent <command> --help`)\n", e.what());
+    // Our validators (validators.h) say "--top: must be at least 1; got 0": print it as a sentence.
+    std::string msg = e.what();
+    if (auto pos = msg.find(": must be "); pos != std::string::npos) {
+      std::fprintf(stderr, "xent: error: %s%s\n", msg.substr(0, pos).c_str(), msg.substr(pos + 1).c_str());
+    } else {
+      std::fprintf(stderr, "xent: error: %s (see `xent --help` or `xent <command> --help`)\n", msg.c_str());
+    }
     return 2;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "xent: error: %s\n", e.what());

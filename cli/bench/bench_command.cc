@@ -13,7 +13,8 @@
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "linear/bench_linear.h"
+#include "validators.h"
+#include "bench_linear.h"
 #include "workload.h"
 #include "xent/runtime.h"
 
@@ -147,7 +148,8 @@ void setup(CLI::App& root) {
   CLI::Option* smoothing =
       app->add_option("--label-smoothing", args->label_smoothing, "cross-entropy: label smoothing in [0, 1] (default 0)");
   app->add_flag("--weight", args->weighted, "cross-entropy, nll: random positive class weights (default none)");
-  app->add_option("--threads", args->threads, "Worker threads (default: all cores, or $XENT_THREADS)");
+  app->add_option("--threads", args->threads, "Worker threads (default: all cores, or $XENT_THREADS)")
+      ->check(at_least(1));
   app->add_option("--isa", args->isa, "Kernel set to use (see --list-isas; default: the best, or $XENT_ISA)");
   app->add_option("--reps", args->reps, "Timed repetitions (default: at least 5 and --min-time seconds)");
   app->add_option("--min-time", args->min_time, "Seconds to keep timing when --reps is not given (default 0.5)");
@@ -160,7 +162,7 @@ void setup(CLI::App& root) {
       "  xent bench cross-entropy --shape 4096,1000 --pass fwd+bwd --target prob --label-smoothing 0.1\n"
       "  xent bench softmax --shape 4096,1000 --json\n"
       "  xent bench --list-isas");
-  CLI::App* linear = linear::add_linear_bench(*app, "linear-cross-entropy");
+  CLI::App* linear = bench_linear::add_linear_bench(*app, "linear-cross-entropy");
   app->callback([args, app, linear, target, smoothing] {
     if (app->got_subcommand(linear)) return;  // `xent bench linear-cross-entropy` ran its own callback
     args->target_given = target->count() > 0;

@@ -14,7 +14,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "ops/common.h"
+#include "shared/arrays.h"
 #include "xent/linear_cross_entropy.h"
 
 namespace xent::cli::linear {
@@ -45,17 +45,22 @@ void run(const Args& a) {
   if (!(a.workspace_mib > 0.0)) throw UsageError(fmt::format("--workspace-mib must be > 0; got {}", a.workspace_mib));
   if (!a.grad_bias.empty() && a.bias.empty())
     throw UsageError("--grad-bias needs --bias (there is no bias to differentiate)");
-  const Reduction reduction = ops::parse_reduction(a.reduction);
-  ops::apply_threads(a.threads);
+  const Reduction reduction = parse_reduction(a.reduction);
+  apply_threads(a.threads);
+  check_output_paths({{"--out", a.out},
+                           {"--z-loss", a.z_loss_out},
+                           {"--grad-hidden", a.grad_hidden},
+                           {"--grad-weight", a.grad_weight},
+                           {"--grad-bias", a.grad_bias}});
 
-  NpyArray h = ops::read_input("--hidden", a.hidden);
-  ops::require_floating(h, "--hidden", a.hidden, "linear-cross-entropy");
-  NpyArray w = ops::read_input("--weight", a.weight);
-  NpyArray t = ops::read_input("--target", a.target);
+  NpyArray h = read_input("--hidden", a.hidden);
+  require_floating(h, "--hidden", a.hidden, "linear-cross-entropy");
+  NpyArray w = read_input("--weight", a.weight);
+  NpyArray t = read_input("--target", a.target);
   std::optional<NpyArray> b, cw, g;
-  if (!a.bias.empty()) b = ops::read_input("--bias", a.bias);
-  if (!a.class_weight.empty()) cw = ops::read_input("--class-weight", a.class_weight);
-  if (!a.dloss.empty()) g = ops::read_input("--dloss", a.dloss);
+  if (!a.bias.empty()) b = read_input("--bias", a.bias);
+  if (!a.class_weight.empty()) cw = read_input("--class-weight", a.class_weight);
+  if (!a.dloss.empty()) g = read_input("--dloss", a.dloss);
   if (h.shape().rank() != 2)
     throw InputError(fmt::format("--hidden '{}' must have shape (N, H); found {}", a.hidden, h.shape().to_string()));
   if (w.shape().rank() != 2)
@@ -73,12 +78,12 @@ void run(const Args& a) {
   o.workspace_limit_bytes = static_cast<std::size_t>(a.workspace_mib * 1048576.0);
 
   const Shape loss_shape = reduction == Reduction::kNone ? Shape{h.shape()[0]} : Shape{};
-  NpyArray loss = ops::make_array(h.dtype(), loss_shape);
+  NpyArray loss = make_array(h.dtype(), loss_shape);
   std::optional<NpyArray> zl, dh, dw, db;
-  if (!a.z_loss_out.empty()) zl = ops::make_array(h.dtype(), loss_shape);
-  if (!a.grad_hidden.empty()) dh = ops::make_array(h.dtype(), h.shape());
-  if (!a.grad_weight.empty()) dw = ops::make_array(h.dtype(), w.shape());
-  if (!a.grad_bias.empty()) db = ops::make_array(h.dtype(), b->shape());
+  if (!a.z_loss_out.empty()) zl = make_array(h.dtype(), loss_shape);
+  if (!a.grad_hidden.empty()) dh = make_array(h.dtype(), h.shape());
+  if (!a.grad_weight.empty()) dw = make_array(h.dtype(), w.shape());
+  if (!a.grad_bias.empty()) db = make_array(h.dtype(), b->shape());
   throw_if_error(linear_cross_entropy({.hidden = h.view(),
                                        .weight = w.view(),
                                        .bias = b ? b->view() : ConstTensorView{},
@@ -91,12 +96,12 @@ void run(const Args& a) {
                                        .dweight = dw ? dw->mutable_view() : TensorView{},
                                        .dbias = db ? db->mutable_view() : TensorView{}}),
                  "linear-cross-entropy");
-  std::vector<std::pair<std::string, ConstTensorView>> outputs = {{a.out, loss.view()}};
-  if (zl) outputs.emplace_back(a.z_loss_out, zl->view());
-  if (dh) outputs.emplace_back(a.grad_hidden, dh->view());
-  if (dw) outputs.emplace_back(a.grad_weight, dw->view());
-  if (db) outputs.emplace_back(a.grad_bias, db->view());
-  ops::write_outputs(outputs);
+  std::vector<Output> outputs = {{"--out", a.out, loss.view(), "loss"}};
+  if (zl) outputs.push_back({"--z-loss", a.z_loss_out, zl->view(), "z_loss"});
+  if (dh) outputs.push_back({"--grad-hidden", a.grad_hidden, dh->view(), "grad_hidden"});
+  if (dw) outputs.push_back({"--grad-weight", a.grad_weight, dw->view(), "grad_weight"});
+  if (db) outputs.push_back({"--grad-bias", a.grad_bias, db->view(), "grad_bias"});
+  write_outputs(outputs);
 }
 
 void setup(CLI::App& root) {
@@ -116,7 +121,7 @@ void setup(CLI::App& root) {
   app->add_option("--ignore-index", a->ignore_index, "Tokens whose target is K contribute nothing (default -100)")
       ->type_name("K");
   app->add_option("--label-smoothing", a->label_smoothing, "Label smoothing S in [0, 1] (default 0)")->type_name("S");
-  ops::add_reduction_option(app, &a->reduction);
+  add_reduction_option(app, &a->reduction, "--class-weight", "one per token, shape (N)");
   app->add_option("--lse-square-scale", a->lse_square_scale,
                   "z-loss coefficient: adds L * logsumexp(logits)^2 per kept token (mean: over kept tokens); "
                   "default 0")
@@ -134,20 +139,18 @@ void setup(CLI::App& root) {
       ->type_name("VB");
   app->add_option("--workspace-mib", a->workspace_mib, "Scratch memory the automatic blocks aim for (default 64)")
       ->type_name("MIB");
-  app->add_option("--out", a->out, "Output .npy for the loss (0-d, or (N) with --reduction none)")
-      ->required()
-      ->type_name("L.npy");
+  add_out_option(app, &a->out, "Output .npy for the loss (0-d, or (N) with --reduction none)", "L.npy");
   app->add_option("--z-loss", a->z_loss_out, "Also write the z-loss part of the loss (loss's shape)")->type_name("Z.npy");
   app->add_option("--grad-hidden", a->grad_hidden, "Also write d(loss * dloss)/d hidden, (N, H)")->type_name("GH.npy");
   app->add_option("--grad-weight", a->grad_weight, "Also write d(loss * dloss)/d weight, (V, H)")->type_name("GW.npy");
   app->add_option("--grad-bias", a->grad_bias, "Also write d(loss * dloss)/d bias, (V); needs --bias")->type_name("GB.npy");
-  ops::add_threads_option(app, &a->threads);
-  app->footer(ops::examples({
+  add_threads_option(app, &a->threads);
+  app->footer(examples({
       "xent linear-cross-entropy --hidden h.npy --weight w.npy --target t.npy --out loss.npy",
       "xent linear-cross-entropy --hidden h.npy --weight w.npy --bias b.npy --target t.npy \\",
       "    --label-smoothing 0.1 --lse-square-scale 1e-4 --softcap 30 --out loss.npy --z-loss z.npy \\",
       "    --grad-hidden dh.npy --grad-weight dw.npy --grad-bias db.npy",
-      "xent bench-linear-cross-entropy --tokens 8192 --hidden 1024 --vocab 32000 --json",
+      "xent bench linear-cross-entropy --tokens 8192 --hidden 1024 --vocab 32000 --json",
   }));
   app->callback([a] { run(*a); });
 }

@@ -14,318 +14,244 @@
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "common.h"
-#include "inline_values.h"
+#include "shared/arrays.h"
+#include "explain_common.h"
+#include "explain_probabilities.h"
 #include "xent/losses.h"
 #include "xent/softmax.h"
 
 namespace xent::cli::ops {
 namespace {
 
-constexpr std::int64_t kMaxRows = 50;
-constexpr std::int64_t kMaxClasses = 20;
-
-// --- values given inline or as files ------------------------------------------------------------
-
-struct Loaded {
-  NpyArray array;
-  std::vector<double> values;  // the array's values as double, for display
-  bool inline_text = false;
-};
-
-std::vector<double> to_doubles(const NpyArray& a) {
-  std::vector<double> v(static_cast<std::size_t>(a.numel()));
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    switch (a.dtype()) {
-      case DType::kF32: v[i] = a.as<float>()[i]; break;
-      case DType::kF64: v[i] = a.as<double>()[i]; break;
-      case DType::kI32: v[i] = a.as<std::int32_t>()[i]; break;
-      case DType::kI64: v[i] = static_cast<double>(a.as<std::int64_t>()[i]); break;
-    }
-  }
-  return v;
-}
-
-// `text` is an inline literal ("[0, 2]", "3") or a .npy path. A text starting with '[' is always a
-// literal; otherwise it is a literal only if it parses as one (so "3.npy" is a file).
-// Integer literals become int64 when `integers_as_int64`; everything else becomes `float_dtype`.
-Loaded load(const std::string& flag, const std::string& text, DType float_dtype, bool integers_as_int64) {
-  auto first = text.find_first_not_of(" \t");
-  bool bracket = first != std::string::npos && text[first] == '[';
-  Result<InlineArray> parsed = parse_inline_array(text);
-  if (bracket && !parsed.ok()) throw InputError(fmt::format("{} '{}': {}", flag, text, parsed.status().message()));
-  Loaded l;
-  if (!parsed.ok()) {
-    l.array = read_input(flag, text);
-    l.values = to_doubles(l.array);
-    return l;
-  }
-  const InlineArray& in = parsed.value();
-  l.inline_text = true;
-  const bool as_int = integers_as_int64 && in.all_integers;
-  l.array = make_array(as_int ? DType::kI64 : float_dtype, in.shape);
-  for (std::size_t i = 0; i < in.values.size(); ++i) {
-    if (as_int) l.array.as<std::int64_t>()[i] = in.integers[i];
-    else if (float_dtype == DType::kF32) l.array.as<float>()[i] = static_cast<float>(in.values[i]);
-    else l.array.as<double>()[i] = in.values[i];
-  }
-  l.values = to_doubles(l.array);  // after rounding to the dtype, as the library sees them
-  return l;
-}
-
-// --- printing -----------------------------------------------------------------------------------
-
-// 4 decimals for ordinary magnitudes, 4 significant digits in scientific notation otherwise.
-std::string num(double v) {
-  if (std::isnan(v)) return "nan";
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  if (v == 0) return "0";
-  double a = std::fabs(v);
-  if (a >= 1e-3 && a < 1e6) return fmt::format("{:.4f}", v);
-  return fmt::format("{:.4e}", v);
-}
-
-std::string list(const std::vector<double>& v) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + num(v[i]);
-  return s + "]";
-}
-
-// Prints rows of numbers right-aligned in columns, each row prefixed by its label.
-void table(const std::vector<std::string>& labels, const std::vector<std::vector<double>>& rows,
-           const std::vector<std::string>& header = {}) {
-  std::size_t width = 0, label_width = 0;
-  for (const auto& l : labels) label_width = std::max(label_width, l.size());
-  for (const auto& h : header) width = std::max(width, h.size());
-  for (const auto& r : rows)
-    for (double v : r) width = std::max(width, num(v).size());
-  if (!header.empty()) {
-    std::string line = fmt::format("    {:{}}", "", label_width);
-    for (const auto& h : header) line += fmt::format("  {:>{}}", h, width);
-    fmt::print("{}\n", line);
-  }
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    std::string line = fmt::format("    {:<{}}", labels[i], label_width);
-    for (double v : rows[i]) line += fmt::format("  {:>{}}", num(v), width);
-    fmt::print("{}\n", line);
-  }
-}
-
-bool close(double got, double want, DType dtype) {
-  if (std::isnan(got) || std::isnan(want)) return std::isnan(got) && std::isnan(want);
-  if (std::isinf(got) || std::isinf(want)) return got == want;
-  double rel = dtype == DType::kF32 ? 2e-6 : 1e-12;
-  double tiny = dtype == DType::kF32 ? 1e-44 : 1e-300;
-  return std::fabs(got - want) <= rel * std::max(std::fabs(got), std::fabs(want)) + tiny;
-}
-
-double scalar_of(const NpyArray& a) { return to_doubles(a).at(0); }
-
 // --- explain cross-entropy ----------------------------------------------------------------------
 
 struct CeArgs {
-  std::string input, logits, target, weight, dtype = "float32";
+  std::string input, logits, probs, target, weight, dtype = "float32";
   std::int64_t ignore_index = -100;
   double label_smoothing = 0.0;
+  double eps = 0.0;
 };
 
-void explain_cross_entropy(const CeArgs& a) {
-  if (a.input.empty() == a.logits.empty()) {
-    throw UsageError("explain cross-entropy needs exactly one of --input X.npy or --logits \"[[...]]\"");
-  }
-  if (!(a.label_smoothing >= 0.0 && a.label_smoothing <= 1.0)) {
-    throw UsageError(fmt::format("--label-smoothing must be in [0, 1]; got {}", a.label_smoothing));
-  }
+// The logits, targets and weights as the library will see them, with the sizes checked.
+struct CeInputs {
+  Loaded z, t, w;
+  std::int64_t N = 0, C = 0;
+  bool probs = false;     // probability targets (else class indices)
+  bool weighted = false;
+  std::vector<double> weights;  // all ones without --weight
+};
+
+CeInputs load_ce_inputs(const CeArgs& a) {
+  CeInputs in;
   const DType inline_dtype = a.dtype == "float64" ? DType::kF64 : DType::kF32;
-  Loaded z = a.input.empty() ? load("--logits", a.logits, inline_dtype, false) : Loaded{};
-  if (!a.input.empty()) {
-    z.array = read_input("--input", a.input);
-    require_floating(z.array, "--input", a.input, "explain cross-entropy");
-    z.values = to_doubles(z.array);
+  if (a.input.empty()) {
+    in.z = load("--logits", a.logits, inline_dtype, false);
+  } else {
+    in.z.array = read_input("--input", a.input);
+    require_floating(in.z.array, "--input", a.input, "explain cross-entropy");
+    in.z.values = to_doubles(in.z.array);
   }
-  const DType dtype = z.array.dtype();
-  const Shape& zs = z.array.shape();
+  const DType dtype = in.z.array.dtype();
+  const Shape& zs = in.z.array.shape();
   if (zs.rank() != 1 && zs.rank() != 2) {
     throw InputError(fmt::format("explain cross-entropy shows logits of shape (C) or (N, C); got shape {} "
                                  "(use `xent cross-entropy` for other ranks)",
                                  zs.to_string()));
   }
-  const std::int64_t N = zs.rank() == 2 ? zs[0] : 1;
-  const std::int64_t C = zs.rank() == 2 ? zs[1] : zs[0];
-  if (N < 1 || C < 1 || N > kMaxRows || C > kMaxClasses) {
+  in.N = zs.rank() == 2 ? zs[0] : 1;
+  in.C = zs.rank() == 2 ? zs[1] : zs[0];
+  if (in.N < 1 || in.C < 1 || in.N > kMaxRows || in.C > kMaxClasses) {
     throw InputError(fmt::format("explain is for small examples: expected 1 to {} rows and 1 to {} classes, "
                                  "found shape {}",
                                  kMaxRows, kMaxClasses, zs.to_string()));
   }
-  Loaded t = load("--target", a.target, dtype, true);
-  if (t.inline_text && !is_floating(t.array.dtype()) && t.array.shape() == zs) {
-    t = load("--target", a.target, dtype, false);  // integers with the logits' shape: one-hot probabilities
+  in.t = load("--target", a.target, dtype, true);
+  if (in.t.inline_text && !is_floating(in.t.array.dtype()) && in.t.array.shape() == zs) {
+    in.t = load("--target", a.target, dtype, false);  // integers with the logits' shape: one-hot probabilities
   }
-  const bool probs = is_floating(t.array.dtype());
-  const Shape want_t = probs ? zs : (zs.rank() == 2 ? Shape{N} : Shape{});
-  if (t.array.shape() != want_t) {
+  in.probs = is_floating(in.t.array.dtype());
+  const Shape want_t = in.probs ? zs : (zs.rank() == 2 ? Shape{in.N} : Shape{});
+  if (in.t.array.shape() != want_t) {
     throw InputError(fmt::format("--target has shape {}; expected {} ({} for logits of shape {})",
-                                 t.array.shape().to_string(), want_t.to_string(),
-                                 probs ? "class probabilities, the logits' shape," : "one class index per row",
+                                 in.t.array.shape().to_string(), want_t.to_string(),
+                                 in.probs ? "class probabilities, the logits' shape," : "one class index per row",
                                  zs.to_string()));
   }
-  if (probs && t.array.dtype() != dtype) {
+  if (in.probs && in.t.array.dtype() != dtype) {
     throw InputError(fmt::format("--target holds probabilities of dtype {}; expected the logits' dtype {}",
-                                 dtype_name(t.array.dtype()), dtype_name(dtype)));
+                                 dtype_name(in.t.array.dtype()), dtype_name(dtype)));
   }
-  std::vector<double> w(static_cast<std::size_t>(C), 1.0);
-  Loaded wl;
-  const bool weighted = !a.weight.empty();
-  if (weighted) {
-    wl = load("--weight", a.weight, dtype, false);
-    if (wl.array.shape() != Shape{C} || wl.array.dtype() != dtype) {
+  in.weights.assign(static_cast<std::size_t>(in.C), 1.0);
+  in.weighted = !a.weight.empty();
+  if (in.weighted) {
+    in.w = load("--weight", a.weight, dtype, false);
+    if (in.w.array.shape() != Shape{in.C} || in.w.array.dtype() != dtype) {
       throw InputError(fmt::format("--weight has shape {} and dtype {}; expected shape [{}] and dtype {}",
-                                   wl.array.shape().to_string(), dtype_name(wl.array.dtype()), C, dtype_name(dtype)));
+                                   in.w.array.shape().to_string(), dtype_name(in.w.array.dtype()), in.C,
+                                   dtype_name(dtype)));
     }
-    w = wl.values;
+    in.weights = in.w.values;
   }
-  const double eps = a.label_smoothing;
+  return in;
+}
 
-  // The steps, in float64.
-  const auto at = [&](const std::vector<double>& v, std::int64_t n, std::int64_t c) {
-    return v[static_cast<std::size_t>(n * C + c)];
-  };
-  std::vector<std::vector<double>> zr(N), shifted(N), ex(N), p(N), logp(N);
-  std::vector<double> m(N), s(N);
+// Steps 1-7: logits, row max, shifted logits, exp, row sums, softmax, log-softmax (float64).
+struct SoftmaxSteps {
+  std::vector<std::vector<double>> z, shifted, ex, p, logp;
+  std::vector<double> m, s;
+};
+
+SoftmaxSteps softmax_steps(const CeInputs& in) {
+  const std::int64_t N = in.N, C = in.C;
+  SoftmaxSteps st;
+  st.z.resize(N), st.shifted.resize(N), st.ex.resize(N), st.p.resize(N), st.logp.resize(N);
+  st.m.assign(N, -std::numeric_limits<double>::infinity());
+  st.s.assign(N, 0.0);
   for (std::int64_t n = 0; n < N; ++n) {
-    m[n] = -std::numeric_limits<double>::infinity();
     for (std::int64_t c = 0; c < C; ++c) {
-      zr[n].push_back(at(z.values, n, c));
-      m[n] = std::max(m[n], zr[n].back());
-    }
-    s[n] = 0;
-    for (std::int64_t c = 0; c < C; ++c) {
-      shifted[n].push_back(zr[n][c] - m[n]);
-      ex[n].push_back(std::exp(shifted[n][c]));
-      s[n] += ex[n][c];
+      st.z[n].push_back(in.z.values[static_cast<std::size_t>(n * C + c)]);
+      st.m[n] = std::max(st.m[n], st.z[n].back());
     }
     for (std::int64_t c = 0; c < C; ++c) {
-      p[n].push_back(ex[n][c] / s[n]);
-      logp[n].push_back(shifted[n][c] - std::log(s[n]));
+      st.shifted[n].push_back(st.z[n][c] - st.m[n]);
+      st.ex[n].push_back(std::exp(st.shifted[n][c]));
+      st.s[n] += st.ex[n][c];
+    }
+    for (std::int64_t c = 0; c < C; ++c) {
+      st.p[n].push_back(st.ex[n][c] / st.s[n]);
+      st.logp[n].push_back(st.shifted[n][c] - std::log(st.s[n]));
     }
   }
-  // Per-row loss, PyTorch's rules (docs/numerics.md).
-  std::vector<double> nll(N, 0.0), smooth(N, 0.0), loss(N, 0.0);
-  std::vector<bool> ignored(N, false);
-  std::vector<std::int64_t> y(N, 0);
+  return st;
+}
+
+// Steps 8-9: the per-row loss by PyTorch's rules (docs/numerics.md), its sum and mean.
+struct RowLosses {
+  std::vector<double> nll, loss;
+  std::vector<bool> ignored;
+  std::vector<std::int64_t> y;
+  double sum = 0, mean = 0;
+  std::string mean_how;
+};
+
+RowLosses row_losses(const CeInputs& in, const SoftmaxSteps& st, const CeArgs& a) {
+  const std::int64_t N = in.N, C = in.C;
+  const double eps = a.label_smoothing;
+  const auto& w = in.weights;
+  RowLosses r;
+  r.nll.assign(N, 0.0), r.loss.assign(N, 0.0), r.ignored.assign(N, false), r.y.assign(N, 0);
   double weight_sum = 0;  // the mean's divisor for class indices
   for (std::int64_t n = 0; n < N; ++n) {
-    if (probs) {
+    if (in.probs) {
       for (std::int64_t c = 0; c < C; ++c) {
-        double tc = at(t.values, n, c) * (1 - eps) + eps / static_cast<double>(C);
-        loss[n] -= w[c] * tc * logp[n][c];
+        const double tc = in.t.values[static_cast<std::size_t>(n * C + c)] * (1 - eps) + eps / static_cast<double>(C);
+        r.loss[n] -= w[c] * tc * st.logp[n][c];
       }
       continue;
     }
-    y[n] = static_cast<std::int64_t>(t.values[static_cast<std::size_t>(n)]);
-    if (y[n] == a.ignore_index) {
-      ignored[n] = true;
+    r.y[n] = static_cast<std::int64_t>(in.t.values[static_cast<std::size_t>(n)]);
+    if (r.y[n] == a.ignore_index) {
+      r.ignored[n] = true;
       continue;
     }
-    if (y[n] < 0 || y[n] >= C) {
+    if (r.y[n] < 0 || r.y[n] >= C) {
       throw InputError(fmt::format("--target: class index {} at row {} is outside [0, {}) and is not the "
                                    "--ignore-index {}",
-                                   y[n], n, C, a.ignore_index));
+                                   r.y[n], n, C, a.ignore_index));
     }
-    nll[n] = -w[y[n]] * logp[n][y[n]];
-    for (std::int64_t c = 0; c < C; ++c) smooth[n] -= w[c] * logp[n][c];
-    loss[n] = (1 - eps) * nll[n] + eps / static_cast<double>(C) * smooth[n];
-    weight_sum += w[y[n]];
+    r.nll[n] = -w[r.y[n]] * st.logp[n][r.y[n]];
+    double smooth = 0;
+    for (std::int64_t c = 0; c < C; ++c) smooth -= w[c] * st.logp[n][c];
+    r.loss[n] = (1 - eps) * r.nll[n] + eps / static_cast<double>(C) * smooth;
+    weight_sum += w[r.y[n]];
   }
-  double sum = 0;
-  for (double l : loss) sum += l;
-  double mean = 0;
-  std::string mean_how;
-  if (probs) {
-    mean = sum / static_cast<double>(N);
-    mean_how = fmt::format("sum / N = {} / {}", num(sum), N);
+  for (double l : r.loss) r.sum += l;
+  if (in.probs) {
+    r.mean = r.sum / static_cast<double>(N);
+    r.mean_how = fmt::format("sum / N = {} / {}", num(r.sum), N);
   } else {
     // PyTorch 1.13 divides both the picked term and the smoothing term by the picked weights
     // (without --weight: by the number of rows not ignored).
-    mean = sum / weight_sum;
-    mean_how = weighted ? fmt::format("sum / (sum of the picked weights) = {} / {}", num(sum), num(weight_sum))
-                        : fmt::format("sum / (rows not ignored) = {} / {}", num(sum), weight_sum);
+    r.mean = r.sum / weight_sum;
+    r.mean_how = in.weighted
+                     ? fmt::format("sum / (sum of the picked weights) = {} / {}", num(r.sum), num(weight_sum))
+                     : fmt::format("sum / (rows not ignored) = {} / {}", num(r.sum), weight_sum);
   }
+  return r;
+}
 
-  // Printing.
-  std::vector<std::string> rows_l, cls;
-  for (std::int64_t n = 0; n < N; ++n) rows_l.push_back(fmt::format("row {}", n));
-  for (std::int64_t c = 0; c < C; ++c) cls.push_back(fmt::format("class {}", c));
-  auto col = [](const std::vector<double>& v) {
-    std::vector<std::vector<double>> r;
-    for (double x : v) r.push_back({x});
-    return r;
-  };
+void print_ce_steps(const CeInputs& in, const SoftmaxSteps& st, const RowLosses& r, double eps) {
+  const std::int64_t N = in.N;
+  const std::vector<std::string> rows_l = labels("row", N), cls = labels("class", in.C);
   fmt::print("Cross-entropy, step by step: N = {} row{} x C = {} classes, {} logits (steps shown in float64)\n",
-             N, N == 1 ? "" : "s", C, dtype_name(dtype));
-  if (probs) {
+             N, N == 1 ? "" : "s", in.C, dtype_name(in.z.array.dtype()));
+  if (in.probs) {
     fmt::print("targets: class probabilities (one distribution per row)\n");
   } else {
     std::string ys;
-    for (std::int64_t n = 0; n < N; ++n) ys += fmt::format("{}{}", n ? ", " : "", y[n]);
-    fmt::print("targets y = {}\n", zs.rank() == 2 ? "[" + ys + "]" : ys);
+    for (std::int64_t n = 0; n < N; ++n) ys += fmt::format("{}{}", n ? ", " : "", r.y[n]);
+    fmt::print("targets y = {}\n", in.z.array.shape().rank() == 2 ? "[" + ys + "]" : ys);
   }
-  if (weighted) fmt::print("class weights w = {}\n", list(w));
+  if (in.weighted) fmt::print("class weights w = {}\n", list(in.weights));
   if (eps > 0) fmt::print("label smoothing S = {}\n", num(eps));
   fmt::print("\n1. logits z\n");
-  table(rows_l, zr, cls);
+  table(rows_l, st.z, cls);
   fmt::print("\n2. row max m = max over classes of z (subtracting it keeps exp from overflowing)\n");
-  table(rows_l, col(m));
+  table(rows_l, column(st.m));
   fmt::print("\n3. shifted logits z - m (the largest entry of each row becomes 0)\n");
-  table(rows_l, shifted, cls);
+  table(rows_l, st.shifted, cls);
   fmt::print("\n4. exp(z - m) (every entry in (0, 1])\n");
-  table(rows_l, ex, cls);
+  table(rows_l, st.ex, cls);
   fmt::print("\n5. row sums s = sum over classes of exp(z - m)\n");
-  table(rows_l, col(s));
+  table(rows_l, column(st.s));
   fmt::print("\n6. softmax probabilities y_hat = exp(z - m) / s (each row sums to 1)\n");
-  table(rows_l, p, cls);
+  table(rows_l, st.p, cls);
   fmt::print("\n7. log-probabilities log(y_hat) = (z - m) - log(s)\n");
-  table(rows_l, logp, cls);
-  if (probs) {
-    fmt::print("\n8. per-row loss = -sum over classes of {}target * log(y_hat){}\n", weighted ? "w * " : "",
+  table(rows_l, st.logp, cls);
+  if (in.probs) {
+    fmt::print("\n8. per-row loss = -sum over classes of {}target * log(y_hat){}\n", in.weighted ? "w * " : "",
                eps > 0 ? ", target smoothed to (1 - S) * target + S / C" : "");
-    table(rows_l, col(loss));
+    table(rows_l, column(r.loss));
   } else {
     fmt::print("\n8. picked entries: loss[n] = -{}log(y_hat[n, y[n]])   (NumPy: -np.log(y_hat[range(n), y]))\n",
-               weighted ? "w[y[n]] * " : "");
-    std::vector<std::string> labels;
+               in.weighted ? "w[y[n]] * " : "");
+    std::vector<std::string> picked;
     std::vector<std::vector<double>> vals;
     for (std::int64_t n = 0; n < N; ++n) {
-      labels.push_back(ignored[n] ? fmt::format("row {}  y = {} (ignored, contributes 0)", n, y[n])
-                                  : fmt::format("row {}  y = {}", n, y[n]));
-      vals.push_back({eps > 0 ? nll[n] : loss[n]});
+      picked.push_back(r.ignored[n] ? fmt::format("row {}  y = {} (ignored, contributes 0)", n, r.y[n])
+                                    : fmt::format("row {}  y = {}", n, r.y[n]));
+      vals.push_back({eps > 0 ? r.nll[n] : r.loss[n]});
     }
-    table(labels, vals);
+    table(picked, vals);
     if (eps > 0) {
       fmt::print("   with label smoothing: loss[n] = (1 - S) * picked + S / C * (-sum over classes of {}log(y_hat))\n",
-                 weighted ? "w * " : "");
-      table(rows_l, col(loss));
+                 in.weighted ? "w * " : "");
+      table(rows_l, column(r.loss));
     }
   }
-  fmt::print("\n9. sum  = {}\n   mean = {} = {}\n", num(sum), mean_how, num(mean));
+  fmt::print("\n9. sum  = {}\n   mean = {} = {}\n", num(r.sum), r.mean_how, num(r.mean));
+}
 
-  // The check against the library, for each reduction.
+// The library's mean, sum and per-row values against the steps; a mismatch exits 1.
+void check_ce_against_library(const CeInputs& in, const RowLosses& r, const CeArgs& a) {
+  const DType dtype = in.z.array.dtype();
   CrossEntropyOptions o;
-  if (weighted) o.weight = wl.array.view();
+  if (in.weighted) o.weight = in.w.array.view();
   o.ignore_index = a.ignore_index;
-  o.label_smoothing = eps;
-  o.reduction = Reduction::kMean;
-  NpyArray lib_mean = make_array(dtype, Shape{});
-  throw_if_error(cross_entropy_forward(z.array.view(), t.array.view(), o, lib_mean.mutable_view()), "cross-entropy");
-  o.reduction = Reduction::kSum;
-  NpyArray lib_sum = make_array(dtype, Shape{});
-  throw_if_error(cross_entropy_forward(z.array.view(), t.array.view(), o, lib_sum.mutable_view()), "cross-entropy");
-  o.reduction = Reduction::kNone;
-  NpyArray lib_none = make_array(dtype, zs.rank() == 2 ? Shape{N} : Shape{});
-  throw_if_error(cross_entropy_forward(z.array.view(), t.array.view(), o, lib_none.mutable_view()), "cross-entropy");
-  bool ok = close(scalar_of(lib_mean), mean, dtype) && close(scalar_of(lib_sum), sum, dtype);
-  std::vector<double> none = to_doubles(lib_none);
-  for (std::int64_t n = 0; n < N; ++n) ok = ok && close(none[n], loss[n], dtype);
+  o.label_smoothing = a.label_smoothing;
+  auto run_lib = [&](Reduction red, const Shape& shape) {
+    o.reduction = red;
+    NpyArray out = make_array(dtype, shape);
+    throw_if_error(cross_entropy_forward(in.z.array.view(), in.t.array.view(), o, out.mutable_view()),
+                   "cross-entropy");
+    return out;
+  };
+  NpyArray lib_mean = run_lib(Reduction::kMean, Shape{});
+  NpyArray lib_sum = run_lib(Reduction::kSum, Shape{});
+  NpyArray lib_none = run_lib(Reduction::kNone, in.z.array.shape().rank() == 2 ? Shape{in.N} : Shape{});
+  bool ok = close(scalar_of(lib_mean), r.mean, dtype) && close(scalar_of(lib_sum), r.sum, dtype);
+  const std::vector<double> none = to_doubles(lib_none);
+  for (std::int64_t n = 0; n < in.N; ++n) ok = ok && close(none[n], r.loss[n], dtype);
   fmt::print("\nxent::cross_entropy_forward ({}): mean = {}, sum = {}, per row = {}\n", dtype_name(dtype),
              num(scalar_of(lib_mean)), num(scalar_of(lib_sum)), list(none));
   if (ok) {
@@ -335,6 +261,28 @@ void explain_cross_entropy(const CeArgs& a) {
     fmt::print("MISMATCH: the library's values differ from the step-by-step values above; please report this.\n");
     set_exit_code(1);
   }
+}
+
+void explain_cross_entropy(const CeArgs& a) {
+  const int given = !a.input.empty() + !a.logits.empty() + !a.probs.empty();
+  if (given != 1) {
+    throw UsageError("explain cross-entropy needs exactly one of --input X.npy, --logits \"[[...]]\" or "
+                     "--probs \"[[...]]\"");
+  }
+  if (!(a.label_smoothing >= 0.0 && a.label_smoothing <= 1.0)) {
+    throw UsageError(fmt::format("--label-smoothing must be in [0, 1]; got {}", a.label_smoothing));
+  }
+  if (!a.probs.empty()) {
+    explain_probabilities({a.probs, a.target, a.dtype, a.ignore_index, a.eps, a.label_smoothing, !a.weight.empty()});
+    return;
+  }
+  const CeInputs in = load_ce_inputs(a);
+  warn_if_probabilities(in.z.values, in.N, in.C, a.input.empty() ? "--logits" : "--input",
+                        "For predicted probabilities use `xent explain cross-entropy --probs ...`.");
+  const SoftmaxSteps st = softmax_steps(in);
+  const RowLosses r = row_losses(in, st, a);
+  print_ce_steps(in, st, r, a.label_smoothing);
+  check_ce_against_library(in, r, a);
 }
 
 // --- explain softmax ----------------------------------------------------------------------------
@@ -430,6 +378,8 @@ void setup(CLI::App& root) {
   explain->footer(examples({
       "xent explain cross-entropy --logits '[[1,2,3],[2,4,6]]' --target '[0,2]'",
       "xent explain softmax --logits '[1,100]'",
+      "xent explain nll --logp '[[-0.1,-2.3]]' --target '[0]'",
+      "xent explain bce --probs '[0.9, 0.2]' --target '[1, 0]' --png bce.png",
   }));
 
   auto ce = std::make_shared<CeArgs>();
@@ -439,6 +389,13 @@ void setup(CLI::App& root) {
   auto lg = c->add_option("--logits", ce->logits, "Logits written inline as a nested list, e.g. \"[[1,2,3],[2,4,6]]\"")
                 ->type_name("LIST");
   in->excludes(lg);
+  auto pr = c->add_option("--probs", ce->probs,
+                          "Predicted probabilities instead of logits (d2l's y_hat), inline or a .npy: shows the loop "
+                          "form, the one-hot dot product and the library side by side")
+                ->type_name("LIST|P.npy");
+  pr->excludes(in);
+  pr->excludes(lg);
+  c->add_option("--eps", ce->eps, "With --probs: clamp p from below at E (default: the log at -100)")->type_name("E");
   c->add_option("--target", ce->target,
                 "Class indices (\"[0,2]\", one per row) or probabilities (the logits' shape), inline or as a .npy "
                 "file")
@@ -457,6 +414,7 @@ void setup(CLI::App& root) {
       "xent explain cross-entropy --input logits.npy --target labels.npy",
       "xent explain cross-entropy --logits '[[1,2,3],[2,4,6]]' --target '[0,2]' --weight '[1,2,1]' \\",
       "    --label-smoothing 0.1",
+      "xent explain cross-entropy --probs '[[.25,.25,.25,.25],[.01,.01,.01,.96]]' --target '[3,3]' --dtype float64",
   }));
   c->callback([ce] { explain_cross_entropy(*ce); });
 
@@ -473,6 +431,8 @@ void setup(CLI::App& root) {
       "xent explain softmax --logits '[1,1000]' --dtype float64",
   }));
   s->callback([sm] { explain_softmax(*sm); });
+  add_explain_nll(explain);
+  add_explain_bce(explain);
 }
 
 }  // namespace

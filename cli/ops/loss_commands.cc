@@ -2,16 +2,18 @@
 // the input, target and optional weights as .npy, compute the loss (and with --grad-out the
 // gradient of the sum of the loss with respect to the input), then write every output at once.
 // Thin wrappers over include/xent/losses.h: the library validates shapes, dtypes and targets.
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "common.h"
+#include "shared/arrays.h"
 #include "xent/losses.h"
 
 namespace xent::cli::ops {
@@ -26,7 +28,10 @@ struct Args {
   std::string reduction = "mean";
   std::int64_t ignore_index = -100;
   double label_smoothing = 0.0;
+  std::string input_kind = "logits";
+  double eps = 0.0;  // 0: the log is clamped at -100, as PyTorch's binary_cross_entropy
   int threads = 0;
+  CLI::Option* grad_opt = nullptr;
 };
 
 // The loss's shape, as losses.h defines it, for the input and target read from the files.
@@ -39,12 +44,118 @@ Shape loss_shape(Op op, Reduction r, const NpyArray& x, const NpyArray& t) {
   return t.shape();
 }
 
+// cross-entropy --input-kind probabilities: the input holds predicted probabilities (d2l's y_hat),
+// taken as given: no row is renormalised, each log is clamped from below (docs/numerics.md,
+// "Cross-entropy from probabilities"). Class indices go through the library's nll_loss on the
+// clamped logs; probability (e.g. one-hot) targets are summed here, row by row in double.
+void run_probabilities(const Args& a, Reduction reduction, const NpyArray& p, const NpyArray& t,
+                       const std::optional<NpyArray>& w) {
+  if (a.label_smoothing != 0.0) {
+    throw UsageError("--label-smoothing applies to logits; with --input-kind probabilities smooth the targets instead");
+  }
+  if (!(a.eps >= 0.0 && a.eps < 1.0)) throw UsageError(fmt::format("--eps must be in [0, 1); got {}", a.eps));
+  const Shape& ps = p.shape();
+  if (ps.rank() < 1) throw InputError(fmt::format("--input has shape {}; expected (C), (N, C) or (N, C, d1, ...)", ps.to_string()));
+  const std::int64_t C = ps.rank() == 1 ? ps[0] : ps[1];
+  const std::int64_t N = ps.rank() == 1 ? 1 : ps[0];
+  const std::int64_t D = ps.rank() <= 2 ? 1 : ps.numel() / std::max<std::int64_t>(N * C, 1);
+  const double floor = a.eps > 0.0 ? std::log(a.eps) : -100.0;
+  NpyArray logp = make_array(p.dtype(), ps);
+  const bool f32 = p.dtype() == DType::kF32;
+  auto get = [f32](const NpyArray& x, std::int64_t i) {
+    return f32 ? static_cast<double>(x.as<float>()[i]) : x.as<double>()[i];
+  };
+  for (std::int64_t i = 0; i < ps.numel(); ++i) {
+    const double v = get(p, i);
+    if (!(v >= 0.0 && v <= 1.0)) {
+      throw InputError(fmt::format("--input holds probabilities; expected values in [0, 1], found {} at flat index {}",
+                                   v, i));
+    }
+    const double l = std::max(std::log(v), floor);
+    if (f32) logp.as<float>()[i] = static_cast<float>(l);
+    else logp.as<double>()[i] = l;
+  }
+  const bool grad = a.grad_opt->count() > 0;
+  std::optional<NpyArray> dp;
+  if (grad) dp = make_array(p.dtype(), ps);
+  NpyArray loss;
+  if (!is_floating(t.dtype())) {
+    NllOptions o;
+    if (w) o.weight = w->view();
+    o.ignore_index = a.ignore_index;
+    o.reduction = reduction;
+    loss = make_array(p.dtype(), reduction == Reduction::kNone ? t.shape() : Shape{});
+    throw_if_error(nll_loss_forward(logp.view(), t.view(), o, loss.mutable_view()), a.name);
+    if (dp) {  // d/dp = d/dlog(p) / p where the clamp is not active, else 0
+      NpyArray ones = make_ones(p.dtype(), loss.shape());
+      throw_if_error(nll_loss_backward(logp.view(), t.view(), o, ones.view(), dp->mutable_view()), a.name);
+      for (std::int64_t i = 0; i < ps.numel(); ++i) {
+        const double v = get(p, i), g = get(*dp, i);
+        const double d = std::log(v) > floor ? g / v : 0.0;
+        if (f32) dp->as<float>()[i] = static_cast<float>(d);
+        else dp->as<double>()[i] = d;
+      }
+    }
+  } else {
+    if (t.shape() != ps || t.dtype() != p.dtype()) {
+      throw InputError(fmt::format("--target holds probabilities of shape {} and dtype {}; expected the input's shape "
+                                   "{} and dtype {}",
+                                   t.shape().to_string(), dtype_name(t.dtype()), ps.to_string(), dtype_name(p.dtype())));
+    }
+    if (w && (w->shape() != Shape{C} || w->dtype() != p.dtype())) {
+      throw InputError(fmt::format("--weight has shape {}; expected [{}] in the input's dtype", w->shape().to_string(), C));
+    }
+    const Shape row_shape = ps.rank() == 1 ? Shape{} : ps.without(1);
+    std::vector<double> rows(static_cast<std::size_t>(N * D), 0.0);
+    for (std::int64_t n = 0; n < N; ++n) {
+      for (std::int64_t d = 0; d < D; ++d) {
+        double acc = 0.0;
+        for (std::int64_t c = 0; c < C; ++c) {
+          const std::int64_t i = (n * C + c) * D + d;
+          const double wc = w ? get(*w, c) : 1.0;
+          acc -= wc * get(t, i) * get(logp, i);
+        }
+        rows[static_cast<std::size_t>(n * D + d)] = acc;
+      }
+    }
+    double sum = 0.0;
+    for (double r : rows) sum += r;
+    const double scale = reduction == Reduction::kMean ? 1.0 / static_cast<double>(N * D) : 1.0;
+    loss = make_array(p.dtype(), reduction == Reduction::kNone ? row_shape : Shape{});
+    auto put = [f32](NpyArray& x, std::int64_t i, double v) {
+      if (f32) x.as<float>()[i] = static_cast<float>(v);
+      else x.as<double>()[i] = v;
+    };
+    if (reduction == Reduction::kNone) {
+      for (std::int64_t i = 0; i < N * D; ++i) put(loss, i, rows[static_cast<std::size_t>(i)]);
+    } else {
+      put(loss, 0, sum * scale);
+    }
+    if (dp) {
+      for (std::int64_t n = 0; n < N; ++n)
+        for (std::int64_t c = 0; c < C; ++c)
+          for (std::int64_t d = 0; d < D; ++d) {
+            const std::int64_t i = (n * C + c) * D + d;
+            const double v = get(p, i), wc = w ? get(*w, c) : 1.0;
+            const double tv = get(t, i);
+            put(*dp, i, tv != 0.0 && std::log(v) > floor ? -wc * tv / v * scale : 0.0);
+          }
+    }
+  }
+  if (dp) {
+    write_outputs({{"--out", a.out, loss.view(), "loss"}, {"--grad-out", a.grad_out, dp->view(), "gradient"}});
+  } else {
+    write_outputs({{"--out", a.out, loss.view(), "loss"}});
+  }
+}
+
 void run(const Args& a) {
   if (a.op == Op::kCrossEntropy && !(a.label_smoothing >= 0.0 && a.label_smoothing <= 1.0)) {
     throw UsageError(fmt::format("--label-smoothing must be in [0, 1]; got {}", a.label_smoothing));
   }
   const Reduction reduction = parse_reduction(a.reduction);
   apply_threads(a.threads);
+  check_output_paths({{"--out", a.out}, {"--grad-out", a.grad_out}});
 
   NpyArray x = read_input("--input", a.input);
   require_floating(x, "--input", a.input, a.name);
@@ -52,10 +163,15 @@ void run(const Args& a) {
   std::optional<NpyArray> w, pw;
   if (!a.weight.empty()) w = read_input("--weight", a.weight);
   if (!a.pos_weight.empty()) pw = read_input("--pos-weight", a.pos_weight);
+  if (a.op == Op::kCrossEntropy && a.input_kind == "probabilities") {
+    run_probabilities(a, reduction, x, t, w);
+    return;
+  }
+  if (a.eps != 0.0) throw UsageError("--eps applies to --input-kind probabilities only");
 
   NpyArray loss = make_array(x.dtype(), loss_shape(a.op, reduction, x, t));
   std::optional<NpyArray> dx;
-  if (!a.grad_out.empty()) dx = make_array(x.dtype(), x.shape());
+  if (a.grad_opt->count()) dx = make_array(x.dtype(), x.shape());
   Status s;
   switch (a.op) {
     case Op::kCrossEntropy: {
@@ -101,9 +217,9 @@ void run(const Args& a) {
     }
   }
   if (dx) {
-    write_outputs({{a.out, loss.view()}, {a.grad_out, dx->view()}});
+    write_outputs({{"--out", a.out, loss.view(), "loss"}, {"--grad-out", a.grad_out, dx->view(), "gradient"}});
   } else {
-    write_outputs({{a.out, loss.view()}});
+    write_outputs({{"--out", a.out, loss.view(), "loss"}});
   }
 }
 
@@ -117,11 +233,11 @@ CLI::App* add_common(CLI::App& root, const std::shared_ptr<Args>& args, const ch
 
 void add_outputs(CLI::App* app, const std::shared_ptr<Args>& args) {
   add_reduction_option(app, &args->reduction);
-  app->add_option("--out", args->out, "Output .npy for the loss, in the input's dtype")->required()->type_name("L.npy");
-  app->add_option("--grad-out", args->grad_out,
-                  "Also write d sum(loss) / d input (input's shape and dtype); with mean or sum reduction this "
-                  "is the gradient of the reported loss")
-      ->type_name("G.npy");
+  add_out_option(app, &args->out, "Output .npy for the loss, in the input's dtype", "L.npy");
+  args->grad_opt = add_grad_out_option(app, &args->grad_out,
+                                       "Also write d sum(loss) / d input (input's shape and dtype); with mean or sum "
+                                       "reduction this is the gradient of the reported loss",
+                                       "G.npy");
   add_threads_option(app, &args->threads);
   app->callback([args] { run(*args); });
 }
@@ -148,9 +264,19 @@ void setup(CLI::App& root) {
     app->add_option("--label-smoothing", a->label_smoothing,
                     "Mix the target with the uniform distribution: (1 - S) * target + S / C; S in [0, 1], default 0")
         ->type_name("S");
+    app->add_option("--input-kind", a->input_kind,
+                    "What --input holds: logits (default; softmax inside, as PyTorch) or probabilities (d2l's y_hat, "
+                    "taken as given: -log(max(p, eps)), no renormalisation)")
+        ->check(CLI::IsMember({"logits", "probabilities"}).description(""))
+        ->type_name("logits|probabilities");
+    app->add_option("--eps", a->eps,
+                    "With --input-kind probabilities: clamp p from below at E, i.e. log(max(p, E)); default 0 clamps "
+                    "the log at -100 as torch's binary_cross_entropy (docs/numerics.md)")
+        ->type_name("E");
     add_outputs(app, a);
     app->footer(examples({
         "xent cross-entropy --input logits.npy --target labels.npy --out loss.npy",
+        "xent cross-entropy --input probs.npy --input-kind probabilities --target labels.npy   # -log(y_hat[range(n), y])",
         "xent cross-entropy --input logits.npy --target labels.npy --reduction none --out per_row.npy",
         "xent cross-entropy --input logits.npy --target labels.npy --weight w.npy --ignore-index 0 \\",
         "    --label-smoothing 0.1 --out loss.npy --grad-out dlogits.npy",

@@ -8,7 +8,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "common.h"
+#include "shared/arrays.h"
 #include "xent/softmax.h"
 
 namespace xent::cli::ops {
@@ -22,13 +22,22 @@ struct Args {
   std::string input, out, grad_out;
   std::int64_t dim = 0;
   CLI::Option* dim_opt = nullptr;
+  CLI::Option* grad_opt = nullptr;
   int threads = 0;
 };
 
 void run(const Args& a) {
   apply_threads(a.threads);
+  check_output_paths({{"--out", a.out}, {"--grad-out", a.grad_out}});
   NpyArray x = read_input("--input", a.input);
   require_floating(x, "--input", a.input, a.name);
+  // PyTorch deprecates the implicit dim; for rank >= 3 the old default (1) is rarely what is meant
+  // ((B, T, V) logits want -1), so it must be said.
+  if (!a.dim_opt->count() && x.shape().rank() >= 3) {
+    throw UsageError(fmt::format("{}: --dim is required for an input of rank {} (shape {}); expected e.g. --dim -1 "
+                                 "for the last dimension",
+                                 a.name, x.shape().rank(), x.shape().to_string()));
+  }
   const std::int64_t dim = a.dim_opt->count() ? a.dim : default_dim(x.shape());
   const int d = normalize_dim(dim, x.shape());
   const Shape out_shape = a.op == Op::kLogSumExp && x.shape().rank() > 0 ? x.shape().without(d) : x.shape();
@@ -40,8 +49,9 @@ void run(const Args& a) {
     case Op::kLogSumExp: s = logsumexp_forward(x.view(), dim, y.mutable_view()); break;
   }
   throw_if_error(s, a.name);
-  if (a.grad_out.empty()) {
-    write_outputs({{a.out, y.view()}});
+  const char* result_name = a.op == Op::kSoftmax ? "softmax" : a.op == Op::kLogSoftmax ? "log_softmax" : "logsumexp";
+  if (!a.grad_opt->count()) {
+    write_outputs({{"--out", a.out, y.view(), result_name}});
     return;
   }
   NpyArray ones = make_ones(x.dtype(), out_shape);
@@ -52,7 +62,7 @@ void run(const Args& a) {
     case Op::kLogSumExp: s = logsumexp_backward(x.view(), y.view(), ones.view(), dim, dx.mutable_view()); break;
   }
   throw_if_error(s, a.name + " backward");
-  write_outputs({{a.out, y.view()}, {a.grad_out, dx.view()}});
+  write_outputs({{"--out", a.out, y.view(), result_name}, {"--grad-out", a.grad_out, dx.view(), "gradient"}});
 }
 
 void add(CLI::App& root, Op op, const char* name, const char* summary, const char* example_lines) {
@@ -65,17 +75,17 @@ void add(CLI::App& root, Op op, const char* name, const char* summary, const cha
       ->type_name("X.npy");
   args->dim_opt = app->add_option("--dim", args->dim,
                                   "Dimension to reduce over; negative counts from the end (-1 = last). Default: "
-                                  "1 for inputs of 2 or more dimensions, 0 for 1-d.")
+                                  "1 for 2-d inputs, 0 for 1-d; required for 3 or more dimensions.")
                       ->type_name("D");
-  app->add_option("--out", args->out,
-                  op == Op::kLogSumExp ? "Output .npy: the input's shape without --dim, the input's dtype"
-                                       : "Output .npy: the input's shape and dtype")
-      ->required()
-      ->type_name("Y.npy");
-  app->add_option("--grad-out", args->grad_out,
-                  "Also write d sum(output) / d input (the backward pass with an upstream gradient of ones), "
-                  "input's shape and dtype")
-      ->type_name("G.npy");
+  add_out_option(app, &args->out,
+                 op == Op::kLogSumExp ? "Output .npy: the input's shape without --dim, the input's dtype"
+                                      : "Output .npy: the input's shape and dtype",
+                 "Y.npy");
+  args->grad_opt = add_grad_out_option(
+      app, &args->grad_out,
+      "Also write d sum(output) / d input (the backward pass with an upstream gradient of ones), input's shape and "
+      "dtype",
+      "G.npy");
   add_threads_option(app, &args->threads);
   app->footer(example_lines);
   app->callback([args] { run(*args); });

@@ -1,6 +1,8 @@
 // evaluate_command.cc: `xent evaluate`: a model's accuracy, per-class accuracy and confusion
 // matrix on an IDX test set (text, or --json).
+#include <algorithm>
 #include <cstdio>
+#include <vector>
 #include <memory>
 
 #include <CLI/CLI.hpp>
@@ -8,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "validators.h"
 #include "common.h"
 #include "xent/runtime.h"
 #include "xent/train/train.h"
@@ -19,8 +22,30 @@ struct Args {
   std::string model;
   DataArgs data;
   int threads = 0;
+  int top_k = 1;
   bool json = false;
 };
+
+// Images whose true class is among the k largest logits (ties broken toward the true class:
+// a hit when fewer than k classes score strictly higher), computed in batches.
+std::int64_t top_k_hits(const SoftmaxModel& m, const LabeledImages& test, int k, int threads) {
+  const std::int64_t C = m.classes, D = test.features(), batch = 1024;
+  std::vector<float> logits(static_cast<std::size_t>(batch * C));
+  std::int64_t hits = 0;
+  for (std::int64_t i0 = 0; i0 < test.n; i0 += batch) {
+    const std::int64_t b = std::min(batch, test.n - i0);
+    throw_if_error(compute_logits(m, test.pixels.data() + i0 * D, b, threads, logits.data()));
+    for (std::int64_t r = 0; r < b; ++r) {
+      const float* z = logits.data() + r * C;
+      const std::int64_t y = test.labels[static_cast<std::size_t>(i0 + r)];
+      if (y < 0 || y >= C) continue;
+      std::int64_t above = 0;
+      for (std::int64_t c = 0; c < C; ++c) above += z[c] > z[y] ? 1 : 0;
+      hits += above < k ? 1 : 0;
+    }
+  }
+  return hits;
+}
 
 void run(const Args& a) {
   if (a.threads > 0) set_num_threads(a.threads);
@@ -33,6 +58,9 @@ void run(const Args& a) {
   Evaluation ev;
   throw_if_error(evaluate_model(*m, d.test, num_threads(), &ev), d.paths.test_labels);
   const std::int64_t C = m->classes;
+  const bool want_top_k = a.top_k > 1;
+  const std::int64_t top_hits = want_top_k ? top_k_hits(*m, d.test, a.top_k, num_threads()) : ev.correct;
+  const double top_acc = ev.n ? static_cast<double>(top_hits) / static_cast<double>(ev.n) : 0.0;
   auto row_total = [&](std::int64_t t) {
     std::int64_t s = 0;
     for (std::int64_t p = 0; p < C; ++p) s += ev.confusion[static_cast<std::size_t>(t * C + p)];
@@ -45,6 +73,11 @@ void run(const Args& a) {
     j["n"] = ev.n;
     j["correct"] = ev.correct;
     j["accuracy"] = ev.accuracy;
+    if (want_top_k) {
+      j["top_k"] = a.top_k;
+      j["top_k_correct"] = top_hits;
+      j["top_k_accuracy"] = top_acc;
+    }
     nlohmann::json per = nlohmann::json::array();
     for (std::int64_t c = 0; c < C; ++c) {
       const std::int64_t n = row_total(c), ok = ev.confusion[static_cast<std::size_t>(c * C + c)];
@@ -61,7 +94,11 @@ void run(const Args& a) {
   }
   std::printf("model %s (%lld x %lld inputs, %lld classes) on %s\n", a.model.c_str(), static_cast<long long>(m->height),
               static_cast<long long>(m->width), static_cast<long long>(C), d.paths.test_images.c_str());
-  std::printf("accuracy %.4f (%lld of %lld)\n\n", ev.accuracy, static_cast<long long>(ev.correct), static_cast<long long>(ev.n));
+  std::printf("accuracy %.4f (%lld of %lld)\n", ev.accuracy, static_cast<long long>(ev.correct), static_cast<long long>(ev.n));
+  if (want_top_k)
+    std::printf("top-%d accuracy %.4f (%lld of %lld: the true class among the %d most probable)\n", a.top_k, top_acc,
+                static_cast<long long>(top_hits), static_cast<long long>(ev.n), a.top_k);
+  std::printf("\n");
   std::size_t w = 5;
   for (const auto& n : m->class_names) w = std::max(w, n.size());
   std::printf("per-class accuracy\n");
@@ -89,9 +126,12 @@ void setup(CLI::App& root) {
   CLI::App* app = root.add_subcommand("evaluate", "Accuracy, per-class accuracy and confusion matrix of a trained model");
   app->add_option("--model", a->model, "Model file written by `xent train`")->required()->type_name("FILE");
   add_data_options(app, &a->data, false);
-  app->add_option("--threads", a->threads, "Worker threads (default: all cores)")->type_name("N");
+  app->add_option("--threads", a->threads, "Worker threads (default: all cores)")->type_name("N")->check(at_least(1));
+  app->add_option("--top-k", a->top_k, "Also report top-K accuracy: the true class among the K most probable (default 1)")
+      ->type_name("K")
+      ->check(at_least(1));
   app->add_flag("--json", a->json, "Print JSON instead of text");
-  app->footer("\nExamples:\n  xent evaluate --model out/model.safetensors --data data/fashion-mnist\n"
+  app->footer("\nExamples:\n  xent evaluate --model out/model.safetensors --data ../shared/data/fashion-mnist --top-k 3\n"
               "  xent evaluate --model m.safetensors --test-images imgs.idx3-ubyte --test-labels labels.idx1-ubyte --json\n");
   app->callback([a] { run(*a); });
 }

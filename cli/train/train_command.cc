@@ -57,6 +57,22 @@ class ProgressBar {
   std::chrono::steady_clock::time_point last_{};
 };
 
+// --out names a directory: refuse an existing non-directory before any work.
+void check_out_dir(const std::string& out) {
+  std::error_code ec;
+  const auto st = std::filesystem::status(out, ec);
+  if (!ec && std::filesystem::exists(st) && !std::filesystem::is_directory(st))
+    throw InputError(fmt::format("--out '{}' exists and is not a directory; expected a directory for the outputs", out));
+}
+
+// A file output given by name is checked now, unless it goes inside --out (created later).
+void check_file_out(const char* flag, const std::string& path, const std::string& out) {
+  if (path.empty()) return;
+  namespace fs = std::filesystem;
+  if (fs::path(path).parent_path().lexically_normal() == fs::path(out).lexically_normal()) return;
+  throw_if_error(io::check_output_path(path), flag);
+}
+
 void run(Args& a) {
   using clock = std::chrono::steady_clock;
   const auto t_start = clock::now();
@@ -65,9 +81,10 @@ void run(Args& a) {
   const int threads = num_threads();
   const std::string model_path = !a.model.empty() ? a.model : (std::filesystem::path(a.out) / "model.safetensors").string();
   const std::string metrics_path = !a.metrics_out.empty() ? a.metrics_out : (std::filesystem::path(a.out) / "metrics.json").string();
-  std::error_code ec;
-  std::filesystem::create_directories(a.out, ec);
-  if (ec) throw RuntimeFailure(fmt::format("--out {}: cannot create directory: {}", a.out, ec.message()));
+  check_out_dir(a.out);
+  check_file_out("--model", a.model, a.out);
+  check_file_out("--metrics-out", a.metrics_out, a.out);
+  check_file_out("--checkpoint", a.checkpoint, a.out);
 
   LoadedData d = load_data(a.data, threads, true);
   const std::int64_t C = count_classes(d.train, d.test);
@@ -93,6 +110,11 @@ void run(Args& a) {
     state = std::move(r).value();
   }
   state.model.class_names = names;
+  // Only now, with the data loaded and the recipe valid, so that a run refused before training
+  // leaves no empty directory behind.
+  std::error_code ec;
+  std::filesystem::create_directories(a.out, ec);
+  if (ec) throw RuntimeFailure(fmt::format("--out {}: cannot create directory: {}", a.out, ec.message()));
 
   if (!a.quiet) {
     std::printf("xent train: softmax regression on %s\n", where.c_str());

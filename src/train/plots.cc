@@ -3,10 +3,12 @@
 // in pixels. Not a plotting library.
 #include "train/plots.h"
 
+#include <cairo-svg.h>
 #include <cairo.h>
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <memory>
 
 #include <fmt/format.h>
@@ -368,6 +370,151 @@ Result<std::string> render_weights_png(const SoftmaxModel& m) {
     text(cr, x + tw / 2, y + 13, n, 11, Align::kCenter);
   }
   return to_png(*canvas);
+}
+
+}  // namespace xent::train
+
+// --- the binary cross-entropy curve (xent explain bce) -------------------------------------------
+
+namespace xent::train {
+namespace {
+
+// BCE's loss for one element, PyTorch's clamp: -max(log p, -100) for t = 1, -max(log(1-p), -100) for t = 0.
+double bce_loss(double p, int target) {
+  return target == 1 ? -std::max(std::log(p), -100.0) : -std::max(std::log1p(-p), -100.0);
+}
+
+// Draws both panels into cr (w x h): left, loss against p on [0, 1] with the seed's eleven points;
+// right, loss against log10(p) down to 1e-60, where the clamp at 100 shows.
+void draw_bce_curve(cairo_t* cr, double w, double h) {
+  cairo_set_source_rgb(cr, 1, 1, 1);
+  cairo_paint(cr);
+  const double panel_w = w / 2, L = 56, R = 16, T = 34, B = 48;
+  struct Axis {
+    double px, py, pw, ph, xmin, xmax, ymin, ymax;
+    double X(double x) const { return px + (x - xmin) / (xmax - xmin) * pw; }
+    double Y(double y) const { return py + ph - (y - ymin) / (ymax - ymin) * ph; }
+  };
+  auto frame = [&](const Axis& a, const std::string& title, const std::string& xlabel, double xstep, double ystep,
+                   const std::function<std::string(double)>& xtick) {
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    text(cr, a.px + a.pw / 2, a.py - 14, title, 14, Align::kCenter, true);
+    cairo_set_line_width(cr, 1);
+    for (double v = a.ymin; v <= a.ymax + ystep / 2; v += ystep) {
+      cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
+      cairo_move_to(cr, a.px, a.Y(v));
+      cairo_line_to(cr, a.px + a.pw, a.Y(v));
+      cairo_stroke(cr);
+      cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+      text(cr, a.px - 6, a.Y(v) + 4, fmt::format("{:g}", v), 11, Align::kRight);
+    }
+    for (double v = a.xmin; v <= a.xmax + xstep / 2; v += xstep) {
+      cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+      text(cr, a.X(v), a.py + a.ph + 16, xtick(v), 11, Align::kCenter);
+    }
+    text(cr, a.px + a.pw / 2, a.py + a.ph + 36, xlabel, 12, Align::kCenter);
+    cairo_save(cr);
+    cairo_translate(cr, a.px - 40, a.py + a.ph / 2);
+    cairo_rotate(cr, -M_PI / 2);
+    text(cr, 0, 0, "loss (nats)", 12, Align::kCenter);
+    cairo_restore(cr);
+    cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+    cairo_rectangle(cr, a.px, a.py, a.pw, a.ph);
+    cairo_stroke(cr);
+  };
+  auto curve = [&](const Axis& a, const std::function<double(double)>& f, double r, double g, double b) {
+    cairo_save(cr);
+    cairo_rectangle(cr, a.px, a.py, a.pw, a.ph);
+    cairo_clip(cr);
+    cairo_set_source_rgb(cr, r, g, b);
+    cairo_set_line_width(cr, 2);
+    for (int i = 0; i <= 600; ++i) {
+      const double x = a.xmin + (a.xmax - a.xmin) * i / 600.0;
+      const double y = f(x);
+      if (i == 0) cairo_move_to(cr, a.X(x), a.Y(y));
+      else cairo_line_to(cr, a.X(x), a.Y(y));
+    }
+    cairo_stroke(cr);
+    cairo_restore(cr);
+  };
+  // Left: the seed's picture, loss against p on a linear axis.
+  Axis left{L, T, panel_w - L - R, h - T - B, 0, 1, 0, 5};
+  frame(left, "binary cross-entropy against the predicted p", "predicted probability p of class 1", 0.1, 1,
+        [](double v) { return fmt::format("{:.1f}", v); });
+  curve(left, [](double p) { return bce_loss(p, 1); }, 0.12, 0.47, 0.71);
+  curve(left, [](double p) { return bce_loss(p, 0); }, 0.84, 0.37, 0.0);
+  cairo_set_source_rgb(cr, 0.12, 0.47, 0.71);
+  for (int i = 1; i <= 10; ++i) {  // the seed's points p = 0.1 ... 1.0 for target 1
+    cairo_arc(cr, left.X(i / 10.0), left.Y(bce_loss(i / 10.0, 1)), 3.5, 0, 2 * M_PI);
+    cairo_fill(cr);
+  }
+  text(cr, left.X(0.02), left.Y(4.7), "p = 0, target 1: loss 100 (clamped), off the chart", 10);
+  cairo_set_source_rgb(cr, 0.84, 0.37, 0.0);
+  text(cr, left.X(0.42), left.Y(2.6), "target 0: -log(1 - p)", 12);
+  cairo_set_source_rgb(cr, 0.12, 0.47, 0.71);
+  text(cr, left.X(0.42), left.Y(3.0), "target 1: -log(p)", 12);
+  // Right: log10(p) from -60 to 0, where the clamp at -100 (loss 100) is visible.
+  Axis right{panel_w + L, T, panel_w - L - R, h - T - B, -60, 0, 0, 120};
+  frame(right, "the clamp: log(p) >= -100 (PyTorch)", "log10 of p (target 1)", 10, 20,
+        [](double v) { return fmt::format("1e{:g}", v); });
+  cairo_set_source_rgb(cr, 0.8, 0.1, 0.1);
+  cairo_set_line_width(cr, 1.5);
+  const double dash[] = {6, 4};
+  cairo_set_dash(cr, dash, 2, 0);
+  cairo_move_to(cr, right.px, right.Y(100));
+  cairo_line_to(cr, right.px + right.pw, right.Y(100));
+  cairo_stroke(cr);
+  const double knee = -100.0 / std::log(10.0);  // p = e^-100 = 10^-43.43
+  cairo_move_to(cr, right.X(knee), right.py);
+  cairo_line_to(cr, right.X(knee), right.py + right.ph);
+  cairo_stroke(cr);
+  cairo_set_dash(cr, nullptr, 0, 0);
+  text(cr, right.X(-41), right.Y(106), "loss capped at 100 (log clamped at -100)", 11);
+  text(cr, right.X(knee) + 4, right.Y(10), "p = e^-100 = 3.7e-44", 11);
+  curve(right, [](double lg) { return bce_loss(std::pow(10.0, lg), 1); }, 0.12, 0.47, 0.71);
+}
+
+cairo_status_t append_bytes(void* closure, const unsigned char* data, unsigned int length) {
+  static_cast<std::string*>(closure)->append(reinterpret_cast<const char*>(data), length);
+  return CAIRO_STATUS_SUCCESS;
+}
+
+}  // namespace
+
+Result<std::string> render_image_png(const std::uint8_t* pixels, std::int64_t h, std::int64_t w, int scale) {
+  if (h < 1 || w < 1 || scale < 1 || h * scale > 16000 || w * scale > 16000)
+    return invalid_argument(fmt::format("image {} x {} at scale {} out of range", h, w, scale));
+  auto canvas = make_canvas(static_cast<int>(w * scale), static_cast<int>(h * scale));
+  if (!canvas.ok()) return canvas.status();
+  cairo_t* cr = canvas->cr.get();
+  for (std::int64_t y = 0; y < h; ++y)
+    for (std::int64_t x = 0; x < w; ++x) {
+      const double v = pixels[y * w + x] / 255.0;
+      cairo_set_source_rgb(cr, v, v, v);
+      cairo_rectangle(cr, static_cast<double>(x * scale), static_cast<double>(y * scale), scale, scale);
+      cairo_fill(cr);
+    }
+  return to_png(*canvas);
+}
+
+Result<std::string> render_bce_curve(ImageFormat format) {
+  constexpr int kW = 1000, kH = 420;
+  if (format == ImageFormat::kPng) {
+    auto canvas = make_canvas(kW, kH);
+    if (!canvas.ok()) return canvas.status();
+    draw_bce_curve(canvas->cr.get(), kW, kH);
+    return to_png(*canvas);
+  }
+  std::string out;
+  SurfacePtr surface(cairo_svg_surface_create_for_stream(append_bytes, &out, kW, kH));
+  if (cairo_surface_status(surface.get()) != CAIRO_STATUS_SUCCESS) return resource_exhausted("cairo: cannot create an SVG surface");
+  {
+    ContextPtr cr(cairo_create(surface.get()));
+    draw_bce_curve(cr.get(), kW, kH);
+  }
+  cairo_surface_finish(surface.get());
+  if (cairo_surface_status(surface.get()) != CAIRO_STATUS_SUCCESS) return internal_error("cairo: SVG encoding failed");
+  return out;
 }
 
 }  // namespace xent::train

@@ -1,6 +1,7 @@
 // plots.h (internal): the training pictures, drawn with cairo and returned as PNG bytes, and the
 // report (metrics JSON/CSV, report.html) that shows them. Not a plotting library: four fixed
-// figures (curves, confusion matrix, predictions grid, weight templates).
+// figures (curves, confusion matrix, predictions grid, weight templates) and the BCE curve of
+// `xent explain bce` (PNG or SVG).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +25,17 @@ Result<std::string> render_predictions_png(const io::LabeledImages& data, const 
                                            const std::vector<std::string>& names, int count);
 // W[:, c] as an image per class (red positive, blue negative, each class scaled by its max |w|).
 Result<std::string> render_weights_png(const SoftmaxModel& model);
+
+// One grayscale image (h x w bytes, 0 black), each pixel drawn as a scale x scale square. For
+// `xent predict --png`.
+Result<std::string> render_image_png(const std::uint8_t* pixels, std::int64_t h, std::int64_t w, int scale);
+
+enum class ImageFormat { kPng, kSvg };
+// Binary cross-entropy against the predicted probability p, for target 1 (-log p) and target 0
+// (-log(1 - p)), with the seed's eleven points, and a second panel on a log10(p) axis where
+// PyTorch's clamp of the log at -100 (loss at most 100, from p = e^-100) is marked. For
+// `xent explain bce`.
+Result<std::string> render_bce_curve(ImageFormat format);
 
 // Metrics as JSON (an object with "epochs": [...] and a summary) and as CSV.
 std::string metrics_json(const std::vector<EpochMetrics>& history, const std::string& extra_json_object);

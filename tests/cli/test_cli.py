@@ -188,11 +188,14 @@ def test_softmax_family():
         "logsumexp": (logsumexp, softmax),
     }
     for op, (f, grad) in ops.items():
-        for dim in [None, 0, 1, 2, -1, -3]:
-            d = 1 if dim is None else dim
-            args = [op, "--input", xp, "--out", path("sm_y.npy"), "--grad-out", path("sm_g.npy")]
-            if dim is not None:
-                args += ["--dim", dim]
+        # Rank >= 3 needs --dim (PyTorch deprecates the implicit dim; (B, T, V) would get dim 1).
+        p = run(op, "--input", xp, "--out", path("sm_y_nodim.npy"))
+        check(p.returncode == 2 and "--dim is required" in p.stderr and p.stderr.count("\n") == 1
+              and not os.path.exists(path("sm_y_nodim.npy")),
+              f"{op} rank 3 without --dim: exit {p.returncode}, stderr {p.stderr!r}")
+        for dim in [0, 1, 2, -1, -3]:
+            d = dim
+            args = [op, "--input", xp, "--out", path("sm_y.npy"), "--grad-out", path("sm_g.npy"), "--dim", dim]
             run_ok(*args)
             y, g = np.load(path("sm_y.npy")), np.load(path("sm_g.npy"))
             check(y.dtype == np.float64 and g.dtype == np.float64, f"{op}: output dtype {y.dtype}, {g.dtype}")
@@ -480,12 +483,14 @@ def test_errors():
     fails(2, ["bce", "--input", t01, "--target", save("e_pti.npy", np.array([[1, 0], [0, 1]])), *out], ["int64"])
     fails(2, ["bce-with-logits", "--input", t01, "--target", save("e_pts.npy", np.ones((2, 3))), *out], ["shape"])
 
-    # Runtime failures: exit 1, nothing written, the other output untouched.
+    # An output whose directory is missing is bad usage (exit 2), refused before any work, and the
+    # other output is untouched.
     missing_dir = os.path.join(TMP, "no_such_dir")
-    fails(1, [*ce, "--out", os.path.join(missing_dir, "l.npy"), "--grad-out", path("e_grad.npy")],
-          ["no_such_dir"], outputs=("e_grad.npy",))
-    fails(1, [*ce, "--out", path("e_out.npy"), "--grad-out", os.path.join(missing_dir, "g.npy")],
-          ["no_such_dir"], outputs=("e_out.npy",))
+    fails(2, [*ce, "--out", os.path.join(missing_dir, "l.npy"), "--grad-out", path("e_grad.npy")],
+          ["--out", "no_such_dir", "does not exist"], outputs=("e_grad.npy",))
+    fails(2, [*ce, "--out", path("e_out.npy"), "--grad-out", os.path.join(missing_dir, "g.npy")],
+          ["--grad-out", "no_such_dir", "does not exist"], outputs=("e_out.npy",))
+    # Runtime failures: exit 1, nothing written, the other output untouched.
     if os.geteuid() != 0:  # root writes anywhere
         ro = os.path.join(TMP, "readonly")
         os.makedirs(ro, exist_ok=True)

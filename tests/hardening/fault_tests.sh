@@ -8,7 +8,7 @@
 # temporary ("<out>.tmp.XXXXXX") left behind, except after SIGKILL, which cannot be caught.
 #
 # How each fault is made (we may run as root, for whom chmod does not make a directory read-only):
-#   missing_dir, not_a_dir   a path under a directory that does not exist / under a regular file
+#   missing_dir, not_a_dir   a path under a directory that does not exist / under a regular file (exit 2)
 #   readonly_dir             a tmpfs remounted read-only, in a private mount namespace (unshare -m;
 #                            skipped where unprivileged)
 #   disk_full                a 64 KiB tmpfs in a private mount namespace (skipped where unprivileged)
@@ -62,9 +62,11 @@ make_npy() {
 }
 
 # expect_failure RC STDERR_FILE: exit code 1 and exactly one "xent: error:" line.
+# expect_failure RC STDERR_FILE [WANT_RC]: exit WANT_RC (default 1, a runtime failure; 2 for an
+# output path that cannot be one, refused as bad usage) and one 'xent: error: ' line.
 expect_failure() {
-  local rc=$1 err=$2
-  [ "$rc" -eq 1 ] || fail "expected exit code 1, got $rc; stderr: $(head -c 400 "$err")"
+  local rc=$1 err=$2 want=${3:-1}
+  [ "$rc" -eq "$want" ] || fail "expected exit code $want, got $rc; stderr: $(head -c 400 "$err")"
   local lines
   lines=$(grep -c . "$err")
   [ "$lines" -eq 1 ] || fail "expected one line on stderr, got $lines: $(head -c 400 "$err")"
@@ -161,7 +163,7 @@ case "$CASE" in
   missing_dir)
     make_npy "$WORK/x.npy" 2 3
     "$XENT" softmax --input "$WORK/x.npy" --out "$WORK/no/such/dir/y.npy" 2>"$WORK/err"
-    expect_failure $? "$WORK/err"
+    expect_failure $? "$WORK/err" 2
     grep -q "no/such/dir" "$WORK/err" || fail "the error does not name the directory: $(cat "$WORK/err")"
     [ ! -e "$WORK/no" ] || fail "the missing directory was created"
     pass ;;
@@ -170,7 +172,7 @@ case "$CASE" in
     make_npy "$WORK/x.npy" 2 3
     printf 'a file\n' >"$WORK/afile"
     "$XENT" softmax --input "$WORK/x.npy" --out "$WORK/afile/y.npy" 2>"$WORK/err"
-    expect_failure $? "$WORK/err"
+    expect_failure $? "$WORK/err" 2
     [ "$(cat "$WORK/afile")" = "a file" ] || fail "the file in the way was modified"
     pass ;;
 

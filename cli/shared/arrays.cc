@@ -1,21 +1,24 @@
-// common.cc (cli/ops): input reading, --dim, --threads, --reduction and all-or-nothing output
+// arrays.cc (cli/shared): input reading, --dim, --threads, --reduction and all-or-nothing output
 // writing shared by the op subcommands.
-#include "common.h"
+#include "shared/arrays.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "validators.h"
 #include "io/atomic_file.h"
+#include "shared/print_array.h"
 #include "xent/runtime.h"
 
-namespace xent::cli::ops {
+namespace xent::cli {
 
 NpyArray read_input(const std::string& flag, const std::string& path) {
   Result<NpyArray> r = read_npy(path);
@@ -68,7 +71,7 @@ void add_threads_option(CLI::App* app, int* threads) {
   app->add_option("--threads", *threads,
                   "Worker threads for the kernels (default: all cores, or $XENT_THREADS). Results are "
                   "bit-identical for every thread count.")
-      ->check(CLI::Range(1, 4096).description(""))
+      ->check(at_least(1))
       ->type_name("N");
 }
 
@@ -76,11 +79,12 @@ void apply_threads(int threads) {
   if (threads > 0) set_num_threads(threads);
 }
 
-void add_reduction_option(CLI::App* app, std::string* reduction) {
+void add_reduction_option(CLI::App* app, std::string* reduction, const std::string& weight_flag,
+                          const std::string& none_shape) {
   app->add_option("--reduction", *reduction,
-                  "How the per-element losses are combined: mean (default; a weighted mean when --weight "
-                  "is given), sum, or none (one loss per element, target's shape). mean and sum give a "
-                  "0-d array.")
+                  fmt::format("How the per-element losses are combined: mean (default; a weighted mean when {} "
+                              "is given), sum, or none ({}). mean and sum give a 0-d array.",
+                              weight_flag, none_shape))
       ->check(CLI::IsMember({"mean", "sum", "none"}).description(""))
       ->type_name("mean|sum|none");
 }
@@ -92,26 +96,76 @@ Reduction parse_reduction(const std::string& name) {
   throw UsageError(fmt::format("--reduction must be mean, sum or none; got '{}'", name));
 }
 
-void write_outputs(const std::vector<std::pair<std::string, ConstTensorView>>& outputs) {
+void check_output_paths(const std::vector<std::pair<std::string, std::string>>& flag_paths) {
+  for (const auto& [flag, path] : flag_paths) {
+    if (!path.empty()) throw_if_error(io::check_output_path(path), flag);
+  }
+}
+
+namespace {
+
+// Whether an output path ends at this process's stdout ("-", /dev/stdout, /dev/fd/1, a link to one).
+bool goes_to_stdout(const std::string& path) {
+  if (path.empty()) return true;  // printed as text
+  Result<io::OutputTarget> t = io::resolve_output_path(path);
+  return t.ok() && t.value().kind == io::OutputTarget::Kind::kDescriptor && t.value().fd == STDOUT_FILENO;
+}
+
+}  // namespace
+
+void write_outputs(const std::vector<Output>& outputs) {
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     for (std::size_t j = i + 1; j < outputs.size(); ++j) {
-      if (outputs[i].first == outputs[j].first) {
-        throw UsageError(fmt::format("two outputs name the same file '{}'; expected different paths",
-                                     outputs[i].first));
+      const std::string& a = outputs[i].path;
+      const std::string& b = outputs[j].path;
+      if (!a.empty() && a == b) {
+        throw UsageError(fmt::format("{} and {} name the same file '{}'; expected different paths", outputs[i].flag,
+                                     outputs[j].flag, a));
+      }
+      if (goes_to_stdout(a) && goes_to_stdout(b) && !(a.empty() && b.empty())) {
+        throw UsageError(fmt::format("{} and {} would both go to stdout; give one of them a file", outputs[i].flag,
+                                     outputs[j].flag));
       }
     }
   }
-  // Phase 1: every output complete in its temporary. Phase 2: rename them all.
+  // Phase 1: every output complete in its temporary. Phase 2: rename them all (or write the devices).
   std::vector<std::unique_ptr<io::AtomicFile>> files;
-  for (const auto& [path, view] : outputs) {
+  for (const auto& o : outputs) {
+    if (o.path.empty()) continue;
     auto f = std::make_unique<io::AtomicFile>();
-    throw_if_error(f->open(path));
-    throw_if_error(f->write(npy_header(view.dtype, view.shape)));
-    throw_if_error(f->write(view.data, static_cast<std::size_t>(view.numel()) * dtype_size(view.dtype)));
+    throw_if_error(f->open(o.path), o.flag);
+    throw_if_error(f->write(npy_header(o.view.dtype, o.view.shape)), o.flag);
+    throw_if_error(f->write(o.view.data, static_cast<std::size_t>(o.view.numel()) * dtype_size(o.view.dtype)), o.flag);
     files.push_back(std::move(f));
   }
   for (auto& f : files) throw_if_error(f->flush());
   for (auto& f : files) throw_if_error(f->commit());
+  std::size_t printed = 0;
+  for (const auto& o : outputs) printed += o.path.empty() ? 1 : 0;
+  for (const auto& o : outputs) {
+    if (!o.path.empty()) continue;
+    std::string text = format_array(o.view);
+    if (printed > 1) text = o.label + ":\n" + text;
+    std::fputs(text.c_str(), stdout);
+    if (printed > 1 && &o != &outputs.back()) std::fputs("\n", stdout);
+  }
+  std::fflush(stdout);
+}
+
+CLI::Option* add_out_option(CLI::App* app, std::string* path, const std::string& help, const std::string& type_name) {
+  return app
+      ->add_option("--out", *path,
+                   help + ". Omitted: the result is printed as text (NumPy style); '-': the .npy bytes go to stdout")
+      ->type_name(type_name);
+}
+
+CLI::Option* add_grad_out_option(CLI::App* app, std::string* path, const std::string& help,
+                                 const std::string& type_name) {
+  return app
+      ->add_option("--grad-out", *path,
+                   help + ". '-': the .npy bytes to stdout; the flag alone: printed as text")
+      ->expected(0, 1)
+      ->type_name("[" + type_name + "]");
 }
 
 std::string examples(const std::vector<std::string>& lines) {
@@ -120,4 +174,4 @@ std::string examples(const std::vector<std::string>& lines) {
   return s;
 }
 
-}  // namespace xent::cli::ops
+}  // namespace xent::cli

@@ -1,4 +1,4 @@
-// bench_linear.cc (cli/linear): `xent bench-linear-cross-entropy`: times the fused linear +
+// bench_linear.cc (cli/bench): `xent bench linear-cross-entropy`: times the fused linear +
 // cross-entropy (loss and the gradients w.r.t. hidden, weight and bias) on random data and
 // measures the peak memory it needs beyond its inputs and outputs.
 //
@@ -10,7 +10,7 @@
 // median of --reps later calls is reported (--reps 0: the first call's time). Not a test: nothing
 // is checked.
 #include "bench_linear.h"
-#include "bench/workload.h"
+#include "workload.h"
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -30,10 +30,11 @@
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "validators.h"
 #include "xent/linear_cross_entropy.h"
 #include "xent/runtime.h"
 
-namespace xent::cli::linear {
+namespace xent::cli::bench_linear {
 namespace {
 
 struct Args {
@@ -126,13 +127,13 @@ void run(const Args& a) {
     if (a.bias) db = alloc(static_cast<std::size_t>(V) * es);
   }
   const double ws = 1.0 / std::sqrt(static_cast<double>(H));
-  bench::fill_uniform(dt, h.get(), static_cast<std::size_t>(N * H), -1, 1, 1);
-  bench::fill_uniform(dt, w.get(), static_cast<std::size_t>(V * H), -ws, ws, 2);
-  if (b) bench::fill_uniform(dt, b.get(), static_cast<std::size_t>(V), -0.1, 0.1, 3);
+  xent::bench::fill_uniform(dt, h.get(), static_cast<std::size_t>(N * H), -1, 1, 1);
+  xent::bench::fill_uniform(dt, w.get(), static_cast<std::size_t>(V * H), -ws, ws, 2);
+  if (b) xent::bench::fill_uniform(dt, b.get(), static_cast<std::size_t>(V), -0.1, 0.1, 3);
   // Targets: uniform in [0, V) from the same fixed-seed generator (drawn as doubles).
   auto* tv = static_cast<std::int64_t*>(t.get());
   std::vector<double> u(static_cast<std::size_t>(N));
-  bench::fill_uniform(DType::kF64, u.data(), u.size(), 0, static_cast<double>(V), 4);
+  xent::bench::fill_uniform(DType::kF64, u.data(), u.size(), 0, static_cast<double>(V), 4);
   for (std::int64_t n = 0; n < N; ++n) tv[n] = std::min<std::int64_t>(V - 1, static_cast<std::int64_t>(u[static_cast<std::size_t>(n)]));
 
   auto call = [&] {
@@ -215,7 +216,9 @@ CLI::App* add_linear_bench(CLI::App& parent, const std::string& name) {
   app->add_option("--tokens", a->tokens, "N, tokens (default 8192)")->type_name("N");
   app->add_option("--hidden", a->hidden, "H, hidden features (default 1024)")->type_name("H");
   app->add_option("--vocab", a->vocab, "V, vocabulary size (default 32000)")->type_name("V");
-  app->add_option("--threads", a->threads, "Worker threads (default: all cores, or $XENT_THREADS)")->type_name("T");
+  app->add_option("--threads", a->threads, "Worker threads (default: all cores, or $XENT_THREADS)")
+      ->type_name("T")
+      ->check(at_least(1));
   app->add_option("--reps", a->reps,
                   "Timed calls after an untimed first one (default 3); 0 times the first call itself (for shapes "
                   "that take minutes)")->type_name("R");
@@ -232,17 +235,11 @@ CLI::App* add_linear_bench(CLI::App& parent, const std::string& name) {
   app->add_flag("--json", a->json, "Print one JSON object (median_ms, peak_extra_bytes, ...)");
   app->footer(
       "\nExamples:\n"
-      "  xent bench-linear-cross-entropy --tokens 8192 --hidden 1024 --vocab 32000 --threads 2\n"
-      "  xent bench-linear-cross-entropy --tokens 32768 --hidden 1024 --vocab 128256 --json\n"
+      "  xent bench linear-cross-entropy --tokens 8192 --hidden 1024 --vocab 32000 --threads 2\n"
+      "  xent bench linear-cross-entropy --tokens 32768 --hidden 1024 --vocab 128256 --json\n"
       "  bash bench/bench_linear.sh   # the table against PyTorch\n");
   app->callback([a] { run(*a); });
   return app;
 }
 
-namespace {
-void setup(CLI::App& root) { add_linear_bench(root, "bench-linear-cross-entropy"); }
-}  // namespace
-
-XENT_REGISTER_COMMAND(91, setup);
-
-}  // namespace xent::cli::linear
+}  // namespace xent::cli::bench_linear
