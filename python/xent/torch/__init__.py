@@ -13,7 +13,8 @@ What autograd keeps for backward (no probabilities are stored):
   softmax / log_softmax: the output, as PyTorch does.
   linear_cross_entropy: with 'mean' or 'sum' the gradients of input, weight and bias are
       computed in the forward call (one fused pass; the (N, V) logits never exist) and backward
-      only scales them by grad_output; with 'none' backward calls the fused op again with the
+      only scales them by grad_output (a second backward through a retained graph recomputes
+      them); with 'none' backward calls the fused op again with the
       per-token grad_output (correct per-token scaling before the sum over tokens, at the cost of
       a second pass). Under torch.no_grad() (or when nothing needs a gradient) only the loss is
       computed.
@@ -271,8 +272,10 @@ class _LinearCrossEntropyFn(_torch.autograd.Function):
         else:
             loss, z, _, _, _ = _call_linear(_np(h), _np(w), _np(t), _np(b), _np(cw), *opts, True, False, False,
                                             False, None)
-            if any(want):  # 'none': backward runs the fused op again with per-token grad_output
-                ctx.save_for_backward(h, w, t, b, cw)
+        if any(want):
+            # References, not copies: 'none' recomputes from them, and so does a second backward
+            # through a retained graph (the first one handed its gradient buffers to autograd).
+            ctx.save_for_backward(h, w, t, b, cw)
         z = _torch.from_numpy(z)
         ctx.mark_non_differentiable(z)
         return _torch.from_numpy(loss), z
