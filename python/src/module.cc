@@ -13,6 +13,9 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <utility>
@@ -54,19 +57,26 @@ void check(const xent::Status& s) {
 
 std::string numpy_dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
-xent::DType dtype_of(const py::array& a, const char* what) {
+// What an argument may hold; only used to word the error for a dtype xent has no kernels for.
+enum class Kind { kFloat, kIndex, kTarget };
+
+xent::DType dtype_of(const py::array& a, const char* what, Kind kind) {
   const py::dtype dt = a.dtype();
   if (dt.kind() == 'f' && dt.itemsize() == 4) return xent::DType::kF32;
   if (dt.kind() == 'f' && dt.itemsize() == 8) return xent::DType::kF64;
   if (dt.kind() == 'i' && dt.itemsize() == 4) return xent::DType::kI32;
   if (dt.kind() == 'i' && dt.itemsize() == 8) return xent::DType::kI64;
-  raise_type(fmt::format("{} must be float32, float64, int32 or int64, found {}", what, numpy_dtype_name(a)));
+  const char* expected = kind == Kind::kFloat   ? "float32 or float64"
+                         : kind == Kind::kIndex ? "int32 or int64 class indices"
+                                                : "int32 or int64 class indices, or float32 or float64 probabilities";
+  raise_type(fmt::format("{} must be {}, found {}", what, expected, numpy_dtype_name(a)));
 }
 
 // A read-only view of `a`'s memory, no copy. `a` must stay alive for the view's use: the callers
-// below hold it as a function argument for the whole call.
-xent::ConstTensorView view_of(const py::array& a, const char* what) {
-  const xent::DType dt = dtype_of(a, what);
+// below hold it as a function argument for the whole call. `kind` only words the error for a
+// dtype xent has no kernels for; require_* check the combinations.
+xent::ConstTensorView view_of(const py::array& a, const char* what, Kind kind = Kind::kFloat) {
+  const xent::DType dt = dtype_of(a, what, kind);
   if (!(a.flags() & py::array::c_style))
     raise_value(fmt::format("{} must be C-contiguous (xent.* makes arrays contiguous; the private _xent does not)", what));
   if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
@@ -114,13 +124,104 @@ xent::Reduction parse_reduction(const std::string& r) {
   raise_value(fmt::format("reduction must be 'none', 'mean' or 'sum', found '{}'", r));
 }
 
-// A new uninitialised array of dtype dt and the given shape, and the writable view of it.
+// ------------------------------------------------------------------------------ output buffers
+// Large outputs (gradients of (N, C) logits: 1 GiB at 8192 x 32000 float32) come from a small
+// cache of freed blocks instead of fresh pages: a fresh block costs the kernel a page fault and a
+// zero-fill per page on first write, which measured as much time as the gradient kernel itself;
+// glibc returns such blocks to the OS on free, so every training step would pay it again. Freed
+// blocks of at least kCacheMin bytes are kept up to a byte limit (default 4 GiB,
+// xent.set_buffer_cache_limit; 0 disables the cache) and handed out again for a request of the
+// same size class (a block may be up to 1/8 larger than asked). xent.empty_buffer_cache() frees
+// them. PyTorch's CUDA caching allocator makes the same trade on the GPU.
+constexpr std::size_t kCacheMin = std::size_t{1} << 20;
+constexpr std::size_t kAlign = 64;
+
+struct BufferCache {
+  std::mutex mu;
+  std::vector<std::pair<std::size_t, void*>> blocks;  // (bytes, block)
+  std::size_t held = 0;
+  std::size_t limit = std::size_t{4} << 30;
+};
+BufferCache& cache() {
+  static auto* c = new BufferCache;  // never destroyed: capsules may run after static teardown
+  return *c;
+}
+
+std::size_t round_bytes(std::size_t n) { return (std::max<std::size_t>(n, 1) + kAlign - 1) / kAlign * kAlign; }
+
+void* take_block(std::size_t bytes, std::size_t* got) {
+  bytes = round_bytes(bytes);
+  if (bytes >= kCacheMin) {
+    BufferCache& c = cache();
+    std::lock_guard<std::mutex> lk(c.mu);
+    std::size_t best = c.blocks.size();
+    for (std::size_t i = 0; i < c.blocks.size(); ++i) {
+      const std::size_t b = c.blocks[i].first;
+      if (b >= bytes && b <= bytes + bytes / 8 && (best == c.blocks.size() || b < c.blocks[best].first)) best = i;
+    }
+    if (best != c.blocks.size()) {
+      auto [b, p] = c.blocks[best];
+      c.blocks.erase(c.blocks.begin() + static_cast<std::ptrdiff_t>(best));
+      c.held -= b;
+      *got = b;
+      return p;
+    }
+  }
+  void* p = std::aligned_alloc(kAlign, bytes);
+  if (p == nullptr) throw std::bad_alloc();
+  *got = bytes;
+  return p;
+}
+
+void give_block(void* p, std::size_t bytes) {
+  if (bytes >= kCacheMin) {
+    BufferCache& c = cache();
+    std::lock_guard<std::mutex> lk(c.mu);
+    if (c.held + bytes <= c.limit) {
+      c.blocks.emplace_back(bytes, p);
+      c.held += bytes;
+      return;
+    }
+  }
+  std::free(p);
+}
+
+void empty_buffer_cache() {
+  std::vector<std::pair<std::size_t, void*>> blocks;
+  {
+    BufferCache& c = cache();
+    std::lock_guard<std::mutex> lk(c.mu);
+    blocks.swap(c.blocks);
+    c.held = 0;
+  }
+  for (auto& b : blocks) std::free(b.second);
+}
+
+struct Block {
+  void* p;
+  std::size_t bytes;
+};
+
+// A new uninitialised array of dtype dt and the given shape, and the writable view of it. The
+// memory comes from take_block and goes back to give_block when NumPy frees the array (and so
+// when a torch tensor made by torch.from_numpy, which keeps the array alive, is freed).
 std::pair<py::array, xent::TensorView> new_array(xent::DType dt, const std::vector<std::int64_t>& dims) {
-  std::vector<py::ssize_t> shape(dims.begin(), dims.end());
-  py::array a = dt == xent::DType::kF32 ? py::array(py::dtype::of<float>(), shape) : py::array(py::dtype::of<double>(), shape);
   xent::Shape s;
   if (!xent::Shape::from_dims(dims.data(), static_cast<int>(dims.size()), &s))
     raise_value(fmt::format("output would have more than {} dimensions", xent::Shape::kMaxDims));
+  std::int64_t n = 0;
+  if (!s.numel_checked(&n)) raise_value(fmt::format("output shape {} is too large", s.to_string()));
+  const std::size_t esize = xent::dtype_size(dt);
+  auto* blk = new Block{nullptr, 0};
+  blk->p = take_block(static_cast<std::size_t>(n) * esize, &blk->bytes);
+  py::capsule owner(blk, [](void* q) {
+    auto* b = static_cast<Block*>(q);
+    give_block(b->p, b->bytes);
+    delete b;
+  });
+  std::vector<py::ssize_t> shape(dims.begin(), dims.end());
+  py::array a = dt == xent::DType::kF32 ? py::array(py::dtype::of<float>(), shape, static_cast<float*>(blk->p), owner)
+                                        : py::array(py::dtype::of<double>(), shape, static_cast<double*>(blk->p), owner);
   return {a, xent::TensorView(a.mutable_data(), dt, s)};
 }
 std::vector<std::int64_t> dims_of(const xent::Shape& s) { return {s.dims(), s.dims() + s.rank()}; }
@@ -209,7 +310,7 @@ py::tuple cross_entropy(const py::array& input, const py::array& target, const p
                         bool want_grad, const py::object& grad_output) {
   begin_call();
   auto iv = view_of(input, "input");
-  auto tv = view_of(target, "target");
+  auto tv = view_of(target, "target", Kind::kTarget);
   xent::CrossEntropyOptions opt;
   opt.weight = optional_view(weight, "weight");
   opt.ignore_index = ignore_index;
@@ -242,7 +343,7 @@ py::array cross_entropy_backward(const py::array& input, const py::array& target
                                  const py::array& grad_output) {
   begin_call();
   auto iv = view_of(input, "input");
-  auto tv = view_of(target, "target");
+  auto tv = view_of(target, "target", Kind::kTarget);
   xent::CrossEntropyOptions opt;
   opt.weight = optional_view(weight, "weight");
   opt.ignore_index = ignore_index;
@@ -264,7 +365,7 @@ py::tuple nll_loss(const py::array& input, const py::array& target, const py::ob
                    const py::object& grad_output) {
   begin_call();
   auto iv = view_of(input, "input");
-  auto tv = view_of(target, "target");
+  auto tv = view_of(target, "target", Kind::kIndex);
   xent::NllOptions opt;
   opt.weight = optional_view(weight, "weight");
   opt.ignore_index = ignore_index;
@@ -302,7 +403,7 @@ py::tuple bce(bool logits, const py::array& input, const py::array& target, cons
               const py::object& grad_output) {
   begin_call();
   auto iv = view_of(input, "input");
-  auto tv = view_of(target, "target");
+  auto tv = view_of(target, "target", Kind::kFloat);
   xent::BceOptions opt;
   opt.weight = optional_view(weight, "weight");
   opt.pos_weight = optional_view(pos_weight, "pos_weight");
@@ -353,7 +454,7 @@ py::tuple linear_cross_entropy(const py::array& hidden, const py::array& weight,
   begin_call();
   auto hv = view_of(hidden, "input");
   auto wv = view_of(weight, "weight");
-  auto tv = view_of(target, "target");
+  auto tv = view_of(target, "target", Kind::kIndex);
   auto bv = optional_view(bias, "bias");
   xent::LinearCrossEntropyOptions opt;
   opt.class_weight = optional_view(class_weight, "class_weight");
@@ -422,5 +523,20 @@ PYBIND11_MODULE(_xent, m) {
   m.def("isa", &xent::active_isa);
   m.def("supported_isas", &xent::supported_isas);
   m.def("set_isa", [](const std::string& name) { check(xent::set_isa(name)); });
+  m.def("set_buffer_cache_limit", [](std::int64_t bytes) {
+    if (bytes < 0) raise_value(fmt::format("set_buffer_cache_limit: expected bytes >= 0, found {}", bytes));
+    {
+      BufferCache& c = cache();
+      std::lock_guard<std::mutex> lk(c.mu);
+      c.limit = static_cast<std::size_t>(bytes);
+    }
+    empty_buffer_cache();
+  });
+  m.def("buffer_cache_bytes", [] {
+    BufferCache& c = cache();
+    std::lock_guard<std::mutex> lk(c.mu);
+    return c.held;
+  });
+  m.def("empty_buffer_cache", &empty_buffer_cache);
   m.def("_last_input_pointers", &last_input_pointers);
 }

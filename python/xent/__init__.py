@@ -26,6 +26,7 @@ __all__ = [
     "softmax", "log_softmax", "logsumexp", "softmax_backward", "log_softmax_backward",
     "cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
     "linear_cross_entropy", "set_num_threads", "get_num_threads", "isa", "supported_isas", "set_isa",
+    "set_buffer_cache_limit", "buffer_cache_bytes", "empty_buffer_cache",
 ]
 
 
@@ -36,7 +37,9 @@ def _array(x, name):
     if x is None:
         raise TypeError(f"{name} must be an array, found None")
     try:
-        a = _np.ascontiguousarray(x)
+        a = _np.asarray(x)  # keeps a Python scalar 0-d (ascontiguousarray would make it 1-d)
+        if not a.flags.c_contiguous:
+            a = _np.ascontiguousarray(a)
     except Exception as e:  # noqa: BLE001 - whatever numpy cannot convert is a type problem
         raise TypeError(f"{name} must be an array, found {type(x).__name__} ({e})") from None
     if a.dtype == object:
@@ -202,3 +205,20 @@ def set_isa(name):
     """Pins an instruction set by name ('auto' returns to the best); ValueError for one this CPU
     cannot run."""
     _xent.set_isa(str(name))
+
+
+def set_buffer_cache_limit(nbytes):
+    """Bytes of freed output buffers (each >= 1 MiB) xent keeps for reuse; 0 disables the cache.
+    Default 4 GiB. Reusing a block avoids the page faults and zero-fill of fresh memory, which
+    cost as much as a large gradient kernel itself. Empties the cache."""
+    _xent.set_buffer_cache_limit(_int(nbytes, "nbytes"))
+
+
+def buffer_cache_bytes():
+    """Bytes held by the cache of freed output buffers now."""
+    return _xent.buffer_cache_bytes()
+
+
+def empty_buffer_cache():
+    """Frees every cached output buffer (as torch.cuda.empty_cache does for the GPU)."""
+    _xent.empty_buffer_cache()

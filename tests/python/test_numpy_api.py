@@ -160,6 +160,10 @@ def test_strided_input_is_made_contiguous_once():
     assert seen["input"] != base.ctypes.data  # a contiguous copy went in
     expected = xent.cross_entropy(np.ascontiguousarray(x), t, reduction="none")
     assert np.array_equal(loss, expected)
+    # A Python scalar grad_output is a 0-d array, as a reduced loss is.
+    _, g2 = xent.cross_entropy(x, t, return_grad=True, grad_output=2.0)
+    _, g1 = xent.cross_entropy(x, t, return_grad=True)
+    np.testing.assert_allclose(g2, 2 * g1, rtol=1e-15, atol=0)
     # Python lists are accepted as NumPy would convert them.
     assert np.array_equal(xent.softmax([[1.0, 2.0, 3.0]], 1), xent.softmax(np.array([[1.0, 2.0, 3.0]]), 1))
 
@@ -220,7 +224,9 @@ def test_runtime_controls():
 
 @pytest.mark.parametrize("call, exc, message", [
     (lambda: xent.cross_entropy(np.zeros((2, 3), np.float16), np.array([0, 1])), TypeError,
-     "input must be float32, float64, int32 or int64, found float16"),
+     "input must be float32 or float64, found float16"),
+    (lambda: xent.nll_loss(np.zeros((2, 3)), np.zeros(2, np.uint8)), TypeError,
+     "target must be int32 or int64 class indices, found uint8"),
     (lambda: xent.cross_entropy(np.zeros((2, 3), np.int64), np.array([0, 1])), TypeError,
      "input must be float32 or float64, found int64"),
     (lambda: xent.cross_entropy(np.zeros((2, 3)), np.array([0, 1], np.uint8)), TypeError, "found uint8"),
@@ -261,3 +267,26 @@ def test_errors(call, exc, message):
 def test_private_module_refuses_strided_arrays():
     with pytest.raises(ValueError, match="C-contiguous"):
         _xent.softmax(np.zeros((4, 3)).T, 1)
+
+
+def test_buffer_cache_reuses_freed_outputs():
+    x = RNG.normal(size=(512, 1024)).astype(np.float32)  # 2 MiB gradient: cached size class
+    t = RNG.integers(0, 1024, size=512)
+    xent.empty_buffer_cache()
+    assert xent.buffer_cache_bytes() == 0
+    _, g = xent.cross_entropy(x, t, return_grad=True)
+    first, expected = g.ctypes.data, g.copy()
+    del g
+    assert xent.buffer_cache_bytes() >= x.nbytes
+    _, g = xent.cross_entropy(x, t, return_grad=True)
+    assert g.ctypes.data == first  # the freed block came back
+    assert np.array_equal(g, expected)  # and was fully overwritten
+    assert xent.buffer_cache_bytes() == 0
+    try:
+        xent.set_buffer_cache_limit(0)
+        del g
+        assert xent.buffer_cache_bytes() == 0
+    finally:
+        xent.set_buffer_cache_limit(4 << 30)
+    with pytest.raises(ValueError, match=">= 0"):
+        xent.set_buffer_cache_limit(-1)
