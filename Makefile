@@ -4,7 +4,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build test run bench fuzz test-asan test-tsan clean
+.PHONY: all deps configure build python test run bench fuzz test-asan test-tsan clean
 
 all: build
 
@@ -18,6 +18,10 @@ configure: $(BUILD)/build.ninja
 
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
+
+# The Python package in the build tree: PYTHONPATH=$(BUILD)/python /usr/bin/python3 -c 'import xent'
+python: configure
+	cmake --build $(BUILD) -j $(JOBS) --target xent_python
 
 test: deps
 	$(MAKE) build

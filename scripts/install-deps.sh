@@ -9,6 +9,7 @@ PACKAGES=(
   libcli11-dev libfmt-dev nlohmann-json3-dev zlib1g-dev
   libopenblas-dev libopenblas0-pthread libdeflate-dev libcairo2-dev libpng-dev
   python3 python3-numpy python3-torch
+  python3-dev pybind11-dev python3-pybind11 python3-pytest python3-setuptools python3-pip python3-venv
   clang libclang-rt-14-dev strace
 )
 

@@ -1,0 +1,324 @@
+"""xent.torch: autograd-aware drop-ins for torch.nn.functional's softmax and cross-entropy family,
+plus a fused linear + cross-entropy for language-model heads, on CPU tensors (float32, float64).
+
+Same argument names, defaults and results as PyTorch 1.13's functions. Tensors reach xent's C++
+kernels as NumPy views of their storage (`tensor.detach().numpy()`), so a contiguous CPU tensor is
+never copied; a non-contiguous one is made contiguous once (that copy is what backward uses).
+Results are fresh tensors; no caller tensor is ever written. Anything else (a CUDA tensor, float16,
+bfloat16, a sparse tensor, wrong shapes) raises TypeError or ValueError with xent's message.
+
+What autograd keeps for backward (no probabilities are stored):
+  cross_entropy / nll_loss / bce*: references to the inputs (no extra memory); backward
+      recomputes the row logsumexp from the logits in the same pass that writes the gradient.
+  softmax / log_softmax: the output, as PyTorch does.
+  linear_cross_entropy: with 'mean' or 'sum' the gradients of input, weight and bias are
+      computed in the forward call (one fused pass; the (N, V) logits never exist) and backward
+      only scales them by grad_output (a second backward through a retained graph recomputes
+      them); with 'none' backward calls the fused op again with the
+      per-token grad_output (correct per-token scaling before the sum over tokens, at the cost of
+      a second pass). Under torch.no_grad() (or when nothing needs a gradient) only the loss is
+      computed.
+No second derivatives (backward is once_differentiable). docs/python.md has the details.
+"""
+
+import numpy as _np
+import torch as _torch
+from torch.autograd.function import once_differentiable as _once_differentiable
+
+from .. import _xent
+from .. import _call_linear, _int, _float, _reduction
+
+__all__ = [
+    "softmax", "log_softmax", "logsumexp", "cross_entropy", "nll_loss", "binary_cross_entropy",
+    "binary_cross_entropy_with_logits", "linear_cross_entropy", "nn",
+]
+
+_FLOAT = (_torch.float32, _torch.float64)
+_INDEX = (_torch.int32, _torch.int64)
+_TARGET = _FLOAT + _INDEX
+
+
+def _dtype_name(dt):
+    return str(dt).replace("torch.", "")
+
+
+def _check(t, name, allowed):
+    """Raises TypeError unless t is a dense CPU tensor of an allowed dtype; returns it contiguous
+    (the same tensor when it already is)."""
+    if not isinstance(t, _torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, found {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise TypeError(f"{name} must be a CPU tensor (xent runs on the CPU), found a tensor on {t.device}")
+    if t.layout != _torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, found layout {t.layout}")
+    if t.dtype not in allowed:
+        names = " or ".join(_dtype_name(d) for d in allowed) if len(allowed) <= 2 else \
+            ", ".join(_dtype_name(d) for d in allowed[:-1]) + " or " + _dtype_name(allowed[-1])
+        raise TypeError(f"{name} must be {names}, found {_dtype_name(t.dtype)}")
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def _np(t):
+    """NumPy view of a checked contiguous CPU tensor's storage (no copy); None stays None."""
+    return None if t is None else t.detach().numpy()
+
+
+def _opt(t, name, allowed=_FLOAT):
+    return None if t is None else _check(t, name, allowed)
+
+
+def _t(a):
+    return None if a is None else _torch.from_numpy(a)
+
+
+def _no_target_grad(ctx, index, name):
+    if ctx.needs_input_grad[index]:
+        raise ValueError(f"{name} requires grad, but xent computes no gradient with respect to {name}; "
+                         f"pass {name}.detach()")
+
+
+# ------------------------------------------------------------------------------ softmax family
+
+class _SoftmaxFn(_torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, dim, log):
+        x = _check(input, "input", _FLOAT)
+        y = _torch.from_numpy((_xent.log_softmax if log else _xent.softmax)(_np(x), dim))
+        ctx.dim, ctx.log = dim, log
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @_once_differentiable
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        g = _check(grad, "grad_output", _FLOAT)
+        f = _xent.log_softmax_backward if ctx.log else _xent.softmax_backward
+        return _torch.from_numpy(f(_np(y), _np(g), ctx.dim)), None, None
+
+
+def _softmax_args(input, dim, dtype):
+    if dim is None:
+        raise ValueError("dim must be given (an int), found None (xent has no implicit-dim rule)")
+    dim = _int(dim, "dim")
+    if dtype is not None:
+        input = input.to(dtype)
+    return input, dim
+
+
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """torch.nn.functional.softmax (dim is required)."""
+    input, dim = _softmax_args(input, dim, dtype)
+    return _SoftmaxFn.apply(input, dim, False)
+
+
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """torch.nn.functional.log_softmax (dim is required)."""
+    input, dim = _softmax_args(input, dim, dtype)
+    return _SoftmaxFn.apply(input, dim, True)
+
+
+class _LogSumExpFn(_torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, dim):
+        x = _check(input, "input", _FLOAT)
+        out = _torch.from_numpy(_xent.logsumexp(_np(x), dim))
+        ctx.dim = dim
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    @_once_differentiable
+    def backward(ctx, grad):
+        x, out = ctx.saved_tensors
+        g = _check(grad, "grad_output", _FLOAT)
+        return _torch.from_numpy(_xent.logsumexp_backward(_np(x), _np(out), _np(g), ctx.dim)), None
+
+
+def logsumexp(input, dim, keepdim=False):
+    """torch.logsumexp over one dimension."""
+    dim = _int(dim, "dim")
+    out = _LogSumExpFn.apply(input, dim)
+    return out.unsqueeze(dim if dim >= 0 else dim + input.dim()) if keepdim else out
+
+
+# ------------------------------------------------------------------------------------ losses
+
+def _no_legacy(size_average, reduce):
+    if size_average is not None or reduce is not None:
+        raise ValueError("size_average and reduce are deprecated in PyTorch and not supported by xent; "
+                         "use reduction='none', 'mean' or 'sum'")
+
+
+class _CrossEntropyFn(_torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing):
+        _no_target_grad(ctx, 1, "target")
+        x = _check(input, "input", _FLOAT)
+        t = _check(target, "target", _TARGET)
+        w = _opt(weight, "weight")
+        loss, _ = _xent.cross_entropy(_np(x), _np(t), _np(w), ignore_index, reduction, label_smoothing, False, None)
+        ctx.opts = (ignore_index, reduction, label_smoothing)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(x, t, w)
+        return _torch.from_numpy(loss)
+
+    @staticmethod
+    @_once_differentiable
+    def backward(ctx, grad):
+        x, t, w = ctx.saved_tensors
+        g = _check(grad, "grad_output", _FLOAT)
+        dx = _xent.cross_entropy_backward(_np(x), _np(t), _np(w), *ctx.opts, _np(g))
+        return _torch.from_numpy(dx), None, None, None, None, None
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                  reduction="mean", label_smoothing=0.0):
+    """torch.nn.functional.cross_entropy: input (C), (N, C) or (N, C, d1, ...); target class
+    indices (int32/int64) or class probabilities (input's shape and dtype)."""
+    _no_legacy(size_average, reduce)
+    return _CrossEntropyFn.apply(input, target, weight, _int(ignore_index, "ignore_index"), _reduction(reduction),
+                                 _float(label_smoothing, "label_smoothing"))
+
+
+class _NllFn(_torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, target, weight, ignore_index, reduction):
+        x = _check(input, "input", _FLOAT)
+        t = _check(target, "target", _INDEX)
+        w = _opt(weight, "weight")
+        loss, _ = _xent.nll_loss(_np(x), _np(t), _np(w), ignore_index, reduction, False, None)
+        ctx.opts = (ignore_index, reduction)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(x, t, w)
+        return _torch.from_numpy(loss)
+
+    @staticmethod
+    @_once_differentiable
+    def backward(ctx, grad):
+        x, t, w = ctx.saved_tensors
+        g = _check(grad, "grad_output", _FLOAT)
+        _, dx = _xent.nll_loss(_np(x), _np(t), _np(w), *ctx.opts, True, _np(g))
+        return _torch.from_numpy(dx), None, None, None, None
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+    """torch.nn.functional.nll_loss: input holds log-probabilities."""
+    _no_legacy(size_average, reduce)
+    return _NllFn.apply(input, target, weight, _int(ignore_index, "ignore_index"), _reduction(reduction))
+
+
+class _BceFn(_torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, target, weight, pos_weight, reduction, logits):
+        _no_target_grad(ctx, 1, "target")
+        x = _check(input, "input", _FLOAT)
+        t = _check(target, "target", _FLOAT)
+        w = _opt(weight, "weight")
+        pw = _opt(pos_weight, "pos_weight")
+        if logits:
+            loss, _ = _xent.binary_cross_entropy_with_logits(_np(x), _np(t), _np(w), _np(pw), reduction, False, None)
+        else:
+            loss, _ = _xent.binary_cross_entropy(_np(x), _np(t), _np(w), reduction, False, None)
+        ctx.reduction, ctx.logits = reduction, logits
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(x, t, w, pw)
+        return _torch.from_numpy(loss)
+
+    @staticmethod
+    @_once_differentiable
+    def backward(ctx, grad):
+        x, t, w, pw = ctx.saved_tensors
+        g = _check(grad, "grad_output", _FLOAT)
+        if ctx.logits:
+            _, dx = _xent.binary_cross_entropy_with_logits(_np(x), _np(t), _np(w), _np(pw), ctx.reduction, True, _np(g))
+        else:
+            _, dx = _xent.binary_cross_entropy(_np(x), _np(t), _np(w), ctx.reduction, True, _np(g))
+        return _torch.from_numpy(dx), None, None, None, None, None
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    """torch.nn.functional.binary_cross_entropy: input holds probabilities in [0, 1]."""
+    _no_legacy(size_average, reduce)
+    return _BceFn.apply(input, target, weight, None, _reduction(reduction), False)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None):
+    """torch.nn.functional.binary_cross_entropy_with_logits."""
+    _no_legacy(size_average, reduce)
+    return _BceFn.apply(input, target, weight, pos_weight, _reduction(reduction), True)
+
+
+# ----------------------------------------------------------------------- linear cross-entropy
+
+class _LinearCrossEntropyFn(_torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, weight, target, bias, class_weight, opts):
+        h = _check(input, "input", _FLOAT)
+        w = _check(weight, "weight", _FLOAT)
+        t = _check(target, "target", _INDEX)
+        b = _opt(bias, "bias")
+        cw = _opt(class_weight, "class_weight")
+        need = ctx.needs_input_grad
+        want = (bool(need[0]), bool(need[1]), bool(need[3]) and b is not None)
+        ctx.opts, ctx.want = opts, want
+        ctx.grads = None
+        reduction = opts[1]
+        if reduction != "none" and any(want):
+            # Loss and gradients in one fused pass; backward scales them by the scalar grad_output.
+            loss, z, dh, dw, db = _call_linear(_np(h), _np(w), _np(t), _np(b), _np(cw), *opts, True, *want, None)
+            ctx.grads = (_t(dh), _t(dw), _t(db))
+        else:
+            loss, z, _, _, _ = _call_linear(_np(h), _np(w), _np(t), _np(b), _np(cw), *opts, True, False, False,
+                                            False, None)
+        if any(want):
+            # References, not copies: 'none' recomputes from them, and so does a second backward
+            # through a retained graph (the first one handed its gradient buffers to autograd).
+            ctx.save_for_backward(h, w, t, b, cw)
+        z = _torch.from_numpy(z)
+        ctx.mark_non_differentiable(z)
+        return _torch.from_numpy(loss), z
+
+    @staticmethod
+    @_once_differentiable
+    def backward(ctx, grad, _grad_z):
+        g = _check(grad, "grad_output", _FLOAT)
+        if ctx.grads is not None:
+            dh, dw, db = ctx.grads
+            ctx.grads = None  # hand the buffers to autograd without another reference
+            if float(g) != 1.0:
+                for d in (dh, dw, db):
+                    if d is not None:
+                        d.mul_(g)
+        else:
+            h, w, t, b, cw = ctx.saved_tensors
+            _, _, dh, dw, db = _call_linear(_np(h), _np(w), _np(t), _np(b), _np(cw), *ctx.opts, False, *ctx.want,
+                                            _np(g))
+            dh, dw, db = _t(dh), _t(dw), _t(db)
+        return dh, dw, None, db, None, None
+
+
+def linear_cross_entropy(input, weight, target, bias=None, *, class_weight=None, ignore_index=-100,
+                         reduction="mean", label_smoothing=0.0, lse_square_scale=0.0, softcap=0.0,
+                         return_z_loss=False):
+    """F.cross_entropy(F.linear(input, weight, bias), target, weight=class_weight, ...) without the
+    (N, V) logits. input (..., H) with target (...) of int32/int64 (leading dims are flattened),
+    weight (V, H), bias (V) or None. softcap > 0 caps logits as softcap * tanh(z / softcap);
+    lse_square_scale adds the z-loss lse_square_scale * logsumexp(z)^2 per kept token. Returns the
+    loss, or (loss, z_loss) with return_z_loss (z_loss is the z-loss part of loss, for logging; it
+    carries no gradient of its own)."""
+    opts = (_int(ignore_index, "ignore_index"), _reduction(reduction), _float(label_smoothing, "label_smoothing"),
+            _float(lse_square_scale, "lse_square_scale"), _float(softcap, "softcap"))
+    lead = None
+    if isinstance(input, _torch.Tensor) and input.dim() > 2 and isinstance(target, _torch.Tensor):
+        lead = target.shape
+        input = input.reshape(-1, input.shape[-1])
+        target = target.reshape(-1)
+    loss, z = _LinearCrossEntropyFn.apply(input, weight, target, bias, class_weight, opts)
+    if lead is not None and opts[1] == "none":
+        loss, z = loss.reshape(lead), z.reshape(lead)
+    return (loss, z) if return_z_loss else loss
+
+
+from . import nn  # noqa: E402  (nn uses the functions above)
