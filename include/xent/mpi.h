@@ -95,4 +95,8 @@ Status token_parallel_linear_cross_entropy(ConstTensorView hidden, ConstTensorVi
 // ~2 n 8 bytes sent per rank). Collective.
 Status allreduce_sum_ordered(double* data, std::size_t n, MPI_Comm comm);
 
+// Seconds this process has spent inside xent_mpi's MPI calls (collectives, waiting for slower
+// ranks included) since it started; for benchmarks.
+double comm_seconds();
+
 }  // namespace xent::mpi

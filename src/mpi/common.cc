@@ -4,6 +4,7 @@
 #include "mpi/common.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -32,6 +33,18 @@ VocabShard even_shard(std::int64_t vocab_size, int rank, int ranks, std::int64_t
 namespace detail {
 
 namespace {
+std::atomic<double> g_comm_seconds{0.0};
+}  // namespace
+
+CommTimer::CommTimer() : t0(MPI_Wtime()) {}
+CommTimer::~CommTimer() {
+  const double dt = MPI_Wtime() - t0;
+  double cur = g_comm_seconds.load();
+  while (!g_comm_seconds.compare_exchange_weak(cur, cur + dt)) {
+  }
+}
+
+namespace {
 constexpr int kMaxShared = 32;
 constexpr int kMsgBytes = 240;
 struct Wire {
@@ -56,6 +69,7 @@ Status agree(MPI_Comm comm, const Fingerprint& fp, std::vector<std::int64_t>* ow
   for (int i = 0; i < w.n_shared; ++i) w.shared[i] = fp.shared[static_cast<std::size_t>(i)];
   std::strncpy(w.msg, fp.local.message().c_str(), kMsgBytes - 1);
   std::vector<Wire> all(static_cast<std::size_t>(size));
+  CommTimer timer;
   MPI_Allgather(&w, sizeof(Wire), MPI_BYTE, all.data(), sizeof(Wire), MPI_BYTE, comm);
   for (int r = 0; r < size; ++r) {
     const Wire& x = all[static_cast<std::size_t>(r)];
@@ -164,6 +178,7 @@ Status allreduce_ordered(T* data, std::size_t n, MPI_Comm comm) {
       rcounts[r] = my;
       rdispls[r] = static_cast<int>(r) * my;
     }
+    CommTimer timer;
     MPI_Alltoallv(send.data(), counts.data(), displs.data(), MPI_DOUBLE, recv.data(), rcounts.data(), rdispls.data(),
                   MPI_DOUBLE, comm);
     mine.assign(static_cast<std::size_t>(my), 0.0);
@@ -182,6 +197,8 @@ template Status allreduce_ordered<float>(float*, std::size_t, MPI_Comm);
 template Status allreduce_ordered<double>(double*, std::size_t, MPI_Comm);
 
 }  // namespace detail
+
+double comm_seconds() { return detail::g_comm_seconds.load(); }
 
 Status allreduce_sum_ordered(double* data, std::size_t n, MPI_Comm comm) {
   XENT_RETURN_IF_ERROR(check_initialized());

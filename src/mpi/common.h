@@ -45,6 +45,13 @@ constexpr int kLimbs = 4;
 void fx_add(std::int64_t* acc, double v, int shift) noexcept;
 double fx_value(const std::int64_t* acc, int shift) noexcept;
 
+// Adds the wall time of its lifetime to comm_seconds() (wrap each MPI call in one).
+struct CommTimer {
+  double t0;
+  CommTimer();
+  ~CommTimer();
+};
+
 // Rank-ordered sum of the ranks' n values of T, in place on every rank (computed in double).
 template <class T>
 Status allreduce_ordered(T* data, std::size_t n, MPI_Comm comm);

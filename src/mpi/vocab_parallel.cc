@@ -275,7 +275,10 @@ struct Engine {
         }
       }
     });
-    MPI_Allreduce(MPI_IN_PLACE, b1.data(), static_cast<int>(b1.size()), MPI_INT64_T, MPI_MAX, comm);
+    {
+      detail::CommTimer timer;
+      MPI_Allreduce(MPI_IN_PLACE, b1.data(), static_cast<int>(b1.size()), MPI_INT64_T, MPI_MAX, comm);
+    }
     // Pass 2: fixed-point sums relative to the global max and exponent bound; the target logit.
     xent::detail::parallel_for(static_cast<std::size_t>(tasks), [&](std::size_t task) {
       const std::int64_t r0 = static_cast<std::int64_t>(task) * kRowsPerTask, r1 = std::min(nb, r0 + kRowsPerTask);
@@ -296,7 +299,10 @@ struct Engine {
         if (t != ignore && t >= v0 && t < v0 + Vr) o[K2 - 1] = bits_of(zv(row, t - v0, apply_cap));
       }
     });
-    MPI_Allreduce(MPI_IN_PLACE, b2.data(), static_cast<int>(b2.size()), MPI_INT64_T, MPI_SUM, comm);
+    {
+      detail::CommTimer timer;
+      MPI_Allreduce(MPI_IN_PLACE, b2.data(), static_cast<int>(b2.size()), MPI_INT64_T, MPI_SUM, comm);
+    }
     // Every rank: the same lse and loss of every token of the block.
     for (std::int64_t r = 0; r < nb; ++r) {
       const std::int64_t* g1 = b1.data() + r * K1;
