@@ -31,6 +31,10 @@
 #include "xent/status.h"
 #include "xent/tensor.h"
 
+namespace xent {
+struct TrainCallbacks;  // xent/train.h
+}
+
 namespace xent::mpi {
 
 // OK when MPI is initialised and not finalised; an error Status otherwise.
@@ -94,6 +98,13 @@ Status token_parallel_linear_cross_entropy(ConstTensorView hidden, ConstTensorVi
 // in place: a deterministic all-reduce (reduce-scatter + all-gather by MPI_Alltoallv/Allgatherv,
 // ~2 n 8 bytes sent per rank). Collective.
 Status allreduce_sum_ordered(double* data, std::size_t n, MPI_Comm comm);
+
+// Data-parallel training: sets cb->own_chunks and cb->share_chunks (xent/train.h) so that each
+// rank of `comm` computes a contiguous share of every batch's fixed 128-row chunks and an
+// MPI_Allgatherv gives every rank all chunks' partials; each rank then adds them in chunk order and
+// takes the same SGD step, so the model is the same bits as a single-process run for any number
+// of ranks. Every rank must train on the same data with the same options (the same shuffle).
+Status data_parallel_train_callbacks(MPI_Comm comm, TrainCallbacks* cb);
 
 // Seconds this process has spent inside xent_mpi's MPI calls (collectives, waiting for slower
 // ranks included) since it started; for benchmarks.
