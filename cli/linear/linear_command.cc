@@ -14,8 +14,13 @@
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "mpi/linear_parallel.h"
 #include "ops/common.h"
 #include "xent/linear_cross_entropy.h"
+
+namespace xent::cli {
+bool (*g_linear_parallel)(const LinearParallelArgs&) = nullptr;  // set by cli/mpi when built with MPI
+}  // namespace xent::cli
 
 namespace xent::cli::linear {
 namespace {
@@ -44,6 +49,13 @@ void run(const Args& a) {
     throw UsageError("--grad-bias needs --bias (there is no bias to differentiate)");
   const Reduction reduction = ops::parse_reduction(a.reduction);
   ops::apply_threads(a.threads);
+  // Under mpirun (and built with MPI): the vocabulary-parallel layer, each rank reading only its
+  // rows of the weight (cli/mpi/linear_parallel.cc). Plain runs never touch MPI.
+  if (g_linear_parallel != nullptr &&
+      g_linear_parallel({a.hidden, a.weight, a.bias, a.target, a.class_weight, a.dloss, a.out, a.z_loss_out,
+                         a.grad_hidden, a.grad_weight, a.grad_bias, reduction, a.ignore_index, a.label_smoothing,
+                         a.lse_square_scale, a.softcap, a.workspace_mib}))
+    return;
 
   NpyArray h = ops::read_input("--hidden", a.hidden);
   ops::require_floating(h, "--hidden", a.hidden, "linear-cross-entropy");
