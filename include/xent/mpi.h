@@ -58,8 +58,10 @@ struct VocabParallelOptions {
   double label_smoothing = 0.0;      // eps / V over the GLOBAL V, as PyTorch
   double lse_square_scale = 0.0;     // z-loss, as linear_cross_entropy.h defines it
   double softcap = 0.0;              // z = s tanh(x / s), as linear_cross_entropy.h defines it
-  // Tokens per round of collectives (0: automatic, from workspace_limit_bytes). Memory of the
-  // linear layer's logits block is token_block x V_r; results do not depend on it.
+  // Tokens per round of collectives. 0: automatic (the cross-entropy: up to 8192; the linear
+  // layer: its token_block x V_r logits block within workspace_limit_bytes, computed from the
+  // GLOBAL V so that it is the same for any rank count). The cross-entropy's bits do not depend
+  // on it; the linear layer's do (it sets the BLAS calls' shapes), so ranks must agree on it.
   std::int64_t token_block = 0;
   std::size_t workspace_limit_bytes = std::size_t{64} << 20;
   MPI_Comm comm = MPI_COMM_WORLD;

@@ -608,7 +608,10 @@ Status vocab_parallel_cross_entropy(ConstTensorView logits, ConstTensorView targ
     c.want_grad = !dlogits.empty_view();
     if (local.ok() && c.want_grad) local = check_view("dlogits", dlogits, c.dtype, logits.shape);
   }
-  c.token_block = local.ok() ? auto_token_block(options, c.N, std::max<std::int64_t>(c.V, 1), 4 * dtype_size(c.dtype)) : 0;
+  // The logits exist already; the block only bounds the per-token buffers (112 bytes a token)
+  // and sets how many tokens share a collective. Independent of the rank count.
+  c.token_block = options.token_block > 0 ? std::min<std::int64_t>(options.token_block, std::max<std::int64_t>(c.N, 1))
+                                          : std::clamp<std::int64_t>(c.N, 1, 8192);
   XENT_RETURN_IF_ERROR(agree_all(options.comm, fingerprint(local, c, target, options, dloss, 0, false, false)));
   if (c.dtype == DType::kF32) return run_ce<float>(c, logits, target, options, loss, z_loss, dloss, dlogits);
   return run_ce<double>(c, logits, target, options, loss, z_loss, dloss, dlogits);
