@@ -42,7 +42,8 @@ def main():
         for K in (8, 16, 32, 64, 128, 256, 512, 1024):
             comp = a.t1 / K
             x_stats = blocks * (allreduce_small(K, nb * p1, a.alpha, beta) + allreduce_small(K, nb * p2, a.alpha, beta))
-            x_dh = blocks * ring_allreduce(K, nb * H * 4, a.alpha, beta)
+            # one rank-ordered all-reduce of N x H per step, in rounds of 2^20 values
+            x_dh = math.ceil(N * H / 2**20) * 2 * (K - 1) * a.alpha + 2 * (K - 1) / K * N * H * 4 / beta
             m_stats = 3 * allreduce_small(K, N * 4, a.alpha, beta)
             m_dh = ring_allreduce(K, N * H * 4, a.alpha, beta)
             xr = (x_stats + x_dh) / comp

@@ -168,7 +168,7 @@ Status allreduce_ordered(T* data, std::size_t n, MPI_Comm comm) {
   // Rounds of at most `round` values: a reduce-scatter (each rank receives every rank's copy of
   // its segment, in T, and adds them in rank order in double) and an all-gather of the sums
   // rounded to T. About 2 (K-1)/K n sizeof(T) bytes sent and received per rank.
-  const std::size_t round = std::size_t{1} << 20;
+  const std::size_t round = std::size_t{1} << 20;  // 1M values: bounded buffers (4-8 MiB)
   const auto Ku = static_cast<std::size_t>(K);
   std::vector<T> recv, mine;
   std::vector<int> counts(Ku), displs(Ku), rcounts(Ku), rdispls(Ku);

@@ -564,10 +564,7 @@ Status run_linear(const Common& c, std::int64_t H, ConstTensorView hidden, Const
     if (db)
       for (std::int64_t r = 0; r < nb; ++r)
         for (std::int64_t j = 0; j < Vr; ++j) db_acc[static_cast<std::size_t>(j)] += static_cast<double>(zo[r * Vp + j]);
-    if (dh) {
-      gemm_tiled(false, false, nb, H, Vr, zo, Vp, w, H, T(0), dh + n0 * H, H, nb, 256);
-      XENT_RETURN_IF_ERROR(detail::allreduce_ordered(dh + n0 * H, static_cast<std::size_t>(nb * H), o.comm));
-    }
+    if (dh) gemm_tiled(false, false, nb, H, Vr, zo, Vp, w, H, T(0), dh + n0 * H, H, nb, 256);
     if (dw) {
       xent::detail::parallel_for(static_cast<std::size_t>(n_tiles), [&](std::size_t i) {
         const Tile& t = tiles[i];
@@ -577,6 +574,10 @@ Status run_linear(const Common& c, std::int64_t H, ConstTensorView hidden, Const
     }
   }
   openblas_set_num_threads(blas_threads);
+  // dhidden: this rank's partial for every token, then ONE rank-ordered all-reduce per call (not
+  // per token block: fewer rounds of latency, the same bits).
+  if (dh && c.want_grad)
+    XENT_RETURN_IF_ERROR(detail::allreduce_ordered(dh, static_cast<std::size_t>(c.N * H), o.comm));
   if (dw && !dw_written) std::fill(dw, dw + Vr * H, T(0));
   if (dw && dw_written)
     for (const Tile& t : tiles)
