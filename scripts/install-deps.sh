@@ -11,6 +11,7 @@ PACKAGES=(
   python3 python3-numpy python3-torch
   python3-dev pybind11-dev python3-pybind11 python3-pytest python3-setuptools python3-pip python3-venv
   clang libclang-rt-14-dev strace
+  libopenmpi-dev openmpi-bin
 )
 
 missing=()

@@ -14,8 +14,13 @@
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "mpi/linear_parallel.h"
 #include "shared/arrays.h"
 #include "xent/linear_cross_entropy.h"
+
+namespace xent::cli {
+bool (*g_linear_parallel)(const LinearParallelArgs&) = nullptr;  // set by cli/mpi when built with MPI
+}  // namespace xent::cli
 
 namespace xent::cli::linear {
 
@@ -48,10 +53,17 @@ void run(const Args& a) {
   const Reduction reduction = parse_reduction(a.reduction);
   apply_threads(a.threads);
   check_output_paths({{"--out", a.out},
-                           {"--z-loss", a.z_loss_out},
-                           {"--grad-hidden", a.grad_hidden},
-                           {"--grad-weight", a.grad_weight},
-                           {"--grad-bias", a.grad_bias}});
+                      {"--z-loss", a.z_loss_out},
+                      {"--grad-hidden", a.grad_hidden},
+                      {"--grad-weight", a.grad_weight},
+                      {"--grad-bias", a.grad_bias}});
+  // Under mpirun (and built with MPI): the vocabulary-parallel layer, each rank reading only its
+  // rows of the weight (cli/mpi/linear_parallel.cc). Plain runs never touch MPI.
+  if (g_linear_parallel != nullptr &&
+      g_linear_parallel({a.hidden, a.weight, a.bias, a.target, a.class_weight, a.dloss, a.out, a.z_loss_out,
+                         a.grad_hidden, a.grad_weight, a.grad_bias, reduction, a.ignore_index, a.label_smoothing,
+                         a.lse_square_scale, a.softcap, a.workspace_mib}))
+    return;
 
   NpyArray h = read_input("--hidden", a.hidden);
   require_floating(h, "--hidden", a.hidden, "linear-cross-entropy");

@@ -13,9 +13,14 @@
 #include "cli.h"
 #include "common.h"
 #include "io/atomic_file.h"
+#include "mpi/train_parallel.h"
 #include "train/plots.h"
 #include "xent/runtime.h"
 #include "xent/train/train.h"
+
+namespace xent::cli {
+const TrainParallel* g_train_parallel = nullptr;  // set by cli/mpi when built with MPI
+}  // namespace xent::cli
 
 namespace xent::cli::train {
 namespace {
@@ -77,6 +82,18 @@ void run(Args& a) {
   using clock = std::chrono::steady_clock;
   const auto t_start = clock::now();
   throw_if_error(validate(a.opt));
+  // Data-parallel under mpirun (cli/mpi/train_parallel.h): every rank trains on its share of each
+  // batch's chunks; rank 0 alone prints and writes files.
+  TrainCallbacks cb;
+  int rank = 0, ranks = 1;
+  const bool parallel = g_train_parallel != nullptr && g_train_parallel->begin(&rank, &ranks, &cb);
+  struct MpiEnd {
+    bool on;
+    ~MpiEnd() {
+      if (on) g_train_parallel->end();
+    }
+  } mpi_end{parallel};
+  if (rank != 0) a.quiet = a.no_progress = true;
   if (a.opt.threads > 0) set_num_threads(a.opt.threads);
   const int threads = num_threads();
   const std::string model_path = !a.model.empty() ? a.model : (std::filesystem::path(a.out) / "model.safetensors").string();
@@ -111,9 +128,9 @@ void run(Args& a) {
   }
   state.model.class_names = names;
   // Only now, with the data loaded and the recipe valid, so that a run refused before training
-  // leaves no empty directory behind.
+  // leaves no empty directory behind. Under mpirun only rank 0 writes.
   std::error_code ec;
-  std::filesystem::create_directories(a.out, ec);
+  if (rank == 0) std::filesystem::create_directories(a.out, ec);
   if (ec) throw RuntimeFailure(fmt::format("--out {}: cannot create directory: {}", a.out, ec.message()));
 
   if (!a.quiet) {
@@ -126,6 +143,7 @@ void run(Args& a) {
                 a.opt.lr, static_cast<long long>(a.opt.batch_size), a.opt.epochs,
                 static_cast<unsigned long long>(a.opt.seed), a.opt.weight_decay, a.opt.momentum, a.opt.label_smoothing,
                 threads);
+    if (parallel) std::printf("  data parallel: %d ranks (mpirun), each computing its share of every batch\n", ranks);
     if (!a.resume.empty()) std::printf("  resumed from %s after epoch %d\n", a.resume.c_str(), state.epochs_done);
     std::printf("  %5s  %10s  %9s  %8s  %8s\n", "epoch", "train loss", "train acc", "test acc", "time");
     for (const auto& h : state.history)
@@ -135,8 +153,7 @@ void run(Args& a) {
   }
 
   ProgressBar bar(!a.quiet && !a.no_progress && stderr_is_terminal());
-  TrainCallbacks cb;
-  cb.stop = &g_stop;
+  cb.stop = parallel ? nullptr : &g_stop;  // under mpirun a signal ends every rank (outputs are atomic)
   cb.on_progress = [&](int epoch, std::int64_t done, std::int64_t total) { bar.update(epoch, a.opt.epochs, done, total); };
   cb.on_epoch_end = [&](const TrainState& s, const EpochMetrics& m) -> Status {
     bar.clear();
@@ -145,7 +162,7 @@ void run(Args& a) {
                   m.seconds);
       std::fflush(stdout);
     }
-    if (!checkpoint_path.empty()) return save_checkpoint(checkpoint_path, s, a.opt, fingerprint);
+    if (!checkpoint_path.empty() && rank == 0) return save_checkpoint(checkpoint_path, s, a.opt, fingerprint);
     return Status::Ok();
   };
 
@@ -174,6 +191,7 @@ void run(Args& a) {
     return;
   }
 
+  if (rank != 0) return;  // rank 0 writes the model, metrics and pictures
   throw_if_error(save_model(model_path, state.model));
   const double total_train_loop = train_seconds;
   nlohmann::json extra = {{"data", where},

@@ -652,6 +652,63 @@ Result<NpyArray> read_npy(const std::string& path, const NpyReadOptions& options
   return build(h, reinterpret_cast<const unsigned char*>(raw.get()), path);
 }
 
+Result<NpyArray> read_npy_rows(const std::string& path, std::int64_t row0, std::int64_t rows,
+                               const NpyReadOptions& options, Shape* file_shape) {
+  Fd f;
+  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f.fd < 0) {
+    int e = errno;
+    return io_error(fmt::format("cannot open '{}': {}", path, std::strerror(e)));
+  }
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0) {
+    int e = errno;
+    return io_error(fmt::format("cannot stat '{}': {}", path, std::strerror(e)));
+  }
+  if (!S_ISREG(st.st_mode)) return io_error(fmt::format("'{}' is not a regular file; a partial read needs one", path));
+  const std::uint64_t file_size = static_cast<std::uint64_t>(st.st_size);
+  int err = 0;
+  std::vector<unsigned char> head(static_cast<std::size_t>(std::min<std::uint64_t>(file_size, 12)));
+  if (!pread_exact(f.fd, head.data(), head.size(), 0, &err)) return read_failed(path, err);
+  std::size_t dict_offset = 0, dict_len = 0;
+  XENT_RETURN_IF_ERROR(parse_preamble(head.data(), head.size(), file_size, path, &dict_offset, &dict_len));
+  head.resize(dict_offset + dict_len);
+  if (!pread_exact(f.fd, head.data() + dict_offset, dict_len, dict_offset, &err)) return read_failed(path, err);
+  Header h;
+  NpyReadOptions whole = options;
+  whole.max_bytes = std::numeric_limits<std::uint64_t>::max() / 4;  // the limit applies to the rows read
+  XENT_RETURN_IF_ERROR(parse_header(head.data(), head.size(), file_size, path, whole, &h));
+  if (h.shape.rank() < 1) return invalid_argument(fmt::format("'{}' is a 0-d array; it has no rows to read", path));
+  if (h.fortran_order && h.shape.rank() >= 2)
+    return unimplemented(fmt::format("'{}' is in Fortran order; reading a range of rows needs C order", path));
+  const std::int64_t total = h.shape[0];
+  if (file_shape != nullptr) *file_shape = h.shape;
+  if (row0 < 0 || rows < 0 || row0 > total || rows > total - row0)
+    return out_of_range(fmt::format("rows [{}, {}) are outside the {} rows of '{}'", row0, row0 + rows, total, path));
+  Shape shape = h.shape;
+  shape[0] = rows;
+  const std::int64_t per_row = total == 0 ? 0 : h.numel / total;
+  const std::int64_t numel = per_row * rows;
+  const std::uint64_t mem = static_cast<std::uint64_t>(numel) * dtype_size(h.dt.mem);
+  if (mem > options.max_bytes)
+    return resource_exhausted(fmt::format("'{}': rows [{}, {}) need {} bytes in memory; the limit is {} bytes", path,
+                                          row0, row0 + rows, mem, options.max_bytes));
+  const std::uint64_t row_bytes = static_cast<std::uint64_t>(per_row) * static_cast<std::uint64_t>(h.dt.size);
+  const std::uint64_t bytes = row_bytes * static_cast<std::uint64_t>(rows);
+  auto raw = allocate(bytes, false);
+  if (!raw && bytes > 0) return out_of_memory(path, bytes);
+  if (bytes > 0 && !pread_exact(f.fd, raw.get(), static_cast<std::size_t>(bytes),
+                                h.data_offset + row_bytes * static_cast<std::uint64_t>(row0), &err))
+    return read_failed(path, err);
+  Header part = h;
+  part.shape = shape;
+  part.numel = numel;
+  part.mem_bytes = mem;
+  part.file_bytes = bytes;
+  part.fortran_order = false;
+  return build(part, reinterpret_cast<const unsigned char*>(raw.get()), path);
+}
+
 std::string npy_header(DType dtype, const Shape& shape) {
   const char order = std::endian::native == std::endian::little ? '<' : '>';
   const char* code = dtype == DType::kF32 ? "f4" : dtype == DType::kF64 ? "f8" : dtype == DType::kI32 ? "i4" : "i8";

@@ -232,7 +232,10 @@ Status train_impl(const LabeledImages& train, const LabeledImages& test, const T
       // One region per batch. Each fixed chunk of rows: gather + scale, Z = X W + b, the fused
       // cross-entropy (summed over its rows), and its partial gradients X^T dZ and sum(dZ), while
       // its rows of X are still in cache.
-      detail::parallel_for(static_cast<std::size_t>(tasks), [&](std::size_t t) {
+      std::int64_t first = 0, last = tasks;  // chunks this process computes (data parallelism)
+      if (callbacks.own_chunks) callbacks.own_chunks(tasks, &first, &last);
+      detail::parallel_for(static_cast<std::size_t>(last - first), [&](std::size_t task) {
+        const std::size_t t = task + static_cast<std::size_t>(first);
         const std::int64_t r0 = static_cast<std::int64_t>(t) * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
         const std::int64_t n = r1 - r0;
         float* Xt = X.data() + r0 * D;
@@ -265,8 +268,11 @@ Status train_impl(const LabeledImages& train, const LabeledImages& test, const T
         for (std::int64_t r = 0; r < n; ++r)
           for (std::int64_t c = 0; c < C; ++c) gbt[c] += dZt[r * C + c];
       });
+      for (std::int64_t t = first; t < last; ++t) XENT_RETURN_IF_ERROR(chunk_status[static_cast<std::size_t>(t)]);
+      if (callbacks.share_chunks)
+        XENT_RETURN_IF_ERROR(callbacks.share_chunks(
+            {tasks, D * C, C, gW_part.data(), gb_part.data(), chunk_loss.data(), chunk_correct.data()}));
       for (std::int64_t t = 0; t < tasks; ++t) {
-        XENT_RETURN_IF_ERROR(chunk_status[static_cast<std::size_t>(t)]);
         correct += chunk_correct[static_cast<std::size_t>(t)];
         loss_sum += static_cast<double>(chunk_loss[static_cast<std::size_t>(t)]);
       }

@@ -395,5 +395,62 @@ TEST(NpyRead, FileErrors) {
   ::unlink(path.c_str());
 }
 
+// read_npy_rows (each MPI rank reads only its rows of a weight): every range equals the same rows
+// of the whole read, for a native and a big-endian (byte-swapped) file; bad ranges, Fortran order
+// and a truncated file are refused; the size limit applies to the rows read.
+TEST(NpyRows, EqualsSliceOfWholeRead) {
+  std::vector<float> v(7 * 5);
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(i) * 0.25f - 3.0f;
+  const std::string path = temp_path("rows.npy");
+  ASSERT_TRUE(write_npy(path, ConstTensorView(v.data(), {7, 5})).ok());
+  Shape whole;
+  for (std::int64_t r0 = 0; r0 <= 7; ++r0)
+    for (std::int64_t n = 0; r0 + n <= 7; ++n) {
+      Result<NpyArray> r = read_npy_rows(path, r0, n, {}, &whole);
+      ASSERT_TRUE(r.ok()) << r.status().to_string();
+      EXPECT_EQ(whole, (Shape{7, 5}));
+      EXPECT_EQ(r->shape(), (Shape{n, 5}));
+      EXPECT_EQ(std::memcmp(r->data(), v.data() + r0 * 5, static_cast<std::size_t>(n * 5) * sizeof(float)), 0);
+    }
+  Result<NpyArray> bad = read_npy_rows(path, 5, 3);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kOutOfRange);
+  EXPECT_NE(bad.status().message().find("rows [5, 8) are outside the 7 rows"), std::string::npos) << bad.status().message();
+  EXPECT_FALSE(read_npy_rows(path, -1, 1).ok());
+  NpyReadOptions small;
+  small.max_bytes = 40;  // two rows of 5 float32 fit, three do not
+  EXPECT_TRUE(read_npy_rows(path, 0, 2, small).ok());
+  EXPECT_EQ(read_npy_rows(path, 0, 3, small).status().code(), StatusCode::kResourceExhausted);
+  ::unlink(path.c_str());
+
+  // Big-endian int16 rows are swapped and widened like read_npy's.
+  std::string be;
+  for (int i = 0; i < 6; ++i) {
+    be += static_cast<char>(0);
+    be += static_cast<char>(i + 1);
+  }
+  const std::string p2 = temp_path("rows_be.npy");
+  {
+    std::ofstream out(p2, std::ios::binary);
+    out << make_npy("{'descr': '>i2', 'fortran_order': False, 'shape': (3, 2), }", be);
+  }
+  Result<NpyArray> r = read_npy_rows(p2, 1, 2);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  ASSERT_EQ(r->dtype(), DType::kI64);
+  EXPECT_EQ(r->as<std::int64_t>()[0], 3);
+  EXPECT_EQ(r->as<std::int64_t>()[3], 6);
+  {
+    std::ofstream out(p2, std::ios::binary);
+    out << make_npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", std::string(24, '\0'));
+  }
+  EXPECT_EQ(read_npy_rows(p2, 0, 1).status().code(), StatusCode::kUnimplemented);
+  {
+    std::ofstream out(p2, std::ios::binary);
+    out << make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (100, 3), }", std::string(24, '\0'));
+  }
+  EXPECT_EQ(read_npy_rows(p2, 0, 1).status().code(), StatusCode::kDataLoss);  // truncated: checked before reading
+  ::unlink(p2.c_str());
+}
+
 }  // namespace
 }  // namespace xent

@@ -76,6 +76,15 @@ class NpyArray {
 // or lying files are data-loss errors; sizes over options.max_bytes are resource-exhausted.
 Result<NpyArray> read_npy(const std::string& path, const NpyReadOptions& options = {});
 
+// Reads rows [row0, row0 + rows) of dimension 0 of a C-order .npy file (each rank of a
+// vocabulary-parallel run reads only its rows of the weight): the header is checked as read_npy
+// checks it (the file's size included), then only those rows' bytes are read, at their offset.
+// options.max_bytes bounds the rows read. A Fortran-order array of rank >= 2, a pipe or a range
+// outside [0, shape[0]] is an error. file_shape (optional) receives the whole array's shape
+// (read rows 0 of 0 to learn it).
+Result<NpyArray> read_npy_rows(const std::string& path, std::int64_t row0, std::int64_t rows,
+                               const NpyReadOptions& options = {}, Shape* file_shape = nullptr);
+
 // Parses a whole .npy file held in memory; `name_for_errors` stands for the file in messages.
 Result<NpyArray> parse_npy(const void* bytes, std::size_t n, const std::string& name_for_errors,
                            const NpyReadOptions& options = {});

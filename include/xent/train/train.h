@@ -63,7 +63,24 @@ struct TrainState {
 Result<TrainState> init_train_state(std::int64_t height, std::int64_t width, std::int64_t classes,
                                     const TrainOptions& options);
 
+// One batch's per-chunk partials (fixed chunks of 128 rows, in chunk order), for data
+// parallelism across processes (xent::mpi::data_parallel_train_callbacks).
+struct ChunkPartials {
+  std::int64_t tasks = 0;      // chunks in this batch
+  std::int64_t dc = 0, c = 0;  // floats per chunk in gw (D x C), doubles per chunk in gb (C)
+  float* gw = nullptr;         // tasks x D x C: X^T dZ of each chunk
+  double* gb = nullptr;        // tasks x C: column sums of dZ
+  float* loss = nullptr;       // tasks: summed loss
+  std::int64_t* correct = nullptr;  // tasks: correct predictions
+};
+
 struct TrainCallbacks {
+  // Data parallelism (both set, or neither): this process computes only chunks [first, last)
+  // of each batch, which own_chunks chooses; share_chunks then fills in the other chunks'
+  // partials from the processes that computed them. Every process adds all chunks in chunk
+  // order, so the model is the same bits as one process computing them all.
+  std::function<void(std::int64_t tasks, std::int64_t* first, std::int64_t* last)> own_chunks;
+  std::function<Status(const ChunkPartials& partials)> share_chunks;
   // After every batch: samples done in this epoch out of `total`. Keep it cheap.
   std::function<void(int epoch, std::int64_t done, std::int64_t total)> on_progress;
   // After every epoch (state.epochs_done == metrics.epoch). A non-ok Status stops training.

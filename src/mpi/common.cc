@@ -1,0 +1,215 @@
+// common.cc: the fingerprint agreement, exact per-token combine helpers and the rank-ordered
+// all-reduce of xent_mpi (common.h). Not the losses themselves (vocab_parallel.cc,
+// token_parallel.cc).
+#include "mpi/common.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+
+#include "xent/mpi.h"
+
+namespace xent::mpi {
+
+Status check_initialized() {
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (!init) return invalid_argument("MPI is not initialised (call MPI_Init first, and launch with mpirun)");
+  if (fin) return invalid_argument("MPI has already been finalised");
+  return Status::Ok();
+}
+
+VocabShard even_shard(std::int64_t vocab_size, int rank, int ranks, std::int64_t* slice_size) {
+  const std::int64_t q = vocab_size / ranks, r = vocab_size % ranks;
+  VocabShard s;
+  s.vocab_size = vocab_size;
+  s.first_class = rank * q + std::min<std::int64_t>(rank, r);
+  if (slice_size) *slice_size = q + (rank < r ? 1 : 0);
+  return s;
+}
+
+namespace detail {
+
+namespace {
+std::atomic<double> g_comm_seconds{0.0};
+}  // namespace
+
+CommTimer::CommTimer() : t0(MPI_Wtime()) {}
+CommTimer::~CommTimer() {
+  const double dt = MPI_Wtime() - t0;
+  double cur = g_comm_seconds.load();
+  while (!g_comm_seconds.compare_exchange_weak(cur, cur + dt)) {
+  }
+}
+
+namespace {
+constexpr int kMaxShared = 32;
+constexpr int kMsgBytes = 240;
+struct Wire {
+  std::int32_t code;
+  std::int32_t n_shared;
+  std::int64_t own[2];
+  std::int64_t shared[kMaxShared];
+  char msg[kMsgBytes];
+};
+}  // namespace
+
+Status agree(MPI_Comm comm, const Fingerprint& fp, std::vector<std::int64_t>* owns) {
+  if (comm == MPI_COMM_NULL) return invalid_argument("the communicator is MPI_COMM_NULL");
+  int size = 0, rank = 0;
+  MPI_Comm_size(comm, &size);
+  MPI_Comm_rank(comm, &rank);
+  Wire w{};
+  w.code = static_cast<std::int32_t>(fp.local.code());
+  w.n_shared = static_cast<std::int32_t>(std::min<std::size_t>(fp.shared.size(), kMaxShared));
+  w.own[0] = fp.own[0];
+  w.own[1] = fp.own[1];
+  for (int i = 0; i < w.n_shared; ++i) w.shared[i] = fp.shared[static_cast<std::size_t>(i)];
+  std::strncpy(w.msg, fp.local.message().c_str(), kMsgBytes - 1);
+  std::vector<Wire> all(static_cast<std::size_t>(size));
+  CommTimer timer;
+  MPI_Allgather(&w, sizeof(Wire), MPI_BYTE, all.data(), sizeof(Wire), MPI_BYTE, comm);
+  for (int r = 0; r < size; ++r) {
+    const Wire& x = all[static_cast<std::size_t>(r)];
+    if (x.code != 0)
+      return Status(static_cast<StatusCode>(x.code), "rank " + std::to_string(r) + " of " + std::to_string(size) +
+                                                          ": " + std::string(x.msg));
+  }
+  for (int r = 1; r < size; ++r) {
+    const Wire& x = all[static_cast<std::size_t>(r)];
+    if (x.n_shared != all[0].n_shared)
+      return invalid_argument("rank " + std::to_string(r) + " called with different options than rank 0");
+    for (int i = 0; i < x.n_shared; ++i)
+      if (x.shared[i] != all[0].shared[i])
+        return invalid_argument("ranks disagree: rank " + std::to_string(r) + " has " +
+                                (static_cast<std::size_t>(i) < fp.names.size() ? fp.names[static_cast<std::size_t>(i)] : "?") +
+                                " = " + std::to_string(x.shared[i]) + ", rank 0 has " + std::to_string(all[0].shared[i]));
+  }
+  if (owns) {
+    owns->resize(2 * static_cast<std::size_t>(size));
+    for (int r = 0; r < size; ++r) {
+      (*owns)[2 * static_cast<std::size_t>(r)] = all[static_cast<std::size_t>(r)].own[0];
+      (*owns)[2 * static_cast<std::size_t>(r) + 1] = all[static_cast<std::size_t>(r)].own[1];
+    }
+  }
+  return Status::Ok();
+}
+
+std::uint64_t hash_bytes(const void* p, std::size_t n, std::uint64_t h) noexcept {
+  const auto* b = static_cast<const unsigned char*>(p);
+  for (std::size_t i = 0; i < n; ++i) {
+    h ^= b[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::int64_t max_key(double d) noexcept {
+  if (std::isnan(d)) return INT64_MAX;
+  std::int64_t b;
+  std::memcpy(&b, &d, sizeof b);
+  return b < 0 ? (b ^ INT64_MAX) : b;
+}
+
+double from_key(std::int64_t k) noexcept {
+  if (k == INT64_MAX) return std::numeric_limits<double>::quiet_NaN();
+  if (k == kNoKey) return -std::numeric_limits<double>::infinity();
+  const std::int64_t b = k < 0 ? (k ^ INT64_MAX) : k;
+  double d;
+  std::memcpy(&d, &b, sizeof d);
+  return d;
+}
+
+void fx_add(std::int64_t* acc, double v, int shift) noexcept {
+  if (v == 0 || !std::isfinite(v)) return;
+  int e = 0;
+  const double m = std::frexp(std::fabs(v), &e);                        // |v| = m 2^e, m in [0.5, 1)
+  const auto M = static_cast<std::uint64_t>(std::ldexp(m, 53));          // exact, 53 bits
+  const int s = e - 53 + shift;                                          // |v| 2^shift = M 2^s
+  unsigned __int128 X;
+  if (s >= 0) {
+    if (s > 127 - 53) return;  // out of range: callers keep |v| 2^shift < 2^121
+    X = static_cast<unsigned __int128>(M) << s;
+  } else {
+    if (-s > 60) return;       // below half a unit of the last digit: rounds to 0
+    X = (static_cast<unsigned __int128>(M) + (static_cast<unsigned __int128>(1) << (-s - 1))) >> (-s);
+  }
+  const std::int64_t sign = v < 0 ? -1 : 1;
+  for (int i = 0; i < kLimbs; ++i) acc[i] += sign * static_cast<std::int64_t>((X >> (32 * i)) & 0xffffffffu);
+}
+
+double fx_value(const std::int64_t* acc_in, int shift) noexcept {
+  std::int64_t a[kLimbs];
+  std::copy(acc_in, acc_in + kLimbs, a);
+  for (int i = 0; i + 1 < kLimbs; ++i) {  // carry-normalise: digits 0..2 in [0, 2^32), the top signed
+    const std::int64_t carry = a[i] >> 32;  // arithmetic shift = floor division
+    a[i] -= carry * (std::int64_t{1} << 32);
+    a[i + 1] += carry;
+  }
+  const __int128 top = (static_cast<__int128>(a[3]) << 64) + (static_cast<__int128>(a[2]) << 32) + a[1];
+  return std::ldexp(static_cast<double>(top), 32 - shift) + std::ldexp(static_cast<double>(a[0]), -shift);
+}
+
+template <class T>
+MPI_Datatype mpi_type();
+template <>
+MPI_Datatype mpi_type<float>() { return MPI_FLOAT; }
+template <>
+MPI_Datatype mpi_type<double>() { return MPI_DOUBLE; }
+
+template <class T>
+Status allreduce_ordered(T* data, std::size_t n, MPI_Comm comm) {
+  int K = 1, rank = 0;
+  MPI_Comm_size(comm, &K);
+  MPI_Comm_rank(comm, &rank);
+  if (K == 1 || n == 0) return Status::Ok();
+  // Rounds of at most `round` values: a reduce-scatter (each rank receives every rank's copy of
+  // its segment, in T, and adds them in rank order in double) and an all-gather of the sums
+  // rounded to T. About 2 (K-1)/K n sizeof(T) bytes sent and received per rank.
+  const std::size_t round = std::size_t{1} << 20;  // 1M values: bounded buffers (4-8 MiB)
+  const auto Ku = static_cast<std::size_t>(K);
+  std::vector<T> recv, mine;
+  std::vector<int> counts(Ku), displs(Ku), rcounts(Ku), rdispls(Ku);
+  for (std::size_t base = 0; base < n; base += round) {
+    const std::size_t len = std::min(round, n - base);
+    for (std::size_t r = 0; r < Ku; ++r) {
+      const std::size_t a = len * r / Ku, b = len * (r + 1) / Ku;
+      counts[r] = static_cast<int>(b - a);
+      displs[r] = static_cast<int>(a);
+    }
+    const int my = counts[static_cast<std::size_t>(rank)];
+    recv.resize(static_cast<std::size_t>(my) * Ku);
+    for (std::size_t r = 0; r < Ku; ++r) {
+      rcounts[r] = my;
+      rdispls[r] = static_cast<int>(r) * my;
+    }
+    CommTimer timer;
+    MPI_Alltoallv(data + base, counts.data(), displs.data(), mpi_type<T>(), recv.data(), rcounts.data(),
+                  rdispls.data(), mpi_type<T>(), comm);
+    mine.resize(static_cast<std::size_t>(my));
+    for (int i = 0; i < my; ++i) {
+      double s = static_cast<double>(recv[static_cast<std::size_t>(i)]);
+      for (std::size_t r = 1; r < Ku; ++r)
+        s += static_cast<double>(recv[r * static_cast<std::size_t>(my) + static_cast<std::size_t>(i)]);
+      mine[static_cast<std::size_t>(i)] = static_cast<T>(s);
+    }
+    MPI_Allgatherv(mine.data(), my, mpi_type<T>(), data + base, counts.data(), displs.data(), mpi_type<T>(), comm);
+  }
+  return Status::Ok();
+}
+
+template Status allreduce_ordered<float>(float*, std::size_t, MPI_Comm);
+template Status allreduce_ordered<double>(double*, std::size_t, MPI_Comm);
+
+}  // namespace detail
+
+double comm_seconds() { return detail::g_comm_seconds.load(); }
+
+Status allreduce_sum_ordered(double* data, std::size_t n, MPI_Comm comm) {
+  XENT_RETURN_IF_ERROR(check_initialized());
+  return detail::allreduce_ordered(data, n, comm);
+}
+
+}  // namespace xent::mpi

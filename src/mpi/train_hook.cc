@@ -1,0 +1,69 @@
+// train_hook.cc: data-parallel training over MPI (include/xent/mpi.h
+// data_parallel_train_callbacks): which chunks of a batch each rank computes, and the exchange of
+// the chunks' partials. The trainer (src/train/trainer.cc) knows nothing of MPI.
+#include <cstring>
+#include <vector>
+
+#include "mpi/common.h"
+#include "xent/mpi.h"
+#include "xent/train.h"
+
+namespace xent::mpi {
+
+Status data_parallel_train_callbacks(MPI_Comm comm, TrainCallbacks* cb) {
+  XENT_RETURN_IF_ERROR(check_initialized());
+  if (comm == MPI_COMM_NULL) return invalid_argument("the communicator is MPI_COMM_NULL");
+  int rank = 0, K = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &K);
+  // Rank r computes chunks [tasks r / K, tasks (r + 1) / K): contiguous, so one Allgatherv.
+  cb->own_chunks = [rank, K](std::int64_t tasks, std::int64_t* first, std::int64_t* last) {
+    *first = tasks * rank / K;
+    *last = tasks * (rank + 1) / K;
+  };
+  cb->share_chunks = [comm, rank, K](const ChunkPartials& p) -> Status {
+    if (K == 1) return Status::Ok();
+    // One chunk packed: gw (dc floats), gb (c doubles), loss (1 float), correct (1 int64).
+    const std::size_t bytes = static_cast<std::size_t>(p.dc) * sizeof(float) + static_cast<std::size_t>(p.c) * sizeof(double) +
+                              sizeof(float) + sizeof(std::int64_t);
+    if (bytes * static_cast<std::size_t>(p.tasks) > static_cast<std::size_t>(INT32_MAX))
+      return resource_exhausted("a batch's chunk gradients exceed 2 GiB, more than one MPI message");
+    std::vector<int> counts(static_cast<std::size_t>(K)), displs(static_cast<std::size_t>(K));
+    for (int r = 0; r < K; ++r) {
+      const std::int64_t a = p.tasks * r / K, b = p.tasks * (r + 1) / K;
+      counts[static_cast<std::size_t>(r)] = static_cast<int>(static_cast<std::size_t>(b - a) * bytes);
+      displs[static_cast<std::size_t>(r)] = static_cast<int>(static_cast<std::size_t>(a) * bytes);
+    }
+    std::vector<unsigned char> all(static_cast<std::size_t>(p.tasks) * bytes);
+    auto pack = [&](std::int64_t t, unsigned char* q) {
+      std::memcpy(q, p.gw + t * p.dc, static_cast<std::size_t>(p.dc) * sizeof(float));
+      q += static_cast<std::size_t>(p.dc) * sizeof(float);
+      std::memcpy(q, p.gb + t * p.c, static_cast<std::size_t>(p.c) * sizeof(double));
+      q += static_cast<std::size_t>(p.c) * sizeof(double);
+      std::memcpy(q, p.loss + t, sizeof(float));
+      std::memcpy(q + sizeof(float), p.correct + t, sizeof(std::int64_t));
+    };
+    auto unpack = [&](std::int64_t t, const unsigned char* q) {
+      std::memcpy(p.gw + t * p.dc, q, static_cast<std::size_t>(p.dc) * sizeof(float));
+      q += static_cast<std::size_t>(p.dc) * sizeof(float);
+      std::memcpy(p.gb + t * p.c, q, static_cast<std::size_t>(p.c) * sizeof(double));
+      q += static_cast<std::size_t>(p.c) * sizeof(double);
+      std::memcpy(p.loss + t, q, sizeof(float));
+      std::memcpy(p.correct + t, q + sizeof(float), sizeof(std::int64_t));
+    };
+    const std::int64_t first = p.tasks * rank / K, last = p.tasks * (rank + 1) / K;
+    std::vector<unsigned char> mine(static_cast<std::size_t>(last - first) * bytes);
+    for (std::int64_t t = first; t < last; ++t) pack(t, mine.data() + static_cast<std::size_t>(t - first) * bytes);
+    {
+      detail::CommTimer timer;
+      MPI_Allgatherv(mine.data(), static_cast<int>(mine.size()), MPI_BYTE, all.data(), counts.data(), displs.data(),
+                     MPI_BYTE, comm);
+    }
+    for (std::int64_t t = 0; t < p.tasks; ++t)
+      if (t < first || t >= last) unpack(t, all.data() + static_cast<std::size_t>(t) * bytes);
+    return Status::Ok();
+  };
+  return Status::Ok();
+}
+
+}  // namespace xent::mpi
