@@ -347,6 +347,8 @@ void setup(CLI::App& root) {
       ->type_name("T");
   app->add_option("--log-every", a->opt.log_every, "lbfgs: measure and print every N-th iteration (default 10; the last always)")
       ->type_name("N");
+  app->add_flag("!--no-precondition", a->opt.precondition,
+               "lbfgs: plain L-BFGS, without the change of variables that whitens the inputs (slower to converge)");
   app->add_option("--val-split", a->opt.val_split,
                   "Hold out this fraction of the training set for validation (stratified by class, seeded by --seed; default 0)")
       ->type_name("F");

@@ -63,6 +63,7 @@ struct TrainOptions {
   double tol = 1e-4;
   bool float64 = false;
   int log_every = 10;
+  bool precondition = true;  // L-BFGS on preconditioned variables (src/train/lbfgs.h)
 };
 // Checks ranges (epochs >= 1, batch_size >= 1, lr > 0, ...); the message names the option.
 Status validate(const TrainOptions& options);

@@ -18,6 +18,10 @@
 #include "xent/losses.h"
 #include "xent/train.h"
 
+// LAPACK's Cholesky factorisation, from OpenBLAS (which bundles LAPACK; Debian's openblas.pc
+// links it).
+extern "C" void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
+
 namespace xent::train {
 namespace {
 
@@ -38,11 +42,6 @@ double dot(const std::vector<double>& a, const std::vector<double>& b) {
   double s = 0;
   for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
   return s;
-}
-double max_abs(const std::vector<double>& a) {
-  double m = 0;
-  for (double v : a) m = std::max(m, std::fabs(v));
-  return m;
 }
 
 }  // namespace
@@ -134,6 +133,9 @@ Status SoftmaxObjective<T>::evaluate(const double* p, double* grad, ObjectiveVal
     }
     for (std::int64_t j = 0; j < DC; ++j) grad[j] = grad[j] * inv_n + inv_cn_ * p[j];
     for (std::int64_t c = 0; c < C; ++c) grad[DC + c] *= inv_n;
+    double gm = 0;
+    for (std::int64_t j = 0; j < DC + C; ++j) gm = std::max(gm, std::fabs(grad[j]));
+    out->grad_max = gm;
   }
   return Status::Ok();
 }
@@ -168,10 +170,9 @@ double interpolate(const LinePoint& lo, const LinePoint& hi) {
   return a;
 }
 
-template <class T>
 class LineSearch {
  public:
-  LineSearch(SoftmaxObjective<T>& obj, const std::vector<double>& x, const std::vector<double>& dir, int* evals)
+  LineSearch(const Evaluator& obj, const std::vector<double>& x, const std::vector<double>& dir, int* evals)
       : obj_(obj), x_(x), dir_(dir), evals_(evals), trial_(x.size()) {}
 
   // Strong Wolfe conditions with c1 = 1e-4, c2 = 0.9 (N&W algorithm 3.5 with zoom, 3.6). On
@@ -204,7 +205,7 @@ class LineSearch {
     for (std::size_t i = 0; i < x_.size(); ++i) trial_[i] = x_[i] + a * dir_[i];
     pt->a = a;
     pt->g.resize(x_.size());
-    XENT_RETURN_IF_ERROR(obj_.evaluate(trial_.data(), pt->g.data(), &pt->v));
+    XENT_RETURN_IF_ERROR(obj_(trial_.data(), pt->g.data(), &pt->v));
     ++*evals_;
     pt->f = std::isfinite(pt->v.f) ? pt->v.f : std::numeric_limits<double>::infinity();
     pt->d = dot(pt->g, dir_);
@@ -232,7 +233,7 @@ class LineSearch {
     return Status::Ok();
   }
 
-  SoftmaxObjective<T>& obj_;
+  const Evaluator& obj_;
   const std::vector<double>& x_;
   const std::vector<double>& dir_;
   int* evals_;
@@ -241,16 +242,14 @@ class LineSearch {
 
 }  // namespace
 
-template <class T>
-Status minimize_lbfgs(SoftmaxObjective<T>& obj, std::vector<double>& x, const LbfgsSettings& st,
+Status minimize_lbfgs(const Evaluator& obj, std::vector<double>& x, const LbfgsSettings& st,
                       const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>& on_iteration,
                       LbfgsResult* result) {
-  const std::size_t n = static_cast<std::size_t>(obj.size());
-  if (x.size() != n) return invalid_argument(fmt::format("L-BFGS: {} parameters given, the problem has {}", x.size(), n));
+  const std::size_t n = x.size();
   LbfgsResult r;
   LinePoint cur;
   cur.g.resize(n);
-  XENT_RETURN_IF_ERROR(obj.evaluate(x.data(), cur.g.data(), &cur.v));
+  XENT_RETURN_IF_ERROR(obj(x.data(), cur.g.data(), &cur.v));
   r.evaluations = 1;
   cur.f = cur.v.f;
   const int m = std::max(1, st.memory);
@@ -259,7 +258,7 @@ Status minimize_lbfgs(SoftmaxObjective<T>& obj, std::vector<double>& x, const Lb
   std::vector<double> dir(n), alpha(static_cast<std::size_t>(m));
   r.stop_reason = "max_iter";
   for (int k = 1; k <= st.max_iter; ++k) {
-    if (max_abs(cur.g) <= st.gtol) {
+    if (cur.v.grad_max <= st.gtol) {
       r.stop_reason = "gtol";
       break;
     }
@@ -285,7 +284,7 @@ Status minimize_lbfgs(SoftmaxObjective<T>& obj, std::vector<double>& x, const Lb
       cur.d = dot(cur.g, dir);
     }
     const double a1 = S.empty() ? std::min(1.0, 1.0 / std::sqrt(dot(cur.g, cur.g))) : 1.0;
-    LineSearch<T> ls(obj, x, dir, &r.evaluations);
+    LineSearch ls(obj, x, dir, &r.evaluations);
     LinePoint next;
     bool ok = false;
     XENT_RETURN_IF_ERROR(ls.search(cur, a1, &next, &ok));
@@ -317,16 +316,97 @@ Status minimize_lbfgs(SoftmaxObjective<T>& obj, std::vector<double>& x, const Lb
     }
   }
   r.value = cur.v;
-  r.grad_max = max_abs(cur.g);
+  r.grad_max = cur.v.grad_max;
   *result = std::move(r);
   return Status::Ok();
 }
 
-template Status minimize_lbfgs<float>(SoftmaxObjective<float>&, std::vector<double>&, const LbfgsSettings&,
-                                      const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>&,
-                                      LbfgsResult*);
-template Status minimize_lbfgs<double>(SoftmaxObjective<double>&, std::vector<double>&, const LbfgsSettings&,
-                                       const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>&,
-                                       LbfgsResult*);
+Status Preconditioner::build(const LabeledImages& data, std::int64_t classes) {
+  const std::int64_t D = data.features(), n = D + 1;
+  n_ = n, C_ = classes;
+  // A fixed sample (every step-th row, at most kSample rows): the factor is only a preconditioner.
+  constexpr std::int64_t kSample = 8192;
+  const std::int64_t step = std::max<std::int64_t>(1, data.n / kSample), m = (data.n + step - 1) / step;
+  std::vector<double> xs(static_cast<std::size_t>(m * n));
+  for (std::int64_t r = 0; r < m; ++r) {
+    const std::uint8_t* px = data.pixels.data() + r * step * D;
+    double* row = xs.data() + r * n;
+    for (std::int64_t k = 0; k < D; ++k) row[k] = static_cast<double>(px[k]) / 255.0;
+    row[D] = 1.0;
+  }
+  R_.assign(static_cast<std::size_t>(n * n), 0.0);
+  // Upper triangle (row-major) of (1/m) X~^T X~.
+  cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(n), static_cast<int>(m), 1.0 / static_cast<double>(m),
+              xs.data(), static_cast<int>(n), 0.0, R_.data(), static_cast<int>(n));
+  double trace = 0;
+  for (std::int64_t k = 0; k < n; ++k) trace += R_[static_cast<std::size_t>(k * n + k)];
+  // Ridge: pixels that never light up (or always move together) leave the Gram matrix singular.
+  const double delta = 1e-3 * trace / static_cast<double>(n);
+  for (std::int64_t k = 0; k < n; ++k) R_[static_cast<std::size_t>(k * n + k)] += delta;
+  // Row-major upper = column-major lower: LAPACK's 'L' factor read row-major is R with P = R^T R.
+  char uplo = 'L';
+  int nn = static_cast<int>(n), info = 0;
+  dpotrf_(&uplo, &nn, R_.data(), &nn, &info);
+  if (info != 0) return internal_error(fmt::format("preconditioner: Cholesky failed (info {})", info));
+  for (std::int64_t i = 0; i < n; ++i)  // dpotrf leaves the other triangle as it was
+    for (std::int64_t j = 0; j < i; ++j) R_[static_cast<std::size_t>(i * n + j)] = 0;
+  return Status::Ok();
+}
+
+void Preconditioner::to_params(const double* q, double* p) const {
+  std::memcpy(p, q, static_cast<std::size_t>(n_ * C_) * sizeof(double));
+  cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, static_cast<int>(n_), static_cast<int>(C_),
+              1.0, R_.data(), static_cast<int>(n_), p, static_cast<int>(C_));
+}
+
+void Preconditioner::to_q_grad(double* g) const {
+  cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit, static_cast<int>(n_), static_cast<int>(C_),
+              1.0, R_.data(), static_cast<int>(n_), g, static_cast<int>(C_));
+}
+
+void Preconditioner::to_q(const double* p, double* q) const {
+  std::memcpy(q, p, static_cast<std::size_t>(n_ * C_) * sizeof(double));
+  cblas_dtrmm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, static_cast<int>(n_), static_cast<int>(C_),
+              1.0, R_.data(), static_cast<int>(n_), q, static_cast<int>(C_));
+}
+
+template <class T>
+Status minimize_softmax(SoftmaxObjective<T>& obj, const LabeledImages& data, bool precondition, std::vector<double>& p,
+                        const LbfgsSettings& settings,
+                        const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>& on_iteration,
+                        LbfgsResult* result) {
+  if (p.size() != static_cast<std::size_t>(obj.size()))
+    return invalid_argument(fmt::format("L-BFGS: {} parameters given, the problem has {}", p.size(), obj.size()));
+  if (!precondition) {
+    Evaluator f = [&](const double* x, double* g, ObjectiveValue* v) { return obj.evaluate(x, g, v); };
+    return minimize_lbfgs(f, p, settings, on_iteration, result);
+  }
+  Preconditioner pre;
+  XENT_RETURN_IF_ERROR(pre.build(data, (obj.size() / (data.features() + 1))));
+  std::vector<double> q(p.size()), pp(p.size());
+  pre.to_q(p.data(), q.data());
+  Evaluator f = [&](const double* x, double* g, ObjectiveValue* v) {
+    pre.to_params(x, pp.data());
+    XENT_RETURN_IF_ERROR(obj.evaluate(pp.data(), g, v));
+    if (g) pre.to_q_grad(g);
+    return Status::Ok();
+  };
+  auto on_q = [&](int k, const std::vector<double>& x, const ObjectiveValue& v) {
+    pre.to_params(x.data(), pp.data());
+    return !on_iteration || on_iteration(k, pp, v);
+  };
+  XENT_RETURN_IF_ERROR(minimize_lbfgs(f, q, settings, on_q, result));
+  pre.to_params(q.data(), p.data());
+  return Status::Ok();
+}
+
+template Status minimize_softmax<float>(SoftmaxObjective<float>&, const LabeledImages&, bool, std::vector<double>&,
+                                        const LbfgsSettings&,
+                                        const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>&,
+                                        LbfgsResult*);
+template Status minimize_softmax<double>(SoftmaxObjective<double>&, const LabeledImages&, bool, std::vector<double>&,
+                                         const LbfgsSettings&,
+                                         const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>&,
+                                         LbfgsResult*);
 
 }  // namespace xent::train

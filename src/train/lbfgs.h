@@ -30,6 +30,7 @@ struct ObjectiveValue {
   double f = 0;         // the penalised objective
   double mean_ce = 0;   // (1/N) sum_i CE_i
   std::int64_t correct = 0;  // argmax hits on the training rows
+  double grad_max = 0;  // max |df/dp| (when the gradient was asked for)
 };
 
 template <class T>
@@ -68,13 +69,39 @@ struct LbfgsResult {
   std::string stop_reason;
 };
 
-// Minimises obj from p (updated in place). `on_iteration(k, p, value)` runs after iteration k
-// (1-based); returning false stops (stop_reason "stopped"). A line search that cannot reduce f
-// (which happens at float32's precision near the optimum) ends the run (not an error).
-template <class T>
-Status minimize_lbfgs(SoftmaxObjective<T>& obj, std::vector<double>& p, const LbfgsSettings& settings,
+// f and its gradient at x (both n doubles).
+using Evaluator = std::function<Status(const double* x, double* grad, ObjectiveValue* out)>;
+
+// Minimises f from x (updated in place); stops when value.grad_max <= gtol, on ftol, at max_iter,
+// or when the line search cannot reduce f (which happens at float32's precision near the
+// optimum; not an error). `on_iteration(k, x, value)` runs after iteration k (1-based); returning
+// false stops (stop_reason "stopped").
+Status minimize_lbfgs(const Evaluator& f, std::vector<double>& x, const LbfgsSettings& settings,
                       const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>& on_iteration,
                       LbfgsResult* result);
+
+// A change of variables p = R^-1 q that makes the problem nearly isotropic: R is the Cholesky
+// factor of (1/m) sum x~ x~^T + delta I over a fixed sample of m training rows (x~ = [x, 1], the
+// pixels / 255 and a 1 for the bias), the Gauss-Newton curvature up to the softmax's factor.
+// L-BFGS then runs on q; f and the stopping test are unchanged.
+class Preconditioner {
+ public:
+  Status build(const LabeledImages& data, std::int64_t classes);
+  void to_params(const double* q, double* p) const;   // p = R^-1 q
+  void to_q_grad(double* g) const;                     // g <- R^-T g
+  void to_q(const double* p, double* q) const;         // q = R p
+
+ private:
+  std::int64_t n_ = 0, C_ = 0;  // n = D + 1
+  std::vector<double> R_;       // n x n, upper triangular, row-major
+};
+
+// minimize_lbfgs on obj, preconditioned (Preconditioner) unless `precondition` is false.
+template <class T>
+Status minimize_softmax(SoftmaxObjective<T>& obj, const LabeledImages& data, bool precondition, std::vector<double>& p,
+                        const LbfgsSettings& settings,
+                        const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>& on_iteration,
+                        LbfgsResult* result);
 
 extern template class SoftmaxObjective<float>;
 extern template class SoftmaxObjective<double>;

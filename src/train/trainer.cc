@@ -512,7 +512,7 @@ Status train_lbfgs_as(const LabeledImages& train, const LabeledImages* val, cons
     return true;
   };
   train::LbfgsResult result;
-  XENT_RETURN_IF_ERROR(train::minimize_lbfgs(objective, p, settings, on_iteration, &result));
+  XENT_RETURN_IF_ERROR(train::minimize_softmax(objective, train, options.precondition, p, settings, on_iteration, &result));
   XENT_RETURN_IF_ERROR(callback_status);
   if (stopped && interrupted) *interrupted = true;
   m.info["lbfgs_stop"] = result.stop_reason;
