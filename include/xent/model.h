@@ -2,7 +2,8 @@
 //
 // Models are safetensors files (https://huggingface.co/docs/safetensors): an 8-byte little-endian
 // header length, a JSON header naming each tensor's dtype, shape and byte range, then the raw
-// little-endian data. xent writes two tensors, "W" (F32, [D, C]) and "b" (F32, [C]), and string
+// little-endian data. xent writes two tensors in PyTorch nn.Linear's layout, "weight" (F32, [C, D])
+// and "bias" (F32, [C]) (so `nn.Linear(D, C).load_state_dict(...)` takes them as they are), and string
 // metadata ("class_names" as a JSON array, "input_shape", "normalization", "epochs",
 // "test_accuracy", ...). Files are written atomically. The parser is a pure function over bytes
 // that treats every byte as hostile (header length, JSON, dtypes, shapes, overlapping or
@@ -67,8 +68,8 @@ struct SoftmaxModel {
 
 // Serialises the model (W, b and metadata) to safetensors bytes.
 std::string serialize_model(const SoftmaxModel& model);
-// Parses a model written by serialize_model (or any safetensors file with F32 "W" [D, C] and "b"
-// [C] and consistent metadata). Pure.
+// Parses a model written by serialize_model: F32 "weight" [C, D] and "bias" [C], or the first
+// format's (and checkpoints') "W" [D, C] and "b" [C], with consistent metadata. Pure.
 Result<SoftmaxModel> parse_model(const std::uint8_t* bytes, std::size_t n, std::string_view name);
 // Atomic write / whole-file read.
 Status save_model(const std::string& path, const SoftmaxModel& model);
