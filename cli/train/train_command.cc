@@ -1,6 +1,7 @@
 // train_command.cc: `xent train`: softmax regression on an IDX dataset with progress output,
 // per-epoch metrics, a model file, metrics JSON/CSV, pictures and report.html, checkpoints and
 // resume. The training itself is in src/train/trainer.cc.
+#include <algorithm>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -31,7 +32,37 @@ struct Args {
   bool no_report = false, quiet = false, no_progress = false;
   std::string command_line;
   std::string optimizer = "sgd", dtype = "float32";
+  std::vector<std::string> given;  // the options on the command line, e.g. "--lr"
 };
+
+// --resume FILE: the run's options come from the checkpoint. Only --epochs, --threads and the
+// output and display options may be given again; any other option must repeat the stored value.
+void adopt_checkpoint_options(Args& a) {
+  Result<TrainOptions> r = read_checkpoint_options(a.resume, a.opt);
+  if (!r.ok()) throw InputError(r.status().message());
+  const TrainOptions& ck = *r;
+  struct Field {
+    const char* flag;
+    std::string given, stored;
+  };
+  auto g = [](double v) { return fmt::format("{}", v); };
+  const Field fields[] = {{"--batch-size", std::to_string(a.opt.batch_size), std::to_string(ck.batch_size)},
+                          {"--lr", g(a.opt.lr), g(ck.lr)},
+                          {"--seed", std::to_string(a.opt.seed), std::to_string(ck.seed)},
+                          {"--weight-decay", g(a.opt.weight_decay), g(ck.weight_decay)},
+                          {"--momentum", g(a.opt.momentum), g(ck.momentum)},
+                          {"--label-smoothing", g(a.opt.label_smoothing), g(ck.label_smoothing)},
+                          {"--val-split", g(a.opt.val_split), g(ck.val_split)}};
+  for (const Field& f : fields) {
+    const bool given = std::find(a.given.begin(), a.given.end(), f.flag) != a.given.end();
+    if (given && f.given != f.stored)
+      throw UsageError(fmt::format("{} {} conflicts with the checkpoint {}, which was written with {} {} (leave the "
+                                   "option out to keep it; only --epochs, --threads and output options may change)",
+                                   f.flag, f.given, a.resume, f.flag, f.stored));
+  }
+  if (a.optimizer != "sgd") throw UsageError("--resume continues an SGD run; --optimizer lbfgs runs are not resumable");
+  a.opt = ck;
+}
 
 class ProgressBar {
  public:
@@ -282,6 +313,7 @@ bool train_with_signals(Session& s) {
 void run(Args& a) {
   Session s(a);
   s.t_start = std::chrono::steady_clock::now();
+  if (!a.resume.empty()) adopt_checkpoint_options(a);
   throw_if_error(validate(a.opt));
   if (a.opt.threads > 0) set_num_threads(a.opt.threads);
   s.threads = num_threads();
@@ -365,7 +397,8 @@ void setup(CLI::App& root) {
   app->add_option("--metrics-out", a->metrics_out, "Per-epoch metrics as JSON, plus the same name with .csv (default OUT/metrics.json)")
       ->type_name("FILE.json");
   app->add_option("--checkpoint", a->checkpoint, "Write a checkpoint after every epoch (atomically)")->type_name("FILE");
-  app->add_option("--resume", a->resume, "Continue from a checkpoint (same options; --epochs may grow)")->type_name("FILE");
+  app->add_option("--resume", a->resume,
+                  "Continue from a checkpoint with the options stored in it (only --epochs, --threads and output options may be given again)")->type_name("FILE");
   app->add_option("--class-names", a->class_names, "Comma-separated class names (default: Fashion-MNIST's names when the "
                   "path mentions fashion, else 0, 1, ...)")->type_name("A,B,...");
   app->add_flag("--no-report", a->no_report, "Skip the pictures and report.html");
@@ -379,6 +412,8 @@ void setup(CLI::App& root) {
       "  xent train --data data/fashion-mnist --resume ck.safetensors\n");
   app->callback([a, app] {
     a->command_line = "xent train";
+    for (const auto* o : app->get_options())
+      if (o->count() > 0) a->given.push_back(o->get_name());
     for (const auto* o : app->get_options())
       if (o->count() > 0 && o->get_name() != "--help")
         for (const auto& r : o->results()) a->command_line += " " + o->get_name() + (o->get_expected_max() > 0 ? " " + r : "");

@@ -137,6 +137,9 @@ Status save_checkpoint(const std::string& path, const TrainState& state, const T
 // fingerprint match the ones it was written with (kInvalidArgument naming the difference).
 Result<TrainState> load_checkpoint(const std::string& path, const TrainOptions& options,
                                    const std::string& data_fingerprint);
+// The options a checkpoint was written with (all but epochs and threads, which stay as in
+// `base`), so that a resumed run need not repeat them.
+Result<TrainOptions> read_checkpoint_options(const std::string& path, const TrainOptions& base);
 // A short string identifying a dataset (counts, shapes, CRC-32 of the labels and pixels).
 std::string dataset_fingerprint(const LabeledImages& train, const LabeledImages& test);
 

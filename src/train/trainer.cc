@@ -661,6 +661,33 @@ Status save_checkpoint(const std::string& path, const TrainState& s, const Train
   return io::write_file_atomic(path, bytes);
 }
 
+Result<TrainOptions> read_checkpoint_options(const std::string& path, const TrainOptions& base) {
+  auto bytes = read_file_bytes(path);
+  if (!bytes.ok()) return bytes.status();
+  auto st = parse_safetensors(bytes->data(), bytes->size(), path);
+  if (!st.ok()) return st.status();
+  auto it = st->metadata.find("checkpoint_options");
+  if (it == st->metadata.end()) return data_loss(fmt::format("{}: not a xent checkpoint (no checkpoint_options)", path));
+  json j = json::parse(it->second, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return data_loss(fmt::format("{}: checkpoint_options is not a JSON object", path));
+  TrainOptions o = base;
+  try {
+    o.batch_size = j.at("batch_size").get<std::int64_t>();
+    o.lr = j.at("lr").get<double>();
+    o.seed = j.at("seed").get<std::uint64_t>();
+    o.weight_decay = j.at("weight_decay").get<double>();
+    o.momentum = j.at("momentum").get<double>();
+    o.label_smoothing = j.at("label_smoothing").get<double>();
+    o.init_std = j.at("init_std").get<double>();
+    o.val_split = j.value("val_split", 0.0);
+    if (j.contains("optimizer")) return invalid_argument(fmt::format("{}: an L-BFGS run cannot be resumed", path));
+  } catch (const std::exception& e) {
+    return data_loss(fmt::format("{}: bad checkpoint_options {}: {}", path, it->second, e.what()));
+  }
+  XENT_RETURN_IF_ERROR(validate(o));
+  return o;
+}
+
 Result<TrainState> load_checkpoint(const std::string& path, const TrainOptions& options,
                                    const std::string& data_fingerprint) {
   auto bytes = read_file_bytes(path);
