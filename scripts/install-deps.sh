@@ -10,6 +10,7 @@ PACKAGES=(
   libopenblas-dev libopenblas0-pthread libdeflate-dev libcairo2-dev libpng-dev
   python3 python3-numpy python3-torch
   clang libclang-rt-14-dev strace
+  chromium  # tests/train/test_report_browser.py loads report.html headless (skipped without it)
 )
 
 missing=()
