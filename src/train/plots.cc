@@ -87,6 +87,7 @@ struct Series {
   std::vector<double> y;
   double r, g, b;
   bool dashed;
+  std::vector<double> x = {};  // x of each point; empty: the panel's xs
 };
 
 // One line chart in the rectangle (x0, y0, w, h) with epochs 1..n on the x axis.
@@ -105,7 +106,10 @@ void line_panel(cairo_t* cr, double x0, double y0, double w, double h, const std
   // x: the recorded epochs (L-BFGS: iterations), xs[i] for point i.
   const double xmin = xs.empty() ? 1 : xs.front(), xmax = xs.empty() ? 1 : xs.back();
   auto X = [&](double e) { return n <= 1 || xmax <= xmin ? px + pw / 2 : px + (e - xmin) / (xmax - xmin) * pw; };
-  auto Xi = [&](std::size_t i) { return X(i < xs.size() ? xs[i] : static_cast<double>(i + 1)); };
+  auto Xi = [&](const Series& s, std::size_t i) {
+    if (i < s.x.size()) return X(s.x[i]);
+    return X(i < xs.size() ? xs[i] : static_cast<double>(i + 1));
+  };
   auto Y = [&](double v) { return py + ph - (v - ymin) / (ymax - ymin) * ph; };
   cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
   text(cr, px + pw / 2, y0 + 18, title, 14, Align::kCenter, true);
@@ -138,7 +142,7 @@ void line_panel(cairo_t* cr, double x0, double y0, double w, double h, const std
     bool started = false;
     for (std::size_t i = 0; i < s.y.size(); ++i) {
       if (!std::isfinite(s.y[i])) continue;
-      const double xx = Xi(i), yy = Y(s.y[i]);
+      const double xx = Xi(s, i), yy = Y(s.y[i]);
       if (!started) cairo_move_to(cr, xx, yy), started = true;
       else cairo_line_to(cr, xx, yy);
     }
@@ -146,7 +150,7 @@ void line_panel(cairo_t* cr, double x0, double y0, double w, double h, const std
     cairo_set_dash(cr, nullptr, 0, 0);
     for (std::size_t i = 0; i < s.y.size(); ++i) {
       if (!std::isfinite(s.y[i])) continue;
-      cairo_arc(cr, Xi(i), Y(s.y[i]), 3, 0, 2 * M_PI);
+      cairo_arc(cr, Xi(s, i), Y(s.y[i]), 3, 0, 2 * M_PI);
       cairo_fill(cr);
     }
   }
@@ -215,6 +219,44 @@ Result<std::string> render_curves_png(const std::vector<EpochMetrics>& history) 
   for (const auto& h : history) xs.push_back(h.epoch);
   line_panel(cr, 0, 0, 480, 380, "loss", losses, std::max(0.0, lmin - lpad), lmax + lpad, xs);
   line_panel(cr, 480, 0, 480, 380, "accuracy", accs, std::max(0.0, amin - apad), std::min(1.0, amax + apad), xs);
+  return to_png(*canvas);
+}
+
+Result<std::string> render_compare_png(const std::vector<RunCurves>& runs) {
+  if (runs.empty()) return invalid_argument("nothing to compare");
+  // Tableau-like palette, repeated with dashes after ten runs.
+  static const double kColours[10][3] = {{0.12, 0.47, 0.71}, {1.0, 0.5, 0.05},  {0.17, 0.63, 0.17}, {0.84, 0.15, 0.16},
+                                         {0.58, 0.4, 0.74},  {0.55, 0.34, 0.29}, {0.89, 0.47, 0.76}, {0.5, 0.5, 0.5},
+                                         {0.74, 0.74, 0.13}, {0.09, 0.75, 0.81}};
+  auto canvas = make_canvas(1100, 420);
+  if (!canvas.ok()) return canvas.status();
+  cairo_t* cr = canvas->cr.get();
+  std::vector<Series> losses, accs;
+  std::vector<double> xs;
+  double lmin = INFINITY, lmax = -INFINITY, amin = INFINITY, amax = -INFINITY;
+  for (std::size_t r = 0; r < runs.size(); ++r) {
+    const double* col = kColours[r % 10];
+    const std::string label = runs[r].name.size() > 18 ? runs[r].name.substr(0, 17) + "~" : runs[r].name;
+    Series l{label, {}, col[0], col[1], col[2], r >= 10}, a = l;
+    bool test_loss = false;
+    for (const auto& h : runs[r].history) test_loss |= std::isfinite(h.test_loss);
+    for (const auto& h : runs[r].history) {
+      const double lv = test_loss ? h.test_loss : h.train_loss;
+      l.y.push_back(lv), a.y.push_back(h.test_accuracy);
+      l.x.push_back(h.epoch), a.x.push_back(h.epoch);
+      if (std::isfinite(lv)) lmin = std::min(lmin, lv), lmax = std::max(lmax, lv);
+      if (std::isfinite(h.test_accuracy)) amin = std::min(amin, h.test_accuracy), amax = std::max(amax, h.test_accuracy);
+    }
+    // The panel's x range: 1 to the largest epoch of any run.
+    if (xs.empty()) xs = {1, 1};
+    xs.back() = std::max(xs.back(), static_cast<double>(runs[r].history.back().epoch));
+    losses.push_back(std::move(l)), accs.push_back(std::move(a));
+  }
+  if (!std::isfinite(lmin)) lmin = 0, lmax = 1;
+  if (!std::isfinite(amin)) amin = 0, amax = 1;
+  const double lpad = std::max(0.02, (lmax - lmin) * 0.1), apad = std::max(0.01, (amax - amin) * 0.1);
+  line_panel(cr, 0, 0, 550, 420, "test loss (train loss where none)", losses, std::max(0.0, lmin - lpad), lmax + lpad, xs);
+  line_panel(cr, 550, 0, 550, 420, "test accuracy", accs, std::max(0.0, amin - apad), std::min(1.0, amax + apad), xs);
   return to_png(*canvas);
 }
 

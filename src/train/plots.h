@@ -26,6 +26,14 @@ Result<std::string> render_predictions_png(const LabeledImages& data, const Eval
 // W[:, c] as an image per class (red positive, blue negative, each class scaled by its max |w|).
 Result<std::string> render_weights_png(const SoftmaxModel& model);
 
+// Several runs overlaid (`xent compare`): per run, its loss (test, else train) on the left and its
+// test accuracy on the right, one colour per run; x: each run's recorded epochs.
+struct RunCurves {
+  std::string name;
+  std::vector<EpochMetrics> history;
+};
+Result<std::string> render_compare_png(const std::vector<RunCurves>& runs);
+
 // Metrics as JSON (an object with "epochs": [...] and a summary) and as CSV.
 std::string metrics_json(const std::vector<EpochMetrics>& history, const std::string& extra_json_object);
 std::string metrics_csv(const std::vector<EpochMetrics>& history);

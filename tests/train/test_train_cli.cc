@@ -272,3 +272,33 @@ TEST_F(TrainCli, CtrlCWithoutCheckpointKeepsTheLastEpoch) {
 
 }  // namespace
 }  // namespace xent
+
+namespace xent {
+namespace {
+
+TEST_F(TrainCli, CompareOverlaysRuns) {
+  ASSERT_EQ(xent_run(dir, train_args("--epochs 2 --no-report --out '" + (dir / "ra") + "'")).code, 0);
+  ASSERT_EQ(xent_run(dir, train_args("--epochs 3 --momentum 0.9 --no-report --out '" + (dir / "rb") + "'")).code, 0);
+  Out c = xent_run(dir, "compare '" + (dir / "ra") + "' '" + (dir / "rb") + "' --out '" + (dir / "cmp") + "'");
+  ASSERT_EQ(c.code, 0) << c.err;
+  const std::string html = slurp(dir / "cmp/compare.html");
+  const auto png = test::read_bytes(dir / "cmp/compare.png");
+  ASSERT_GT(png.size(), 8u);
+  EXPECT_EQ(png[1], 'P');
+  for (const char* run : {"ra", "rb"}) {
+    const std::string rd = dir / run;
+    auto j = nlohmann::json::parse(slurp(rd + "/metrics.json"));
+    const double acc = j["final"]["test_accuracy"].get<double>();
+    const std::string row = "<td>" + rd + "</td><td>" + std::to_string(j["final"]["epoch"].get<int>()) + "</td>";
+    EXPECT_NE(html.find(row), std::string::npos) << run;
+    char pct[32];
+    std::snprintf(pct, sizeof pct, "%.2f%%", 100 * acc);
+    EXPECT_NE(html.find(pct), std::string::npos) << run;
+  }
+  Out bad = xent_run(dir, "compare '" + (dir / "nothing") + "' --out '" + (dir / "cmp2") + "'");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("metrics.json"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace xent
