@@ -399,7 +399,7 @@ void setup(CLI::App& root) {
   app->add_option("--checkpoint", a->checkpoint, "Write a checkpoint after every epoch (atomically)")->type_name("FILE");
   app->add_option("--resume", a->resume,
                   "Continue from a checkpoint with the options stored in it (only --epochs, --threads and output options may be given again)")->type_name("FILE");
-  app->add_option("--class-names", a->class_names, "Comma-separated class names (default: Fashion-MNIST's names when the "
+  app->add_option("--class-names", a->class_names, "Comma-separated class names, or @FILE with one name per line (default: Fashion-MNIST's names when the "
                   "path mentions fashion, else 0, 1, ...)")->type_name("A,B,...");
   app->add_flag("--no-report", a->no_report, "Skip the pictures and report.html");
   app->add_flag("--no-progress", a->no_progress, "No progress bar (it is shown only on a terminal anyway)");

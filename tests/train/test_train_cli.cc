@@ -276,6 +276,23 @@ TEST_F(TrainCli, CtrlCWithoutCheckpointKeepsTheLastEpoch) {
 namespace xent {
 namespace {
 
+TEST_F(TrainCli, ClassNamesFromAFile) {
+  test::write_bytes(dir / "names.txt", {'a', 'n', 't', '\n', 'b', 'e', 'e', '\r', '\n', 'c', 'a', 't', '\n', 'd', 'o', 'g', '\n'});
+  Out t = xent_run(dir, train_args("--epochs 1 --no-report --class-names @'" + (dir / "names.txt") + "' --out '" + (dir / "n") + "'"));
+  ASSERT_EQ(t.code, 0) << t.err;
+  auto bytes = test::read_bytes(dir / "n/model.safetensors");
+  auto m = parse_model(bytes.data(), bytes.size(), "model");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->class_names, (std::vector<std::string>{"ant", "bee", "cat", "dog"}));
+  test::write_bytes(dir / "three.txt", {'a', '\n', 'b', '\n', 'c', '\n'});
+  Out bad = xent_run(dir, train_args("--epochs 1 --no-report --class-names @'" + (dir / "three.txt") + "' --out '" + (dir / "n2") + "'"));
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("has 3 names, the data has 4 classes"), std::string::npos) << bad.err;
+  Out missing = xent_run(dir, train_args("--epochs 1 --class-names @'" + (dir / "none.txt") + "' --out '" + (dir / "n3") + "'"));
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_NE(missing.err.find("none.txt"), std::string::npos) << missing.err;
+}
+
 TEST_F(TrainCli, CompareOverlaysRuns) {
   ASSERT_EQ(xent_run(dir, train_args("--epochs 2 --no-report --out '" + (dir / "ra") + "'")).code, 0);
   ASSERT_EQ(xent_run(dir, train_args("--epochs 3 --momentum 0.9 --no-report --out '" + (dir / "rb") + "'")).code, 0);
