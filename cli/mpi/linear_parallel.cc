@@ -13,7 +13,7 @@
 #include "cli.h"
 #include "ops/common.h"
 #include "xent/mpi.h"
-#include "xent/npy.h"
+#include "xent/io/npy.h"
 
 namespace xent::cli {
 namespace {

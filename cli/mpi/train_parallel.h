@@ -3,7 +3,7 @@
 // train command needs no MPI header. Not a general plug-in mechanism.
 #pragma once
 
-#include "xent/train.h"
+#include "xent/train/train.h"
 
 namespace xent::cli {
 

@@ -95,6 +95,25 @@ std::int64_t count_classes(const LabeledImages& a, const LabeledImages& b) {
 }
 
 std::vector<std::string> class_names_for(const std::string& flag, const std::string& data_path, std::int64_t C) {
+  if (!flag.empty() && flag[0] == '@') {
+    // @FILE: one name per line (UTF-8; a trailing newline and CRs are ignored).
+    const std::string path = flag.substr(1);
+    Result<ByteBuffer> bytes = read_file_bytes(path);
+    if (!bytes.ok()) throw InputError(fmt::format("--class-names {}", bytes.status().message()));
+    std::string text(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+    std::vector<std::string> names;
+    std::string cur;
+    for (char c : text) {
+      if (c == '\n') names.push_back(cur), cur.clear();
+      else if (c != '\r') cur += c;
+    }
+    if (!cur.empty()) names.push_back(cur);
+    for (std::size_t i = 0; i < names.size(); ++i)
+      if (names[i].empty()) throw InputError(fmt::format("--class-names {}: line {} is empty; expected one name per line", path, i + 1));
+    if (static_cast<std::int64_t>(names.size()) != C)
+      throw UsageError(fmt::format("--class-names {} has {} names, the data has {} classes", path, names.size(), C));
+    return names;
+  }
   if (!flag.empty()) {
     std::vector<std::string> names;
     std::string cur;

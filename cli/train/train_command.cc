@@ -1,6 +1,8 @@
 // train_command.cc: `xent train`: softmax regression on an IDX dataset with progress output,
 // per-epoch metrics, a model file, metrics JSON/CSV, pictures and report.html, checkpoints and
 // resume. The training itself is in src/train/trainer.cc.
+#include <algorithm>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -34,7 +36,38 @@ struct Args {
   std::string out = "out", model, metrics_out, checkpoint, resume, class_names;
   bool no_report = false, quiet = false, no_progress = false;
   std::string command_line;
+  std::string optimizer = "sgd", dtype = "float32";
+  std::vector<std::string> given;  // the options on the command line, e.g. "--lr"
 };
+
+// --resume FILE: the run's options come from the checkpoint. Only --epochs, --threads and the
+// output and display options may be given again; any other option must repeat the stored value.
+void adopt_checkpoint_options(Args& a) {
+  Result<TrainOptions> r = read_checkpoint_options(a.resume, a.opt);
+  if (!r.ok()) throw InputError(r.status().message());
+  const TrainOptions& ck = *r;
+  struct Field {
+    const char* flag;
+    std::string given, stored;
+  };
+  auto g = [](double v) { return fmt::format("{}", v); };
+  const Field fields[] = {{"--batch-size", std::to_string(a.opt.batch_size), std::to_string(ck.batch_size)},
+                          {"--lr", g(a.opt.lr), g(ck.lr)},
+                          {"--seed", std::to_string(a.opt.seed), std::to_string(ck.seed)},
+                          {"--weight-decay", g(a.opt.weight_decay), g(ck.weight_decay)},
+                          {"--momentum", g(a.opt.momentum), g(ck.momentum)},
+                          {"--label-smoothing", g(a.opt.label_smoothing), g(ck.label_smoothing)},
+                          {"--val-split", g(a.opt.val_split), g(ck.val_split)}};
+  for (const Field& f : fields) {
+    const bool given = std::find(a.given.begin(), a.given.end(), f.flag) != a.given.end();
+    if (given && f.given != f.stored)
+      throw UsageError(fmt::format("{} {} conflicts with the checkpoint {}, which was written with {} {} (leave the "
+                                   "option out to keep it; only --epochs, --threads and output options may change)",
+                                   f.flag, f.given, a.resume, f.flag, f.stored));
+  }
+  if (a.optimizer != "sgd") throw UsageError("--resume continues an SGD run; --optimizer lbfgs runs are not resumable");
+  a.opt = ck;
+}
 
 class ProgressBar {
  public:
@@ -62,6 +95,11 @@ class ProgressBar {
   std::chrono::steady_clock::time_point last_{};
 };
 
+// Where the outputs go.
+struct OutputPaths {
+  std::string model, metrics, csv;
+};
+
 // --out names a directory: refuse an existing non-directory before any work.
 void check_out_dir(const std::string& out) {
   std::error_code ec;
@@ -78,94 +116,221 @@ void check_file_out(const char* flag, const std::string& path, const std::string
   throw_if_error(io::check_output_path(path), flag);
 }
 
-void run(Args& a) {
-  using clock = std::chrono::steady_clock;
-  const auto t_start = clock::now();
-  throw_if_error(validate(a.opt));
-  // Data-parallel under mpirun (cli/mpi/train_parallel.h): every rank trains on its share of each
-  // batch's chunks; rank 0 alone prints and writes files.
-  TrainCallbacks cb;
-  int rank = 0, ranks = 1;
-  const bool parallel = g_train_parallel != nullptr && g_train_parallel->begin(&rank, &ranks, &cb);
-  struct MpiEnd {
-    bool on;
-    ~MpiEnd() {
-      if (on) g_train_parallel->end();
-    }
-  } mpi_end{parallel};
-  if (rank != 0) a.quiet = a.no_progress = true;
-  if (a.opt.threads > 0) set_num_threads(a.opt.threads);
-  const int threads = num_threads();
-  const std::string model_path = !a.model.empty() ? a.model : (std::filesystem::path(a.out) / "model.safetensors").string();
-  const std::string metrics_path = !a.metrics_out.empty() ? a.metrics_out : (std::filesystem::path(a.out) / "metrics.json").string();
+// Names the outputs and refuses unusable ones before any work; creates nothing (create_out_dir
+// does, once the data has loaded).
+OutputPaths prepare_outputs(const Args& a) {
+  OutputPaths p;
+  p.model = !a.model.empty() ? a.model : (std::filesystem::path(a.out) / "model.safetensors").string();
+  p.metrics = !a.metrics_out.empty() ? a.metrics_out : (std::filesystem::path(a.out) / "metrics.json").string();
+  std::filesystem::path csv = p.metrics;
+  csv.replace_extension(".csv");
+  p.csv = csv.string();
   check_out_dir(a.out);
   check_file_out("--model", a.model, a.out);
   check_file_out("--metrics-out", a.metrics_out, a.out);
   check_file_out("--checkpoint", a.checkpoint, a.out);
+  return p;
+}
 
-  LoadedData d = load_data(a.data, threads, true);
-  const std::int64_t C = count_classes(d.train, d.test);
-  const std::string where = a.data.dir.empty() ? d.paths.train_images : a.data.dir;
-  const std::vector<std::string> names = class_names_for(a.class_names, where, C);
-  const std::string checkpoint_path = !a.checkpoint.empty() ? a.checkpoint : a.resume;
-  const std::string fingerprint = checkpoint_path.empty() ? "" : dataset_fingerprint(d.train, d.test);
-
-  TrainState state;
-  if (!a.resume.empty()) {
-    Result<TrainState> r = load_checkpoint(a.resume, a.opt, fingerprint);
-    if (!r.ok()) throw InputError(r.status().message());
-    state = std::move(r).value();
-    if (state.epochs_done > a.opt.epochs)
-      throw UsageError(fmt::format("{} already holds {} epochs, more than --epochs {}", a.resume, state.epochs_done,
-                                   a.opt.epochs));
-    if (state.model.classes != C || state.model.features != d.train.features())
-      throw InputError(fmt::format("{}: the checkpoint has {} features and {} classes, the data {} and {}", a.resume,
-                                   state.model.features, state.model.classes, d.train.features(), C));
-  } else {
-    Result<TrainState> r = init_train_state(d.train.height, d.train.width, C, a.opt);
-    throw_if_error(r.status());
-    state = std::move(r).value();
-  }
-  state.model.class_names = names;
-  // Only now, with the data loaded and the recipe valid, so that a run refused before training
-  // leaves no empty directory behind. Under mpirun only rank 0 writes.
+// Only once the data has loaded and the recipe is valid, so that a run refused before training
+// leaves no empty directory behind.
+void create_out_dir(const Args& a) {
   std::error_code ec;
-  if (rank == 0) std::filesystem::create_directories(a.out, ec);
+  std::filesystem::create_directories(a.out, ec);
   if (ec) throw RuntimeFailure(fmt::format("--out {}: cannot create directory: {}", a.out, ec.message()));
+}
 
-  if (!a.quiet) {
-    std::printf("xent train: softmax regression on %s\n", where.c_str());
-    std::printf("  data: %lld train + %lld test images of %lld x %lld, %lld classes (loaded in %.3f s)\n",
-                static_cast<long long>(d.train.n), static_cast<long long>(d.test.n), static_cast<long long>(d.train.height),
-                static_cast<long long>(d.train.width), static_cast<long long>(C), d.seconds);
+// A short name for the data (the report's title): the directory's or file's last component.
+std::string data_title(const std::string& where) {
+  std::filesystem::path p = std::filesystem::path(where).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  const std::string name = p.filename().string();
+  return name.empty() || name == "." ? where : name;
+}
+
+// Everything a run holds between its steps.
+struct Session {
+  explicit Session(Args& args) : a(args) {}
+  Args& a;
+  OutputPaths paths;
+  LoadedData d;
+  LabeledImages train, val;  // train: d.train minus the validation split (or all of it)
+  bool has_val = false;
+  std::string where, checkpoint_path, fingerprint;
+  std::vector<std::string> names;
+  TrainState state;
+  int threads = 1;
+  // Data-parallel under mpirun (cli/mpi/train_parallel.h): every rank trains on its share of each
+  // batch's chunks; rank 0 alone prints and writes files.
+  bool parallel = false;
+  int rank = 0, ranks = 1;
+  TrainCallbacks cb;  // own_chunks/share_chunks when parallel
+  std::chrono::steady_clock::time_point t_start;
+  double train_seconds = 0;
+};
+
+void load_and_split(Session& s) {
+  Args& a = s.a;
+  s.d = load_data(a.data, s.threads, true);
+  s.where = a.data.dir.empty() ? s.d.paths.train_images : a.data.dir;
+  if (a.opt.val_split > 0) {
+    Status st = split_validation(s.d.train, a.opt.val_split, a.opt.seed, &s.train, &s.val);
+    if (!st.ok()) throw UsageError(st.message());
+    s.has_val = true;
+  } else {
+    s.train = std::move(s.d.train);
+  }
+}
+
+void init_state(Session& s) {
+  Args& a = s.a;
+  const std::int64_t C = count_classes(s.train, s.d.test);
+  s.names = class_names_for(a.class_names, s.where, C);
+  s.checkpoint_path = !a.checkpoint.empty() ? a.checkpoint : a.resume;
+  if (a.opt.optimizer == Optimizer::kLbfgs && !s.checkpoint_path.empty())
+    throw UsageError("--checkpoint and --resume are for --optimizer sgd (an L-BFGS run is not resumable)");
+  s.fingerprint = s.checkpoint_path.empty() ? "" : dataset_fingerprint(s.train, s.d.test);
+  if (!a.resume.empty()) {
+    Result<TrainState> r = load_checkpoint(a.resume, a.opt, s.fingerprint);
+    if (!r.ok()) throw InputError(r.status().message());
+    s.state = std::move(r).value();
+    if (s.state.epochs_done > a.opt.epochs)
+      throw UsageError(fmt::format("{} already holds {} epochs, more than --epochs {}", a.resume, s.state.epochs_done,
+                                   a.opt.epochs));
+    if (s.state.model.classes != C || s.state.model.features != s.train.features())
+      throw InputError(fmt::format("{}: the checkpoint has {} features and {} classes, the data {} and {}", a.resume,
+                                   s.state.model.features, s.state.model.classes, s.train.features(), C));
+  } else {
+    Result<TrainState> r = init_train_state(s.train.height, s.train.width, C, a.opt);
+    throw_if_error(r.status());
+    s.state = std::move(r).value();
+  }
+  s.state.model.class_names = s.names;
+}
+
+std::string fmt_metric(double v, const char* spec) {
+  return std::isfinite(v) ? fmt::format(fmt::runtime(spec), v) : std::string("-");
+}
+
+void print_epoch_line(const EpochMetrics& h, bool has_val, const char* note) {
+  std::string line = fmt::format("  {:5d}  {:>10}  {:>9}", h.epoch, fmt_metric(h.train_loss, "{:.4f}"),
+                                 fmt_metric(h.train_accuracy, "{:.4f}"));
+  if (has_val) line += fmt::format("  {:>8}  {:>7}", fmt_metric(h.val_loss, "{:.4f}"), fmt_metric(h.val_accuracy, "{:.4f}"));
+  line += fmt::format("  {:>9}  {:>8}  {:6.3f} s{}\n", fmt_metric(h.test_loss, "{:.4f}"),
+                      fmt_metric(h.test_accuracy, "{:.4f}"), h.seconds, note);
+  std::fputs(line.c_str(), stdout);
+}
+
+void print_header(const Session& s) {
+  const Args& a = s.a;
+  const std::int64_t C = s.state.model.classes;
+  std::printf("xent train: softmax regression on %s\n", s.where.c_str());
+  std::printf("  data: %lld train%s + %lld test images of %lld x %lld, %lld classes (loaded in %.3f s)\n",
+              static_cast<long long>(s.train.n),
+              s.has_val ? fmt::format(" + {} validation", s.val.n).c_str() : "", static_cast<long long>(s.d.test.n),
+              static_cast<long long>(s.train.height), static_cast<long long>(s.train.width), static_cast<long long>(C),
+              s.d.seconds);
+  if (a.opt.optimizer == Optimizer::kLbfgs) {
+    std::printf("  recipe: L-BFGS (full batch), C %g, max %d iterations, tol %g, %s, %d thread(s)\n", a.opt.C,
+                a.opt.max_iter, a.opt.tol, a.opt.float64 ? "float64" : "float32", s.threads);
+  } else {
     std::printf("  recipe: lr %g, batch %lld, %d epochs, seed %llu, weight decay %g, momentum %g, label smoothing %g, "
                 "%d thread(s)\n",
                 a.opt.lr, static_cast<long long>(a.opt.batch_size), a.opt.epochs,
                 static_cast<unsigned long long>(a.opt.seed), a.opt.weight_decay, a.opt.momentum, a.opt.label_smoothing,
-                threads);
-    if (parallel) std::printf("  data parallel: %d ranks (mpirun), each computing its share of every batch\n", ranks);
-    if (!a.resume.empty()) std::printf("  resumed from %s after epoch %d\n", a.resume.c_str(), state.epochs_done);
-    std::printf("  %5s  %10s  %9s  %8s  %8s\n", "epoch", "train loss", "train acc", "test acc", "time");
-    for (const auto& h : state.history)
-      std::printf("  %5d  %10.4f  %9.4f  %8.4f  %6.3f s  (from checkpoint)\n", h.epoch, h.train_loss, h.train_accuracy,
-                  h.test_accuracy, h.seconds);
-    std::fflush(stdout);
+                s.threads);
   }
+  if (s.parallel) std::printf("  data parallel: %d ranks (mpirun), each computing its share of every batch\n", s.ranks);
+  if (!a.resume.empty()) std::printf("  resumed from %s after epoch %d\n", a.resume.c_str(), s.state.epochs_done);
+  std::string head = fmt::format("  {:>5}  {:>10}  {:>9}", a.opt.optimizer == Optimizer::kLbfgs ? "iter" : "epoch",
+                                 "train loss", "train acc");
+  if (s.has_val) head += fmt::format("  {:>8}  {:>7}", "val loss", "val acc");
+  head += fmt::format("  {:>9}  {:>8}  {:>8}\n", "test loss", "test acc", "time");
+  std::fputs(head.c_str(), stdout);
+  for (const auto& h : s.state.history) print_epoch_line(h, s.has_val, "  (from checkpoint)");
+  std::fflush(stdout);
+}
 
-  ProgressBar bar(!a.quiet && !a.no_progress && stderr_is_terminal());
-  cb.stop = parallel ? nullptr : &g_stop;  // under mpirun a signal ends every rank (outputs are atomic)
+// The hyperparameters as (name, value) rows for the report and metrics.json.
+nlohmann::json recipe_json(const Session& s) {
+  const TrainOptions& o = s.a.opt;
+  nlohmann::json r = {{"optimizer", optimizer_name(o.optimizer)}, {"seed", o.seed}, {"val_split", o.val_split}};
+  if (o.optimizer == Optimizer::kLbfgs) {
+    r.update({{"C", o.C}, {"max_iter", o.max_iter}, {"tol", o.tol}, {"dtype", o.float64 ? "float64" : "float32"}});
+  } else {
+    r.update({{"epochs", o.epochs}, {"batch_size", o.batch_size}, {"lr", o.lr}, {"weight_decay", o.weight_decay},
+              {"momentum", o.momentum}, {"label_smoothing", o.label_smoothing}, {"init_std", o.init_std}});
+  }
+  return r;
+}
+
+// metrics.json/.csv and, unless --no-report, the pictures and report.html. `running`: a page that
+// reloads itself (the run goes on) and only the curves; else everything.
+void write_metrics_and_report(Session& s, bool running, std::vector<std::string>* written) {
+  Args& a = s.a;
+  nlohmann::json extra = {{"data", s.where},
+                          {"classes", s.names},
+                          {"threads", s.threads},
+                          {"train_images", s.train.n},
+                          {"val_images", s.has_val ? s.val.n : 0},
+                          {"test_images", s.d.test.n},
+                          {"load_seconds", s.d.seconds},
+                          {"train_seconds", s.train_seconds},
+                          {"recipe", recipe_json(s)}};
+  for (const char* k : {"lbfgs_stop", "lbfgs_iterations", "lbfgs_evaluations", "lbfgs_grad_max"}) {
+    auto it = s.state.model.info.find(k);
+    if (it != s.state.model.info.end()) extra[k] = it->second;
+  }
+  throw_if_error(io::write_file_atomic(s.paths.metrics, xent::train::metrics_json(s.state.history, extra.dump())));
+  throw_if_error(io::write_file_atomic(s.paths.csv, xent::train::metrics_csv(s.state.history)));
+  if (written) written->insert(written->end(), {s.paths.metrics, s.paths.csv});
+  if (a.no_report) return;
+  Evaluation ev;
+  if (!running) throw_if_error(evaluate_model(s.state.model, s.d.test, s.threads, &ev), "evaluation");
+  xent::train::ReportInputs in;
+  in.model = &s.state.model;
+  in.history = &s.state.history;
+  in.test_eval = running ? nullptr : &ev;
+  in.test = &s.d.test;
+  in.title = data_title(s.where);
+  in.command = a.command_line;
+  const nlohmann::json recipe = recipe_json(s);
+  for (auto& [k, v] : recipe.items()) in.hyperparameters.emplace_back(k, v.is_string() ? v.get<std::string>() : v.dump());
+  in.hyperparameters.emplace_back("threads", std::to_string(s.threads));
+  in.load_seconds = s.d.seconds;
+  in.train_seconds = s.train_seconds;
+  in.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.t_start).count();
+  in.threads = s.threads;
+  in.running = running;
+  throw_if_error(xent::train::write_report(a.out, in, written));
+}
+
+// Trains with Ctrl-C caught, printing each epoch, checkpointing and refreshing the report (at
+// most twice a second) as it goes. Returns whether the run was interrupted.
+bool train_with_signals(Session& s) {
+  using clock = std::chrono::steady_clock;
+  Args& a = s.a;
+  ProgressBar bar(!a.quiet && !a.no_progress && stderr_is_terminal() && a.opt.optimizer == Optimizer::kSgd);
+  auto last_refresh = clock::now();
+  const auto t_train = clock::now();
+  TrainCallbacks& cb = s.cb;
+  cb.stop = s.parallel ? nullptr : &g_stop;  // under mpirun a signal ends every rank (outputs are atomic)
   cb.on_progress = [&](int epoch, std::int64_t done, std::int64_t total) { bar.update(epoch, a.opt.epochs, done, total); };
-  cb.on_epoch_end = [&](const TrainState& s, const EpochMetrics& m) -> Status {
+  cb.on_epoch_end = [&](const TrainState& st, const EpochMetrics& m) -> Status {
     bar.clear();
     if (!a.quiet) {
-      std::printf("  %5d  %10.4f  %9.4f  %8.4f  %6.3f s\n", m.epoch, m.train_loss, m.train_accuracy, m.test_accuracy,
-                  m.seconds);
+      print_epoch_line(m, s.has_val, "");
       std::fflush(stdout);
     }
-    if (!checkpoint_path.empty() && rank == 0) return save_checkpoint(checkpoint_path, s, a.opt, fingerprint);
+    if (s.rank != 0) return Status::Ok();
+    if (!s.checkpoint_path.empty()) XENT_RETURN_IF_ERROR(save_checkpoint(s.checkpoint_path, st, a.opt, s.fingerprint));
+    if (!a.no_report && clock::now() - last_refresh > std::chrono::milliseconds(500)) {
+      s.train_seconds = std::chrono::duration<double>(clock::now() - t_train).count();
+      write_metrics_and_report(s, true, nullptr);
+      last_refresh = clock::now();
+    }
     return Status::Ok();
   };
-
   g_stop.store(false);
   struct sigaction sa {};
   sa.sa_handler = on_signal;
@@ -175,62 +340,69 @@ void run(Args& a) {
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
   bool interrupted = false;
-  const auto t_train = clock::now();
-  Status s = train_softmax_regression(d.train, d.test, a.opt, state, cb, &interrupted);
-  const double train_seconds = std::chrono::duration<double>(clock::now() - t_train).count();
+  Status st = train_softmax_regression(s.train, s.has_val ? &s.val : nullptr, s.d.test, a.opt, s.state, cb, &interrupted);
+  s.train_seconds = std::chrono::duration<double>(clock::now() - t_train).count();
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
   bar.clear();
-  throw_if_error(s, "training");
+  throw_if_error(st, "training");
+  return interrupted;
+}
+
+void run(Args& a) {
+  Session s(a);
+  s.t_start = std::chrono::steady_clock::now();
+  if (!a.resume.empty()) adopt_checkpoint_options(a);
+  throw_if_error(validate(a.opt));
+  s.parallel = g_train_parallel != nullptr && g_train_parallel->begin(&s.rank, &s.ranks, &s.cb);
+  struct MpiEnd {
+    bool on;
+    ~MpiEnd() {
+      if (on) g_train_parallel->end();
+    }
+  } mpi_end{s.parallel};
+  if (s.rank != 0) a.quiet = a.no_progress = true;
+  if (a.opt.threads > 0) set_num_threads(a.opt.threads);
+  s.threads = num_threads();
+  s.paths = prepare_outputs(a);
+  load_and_split(s);
+  init_state(s);
+  if (s.rank == 0) create_out_dir(a);
+  if (!a.quiet) print_header(s);
+  const bool interrupted = train_with_signals(s);
+  if (s.rank != 0) return;  // rank 0 writes the model, metrics and pictures
   if (interrupted) {
-    std::fprintf(stderr, "xent train: interrupted after epoch %d of %d. %s\n", state.epochs_done, a.opt.epochs,
-                 checkpoint_path.empty()
-                     ? "Nothing was saved (pass --checkpoint FILE to be able to resume)."
-                     : fmt::format("Resume with: xent train ... --resume {}", checkpoint_path).c_str());
+    // Keep what the completed epochs earned: the model, metrics and report of the last one.
+    std::string saved = "Nothing was saved (no epoch completed).";
+    if (!s.state.history.empty()) {
+      throw_if_error(save_model(s.paths.model, s.state.model));
+      write_metrics_and_report(s, false, nullptr);
+      saved = fmt::format("Wrote the model, metrics{} of epoch {} to {}.", a.no_report ? "" : " and report",
+                          s.state.epochs_done, a.out);
+    }
+    std::fprintf(stderr, "xent train: interrupted after epoch %d of %d. %s%s\n", s.state.epochs_done,
+                 a.opt.optimizer == Optimizer::kLbfgs ? a.opt.max_iter : a.opt.epochs, saved.c_str(),
+                 s.checkpoint_path.empty()
+                     ? (a.opt.optimizer == Optimizer::kSgd ? " Pass --checkpoint FILE to be able to resume." : "")
+                     : fmt::format(" Resume with: xent train ... --resume {}", s.checkpoint_path).c_str());
     set_exit_code(130);
     return;
   }
-
-  if (rank != 0) return;  // rank 0 writes the model, metrics and pictures
-  throw_if_error(save_model(model_path, state.model));
-  const double total_train_loop = train_seconds;
-  nlohmann::json extra = {{"data", where},
-                          {"classes", names},
-                          {"threads", threads},
-                          {"load_seconds", d.seconds},
-                          {"train_seconds", total_train_loop},
-                          {"recipe",
-                           {{"epochs", a.opt.epochs}, {"batch_size", a.opt.batch_size}, {"lr", a.opt.lr},
-                            {"seed", a.opt.seed}, {"weight_decay", a.opt.weight_decay}, {"momentum", a.opt.momentum},
-                            {"label_smoothing", a.opt.label_smoothing}}}};
-  const std::string mjson = xent::train::metrics_json(state.history, extra.dump());
-  throw_if_error(io::write_file_atomic(metrics_path, mjson));
-  std::filesystem::path csv = metrics_path;
-  csv.replace_extension(".csv");
-  throw_if_error(io::write_file_atomic(csv.string(), xent::train::metrics_csv(state.history)));
-
-  std::vector<std::string> written = {model_path, metrics_path, csv.string()};
-  if (!a.no_report) {
-    Evaluation ev;
-    throw_if_error(evaluate_model(state.model, d.test, threads, &ev), "evaluation");
-    xent::train::ReportInputs in;
-    in.model = &state.model;
-    in.history = &state.history;
-    in.test_eval = &ev;
-    in.test = &d.test;
-    in.title = where;
-    in.command = a.command_line;
-    in.load_seconds = d.seconds;
-    in.train_seconds = train_seconds;
-    in.total_seconds = std::chrono::duration<double>(clock::now() - t_start).count();
-    in.threads = threads;
-    throw_if_error(xent::train::write_report(a.out, in, &written));
-  }
-  const double total = std::chrono::duration<double>(clock::now() - t_start).count();
+  throw_if_error(save_model(s.paths.model, s.state.model));
+  std::vector<std::string> written = {s.paths.model};
+  write_metrics_and_report(s, false, &written);
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.t_start).count();
   if (!a.quiet) {
-    const auto& last = state.history.back();
-    std::printf("done: test accuracy %.4f after %d epochs; loading %.3f s, training %.3f s, total %.3f s\n",
-                last.test_accuracy, last.epoch, d.seconds, train_seconds, total);
+    const auto& last = s.state.history.back();
+    if (a.opt.optimizer == Optimizer::kLbfgs) {
+      const auto& info = s.state.model.info;
+      std::printf("L-BFGS: objective %.10g after %s iterations (%s evaluations), stopped by %s, max |gradient| %s\n",
+                  last.objective, info.at("lbfgs_iterations").c_str(), info.at("lbfgs_evaluations").c_str(),
+                  info.at("lbfgs_stop").c_str(), info.at("lbfgs_grad_max").c_str());
+    }
+    std::printf("done: test accuracy %.4f after %d %s; loading %.3f s, training %.3f s, total %.3f s\n",
+                last.test_accuracy, last.epoch, a.opt.optimizer == Optimizer::kLbfgs ? "iterations" : "epochs",
+                s.d.seconds, s.train_seconds, total);
     std::printf("wrote %s\n", fmt::format("{}", fmt::join(written, ", ")).c_str());
   }
 }
@@ -241,6 +413,26 @@ void setup(CLI::App& root) {
   add_data_options(app, &a->data, true);
   app->add_option("--epochs", a->opt.epochs, "Passes over the training set (default 10)")->type_name("N");
   app->add_option("--batch-size", a->opt.batch_size, "Minibatch size (default 256; the last batch is smaller)")->type_name("B");
+  app->add_option("--optimizer", a->optimizer,
+                  "sgd (minibatch SGD, d2l's recipe; default) or lbfgs (full-batch L-BFGS on scikit-learn's "
+                  "LogisticRegression objective, from W = 0)")
+      ->check(CLI::IsMember({"sgd", "lbfgs"}))
+      ->type_name("NAME");
+  app->add_option("--C", a->opt.C, "lbfgs: inverse L2 strength as in scikit-learn (penalty ||W||^2 / (2 C N) on the mean loss; default 1)")
+      ->type_name("C");
+  app->add_option("--max-iter", a->opt.max_iter, "lbfgs: iteration cap (default 1000)")->type_name("N");
+  app->add_option("--tol", a->opt.tol, "lbfgs: stop when max |gradient| of the summed objective <= tol (scikit-learn's tol; default 1e-4)")
+      ->type_name("T");
+  app->add_option("--dtype", a->dtype, "lbfgs: arithmetic, float32 (default) or float64")
+      ->check(CLI::IsMember({"float32", "float64"}))
+      ->type_name("T");
+  app->add_option("--log-every", a->opt.log_every, "lbfgs: measure and print every N-th iteration (default 10; the last always)")
+      ->type_name("N");
+  app->add_flag("!--no-precondition", a->opt.precondition,
+               "lbfgs: plain L-BFGS, without the change of variables that whitens the inputs (slower to converge)");
+  app->add_option("--val-split", a->opt.val_split,
+                  "Hold out this fraction of the training set for validation (stratified by class, seeded by --seed; default 0)")
+      ->type_name("F");
   app->add_option("--lr", a->opt.lr, "SGD learning rate (default 0.1)")->type_name("LR");
   app->add_option("--seed", a->opt.seed, "Seed for the initial weights and the shuffles (default 0)")->type_name("S");
   app->add_option("--threads", a->opt.threads,
@@ -254,8 +446,9 @@ void setup(CLI::App& root) {
   app->add_option("--metrics-out", a->metrics_out, "Per-epoch metrics as JSON, plus the same name with .csv (default OUT/metrics.json)")
       ->type_name("FILE.json");
   app->add_option("--checkpoint", a->checkpoint, "Write a checkpoint after every epoch (atomically)")->type_name("FILE");
-  app->add_option("--resume", a->resume, "Continue from a checkpoint (same options; --epochs may grow)")->type_name("FILE");
-  app->add_option("--class-names", a->class_names, "Comma-separated class names (default: Fashion-MNIST's names when the "
+  app->add_option("--resume", a->resume,
+                  "Continue from a checkpoint with the options stored in it (only --epochs, --threads and output options may be given again)")->type_name("FILE");
+  app->add_option("--class-names", a->class_names, "Comma-separated class names, or @FILE with one name per line (default: Fashion-MNIST's names when the "
                   "path mentions fashion, else 0, 1, ...)")->type_name("A,B,...");
   app->add_flag("--no-report", a->no_report, "Skip the pictures and report.html");
   app->add_flag("--no-progress", a->no_progress, "No progress bar (it is shown only on a terminal anyway)");
@@ -269,8 +462,12 @@ void setup(CLI::App& root) {
   app->callback([a, app] {
     a->command_line = "xent train";
     for (const auto* o : app->get_options())
+      if (o->count() > 0) a->given.push_back(o->get_name());
+    for (const auto* o : app->get_options())
       if (o->count() > 0 && o->get_name() != "--help")
         for (const auto& r : o->results()) a->command_line += " " + o->get_name() + (o->get_expected_max() > 0 ? " " + r : "");
+    a->opt.optimizer = a->optimizer == "lbfgs" ? Optimizer::kLbfgs : Optimizer::kSgd;
+    a->opt.float64 = a->dtype == "float64";
     run(*a);
   });
 }

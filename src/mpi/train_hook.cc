@@ -6,7 +6,7 @@
 
 #include "mpi/common.h"
 #include "xent/mpi.h"
-#include "xent/train.h"
+#include "xent/train/train.h"
 
 namespace xent::mpi {
 

@@ -33,34 +33,53 @@ std::vector<std::string> default_class_names(std::int64_t classes, bool fashion)
 std::string serialize_model(const SoftmaxModel& m) {
   std::map<std::string, std::string> meta = m.info;
   meta["format"] = "xent.softmax_regression";
-  meta["format_version"] = "1";
+  meta["format_version"] = "2";
   meta["class_names"] = json(m.class_names).dump();
   meta["input_shape"] = json(std::vector<std::int64_t>{m.height, m.width}).dump();
   meta["normalization"] = "x / 255 (unsigned-byte pixels scaled to [0, 1])";
+  // PyTorch's nn.Linear layout: weight (C, D), bias (C); logits = x weight^T + bias.
+  std::vector<float> wt(m.weight.size());
+  for (std::int64_t k = 0; k < m.features; ++k)
+    for (std::int64_t c = 0; c < m.classes; ++c)
+      wt[static_cast<std::size_t>(c * m.features + k)] = m.weight[static_cast<std::size_t>(k * m.classes + c)];
   return io::serialize_safetensors(
-      meta, {{"W", "F32", {m.features, m.classes}, m.weight.data(), m.weight.size() * sizeof(float)},
-             {"b", "F32", {m.classes}, m.bias.data(), m.bias.size() * sizeof(float)}});
+      meta, {{"weight", "F32", {m.classes, m.features}, wt.data(), wt.size() * sizeof(float)},
+             {"bias", "F32", {m.classes}, m.bias.data(), m.bias.size() * sizeof(float)}});
 }
 
 Result<SoftmaxModel> parse_model(const std::uint8_t* bytes, std::size_t n, std::string_view name) {
   auto st = io::parse_safetensors(bytes, n, name);
   if (!st.ok()) return st.status();
-  const io::SafetensorsEntry* w = st->find("W");
-  const io::SafetensorsEntry* b = st->find("b");
-  if (!w || !b) return data_loss(fmt::format("{}: not a xent model: expected tensors \"W\" and \"b\"", name));
-  if (w->dtype != "F32" || w->shape.size() != 2 || w->shape[0] < 1 || w->shape[1] < 2)
-    return data_loss(fmt::format("{}: \"W\" must be F32 [D, C] with D >= 1, C >= 2, found {} {}", name, w->dtype,
-                                 shape_string(w->shape)));
-  if (b->dtype != "F32" || b->shape.size() != 1 || b->shape[0] != w->shape[1])
-    return data_loss(fmt::format("{}: \"b\" must be F32 [{}] to match W {}, found {} {}", name, w->shape[1],
+  // Format 2 (nn.Linear's layout): "weight" [C, D] and "bias" [C]. Format 1 and checkpoints:
+  // "W" [D, C] and "b" [C].
+  const bool torch_layout = st->find("weight") != nullptr;
+  const io::SafetensorsEntry* w = st->find(torch_layout ? "weight" : "W");
+  const io::SafetensorsEntry* b = st->find(torch_layout ? "bias" : "b");
+  if (!w || !b)
+    return data_loss(fmt::format("{}: not a xent model: expected tensors \"weight\" and \"bias\" (or \"W\" and \"b\")", name));
+  const char* wn = torch_layout ? "weight" : "W";
+  const char* bn = torch_layout ? "bias" : "b";
+  const std::size_t cdim = torch_layout ? 0 : 1;
+  if (w->dtype != "F32" || w->shape.size() != 2 || w->shape[1 - cdim] < 1 || w->shape[cdim] < 2)
+    return data_loss(fmt::format("{}: \"{}\" must be F32 {} with D >= 1, C >= 2, found {} {}", name, wn,
+                                 torch_layout ? "[C, D]" : "[D, C]", w->dtype, shape_string(w->shape)));
+  if (b->dtype != "F32" || b->shape.size() != 1 || b->shape[0] != w->shape[cdim])
+    return data_loss(fmt::format("{}: \"{}\" must be F32 [{}] to match {} {}, found {} {}", name, bn, w->shape[cdim], wn,
                                  shape_string(w->shape), b->dtype, shape_string(b->shape)));
   SoftmaxModel m;
-  m.features = w->shape[0];
-  m.classes = w->shape[1];
+  m.features = w->shape[1 - cdim];
+  m.classes = w->shape[cdim];
   m.weight.resize(w->size / 4);
   m.bias.resize(b->size / 4);
   std::memcpy(m.weight.data(), bytes + w->begin, w->size);
   std::memcpy(m.bias.data(), bytes + b->begin, b->size);
+  if (torch_layout) {  // to the trainer's D x C
+    std::vector<float> t(m.weight.size());
+    for (std::int64_t c = 0; c < m.classes; ++c)
+      for (std::int64_t k = 0; k < m.features; ++k)
+        t[static_cast<std::size_t>(k * m.classes + c)] = m.weight[static_cast<std::size_t>(c * m.features + k)];
+    m.weight = std::move(t);
+  }
   m.info = st->metadata;
   m.height = 1;
   m.width = m.features;

@@ -89,11 +89,12 @@ struct Series {
   std::vector<double> y;
   double r, g, b;
   bool dashed;
+  std::vector<double> x = {};  // x of each point; empty: the panel's xs
 };
 
 // One line chart in the rectangle (x0, y0, w, h) with epochs 1..n on the x axis.
 void line_panel(cairo_t* cr, double x0, double y0, double w, double h, const std::string& title,
-                const std::vector<Series>& series, double ymin, double ymax) {
+                const std::vector<Series>& series, double ymin, double ymax, const std::vector<double>& xs) {
   const double L = 52, R = 12, T = 28, Bm = 40;
   const double px = x0 + L, py = y0 + T, pw = w - L - R, ph = h - T - Bm;
   std::size_t n = 0;
@@ -104,7 +105,13 @@ void line_panel(cairo_t* cr, double x0, double y0, double w, double h, const std
   ymax = std::ceil(ymax / step) * step;
   int decimals = 0;  // enough to show the step exactly (0.025 -> 3)
   while (decimals < 6 && std::fabs(step * std::pow(10.0, decimals) - std::round(step * std::pow(10.0, decimals))) > 1e-6) ++decimals;
-  auto X = [&](double e) { return n <= 1 ? px + pw / 2 : px + (e - 1) / static_cast<double>(n - 1) * pw; };
+  // x: the recorded epochs (L-BFGS: iterations), xs[i] for point i.
+  const double xmin = xs.empty() ? 1 : xs.front(), xmax = xs.empty() ? 1 : xs.back();
+  auto X = [&](double e) { return n <= 1 || xmax <= xmin ? px + pw / 2 : px + (e - xmin) / (xmax - xmin) * pw; };
+  auto Xi = [&](const Series& s, std::size_t i) {
+    if (i < s.x.size()) return X(s.x[i]);
+    return X(i < xs.size() ? xs[i] : static_cast<double>(i + 1));
+  };
   auto Y = [&](double v) { return py + ph - (v - ymin) / (ymax - ymin) * ph; };
   cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
   text(cr, px + pw / 2, y0 + 18, title, 14, Align::kCenter, true);
@@ -119,8 +126,8 @@ void line_panel(cairo_t* cr, double x0, double y0, double w, double h, const std
     text(cr, px - 6, Y(v) + 4, fmt::format("{:.{}f}", v, decimals), 11, Align::kRight);
   }
   // x ticks: every epoch up to 12, else a nice step.
-  const double xstep = n <= 12 ? 1 : nice_step(static_cast<double>(n), 8);
-  for (double e = 1; e <= static_cast<double>(n) + 1e-9; e += xstep) {
+  const double xstep = xmax - xmin < 12 ? 1 : nice_step(xmax - xmin, 8);
+  for (double e = std::max(1.0, std::ceil(xmin / xstep) * xstep); n > 0 && e <= xmax + 1e-9; e += xstep) {
     cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
     text(cr, X(e), py + ph + 16, fmt::format("{}", static_cast<long>(e)), 11, Align::kCenter);
   }
@@ -137,7 +144,7 @@ void line_panel(cairo_t* cr, double x0, double y0, double w, double h, const std
     bool started = false;
     for (std::size_t i = 0; i < s.y.size(); ++i) {
       if (!std::isfinite(s.y[i])) continue;
-      const double xx = X(static_cast<double>(i + 1)), yy = Y(s.y[i]);
+      const double xx = Xi(s, i), yy = Y(s.y[i]);
       if (!started) cairo_move_to(cr, xx, yy), started = true;
       else cairo_line_to(cr, xx, yy);
     }
@@ -145,7 +152,7 @@ void line_panel(cairo_t* cr, double x0, double y0, double w, double h, const std
     cairo_set_dash(cr, nullptr, 0, 0);
     for (std::size_t i = 0; i < s.y.size(); ++i) {
       if (!std::isfinite(s.y[i])) continue;
-      cairo_arc(cr, X(static_cast<double>(i + 1)), Y(s.y[i]), 3, 0, 2 * M_PI);
+      cairo_arc(cr, Xi(s, i), Y(s.y[i]), 3, 0, 2 * M_PI);
       cairo_fill(cr);
     }
   }
@@ -187,23 +194,71 @@ Result<std::string> render_curves_png(const std::vector<EpochMetrics>& history) 
   auto canvas = make_canvas(960, 380);
   if (!canvas.ok()) return canvas.status();
   cairo_t* cr = canvas->cr.get();
-  Series loss{"train loss", {}, 0.12, 0.47, 0.71, false};
-  Series tr{"train acc", {}, 0.84, 0.37, 0.0, true};
-  Series te{"test acc", {}, 0.17, 0.63, 0.17, false};
+  Series trl{"train", {}, 0.12, 0.47, 0.71, false};
+  Series val{"validation", {}, 0.84, 0.37, 0.0, true};
+  Series tel{"test", {}, 0.17, 0.63, 0.17, false};
+  Series tra = trl, vaa = val, tea = tel;
+  bool has_val = false, has_test_loss = false;
   double lmin = INFINITY, lmax = -INFINITY, amin = INFINITY, amax = -INFINITY;
   for (const auto& h : history) {
-    loss.y.push_back(h.train_loss);
-    tr.y.push_back(h.train_accuracy);
-    te.y.push_back(h.test_accuracy);
-    if (std::isfinite(h.train_loss)) lmin = std::min(lmin, h.train_loss), lmax = std::max(lmax, h.train_loss);
-    for (double a : {h.train_accuracy, h.test_accuracy})
+    trl.y.push_back(h.train_loss), val.y.push_back(h.val_loss), tel.y.push_back(h.test_loss);
+    tra.y.push_back(h.train_accuracy), vaa.y.push_back(h.val_accuracy), tea.y.push_back(h.test_accuracy);
+    has_val |= std::isfinite(h.val_accuracy);
+    has_test_loss |= std::isfinite(h.test_loss);
+    for (double l : {h.train_loss, h.val_loss, h.test_loss})
+      if (std::isfinite(l)) lmin = std::min(lmin, l), lmax = std::max(lmax, l);
+    for (double a : {h.train_accuracy, h.val_accuracy, h.test_accuracy})
       if (std::isfinite(a)) amin = std::min(amin, a), amax = std::max(amax, a);
   }
   if (!std::isfinite(lmin)) lmin = 0, lmax = 1;
   if (!std::isfinite(amin)) amin = 0, amax = 1;
   const double lpad = std::max(0.02, (lmax - lmin) * 0.1), apad = std::max(0.01, (amax - amin) * 0.1);
-  line_panel(cr, 0, 0, 480, 380, "training loss", {loss}, std::max(0.0, lmin - lpad), lmax + lpad);
-  line_panel(cr, 480, 0, 480, 380, "accuracy", {tr, te}, std::max(0.0, amin - apad), std::min(1.0, amax + apad));
+  std::vector<Series> losses = {trl}, accs = {tra};
+  if (has_val) losses.push_back(val), accs.push_back(vaa);
+  if (has_test_loss) losses.push_back(tel);
+  accs.push_back(tea);
+  std::vector<double> xs;
+  for (const auto& h : history) xs.push_back(h.epoch);
+  line_panel(cr, 0, 0, 480, 380, "loss", losses, std::max(0.0, lmin - lpad), lmax + lpad, xs);
+  line_panel(cr, 480, 0, 480, 380, "accuracy", accs, std::max(0.0, amin - apad), std::min(1.0, amax + apad), xs);
+  return to_png(*canvas);
+}
+
+Result<std::string> render_compare_png(const std::vector<RunCurves>& runs) {
+  if (runs.empty()) return invalid_argument("nothing to compare");
+  // Tableau-like palette, repeated with dashes after ten runs.
+  static const double kColours[10][3] = {{0.12, 0.47, 0.71}, {1.0, 0.5, 0.05},  {0.17, 0.63, 0.17}, {0.84, 0.15, 0.16},
+                                         {0.58, 0.4, 0.74},  {0.55, 0.34, 0.29}, {0.89, 0.47, 0.76}, {0.5, 0.5, 0.5},
+                                         {0.74, 0.74, 0.13}, {0.09, 0.75, 0.81}};
+  auto canvas = make_canvas(1100, 420);
+  if (!canvas.ok()) return canvas.status();
+  cairo_t* cr = canvas->cr.get();
+  std::vector<Series> losses, accs;
+  std::vector<double> xs;
+  double lmin = INFINITY, lmax = -INFINITY, amin = INFINITY, amax = -INFINITY;
+  for (std::size_t r = 0; r < runs.size(); ++r) {
+    const double* col = kColours[r % 10];
+    const std::string label = runs[r].name.size() > 18 ? runs[r].name.substr(0, 17) + "~" : runs[r].name;
+    Series l{label, {}, col[0], col[1], col[2], r >= 10}, a = l;
+    bool test_loss = false;
+    for (const auto& h : runs[r].history) test_loss |= std::isfinite(h.test_loss);
+    for (const auto& h : runs[r].history) {
+      const double lv = test_loss ? h.test_loss : h.train_loss;
+      l.y.push_back(lv), a.y.push_back(h.test_accuracy);
+      l.x.push_back(h.epoch), a.x.push_back(h.epoch);
+      if (std::isfinite(lv)) lmin = std::min(lmin, lv), lmax = std::max(lmax, lv);
+      if (std::isfinite(h.test_accuracy)) amin = std::min(amin, h.test_accuracy), amax = std::max(amax, h.test_accuracy);
+    }
+    // The panel's x range: 1 to the largest epoch of any run.
+    if (xs.empty()) xs = {1, 1};
+    xs.back() = std::max(xs.back(), static_cast<double>(runs[r].history.back().epoch));
+    losses.push_back(std::move(l)), accs.push_back(std::move(a));
+  }
+  if (!std::isfinite(lmin)) lmin = 0, lmax = 1;
+  if (!std::isfinite(amin)) amin = 0, amax = 1;
+  const double lpad = std::max(0.02, (lmax - lmin) * 0.1), apad = std::max(0.01, (amax - amin) * 0.1);
+  line_panel(cr, 0, 0, 550, 420, "test loss (train loss where none)", losses, std::max(0.0, lmin - lpad), lmax + lpad, xs);
+  line_panel(cr, 550, 0, 550, 420, "test accuracy", accs, std::max(0.0, amin - apad), std::min(1.0, amax + apad), xs);
   return to_png(*canvas);
 }
 
@@ -274,12 +329,16 @@ Result<std::string> render_predictions_png(const io::LabeledImages& data, const 
                                            const std::vector<std::string>& names, int count) {
   if (data.height < 2 || data.n == 0) return invalid_argument("predictions need 2-D images");
   if (eval.predicted.size() != static_cast<std::size_t>(data.n)) return invalid_argument("evaluation does not match the data");
-  std::vector<std::int64_t> pick;
-  for (int pass = 0; pass < 2; ++pass)
-    for (std::int64_t i = 0; i < data.n && static_cast<int>(pick.size()) < count; ++i) {
-      const bool wrong = eval.predicted[static_cast<std::size_t>(i)] != data.labels[static_cast<std::size_t>(i)];
-      if (wrong == (pass == 0)) pick.push_back(i);
-    }
+  // The first count/2 mistakes, then correct predictions to fill the grid (more mistakes when
+  // there are too few correct ones).
+  std::vector<std::int64_t> wrong, right;
+  for (std::int64_t i = 0; i < data.n; ++i)
+    (eval.predicted[static_cast<std::size_t>(i)] != data.labels[static_cast<std::size_t>(i)] ? wrong : right).push_back(i);
+  const auto want = static_cast<std::size_t>(count);
+  const std::size_t n_right = std::min(right.size(), want - std::min(wrong.size(), want / 2));
+  const std::size_t n_wrong = std::min(wrong.size(), want - n_right);
+  std::vector<std::int64_t> pick(wrong.begin(), wrong.begin() + static_cast<std::ptrdiff_t>(n_wrong));
+  pick.insert(pick.end(), right.begin(), right.begin() + static_cast<std::ptrdiff_t>(n_right));
   const int cols = 8;
   const int rows = static_cast<int>((pick.size() + cols - 1) / cols);
   const double scale = std::clamp(84.0 / static_cast<double>(std::max(data.height, data.width)), 1.0, 4.0);
@@ -289,7 +348,7 @@ Result<std::string> render_predictions_png(const io::LabeledImages& data, const 
   if (!canvas.ok()) return canvas.status();
   cairo_t* cr = canvas->cr.get();
   cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
-  text(cr, 10, 24, "test predictions (mistakes first)", 15, Align::kLeft, true);
+  text(cr, 10, 24, fmt::format("test predictions: {} mistakes, then {} correct", n_wrong, n_right), 15, Align::kLeft, true);
   text(cr, 10, 42, "each image: true label, then the prediction with its probability (red when wrong)", 11);
   const std::int64_t D = data.features();
   std::vector<std::uint32_t> argb(static_cast<std::size_t>(D));

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "xent/io/idx.h"
@@ -15,7 +16,7 @@
 
 namespace xent::train {
 
-// Train loss (left panel); train and test accuracy (right panel) per epoch.
+// Loss (left panel) and accuracy (right panel) per epoch: train, validation (when measured) and test.
 Result<std::string> render_curves_png(const std::vector<EpochMetrics>& history);
 // C x C counts (row = true class), shaded by the row's fraction.
 Result<std::string> render_confusion_png(const std::vector<std::int64_t>& confusion, const std::vector<std::string>& names);
@@ -37,6 +38,14 @@ enum class ImageFormat { kPng, kSvg };
 // `xent explain bce`.
 Result<std::string> render_bce_curve(ImageFormat format);
 
+// Several runs overlaid (`xent compare`): per run, its loss (test, else train) on the left and its
+// test accuracy on the right, one colour per run; x: each run's recorded epochs.
+struct RunCurves {
+  std::string name;
+  std::vector<EpochMetrics> history;
+};
+Result<std::string> render_compare_png(const std::vector<RunCurves>& runs);
+
 // Metrics as JSON (an object with "epochs": [...] and a summary) and as CSV.
 std::string metrics_json(const std::vector<EpochMetrics>& history, const std::string& extra_json_object);
 std::string metrics_csv(const std::vector<EpochMetrics>& history);
@@ -50,9 +59,12 @@ struct ReportInputs {
   std::string command;     // the command line that produced it
   double load_seconds = 0, train_seconds = 0, total_seconds = 0;
   int threads = 1;
+  std::vector<std::pair<std::string, std::string>> hyperparameters;  // shown as a table
+  bool running = false;  // the run goes on: the page reloads itself every few seconds
 };
 // Writes curves.png, confusion.png, predictions.png, weights.png (the last two for 2-D images)
 // and report.html into `dir` (created if missing), each atomically. `written` gets the paths.
+// Without test_eval (while running) only curves.png and the page are rewritten.
 Status write_report(const std::string& dir, const ReportInputs& in, std::vector<std::string>* written);
 
 }  // namespace xent::train

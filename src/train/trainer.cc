@@ -24,6 +24,7 @@
 #include "xent/io/file.h"
 #include "xent/io/safetensors.h"
 #include "parallel.h"
+#include "train/lbfgs.h"
 #include "train/rng.h"
 #include "xent/losses.h"
 #include "xent/runtime.h"
@@ -104,18 +105,6 @@ void for_each_logits_chunk(const SoftmaxModel& m, const std::uint8_t* pixels, st
   });
 }
 
-double test_accuracy(const SoftmaxModel& m, const LabeledImages& test, EvalWorkspace& ws) {
-  if (test.n == 0) return std::nan("");
-  std::int64_t correct_by_lane[kEvalLanes] = {};
-  for_each_logits_chunk(m, test.pixels.data(), test.n, ws, [&](std::int64_t lane, std::int64_t row0, std::int64_t rows, const float* Z) {
-    for (std::int64_t r = 0; r < rows; ++r)
-      correct_by_lane[lane] += argmax_row(Z + r * m.classes, m.classes) == test.labels[static_cast<std::size_t>(row0 + r)];
-  });
-  std::int64_t correct = 0;
-  for (auto c : correct_by_lane) correct += c;
-  return static_cast<double>(correct) / static_cast<double>(test.n);
-}
-
 void apply_threads(int threads) {
   // Each BLAS call is one task of ours: OpenBLAS must not spawn its own threads. (Its threaded
   // build is the one to link: Debian's serial build is not safe for concurrent calls.)
@@ -123,18 +112,38 @@ void apply_threads(int threads) {
   if (threads > 0) set_num_threads(threads);
 }
 
+// The options that define a run (what a checkpoint must match on resume): everything but the
+// epoch count and the thread count.
 json options_json(const TrainOptions& o) {
-  return {{"batch_size", o.batch_size}, {"lr", o.lr},           {"seed", o.seed},
-          {"weight_decay", o.weight_decay}, {"momentum", o.momentum}, {"label_smoothing", o.label_smoothing},
-          {"init_std", o.init_std}};
+  json j = {{"batch_size", o.batch_size}, {"lr", o.lr},           {"seed", o.seed},
+            {"weight_decay", o.weight_decay}, {"momentum", o.momentum}, {"label_smoothing", o.label_smoothing},
+            {"init_std", o.init_std}};
+  // Added later: written only when not at their defaults, so older checkpoints still match.
+  if (o.val_split != 0) j["val_split"] = o.val_split;
+  if (o.optimizer != Optimizer::kSgd) {
+    j["optimizer"] = optimizer_name(o.optimizer);
+    j["C"] = o.C, j["max_iter"] = o.max_iter, j["tol"] = o.tol, j["dtype"] = o.float64 ? "float64" : "float32";
+  }
+  return j;
 }
+
+json num_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
 Status compute_logits_impl(const SoftmaxModel& m, const std::uint8_t* pixels, std::int64_t n, int threads, float* logits);
 Status evaluate_impl(const SoftmaxModel& m, const LabeledImages& data, int threads, Evaluation* out);
 
 }  // namespace
 
+const char* optimizer_name(Optimizer o) noexcept { return o == Optimizer::kLbfgs ? "lbfgs" : "sgd"; }
+
 Status validate(const TrainOptions& o) {
+  if (!(o.val_split >= 0 && o.val_split < 1))
+    return invalid_argument(fmt::format("--val-split must be in [0, 1), found {}", o.val_split));
+  if (!(o.C > 0) || !std::isfinite(o.C)) return invalid_argument(fmt::format("--C must be positive and finite, found {}", o.C));
+  if (o.max_iter < 1 || o.max_iter > 1000000)
+    return invalid_argument(fmt::format("--max-iter must be in [1, 1e6], found {}", o.max_iter));
+  if (!(o.tol >= 0) || !std::isfinite(o.tol)) return invalid_argument(fmt::format("--tol must be >= 0, found {}", o.tol));
+  if (o.log_every < 1) return invalid_argument(fmt::format("--log-every must be >= 1, found {}", o.log_every));
   if (o.epochs < 1 || o.epochs > 1000000) return invalid_argument(fmt::format("--epochs must be in [1, 1e6], found {}", o.epochs));
   if (o.batch_size < 1 || o.batch_size > (1 << 24))
     return invalid_argument(fmt::format("--batch-size must be in [1, 2^24], found {}", o.batch_size));
@@ -174,170 +183,394 @@ Result<TrainState> init_train_state(std::int64_t height, std::int64_t width, std
   return s;
 }
 
+Status split_validation(const LabeledImages& data, double fraction, std::uint64_t seed, LabeledImages* train,
+                        LabeledImages* val) {
+  if (!(fraction >= 0 && fraction < 1))
+    return invalid_argument(fmt::format("--val-split must be in [0, 1), found {}", fraction));
+  std::int32_t max_label = -1;
+  for (std::int32_t y : data.labels) {
+    if (y < 0) return out_of_range(fmt::format("label {} is negative", y));
+    max_label = std::max(max_label, y);
+  }
+  // Per class: its indices in order, shuffled by a generator seeded from (seed, class); the first
+  // round(fraction * count) go to validation.
+  std::vector<std::vector<std::int64_t>> by_class(static_cast<std::size_t>(max_label + 1));
+  for (std::int64_t i = 0; i < data.n; ++i) by_class[static_cast<std::size_t>(data.labels[static_cast<std::size_t>(i)])].push_back(i);
+  std::vector<char> to_val(static_cast<std::size_t>(data.n), 0);
+  for (std::size_t c = 0; c < by_class.size(); ++c) {
+    auto& idx = by_class[c];
+    if (idx.empty()) continue;
+    const auto k = static_cast<std::int64_t>(std::llround(fraction * static_cast<double>(idx.size())));
+    if (k >= static_cast<std::int64_t>(idx.size()))
+      return invalid_argument(fmt::format("--val-split {} leaves no training image of class {} ({} images)", fraction, c,
+                                          idx.size()));
+    detail::Xoshiro256 rng(seed ^ (0x9e3779b97f4a7c15ULL * (c + 1)));
+    detail::shuffle(idx.data(), static_cast<std::int64_t>(idx.size()), rng);
+    for (std::int64_t j = 0; j < k; ++j) to_val[static_cast<std::size_t>(idx[static_cast<std::size_t>(j)])] = 1;
+  }
+  std::int64_t n_val = 0;
+  for (char v : to_val) n_val += v;
+  const std::int64_t D = data.features();
+  auto take = [&](char which, std::int64_t count, LabeledImages* out) {
+    LabeledImages o;
+    o.n = count, o.height = data.height, o.width = data.width;
+    o.pixels = ByteBuffer(static_cast<std::size_t>(count * D));
+    o.labels.reserve(static_cast<std::size_t>(count));
+    std::int64_t r = 0;
+    for (std::int64_t i = 0; i < data.n; ++i) {
+      if (to_val[static_cast<std::size_t>(i)] != which) continue;
+      std::memcpy(o.pixels.data() + r * D, data.pixels.data() + i * D, static_cast<std::size_t>(D));
+      o.labels.push_back(data.labels[static_cast<std::size_t>(i)]);
+      ++r;
+    }
+    *out = std::move(o);
+  };
+  LabeledImages t, v;
+  take(0, data.n - n_val, &t);
+  take(1, n_val, &v);
+  *train = std::move(t), *val = std::move(v);
+  return Status::Ok();
+}
+
 namespace {
 
-Status train_impl(const LabeledImages& train, const LabeledImages& test, const TrainOptions& options,
-                  TrainState& state, const TrainCallbacks& callbacks, bool* interrupted) {
-  using clock = std::chrono::steady_clock;
-  if (interrupted) *interrupted = false;
+// Loss and accuracy of the model on a labelled set, in fixed evaluation chunks (kEvalLanes tasks,
+// each summing its chunks in order; lanes added in order), so the numbers do not depend on the
+// thread count. NaNs for an empty set.
+struct SplitScore {
+  double loss = NAN, accuracy = NAN;
+};
+SplitScore score_split(const SoftmaxModel& m, const LabeledImages& data, double label_smoothing, EvalWorkspace& ws) {
+  SplitScore s;
+  if (data.n == 0) return s;
+  std::int64_t correct_by_lane[kEvalLanes] = {};
+  double loss_by_lane[kEvalLanes] = {};
+  CrossEntropyOptions ce;
+  ce.reduction = Reduction::kSum;
+  ce.label_smoothing = label_smoothing;
+  for_each_logits_chunk(m, data.pixels.data(), data.n, ws, [&](std::int64_t lane, std::int64_t row0, std::int64_t rows, const float* Z) {
+    const std::int32_t* y = data.labels.data() + row0;
+    for (std::int64_t r = 0; r < rows; ++r) correct_by_lane[lane] += argmax_row(Z + r * m.classes, m.classes) == y[r];
+    float loss = 0;
+    // Labels were checked against the model (check_data), so this cannot fail.
+    (void)cross_entropy_forward(ConstTensorView(Z, {rows, m.classes}), ConstTensorView(y, {rows}), ce,
+                                TensorView(&loss, Shape{}));
+    loss_by_lane[lane] += static_cast<double>(loss);
+  });
+  std::int64_t correct = 0;
+  double loss = 0;
+  for (std::int64_t l = 0; l < kEvalLanes; ++l) correct += correct_by_lane[l], loss += loss_by_lane[l];
+  s.accuracy = static_cast<double>(correct) / static_cast<double>(data.n);
+  s.loss = loss / static_cast<double>(data.n);
+  return s;
+}
+
+// The SGD loop's buffers, sized once for batches of B rows.
+struct SgdWorkspace {
+  std::int64_t B = 0, D = 0, C = 0, max_tasks = 0;
+  std::vector<float> X, Z, dZ;           // B x D, B x C, B x C
+  std::vector<float> gW_part;            // per chunk: X^T dZ (D x C); chunk 0 receives the sum
+  std::vector<double> gb_part;           // per chunk: column sums of dZ
+  std::vector<float> chunk_loss;
+  std::vector<std::int64_t> chunk_correct;
+  std::vector<Status> chunk_status;
+  std::vector<std::int32_t> y, perm;     // batch labels; the epoch's permutation of the N rows
+  EvalWorkspace eval;
+  SgdWorkspace(std::int64_t batch, std::int64_t n, std::int64_t d, std::int64_t c)
+      : B(batch), D(d), C(c), max_tasks(ceil_div(batch, kRowChunk)) {
+    X.resize(static_cast<std::size_t>(B * D));
+    Z.resize(static_cast<std::size_t>(B * C));
+    dZ.resize(static_cast<std::size_t>(B * C));
+    gW_part.resize(static_cast<std::size_t>(max_tasks * D * C));
+    gb_part.resize(static_cast<std::size_t>(max_tasks * C));
+    chunk_loss.resize(static_cast<std::size_t>(max_tasks));
+    chunk_correct.resize(static_cast<std::size_t>(max_tasks));
+    chunk_status.resize(static_cast<std::size_t>(max_tasks));
+    y.resize(static_cast<std::size_t>(B));
+    perm.resize(static_cast<std::size_t>(n));
+  }
+};
+
+Status check_training_inputs(const LabeledImages& train, const LabeledImages* val, const LabeledImages& test,
+                             const TrainOptions& options, const TrainState& state) {
   XENT_RETURN_IF_ERROR(validate(options));
-  SoftmaxModel& m = state.model;
-  const std::int64_t D = m.features, C = m.classes, N = train.n;
+  const SoftmaxModel& m = state.model;
+  const std::int64_t D = m.features, C = m.classes;
   if (m.weight.size() != static_cast<std::size_t>(D * C) || m.bias.size() != static_cast<std::size_t>(C) ||
       state.velocity_w.size() != m.weight.size() || state.velocity_b.size() != m.bias.size())
     return invalid_argument("training state has inconsistent sizes");
-  if (N < 1) return invalid_argument("the training set is empty");
-  if (N > INT32_MAX) return invalid_argument(fmt::format("the training set has {} images, more than 2^31 - 1", N));
+  if (train.n < 1) return invalid_argument("the training set is empty");
+  if (train.n > INT32_MAX) return invalid_argument(fmt::format("the training set has {} images, more than 2^31 - 1", train.n));
   XENT_RETURN_IF_ERROR(check_data(train, "train", D, C));
-  XENT_RETURN_IF_ERROR(check_data(test, "test", D, C));
-  apply_threads(options.threads);
+  if (val) XENT_RETURN_IF_ERROR(check_data(*val, "validation", D, C));
+  return check_data(test, "test", D, C);
+}
 
+// Gather + scale the batch's rows, forward, fused cross-entropy and partial gradients, one task
+// per fixed chunk of kRowChunk rows (so the partials do not depend on the thread count); only
+// chunks [first, last) (this process's share when data-parallel).
+void sgd_chunks_forward_backward(const SoftmaxModel& m, const LabeledImages& train, std::int64_t start,
+                                 std::int64_t rows, std::int64_t first, std::int64_t last,
+                                 const CrossEntropyOptions& ce_sum, SgdWorkspace& w) {
+  const std::int64_t D = w.D, C = w.C;
+  const std::uint8_t* px = train.pixels.data();
+  detail::parallel_for(static_cast<std::size_t>(last - first), [&](std::size_t task) {
+    const std::size_t t = task + static_cast<std::size_t>(first);
+    const std::int64_t r0 = static_cast<std::int64_t>(t) * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
+    const std::int64_t n = r1 - r0;
+    float* Xt = w.X.data() + r0 * D;
+    float* Zt = w.Z.data() + r0 * C;
+    float* dZt = w.dZ.data() + r0 * C;
+    std::int32_t* yt = w.y.data() + r0;
+    for (std::int64_t r = r0; r < r1; ++r) {
+      // Rows are random in a dataset larger than the caches: fetch a few rows ahead.
+      if (r + kPrefetchRows < r1) {
+        const std::uint8_t* ahead = px + w.perm[static_cast<std::size_t>(start + r + kPrefetchRows)] * D;
+        for (std::int64_t off = 0; off < D; off += 64) __builtin_prefetch(ahead + off);
+      }
+      const std::int64_t i = w.perm[static_cast<std::size_t>(start + r)];
+      scale_pixels(px + i * D, static_cast<std::size_t>(D), w.X.data() + r * D);
+      w.y[static_cast<std::size_t>(r)] = train.labels[static_cast<std::size_t>(i)];
+    }
+    linear_forward(Xt, n, m.weight.data(), m.bias.data(), D, C, Zt);
+    std::int64_t hits = 0;
+    for (std::int64_t r = 0; r < n; ++r) hits += argmax_row(Zt + r * C, C) == yt[r];
+    w.chunk_correct[t] = hits;
+    float loss = 0;
+    w.chunk_status[t] = cross_entropy_fused(ConstTensorView(Zt, {n, C}), ConstTensorView(yt, {n}), ce_sum,
+                                            TensorView(&loss, Shape{}), TensorView(dZt, {n, C}));
+    w.chunk_loss[t] = loss;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(D), static_cast<int>(C), static_cast<int>(n),
+                1.0f, Xt, static_cast<int>(D), dZt, static_cast<int>(C), 0.0f, w.gW_part.data() + t * D * C,
+                static_cast<int>(C));
+    double* gbt = w.gb_part.data() + t * C;
+    for (std::int64_t c = 0; c < C; ++c) gbt[c] = 0;
+    for (std::int64_t r = 0; r < n; ++r)
+      for (std::int64_t c = 0; c < C; ++c) gbt[c] += dZt[r * C + c];
+  });
+}
+
+// Adds the chunks' partial gradients in chunk order into chunk 0's slot (gW) and gb_part[0..C)
+// (gb): a fixed order for every thread count (and, data-parallel, every process count).
+void combine_chunk_gradients(std::int64_t tasks, SgdWorkspace& w) {
+  const std::int64_t DC = w.D * w.C, C = w.C;
+  float* g = w.gW_part.data();
+  for (std::int64_t t = 1; t < tasks; ++t) {
+    const float* gt = w.gW_part.data() + t * DC;
+    for (std::int64_t j = 0; j < DC; ++j) g[j] += gt[j];
+  }
+  for (std::int64_t c = 0; c < C; ++c) {
+    double s = 0;
+    for (std::int64_t t = 0; t < tasks; ++t) s += w.gb_part[static_cast<std::size_t>(t * C + c)];
+    w.gb_part[static_cast<std::size_t>(c)] = s;
+  }
+}
+
+// p -= lr * (momentum buffer of) the batch-mean gradient plus weight decay on W.
+void sgd_update(const TrainOptions& options, std::int64_t rows, SgdWorkspace& w, TrainState& state) {
+  SoftmaxModel& m = state.model;
+  const float lr = static_cast<float>(options.lr), wd = static_cast<float>(options.weight_decay),
+              mu = static_cast<float>(options.momentum);
+  const float inv_rows = 1.0f / static_cast<float>(rows);
+  const std::int64_t DC = w.D * w.C;
+  const float* g = w.gW_part.data();
+  float* W = m.weight.data();
+  if (mu != 0.0f) {
+    float* v = state.velocity_w.data();
+    for (std::int64_t j = 0; j < DC; ++j) {
+      v[j] = mu * v[j] + (g[j] * inv_rows + wd * W[j]);
+      W[j] -= lr * v[j];
+    }
+  } else {
+    for (std::int64_t j = 0; j < DC; ++j) W[j] -= lr * (g[j] * inv_rows + wd * W[j]);
+  }
+  for (std::int64_t c = 0; c < w.C; ++c) {
+    float step = static_cast<float>(w.gb_part[static_cast<std::size_t>(c)]) * inv_rows;
+    if (mu != 0.0f) {
+      float& vb = state.velocity_b[static_cast<std::size_t>(c)];
+      vb = mu * vb + step;
+      step = vb;
+    }
+    m.bias[static_cast<std::size_t>(c)] -= lr * step;
+  }
+}
+
+// Measures the model after an epoch (or L-BFGS iteration) on the validation and test sets, records
+// the metrics in the history and the model's metadata, and calls on_epoch_end.
+Status finish_epoch(EpochMetrics em, const LabeledImages* val, const LabeledImages& test, const TrainOptions& options,
+                    TrainState& state, const TrainCallbacks& callbacks, EvalWorkspace& ws,
+                    std::chrono::steady_clock::time_point t0) {
+  SoftmaxModel& m = state.model;
+  if (val) {
+    const SplitScore v = score_split(m, *val, options.label_smoothing, ws);
+    em.val_loss = v.loss, em.val_accuracy = v.accuracy;
+  }
+  const SplitScore te = score_split(m, test, options.label_smoothing, ws);
+  em.test_loss = te.loss, em.test_accuracy = te.accuracy;
+  em.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  state.epochs_done = em.epoch;
+  state.history.push_back(em);
+  m.info["optimizer"] = optimizer_name(options.optimizer);
+  m.info["epochs"] = std::to_string(em.epoch);
+  m.info["train_loss"] = fmt::format("{:.6f}", em.train_loss);
+  m.info["train_accuracy"] = fmt::format("{:.6f}", em.train_accuracy);
+  if (val) m.info["val_accuracy"] = fmt::format("{:.6f}", em.val_accuracy);
+  m.info["test_accuracy"] = fmt::format("{:.6f}", em.test_accuracy);
+  if (std::isfinite(em.objective)) m.info["objective"] = fmt::format("{:.17g}", em.objective);
+  m.info["recipe"] = options_json(options).dump();
+  if (callbacks.on_epoch_end) return callbacks.on_epoch_end(state, em);
+  return Status::Ok();
+}
+
+Status train_sgd(const LabeledImages& train, const LabeledImages* val, const LabeledImages& test,
+                 const TrainOptions& options, TrainState& state, const TrainCallbacks& callbacks, bool* interrupted) {
+  using clock = std::chrono::steady_clock;
+  SoftmaxModel& m = state.model;
+  const std::int64_t N = train.n;
   const std::int64_t B = std::min<std::int64_t>(options.batch_size, N);
-  std::vector<float> X(static_cast<std::size_t>(B * D)), Z(static_cast<std::size_t>(B * C)),
-      dZ(static_cast<std::size_t>(B * C));
-  const std::int64_t max_tasks = ceil_div(B, kRowChunk);
-  std::vector<float> gW_part(static_cast<std::size_t>(max_tasks * D * C));  // per chunk: X^T dZ
-  std::vector<double> gb_part(static_cast<std::size_t>(max_tasks * C));     // per chunk: column sums of dZ
-  std::vector<float> chunk_loss(static_cast<std::size_t>(max_tasks));
-  std::vector<std::int64_t> chunk_correct(static_cast<std::size_t>(max_tasks));
-  std::vector<Status> chunk_status(static_cast<std::size_t>(max_tasks));
-  std::vector<std::int32_t> y(static_cast<std::size_t>(B)), perm(static_cast<std::size_t>(N));
-  std::vector<float> W0, b0, vW0, vb0;  // the last completed epoch, restored on interruption
-  EvalWorkspace ws;
+  SgdWorkspace w(B, N, m.features, m.classes);
   CrossEntropyOptions ce_sum;  // per chunk; the batch mean is taken when the chunks are added
   ce_sum.reduction = Reduction::kSum;
   ce_sum.label_smoothing = options.label_smoothing;
-  const float lr = static_cast<float>(options.lr), wd = static_cast<float>(options.weight_decay),
-              mu = static_cast<float>(options.momentum);
-  const std::uint8_t* px = train.pixels.data();
 
   for (int epoch = state.epochs_done + 1; epoch <= options.epochs; ++epoch) {
     const auto t0 = clock::now();
-    W0 = m.weight, b0 = m.bias, vW0 = state.velocity_w, vb0 = state.velocity_b;
-    const auto rng0 = state.rng;
+    // The last completed epoch, restored on interruption.
+    const TrainState before{m, state.velocity_w, state.velocity_b, state.rng, state.epochs_done, {}};
     detail::Xoshiro256 rng(state.rng);
-    for (std::int64_t i = 0; i < N; ++i) perm[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i);
-    detail::shuffle(perm.data(), N, rng);
+    for (std::int64_t i = 0; i < N; ++i) w.perm[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i);
+    detail::shuffle(w.perm.data(), N, rng);
 
     double loss_sum = 0;
     std::int64_t correct = 0;
     for (std::int64_t start = 0; start < N; start += B) {
       if (callbacks.stop && callbacks.stop->load(std::memory_order_relaxed)) {
-        m.weight = W0, m.bias = b0, state.velocity_w = vW0, state.velocity_b = vb0, state.rng = rng0;
+        m.weight = before.model.weight, m.bias = before.model.bias;
+        state.velocity_w = before.velocity_w, state.velocity_b = before.velocity_b, state.rng = before.rng;
         if (interrupted) *interrupted = true;
         return Status::Ok();
       }
       const std::int64_t rows = std::min(B, N - start);
       const std::int64_t tasks = ceil_div(rows, kRowChunk);
-      // One region per batch. Each fixed chunk of rows: gather + scale, Z = X W + b, the fused
-      // cross-entropy (summed over its rows), and its partial gradients X^T dZ and sum(dZ), while
-      // its rows of X are still in cache.
-      std::int64_t first = 0, last = tasks;  // chunks this process computes (data parallelism)
+      // This process computes chunks [first, last) (all of them unless data-parallel); the
+      // others' partials arrive through share_chunks, and every process adds all in chunk order.
+      std::int64_t first = 0, last = tasks;
       if (callbacks.own_chunks) callbacks.own_chunks(tasks, &first, &last);
-      detail::parallel_for(static_cast<std::size_t>(last - first), [&](std::size_t task) {
-        const std::size_t t = task + static_cast<std::size_t>(first);
-        const std::int64_t r0 = static_cast<std::int64_t>(t) * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
-        const std::int64_t n = r1 - r0;
-        float* Xt = X.data() + r0 * D;
-        float* Zt = Z.data() + r0 * C;
-        float* dZt = dZ.data() + r0 * C;
-        std::int32_t* yt = y.data() + r0;
-        for (std::int64_t r = r0; r < r1; ++r) {
-          // Rows are random in a dataset larger than the caches: fetch a few rows ahead.
-          if (r + kPrefetchRows < r1) {
-            const std::uint8_t* ahead = px + perm[static_cast<std::size_t>(start + r + kPrefetchRows)] * D;
-            for (std::int64_t off = 0; off < D; off += 64) __builtin_prefetch(ahead + off);
-          }
-          const std::int64_t i = perm[static_cast<std::size_t>(start + r)];
-          scale_pixels(px + i * D, static_cast<std::size_t>(D), X.data() + r * D);
-          y[static_cast<std::size_t>(r)] = train.labels[static_cast<std::size_t>(i)];
-        }
-        linear_forward(Xt, n, m.weight.data(), m.bias.data(), D, C, Zt);
-        std::int64_t hits = 0;
-        for (std::int64_t r = 0; r < n; ++r) hits += argmax_row(Zt + r * C, C) == yt[r];
-        chunk_correct[t] = hits;
-        float loss = 0;
-        chunk_status[t] = cross_entropy_fused(ConstTensorView(Zt, {n, C}), ConstTensorView(yt, {n}), ce_sum,
-                                              TensorView(&loss, Shape{}), TensorView(dZt, {n, C}));
-        chunk_loss[t] = loss;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(D), static_cast<int>(C),
-                    static_cast<int>(n), 1.0f, Xt, static_cast<int>(D), dZt, static_cast<int>(C), 0.0f,
-                    gW_part.data() + t * D * C, static_cast<int>(C));
-        double* gbt = gb_part.data() + t * C;
-        for (std::int64_t c = 0; c < C; ++c) gbt[c] = 0;
-        for (std::int64_t r = 0; r < n; ++r)
-          for (std::int64_t c = 0; c < C; ++c) gbt[c] += dZt[r * C + c];
-      });
-      for (std::int64_t t = first; t < last; ++t) XENT_RETURN_IF_ERROR(chunk_status[static_cast<std::size_t>(t)]);
+      sgd_chunks_forward_backward(m, train, start, rows, first, last, ce_sum, w);
+      for (std::int64_t t = first; t < last; ++t) XENT_RETURN_IF_ERROR(w.chunk_status[static_cast<std::size_t>(t)]);
       if (callbacks.share_chunks)
         XENT_RETURN_IF_ERROR(callbacks.share_chunks(
-            {tasks, D * C, C, gW_part.data(), gb_part.data(), chunk_loss.data(), chunk_correct.data()}));
+            {tasks, w.D * w.C, w.C, w.gW_part.data(), w.gb_part.data(), w.chunk_loss.data(), w.chunk_correct.data()}));
       for (std::int64_t t = 0; t < tasks; ++t) {
-        correct += chunk_correct[static_cast<std::size_t>(t)];
-        loss_sum += static_cast<double>(chunk_loss[static_cast<std::size_t>(t)]);
+        correct += w.chunk_correct[static_cast<std::size_t>(t)];
+        loss_sum += static_cast<double>(w.chunk_loss[static_cast<std::size_t>(t)]);
       }
-      // The mean over the batch: chunk sums added in chunk order, then one scale (fixed order for
-      // every thread count), and the SGD step.
-      const float inv_rows = 1.0f / static_cast<float>(rows);
-      const std::int64_t DC = D * C;
-      float* g = gW_part.data();
-      for (std::int64_t t = 1; t < tasks; ++t) {
-        const float* gt = gW_part.data() + t * DC;
-        for (std::int64_t j = 0; j < DC; ++j) g[j] += gt[j];
-      }
-      float* w = m.weight.data();
-      if (mu != 0.0f) {
-        float* v = state.velocity_w.data();
-        for (std::int64_t j = 0; j < DC; ++j) {
-          v[j] = mu * v[j] + (g[j] * inv_rows + wd * w[j]);
-          w[j] -= lr * v[j];
-        }
-      } else {
-        for (std::int64_t j = 0; j < DC; ++j) w[j] -= lr * (g[j] * inv_rows + wd * w[j]);
-      }
-      for (std::int64_t c = 0; c < C; ++c) {
-        double s = 0;
-        for (std::int64_t t = 0; t < tasks; ++t) s += gb_part[static_cast<std::size_t>(t * C + c)];
-        float step = static_cast<float>(s) * inv_rows;
-        if (mu != 0.0f) {
-          float& vb = state.velocity_b[static_cast<std::size_t>(c)];
-          vb = mu * vb + step;
-          step = vb;
-        }
-        m.bias[static_cast<std::size_t>(c)] -= lr * step;
-      }
+      combine_chunk_gradients(tasks, w);
+      sgd_update(options, rows, w, state);
       if (callbacks.on_progress) callbacks.on_progress(epoch, start + rows, N);
     }
     state.rng = rng.state();
-    state.epochs_done = epoch;
     EpochMetrics em;
     em.epoch = epoch;
     em.train_loss = loss_sum / static_cast<double>(N);
     em.train_accuracy = static_cast<double>(correct) / static_cast<double>(N);
-    em.test_accuracy = test_accuracy(m, test, ws);
-    em.seconds = std::chrono::duration<double>(clock::now() - t0).count();
-    state.history.push_back(em);
-    m.info["epochs"] = std::to_string(epoch);
-    m.info["train_loss"] = fmt::format("{:.6f}", em.train_loss);
-    m.info["train_accuracy"] = fmt::format("{:.6f}", em.train_accuracy);
-    m.info["test_accuracy"] = fmt::format("{:.6f}", em.test_accuracy);
-    m.info["recipe"] = options_json(options).dump();
-    if (callbacks.on_epoch_end) XENT_RETURN_IF_ERROR(callbacks.on_epoch_end(state, em));
+    XENT_RETURN_IF_ERROR(finish_epoch(em, val, test, options, state, callbacks, w.eval, t0));
   }
   return Status::Ok();
+}
+
+// Full-batch L-BFGS from W = 0, b = 0 (scikit-learn's start) on the objective of lbfgs.h. Every
+// log_every-th iteration and the last are measured and recorded as "epochs". Ctrl-C ends the run
+// at the current iterate (a valid model; L-BFGS runs are not resumable).
+template <class T>
+Status train_lbfgs_as(const LabeledImages& train, const LabeledImages* val, const LabeledImages& test,
+                      const TrainOptions& options, TrainState& state, const TrainCallbacks& callbacks,
+                      bool* interrupted) {
+  using clock = std::chrono::steady_clock;
+  SoftmaxModel& m = state.model;
+  const std::int64_t DC = m.features * m.classes, C = m.classes;
+  if (state.epochs_done != 0) return invalid_argument("--optimizer lbfgs cannot resume a run");
+  if (callbacks.own_chunks)
+    return invalid_argument("--optimizer lbfgs is not data-parallel: run it without mpirun (it takes seconds on one process)");
+  auto t0 = clock::now();
+  train::SoftmaxObjective<T> objective(train, C, options.C);
+  std::vector<double> p(static_cast<std::size_t>(DC + C), 0.0);
+  EvalWorkspace ws;
+  int last_recorded = -1;
+  auto record = [&](int k, const std::vector<double>& x, const train::ObjectiveValue& v) -> Status {
+    for (std::int64_t j = 0; j < DC; ++j) m.weight[static_cast<std::size_t>(j)] = static_cast<float>(x[static_cast<std::size_t>(j)]);
+    for (std::int64_t c = 0; c < C; ++c) m.bias[static_cast<std::size_t>(c)] = static_cast<float>(x[static_cast<std::size_t>(DC + c)]);
+    EpochMetrics em;
+    em.epoch = k;
+    em.train_loss = v.mean_ce;
+    em.train_accuracy = static_cast<double>(v.correct) / static_cast<double>(train.n);
+    em.objective = v.f;
+    last_recorded = k;
+    Status s = finish_epoch(em, val, test, options, state, callbacks, ws, t0);
+    t0 = clock::now();
+    return s;
+  };
+  train::LbfgsSettings settings;
+  settings.max_iter = options.max_iter;
+  settings.gtol = options.tol / static_cast<double>(train.n);  // scikit-learn's tol is on the summed objective
+  Status callback_status;
+  bool stopped = false;
+  auto on_iteration = [&](int k, const std::vector<double>& x, const train::ObjectiveValue& v) {
+    if (callbacks.stop && callbacks.stop->load(std::memory_order_relaxed)) {
+      stopped = true;
+      return false;
+    }
+    if (k % options.log_every == 0) {
+      callback_status = record(k, x, v);
+      if (!callback_status.ok()) return false;
+    }
+    return true;
+  };
+  train::LbfgsResult result;
+  XENT_RETURN_IF_ERROR(train::minimize_softmax(objective, train, options.precondition, p, settings, on_iteration, &result));
+  XENT_RETURN_IF_ERROR(callback_status);
+  if (stopped && interrupted) *interrupted = true;
+  m.info["lbfgs_stop"] = result.stop_reason;
+  m.info["lbfgs_iterations"] = std::to_string(result.iterations);
+  m.info["lbfgs_evaluations"] = std::to_string(result.evaluations);
+  m.info["lbfgs_grad_max"] = fmt::format("{:.6g}", result.grad_max);
+  m.info["dtype"] = options.float64 ? "float64" : "float32";
+  if (last_recorded != result.iterations) XENT_RETURN_IF_ERROR(record(result.iterations, p, result.value));
+  return Status::Ok();
+}
+
+Status train_lbfgs(const LabeledImages& train, const LabeledImages* val, const LabeledImages& test,
+                   const TrainOptions& options, TrainState& state, const TrainCallbacks& callbacks, bool* interrupted) {
+  if (options.float64) return train_lbfgs_as<double>(train, val, test, options, state, callbacks, interrupted);
+  return train_lbfgs_as<float>(train, val, test, options, state, callbacks, interrupted);
+}
+
+Status train_impl(const LabeledImages& train, const LabeledImages* val, const LabeledImages& test,
+                  const TrainOptions& options, TrainState& state, const TrainCallbacks& callbacks, bool* interrupted) {
+  if (interrupted) *interrupted = false;
+  XENT_RETURN_IF_ERROR(check_training_inputs(train, val, test, options, state));
+  apply_threads(options.threads);
+  if (options.optimizer == Optimizer::kLbfgs) return train_lbfgs(train, val, test, options, state, callbacks, interrupted);
+  return train_sgd(train, val, test, options, state, callbacks, interrupted);
 }
 
 }  // namespace
 
 // Allocation failures (huge batches or images) become a Status, never an exception.
-Status train_softmax_regression(const LabeledImages& train, const LabeledImages& test, const TrainOptions& options,
-                                TrainState& state, const TrainCallbacks& callbacks, bool* interrupted) {
+Status train_softmax_regression(const LabeledImages& train, const LabeledImages* val, const LabeledImages& test,
+                                const TrainOptions& options, TrainState& state, const TrainCallbacks& callbacks,
+                                bool* interrupted) {
   try {
-    return train_impl(train, test, options, state, callbacks, interrupted);
+    return train_impl(train, val, test, options, state, callbacks, interrupted);
   } catch (const std::bad_alloc&) {
     return resource_exhausted(fmt::format("out of memory for batches of {} images of {} pixels",
                                           options.batch_size, state.model.features));
   }
+}
+
+Status train_softmax_regression(const LabeledImages& train, const LabeledImages& test, const TrainOptions& options,
+                                TrainState& state, const TrainCallbacks& callbacks, bool* interrupted) {
+  return train_softmax_regression(train, nullptr, test, options, state, callbacks, interrupted);
 }
 
 Status compute_logits(const SoftmaxModel& m, const std::uint8_t* pixels, std::int64_t n, int threads, float* logits) {
@@ -430,7 +663,9 @@ Status save_checkpoint(const std::string& path, const TrainState& s, const Train
   json hist = json::array();
   for (const auto& h : s.history)
     hist.push_back({{"epoch", h.epoch}, {"train_loss", h.train_loss}, {"train_accuracy", h.train_accuracy},
-                    {"test_accuracy", h.test_accuracy}, {"seconds", h.seconds}});
+                    {"val_loss", num_or_null(h.val_loss)}, {"val_accuracy", num_or_null(h.val_accuracy)},
+                    {"test_loss", num_or_null(h.test_loss)}, {"test_accuracy", num_or_null(h.test_accuracy)},
+                    {"seconds", h.seconds}});
   meta["checkpoint_history"] = hist.dump();
   const std::string bytes = serialize_safetensors(
       meta, {{"W", "F32", {m.features, m.classes}, m.weight.data(), m.weight.size() * 4},
@@ -439,6 +674,33 @@ Status save_checkpoint(const std::string& path, const TrainState& s, const Train
              {"velocity_b", "F32", {m.classes}, s.velocity_b.data(), s.velocity_b.size() * 4},
              {"rng", "U64", {4}, s.rng.data(), 32}});
   return io::write_file_atomic(path, bytes);
+}
+
+Result<TrainOptions> read_checkpoint_options(const std::string& path, const TrainOptions& base) {
+  auto bytes = read_file_bytes(path);
+  if (!bytes.ok()) return bytes.status();
+  auto st = parse_safetensors(bytes->data(), bytes->size(), path);
+  if (!st.ok()) return st.status();
+  auto it = st->metadata.find("checkpoint_options");
+  if (it == st->metadata.end()) return data_loss(fmt::format("{}: not a xent checkpoint (no checkpoint_options)", path));
+  json j = json::parse(it->second, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return data_loss(fmt::format("{}: checkpoint_options is not a JSON object", path));
+  TrainOptions o = base;
+  try {
+    o.batch_size = j.at("batch_size").get<std::int64_t>();
+    o.lr = j.at("lr").get<double>();
+    o.seed = j.at("seed").get<std::uint64_t>();
+    o.weight_decay = j.at("weight_decay").get<double>();
+    o.momentum = j.at("momentum").get<double>();
+    o.label_smoothing = j.at("label_smoothing").get<double>();
+    o.init_std = j.at("init_std").get<double>();
+    o.val_split = j.value("val_split", 0.0);
+    if (j.contains("optimizer")) return invalid_argument(fmt::format("{}: an L-BFGS run cannot be resumed", path));
+  } catch (const std::exception& e) {
+    return data_loss(fmt::format("{}: bad checkpoint_options {}: {}", path, it->second, e.what()));
+  }
+  XENT_RETURN_IF_ERROR(validate(o));
+  return o;
 }
 
 Result<TrainState> load_checkpoint(const std::string& path, const TrainOptions& options,
@@ -489,6 +751,9 @@ Result<TrainState> load_checkpoint(const std::string& path, const TrainOptions& 
       e.train_loss = h.at("train_loss").is_null() ? std::nan("") : h.at("train_loss").get<double>();
       e.train_accuracy = h.at("train_accuracy").get<double>();
       e.test_accuracy = h.at("test_accuracy").is_null() ? std::nan("") : h.at("test_accuracy").get<double>();
+      // Added later (older checkpoints lack them).
+      auto opt = [&](const char* k) { return h.contains(k) && !h.at(k).is_null() ? h.at(k).get<double>() : std::nan(""); };
+      e.val_loss = opt("val_loss"), e.val_accuracy = opt("val_accuracy"), e.test_loss = opt("test_loss");
       e.seconds = h.at("seconds").get<double>();
     } catch (const std::exception& ex) {
       return data_loss(fmt::format("{}: bad checkpoint_history entry {}: {}", path, h.dump(), ex.what()));

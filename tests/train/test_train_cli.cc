@@ -149,7 +149,16 @@ TEST_F(TrainCli, ResumeAfterFewerEpochsEqualsAStraightRun) {
   // Other options refuse to resume.
   Out bad = xent_run(dir, train_args("--momentum 0.5 --no-report --epochs 4 --resume '" + (dir / "ck") + "' --out '" + (dir / "x") + "'"));
   EXPECT_EQ(bad.code, 2);
-  EXPECT_NE(bad.err.find("options"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("--momentum 0.5 conflicts with the checkpoint"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("written with --momentum 0.9"), std::string::npos) << bad.err;
+  // The stored options are used when none are given: --epochs and outputs only.
+  Out r2 = xent_run(dir, "train --data '" + data + "' --no-progress --epochs 4 --resume '" + (dir / "ck") + "' --out '" +
+                             (dir / "res2") + "' --no-report");
+  ASSERT_EQ(r2.code, 0) << r2.err;
+  EXPECT_EQ(test::read_bytes(dir / "res2/model.safetensors"), test::read_bytes(dir / "full/model.safetensors"));
+  // Repeating a stored option with its value is fine.
+  Out r3 = xent_run(dir, train_args("--momentum 0.9 --epochs 4 --no-report --resume '" + (dir / "ck") + "' --out '" + (dir / "res3") + "'"));
+  EXPECT_EQ(r3.code, 0) << r3.err;
 }
 
 TEST_F(TrainCli, CtrlCThenResumeEqualsAStraightRun) {
@@ -182,6 +191,134 @@ TEST_F(TrainCli, CtrlCThenResumeEqualsAStraightRun) {
   ASSERT_EQ(xent_run(dir, train_args("--epochs " + total + " --no-report --out '" + (dir / "full") + "'")).code, 0);
   EXPECT_EQ(test::read_bytes(dir / "res/model.safetensors"), test::read_bytes(dir / "full/model.safetensors"))
       << "resumed after " << done << " epochs";
+}
+
+}  // namespace
+}  // namespace xent
+
+namespace xent {
+namespace {
+
+TEST_F(TrainCli, ValidationSplitAndLossesInMetricsAndReport) {
+  const std::string out = dir / "v";
+  Out t = xent_run(dir, train_args("--epochs 2 --val-split 0.25 --out '" + out + "'"));
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("300 train + 100 validation + 100 test"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("val loss"), std::string::npos) << t.out;
+  auto j = nlohmann::json::parse(slurp(out + "/metrics.json"));
+  ASSERT_EQ(j["epochs"].size(), 2u);
+  for (const char* k : {"train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy"})
+    EXPECT_TRUE(j["final"][k].is_number()) << k;
+  EXPECT_EQ(j["val_images"], 100);
+  const std::string csv = slurp(out + "/metrics.csv");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')), "epoch,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,objective,seconds");
+  const std::string html = slurp(out + "/report.html");
+  EXPECT_NE(html.find("id=\"hyperparameters\""), std::string::npos);
+  EXPECT_NE(html.find("<td>val_split</td><td>0.25</td>"), std::string::npos);
+  EXPECT_EQ(html.find("http-equiv=\"refresh\""), std::string::npos) << "the final page must not reload itself";
+  EXPECT_NE(html.find("<h1>Softmax regression on data</h1>"), std::string::npos) << "title: the data directory's name";
+  EXPECT_NE(html.find("correct"), std::string::npos);
+  // Without a validation split the test loss is still there, and no val columns.
+  Out t2 = xent_run(dir, train_args("--epochs 1 --no-report --out '" + (dir / "nv") + "'"));
+  ASSERT_EQ(t2.code, 0) << t2.err;
+  auto j2 = nlohmann::json::parse(slurp(dir / "nv/metrics.json"));
+  EXPECT_TRUE(j2["final"]["test_loss"].is_number());
+  EXPECT_TRUE(j2["final"]["val_loss"].is_null());
+  EXPECT_EQ(t2.out.find("val loss"), std::string::npos);
+  // A split that leaves a class without training images is refused.
+  Out bad = xent_run(dir, train_args("--epochs 1 --val-split 1.5 --out '" + (dir / "b") + "'"));
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("--val-split"), std::string::npos) << bad.err;
+}
+
+TEST_F(TrainCli, LbfgsRunsAndRecordsTheObjective) {
+  const std::string out = dir / "l";
+  Out t = xent_run(dir, train_args("--optimizer lbfgs --C 0.5 --max-iter 30 --log-every 5 --dtype float64 --out '" + out + "'"));
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("L-BFGS: objective"), std::string::npos) << t.out;
+  auto j = nlohmann::json::parse(slurp(out + "/metrics.json"));
+  ASSERT_GE(j["epochs"].size(), 2u);
+  double prev = 1e300;
+  for (const auto& e : j["epochs"]) {
+    EXPECT_LE(e["objective"].get<double>(), prev);  // L-BFGS decreases f every iteration
+    prev = e["objective"].get<double>();
+  }
+  EXPECT_EQ(j["recipe"]["optimizer"], "lbfgs");
+  EXPECT_GT(j["final"]["test_accuracy"].get<double>(), 0.9);
+  Out bad = xent_run(dir, train_args("--optimizer lbfgs --checkpoint '" + (dir / "ck") + "' --out '" + (dir / "x") + "'"));
+  EXPECT_EQ(bad.code, 2);
+}
+
+TEST_F(TrainCli, CtrlCWithoutCheckpointKeepsTheLastEpoch) {
+  // The report (and metrics.json) is refreshed while running: its appearance shows an epoch ended.
+  const std::string out = dir / "int";
+  const std::string cmd = "exec " + std::string(XENT_CLI_PATH) + " " +
+                          train_args("--epochs 100000 --quiet --out '" + out + "'") + " 2>'" + (dir / "int.err") + "'";
+  pid_t pid = 0;
+  const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
+  ASSERT_EQ(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char* const*>(argv), environ), 0);
+  for (int i = 0; i < 600 && !std::filesystem::exists(out + "/metrics.json"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  const std::string err = slurp(dir / "int.err");
+  EXPECT_NE(err.find("Wrote the model, metrics and report of epoch"), std::string::npos) << err;
+  auto bytes = test::read_bytes(out + "/model.safetensors");
+  auto m = parse_model(bytes.data(), bytes.size(), "model");
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  auto j = nlohmann::json::parse(slurp(out + "/metrics.json"));
+  EXPECT_EQ(m->info.at("epochs"), std::to_string(j["epochs"].size()));
+  EXPECT_EQ(slurp(out + "/report.html").find("http-equiv=\"refresh\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace xent
+
+namespace xent {
+namespace {
+
+TEST_F(TrainCli, ClassNamesFromAFile) {
+  test::write_bytes(dir / "names.txt", {'a', 'n', 't', '\n', 'b', 'e', 'e', '\r', '\n', 'c', 'a', 't', '\n', 'd', 'o', 'g', '\n'});
+  Out t = xent_run(dir, train_args("--epochs 1 --no-report --class-names @'" + (dir / "names.txt") + "' --out '" + (dir / "n") + "'"));
+  ASSERT_EQ(t.code, 0) << t.err;
+  auto bytes = test::read_bytes(dir / "n/model.safetensors");
+  auto m = parse_model(bytes.data(), bytes.size(), "model");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->class_names, (std::vector<std::string>{"ant", "bee", "cat", "dog"}));
+  test::write_bytes(dir / "three.txt", {'a', '\n', 'b', '\n', 'c', '\n'});
+  Out bad = xent_run(dir, train_args("--epochs 1 --no-report --class-names @'" + (dir / "three.txt") + "' --out '" + (dir / "n2") + "'"));
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("has 3 names, the data has 4 classes"), std::string::npos) << bad.err;
+  Out missing = xent_run(dir, train_args("--epochs 1 --class-names @'" + (dir / "none.txt") + "' --out '" + (dir / "n3") + "'"));
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_NE(missing.err.find("none.txt"), std::string::npos) << missing.err;
+}
+
+TEST_F(TrainCli, CompareOverlaysRuns) {
+  ASSERT_EQ(xent_run(dir, train_args("--epochs 2 --no-report --out '" + (dir / "ra") + "'")).code, 0);
+  ASSERT_EQ(xent_run(dir, train_args("--epochs 3 --momentum 0.9 --no-report --out '" + (dir / "rb") + "'")).code, 0);
+  Out c = xent_run(dir, "compare '" + (dir / "ra") + "' '" + (dir / "rb") + "' --out '" + (dir / "cmp") + "'");
+  ASSERT_EQ(c.code, 0) << c.err;
+  const std::string html = slurp(dir / "cmp/compare.html");
+  const auto png = test::read_bytes(dir / "cmp/compare.png");
+  ASSERT_GT(png.size(), 8u);
+  EXPECT_EQ(png[1], 'P');
+  for (const char* run : {"ra", "rb"}) {
+    const std::string rd = dir / run;
+    auto j = nlohmann::json::parse(slurp(rd + "/metrics.json"));
+    const double acc = j["final"]["test_accuracy"].get<double>();
+    const std::string row = "<td>" + rd + "</td><td>" + std::to_string(j["final"]["epoch"].get<int>()) + "</td>";
+    EXPECT_NE(html.find(row), std::string::npos) << run;
+    char pct[32];
+    std::snprintf(pct, sizeof pct, "%.2f%%", 100 * acc);
+    EXPECT_NE(html.find(pct), std::string::npos) << run;
+  }
+  Out bad = xent_run(dir, "compare '" + (dir / "nothing") + "' --out '" + (dir / "cmp2") + "'");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("metrics.json"), std::string::npos) << bad.err;
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
 // model.h: the softmax-regression model (W, b and what describes them) and its file format.
 //
-// Models are safetensors files (xent/io/safetensors.h). xent writes two tensors, "W" (F32, [D, C]) and "b" (F32, [C]), and string
+// Models are safetensors files (xent/io/safetensors.h). xent writes two tensors in PyTorch
+// nn.Linear's layout, "weight" (F32, [C, D]) and "bias" (F32, [C]) (so
+// `nn.Linear(D, C).load_state_dict(...)` takes them as they are), and string
 // metadata ("class_names" as a JSON array, "input_shape", "normalization", "epochs",
 // "test_accuracy", ...). Files are written atomically. parse_model is a pure function over bytes
-// that adds to the container's checks those of a model (W and b dtypes and shapes, metadata).
+// that adds to the container's checks those of a model (weight and bias dtypes and shapes, metadata).
 // This is not a general model format.
 #pragma once
 
@@ -31,8 +33,8 @@ struct SoftmaxModel {
 
 // Serialises the model (W, b and metadata) to safetensors bytes.
 std::string serialize_model(const SoftmaxModel& model);
-// Parses a model written by serialize_model (or any safetensors file with F32 "W" [D, C] and "b"
-// [C] and consistent metadata). Pure.
+// Parses a model written by serialize_model: F32 "weight" [C, D] and "bias" [C], or the first
+// format's (and checkpoints') "W" [D, C] and "b" [C], with consistent metadata. Pure.
 Result<SoftmaxModel> parse_model(const std::uint8_t* bytes, std::size_t n, std::string_view name);
 // Atomic write / whole-file read.
 Status save_model(const std::string& path, const SoftmaxModel& model);

@@ -8,7 +8,14 @@
 //   gW = X^T dZ + weight_decay * W;  gb = sum_rows(dZ)          (bias is not decayed)
 //   v = momentum * v + g;  p -= lr * v                         (PyTorch SGD, dampening 0)
 // Train loss and accuracy are averaged over the epoch's batches before each update (as d2l
-// reports them); test accuracy is measured after the epoch. Matrix products go through BLAS.
+// reports them); validation and test loss and accuracy are measured after the epoch (the loss is
+// the training loss function, label smoothing included). Matrix products go through BLAS.
+//
+// Optimizer::kLbfgs instead minimises scikit-learn's LogisticRegression(multinomial, lbfgs)
+// objective over the whole training set,
+//   f(W, b) = mean_i CE(x_i W + b, y_i) + ||W||^2 / (2 C N)     (b is not penalised)
+// with L-BFGS and a strong-Wolfe line search from W = 0, b = 0 (src/train/lbfgs.h); one history
+// entry per logged iteration.
 //
 // Determinism: the same seed and options give the same model bits, whatever the thread count
 // (work is split into fixed chunks, each BLAS call runs single-threaded, sums run in a fixed
@@ -18,6 +25,7 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -30,7 +38,11 @@
 
 namespace xent::train {
 
+enum class Optimizer { kSgd, kLbfgs };
+const char* optimizer_name(Optimizer o) noexcept;  // "sgd", "lbfgs"
+
 struct TrainOptions {
+  Optimizer optimizer = Optimizer::kSgd;
   int epochs = 10;
   std::int64_t batch_size = 256;
   double lr = 0.1;
@@ -40,15 +52,37 @@ struct TrainOptions {
   double momentum = 0.0;
   double label_smoothing = 0.0;
   double init_std = 0.01;
+  // Fraction of the training set held out for validation (stratified by class, seeded by `seed`;
+  // see split_validation). 0: no validation set.
+  double val_split = 0.0;
+  // L-BFGS only: inverse L2 strength (scikit-learn's C), iteration cap, scikit-learn's tol (on the
+  // max |gradient| of the summed objective), the arithmetic (false: float32, true: float64), and
+  // how often an iteration is measured on the validation/test sets and recorded.
+  double C = 1.0;
+  int max_iter = 1000;
+  double tol = 1e-4;
+  bool float64 = false;
+  int log_every = 10;
+  bool precondition = true;  // L-BFGS on preconditioned variables (src/train/lbfgs.h)
 };
 // Checks ranges (epochs >= 1, batch_size >= 1, lr > 0, ...); the message names the option.
 Status validate(const TrainOptions& options);
 
 struct EpochMetrics {
-  int epoch = 0;  // 1-based
-  double train_loss = 0, train_accuracy = 0, test_accuracy = 0;
-  double seconds = 0;  // wall time of the epoch (training + test evaluation)
+  int epoch = 0;  // 1-based (L-BFGS: the iteration)
+  double train_loss = 0, train_accuracy = 0;
+  double val_loss = NAN, val_accuracy = NAN;  // NaN without a validation set
+  double test_loss = NAN, test_accuracy = NAN;  // NaN without test images
+  double objective = NAN;  // L-BFGS: the penalised objective f(W, b); NaN for SGD
+  double seconds = 0;  // wall time of the epoch (training + evaluations)
 };
+
+// Splits `data` into (train, validation): for each class, round(fraction * count) of its images,
+// chosen by a Fisher-Yates shuffle of the class's indices seeded from `seed`, go to validation;
+// both parts keep the original order. fraction must lie in [0, 1) and leave every class with at
+// least one training image.
+Status split_validation(const LabeledImages& data, double fraction, std::uint64_t seed, LabeledImages* train,
+                        LabeledImages* val);
 
 // Everything a run needs to continue exactly where it stopped.
 struct TrainState {
@@ -94,6 +128,10 @@ struct TrainCallbacks {
 // [0, classes); train and test images must have the model's size.
 Status train_softmax_regression(const io::LabeledImages& train, const io::LabeledImages& test, const TrainOptions& options,
                                 TrainState& state, const TrainCallbacks& callbacks, bool* interrupted);
+// The same with a validation set (`val` may be null).
+Status train_softmax_regression(const LabeledImages& train, const LabeledImages* val, const LabeledImages& test,
+                                const TrainOptions& options, TrainState& state, const TrainCallbacks& callbacks,
+                                bool* interrupted);
 
 // logits (n x C) = (pixels / 255) W + b for n images of model.features bytes each.
 Status compute_logits(const SoftmaxModel& model, const std::uint8_t* pixels, std::int64_t n, int threads,
@@ -116,6 +154,9 @@ Status save_checkpoint(const std::string& path, const TrainState& state, const T
 // fingerprint match the ones it was written with (kInvalidArgument naming the difference).
 Result<TrainState> load_checkpoint(const std::string& path, const TrainOptions& options,
                                    const std::string& data_fingerprint);
+// The options a checkpoint was written with (all but epochs and threads, which stay as in
+// `base`), so that a resumed run need not repeat them.
+Result<TrainOptions> read_checkpoint_options(const std::string& path, const TrainOptions& base);
 // A short string identifying a dataset (counts, shapes, CRC-32 of the labels and pixels).
 std::string dataset_fingerprint(const io::LabeledImages& train, const io::LabeledImages& test);
 

@@ -1,0 +1,109 @@
+// lbfgs.h (internal): full-batch softmax regression with scikit-learn's objective, and the L-BFGS
+// minimiser with a strong-Wolfe line search that `xent train --optimizer lbfgs` uses. Not a general
+// optimisation library: one objective, parameters as one flat double vector.
+//
+// Objective (scikit-learn 1.2 LogisticRegression(solver='lbfgs', multi_class='multinomial')
+// minimises sum_i CE_i + ||W||^2 / (2 C); this is that divided by N, with the same minimiser):
+//   f(W, b) = (1/N) sum_i [logsumexp(z_i) - z_i[y_i]] + ||W||^2 / (2 C N),   z_i = x_i W + b
+//   df/dW = (1/N) X^T (P - Y) + W / (C N),  df/db = (1/N) sum_i (p_i - y_i)
+// with x_i the pixels / 255. Parameters: p = [W (D x C, row-major) | b (C)].
+//
+// Evaluation runs in T = float or double: X is held as a T matrix; each fixed chunk of
+// kFullBatchChunk rows does Z = X W + b (BLAS gemm), xent's fused cross-entropy (sum) and its
+// partial X^T dZ, one task per chunk; the partials are added in chunk order in double. So the
+// value and gradient do not depend on the thread count.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "xent/io/idx.h"
+#include "xent/status.h"
+
+namespace xent::train {
+
+inline constexpr std::int64_t kFullBatchChunk = 512;
+
+struct ObjectiveValue {
+  double f = 0;         // the penalised objective
+  double mean_ce = 0;   // (1/N) sum_i CE_i
+  std::int64_t correct = 0;  // argmax hits on the training rows
+  double grad_max = 0;  // max |df/dp| (when the gradient was asked for)
+};
+
+template <class T>
+class SoftmaxObjective {
+ public:
+  // Copies data's pixels / 255 into a T matrix. C > 0.
+  SoftmaxObjective(const LabeledImages& data, std::int64_t classes, double C);
+  std::int64_t size() const { return (D_ + 1) * C_; }
+  std::int64_t rows() const { return N_; }
+  // f and, when grad is not null, its gradient (size() doubles) at p.
+  Status evaluate(const double* p, double* grad, ObjectiveValue* out);
+
+ private:
+  std::int64_t N_, D_, C_;
+  double inv_cn_;
+  std::vector<T> x_;
+  std::vector<std::int32_t> y_;
+  std::vector<T> w_, b_;               // p in T
+  std::vector<T> z_, dz_, g_part_;     // per chunk: kFullBatchChunk x C, kFullBatchChunk x C, D x C
+  std::vector<double> gb_part_, loss_part_;
+  std::vector<std::int64_t> correct_part_;
+  std::vector<Status> status_part_;
+};
+
+struct LbfgsSettings {
+  int max_iter = 1000;
+  int memory = 10;             // correction pairs (scipy's maxcor)
+  double gtol = 1e-10;         // stop when max |grad f| <= gtol
+  double ftol = 1e-12;         // stop when (f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol
+};
+
+struct LbfgsResult {
+  int iterations = 0, evaluations = 0;
+  ObjectiveValue value;
+  double grad_max = 0;
+  std::string stop_reason;
+};
+
+// f and its gradient at x (both n doubles).
+using Evaluator = std::function<Status(const double* x, double* grad, ObjectiveValue* out)>;
+
+// Minimises f from x (updated in place); stops when value.grad_max <= gtol, on ftol, at max_iter,
+// or when the line search cannot reduce f (which happens at float32's precision near the
+// optimum; not an error). `on_iteration(k, x, value)` runs after iteration k (1-based); returning
+// false stops (stop_reason "stopped").
+Status minimize_lbfgs(const Evaluator& f, std::vector<double>& x, const LbfgsSettings& settings,
+                      const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>& on_iteration,
+                      LbfgsResult* result);
+
+// A change of variables p = R^-1 q that makes the problem nearly isotropic: R is the Cholesky
+// factor of (1/m) sum x~ x~^T + delta I over a fixed sample of m training rows (x~ = [x, 1], the
+// pixels / 255 and a 1 for the bias), the Gauss-Newton curvature up to the softmax's factor.
+// L-BFGS then runs on q; f and the stopping test are unchanged.
+class Preconditioner {
+ public:
+  Status build(const LabeledImages& data, std::int64_t classes);
+  void to_params(const double* q, double* p) const;   // p = R^-1 q
+  void to_q_grad(double* g) const;                     // g <- R^-T g
+  void to_q(const double* p, double* q) const;         // q = R p
+
+ private:
+  std::int64_t n_ = 0, C_ = 0;  // n = D + 1
+  std::vector<double> R_;       // n x n, upper triangular, row-major
+};
+
+// minimize_lbfgs on obj, preconditioned (Preconditioner) unless `precondition` is false.
+template <class T>
+Status minimize_softmax(SoftmaxObjective<T>& obj, const LabeledImages& data, bool precondition, std::vector<double>& p,
+                        const LbfgsSettings& settings,
+                        const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>& on_iteration,
+                        LbfgsResult* result);
+
+extern template class SoftmaxObjective<float>;
+extern template class SoftmaxObjective<double>;
+
+}  // namespace xent::train
