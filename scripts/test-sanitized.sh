@@ -9,7 +9,10 @@
 # Any sanitizer report fails the test that triggered it (-fno-sanitize-recover=all, halt_on_error).
 # Lean on purpose (CI has 2 cores): RelWithDebInfo at -O1, no benchmarks. Excluded under sanitizers:
 # the PyTorch comparison (label 'torch': minutes of Python driving the CLI, and its numerics are
-# covered by the normal `make test`); set SAN_WITH_TORCH=1 to include it. Under TSan only the tests
+# covered by the normal `make test`); set SAN_WITH_TORCH=1 to include it. Always excluded: 'python'
+# (the module is not built in a sanitizer build: an uninstrumented interpreter cannot load it),
+# 'mpi' (Open MPI's own allocations and threads flood LSan/TSan; the MPI layer's logic is covered
+# by `make test`) and the headless-browser check of the report (chromium, not xent's code). Under TSan only the tests
 # that run several threads: the thread-count determinism tests (core Threads.*, the linear op's
 # SameBitsForAnyThreadCount) and the fault tests (fault_train_killed trains with 2 threads);
 # SAN_TSAN_REGEX overrides the selection. tests/hardening/tsan.supp silences uninstrumented
@@ -39,9 +42,12 @@ export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:supp
 # Sanitized binaries are 2-20x slower: give ctest's per-test timeouts room.
 CTEST_ARGS=(--test-dir "$BUILD" --output-on-failure --no-tests=error -j "$JOBS" --timeout 1200)
 if [ "${SAN_WITH_TORCH:-0}" != 1 ]; then
-  CTEST_ARGS+=(-LE torch)
-  echo "test-sanitized: excluding the 'torch' label (set SAN_WITH_TORCH=1 to include it)" >&2
+  CTEST_ARGS+=(-LE 'torch|python|mpi')
+  echo "test-sanitized: excluding the 'torch', 'python' and 'mpi' labels (SAN_WITH_TORCH=1 keeps 'torch')" >&2
+else
+  CTEST_ARGS+=(-LE 'python|mpi')
 fi
+CTEST_ARGS+=(-E 'report_in_browser')
 if [ "$SAN" = thread ]; then
   CTEST_ARGS+=(-R "${SAN_TSAN_REGEX:-Threads\.|ThreadCount|Determinis|fault_}")
 fi

@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "cli.h"
-#include "ops/common.h"
-#include "xent/mpi.h"
+#include "shared/arrays.h"
 #include "xent/io/npy.h"
+#include "xent/mpi.h"
 
 namespace xent::cli {
 namespace {
@@ -72,9 +72,9 @@ bool run(const LinearParallelArgs& a) {
   std::int64_t V = 0, v0 = 0, Vr = 0;
   // Inputs: every rank reads hidden, targets and dloss whole, and its rows of the vocabulary.
   agree_or_throw(catching([&] {
-                   h = ops::read_input("--hidden", a.hidden);
-                   t = ops::read_input("--target", a.target);
-                   if (!a.dloss.empty()) g = ops::read_input("--dloss", a.dloss);
+                   h = read_input("--hidden", a.hidden);
+                   t = read_input("--target", a.target);
+                   if (!a.dloss.empty()) g = read_input("--dloss", a.dloss);
                    Shape ws;
                    Result<NpyArray> probe = read_npy_rows(a.weight, 0, 0, {}, &ws);
                    throw_if_error(probe.status(), "--weight");
@@ -91,11 +91,11 @@ bool run(const LinearParallelArgs& a) {
                    if (!a.bias.empty()) b = rows("--bias", a.bias);
                    if (!a.class_weight.empty()) cw = rows("--class-weight", a.class_weight);
                    const Shape ls = a.reduction == Reduction::kNone && h.shape().rank() == 2 ? Shape{h.shape()[0]} : Shape{};
-                   loss = ops::make_array(h.dtype(), ls);
-                   if (!a.z_loss_out.empty()) zl = ops::make_array(h.dtype(), ls);
-                   if (!a.grad_hidden.empty()) dh = ops::make_array(h.dtype(), h.shape());
-                   if (!a.grad_weight.empty()) dw = ops::make_array(h.dtype(), w.shape());
-                   if (!a.grad_bias.empty() && b) db = ops::make_array(h.dtype(), b->shape());
+                   loss = make_array(h.dtype(), ls);
+                   if (!a.z_loss_out.empty()) zl = make_array(h.dtype(), ls);
+                   if (!a.grad_hidden.empty()) dh = make_array(h.dtype(), h.shape());
+                   if (!a.grad_weight.empty()) dw = make_array(h.dtype(), w.shape());
+                   if (!a.grad_bias.empty() && b) db = make_array(h.dtype(), b->shape());
                  }),
                  "linear-cross-entropy");
   xent::mpi::VocabParallelOptions o;
@@ -123,7 +123,7 @@ bool run(const LinearParallelArgs& a) {
     if (rank == 0) {
       for (int r = 1; r < K; ++r)
         displs[static_cast<std::size_t>(r)] = displs[static_cast<std::size_t>(r - 1)] + counts[static_cast<std::size_t>(r - 1)];
-      full = ops::make_array(part.dtype(), full_shape);
+      full = make_array(part.dtype(), full_shape);
     }
     MPI_Gatherv(part.data(), mine, MPI_BYTE, rank == 0 ? full->data() : nullptr, counts.data(), displs.data(), MPI_BYTE,
                 0, MPI_COMM_WORLD);
@@ -135,12 +135,12 @@ bool run(const LinearParallelArgs& a) {
   Status written = Status::Ok();
   if (rank == 0) {
     written = catching([&] {
-      std::vector<std::pair<std::string, ConstTensorView>> outputs = {{a.out, loss.view()}};
-      if (zl) outputs.emplace_back(a.z_loss_out, zl->view());
-      if (dh) outputs.emplace_back(a.grad_hidden, dh->view());
-      if (dw_full) outputs.emplace_back(a.grad_weight, dw_full->view());
-      if (db_full) outputs.emplace_back(a.grad_bias, db_full->view());
-      ops::write_outputs(outputs);
+      std::vector<Output> outputs = {{"--out", a.out, loss.view(), "loss"}};
+      if (zl) outputs.push_back({"--z-loss", a.z_loss_out, zl->view(), "z_loss"});
+      if (dh) outputs.push_back({"--grad-hidden", a.grad_hidden, dh->view(), "grad_hidden"});
+      if (dw_full) outputs.push_back({"--grad-weight", a.grad_weight, dw_full->view(), "grad_weight"});
+      if (db_full) outputs.push_back({"--grad-bias", a.grad_bias, db_full->view(), "grad_bias"});
+      write_outputs(outputs);
     });
   }
   agree_or_throw(written, "writing the outputs");

@@ -10,7 +10,7 @@
 namespace xent::cli {
 namespace {
 
-bool begin(int* rank, int* ranks, TrainCallbacks* cb) {
+bool begin(int* rank, int* ranks, train::TrainCallbacks* cb) {
   if (std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr && std::getenv("PMI_SIZE") == nullptr) return false;
   int init = 0;
   MPI_Initialized(&init);

@@ -11,7 +11,7 @@ struct TrainParallel {
   // When launched by mpirun (OMPI_COMM_WORLD_SIZE set): initialises MPI, sets the callbacks'
   // chunk sharing, returns true with this process's rank and the rank count. Otherwise returns
   // false and touches nothing (a plain run never initialises MPI).
-  bool (*begin)(int* rank, int* ranks, TrainCallbacks* cb);
+  bool (*begin)(int* rank, int* ranks, train::TrainCallbacks* cb);
   // Finalises MPI (after begin() returned true).
   void (*end)();
 };

@@ -12,6 +12,8 @@
 
 namespace xent::cli::ops {
 
+using io::NpyArray;
+
 constexpr std::int64_t kMaxRows = 50;
 constexpr std::int64_t kMaxClasses = 20;
 

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "common.h"
 #include "io/atomic_file.h"
 #include "train/plots.h"
 #include "xent/io/idx.h"

@@ -31,8 +31,8 @@
 #include "xent/status.h"
 #include "xent/tensor.h"
 
-namespace xent {
-struct TrainCallbacks;  // xent/train.h
+namespace xent::train {
+struct TrainCallbacks;  // xent/train/train.h
 }
 
 namespace xent::mpi {
@@ -106,7 +106,7 @@ Status allreduce_sum_ordered(double* data, std::size_t n, MPI_Comm comm);
 // MPI_Allgatherv gives every rank all chunks' partials; each rank then adds them in chunk order and
 // takes the same SGD step, so the model is the same bits as a single-process run for any number
 // of ranks. Every rank must train on the same data with the same options (the same shuffle).
-Status data_parallel_train_callbacks(MPI_Comm comm, TrainCallbacks* cb);
+Status data_parallel_train_callbacks(MPI_Comm comm, train::TrainCallbacks* cb);
 
 // Seconds this process has spent inside xent_mpi's MPI calls (collectives, waiting for slower
 // ranks included) since it started; for benchmarks.

@@ -13,11 +13,12 @@
 namespace xent::mpi {
 namespace {
 
-// The one place that calls the single-process layer (its argument list may become named structs).
+// The one place that calls the single-process layer.
 Status local_linear_ce(ConstTensorView hidden, ConstTensorView weight, ConstTensorView bias, ConstTensorView target,
                        const LinearCrossEntropyOptions& o, TensorView loss, TensorView z_loss, ConstTensorView dloss,
                        TensorView dhidden, TensorView dweight, TensorView dbias) {
-  return linear_cross_entropy(hidden, weight, bias, target, o, loss, z_loss, dloss, dhidden, dweight, dbias);
+  return linear_cross_entropy({.hidden = hidden, .weight = weight, .bias = bias, .target = target, .dloss = dloss}, o,
+                              {.loss = loss, .z_loss = z_loss, .dhidden = dhidden, .dweight = dweight, .dbias = dbias});
 }
 
 std::int64_t target_at(ConstTensorView t, std::int64_t n) {

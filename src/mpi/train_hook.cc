@@ -10,7 +10,7 @@
 
 namespace xent::mpi {
 
-Status data_parallel_train_callbacks(MPI_Comm comm, TrainCallbacks* cb) {
+Status data_parallel_train_callbacks(MPI_Comm comm, train::TrainCallbacks* cb) {
   XENT_RETURN_IF_ERROR(check_initialized());
   if (comm == MPI_COMM_NULL) return invalid_argument("the communicator is MPI_COMM_NULL");
   int rank = 0, K = 1;
@@ -21,7 +21,7 @@ Status data_parallel_train_callbacks(MPI_Comm comm, TrainCallbacks* cb) {
     *first = tasks * rank / K;
     *last = tasks * (rank + 1) / K;
   };
-  cb->share_chunks = [comm, rank, K](const ChunkPartials& p) -> Status {
+  cb->share_chunks = [comm, rank, K](const train::ChunkPartials& p) -> Status {
     if (K == 1) return Status::Ok();
     // One chunk packed: gw (dc floats), gb (c doubles), loss (1 float), correct (1 int64).
     const std::size_t bytes = static_cast<std::size_t>(p.dc) * sizeof(float) + static_cast<std::size_t>(p.c) * sizeof(double) +

@@ -24,6 +24,8 @@
 
 namespace xent::train {
 
+using io::LabeledImages;
+
 inline constexpr std::int64_t kFullBatchChunk = 512;
 
 struct ObjectiveValue {

@@ -189,8 +189,9 @@ Result<T> run_single(const Case& c, const Data<T>& d) {
   r.grad.assign(d.x.size(), T(0));
   xent::ConstTensorView dl;
   if (c.dloss) dl = {d.dl.data(), ls};
-  r.s = xent::linear_cross_entropy({d.x.data(), {c.N, c.V}}, {I.data(), {c.V, c.V}}, {}, {d.t.data(), {c.N}}, o,
-                                   {r.loss.data(), ls}, {r.z.data(), ls}, dl, {r.grad.data(), {c.N, c.V}}, {}, {});
+  r.s = xent::linear_cross_entropy(
+      {.hidden = {d.x.data(), {c.N, c.V}}, .weight = {I.data(), {c.V, c.V}}, .target = {d.t.data(), {c.N}}, .dloss = dl},
+      o, {.loss = {r.loss.data(), ls}, .z_loss = {r.z.data(), ls}, .dhidden = {r.grad.data(), {c.N, c.V}}});
   return r;
 }
 
@@ -377,8 +378,11 @@ void check_linear(bool everything, bool with_bias) {
     bias = {b.data(), {V}};
     dbias = {DB.data(), {V}};
   }
-  ASSERT_TRUE(xent::linear_cross_entropy({h.data(), {N, H}}, {w.data(), {V, H}}, bias, {t.data(), {N}}, o,
-                                         {L.data(), {}}, {}, {}, {DH.data(), {N, H}}, {DW.data(), {V, H}}, dbias)
+  ASSERT_TRUE(xent::linear_cross_entropy(
+                  {.hidden = {h.data(), {N, H}}, .weight = {w.data(), {V, H}}, .bias = bias, .target = {t.data(), {N}}},
+                  o,
+                  {.loss = xent::scalar_view(L.data()), .dhidden = {DH.data(), {N, H}}, .dweight = {DW.data(), {V, H}},
+                   .dbias = dbias})
                   .ok());
   expect_close(l1, L, "linear loss vs linear_cross_entropy");
   expect_close(dh1, DH, "dhidden vs linear_cross_entropy", 1e-2);
@@ -427,9 +431,15 @@ void check_token_parallel(xent::Reduction red) {
   lo.softcap = 4;
   std::vector<T> L(none ? N : 1), DH(N * H), DW(V * H), DB(V);
   const xent::Shape LS = none ? xent::Shape{N} : xent::Shape{};
-  ASSERT_TRUE(xent::linear_cross_entropy({h.data(), {N, H}}, {w.data(), {V, H}}, {b.data(), {V}}, {t.data(), {N}}, lo,
-                                         {L.data(), LS}, {}, {}, {DH.data(), {N, H}}, {DW.data(), {V, H}},
-                                         {DB.data(), {V}})
+  ASSERT_TRUE(xent::linear_cross_entropy({.hidden = {h.data(), {N, H}},
+                                          .weight = {w.data(), {V, H}},
+                                          .bias = {b.data(), {V}},
+                                          .target = {t.data(), {N}}},
+                                         lo,
+                                         {.loss = {L.data(), LS},
+                                          .dhidden = {DH.data(), {N, H}},
+                                          .dweight = {DW.data(), {V, H}},
+                                          .dbias = {DB.data(), {V}}})
                   .ok());
   if (none) L = std::vector<T>(L.begin() + n0, L.begin() + n1);
   expect_close(loss, L, "token-parallel loss");

@@ -14,6 +14,8 @@
 #include "xent/train/train.h"
 
 namespace xent {
+using namespace ::xent::io;     // LabeledImages
+using namespace ::xent::train;  // the objective and L-BFGS
 namespace {
 
 // f and grad in long double: mean CE + ||W||^2 / (2 C N).

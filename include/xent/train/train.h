@@ -38,6 +38,8 @@
 
 namespace xent::train {
 
+using io::LabeledImages;  // the images a trainer takes (xent/io/idx.h)
+
 enum class Optimizer { kSgd, kLbfgs };
 const char* optimizer_name(Optimizer o) noexcept;  // "sgd", "lbfgs"
 
