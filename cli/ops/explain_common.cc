@@ -16,7 +16,6 @@ namespace xent::cli::ops {
 
 // --- values given inline or as files ------------------------------------------------------------
 
-
 std::vector<double> to_doubles(const NpyArray& a) {
   std::vector<double> v(static_cast<std::size_t>(a.numel()));
   for (std::size_t i = 0; i < v.size(); ++i) {
@@ -25,6 +24,8 @@ std::vector<double> to_doubles(const NpyArray& a) {
       case DType::kF64: v[i] = a.as<double>()[i]; break;
       case DType::kI32: v[i] = a.as<std::int32_t>()[i]; break;
       case DType::kI64: v[i] = static_cast<double>(a.as<std::int64_t>()[i]); break;
+      case DType::kBF16: v[i] = to_float(a.as<bfloat16>()[i]); break;
+      case DType::kF16: v[i] = to_float(a.as<float16>()[i]); break;
     }
   }
   return v;

@@ -22,6 +22,8 @@ double value_at(const ConstTensorView& a, std::int64_t i) {
     case DType::kF64: return a.as<double>()[i];
     case DType::kI32: return a.as<std::int32_t>()[i];
     case DType::kI64: return static_cast<double>(a.as<std::int64_t>()[i]);
+    case DType::kBF16: return to_float(a.as<bfloat16>()[i]);
+    case DType::kF16: return to_float(a.as<float16>()[i]);
   }
   return 0.0;
 }
@@ -32,6 +34,8 @@ std::string dtype_word(DType t) {
     case DType::kF64: return "float64";
     case DType::kI32: return "int32";
     case DType::kI64: return "int64";
+    case DType::kBF16: return "bfloat16";
+    case DType::kF16: return "float16";
   }
   return "?";
 }
