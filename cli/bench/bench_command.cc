@@ -162,9 +162,10 @@ void setup(CLI::App& root) {
       "  xent bench cross-entropy --shape 4096,1000 --pass fwd+bwd --target prob --label-smoothing 0.1\n"
       "  xent bench softmax --shape 4096,1000 --json\n"
       "  xent bench --list-isas");
-  CLI::App* linear = bench_linear::add_linear_bench(*app, "linear-cross-entropy");
-  app->callback([args, app, linear, target, smoothing] {
-    if (app->got_subcommand(linear)) return;  // `xent bench linear-cross-entropy` ran its own callback
+  bench_linear::add_linear_bench(*app, "linear-cross-entropy");
+  app->callback([args, app, target, smoothing] {
+    // `xent bench linear-cross-entropy` (or cli/mpi's parallel-linear-cross-entropy) ran its own callback.
+    if (!app->get_subcommands().empty()) return;
     args->target_given = target->count() > 0;
     args->smoothing_given = smoothing->count() > 0;
     run_bench(*args);

@@ -1,4 +1,4 @@
-// bench_parallel.cc: `mpirun -np K xent bench-parallel-linear-cross-entropy`: times the
+// bench_parallel.cc: `mpirun -np K xent bench parallel-linear-cross-entropy`: times the
 // vocabulary-parallel fused linear + cross-entropy (include/xent/mpi.h) on random data, each rank
 // holding V/K rows of the weight, and prints per rank: its classes, the median call time, the
 // time inside MPI calls, and the peak resident memory (getrusage ru_maxrss: the whole process,
@@ -104,7 +104,10 @@ void run(const Args& a) {
 
 void setup(CLI::App& root) {
   auto a = std::make_shared<Args>();
-  CLI::App* app = root.add_subcommand("bench-parallel-linear-cross-entropy",
+  // A mode of `xent bench` (cli/bench/bench_command.cc registers it first), beside
+  // `xent bench linear-cross-entropy`.
+  CLI::App* bench = root.get_subcommand("bench");
+  CLI::App* app = bench->add_subcommand("parallel-linear-cross-entropy",
                                       "Time the vocabulary-parallel linear-cross-entropy under mpirun: per-rank time, "
                                       "time in MPI, peak memory");
   app->add_option("--tokens", a->tokens, "N (default 8192)");
@@ -114,10 +117,10 @@ void setup(CLI::App& root) {
   app->add_option("--reps", a->reps, "Timed calls after an untimed first one (default 2)");
   app->add_option("--workspace-mib", a->workspace_mib, "Logits block budget (default 64)");
   app->add_flag("--forward-only", a->forward_only, "Loss only");
-  app->footer("\nExample:\n  mpirun -np 2 xent bench-parallel-linear-cross-entropy --threads 1\n");
+  app->footer("\nExample:\n  mpirun -np 2 xent bench parallel-linear-cross-entropy --threads 1\n");
   app->callback([a] { run(*a); });
 }
 
 }  // namespace
-XENT_REGISTER_COMMAND(65, setup);
+XENT_REGISTER_COMMAND(91, setup);  // after `bench` (90)
 }  // namespace xent::cli
