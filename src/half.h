@@ -2,9 +2,10 @@
 // of storage, read as float (exact) and written from any arithmetic value with ONE rounding to
 // nearest even (from double: rounded to odd into float first, which keeps the final rounding
 // correct, since float carries at least two bits more than either type at every magnitude). Layout
-// is that of the public xent::bfloat16 / xent::float16 (include/xent/tensor.h). Portable C++ but
-// for GCC/Clang's _Float16 in the float16 conversions; no arithmetic operators: values convert to
-// float, and the kernels compute in float or double.
+// is that of the public xent::bfloat16 / xent::float16 (include/xent/tensor.h). Portable C++: the
+// float16 conversions are written out on bits (GCC's _Float16 is not available in clang 14 on
+// x86, which builds the fuzzers, and Highway 1.0's F16FromF32 truncates instead of rounding); no
+// arithmetic operators: values convert to float, and the kernels compute in float or double.
 #pragma once
 
 #include <cmath>
@@ -36,11 +37,43 @@ inline std::uint16_t bf16_bits_from_float(float f) noexcept {
   return static_cast<std::uint16_t>(b >> 16);
 }
 
+// IEEE binary32 -> binary16, one rounding to nearest even (what a hardware conversion does).
 inline std::uint16_t f16_bits_from_float(float f) noexcept {
-  const _Float16 h = static_cast<_Float16>(f);  // IEEE conversion: one rounding to nearest even
-  std::uint16_t b;
-  std::memcpy(&b, &h, 2);
-  return b;
+  std::uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const std::uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7FFFFFFFu;
+  if (ax > 0x7F800000u) return static_cast<std::uint16_t>(sign | 0x7E00u | ((ax >> 13) & 0x3FFu));  // quiet NaN
+  if (ax >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);  // >= 65520 (and inf): inf
+  if (ax >= 0x38800000u) {  // a normal binary16 (>= 2^-14): rebias the exponent by 127 - 15
+    std::uint32_t r = ax - 0x38000000u;
+    r += 0x0FFFu + ((r >> 13) & 1u);  // round to nearest even at bit 13 (a carry may bump the exponent)
+    return static_cast<std::uint16_t>(sign | (r >> 13));
+  }
+  if (ax <= 0x33000000u) return static_cast<std::uint16_t>(sign);  // <= 2^-25: rounds to zero (2^-25 is a tie)
+  // Subnormal: the count of 2^-24 units, rounded to nearest even (may reach 0x400, the least normal).
+  const std::uint32_t m = (ax & 0x7FFFFFu) | 0x800000u, shift = 126u - (ax >> 23);
+  std::uint32_t q = m >> shift;
+  const std::uint32_t rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+  if (rem > half || (rem == half && (q & 1u))) ++q;
+  return static_cast<std::uint16_t>(sign | q);
+}
+
+// IEEE binary16 -> binary32, exact.
+inline float float_from_f16_bits(std::uint16_t h) noexcept {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
+  std::uint32_t b;
+  if (e == 0) {  // zero or subnormal: m x 2^-24, exact in float
+    const float v = static_cast<float>(m) * 0x1p-24f;
+    std::memcpy(&b, &v, 4);
+    b |= sign;
+  } else if (e == 31) {
+    b = sign | 0x7F800000u | (m << 13);
+  } else {
+    b = sign | ((e + 112u) << 23) | (m << 13);
+  }
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
 }
 
 template <bool kBrain>
@@ -61,9 +94,7 @@ struct Half16 {
       std::memcpy(&f, &b, 4);
       return f;
     } else {
-      _Float16 h;
-      std::memcpy(&h, &bits, 2);
-      return static_cast<float>(h);
+      return float_from_f16_bits(bits);
     }
   }
 
