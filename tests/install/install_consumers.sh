@@ -23,6 +23,10 @@ FLAGS=""
 echo "install_consumers: installed into $TMP/prefix:"
 (cd "$TMP/prefix" && find . -name '*.a' -o -name '*.so' -o -name '*.pc' -o -name '*.cmake' -o -name xent.h | sort)
 
+# A shared build's pkg-config consumers carry no rpath: let them find the installed libraries.
+LIBDIR=$(dirname "$(find "$TMP/prefix" -name 'libxent.*' | head -n 1)")
+export LD_LIBRARY_PATH="$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
 check() {  # name, program [args...] (the command to run)
   local out
   out=$("${@:2}")

@@ -909,7 +909,7 @@ def file_bits(path):
 
 def discover_isas(xent, probe_paths, probe_case, root):
     """Names XENT_ISA accepts. Sources, first that answers: a listing subcommand (`xent isa`,
-    `xent bench --list-isas`, ...), or the warning the library prints for an unknown XENT_ISA
+    `xent bench --list-isas`, ...), or the warning the tool prints for an unknown XENT_ISA
     ("... (available: avx2, sse4, scalar) ..."). Each name is then checked to be honoured (exit 0 and
     no warning about XENT_ISA); "scalar" always exists."""
     candidates, how = [], "no listing found"
@@ -930,7 +930,7 @@ def discover_isas(xent, probe_paths, probe_case, root):
         m = re.search(r"available: ([A-Za-z0-9_, ]+)", r.stderr)
         if m:
             candidates = [n.strip().lower() for n in m.group(1).split(",") if n.strip()]
-            how = "from the library's warning for an unknown XENT_ISA"
+            how = "from the tool's warning for an unknown XENT_ISA"
     if "scalar" not in candidates:
         candidates.append("scalar")
 
