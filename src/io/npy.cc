@@ -734,6 +734,12 @@ Status write_npy(const std::string& path, ConstTensorView array) {
   if (!array.shape.numel_checked(&numel)) {
     return invalid_argument(fmt::format("write_npy: invalid shape {}", array.shape.to_string()));
   }
+  if (array.dtype != DType::kF32 && array.dtype != DType::kF64 && array.dtype != DType::kI32 && array.dtype != DType::kI64)
+    return invalid_argument(fmt::format("write_npy: expected a float32, float64, int32 or int64 array, found {}",
+                                        dtype_name(array.dtype)));
+  if (array.capacity != kUnknownCapacity && numel > array.capacity)
+    return invalid_argument(fmt::format("write_npy: shape {} needs {} elements, but the buffer holds {}",
+                                        array.shape.to_string(), numel, array.capacity));
   const std::size_t bytes = static_cast<std::size_t>(numel) * dtype_size(array.dtype);
   if (array.data == nullptr && bytes > 0) return invalid_argument("write_npy: null data with a non-empty shape");
   io::AtomicFile f;
