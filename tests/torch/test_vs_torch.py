@@ -3,10 +3,12 @@
 
 What it does. From one seed (printed; --seed to repeat) it builds several hundred cases: every
 option combination of softmax / log-softmax / logsumexp, cross-entropy (int64, int32 and probability
-targets, weight, ignore_index, reduction, label_smoothing), nll, bce and bce-with-logits, over
-shapes (C), (N, C), (N, C, d1), (N, C, d1, d2) with C in {1, 3, 17, 33, 1000, ...}, N = 0, float32
-and float64, plus adversarial inputs (logits of +-1e4 and +-max/4, -inf masks, all -inf rows, +inf,
-NaN, all targets ignored, BCE probabilities of exactly 0 and 1, large logits for bce-with-logits).
+targets, weight, ignore_index, reduction, label_smoothing), nll, bce and bce-with-logits, over the
+shapes, dims, dtypes, reductions and smoothings of the shared case table tests/cases/cases.json
+(also read by the C++ oracle and gradient tests: (C), (N, C), (N, C, d1), (N, C, d1, d2) with C in
+{1, 3, 17, 33, 1000, ...}, float32 and float64), N = 0 batches, plus adversarial inputs (logits of
++-1e4 and +-max/4, -inf masks, all -inf rows, +inf, NaN, all targets ignored, BCE probabilities of
+exactly 0 and 1, large logits for bce-with-logits).
 For each case it writes .npy files, runs `xent <op> ... --out L.npy --grad-out G.npy` for every
 instruction set the CPU supports (XENT_ISA; cross-entropy also without --grad-out, which takes another
 library entry point), and compares the loss and d sum(loss) / d input with torch's (autograd of
@@ -51,6 +53,7 @@ except Exception as e:  # noqa: BLE001 - any import failure means "cannot run he
 import argparse
 import concurrent.futures
 import itertools
+import json
 import os
 import re
 import shlex
@@ -63,9 +66,25 @@ from dataclasses import dataclass, field
 TOL64 = 1e-11
 EPS32 = float(np.finfo(np.float32).eps)
 TINY64 = float(np.finfo(np.float64).tiny)
-REDUCTIONS = ("none", "mean", "sum")
-SMOOTHINGS = (0.0, 0.05, 1.0)
 THREAD_COUNTS = (1, 2, 3)
+
+
+def load_case_table():
+    """The shared case table (tests/cases/cases.json): the shapes, dims, dtypes, reductions and label
+    smoothings that the C++ oracle and gradient tests use too. This suite adds its own adversarial
+    values, empty batches, error cases and thread cases around them."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cases", "cases.json")
+    with open(path, encoding="utf-8") as f:
+        table = json.load(f)
+    softmax = [(tuple(c["shape"]), tuple(c["dims"])) for c in table["softmax"]]
+    shapes = {k: [tuple(s) for s in table[k]] for k in ("class_losses", "elementwise_losses")}
+    if not (softmax and shapes["class_losses"] and shapes["elementwise_losses"] and table["dtypes"]):
+        raise SystemExit(f"{path}: a list of cases is empty")
+    return (tuple(table["dtypes"]), tuple(table["reductions"]), tuple(float(v) for v in table["label_smoothing"]),
+            softmax, shapes["class_losses"], shapes["elementwise_losses"])
+
+
+DTYPES, REDUCTIONS, SMOOTHINGS, SOFTMAX_SHAPES, CE_SHAPES, BCE_SHAPES = load_case_table()
 
 # CLI flag for each array a case may carry.
 ARRAY_FLAGS = {"input": "--input", "target": "--target", "weight": "--weight", "pos_weight": "--pos-weight"}
@@ -155,23 +174,8 @@ def bcast_shape(shape, mode):
     raise ValueError(mode)
 
 
-SOFTMAX_SHAPES = [  # (shape, dims)
-    ((), (0, -1)),
-    ((17,), (0, -1)),
-    ((4, 3), (0, 1, -1, -2)),
-    ((3, 17, 5), (0, 1, 2, -1)),
-    ((2, 33, 3, 4), (1, -1, -3)),
-    ((1, 1), (0, 1)),
-    ((5, 1000), (1, 0)),
-    ((3, 1), (1,)),
-    ((0, 5), (0, 1)),   # N = 0 (dim 1) and an empty reduced dim (dim 0)
-    ((2, 0, 3), (1, 2)),
-    ((9, 16), (-1,)),
-]
-CE_SHAPES = [(5,), (4, 3), (3, 17, 2), (2, 33, 2, 3), (6, 1), (2, 1000), (7, 8), (3, 16, 3), (9, 33),
-             (1, 17, 1, 2), (4, 1, 3)]
-BCE_SHAPES = [(7,), (4, 3), (3, 17, 2), (2, 5, 3, 4), (1, 1), (5, 33), (2, 1000), (6, 16)]
-DTYPES = ("float32", "float64")
+# SOFTMAX_SHAPES (shape, dims), CE_SHAPES (classes on dim 1), BCE_SHAPES, DTYPES, REDUCTIONS and
+# SMOOTHINGS come from the shared case table (load_case_table above).
 
 
 def gen_softmax_family(g):

@@ -1,0 +1,97 @@
+// cases.cc: reads tests/cases/cases.json (its path compiled in as XENT_CASES_JSON) into the Table of
+// cases.h, checking every field's type and value; any problem ends the program with one line.
+#include "cases/cases.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <nlohmann/json.hpp>
+
+namespace xent::test::cases {
+namespace {
+
+[[noreturn]] void fail(const std::string& what) {
+  std::fprintf(stderr, "tests/cases: %s: %s\n", XENT_CASES_JSON, what.c_str());
+  std::exit(1);
+}
+
+Shape shape_of(const nlohmann::json& j, const std::string& where) {
+  if (!j.is_array()) fail(where + ": expected a shape (a list of sizes), found " + j.dump());
+  Shape s;
+  for (const auto& d : j) {
+    if (!d.is_number_integer() || d.get<std::int64_t>() < 0) fail(where + ": expected sizes >= 0, found " + j.dump());
+    s.push_back(d.get<std::int64_t>());
+  }
+  return s;
+}
+
+const nlohmann::json& field(const nlohmann::json& j, const char* name) {
+  if (!j.contains(name)) fail(std::string("no field '") + name + "'");
+  return j.at(name);
+}
+
+Table load() {
+  std::ifstream in(XENT_CASES_JSON);
+  if (!in) fail("cannot open it");
+  std::stringstream text;
+  text << in.rdbuf();
+  const nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) fail("not a JSON object");
+  Table t;
+  try {
+    t.dtypes = field(j, "dtypes").get<std::vector<std::string>>();
+    for (const auto& r : field(j, "reductions").get<std::vector<std::string>>()) {
+      if (r == "none") t.reductions.push_back(Reduction::kNone);
+      else if (r == "mean") t.reductions.push_back(Reduction::kMean);
+      else if (r == "sum") t.reductions.push_back(Reduction::kSum);
+      else fail("reductions: expected none, mean or sum, found '" + r + "'");
+    }
+    t.label_smoothing = field(j, "label_smoothing").get<std::vector<double>>();
+    t.gradcheck_max_elements = field(j, "gradcheck_max_elements").get<std::int64_t>();
+    for (const auto& c : field(j, "softmax")) {
+      SoftmaxCase s{shape_of(field(c, "shape"), "softmax"), field(c, "dims").get<std::vector<std::int64_t>>()};
+      const auto rank = static_cast<std::int64_t>(s.shape.size());
+      for (std::int64_t d : s.dims)
+        if (rank > 0 ? (d < -rank || d >= rank) : (d != 0 && d != -1)) fail("softmax: dim out of range in " + c.dump());
+      t.softmax.push_back(std::move(s));
+    }
+    for (const auto& c : field(j, "class_losses")) {
+      Shape s = shape_of(c, "class_losses");
+      if (s.empty() || numel(s) == 0) fail("class_losses: expected a non-empty shape of rank >= 1, found " + c.dump());
+      t.class_losses.push_back(std::move(s));
+    }
+    for (const auto& c : field(j, "elementwise_losses")) {
+      Shape s = shape_of(c, "elementwise_losses");
+      if (s.empty() || numel(s) == 0) fail("elementwise_losses: expected a non-empty shape of rank >= 1, found " + c.dump());
+      t.elementwise_losses.push_back(std::move(s));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail(e.what());
+  }
+  if (t.dtypes.empty() || t.reductions.empty() || t.label_smoothing.empty() || t.softmax.empty() ||
+      t.class_losses.empty() || t.elementwise_losses.empty())
+    fail("a list is empty: a suite would test nothing");
+  return t;
+}
+
+}  // namespace
+
+const Table& table() {
+  static const Table t = load();
+  return t;
+}
+
+bool has_dtype(const std::string& dtype) {
+  for (const auto& d : table().dtypes)
+    if (d == dtype) return true;
+  return false;
+}
+
+std::int64_t numel(const Shape& shape) {
+  std::int64_t n = 1;
+  for (std::int64_t d : shape) n *= d;
+  return n;
+}
+
+}  // namespace xent::test::cases
