@@ -33,6 +33,7 @@
 #include <new>
 #include <string>
 
+#include "blas_threads.h"
 #include "cpu/kernels.h"
 #include "frontend.h"
 #include "parallel.h"
@@ -152,40 +153,6 @@ Status check_options(const LinearCrossEntropyOptions& o) {
     return invalid_argument("reduction must be none, mean or sum");
   return Status::Ok();
 }
-
-// While at least one object lives, OpenBLAS runs single-threaded. The first one saves the
-// process-wide thread count and the last one restores it, under a lock, so that concurrent calls
-// cannot restore each other's 1 or leave the BLAS single-threaded for good.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() {
-    std::lock_guard<std::mutex> lock(mu());
-    if (depth()++ == 0) {
-      saved() = openblas_get_num_threads();
-      openblas_set_num_threads(1);
-    }
-  }
-  ~SingleThreadedBlas() {
-    std::lock_guard<std::mutex> lock(mu());
-    if (--depth() == 0) openblas_set_num_threads(saved());
-  }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  static std::mutex& mu() {
-    static std::mutex m;
-    return m;
-  }
-  static int& depth() {
-    static int d = 0;
-    return d;
-  }
-  static int& saved() {
-    static int s = 1;
-    return s;
-  }
-};
 
 Status check_float_view(const char* name, ConstTensorView v, DType dtype, const Shape& want) {
   XENT_RETURN_IF_ERROR(detail::check_present(v, name));
@@ -717,7 +684,7 @@ Status dispatch(const Problem& p, ConstTensorView hidden, ConstTensorView weight
 
   // One BLAS thread per call; xent's pool runs the tiles (see gemm_tiled). The BLAS setting is
   // process-wide: see SingleThreadedBlas.
-  SingleThreadedBlas single;
+  detail::SingleThreadedBlas single;
   run(c);
   return Status::Ok();
 }

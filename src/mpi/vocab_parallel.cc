@@ -23,6 +23,7 @@
 #include <limits>
 #include <vector>
 
+#include "blas_threads.h"
 #include "mpi/common.h"
 #include "parallel.h"
 #include "reduce.h"
@@ -534,8 +535,9 @@ Status run_linear(const Common& c, std::int64_t H, ConstTensorView hidden, Const
   std::vector<T> Z(static_cast<std::size_t>(Nb * Vp));
   std::vector<double> db_acc(db ? static_cast<std::size_t>(Vr) : 0, 0.0);
   bool dw_written = false;
-  const int blas_threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
+  // Each product is one task of ours: the BLAS must not start threads of its own (blas_threads.h;
+  // shared with linear_cross_entropy, so concurrent calls restore the setting correctly), until return.
+  const xent::detail::SingleThreadedBlas single;
   for (std::int64_t n0 = 0; n0 < c.N; n0 += Nb) {
     const std::int64_t nb = std::min(Nb, c.N - n0);
     xent::detail::parallel_for(static_cast<std::size_t>(n_tiles), [&](std::size_t i) {
@@ -573,7 +575,6 @@ Status run_linear(const Common& c, std::int64_t H, ConstTensorView hidden, Const
       dw_written = true;
     }
   }
-  openblas_set_num_threads(blas_threads);
   // dhidden: this rank's partial for every token, then ONE rank-ordered all-reduce per call (not
   // per token block: fewer rounds of latency, the same bits).
   if (dh && c.want_grad)
