@@ -134,7 +134,7 @@ Status set_isa(const std::string& name) {
   return detail::guarded("set_isa", [&]() -> Status {
     if (name.empty() || name == "auto") {
       cpu::g_active.store(0, std::memory_order_release);
-      return Status::Ok();
+      return ok_status();
     }
     const int found = cpu::find_choice(name);
     if (found < 0) {
@@ -142,7 +142,7 @@ Status set_isa(const std::string& name) {
                               cpu::names_list() + " (or auto)");
     }
     cpu::g_active.store(found, std::memory_order_release);
-    return Status::Ok();
+    return ok_status();
   });
 }
 
@@ -156,7 +156,7 @@ Status environment_status() {
     }
     const std::string threads = detail::threads_environment_problem();
     if (!threads.empty()) problems += (problems.empty() ? "" : "; ") + threads;
-    return problems.empty() ? Status::Ok() : invalid_argument(problems);
+    return problems.empty() ? ok_status() : invalid_argument(problems);
   });
 }
 

@@ -151,7 +151,7 @@ Status check_options(const LinearCrossEntropyOptions& o) {
   if (o.vocab_block < 0) return invalid_argument("vocab_block must be >= 0, found " + std::to_string(o.vocab_block));
   if (o.reduction != Reduction::kNone && o.reduction != Reduction::kMean && o.reduction != Reduction::kSum)
     return invalid_argument("reduction must be none, mean or sum");
-  return Status::Ok();
+  return ok_status();
 }
 
 Status check_float_view(const char* name, ConstTensorView v, DType dtype, const Shape& want) {
@@ -163,7 +163,7 @@ Status check_float_view(const char* name, ConstTensorView v, DType dtype, const 
     return invalid_argument(std::string(name) + " must have shape " + shape_str(want) + ", found " +
                             shape_str(v.shape));
   if (v.data == nullptr && want.numel() > 0) return invalid_argument(std::string(name) + " has a null data pointer");
-  return Status::Ok();
+  return ok_status();
 }
 
 Status validate(ConstTensorView hidden, ConstTensorView weight, ConstTensorView bias, ConstTensorView target,
@@ -245,7 +245,7 @@ Status validate(ConstTensorView hidden, ConstTensorView weight, ConstTensorView 
       return out_of_range("target " + std::to_string(t) + " at position " + std::to_string(n) + " is outside [0, " +
                           std::to_string(p->V) + ") and is not ignore_index (" + std::to_string(o.ignore_index) + ")");
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 Result<LinearCrossEntropyPlan> make_plan(std::int64_t N, std::int64_t V, std::size_t elem,
@@ -686,7 +686,7 @@ Status dispatch(const Problem& p, ConstTensorView hidden, ConstTensorView weight
   // process-wide: see SingleThreadedBlas.
   detail::SingleThreadedBlas single;
   run(c);
-  return Status::Ok();
+  return ok_status();
 }
 
 }  // namespace
