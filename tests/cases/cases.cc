@@ -31,6 +31,30 @@ const nlohmann::json& field(const nlohmann::json& j, const char* name) {
   return j.at(name);
 }
 
+// The "softmax", "class_losses" and "elementwise_losses" lists of object j (the top level, or
+// "threads"); `where` prefixes the field names in messages.
+void read_lists(const nlohmann::json& j, const std::string& where, std::vector<SoftmaxCase>* softmax,
+                std::vector<Shape>* class_losses, std::vector<Shape>* elementwise_losses) {
+  for (const auto& c : field(j, "softmax")) {
+    SoftmaxCase s{shape_of(field(c, "shape"), where + "softmax"), field(c, "dims").get<std::vector<std::int64_t>>()};
+    const auto rank = static_cast<std::int64_t>(s.shape.size());
+    for (std::int64_t d : s.dims)
+      if (rank > 0 ? (d < -rank || d >= rank) : (d != 0 && d != -1))
+        fail(where + "softmax: dim out of range in " + c.dump());
+    softmax->push_back(std::move(s));
+  }
+  for (const auto& [name, out] : {std::pair{"class_losses", class_losses}, std::pair{"elementwise_losses", elementwise_losses}}) {
+    for (const auto& c : field(j, name)) {
+      Shape s = shape_of(c, where + name);
+      if (s.empty() || numel(s) == 0)
+        fail(where + name + ": expected a non-empty shape of rank >= 1, found " + c.dump());
+      out->push_back(std::move(s));
+    }
+  }
+  if (softmax->empty() || class_losses->empty() || elementwise_losses->empty())
+    fail(where + "softmax, class_losses or elementwise_losses is empty: a suite would test nothing");
+}
+
 Table load() {
   std::ifstream in(XENT_CASES_JSON);
   if (!in) fail("cannot open it");
@@ -49,29 +73,14 @@ Table load() {
     }
     t.label_smoothing = field(j, "label_smoothing").get<std::vector<double>>();
     t.gradcheck_max_elements = field(j, "gradcheck_max_elements").get<std::int64_t>();
-    for (const auto& c : field(j, "softmax")) {
-      SoftmaxCase s{shape_of(field(c, "shape"), "softmax"), field(c, "dims").get<std::vector<std::int64_t>>()};
-      const auto rank = static_cast<std::int64_t>(s.shape.size());
-      for (std::int64_t d : s.dims)
-        if (rank > 0 ? (d < -rank || d >= rank) : (d != 0 && d != -1)) fail("softmax: dim out of range in " + c.dump());
-      t.softmax.push_back(std::move(s));
-    }
-    for (const auto& c : field(j, "class_losses")) {
-      Shape s = shape_of(c, "class_losses");
-      if (s.empty() || numel(s) == 0) fail("class_losses: expected a non-empty shape of rank >= 1, found " + c.dump());
-      t.class_losses.push_back(std::move(s));
-    }
-    for (const auto& c : field(j, "elementwise_losses")) {
-      Shape s = shape_of(c, "elementwise_losses");
-      if (s.empty() || numel(s) == 0) fail("elementwise_losses: expected a non-empty shape of rank >= 1, found " + c.dump());
-      t.elementwise_losses.push_back(std::move(s));
-    }
+    read_lists(j, "", &t.softmax, &t.class_losses, &t.elementwise_losses);
+    read_lists(field(j, "threads"), "threads.", &t.threads_softmax, &t.threads_class_losses,
+               &t.threads_elementwise_losses);
   } catch (const nlohmann::json::exception& e) {
     fail(e.what());
   }
-  if (t.dtypes.empty() || t.reductions.empty() || t.label_smoothing.empty() || t.softmax.empty() ||
-      t.class_losses.empty() || t.elementwise_losses.empty())
-    fail("a list is empty: a suite would test nothing");
+  if (t.dtypes.empty() || t.reductions.empty() || t.label_smoothing.empty())
+    fail("dtypes, reductions or label_smoothing is empty: a suite would test nothing");
   return t;
 }
 

@@ -28,6 +28,10 @@ struct Table {
   std::vector<SoftmaxCase> softmax;         // softmax, log_softmax, logsumexp
   std::vector<Shape> class_losses;          // cross_entropy, nll_loss: classes on dim 1 (dim 0 of a 1-d input)
   std::vector<Shape> elementwise_losses;    // binary_cross_entropy (with logits)
+  // The same three lists for the thread-bits checks: shapes large enough to be split across threads.
+  std::vector<SoftmaxCase> threads_softmax;
+  std::vector<Shape> threads_class_losses;
+  std::vector<Shape> threads_elementwise_losses;
 };
 
 const Table& table();
