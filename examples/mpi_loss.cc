@@ -24,8 +24,8 @@ int main(int argc, char** argv) {
   for (std::int64_t i = 0; i < n; ++i)
     for (std::int64_t j = 0; j < vr; ++j) logits.push_back(all_logits[i][shard.first_class + j]);
   float loss = 0;
-  const xent::Status s = xent::mpi::vocab_parallel_cross_entropy(
-      {logits, {n, vr}}, {target, {n}}, shard, {}, xent::scalar_view(&loss), {}, {}, {});
+  const xent::Status s = xent::mpi::vocab_parallel_cross_entropy({logits, {n, vr}}, {target, {n}}, shard, {},
+                                                                 xent::scalar_view(&loss), {}, {}, {});
   int rc = 0;
   if (!s.ok()) {  // every rank gets the same error
     std::fprintf(stderr, "mpi_loss: rank %d: %s\n", rank, s.to_string().c_str());

@@ -138,8 +138,8 @@ Status set_isa(const std::string& name) {
     }
     const int found = cpu::find_choice(name);
     if (found < 0) {
-      return invalid_argument("instruction set '" + name + "' is not available on this CPU; it supports: " +
-                              cpu::names_list() + " (or auto)");
+      return invalid_argument("instruction set '" + name +
+                              "' is not available on this CPU; it supports: " + cpu::names_list() + " (or auto)");
     }
     cpu::g_active.store(found, std::memory_order_release);
     return ok_status();
@@ -151,8 +151,9 @@ Status environment_status() {
     std::string problems;
     const cpu::EnvIsa& isa = cpu::env_isa();
     if (isa.unknown) {
-      problems = "XENT_ISA=" + std::string(isa.value) + " is not available on this CPU (available: " +
-                 cpu::names_list() + "); using " + cpu::choices().list[0].name;
+      problems = "XENT_ISA=" + std::string(isa.value) +
+                 " is not available on this CPU (available: " + cpu::names_list() + "); using " +
+                 cpu::choices().list[0].name;
     }
     const std::string threads = detail::threads_environment_problem();
     if (!threads.empty()) problems += (problems.empty() ? "" : "; ") + threads;

@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace xent::test::cases {
 namespace {
@@ -43,7 +43,8 @@ void read_lists(const nlohmann::json& j, const std::string& where, std::vector<S
         fail(where + "softmax: dim out of range in " + c.dump());
     softmax->push_back(std::move(s));
   }
-  for (const auto& [name, out] : {std::pair{"class_losses", class_losses}, std::pair{"elementwise_losses", elementwise_losses}}) {
+  for (const auto& [name, out] :
+       {std::pair{"class_losses", class_losses}, std::pair{"elementwise_losses", elementwise_losses}}) {
     for (const auto& c : field(j, name)) {
       Shape s = shape_of(c, where + name);
       if (s.empty() || numel(s) == 0)

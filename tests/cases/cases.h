@@ -21,7 +21,7 @@ struct SoftmaxCase {
 enum class Reduction { kNone, kMean, kSum };
 
 struct Table {
-  std::vector<std::string> dtypes;          // "float32", "float64"
+  std::vector<std::string> dtypes;  // "float32", "float64"
   std::vector<Reduction> reductions;
   std::vector<double> label_smoothing;
   std::int64_t gradcheck_max_elements = 0;  // finite differences cost two calls per element

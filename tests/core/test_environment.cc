@@ -61,9 +61,9 @@ TEST(Environment, StatusNamesEachBadValueAndTheFallback) {
   const std::string& m = s.message();
   EXPECT_NE(m.find("XENT_ISA=no_such_isa is not available on this CPU (available: "), std::string::npos) << m;
   EXPECT_NE(m.find("scalar); using " + xent::supported_isas().front()), std::string::npos) << m;
-  EXPECT_NE(m.find("XENT_THREADS=two is not a positive integer; using " + std::to_string(xent::num_threads()) +
-                   " threads"),
-            std::string::npos)
+  EXPECT_NE(
+      m.find("XENT_THREADS=two is not a positive integer; using " + std::to_string(xent::num_threads()) + " threads"),
+      std::string::npos)
       << m;
   // Asking again gives the same answer (the variables were read once), and setting the ISA by
   // the API does not erase what the environment said.
