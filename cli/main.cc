@@ -1,7 +1,11 @@
 // main.cc: the `xent` command-line tool's entry point: builds the CLI11 app from the registered
 // subcommands, runs the chosen one, and maps errors to exit codes (0 ok, 1 runtime failure,
-// 2 usage or bad input). Subcommands live in cli/<area>/ and know nothing of each other; what
-// several areas need (array files in and out, printing) is in cli/shared/.
+// 2 usage or bad input), and tells the user about a bad XENT_ISA / XENT_THREADS (the library
+// itself never prints). Subcommands live in cli/<area>/ and register themselves here; an area does
+// not include another's files, with one exception: `linear-cross-entropy` and `train` run
+// distributed under mpirun through the hooks of cli/mpi/ (linear_parallel.h, train_parallel.h:
+// function pointers, null in a build without MPI). What several areas need (array files in and
+// out, printing) is in cli/shared/.
 #include <algorithm>
 #include <cstdio>
 #include <exception>
@@ -14,6 +18,7 @@
 #include "cli.h"
 #include "suggest.h"
 #include "io/atomic_file.h"
+#include "xent/runtime.h"
 
 namespace xent::cli {
 namespace {
@@ -145,6 +150,9 @@ int main(int argc, char** argv) {
   for (const auto& [order, setup] : reg) setup(app);
 
   if (!preflight(app, argc, argv)) return 2;
+  // The library never prints: a bad XENT_ISA or XENT_THREADS (ignored, with a fallback) is told here.
+  if (const xent::Status env = xent::environment_status(); !env.ok())
+    std::fprintf(stderr, "xent: warning: %s\n", env.message().c_str());
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

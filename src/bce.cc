@@ -27,7 +27,7 @@ Status make_broadcast(ConstTensorView t, const ConstTensorView& input, const cha
   *b = Broadcast{};
   if (t.empty_view()) {
     b->simple = true;
-    return Status::Ok();
+    return ok_status();
   }
   XENT_RETURN_IF_ERROR(detail::check_present(t, what));
   if (t.dtype != input.dtype)
@@ -61,7 +61,7 @@ Status make_broadcast(ConstTensorView t, const ConstTensorView& input, const cha
   }
   if (full) b->simple = true, b->simple_step = 1;
   else if (scalar) b->simple = true, b->simple_step = 0;
-  return Status::Ok();
+  return ok_status();
 }
 
 struct BceSetup {
@@ -75,7 +75,7 @@ Status check_probabilities(const T* p, std::int64_t n, const Shape& shape) {
       return out_of_range(fmt::format("input must hold probabilities in [0, 1]; found {} at position {}",
                                       static_cast<double>(p[k]), detail::position_of(k, shape)));
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 Status validate(ConstTensorView input, ConstTensorView target, const BceOptions& o, bool logits, BceSetup* s) {
@@ -93,7 +93,7 @@ Status validate(ConstTensorView input, ConstTensorView target, const BceOptions&
       return check_probabilities(input.as<T>(), input.numel(), input.shape);
     }));
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 // Offset of element e's broadcast partner.
@@ -169,7 +169,7 @@ detail::visit_float(input.dtype, [&](auto tag) {
     using T = decltype(tag);
     run<T>(s, o, logits, input, target.as<T>(), loss.as<T>(), nullptr, nullptr, 1);
   });
-  return Status::Ok();
+  return ok_status();
 }
 
 template <class T>
@@ -196,7 +196,7 @@ detail::visit_float(input.dtype, [&](auto tag) {
     using T = decltype(tag);
     backward_typed<T>(s, o, logits, input, target, dloss, dinput);
   });
-  return Status::Ok();
+  return ok_status();
 }
 
 }  // namespace

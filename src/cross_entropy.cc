@@ -60,7 +60,7 @@ Status scan_targets(const I* t, std::int64_t n, const Shape& tshape, std::int64_
     if constexpr (sizeof(I) == 4) kept = k.count_kept_i32(t, static_cast<std::size_t>(n), C, ignore_index, &bad);
     else kept = k.count_kept_i64(t, static_cast<std::size_t>(n), C, ignore_index, &bad);
     *divisor = static_cast<double>(kept);
-    if (!bad) return Status::Ok();
+    if (!bad) return ok_status();
   }
   double total = 0;
   for (std::int64_t k = 0; k < n; ++k) {
@@ -73,7 +73,7 @@ Status scan_targets(const I* t, std::int64_t n, const Shape& tshape, std::int64_
     total += w ? static_cast<double>(w[v]) : 1.0;
   }
   *divisor = total;
-  return Status::Ok();
+  return ok_status();
 }
 
 template <class T>
@@ -135,7 +135,7 @@ Status validate(ConstTensorView input, ConstTensorView target, const Common& o, 
   }
   s->weight_sum =
       detail::visit_float(input.dtype, [&](auto tag) { return sum_weights(o.weight.as<decltype(tag)>(), s->L.C); });
-  return Status::Ok();
+  return ok_status();
 }
 
 Status check_dloss(ConstTensorView dloss, DType dt, const Setup& s, Reduction r) {
@@ -415,7 +415,7 @@ detail::visit_float(input.dtype, [&](auto tag) {
     using T = decltype(tag);
     run<T>(s, o, is_nll, input.data, target.data, loss.as<T>(), nullptr, nullptr, 1);
   });
-  return Status::Ok();
+  return ok_status();
 }
 
 template <class T>
@@ -438,7 +438,7 @@ Status do_backward(ConstTensorView input, ConstTensorView target, const Common& 
     run<T>(s, o, is_nll, input.data, target.data, nullptr, dinput.as<T>(), none ? dl : nullptr,
            upstream_scale(s, o.reduction, dl));
   });
-  return Status::Ok();
+  return ok_status();
 }
 
 Common common_of(const CrossEntropyOptions& o) { return {o.weight, o.ignore_index, o.reduction, o.label_smoothing}; }
@@ -473,7 +473,7 @@ Status cross_entropy_fused(ConstTensorView input, ConstTensorView target, const 
       using T = decltype(tag);
       run<T>(s, o, false, input.data, target.data, loss.as<T>(), dinput.as<T>(), nullptr, scale);
     });
-    return Status::Ok();
+    return ok_status();
   });
 }
 

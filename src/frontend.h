@@ -60,7 +60,7 @@ inline Status check_present(const void* data, const Shape& shape, const char* wh
   if (capacity != kUnknownCapacity && n > capacity)
     return invalid_argument(fmt::format("{} has shape {} ({} elements) but its buffer holds {}", what,
                                         shape.to_string(), n, capacity));
-  return Status::Ok();
+  return ok_status();
 }
 inline Status check_present(ConstTensorView t, const char* what) {
   return check_present(t.data, t.shape, what, t.capacity);
@@ -71,7 +71,7 @@ inline Status check_floating(ConstTensorView t, const char* what) {
   if (!is_floating(t.dtype))
     return invalid_argument(
         fmt::format("{} must be float32, float64, bfloat16 or float16, found {}", what, dtype_name(t.dtype)));
-  return Status::Ok();
+  return ok_status();
 }
 
 // Calls f(T{}) with T the element type of floating dtype dt: float, double, BF16 or F16 (half.h).
@@ -92,7 +92,7 @@ inline Status check_like(ConstTensorView t, DType dt, const Shape& shape, const 
     return invalid_argument(fmt::format("{} must have {}'s dtype {}, found {}", what, like_what, dtype_name(dt), dtype_name(t.dtype)));
   if (t.shape != shape)
     return invalid_argument(fmt::format("{} must have shape {}, found {}", what, shape.to_string(), t.shape.to_string()));
-  return Status::Ok();
+  return ok_status();
 }
 
 // Resolves a possibly negative dim for a tensor of `rank` (rank 0 accepts 0 and -1).
@@ -102,7 +102,7 @@ inline Status resolve_dim(std::int64_t dim, int rank, int* out) {
     return out_of_range(fmt::format("dim {} is outside [{}, {}) for an input of {} dimension{}", dim, -r, r, rank,
                                     rank == 1 ? "" : "s"));
   *out = static_cast<int>(dim < 0 ? dim + r : dim);
-  return Status::Ok();
+  return ok_status();
 }
 
 // (outer, C, inner) of `shape` around `dim` (rank 0 is one row of one element).
@@ -141,7 +141,7 @@ inline Status check_reduction_output(TensorView loss, DType dt, const Shape& non
   if (loss.shape != want)
     return invalid_argument(fmt::format("{} must have shape {}{}, found {}", what, want.to_string(),
                                         reduction_is_none ? "" : " (a reduced loss is 0-d)", loss.shape.to_string()));
-  return Status::Ok();
+  return ok_status();
 }
 
 }  // namespace xent::detail

@@ -18,7 +18,9 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -69,18 +71,36 @@ int clamp_threads(long n) noexcept {
   return static_cast<int>(n);
 }
 
-// XENT_THREADS (a positive integer) or the hardware's count; read once.
-int default_threads() noexcept {
-  static const int n = [] {
+// XENT_THREADS as read at first use: the default thread count, and whether the variable was set
+// to something other than a positive integer (then the hardware's count is used, and
+// threads_environment_problem() says so; the library never prints). No allocation: it is read
+// from noexcept code.
+struct EnvThreads {
+  int n = 1;
+  bool bad = false;
+  char value[40] = {};  // XENT_THREADS's value when bad, cut to fit
+};
+
+const EnvThreads& env_threads() noexcept {
+  static const EnvThreads e = [] {
+    EnvThreads r;
     if (const char* s = std::getenv("XENT_THREADS"); s != nullptr && *s != '\0') {
       char* end = nullptr;
       long v = std::strtol(s, &end, 10);
-      if (end != s && *end == '\0' && v > 0) return clamp_threads(v);
+      if (end != s && *end == '\0' && v > 0) {
+        r.n = clamp_threads(v);
+        return r;
+      }
+      r.bad = true;
+      std::strncpy(r.value, s, sizeof(r.value) - 1);
     }
-    return clamp_threads(hardware_threads());
+    r.n = clamp_threads(hardware_threads());
+    return r;
   }();
-  return n;
+  return e;
 }
+
+int default_threads() noexcept { return env_threads().n; }
 
 std::atomic<int> g_requested{0};  // 0: default
 thread_local bool t_in_region = false;
@@ -180,6 +200,13 @@ class Pool {
 int pool_threads() noexcept {
   int r = g_requested.load(std::memory_order_relaxed);
   return r > 0 ? r : default_threads();
+}
+
+std::string threads_environment_problem() {
+  const EnvThreads& e = env_threads();
+  if (!e.bad) return "";
+  return "XENT_THREADS=" + std::string(e.value) + " is not a positive integer; using " + std::to_string(e.n) +
+         " threads (the CPUs this process may run on)";
 }
 
 void parallel_for(std::size_t n_tasks, const std::function<void(std::size_t)>& fn) {

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <string>
 
 namespace xent::detail {
 
@@ -16,5 +17,9 @@ void parallel_for(std::size_t n_tasks, const std::function<void(std::size_t)>& f
 
 // Threads the pool uses now (>= 1).
 int pool_threads() noexcept;
+
+// Empty when XENT_THREADS is unset or a positive integer; otherwise the sentence that
+// environment_status() (runtime.h) reports: the value found and the count used instead.
+std::string threads_environment_problem();
 
 }  // namespace xent::detail

@@ -80,7 +80,7 @@ detail::visit_float(x.dtype, [&](auto tag) {
     using T = decltype(tag);
     run_forward(op, x.as<T>(), y.as<T>(), L);
   });
-  return Status::Ok();
+  return ok_status();
 }
 
 Status backward(Op op, ConstTensorView y, ConstTensorView dy, std::int64_t dim, TensorView dx) {
@@ -94,7 +94,7 @@ detail::visit_float(y.dtype, [&](auto tag) {
     using T = decltype(tag);
     run_backward(op, y.as<T>(), dy.as<T>(), dx.as<T>(), L);
   });
-  return Status::Ok();
+  return ok_status();
 }
 
 template <class T>
@@ -167,7 +167,7 @@ Status logsumexp_forward(ConstTensorView x, std::int64_t dim, TensorView out) {
       using T = decltype(tag);
       run_lse_forward(x.as<T>(), out.as<T>(), L);
     });
-    return Status::Ok();
+    return ok_status();
   });
 }
 
@@ -186,7 +186,7 @@ Status logsumexp_backward(ConstTensorView x, ConstTensorView out, ConstTensorVie
       using T = decltype(tag);
       run_lse_backward(x.as<T>(), out.as<T>(), dout.as<T>(), dx.as<T>(), L);
     });
-    return Status::Ok();
+    return ok_status();
   });
 }
 

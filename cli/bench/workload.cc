@@ -176,7 +176,7 @@ Status Workload::create(const Spec& spec, std::unique_ptr<Workload>* out) {
   else if (op == "nll") b += (fwd ? wgt : 0) + (bwd ? wgt : 0);  // two calls, each reads the weights
   w->min_bytes_ = b;
   *out = std::move(w);
-  return Status::Ok();
+  return ok_status();
 }
 
 Status Workload::run() const {
@@ -207,7 +207,7 @@ Status Workload::run() const {
     o.weight = weight;
     if (fwd) XENT_RETURN_IF_ERROR(nll_loss_forward(x, t, o, scalar_loss));
     if (bwd) XENT_RETURN_IF_ERROR(nll_loss_backward(x, t, o, dloss, dx));
-    return Status::Ok();
+    return ok_status();
   }
   if (op == "softmax" || op == "log-softmax") {
     const bool sm = op == "softmax";
@@ -215,13 +215,13 @@ Status Workload::run() const {
     if (fwd) XENT_RETURN_IF_ERROR(sm ? softmax_forward(x, 1, y) : log_softmax_forward(x, 1, y));
     ConstTensorView dy{dy_.data(), dt, sh};
     if (bwd) XENT_RETURN_IF_ERROR(sm ? softmax_backward(y, dy, 1, dx) : log_softmax_backward(y, dy, 1, dx));
-    return Status::Ok();
+    return ok_status();
   }
   if (op == "logsumexp") {
     TensorView out{y_.data(), dt, rows};
     if (fwd) XENT_RETURN_IF_ERROR(logsumexp_forward(x, 1, out));
     if (bwd) XENT_RETURN_IF_ERROR(logsumexp_backward(x, out, ConstTensorView{dy_.data(), dt, rows}, 1, dx));
-    return Status::Ok();
+    return ok_status();
   }
   // bce, bce-with-logits
   ConstTensorView t{t_.data(), dt, sh};
@@ -233,7 +233,7 @@ Status Workload::run() const {
   if (bwd)
     XENT_RETURN_IF_ERROR(logits ? binary_cross_entropy_with_logits_backward(x, t, o, dloss, dx)
                                 : binary_cross_entropy_backward(x, t, o, dloss, dx));
-  return Status::Ok();
+  return ok_status();
 }
 
 double measure_copy_gbps(int threads, std::size_t bytes) {

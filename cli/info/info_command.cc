@@ -13,7 +13,7 @@ namespace {
 
 void setup(CLI::App& root) {
   CLI::App* app = root.add_subcommand("info", "Version, instruction sets and threads");
-  app->footer("\nExample:\n  XENT_ISA=AVX2 XENT_THREADS=1 xent info\n");
+  app->footer("\nExample:\n  XENT_ISA=avx2 XENT_THREADS=1 xent info\n");
   app->callback([] {
     std::string isas;
     for (const auto& i : supported_isas()) isas += (isas.empty() ? "" : ", ") + i;

@@ -45,7 +45,7 @@ Status catching(F&& f) {
   } catch (const std::exception& e) {
     return invalid_argument(e.what());
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 struct MpiSession {
@@ -132,7 +132,7 @@ bool run(const LinearParallelArgs& a) {
   std::optional<NpyArray> dw_full, db_full;
   if (dw) dw_full = gather_rows(*dw, w.shape()[1], Shape{V, w.shape()[1]});
   if (db) db_full = gather_rows(*db, 1, Shape{V});
-  Status written = Status::Ok();
+  Status written = ok_status();
   if (rank == 0) {
     written = catching([&] {
       std::vector<Output> outputs = {{"--out", a.out, loss.view(), "loss"}};

@@ -28,7 +28,7 @@ class Parser {
     for (int d = 0; d < rank_; ++d) dims[d] = len_[d];
     if (!Shape::from_dims(dims, rank_, &out->shape)) return internal_error("inline array rank");
     if (!out->all_integers) out->integers.clear();
-    return Status::Ok();
+    return ok_status();
   }
 
  private:
@@ -98,7 +98,7 @@ class Parser {
     }
     len_set_[depth] = true;
     len_[depth] = count;
-    return Status::Ok();
+    return ok_status();
   }
 
   Status number() {
@@ -113,11 +113,11 @@ class Parser {
     }
     if (eat_word("inf") || eat_word("Infinity")) {
       push(neg ? -std::numeric_limits<double>::infinity() : std::numeric_limits<double>::infinity(), false, 0);
-      return Status::Ok();
+      return ok_status();
     }
     if (eat_word("nan") || eat_word("NaN")) {
       push(std::numeric_limits<double>::quiet_NaN(), false, 0);
-      return Status::Ok();
+      return ok_status();
     }
     std::size_t digits_start = i_;
     while (is_digit(peek())) ++i_;
@@ -166,7 +166,7 @@ class Parser {
       }
     }
     push(v, integral, iv);
-    return Status::Ok();
+    return ok_status();
   }
 
   void push(double v, bool integral, std::int64_t iv) {

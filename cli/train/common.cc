@@ -55,7 +55,7 @@ LoadedData load_data(const DataArgs& a, int threads, bool need_train) {
   std::vector<std::string> files = {p.train_images, p.test_images, p.train_labels, p.test_labels};
   if (!need_train) files = {p.test_images, p.test_labels};
   std::vector<Result<IdxArray>> results;
-  for (std::size_t k = 0; k < files.size(); ++k) results.emplace_back(Status::Ok());
+  for (std::size_t k = 0; k < files.size(); ++k) results.emplace_back(ok_status());
   std::atomic<std::size_t> next{0};
   auto worker = [&] {
     for (std::size_t k; (k = next.fetch_add(1)) < files.size();) results[k] = read_idx_file(files[k]);

@@ -322,14 +322,14 @@ bool train_with_signals(Session& s) {
       print_epoch_line(m, s.has_val, "");
       std::fflush(stdout);
     }
-    if (s.rank != 0) return Status::Ok();
+    if (s.rank != 0) return ok_status();
     if (!s.checkpoint_path.empty()) XENT_RETURN_IF_ERROR(save_checkpoint(s.checkpoint_path, st, a.opt, s.fingerprint));
     if (!a.no_report && clock::now() - last_refresh > std::chrono::milliseconds(500)) {
       s.train_seconds = std::chrono::duration<double>(clock::now() - t_train).count();
       write_metrics_and_report(s, true, nullptr);
       last_refresh = clock::now();
     }
-    return Status::Ok();
+    return ok_status();
   };
   g_stop.store(false);
   struct sigaction sa {};

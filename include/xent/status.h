@@ -31,7 +31,9 @@ class [[nodiscard]] Status {
   Status() = default;  // ok
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
-  static Status Ok() { return Status(); }
+  // Old spelling of ok_status(), kept so that code written against it still builds; one style
+  // (snake_case) is ok_status().
+  [[deprecated("use xent::ok_status()")]] static Status Ok() { return Status(); }
 
   bool ok() const noexcept { return code_ == StatusCode::kOk; }
   StatusCode code() const noexcept { return code_; }
@@ -48,7 +50,8 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-// Helpers that build non-ok statuses.
+// The ok Status (the same as Status()), and the helpers that build non-ok ones.
+inline Status ok_status() { return Status(); }
 inline Status invalid_argument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
 inline Status out_of_range(std::string m) { return {StatusCode::kOutOfRange, std::move(m)}; }
 inline Status io_error(std::string m) { return {StatusCode::kIoError, std::move(m)}; }

@@ -524,6 +524,11 @@ PYBIND11_MODULE(_xent, m) {
   m.def("isa", &xent::active_isa);
   m.def("supported_isas", &xent::supported_isas);
   m.def("set_isa", [](const std::string& name) { check(xent::set_isa(name)); });
+  // "" when XENT_ISA and XENT_THREADS are usable, else what was wrong and what is used instead.
+  m.def("environment_status", [] {
+    const xent::Status s = xent::environment_status();
+    return s.ok() ? std::string() : s.message();
+  });
   m.def("set_buffer_cache_limit", [](std::int64_t bytes) {
     if (bytes < 0) raise_value(fmt::format("set_buffer_cache_limit: expected bytes >= 0, found {}", bytes));
     {

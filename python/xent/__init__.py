@@ -22,6 +22,13 @@ from . import _xent
 
 __version__ = "0.1.0"
 
+# The library never prints: an unusable XENT_ISA or XENT_THREADS (read here, at import, and then
+# replaced by the default) becomes one RuntimeWarning.
+if _xent.environment_status():
+    import warnings as _warnings
+
+    _warnings.warn("xent: " + _xent.environment_status(), RuntimeWarning, stacklevel=2)
+
 __all__ = [
     "softmax", "log_softmax", "logsumexp", "softmax_backward", "log_softmax_backward",
     "cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",

@@ -160,7 +160,7 @@ struct KernelTable {
   // linear layer's (linear_cross_entropy.cc). SIMD: Highway's contrib Tanh, a few ulp.
   void (*softcap)(T* z, std::size_t n, T s) noexcept = nullptr;
 
-  // Test hook (tests/kernels/test_exp.cc): y = exp(x) over n values x <= 0, by the SIMD kernels'
+  // Test hook (tests/kernels/test_tables.cc): y = exp(x) over n values x <= 0, by the SIMD kernels'
   // exponential (exp-inl.h exp_nonpos); the scalar table's is std::exp.
   void (*exp_nonpos)(const T* x, T* y, std::size_t n) noexcept = nullptr;
 };

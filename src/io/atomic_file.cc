@@ -118,7 +118,7 @@ Status write_all(int fd, const char* p, std::size_t n, const std::string& what) 
     p += w;
     n -= static_cast<std::size_t>(w);
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 }  // namespace
@@ -201,7 +201,7 @@ Status AtomicFile::open(const std::string& path) {
   if (t.kind == OutputTarget::Kind::kDescriptor) {
     direct_fd_ = ::fcntl(t.fd, F_DUPFD_CLOEXEC, 3);
     if (direct_fd_ < 0) return io_error(fmt::format("cannot use descriptor {} for '{}': {}", t.fd, path, std::strerror(errno)));
-    return Status::Ok();
+    return ok_status();
   }
   if (t.kind == OutputTarget::Kind::kDevice) {
     // No O_CREAT (it exists), no O_TRUNC (a device or pipe has nothing to truncate; never surprise one).
@@ -212,7 +212,7 @@ Status AtomicFile::open(const std::string& path) {
       return io_error(fmt::format("cannot open {} for writing: {}", describe(path, t.path), std::strerror(e)));
     }
     direct_fd_ = fd;
-    return Status::Ok();
+    return ok_status();
   }
   // A regular file, existing or new: the temporary beside the final target, with its permissions.
   struct stat st {};
@@ -234,32 +234,32 @@ Status AtomicFile::open(const std::string& path) {
   }
   tmp_path_ = templ;
   slot_ = register_temp(tmp_path_);
-  return Status::Ok();
+  return ok_status();
 }
 
 Status AtomicFile::write(const void* data, std::size_t n) {
   if (direct_fd_ >= 0) {
     direct_bytes_.append(static_cast<const char*>(data), n);
-    return Status::Ok();
+    return ok_status();
   }
   if (!f_) return internal_error("AtomicFile::write before open");
-  if (n == 0) return Status::Ok();
+  if (n == 0) return ok_status();
   if (std::fwrite(data, 1, n, f_) != n) {
     int e = errno;
     return io_error(fmt::format("writing '{}' failed: {}", path_, std::strerror(e ? e : EIO)));
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 Status AtomicFile::flush() {
-  if (direct_fd_ >= 0) return Status::Ok();
+  if (direct_fd_ >= 0) return ok_status();
   if (!f_) return internal_error("AtomicFile::flush before open");
   errno = 0;
   if (std::fflush(f_) != 0 || ::fsync(::fileno(f_)) != 0) {
     int e = errno;
     return io_error(fmt::format("writing '{}' failed: {}", path_, std::strerror(e ? e : EIO)));
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 Status AtomicFile::commit() {
@@ -296,7 +296,7 @@ Status AtomicFile::commit() {
     ::fsync(dfd);  // best effort: the rename is durable once the directory is synced
     ::close(dfd);
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 void AtomicFile::abandon() noexcept {

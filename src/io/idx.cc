@@ -68,7 +68,7 @@ Status check_magic(const std::uint8_t* h4, std::string_view name, Header* out) {
   out->type = h4[2];
   out->dims.assign(h4[3], 0);
   out->header_bytes = 4 + 4 * std::size_t{h4[3]};
-  return Status::Ok();
+  return ok_status();
 }
 
 Status check_dims(const std::uint8_t* dims_bytes, std::string_view name, const IdxLimits& limits,
@@ -92,7 +92,7 @@ Status check_dims(const std::uint8_t* dims_bytes, std::string_view name, const I
                                           name, fmt::join(h->dims, ", "), h->payload,
                                           limits.max_payload_bytes));
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 // Where the bytes come from: one memory block (parse_idx) or a file read in 1 MiB chunks
@@ -111,7 +111,7 @@ class MemorySource final : public Source {
     *p = b_;
     *n = done_ ? 0 : n_;
     done_ = true;
-    return Status::Ok();
+    return ok_status();
   }
 
  private:
@@ -130,7 +130,7 @@ class FileSource final : public Source {
       if (r < 0) return io_error(fmt::format("{}: read failed: {}", name_, std::strerror(errno)));
       *p = buf_.data();
       *n = static_cast<std::size_t>(r);
-      return Status::Ok();
+      return ok_status();
     }
   }
 
@@ -156,7 +156,7 @@ class Stream {
       if (inflateInit2(&zs_, 16 + MAX_WBITS) != Z_OK) return internal_error("zlib inflateInit2 failed");
       zinit_ = true;
     }
-    return Status::Ok();
+    return ok_status();
   }
   bool gzip() const { return gzip_; }
   const char* holds() const { return gzip_ ? "the gzip data holds" : "the file has"; }
@@ -167,7 +167,7 @@ class Stream {
     while (*got < want) {
       if (!gzip_) {
         XENT_RETURN_IF_ERROR(fill());
-        if (eof_) return Status::Ok();
+        if (eof_) return ok_status();
         const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(cur_n_, want - *got));
         std::memcpy(out + *got, cur_, k);
         advance(k);
@@ -176,7 +176,7 @@ class Stream {
       }
       if (member_ended_) {
         XENT_RETURN_IF_ERROR(fill());
-        if (eof_) return Status::Ok();
+        if (eof_) return ok_status();
         if (cur_[0] != 0x1f) {
           return data_loss(fmt::format("{}: {} bytes after the end of the gzip stream at byte offset {} are not another "
                                        "gzip member (expected 1f 8b, found {:02x})",
@@ -207,7 +207,7 @@ class Stream {
                                      zs_.msg ? zs_.msg : "inflate failed"));
       }
     }
-    return Status::Ok();
+    return ok_status();
   }
 
   // Nothing may follow the declared data (complete gzip members without data are fine).
@@ -222,15 +222,15 @@ class Stream {
                              : fmt::format("{}: {} trailing bytes after the {} bytes the IDX header declares", name_,
                                            total_ > declared ? total_ - declared : got, declared));
     }
-    return Status::Ok();
+    return ok_status();
   }
 
  private:
   Status fill() {
-    if (cur_n_ > 0 || eof_) return Status::Ok();
+    if (cur_n_ > 0 || eof_) return ok_status();
     XENT_RETURN_IF_ERROR(src_.next(&cur_, &cur_n_));
     if (cur_n_ == 0) eof_ = true;
-    return Status::Ok();
+    return ok_status();
   }
   void advance(std::size_t k) {
     cur_ += k;
@@ -278,7 +278,7 @@ Status read_header(Stream& s, std::uint64_t total, std::string_view name, const 
                                  fmt::join(h->dims, ", "), h->payload, h->header_bytes, have,
                                  have < h->payload ? " (truncated)" : " (trailing bytes)"));
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 Result<IdxArray> parse_source(Source& src, std::uint64_t total, std::string_view name, const IdxLimits& limits) {
@@ -480,7 +480,7 @@ Result<IdxDatasetPaths> find_idx_dataset(const std::string& dir) {
           fs::path full = fs::path(dir) / name;
           if (fs::is_regular_file(full, ec)) {
             *out = full.string();
-            return Status::Ok();
+            return ok_status();
           }
           if (tried.size() < 4) tried.push_back(name);
         }

@@ -142,7 +142,7 @@ Status parse_preamble(const unsigned char* p, std::size_t n, std::uint64_t file_
   }
   *dict_offset = static_cast<std::size_t>(start);
   *dict_len = static_cast<std::size_t>(len);
-  return Status::Ok();
+  return ok_status();
 }
 
 // --- header dict --------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ class DictParser {
     if (!Shape::from_dims(dims.data(), static_cast<int>(dims.size()), &h->shape)) {
       return internal_error("Shape::from_dims refused a checked rank");
     }
-    return Status::Ok();
+    return ok_status();
   }
 
  private:
@@ -269,7 +269,7 @@ class DictParser {
     }
     *out = std::string(t_.substr(start, i_ - start));
     ++i_;
-    return Status::Ok();
+    return ok_status();
   }
 
   // A tuple of non-negative integers: (), (3,), (2, 3), (2, 3,) and Python 2's (3L,).
@@ -313,7 +313,7 @@ class DictParser {
       if (peek() != ')') return expected("',' or ')' in 'shape'");
       if (dims->size() == 1) return expected("',' after the only entry of 'shape' (a 1-tuple is written (n,))");
     }
-    return Status::Ok();
+    return ok_status();
   }
 
   Status parse_descr(const std::string& d, FileDType* out) const {
@@ -371,7 +371,7 @@ class DictParser {
     bool host_big = std::endian::native == std::endian::big;
     dt.swap = size > 1 && order != '=' && order != '|' && file_big != host_big;
     *out = dt;
-    return Status::Ok();
+    return ok_status();
   }
 
   std::string_view t_;
@@ -402,7 +402,7 @@ Status check_sizes(Header* h, const std::string& name, const NpyReadOptions& opt
   h->numel = numel;
   h->file_bytes = file_bytes;
   h->mem_bytes = mem_bytes;
-  return Status::Ok();
+  return ok_status();
 }
 
 Status parse_header(const unsigned char* p, std::size_t n, std::uint64_t file_size, const std::string& name,
@@ -426,7 +426,7 @@ Status parse_header(const unsigned char* p, std::size_t n, std::uint64_t file_si
                                  name, plural(avail - h->file_bytes, "byte"), h->numel, h->dt.describe(),
                                  plural(h->file_bytes, "byte")));
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 // --- decoding -----------------------------------------------------------------------------------
@@ -734,6 +734,12 @@ Status write_npy(const std::string& path, ConstTensorView array) {
   if (!array.shape.numel_checked(&numel)) {
     return invalid_argument(fmt::format("write_npy: invalid shape {}", array.shape.to_string()));
   }
+  if (array.dtype != DType::kF32 && array.dtype != DType::kF64 && array.dtype != DType::kI32 && array.dtype != DType::kI64)
+    return invalid_argument(fmt::format("write_npy: expected a float32, float64, int32 or int64 array, found {}",
+                                        dtype_name(array.dtype)));
+  if (array.capacity != kUnknownCapacity && numel > array.capacity)
+    return invalid_argument(fmt::format("write_npy: shape {} needs {} elements, but the buffer holds {}",
+                                        array.shape.to_string(), numel, array.capacity));
   const std::size_t bytes = static_cast<std::size_t>(numel) * dtype_size(array.dtype);
   if (array.data == nullptr && bytes > 0) return invalid_argument("write_npy: null data with a non-empty shape");
   io::AtomicFile f;

@@ -33,6 +33,7 @@
 #include <new>
 #include <string>
 
+#include "blas_threads.h"
 #include "cpu/kernels.h"
 #include "frontend.h"
 #include "parallel.h"
@@ -150,42 +151,8 @@ Status check_options(const LinearCrossEntropyOptions& o) {
   if (o.vocab_block < 0) return invalid_argument("vocab_block must be >= 0, found " + std::to_string(o.vocab_block));
   if (o.reduction != Reduction::kNone && o.reduction != Reduction::kMean && o.reduction != Reduction::kSum)
     return invalid_argument("reduction must be none, mean or sum");
-  return Status::Ok();
+  return ok_status();
 }
-
-// While at least one object lives, OpenBLAS runs single-threaded. The first one saves the
-// process-wide thread count and the last one restores it, under a lock, so that concurrent calls
-// cannot restore each other's 1 or leave the BLAS single-threaded for good.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() {
-    std::lock_guard<std::mutex> lock(mu());
-    if (depth()++ == 0) {
-      saved() = openblas_get_num_threads();
-      openblas_set_num_threads(1);
-    }
-  }
-  ~SingleThreadedBlas() {
-    std::lock_guard<std::mutex> lock(mu());
-    if (--depth() == 0) openblas_set_num_threads(saved());
-  }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  static std::mutex& mu() {
-    static std::mutex m;
-    return m;
-  }
-  static int& depth() {
-    static int d = 0;
-    return d;
-  }
-  static int& saved() {
-    static int s = 1;
-    return s;
-  }
-};
 
 Status check_float_view(const char* name, ConstTensorView v, DType dtype, const Shape& want) {
   XENT_RETURN_IF_ERROR(detail::check_present(v, name));
@@ -196,7 +163,7 @@ Status check_float_view(const char* name, ConstTensorView v, DType dtype, const 
     return invalid_argument(std::string(name) + " must have shape " + shape_str(want) + ", found " +
                             shape_str(v.shape));
   if (v.data == nullptr && want.numel() > 0) return invalid_argument(std::string(name) + " has a null data pointer");
-  return Status::Ok();
+  return ok_status();
 }
 
 Status validate(ConstTensorView hidden, ConstTensorView weight, ConstTensorView bias, ConstTensorView target,
@@ -278,7 +245,7 @@ Status validate(ConstTensorView hidden, ConstTensorView weight, ConstTensorView 
       return out_of_range("target " + std::to_string(t) + " at position " + std::to_string(n) + " is outside [0, " +
                           std::to_string(p->V) + ") and is not ignore_index (" + std::to_string(o.ignore_index) + ")");
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 Result<LinearCrossEntropyPlan> make_plan(std::int64_t N, std::int64_t V, std::size_t elem,
@@ -717,9 +684,9 @@ Status dispatch(const Problem& p, ConstTensorView hidden, ConstTensorView weight
 
   // One BLAS thread per call; xent's pool runs the tiles (see gemm_tiled). The BLAS setting is
   // process-wide: see SingleThreadedBlas.
-  SingleThreadedBlas single;
+  detail::SingleThreadedBlas single;
   run(c);
-  return Status::Ok();
+  return ok_status();
 }
 
 }  // namespace

@@ -18,7 +18,7 @@ Status check_initialized() {
   MPI_Finalized(&fin);
   if (!init) return invalid_argument("MPI is not initialised (call MPI_Init first, and launch with mpirun)");
   if (fin) return invalid_argument("MPI has already been finalised");
-  return Status::Ok();
+  return ok_status();
 }
 
 VocabShard even_shard(std::int64_t vocab_size, int rank, int ranks, std::int64_t* slice_size) {
@@ -94,7 +94,7 @@ Status agree(MPI_Comm comm, const Fingerprint& fp, std::vector<std::int64_t>* ow
       (*owns)[2 * static_cast<std::size_t>(r) + 1] = all[static_cast<std::size_t>(r)].own[1];
     }
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 std::uint64_t hash_bytes(const void* p, std::size_t n, std::uint64_t h) noexcept {
@@ -164,7 +164,7 @@ Status allreduce_ordered(T* data, std::size_t n, MPI_Comm comm) {
   int K = 1, rank = 0;
   MPI_Comm_size(comm, &K);
   MPI_Comm_rank(comm, &rank);
-  if (K == 1 || n == 0) return Status::Ok();
+  if (K == 1 || n == 0) return ok_status();
   // Rounds of at most `round` values: a reduce-scatter (each rank receives every rank's copy of
   // its segment, in T, and adds them in rank order in double) and an all-gather of the sums
   // rounded to T. About 2 (K-1)/K n sizeof(T) bytes sent and received per rank.
@@ -197,7 +197,7 @@ Status allreduce_ordered(T* data, std::size_t n, MPI_Comm comm) {
     }
     MPI_Allgatherv(mine.data(), my, mpi_type<T>(), data + base, counts.data(), displs.data(), mpi_type<T>(), comm);
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 template Status allreduce_ordered<float>(float*, std::size_t, MPI_Comm);

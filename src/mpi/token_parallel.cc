@@ -83,7 +83,7 @@ Status run(ConstTensorView hidden, ConstTensorView weight, ConstTensorView bias,
     XENT_RETURN_IF_ERROR(detail::allreduce_ordered(dweight.as<T>(), static_cast<std::size_t>(dweight.numel()), o.comm));
   if (!dbias.empty_view())
     XENT_RETURN_IF_ERROR(detail::allreduce_ordered(dbias.as<T>(), static_cast<std::size_t>(dbias.numel()), o.comm));
-  return Status::Ok();
+  return ok_status();
 }
 
 }  // namespace
@@ -97,7 +97,7 @@ Status token_parallel_linear_cross_entropy(ConstTensorView hidden, ConstTensorVi
   // Local validation: a loss-only single-process call on no tokens would not check the targets,
   // so check what the combine relies on here; the rest is the single-process call's.
   double picked = 0, kept = 0;
-  Status local = Status::Ok();
+  Status local = ok_status();
   if (hidden.shape.rank() != 2 || weight.shape.rank() != 2) {
     local = invalid_argument("hidden must be (N_r, H) and weight (V, H), found " + hidden.shape.to_string() + " and " +
                              weight.shape.to_string());

@@ -22,7 +22,7 @@ Status data_parallel_train_callbacks(MPI_Comm comm, train::TrainCallbacks* cb) {
     *last = tasks * (rank + 1) / K;
   };
   cb->share_chunks = [comm, rank, K](const train::ChunkPartials& p) -> Status {
-    if (K == 1) return Status::Ok();
+    if (K == 1) return ok_status();
     // One chunk packed: gw (dc floats), gb (c doubles), loss (1 float), correct (1 int64).
     const std::size_t bytes = static_cast<std::size_t>(p.dc) * sizeof(float) + static_cast<std::size_t>(p.c) * sizeof(double) +
                               sizeof(float) + sizeof(std::int64_t);
@@ -61,9 +61,9 @@ Status data_parallel_train_callbacks(MPI_Comm comm, train::TrainCallbacks* cb) {
     }
     for (std::int64_t t = 0; t < p.tasks; ++t)
       if (t < first || t >= last) unpack(t, all.data() + static_cast<std::size_t>(t) * bytes);
-    return Status::Ok();
+    return ok_status();
   };
-  return Status::Ok();
+  return ok_status();
 }
 
 }  // namespace xent::mpi

@@ -23,6 +23,7 @@
 #include <limits>
 #include <vector>
 
+#include "blas_threads.h"
 #include "mpi/common.h"
 #include "parallel.h"
 #include "reduce.h"
@@ -63,7 +64,7 @@ Status check_view(const char* name, ConstTensorView v, DType dt, const Shape& wa
     return invalid_argument(std::string(name) + " must have shape " + want.to_string() + ", found " +
                             v.shape.to_string());
   if (v.data == nullptr && want.numel() > 0) return invalid_argument(std::string(name) + " has a null data pointer");
-  return Status::Ok();
+  return ok_status();
 }
 
 std::int64_t target_at(const void* t, bool t64, std::int64_t n) {
@@ -113,7 +114,7 @@ Status check_local(Common* c, ConstTensorView target, const VocabShard& shard, c
   if (c->has_zloss) XENT_RETURN_IF_ERROR(check_view("z_loss", z_loss, c->dtype, ls));
   c->has_dloss = !dloss.empty_view();
   if (c->has_dloss) XENT_RETURN_IF_ERROR(check_view("dloss", dloss, c->dtype, ls));
-  return Status::Ok();
+  return ok_status();
 }
 
 // The fingerprint every rank must share; per-rank: the slice.
@@ -169,7 +170,7 @@ Status agree_all(MPI_Comm comm, const detail::Fingerprint& fp) {
   if (next != fp.shared[1])
     return invalid_argument("the ranks' class slices cover [0, " + std::to_string(next) + "), expected [0, " +
                             std::to_string(fp.shared[1]) + ")");
-  return Status::Ok();
+  return ok_status();
 }
 
 // ---- the engine: exact per-token combine over ranks ------------------------------------------------
@@ -429,7 +430,7 @@ Status run_ce(const Common& c, ConstTensorView logits, ConstTensorView target, c
     if (dx) e.grad(x + n0 * c.Vr, dx + n0 * c.Vr, n0, nb, true);
   }
   e.finish(loss.empty_view() ? nullptr : loss.as<T>(), c.has_zloss ? z_loss.as<T>() : nullptr);
-  return Status::Ok();
+  return ok_status();
 }
 
 // ---- BLAS (the core's tiling: single-threaded calls on fixed tiles over xent's pool) ------------
@@ -534,8 +535,9 @@ Status run_linear(const Common& c, std::int64_t H, ConstTensorView hidden, Const
   std::vector<T> Z(static_cast<std::size_t>(Nb * Vp));
   std::vector<double> db_acc(db ? static_cast<std::size_t>(Vr) : 0, 0.0);
   bool dw_written = false;
-  const int blas_threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
+  // Each product is one task of ours: the BLAS must not start threads of its own (blas_threads.h;
+  // shared with linear_cross_entropy, so concurrent calls restore the setting correctly), until return.
+  const xent::detail::SingleThreadedBlas single;
   for (std::int64_t n0 = 0; n0 < c.N; n0 += Nb) {
     const std::int64_t nb = std::min(Nb, c.N - n0);
     xent::detail::parallel_for(static_cast<std::size_t>(n_tiles), [&](std::size_t i) {
@@ -573,7 +575,6 @@ Status run_linear(const Common& c, std::int64_t H, ConstTensorView hidden, Const
       dw_written = true;
     }
   }
-  openblas_set_num_threads(blas_threads);
   // dhidden: this rank's partial for every token, then ONE rank-ordered all-reduce per call (not
   // per token block: fewer rounds of latency, the same bits).
   if (dh && c.want_grad)
@@ -587,7 +588,7 @@ Status run_linear(const Common& c, std::int64_t H, ConstTensorView hidden, Const
   if (db)
     for (std::int64_t j = 0; j < Vr; ++j) db[j] = static_cast<T>(db_acc[static_cast<std::size_t>(j)]);
   e.finish(loss.empty_view() ? nullptr : loss.as<T>(), c.has_zloss ? z_loss.as<T>() : nullptr);
-  return Status::Ok();
+  return ok_status();
 }
 
 }  // namespace
@@ -597,7 +598,7 @@ Status vocab_parallel_cross_entropy(ConstTensorView logits, ConstTensorView targ
                                     ConstTensorView dloss, TensorView dlogits) {
   XENT_RETURN_IF_ERROR(check_initialized());
   Common c;
-  Status local = Status::Ok();
+  Status local = ok_status();
   c.dtype = logits.dtype;
   if (logits.shape.rank() != 2) {
     local = invalid_argument("logits must have shape (N, V_r) (this rank's classes), found " + logits.shape.to_string());
@@ -625,7 +626,7 @@ Status vocab_parallel_linear_cross_entropy(ConstTensorView hidden, ConstTensorVi
                                            TensorView dbias) {
   XENT_RETURN_IF_ERROR(check_initialized());
   Common c;
-  Status local = Status::Ok();
+  Status local = ok_status();
   c.dtype = hidden.dtype;
   std::int64_t H = 0;
   if (hidden.shape.rank() != 2) {

@@ -137,7 +137,7 @@ Status SoftmaxObjective<T>::evaluate(const double* p, double* grad, ObjectiveVal
     for (std::int64_t j = 0; j < DC + C; ++j) gm = std::max(gm, std::fabs(grad[j]));
     out->grad_max = gm;
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 template class SoftmaxObjective<float>;
@@ -187,7 +187,7 @@ class LineSearch {
       if (!(cur.f <= p0.f + kC1 * a * p0.d) || (i > 0 && cur.f >= prev.f)) return zoom(p0, prev, cur, out, ok);
       if (std::fabs(cur.d) <= -kC2 * p0.d) {
         *out = std::move(cur), *ok = true;
-        return Status::Ok();
+        return ok_status();
       }
       if (cur.d >= 0) return zoom(p0, cur, prev, out, ok);
       prev = cur;
@@ -195,7 +195,7 @@ class LineSearch {
     }
     *out = std::move(prev);  // sufficient decrease holds at prev
     *ok = out->a > 0;
-    return Status::Ok();
+    return ok_status();
   }
 
  private:
@@ -209,7 +209,7 @@ class LineSearch {
     ++*evals_;
     pt->f = std::isfinite(pt->v.f) ? pt->v.f : std::numeric_limits<double>::infinity();
     pt->d = dot(pt->g, dir_);
-    return Status::Ok();
+    return ok_status();
   }
 
   Status zoom(const LinePoint& p0, LinePoint lo, LinePoint hi, LinePoint* out, bool* ok) {
@@ -221,7 +221,7 @@ class LineSearch {
       } else {
         if (std::fabs(cur.d) <= -kC2 * p0.d) {
           *out = std::move(cur), *ok = true;
-          return Status::Ok();
+          return ok_status();
         }
         if (cur.d * (hi.a - lo.a) >= 0) hi = lo;
         lo = std::move(cur);
@@ -230,7 +230,7 @@ class LineSearch {
     // No Wolfe point found: accept lo when it decreases f (it satisfies sufficient decrease).
     *ok = lo.a > 0 && lo.f < p0.f;
     *out = std::move(lo);
-    return Status::Ok();
+    return ok_status();
   }
 
   const Evaluator& obj_;
@@ -318,7 +318,7 @@ Status minimize_lbfgs(const Evaluator& obj, std::vector<double>& x, const LbfgsS
   r.value = cur.v;
   r.grad_max = cur.v.grad_max;
   *result = std::move(r);
-  return Status::Ok();
+  return ok_status();
 }
 
 Status Preconditioner::build(const LabeledImages& data, std::int64_t classes) {
@@ -350,7 +350,7 @@ Status Preconditioner::build(const LabeledImages& data, std::int64_t classes) {
   if (info != 0) return internal_error(fmt::format("preconditioner: Cholesky failed (info {})", info));
   for (std::int64_t i = 0; i < n; ++i)  // dpotrf leaves the other triangle as it was
     for (std::int64_t j = 0; j < i; ++j) R_[static_cast<std::size_t>(i * n + j)] = 0;
-  return Status::Ok();
+  return ok_status();
 }
 
 void Preconditioner::to_params(const double* q, double* p) const {
@@ -389,7 +389,7 @@ Status minimize_softmax(SoftmaxObjective<T>& obj, const LabeledImages& data, boo
     pre.to_params(x, pp.data());
     XENT_RETURN_IF_ERROR(obj.evaluate(pp.data(), g, v));
     if (g) pre.to_q_grad(g);
-    return Status::Ok();
+    return ok_status();
   };
   auto on_q = [&](int k, const std::vector<double>& x, const ObjectiveValue& v) {
     pre.to_params(x.data(), pp.data());
@@ -397,7 +397,7 @@ Status minimize_softmax(SoftmaxObjective<T>& obj, const LabeledImages& data, boo
   };
   XENT_RETURN_IF_ERROR(minimize_lbfgs(f, q, settings, on_q, result));
   pre.to_params(q.data(), p.data());
-  return Status::Ok();
+  return ok_status();
 }
 
 template Status minimize_softmax<float>(SoftmaxObjective<float>&, const LabeledImages&, bool, std::vector<double>&,

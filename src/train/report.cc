@@ -78,7 +78,7 @@ Status write_report(const std::string& dir, const ReportInputs& in, std::vector<
     const std::string path = (fs::path(dir) / name).string();
     XENT_RETURN_IF_ERROR(io::write_file_atomic(path, *bytes));
     if (written) written->push_back(path);
-    return Status::Ok();
+    return ok_status();
   };
   XENT_RETURN_IF_ERROR(put("curves.png", render_curves_png(*in.history)));
   const bool have_eval = in.test_eval && in.test && in.test->n > 0;

@@ -71,7 +71,7 @@ Status check_data(const LabeledImages& d, const char* what, std::int64_t D, std:
     if (y < 0 || y >= C)
       return out_of_range(fmt::format("{} label {} at index {} is outside [0, {})", what, y, i, C));
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 // Reusable buffers for chunked evaluation.
@@ -155,7 +155,7 @@ Status validate(const TrainOptions& o) {
     return invalid_argument(fmt::format("--label-smoothing must be in [0, 1], found {}", o.label_smoothing));
   if (!(o.init_std >= 0) || !std::isfinite(o.init_std)) return invalid_argument(fmt::format("init std must be >= 0, found {}", o.init_std));
   if (o.threads < 0 || o.threads > 1024) return invalid_argument(fmt::format("--threads must be in [0, 1024], found {}", o.threads));
-  return Status::Ok();
+  return ok_status();
 }
 
 Result<TrainState> init_train_state(std::int64_t height, std::int64_t width, std::int64_t classes,
@@ -229,7 +229,7 @@ Status split_validation(const LabeledImages& data, double fraction, std::uint64_
   take(0, data.n - n_val, &t);
   take(1, n_val, &v);
   *train = std::move(t), *val = std::move(v);
-  return Status::Ok();
+  return ok_status();
 }
 
 namespace {
@@ -419,7 +419,7 @@ Status finish_epoch(EpochMetrics em, const LabeledImages* val, const LabeledImag
   if (std::isfinite(em.objective)) m.info["objective"] = fmt::format("{:.17g}", em.objective);
   m.info["recipe"] = options_json(options).dump();
   if (callbacks.on_epoch_end) return callbacks.on_epoch_end(state, em);
-  return Status::Ok();
+  return ok_status();
 }
 
 Status train_sgd(const LabeledImages& train, const LabeledImages* val, const LabeledImages& test,
@@ -448,7 +448,7 @@ Status train_sgd(const LabeledImages& train, const LabeledImages* val, const Lab
         m.weight = before.model.weight, m.bias = before.model.bias;
         state.velocity_w = before.velocity_w, state.velocity_b = before.velocity_b, state.rng = before.rng;
         if (interrupted) *interrupted = true;
-        return Status::Ok();
+        return ok_status();
       }
       const std::int64_t rows = std::min(B, N - start);
       const std::int64_t tasks = ceil_div(rows, kRowChunk);
@@ -476,7 +476,7 @@ Status train_sgd(const LabeledImages& train, const LabeledImages* val, const Lab
     em.train_accuracy = static_cast<double>(correct) / static_cast<double>(N);
     XENT_RETURN_IF_ERROR(finish_epoch(em, val, test, options, state, callbacks, w.eval, t0));
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 // Full-batch L-BFGS from W = 0, b = 0 (scikit-learn's start) on the objective of lbfgs.h. Every
@@ -536,7 +536,7 @@ Status train_lbfgs_as(const LabeledImages& train, const LabeledImages* val, cons
   m.info["lbfgs_grad_max"] = fmt::format("{:.6g}", result.grad_max);
   m.info["dtype"] = options.float64 ? "float64" : "float32";
   if (last_recorded != result.iterations) XENT_RETURN_IF_ERROR(record(result.iterations, p, result.value));
-  return Status::Ok();
+  return ok_status();
 }
 
 Status train_lbfgs(const LabeledImages& train, const LabeledImages* val, const LabeledImages& test,
@@ -591,7 +591,7 @@ Status compute_logits_impl(const SoftmaxModel& m, const std::uint8_t* pixels, st
   for_each_logits_chunk(m, pixels, n, ws, [&](std::int64_t, std::int64_t row0, std::int64_t rows, const float* Z) {
     std::memcpy(logits + row0 * m.classes, Z, static_cast<std::size_t>(rows * m.classes) * sizeof(float));
   });
-  return Status::Ok();
+  return ok_status();
 }
 
 }  // namespace
@@ -627,7 +627,7 @@ Status evaluate_impl(const SoftmaxModel& m, const LabeledImages& data, int threa
   }
   e.accuracy = n ? static_cast<double>(e.correct) / static_cast<double>(n) : std::nan("");
   *out = std::move(e);
-  return Status::Ok();
+  return ok_status();
 }
 
 }  // namespace
@@ -765,7 +765,7 @@ Result<TrainState> load_checkpoint(const std::string& path, const TrainOptions& 
     if (!e || e->dtype != dtype || e->size != bytes_expected)
       return data_loss(fmt::format("{}: checkpoint tensor \"{}\" must be {} with {} bytes", path, name, dtype, bytes_expected));
     std::memcpy(dst, bytes->data() + e->begin, e->size);
-    return Status::Ok();
+    return ok_status();
   };
   s.velocity_w.resize(s.model.weight.size());
   s.velocity_b.resize(s.model.bias.size());

@@ -192,7 +192,16 @@ def test_version_and_info():
           f"xent info: {p.stdout!r}")
     env = dict(os.environ, XENT_THREADS="1")
     p = subprocess.run([XENT, "info"], capture_output=True, text=True, env=env, timeout=30)
-    check("threads: 1 " in p.stdout, f"XENT_THREADS=1 xent info: {p.stdout!r}")
+    check("threads: 1 " in p.stdout and p.stderr == "", f"XENT_THREADS=1 xent info: {p.stdout!r} {p.stderr!r}")
+    # Bad values: the tool (not the library) warns once, in one line, and carries on with the
+    # fallbacks it names.
+    env = dict(os.environ, XENT_ISA="AVX9000", XENT_THREADS="many")
+    p = subprocess.run([XENT, "info"], capture_output=True, text=True, env=env, timeout=30)
+    lines = p.stderr.splitlines()
+    check(p.returncode == 0 and len(lines) == 1 and lines[0].startswith("xent: warning: XENT_ISA=AVX9000 is not "
+                                                                        "available on this CPU (available: ")
+          and "XENT_THREADS=many is not a positive integer; using " in lines[0] and "isa: " in p.stdout,
+          f"XENT_ISA=AVX9000 XENT_THREADS=many xent info: exit {p.returncode}, {p.stdout!r} {p.stderr!r}")
 
 
 # --- a CLI that helps -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -12,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "xent/io/npy.h"
+#include "xent/softmax.h"
 
 namespace xent {
 namespace {
@@ -137,6 +139,40 @@ TEST(NpyZeros, AllocatesAndRefusesOverflow) {
   for (int i = 0; i < 6; ++i) EXPECT_EQ(a->as<double>()[i], 0.0);
   EXPECT_FALSE(NpyArray::zeros(DType::kF64, Shape{std::int64_t{1} << 62, 4}).ok());
   EXPECT_FALSE(NpyArray::zeros(DType::kF64, Shape{-1}).ok());
+}
+
+// A view of an NpyArray knows how many elements the array holds: one reshaped to need more is
+// refused by the library (and by write_npy) instead of reading past the allocation.
+TEST(NpyZeros, ViewsCarryTheArraysSize) {
+  Result<NpyArray> a = NpyArray::zeros(DType::kF32, Shape{2, 3});
+  ASSERT_TRUE(a.ok());
+  Result<NpyArray> b = NpyArray::zeros(DType::kF32, Shape{2, 4});
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(a->view().capacity, 6);
+  EXPECT_EQ(a->mutable_view().capacity, 6);
+  ConstTensorView x = a->view();
+  EXPECT_TRUE(softmax_forward(x, -1, a->mutable_view()).ok());
+  x.shape = Shape{2, 4};
+  const Status s = softmax_forward(x, -1, b->mutable_view());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("6"), std::string::npos) << s.message();
+  TensorView y = a->mutable_view();
+  y.shape = Shape{3, 3};
+  EXPECT_FALSE(softmax_forward(b->view(), -1, y).ok());
+  x.shape = Shape{7};
+  const std::string out = ::testing::TempDir() + "/xent_view_capacity.npy";
+  std::remove(out.c_str());
+  const Status w = write_npy(out, x);
+  EXPECT_FALSE(w.ok());
+  EXPECT_NE(w.message().find("shape [7] needs 7 elements, but the buffer holds 6"), std::string::npos) << w.message();
+  EXPECT_NE(access(out.c_str(), F_OK), 0) << "a refused write left a file";
+  // write_npy writes the four .npy dtypes it reads; a 16-bit float view is refused by name.
+  std::vector<std::uint16_t> h(3);
+  const Status hw = write_npy(out, ConstTensorView(h.data(), DType::kBF16, Shape{3}));
+  EXPECT_FALSE(hw.ok());
+  EXPECT_NE(hw.message().find("bfloat16"), std::string::npos) << hw.message();
+  EXPECT_NE(access(out.c_str(), F_OK), 0) << "a refused write left a file";
 }
 
 // --- accepted variations ------------------------------------------------------------------------

@@ -6,9 +6,15 @@
 // h = 1e-6 * max(1, |x|). Truncation error is O(h^2 f''') ~ 1e-12 and rounding error
 // O(eps |f| / h) ~ 1e-10, so |fd - grad| <= 1e-6 * (1 + max|grad|) leaves a wide margin while a wrong
 // factor, sign or missing term (errors of order |grad|) cannot pass.
+//
+// Cases: the shared table (tests/cases/cases.json) entries with at most gradcheck_max_elements
+// elements (two forward calls per element), in float64 (finite differences need its precision), with
+// the table's reductions and label smoothings (the probability-target check skips a smoothing of 1,
+// where the targets no longer matter).
 #include <functional>
 #include <optional>
 
+#include "cases/cases.h"
 #include "op_checks.h"
 #include "test_util.h"
 
@@ -16,6 +22,27 @@ namespace xent::test {
 namespace {
 
 class Gradcheck : public IsaTest {};
+
+bool small(const ref::Shape& shape) {
+  const std::int64_t n = cases::numel(shape);
+  return n > 0 && n <= cases::table().gradcheck_max_elements;
+}
+
+std::vector<ref::Shape> small_shapes(const std::vector<cases::Shape>& shapes) {
+  std::vector<ref::Shape> out;
+  for (const auto& s : shapes)
+    if (small(s)) out.push_back(s);
+  return out;
+}
+
+std::vector<ref::Reduction> reductions() {
+  std::vector<ref::Reduction> out;
+  for (cases::Reduction r : cases::table().reductions)
+    out.push_back(r == cases::Reduction::kNone ? ref::Reduction::kNone
+                  : r == cases::Reduction::kMean ? ref::Reduction::kMean
+                                                 : ref::Reduction::kSum);
+  return out;
+}
 
 using Forward = std::function<Status(const Buf<double>& x, Buf<double>& out)>;
 
@@ -54,8 +81,12 @@ double objective(const Forward& f, const Buf<double>& x, const ref::Shape& out_s
 
 TEST_P(Gradcheck, SoftmaxFamily) {
   Rng rng(101);
-  for (const auto& [shape, dim] : std::vector<std::pair<ref::Shape, std::int64_t>>{
-           {{3, 5}, 1}, {{3, 5}, 0}, {{2, 3, 4}, 1}, {{2, 3, 4}, -1}, {{1}, 0}, {{}, 0}}) {
+  std::vector<std::pair<ref::Shape, std::int64_t>> cases_here;
+  for (const cases::SoftmaxCase& c : cases::table().softmax)
+    if (small(c.shape))
+      for (std::int64_t dim : c.dims) cases_here.emplace_back(c.shape, dim);
+  ASSERT_FALSE(cases_here.empty());
+  for (const auto& [shape, dim] : cases_here) {
     SCOPED_TRACE("shape " + shape_str(shape) + ", dim " + std::to_string(dim));
     const Buf<double> x = rng.uniform_buf<double>(shape, -3, 3);
     const Buf<double> dy = rng.uniform_buf<double>(shape, -1, 1);
@@ -90,7 +121,9 @@ TEST_P(Gradcheck, SoftmaxFamily) {
 
 TEST_P(Gradcheck, CrossEntropyClassIndices) {
   Rng rng(102);
-  for (const ref::Shape& shape : std::vector<ref::Shape>{{4}, {3, 5}, {2, 3, 2, 2}}) {
+  const std::vector<ref::Shape> shapes = small_shapes(cases::table().class_losses);
+  ASSERT_FALSE(shapes.empty());
+  for (const ref::Shape& shape : shapes) {
     const std::int64_t C = shape.size() == 1 ? shape[0] : shape[1];
     const ref::Shape tshape = shape.size() == 1 ? ref::Shape{} : ref::shape_without(shape, 1);
     const Buf<double> x = rng.uniform_buf<double>(shape, -3, 3);
@@ -99,8 +132,8 @@ TEST_P(Gradcheck, CrossEntropyClassIndices) {
     for (int with_weight = 0; with_weight < 2; ++with_weight) {
       std::optional<Buf<double>> weight;
       if (with_weight) weight = rng.uniform_buf<double>({C}, 0.2, 2.0);
-      for (ref::Reduction red : kAllReductions) {
-        for (double eps : {0.0, 0.1, 1.0}) {
+      for (ref::Reduction red : reductions()) {
+        for (double eps : cases::table().label_smoothing) {
           SCOPED_TRACE("cross_entropy shape " + shape_str(shape) + (with_weight ? ", weight" : "") + ", reduction " +
                        name_of(red) + ", label_smoothing " + std::to_string(eps));
           CrossEntropyOptions o;
@@ -128,7 +161,9 @@ TEST_P(Gradcheck, CrossEntropyClassIndices) {
 
 TEST_P(Gradcheck, CrossEntropyProbabilityTargets) {
   Rng rng(103);
-  for (const ref::Shape& shape : std::vector<ref::Shape>{{4}, {3, 5}, {2, 3, 2, 2}}) {
+  const std::vector<ref::Shape> shapes = small_shapes(cases::table().class_losses);
+  ASSERT_FALSE(shapes.empty());
+  for (const ref::Shape& shape : shapes) {
     const std::int64_t C = shape.size() == 1 ? shape[0] : shape[1];
     const std::int64_t cdim = shape.size() == 1 ? 0 : 1;
     const Buf<double> x = rng.uniform_buf<double>(shape, -3, 3);
@@ -136,8 +171,9 @@ TEST_P(Gradcheck, CrossEntropyProbabilityTargets) {
     for (int with_weight = 0; with_weight < 2; ++with_weight) {
       std::optional<Buf<double>> weight;
       if (with_weight) weight = rng.uniform_buf<double>({C}, 0.2, 2.0);
-      for (ref::Reduction red : kAllReductions) {
-        for (double eps : {0.0, 0.1}) {
+      for (ref::Reduction red : reductions()) {
+        for (double eps : cases::table().label_smoothing) {
+          if (eps == 1.0) continue;
           SCOPED_TRACE("cross_entropy probabilities shape " + shape_str(shape) + (with_weight ? ", weight" : "") +
                        ", reduction " + name_of(red) + ", label_smoothing " + std::to_string(eps));
           CrossEntropyOptions o;
@@ -163,70 +199,83 @@ TEST_P(Gradcheck, CrossEntropyProbabilityTargets) {
 
 TEST_P(Gradcheck, NllLoss) {
   Rng rng(104);
-  const ref::Shape shape = {4, 5};
-  const Buf<double> x = rng.uniform_buf<double>(shape, -3, 0);
-  Buf<std::int32_t> t = random_targets<std::int32_t>(rng, {4}, 5, std::nullopt);
-  t.v[2] = -100;
-  for (int with_weight = 0; with_weight < 2; ++with_weight) {
-    std::optional<Buf<double>> weight;
-    if (with_weight) weight = rng.uniform_buf<double>({5}, 0.2, 2.0);
-    for (ref::Reduction red : kAllReductions) {
-      SCOPED_TRACE(std::string("nll_loss") + (with_weight ? ", weight" : "") + ", reduction " + name_of(red));
-      NllOptions o;
-      if (weight) o.weight = weight->cview();
-      o.reduction = to_xent(red);
-      const ref::Shape lshape = red == ref::Reduction::kNone ? ref::Shape{4} : ref::Shape{};
-      const Buf<double> dloss = rng.uniform_buf<double>(lshape, -2, 2);
-      Buf<double> dx(shape);
-      ASSERT_TRUE(nll_loss_backward(x.cview(), t.cview(), o, dloss.cview(), dx.view()).ok());
-      EXPECT_TRUE(matches_finite_differences(
-          [&](const Buf<double>& in, Buf<double>& out) { return nll_loss_forward(in.cview(), t.cview(), o, out.view()); },
-          x, lshape, dloss, dx.v));
+  const std::vector<ref::Shape> shapes = small_shapes(cases::table().class_losses);
+  ASSERT_FALSE(shapes.empty());
+  for (const ref::Shape& shape : shapes) {
+    const std::int64_t C = cases::classes(shape);
+    const ref::Shape tshape = shape.size() == 1 ? ref::Shape{} : ref::shape_without(shape, 1);
+    const Buf<double> x = rng.uniform_buf<double>(shape, -3, 0);
+    Buf<std::int32_t> t = random_targets<std::int32_t>(rng, tshape, C, std::nullopt);
+    if (t.v.size() > 2) t.v[2] = -100;  // one ignored position
+    for (int with_weight = 0; with_weight < 2; ++with_weight) {
+      std::optional<Buf<double>> weight;
+      if (with_weight) weight = rng.uniform_buf<double>({C}, 0.2, 2.0);
+      for (ref::Reduction red : reductions()) {
+        SCOPED_TRACE("nll_loss shape " + shape_str(shape) + (with_weight ? ", weight" : "") + ", reduction " +
+                     name_of(red));
+        NllOptions o;
+        if (weight) o.weight = weight->cview();
+        o.reduction = to_xent(red);
+        const ref::Shape lshape = red == ref::Reduction::kNone ? tshape : ref::Shape{};
+        const Buf<double> dloss = rng.uniform_buf<double>(lshape, -2, 2);
+        Buf<double> dx(shape);
+        ASSERT_TRUE(nll_loss_backward(x.cview(), t.cview(), o, dloss.cview(), dx.view()).ok());
+        EXPECT_TRUE(matches_finite_differences(
+            [&](const Buf<double>& in, Buf<double>& out) { return nll_loss_forward(in.cview(), t.cview(), o, out.view()); },
+            x, lshape, dloss, dx.v));
+      }
     }
   }
 }
 
 TEST_P(Gradcheck, BinaryCrossEntropy) {
   Rng rng(105);
-  const ref::Shape shape = {3, 4};
-  const Buf<double> p = rng.uniform_buf<double>(shape, 0.05, 0.95);  // h stays inside (0, 1)
-  const Buf<double> xl = rng.uniform_buf<double>(shape, -4, 4);
-  const Buf<double> t = rng.uniform_buf<double>(shape, 0, 1);
-  for (int wk = 0; wk < 3; ++wk) {
-    std::optional<Buf<double>> weight;
-    if (wk == 1) weight = rng.uniform_buf<double>({4}, 0.2, 2.0);
-    if (wk == 2) weight = rng.uniform_buf<double>({3, 1}, 0.2, 2.0);
-    for (ref::Reduction red : kAllReductions) {
-      const ref::Shape lshape = red == ref::Reduction::kNone ? shape : ref::Shape{};
-      const Buf<double> dloss = rng.uniform_buf<double>(lshape, -2, 2);
-      SCOPED_TRACE("weight kind " + std::to_string(wk) + ", reduction " + name_of(red));
-      {
-        BceOptions o;
-        if (weight) o.weight = weight->cview();
-        o.reduction = to_xent(red);
-        Buf<double> dx(shape);
-        ASSERT_TRUE(binary_cross_entropy_backward(p.cview(), t.cview(), o, dloss.cview(), dx.view()).ok());
-        EXPECT_TRUE(matches_finite_differences(
-            [&](const Buf<double>& in, Buf<double>& out) {
-              return binary_cross_entropy_forward(in.cview(), t.cview(), o, out.view());
-            },
-            p, lshape, dloss, dx.v))
-            << "binary_cross_entropy_backward";
-      }
-      for (int with_pw = 0; with_pw < 2; ++with_pw) {
-        BceOptions o;
-        if (weight) o.weight = weight->cview();
-        const Buf<double> pw = rng.uniform_buf<double>({4}, 0.3, 3.0);
-        if (with_pw) o.pos_weight = pw.cview();
-        o.reduction = to_xent(red);
-        Buf<double> dx(shape);
-        ASSERT_TRUE(binary_cross_entropy_with_logits_backward(xl.cview(), t.cview(), o, dloss.cview(), dx.view()).ok());
-        EXPECT_TRUE(matches_finite_differences(
-            [&](const Buf<double>& in, Buf<double>& out) {
-              return binary_cross_entropy_with_logits_forward(in.cview(), t.cview(), o, out.view());
-            },
-            xl, lshape, dloss, dx.v))
-            << "binary_cross_entropy_with_logits_backward" << (with_pw ? " with pos_weight" : "");
+  const std::vector<ref::Shape> shapes = small_shapes(cases::table().elementwise_losses);
+  ASSERT_FALSE(shapes.empty());
+  for (const ref::Shape& shape : shapes) {
+    const Buf<double> p = rng.uniform_buf<double>(shape, 0.05, 0.95);  // h stays inside (0, 1)
+    const Buf<double> xl = rng.uniform_buf<double>(shape, -4, 4);
+    const Buf<double> t = rng.uniform_buf<double>(shape, 0, 1);
+    // Weights: none, the last dim (broadcast over rows), the first dim kept (N, 1, ...).
+    ref::Shape first(shape.size(), 1);
+    first[0] = shape[0];
+    for (int wk = 0; wk < 3; ++wk) {
+      std::optional<Buf<double>> weight;
+      if (wk == 1) weight = rng.uniform_buf<double>({shape.back()}, 0.2, 2.0);
+      if (wk == 2) weight = rng.uniform_buf<double>(first, 0.2, 2.0);
+      for (ref::Reduction red : reductions()) {
+        const ref::Shape lshape = red == ref::Reduction::kNone ? shape : ref::Shape{};
+        const Buf<double> dloss = rng.uniform_buf<double>(lshape, -2, 2);
+        SCOPED_TRACE("shape " + shape_str(shape) + ", weight kind " + std::to_string(wk) + ", reduction " +
+                     name_of(red));
+        {
+          BceOptions o;
+          if (weight) o.weight = weight->cview();
+          o.reduction = to_xent(red);
+          Buf<double> dx(shape);
+          ASSERT_TRUE(binary_cross_entropy_backward(p.cview(), t.cview(), o, dloss.cview(), dx.view()).ok());
+          EXPECT_TRUE(matches_finite_differences(
+              [&](const Buf<double>& in, Buf<double>& out) {
+                return binary_cross_entropy_forward(in.cview(), t.cview(), o, out.view());
+              },
+              p, lshape, dloss, dx.v))
+              << "binary_cross_entropy_backward";
+        }
+        for (int with_pw = 0; with_pw < 2; ++with_pw) {
+          BceOptions o;
+          if (weight) o.weight = weight->cview();
+          const Buf<double> pw = rng.uniform_buf<double>({shape.back()}, 0.3, 3.0);
+          if (with_pw) o.pos_weight = pw.cview();
+          o.reduction = to_xent(red);
+          Buf<double> dx(shape);
+          ASSERT_TRUE(binary_cross_entropy_with_logits_backward(xl.cview(), t.cview(), o, dloss.cview(), dx.view()).ok());
+          EXPECT_TRUE(matches_finite_differences(
+              [&](const Buf<double>& in, Buf<double>& out) {
+                return binary_cross_entropy_with_logits_forward(in.cview(), t.cview(), o, out.view());
+              },
+              xl, lshape, dloss, dx.v))
+              << "binary_cross_entropy_with_logits_backward" << (with_pw ? " with pos_weight" : "");
+        }
       }
     }
   }

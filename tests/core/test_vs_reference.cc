@@ -1,12 +1,15 @@
 // test_vs_reference.cc: every op x dtype x option combination against the long-double oracle, on
 // fixed-seed random inputs, once for every instruction set this CPU supports.
 //
-// Options covered: class weight on/off, ignore_index hit / miss / equal to a valid class, reduction
-// none / mean / sum, label_smoothing 0 / 0.1 / 1, int32 / int64 targets, probability targets, BCE
-// weight and pos_weight broadcast from several shapes. Shapes: (C), (N, C), (N, C, d1, d2), row
-// lengths that are not multiples of any vector width. Edge values live in test_edge_cases.cc.
+// The shapes, dims, reductions and label smoothings come from the shared case table
+// (tests/cases/cases.json, also read by the gradient checks and the PyTorch comparison). Options
+// added here: class weight on/off, ignore_index hit / miss / equal to a valid class, int32 / int64
+// targets, probability targets (normalised or not), BCE weight and pos_weight broadcast from several
+// shapes; plus this suite's own sweep of softmax row lengths 1..67, 1023, 1025 (tails of every
+// vector width) and wide / offset logits. Edge values live in test_edge_cases.cc.
 #include <optional>
 
+#include "cases/cases.h"
 #include "op_checks.h"
 #include "test_util.h"
 
@@ -15,10 +18,12 @@ namespace {
 
 class VsReference : public IsaTest {};
 
-// Shapes for the loss tests: 1-d, tails of every vector width, K-dim.
-const std::vector<ref::Shape>& loss_shapes() {
-  static const std::vector<ref::Shape> shapes = {{5}, {4, 1}, {6, 3}, {5, 7}, {3, 17}, {4, 67}, {2, 1025}, {2, 4, 3, 5}};
-  return shapes;
+const cases::Table& table() { return cases::table(); }
+
+ref::Reduction to_ref(cases::Reduction r) {
+  return r == cases::Reduction::kNone ? ref::Reduction::kNone
+         : r == cases::Reduction::kMean ? ref::Reduction::kMean
+                                        : ref::Reduction::kSum;
 }
 
 template <class T>
@@ -33,15 +38,13 @@ void softmax_cases(std::uint64_t seed) {
     SCOPED_TRACE(std::string(type_name<T>()) + " softmax family, shape [3, " + std::to_string(C) + "], dim 1");
     check_softmax_family(rng.uniform_buf<T>({3, C}, -5, 5), 1, rng);
   }
-  // Every dim of a 4-d tensor, positive and negative, and a 0-d input.
-  const ref::Shape k4 = {3, 5, 4, 7};
-  for (std::int64_t dim = -4; dim < 4; ++dim) {
-    SCOPED_TRACE(std::string(type_name<T>()) + " softmax family, shape [3, 5, 4, 7], dim " + std::to_string(dim));
-    check_softmax_family(rng.uniform_buf<T>(k4, -8, 8), dim, rng);
-  }
-  for (std::int64_t dim : {0, -1}) {
-    SCOPED_TRACE(std::string(type_name<T>()) + " softmax family, 0-d input, dim " + std::to_string(dim));
-    check_softmax_family(rng.uniform_buf<T>({}, -3, 3), dim, rng);
+  // The shared table's shapes, each along every dim it lists (0-d, empty and 4-d inputs included).
+  for (const cases::SoftmaxCase& c : table().softmax) {
+    for (std::int64_t dim : c.dims) {
+      SCOPED_TRACE(std::string(type_name<T>()) + " softmax family, shape " + shape_str(c.shape) + ", dim " +
+                   std::to_string(dim));
+      check_softmax_family(rng.uniform_buf<T>(c.shape, -8, 8), dim, rng);
+    }
   }
   // Wide logits (|x| up to 100) and a large offset (x around 1000).
   {
@@ -55,15 +58,15 @@ void softmax_cases(std::uint64_t seed) {
 }
 
 TEST_P(VsReference, SoftmaxFamily) {
-  softmax_cases<float>(11);
-  softmax_cases<double>(12);
+  if (cases::has_dtype("float32")) softmax_cases<float>(11);
+  if (cases::has_dtype("float64")) softmax_cases<double>(12);
 }
 
 template <class T, class I>
 void cross_entropy_cases(std::uint64_t seed) {
   Rng rng(seed);
-  for (const ref::Shape& shape : loss_shapes()) {
-    const std::int64_t C = shape.size() == 1 ? shape[0] : shape[1];
+  for (const ref::Shape& shape : table().class_losses) {
+    const std::int64_t C = cases::classes(shape);
     const ref::Shape tshape = shape.size() == 1 ? ref::Shape{} : ref::shape_without(shape, 1);
     const Buf<T> x = rng.uniform_buf<T>(shape, -6, 6);
     for (int with_weight = 0; with_weight < 2; ++with_weight) {
@@ -75,8 +78,9 @@ void cross_entropy_cases(std::uint64_t seed) {
         std::optional<std::int64_t> written;  // the value written at ~1/4 of the positions
         if (mode != 1) written = ignore;
         const Buf<I> t = random_targets<I>(rng, tshape, C, written);
-        for (ref::Reduction red : kAllReductions) {
-          for (double eps : {0.0, 0.1, 1.0}) {
+        for (cases::Reduction cr : table().reductions) {
+          const ref::Reduction red = to_ref(cr);
+          for (double eps : table().label_smoothing) {
             SCOPED_TRACE(std::string(type_name<T>()) + " cross_entropy " + type_name<I>() + " targets, shape " +
                          shape_str(shape) + (with_weight ? ", weight" : "") + ", ignore_index " +
                          std::to_string(ignore) + (mode == 0 ? " (hit)" : mode == 1 ? " (miss)" : " (valid class)") +
@@ -96,17 +100,21 @@ void cross_entropy_cases(std::uint64_t seed) {
 }
 
 TEST_P(VsReference, CrossEntropyAndNllClassIndices) {
-  cross_entropy_cases<float, std::int32_t>(21);
-  cross_entropy_cases<float, std::int64_t>(22);
-  cross_entropy_cases<double, std::int32_t>(23);
-  cross_entropy_cases<double, std::int64_t>(24);
+  if (cases::has_dtype("float32")) {
+    cross_entropy_cases<float, std::int32_t>(21);
+    cross_entropy_cases<float, std::int64_t>(22);
+  }
+  if (cases::has_dtype("float64")) {
+    cross_entropy_cases<double, std::int32_t>(23);
+    cross_entropy_cases<double, std::int64_t>(24);
+  }
 }
 
 template <class T>
 void prob_target_cases(std::uint64_t seed) {
   Rng rng(seed);
-  for (const ref::Shape& shape : loss_shapes()) {
-    const std::int64_t C = shape.size() == 1 ? shape[0] : shape[1];
+  for (const ref::Shape& shape : table().class_losses) {
+    const std::int64_t C = cases::classes(shape);
     const Buf<T> x = rng.uniform_buf<T>(shape, -6, 6);
     // Probability rows, and arbitrary non-negative targets (PyTorch does not require a sum of 1).
     const Buf<T> probs = rng.prob_buf<T>(shape);
@@ -114,8 +122,9 @@ void prob_target_cases(std::uint64_t seed) {
     for (int with_weight = 0; with_weight < 2; ++with_weight) {
       std::optional<Buf<T>> weight;
       if (with_weight) weight = rng.uniform_buf<T>({C}, 0.1, 3.0);
-      for (ref::Reduction red : kAllReductions) {
-        for (double eps : {0.0, 0.1, 1.0}) {
+      for (cases::Reduction cr : table().reductions) {
+        const ref::Reduction red = to_ref(cr);
+        for (double eps : table().label_smoothing) {
           for (int kind = 0; kind < 2; ++kind) {
             SCOPED_TRACE(std::string(type_name<T>()) + " cross_entropy probability targets" +
                          (kind ? " (unnormalised)" : "") + ", shape " + shape_str(shape) +
@@ -130,15 +139,14 @@ void prob_target_cases(std::uint64_t seed) {
 }
 
 TEST_P(VsReference, CrossEntropyProbabilityTargets) {
-  prob_target_cases<float>(31);
-  prob_target_cases<double>(32);
+  if (cases::has_dtype("float32")) prob_target_cases<float>(31);
+  if (cases::has_dtype("float64")) prob_target_cases<double>(32);
 }
 
 template <class T>
 void bce_cases(std::uint64_t seed) {
   Rng rng(seed);
-  const std::vector<ref::Shape> shapes = {{1}, {7}, {5, 3}, {4, 67}, {3, 1025}, {2, 3, 4}};
-  for (const ref::Shape& shape : shapes) {
+  for (const ref::Shape& shape : table().elementwise_losses) {
     // Weight shapes that broadcast (NumPy rules) to `shape`: none, (1), last dim, full, (N, 1...),
     // (1, last) with a leading 1.
     std::vector<std::optional<ref::Shape>> wshapes = {std::nullopt, ref::Shape{1}, ref::Shape{shape.back()}, shape};
@@ -162,7 +170,8 @@ void bce_cases(std::uint64_t seed) {
       std::optional<Buf<T>> weight;
       if (ws) weight = rng.uniform_buf<T>(*ws, 0.1, 3.0);
       const std::string wname = ws ? ", weight " + shape_str(*ws) : "";
-      for (ref::Reduction red : kAllReductions) {
+      for (cases::Reduction cr : table().reductions) {
+        const ref::Reduction red = to_ref(cr);
         for (int kind = 0; kind < 3; ++kind) {
           const Buf<T>& pin = kind == 2 ? p_edges : p;
           const Buf<T>& t = kind == 1 ? t_hard : t_soft;
@@ -185,8 +194,8 @@ void bce_cases(std::uint64_t seed) {
 }
 
 TEST_P(VsReference, BinaryCrossEntropy) {
-  bce_cases<float>(41);
-  bce_cases<double>(42);
+  if (cases::has_dtype("float32")) bce_cases<float>(41);
+  if (cases::has_dtype("float64")) bce_cases<double>(42);
 }
 
 XENT_INSTANTIATE_FOR_EVERY_ISA(VsReference);

@@ -6,6 +6,7 @@
 //     logits are exactly the given ones; it has every option, z-loss and soft-cap included) and
 //     xent::cross_entropy_fused, to within rounding.
 // Not a speed test. Every rank runs every check; collectives are never skipped on a failure.
+#include <cblas.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -397,6 +398,16 @@ TEST(VocabParallelLinear, Float32) {
 TEST(VocabParallelLinear, Float64) {
   check_linear<double>(false, false);
   check_linear<double>(true, true);
+}
+// The layer runs the BLAS single-threaded (its products are tasks of xent's pool) and gives the
+// caller's setting back (src/blas_threads.h, shared with linear_cross_entropy).
+TEST(VocabParallelLinear, KeepsTheBlasThreadSetting) {
+  const int before = openblas_get_num_threads();
+  openblas_set_num_threads(2);
+  const int set = openblas_get_num_threads();
+  check_linear<float>(true, true);
+  EXPECT_EQ(openblas_get_num_threads(), set) << "the BLAS thread count was not restored";
+  openblas_set_num_threads(before);
 }
 
 template <class T>

@@ -222,6 +222,31 @@ def test_runtime_controls():
         xent.set_num_threads(-1)
 
 
+def test_bad_environment_is_one_warning():
+    """XENT_ISA / XENT_THREADS that cannot be used: a RuntimeWarning at import, nothing on stderr from
+    the library itself, and the defaults in use."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, XENT_ISA="no-such-isa", XENT_THREADS="0")
+    code = ("import warnings; warnings.simplefilter('error')\n"
+            "try:\n    import xent\nexcept RuntimeWarning as w:\n    print('warned:', w)\n"
+            "warnings.simplefilter('ignore'); import xent; print('isa:', xent.isa(), xent.supported_isas()[0])")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("warned: xent: XENT_ISA=no-such-isa is not available on this CPU (available: ")
+    assert "XENT_THREADS=0 is not a positive integer" in lines[0]
+    _, isa, best = lines[1].split()
+    assert isa == best
+    env.pop("XENT_ISA")
+    env.pop("XENT_THREADS")
+    r = subprocess.run([sys.executable, "-W", "error", "-c", "import xent"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
 @pytest.mark.parametrize("call, exc, message", [
     (lambda: xent.cross_entropy(np.zeros((2, 3), np.float16), np.array([0, 1])), TypeError,
      "input must be float32 or float64, found float16"),

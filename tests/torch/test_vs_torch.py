@@ -3,10 +3,12 @@
 
 What it does. From one seed (printed; --seed to repeat) it builds several hundred cases: every
 option combination of softmax / log-softmax / logsumexp, cross-entropy (int64, int32 and probability
-targets, weight, ignore_index, reduction, label_smoothing), nll, bce and bce-with-logits, over
-shapes (C), (N, C), (N, C, d1), (N, C, d1, d2) with C in {1, 3, 17, 33, 1000, ...}, N = 0, float32
-and float64, plus adversarial inputs (logits of +-1e4 and +-max/4, -inf masks, all -inf rows, +inf,
-NaN, all targets ignored, BCE probabilities of exactly 0 and 1, large logits for bce-with-logits).
+targets, weight, ignore_index, reduction, label_smoothing), nll, bce and bce-with-logits, over the
+shapes, dims, dtypes, reductions and smoothings of the shared case table tests/cases/cases.json
+(also read by the C++ oracle and gradient tests: (C), (N, C), (N, C, d1), (N, C, d1, d2) with C in
+{1, 3, 17, 33, 1000, ...}, float32 and float64), N = 0 batches, plus adversarial inputs (logits of
++-1e4 and +-max/4, -inf masks, all -inf rows, +inf, NaN, all targets ignored, BCE probabilities of
+exactly 0 and 1, large logits for bce-with-logits).
 For each case it writes .npy files, runs `xent <op> ... --out L.npy --grad-out G.npy` for every
 instruction set the CPU supports (XENT_ISA; cross-entropy also without --grad-out, which takes another
 library entry point), and compares the loss and d sum(loss) / d input with torch's (autograd of
@@ -51,6 +53,7 @@ except Exception as e:  # noqa: BLE001 - any import failure means "cannot run he
 import argparse
 import concurrent.futures
 import itertools
+import json
 import os
 import re
 import shlex
@@ -63,9 +66,32 @@ from dataclasses import dataclass, field
 TOL64 = 1e-11
 EPS32 = float(np.finfo(np.float32).eps)
 TINY64 = float(np.finfo(np.float64).tiny)
-REDUCTIONS = ("none", "mean", "sum")
-SMOOTHINGS = (0.0, 0.05, 1.0)
 THREAD_COUNTS = (1, 2, 3)
+
+
+def load_case_table():
+    """The shared case table (tests/cases/cases.json): the shapes, dims, dtypes, reductions and label
+    smoothings that the C++ oracle and gradient tests use too. This suite adds its own adversarial
+    values, empty batches, error cases and thread cases around them."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cases", "cases.json")
+    with open(path, encoding="utf-8") as f:
+        table = json.load(f)
+    softmax = [(tuple(c["shape"]), tuple(c["dims"])) for c in table["softmax"]]
+    shapes = {k: [tuple(s) for s in table[k]] for k in ("class_losses", "elementwise_losses")}
+    if not (softmax and shapes["class_losses"] and shapes["elementwise_losses"] and table["dtypes"]):
+        raise SystemExit(f"{path}: a list of cases is empty")
+    th = table["threads"]
+    thread_softmax = [(tuple(c["shape"]), tuple(c["dims"])) for c in th["softmax"]]
+    thread_shapes = {k: [tuple(s) for s in th[k]] for k in ("class_losses", "elementwise_losses")}
+    if not (thread_softmax and thread_shapes["class_losses"] and thread_shapes["elementwise_losses"]):
+        raise SystemExit(f"{path}: a list of thread cases is empty")
+    return (tuple(table["dtypes"]), tuple(table["reductions"]), tuple(float(v) for v in table["label_smoothing"]),
+            softmax, shapes["class_losses"], shapes["elementwise_losses"],
+            thread_softmax, thread_shapes["class_losses"], thread_shapes["elementwise_losses"])
+
+
+(DTYPES, REDUCTIONS, SMOOTHINGS, SOFTMAX_SHAPES, CE_SHAPES, BCE_SHAPES,
+ THREAD_SOFTMAX_SHAPES, THREAD_CE_SHAPES, THREAD_BCE_SHAPES) = load_case_table()
 
 # CLI flag for each array a case may carry.
 ARRAY_FLAGS = {"input": "--input", "target": "--target", "weight": "--weight", "pos_weight": "--pos-weight"}
@@ -155,23 +181,8 @@ def bcast_shape(shape, mode):
     raise ValueError(mode)
 
 
-SOFTMAX_SHAPES = [  # (shape, dims)
-    ((), (0, -1)),
-    ((17,), (0, -1)),
-    ((4, 3), (0, 1, -1, -2)),
-    ((3, 17, 5), (0, 1, 2, -1)),
-    ((2, 33, 3, 4), (1, -1, -3)),
-    ((1, 1), (0, 1)),
-    ((5, 1000), (1, 0)),
-    ((3, 1), (1,)),
-    ((0, 5), (0, 1)),   # N = 0 (dim 1) and an empty reduced dim (dim 0)
-    ((2, 0, 3), (1, 2)),
-    ((9, 16), (-1,)),
-]
-CE_SHAPES = [(5,), (4, 3), (3, 17, 2), (2, 33, 2, 3), (6, 1), (2, 1000), (7, 8), (3, 16, 3), (9, 33),
-             (1, 17, 1, 2), (4, 1, 3)]
-BCE_SHAPES = [(7,), (4, 3), (3, 17, 2), (2, 5, 3, 4), (1, 1), (5, 33), (2, 1000), (6, 16)]
-DTYPES = ("float32", "float64")
+# SOFTMAX_SHAPES (shape, dims), CE_SHAPES (classes on dim 1), BCE_SHAPES, DTYPES, REDUCTIONS and
+# SMOOTHINGS come from the shared case table (load_case_table above).
 
 
 def gen_softmax_family(g):
@@ -395,42 +406,53 @@ def gen_bce_logits(g):
 
 
 def gen_threads(g):
-    """Larger cases (enough rows to be split across threads); bits must not depend on XENT_THREADS."""
+    """Larger cases (enough rows to be split across threads), on the shapes of the shared table's
+    "threads" lists (test_threads.cc uses the same); bits must not depend on XENT_THREADS. Ops,
+    dtypes and options are spread over the shapes in turn."""
     r = g.rng
-    g.add("threads/softmax/(1024,257)/float32", "softmax", "float32", {"input": g.logits((1024, 257), "float32")},
-          {"dim": 1}, threads=True)
-    g.add("threads/log-softmax/(64,33,64)/float64", "log-softmax", "float64",
-          {"input": g.logits((64, 33, 64), "float64")}, {"dim": 1}, threads=True)
-    g.add("threads/logsumexp/(257,1024)dim0/float32", "logsumexp", "float32",
-          {"input": g.logits((257, 1024), "float32")}, {"dim": 0}, threads=True)
-    g.add("threads/logsumexp/(513,100)/float64", "logsumexp", "float64",
-          {"input": g.logits((513, 100), "float64")}, {"dim": -1}, threads=True)
-    t = r.integers(0, 100, (4096,))
-    t[r.random(4096) < 0.1] = -100
-    g.add("threads/ce-idx/(4096,100)/w/ls0.05/mean/float32", "cross-entropy", "float32",
-          {"input": g.logits((4096, 100), "float32"), "target": t, "weight": g.class_weight(100, "float32")},
-          {"reduction": "mean", "label_smoothing": 0.05}, threads=True)
-    g.add("threads/ce-idx/(4096,100)/sum/float64", "cross-entropy", "float64",
-          {"input": g.logits((4096, 100), "float64"), "target": t.astype(np.int32)},
-          {"reduction": "sum"}, threads=True)
-    g.add("threads/ce-idx/(64,10,65)/none/float64", "cross-entropy", "float64",
-          {"input": g.logits((64, 10, 65), "float64"), "target": r.integers(0, 10, (64, 65))},
-          {"reduction": "none", "label_smoothing": 0.05}, threads=True)
-    g.add("threads/ce-prob/(1024,100)/sum/float64", "cross-entropy", "float64",
-          {"input": g.logits((1024, 100), "float64"), "target": g.prob_target((1024, 100), "float64")},
-          {"reduction": "sum"}, threads=True)
-    g.add("threads/ce-prob/(32,17,64)/mean/float32", "cross-entropy", "float32",
-          {"input": g.logits((32, 17, 64), "float32"), "target": g.prob_target((32, 17, 64), "float32"),
-           "weight": g.class_weight(17, "float32")}, {"reduction": "mean"}, threads=True)
-    g.add("threads/nll/(4096,50)/mean/float32", "nll", "float32",
-          {"input": r.normal(-3, 1, (4096, 50)).astype(np.float32), "target": r.integers(0, 50, (4096,)),
-           "weight": g.class_weight(50, "float32")}, {"reduction": "mean"}, threads=True)
-    g.add("threads/bce/(512,300)/mean/float64", "bce", "float64",
-          {"input": r.uniform(0.001, 0.999, (512, 300)), "target": r.uniform(0, 1, (512, 300)),
-           "weight": r.uniform(0.2, 2, (300,))}, {"reduction": "mean"}, threads=True)
-    g.add("threads/bcel/(512,300)/sum/float32", "bce-with-logits", "float32",
-          {"input": g.logits((512, 300), "float32"), "target": r.uniform(0, 1, (512, 300)).astype(np.float32),
-           "pos_weight": r.uniform(0.2, 4, (300,)).astype(np.float32)}, {"reduction": "sum"}, threads=True)
+    k = 0
+    for shape, dims in THREAD_SOFTMAX_SHAPES:
+        for d in dims:
+            op, dtype = ("softmax", "log-softmax", "logsumexp")[k % 3], DTYPES[k % len(DTYPES)]
+            k += 1
+            g.add(f"threads/{op}/{shape}/dim{d}/{dtype}", op, dtype, {"input": g.logits(shape, dtype)}, {"dim": d},
+                  threads=True)
+    variants = (  # (target kind, target dtype, class weight, options)
+        ("idx", "int64", True, {"reduction": "mean", "label_smoothing": 0.05}),
+        ("idx", "int32", False, {"reduction": "sum"}),
+        ("idx", "int64", False, {"reduction": "none", "label_smoothing": 0.05}),
+        ("prob", None, False, {"reduction": "sum"}),
+        ("prob", None, True, {"reduction": "mean"}),
+        ("nll", "int64", True, {"reduction": "mean"}),
+    )
+    for i, (kind, tdtype, weighted, opts) in enumerate(variants):
+        shape = THREAD_CE_SHAPES[i % len(THREAD_CE_SHAPES)]
+        dtype = DTYPES[i % len(DTYPES)]
+        C, tshape = shape[1], shape[:1] + shape[2:]
+        w = g.class_weight(C, dtype) if weighted else None
+        if kind == "prob":
+            arrays = {"input": g.logits(shape, dtype), "target": g.prob_target(shape, dtype), "weight": w}
+            g.add(f"threads/ce-prob/{shape}/{opts['reduction']}/{dtype}", "cross-entropy", dtype, arrays, opts,
+                  threads=True)
+            continue
+        t = r.integers(0, C, tshape)
+        t[r.random(tshape) < 0.1] = -100
+        t = t.astype(tdtype)
+        if kind == "nll":
+            x = r.normal(-3, 1, shape).astype(dtype)
+            g.add(f"threads/nll/{shape}/{opts['reduction']}/{dtype}", "nll", dtype,
+                  {"input": x, "target": t, "weight": w}, opts, threads=True)
+        else:
+            g.add(f"threads/ce-idx-{tdtype}/{shape}/{opts['reduction']}/{dtype}", "cross-entropy", dtype,
+                  {"input": g.logits(shape, dtype), "target": t, "weight": w}, opts, threads=True)
+    for i, shape in enumerate(THREAD_BCE_SHAPES):
+        last = shape[-1]
+        g.add(f"threads/bce/{shape}/mean/float64", "bce", "float64",
+              {"input": r.uniform(0.001, 0.999, shape), "target": r.uniform(0, 1, shape),
+               "weight": r.uniform(0.2, 2, (last,))}, {"reduction": "mean"}, threads=True)
+        g.add(f"threads/bcel/{shape}/sum/float32", "bce-with-logits", "float32",
+              {"input": g.logits(shape, "float32"), "target": r.uniform(0, 1, shape).astype(np.float32),
+               "pos_weight": r.uniform(0.2, 4, (last,)).astype(np.float32)}, {"reduction": "sum"}, threads=True)
 
 
 def gen_long_rows(g):
@@ -909,7 +931,7 @@ def file_bits(path):
 
 def discover_isas(xent, probe_paths, probe_case, root):
     """Names XENT_ISA accepts. Sources, first that answers: a listing subcommand (`xent isa`,
-    `xent bench --list-isas`, ...), or the warning the library prints for an unknown XENT_ISA
+    `xent bench --list-isas`, ...), or the warning the tool prints for an unknown XENT_ISA
     ("... (available: avx2, sse4, scalar) ..."). Each name is then checked to be honoured (exit 0 and
     no warning about XENT_ISA); "scalar" always exists."""
     candidates, how = [], "no listing found"
@@ -930,7 +952,7 @@ def discover_isas(xent, probe_paths, probe_case, root):
         m = re.search(r"available: ([A-Za-z0-9_, ]+)", r.stderr)
         if m:
             candidates = [n.strip().lower() for n in m.group(1).split(",") if n.strip()]
-            how = "from the library's warning for an unknown XENT_ISA"
+            how = "from the tool's warning for an unknown XENT_ISA"
     if "scalar" not in candidates:
         candidates.append("scalar")
 

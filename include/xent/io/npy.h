@@ -56,8 +56,10 @@ class NpyArray {
   template <class T> T* as() noexcept { return static_cast<T*>(data()); }
   template <class T> const T* as() const noexcept { return static_cast<const T*>(data()); }
 
-  ConstTensorView view() const noexcept { return {data(), dtype_, shape_}; }
-  TensorView mutable_view() noexcept { return {data(), dtype_, shape_}; }
+  // Views of the whole array that carry its element count, so that a view whose shape is then
+  // changed to need more elements than the array holds is refused by every entry point.
+  ConstTensorView view() const noexcept { return {data(), dtype_, shape_, numel_}; }
+  TensorView mutable_view() noexcept { return {data(), dtype_, shape_, numel_}; }
 
   // The dtype as the file declared it (e.g. "'|u1' (uint8)"); empty for an array not read from
   // a file. Lets messages say what a widened array was.
