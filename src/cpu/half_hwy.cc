@@ -66,6 +66,88 @@ double dot(const S* a, const S* b, std::size_t n) noexcept {
 }
 
 // ---------------------------------------------------------------------------------------------
+// one-exp rows: max, then e = exp(x - m) into a float32 row while summed, then e scaled into the
+// output. NaN is not tracked in the max: a NaN makes the sum NaN, and the caller, which has written
+// nothing yet, hands such a row (S not finite) to the scalar twin.
+
+// Max of a row (a NaN may be dropped; -inf for an all -inf row).
+template <class S>
+HWY_INLINE float row_max_plain(const S* HWY_RESTRICT x, std::size_t C) {
+  const hn::ScalableTag<float> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  V m0 = hn::Set(d, -kInf<float>), m1 = m0, m2 = m0, m3 = m0;
+  std::size_t i = 0;
+  for (; i + 4 * N <= C; i += 4 * N) {
+    m0 = hn::Max(m0, load_u(d, x + i));
+    m1 = hn::Max(m1, load_u(d, x + i + N));
+    m2 = hn::Max(m2, load_u(d, x + i + 2 * N));
+    m3 = hn::Max(m3, load_u(d, x + i + 3 * N));
+  }
+  for (; i + N <= C; i += N) m0 = hn::Max(m0, load_u(d, x + i));
+  if (i < C) m1 = hn::Max(m1, load_padded(d, x + i, C - i, -kInf<float>));
+  return hn::GetLane(hn::MaxOfLanes(d, hn::Max(hn::Max(m0, m1), hn::Max(m2, m3))));
+}
+
+// e[c] = exp(x[c] - m) for a row with finite max m; returns the sum of the e (NaN if a value is
+// NaN). As rows-inl.h exp_store_sum<S, false>, value for value, but the subnormal-result test of
+// exp_nonpos is made once per four vectors (they are recomputed with it when any lane needs it).
+template <class S>
+HWY_INLINE double exp_store_sum_h(const S* HWY_RESTRICT x, float* HWY_RESTRICT e, std::size_t C, float m) {
+  const hn::ScalableTag<float> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t N = hn::Lanes(d);
+  const V vm = hn::Set(d, m), zero = hn::Zero(d), bound = exp_tiny_bound(d);
+  WideSum<float> acc;
+  std::size_t i = 0;
+  for (; i + 4 * N <= C; i += 4 * N) {
+    for (std::size_t k = 0; k < 4 * N * sizeof(S); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(x + C + i) + k);
+    const V s0 = hn::Sub(load_u(d, x + i), vm), s1 = hn::Sub(load_u(d, x + i + N), vm);
+    const V s2 = hn::Sub(load_u(d, x + i + 2 * N), vm), s3 = hn::Sub(load_u(d, x + i + 3 * N), vm);
+    V e0, e1, e2, e3;
+    if (HWY_LIKELY(hn::AllFalse(d, hn::Lt(hn::Min(hn::Min(s0, s1), hn::Min(s2, s3)), bound)))) {
+      e0 = exp_nonpos_normal<false>(d, s0, zero);
+      e1 = exp_nonpos_normal<false>(d, s1, zero);
+      e2 = exp_nonpos_normal<false>(d, s2, zero);
+      e3 = exp_nonpos_normal<false>(d, s3, zero);
+    } else {
+      e0 = exp_nonpos<false>(d, s0, zero);
+      e1 = exp_nonpos<false>(d, s1, zero);
+      e2 = exp_nonpos<false>(d, s2, zero);
+      e3 = exp_nonpos<false>(d, s3, zero);
+    }
+    hn::Store(e0, d, e + i);
+    hn::Store(e1, d, e + i + N);
+    hn::Store(e2, d, e + i + 2 * N);
+    hn::Store(e3, d, e + i + 3 * N);
+    acc.add(hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
+  }
+  for (; i + N <= C; i += N) {
+    const V ev = exp_diff<kExact>(d, load_u(d, x + i), vm);
+    hn::Store(ev, d, e + i);
+    acc.add(ev);
+  }
+  if (i < C) {
+    const V ev = exp_diff<kExact>(d, load_padded(d, x + i, C - i, -kInf<float>), vm);  // pads add 0
+    hn::StoreU(ev, d, e + i);  // the scratch row has room for a whole last vector
+    acc.add(ev);
+  }
+  return acc.total();
+}
+
+// out = e * scale over a row: the 16-bit stores skip the NaN test when scale is finite (e is in
+// [0, 1]).
+template <class S>
+HWY_INLINE void scale_row(S* out, std::size_t C, bool stream, const float* e, float scale) {
+  const hn::ScalableTag<float> d;
+  using V = hn::Vec<decltype(d)>;
+  const V vs = hn::Set(d, scale);
+  auto f = [&](V v) HWY_ATTR { return hn::Mul(v, vs); };
+  if (std::isfinite(scale)) map_row_finite(out, C, stream, f, e);
+  else map_row_v(out, C, stream, f, e);
+}
+
+// ---------------------------------------------------------------------------------------------
 // softmax family
 
 // softmax, one exp per value: e into the float32 scratch row while summed, then e / S stored.
@@ -73,20 +155,20 @@ template <class S>
 HWY_NOINLINE void softmax_one_exp(const S* x, S* y, Block b) {
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;
-  HWY_ALIGN float e[kHalfOneExpMax];
+  HWY_ALIGN float e[kHalfOneExpMax + hn::MaxLanes(d)];
   const std::size_t C = b.C;
   const bool stream = stream_half<S>(C);
   for (std::size_t r = 0; r < b.n_outer; ++r) {
     const S* xr = x + r * C;
     S* yr = y + r * C;
-    float m;
-    if (!row_max(xr, C, &m)) {
+    const float m = row_max_plain(xr, C);
+    const double s = std::isfinite(m) ? exp_store_sum_h(xr, e, C, m) : kInf<double>;
+    if (!std::isfinite(s)) {
       if (stream) hwy::FlushStream();
       scalar_table<S>().softmax_fwd(xr, yr, Block{1, C, 1, 1});
       continue;
     }
-    const V vinv = hn::Set(d, static_cast<float>(1.0 / exp_store_sum<S, kExact>(xr, e, C, m)));
-    map_row_v(yr, C, stream, [&](V v) HWY_ATTR { return hn::Mul(v, vinv); }, static_cast<const float*>(e));
+    scale_row(yr, C, stream, e, static_cast<float>(1.0 / s));
   }
   if (stream) hwy::FlushStream();
 }
@@ -289,7 +371,7 @@ HWY_NOINLINE void ce_index_rows(const CeIndexArgs<S, I>& a, Block b) {
   }();
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;
-  HWY_ALIGN float e[kOneExp ? kHalfOneExpMax : 1];
+  HWY_ALIGN float e[kOneExp ? kHalfOneExpMax + hn::MaxLanes(d) : 1];
   const std::size_t C = b.C;
   const bool stream = a.dx != nullptr && stream_half<S>(C);
   const double eps = a.smoothing;
@@ -308,7 +390,13 @@ HWY_NOINLINE void ce_index_rows(const CeIndexArgs<S, I>& a, Block b) {
     bool ok;
     float mf = 0;
     if (kOneExp) {
-      ok = row_max(xr, C, &mf);
+      // NaN is caught by the sum below, but an ignored row is zeroed without one.
+      if (t == a.ignore_index) {
+        ok = row_max(xr, C, &mf);
+      } else {
+        mf = row_max_plain(xr, C);
+        ok = std::isfinite(mf);
+      }
       m = mf;
     } else {
       RowStats st;
@@ -335,7 +423,13 @@ HWY_NOINLINE void ce_index_rows(const CeIndexArgs<S, I>& a, Block b) {
       row_scalar();
       continue;
     }
-    if (kOneExp) s = exp_store_sum<S, kExact>(xr, e, C, mf);
+    if (kOneExp) {
+      s = exp_store_sum_h(xr, e, C, mf);
+      if (!std::isfinite(s)) {
+        row_scalar();
+        continue;
+      }
+    }
     const double logS = std::log(s);
     const double wt = a.weight != nullptr ? static_cast<double>(static_cast<float>(a.weight[t])) : 1.0;
     const double lse = m + logS;
@@ -351,7 +445,7 @@ HWY_NOINLINE void ce_index_rows(const CeIndexArgs<S, I>& a, Block b) {
     const V vm = hn::Set(d, mf = static_cast<float>(m));
     if constexpr (kOneExp) {
       const float* er = e;
-      if (eps == 0) map_row_v(dxr, C, stream, [&](V v) HWY_ATTR { return hn::Mul(v, vscale); }, er);
+      if (eps == 0) scale_row(dxr, C, stream, er, scale);
       else ce_grad_row(dxr, C, stream, er, wk, [](V v) HWY_ATTR { return v; }, scale, static_cast<float>(g * eps / Cd));
     } else {
       auto exp_of = [&](V v) HWY_ATTR { return exp_diff<kExact>(d, v, vm); };

@@ -138,19 +138,20 @@ HWY_INLINE hn::Vec<D> load_u(D d, const F16* p) {
 
 // float32 lanes rounded to nearest even as bfloat16 bits, NaN quieted with its sign kept (as
 // half.h's scalar conversion).
-template <class D>
+// kFinite: the caller knows no lane is NaN (the NaN test is skipped; infinities round to themselves).
+template <bool kFinite = false, class D>
 HWY_INLINE hn::Vec<hn::Rebind<std::uint16_t, D>> demote_bits(D d, hn::Vec<D> v, const BF16*) {
   const hn::Rebind<std::uint16_t, D> d16;
   const hn::Rebind<std::uint32_t, D> d32;
   const hn::Rebind<std::int32_t, D> di32;
   const auto b = hn::BitCast(d32, v);
-  const auto rounded = hn::Add(b, hn::Add(hn::Set(d32, 0x7FFFu), hn::And(hn::ShiftRight<16>(b), hn::Set(d32, 1u))));
-  const auto r = hn::IfThenElse(hn::RebindMask(d32, hn::IsNaN(v)), hn::Or(b, hn::Set(d32, 0x00400000u)), rounded);
+  auto r = hn::Add(b, hn::Add(hn::Set(d32, 0x7FFFu), hn::And(hn::ShiftRight<16>(b), hn::Set(d32, 1u))));
+  if constexpr (!kFinite) r = hn::IfThenElse(hn::RebindMask(d32, hn::IsNaN(v)), hn::Or(b, hn::Set(d32, 0x00400000u)), r);
   return hn::DemoteTo(d16, hn::BitCast(di32, hn::ShiftRight<16>(r)));
 }
 
 // float32 lanes rounded to nearest even as float16 bits (overflow to inf, subnormals rounded once).
-template <class D>
+template <bool kFinite = false, class D>
 HWY_INLINE hn::Vec<hn::Rebind<std::uint16_t, D>> demote_bits(D d, hn::Vec<D> v, const F16*) {
   const hn::Rebind<std::uint16_t, D> d16;
 #if XENT_NATIVE_F16
@@ -175,23 +176,23 @@ HWY_INLINE hn::Vec<hn::Rebind<std::uint16_t, D>> demote_bits(D d, hn::Vec<D> v, 
 #endif
 }
 
-template <class D>
+template <bool kFinite = false, class D>
 HWY_INLINE void store_u(hn::Vec<D> v, D d, hn::TFromD<D>* p) { hn::StoreU(v, d, p); }
-template <class D>
+template <bool kFinite = false, class D>
 HWY_INLINE void stream_u(hn::Vec<D> v, D d, hn::TFromD<D>* p) { hn::Stream(v, d, p); }
-template <class D, class S, class = std::enable_if_t<::xent::detail::kIsHalf<S>>>
+template <bool kFinite = false, class D, class S, class = std::enable_if_t<::xent::detail::kIsHalf<S>>>
 HWY_INLINE void store_u(hn::Vec<D> v, D d, S* p) {
-  hn::StoreU(demote_bits(d, v, p), hn::Rebind<std::uint16_t, D>(), reinterpret_cast<std::uint16_t*>(p));
+  hn::StoreU(demote_bits<kFinite>(d, v, p), hn::Rebind<std::uint16_t, D>(), reinterpret_cast<std::uint16_t*>(p));
 }
 // p aligned to the 16-bit vector (half the float vector's bytes). A 16-bit vector narrower than 16
 // bytes (SSE4's four lanes) is stored plainly: a non-temporal store writes whole 16-byte vectors.
-template <class D, class S, class = std::enable_if_t<::xent::detail::kIsHalf<S>>>
+template <bool kFinite = false, class D, class S, class = std::enable_if_t<::xent::detail::kIsHalf<S>>>
 HWY_INLINE void stream_u(hn::Vec<D> v, D d, S* p) {
   const hn::Rebind<std::uint16_t, D> d16;
   if constexpr (hn::MaxLanes(d16) * sizeof(std::uint16_t) >= 16) {
-    hn::Stream(demote_bits(d, v, p), d16, reinterpret_cast<std::uint16_t*>(p));
+    hn::Stream(demote_bits<kFinite>(d, v, p), d16, reinterpret_cast<std::uint16_t*>(p));
   } else {
-    hn::StoreU(demote_bits(d, v, p), d16, reinterpret_cast<std::uint16_t*>(p));
+    hn::StoreU(demote_bits<kFinite>(d, v, p), d16, reinterpret_cast<std::uint16_t*>(p));
   }
 }
 
@@ -405,8 +406,9 @@ HWY_INLINE bool row_stats(const St* HWY_RESTRICT x, std::size_t C, const Coefs<S
 // before any store, so out may alias an input. stream: non-temporal stores in the aligned middle.
 // Inputs and output may be of any storage type (map_row_v: one pointer per input, each loaded as
 // compute_t<S> vectors; out of storage type S); map_row is the form with K inputs of out's type.
-template <class S, class F, class... In>
-HWY_INLINE void map_row_v(S* out, std::size_t C, bool stream, const F& f, const In*... in) {
+// kFinite (map_row_finite): the caller knows f gives no NaN, which the 16-bit stores then skip.
+template <bool kFinite, class S, class F, class... In>
+HWY_INLINE void map_row_impl(S* out, std::size_t C, bool stream, const F& f, const In*... in) {
   using T = compute_t<S>;
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
@@ -430,12 +432,21 @@ HWY_INLINE void map_row_v(S* out, std::size_t C, bool stream, const F& f, const 
   const V first = start != 0 ? at(0) : hn::Zero(d);
   std::size_t i = start;
   if (stream) {
-    for (; i + N <= C; i += N) stream_u(at(i), d, out + i);
+    for (; i + N <= C; i += N) stream_u<kFinite>(at(i), d, out + i);
   } else {
-    for (; i + N <= C; i += N) store_u(at(i), d, out + i);
+    for (; i + N <= C; i += N) store_u<kFinite>(at(i), d, out + i);
   }
-  if (start != 0) store_u(first, d, out);
-  store_u(last, d, out + C - N);
+  if (start != 0) store_u<kFinite>(first, d, out);
+  store_u<kFinite>(last, d, out + C - N);
+}
+
+template <class S, class F, class... In>
+HWY_INLINE void map_row_v(S* out, std::size_t C, bool stream, const F& f, const In*... in) {
+  map_row_impl<false>(out, C, stream, f, in...);
+}
+template <class S, class F, class... In>
+HWY_INLINE void map_row_finite(S* out, std::size_t C, bool stream, const F& f, const In*... in) {
+  map_row_impl<true>(out, C, stream, f, in...);
 }
 
 template <std::size_t K, class T, class F>
