@@ -386,6 +386,10 @@ HWY_NOINLINE void ce_index_rows(const CeIndexArgs<S, I>& a, Block b) {
       scalar_fn(ce_row_args(a, r, C), Block{1, C, 1, 1});
     };
     const std::int64_t t = static_cast<std::int64_t>(a.target[r]);
+    if (t == a.ignore_index && dxr == nullptr) {  // loss 0, nothing to read
+      if (a.row_loss != nullptr) a.row_loss[r] = 0;
+      continue;
+    }
     double m = 0, s = 0, A = 0, Wr = 0;
     bool ok;
     float mf = 0;
