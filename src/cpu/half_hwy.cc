@@ -135,6 +135,32 @@ HWY_INLINE double exp_store_sum_h(const S* HWY_RESTRICT x, float* HWY_RESTRICT e
   return acc.total();
 }
 
+// bfloat16 out = e * scale for a finite scale, two float vectors per 16-bit store: the rounding
+// bias (rows-inl.h demote_bits) added in 32-bit lanes, the upper halves gathered by ConcatOdd (one
+// pack for two vectors). Streamed where out is vector-aligned; the tail through map_row_finite.
+HWY_INLINE void scale_row_bf16(BF16* out, std::size_t C, bool stream, const float* e, float scale) {
+  const hn::ScalableTag<float> d;
+  using V = hn::Vec<decltype(d)>;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const hn::Repartition<std::uint16_t, decltype(d)> d16;
+  const std::size_t N = hn::Lanes(d);
+  const V vs = hn::Set(d, scale);
+  const auto bias = hn::Set(du, 0x7FFFu), one = hn::Set(du, 1u);
+  auto rounded = [&](std::size_t i) HWY_ATTR {
+    const auto b = hn::BitCast(du, hn::Mul(hn::LoadU(d, e + i), vs));
+    return hn::BitCast(d16, hn::Add(b, hn::Add(bias, hn::And(hn::ShiftRight<16>(b), one))));
+  };
+  auto* o = reinterpret_cast<std::uint16_t*>(out);
+  stream = stream && reinterpret_cast<std::uintptr_t>(o) % (2 * N * sizeof(std::uint16_t)) == 0;
+  std::size_t i = 0;
+  for (; i + 2 * N <= C; i += 2 * N) {
+    const auto v = hn::ConcatOdd(d16, rounded(i + N), rounded(i));
+    if (stream) hn::Stream(v, d16, o + i);
+    else hn::StoreU(v, d16, o + i);
+  }
+  if (i < C) map_row_finite(out + i, C - i, false, [&](V v) HWY_ATTR { return hn::Mul(v, vs); }, e + i);
+}
+
 // out = e * scale over a row: the 16-bit stores skip the NaN test when scale is finite (e is in
 // [0, 1]).
 template <class S>
@@ -143,6 +169,9 @@ HWY_INLINE void scale_row(S* out, std::size_t C, bool stream, const float* e, fl
   using V = hn::Vec<decltype(d)>;
   const V vs = hn::Set(d, scale);
   auto f = [&](V v) HWY_ATTR { return hn::Mul(v, vs); };
+  if constexpr (std::is_same_v<S, BF16>) {
+    if (std::isfinite(scale)) return scale_row_bf16(out, C, stream, e, scale);
+  }
   if (std::isfinite(scale)) map_row_finite(out, C, stream, f, e);
   else map_row_v(out, C, stream, f, e);
 }
