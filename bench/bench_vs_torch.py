@@ -16,6 +16,8 @@ op[:variant]/pass/NxC, e.g. cross-entropy:prob/fwd+bwd/4096x1000, cross-entropy:
 
   /usr/bin/python3 bench/bench_vs_torch.py --xent build/xent --threads 1,2
   /usr/bin/python3 bench/bench_vs_torch.py --xent build/xent --threads 2 --cases prob
+  /usr/bin/python3 bench/bench_vs_torch.py --xent build/xent --threads 2 --dtype bf16 \
+      --only cross-entropy/fwd+bwd/8192x32000
 """
 import argparse
 import json
@@ -93,12 +95,14 @@ def torch_worker(args):
     import torch.nn.functional as F
 
     torch.set_num_threads(args.worker_threads)
-    dtype = torch.float32 if args.dtype == "f32" else torch.float64
+    # bf16: PyTorch's own bfloat16 CPU kernels (1.13 has none for float16 in this family).
+    dtype = {"f32": torch.float32, "f64": torch.float64, "bf16": torch.bfloat16}[args.dtype]
+    gen_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     gen = torch.Generator().manual_seed(0)
     for key, op, pas, N, C, opts in selected_cases(args):
-        x0 = (torch.rand(N, C, generator=gen, dtype=dtype) * 8 - 4)
+        x0 = (torch.rand(N, C, generator=gen, dtype=gen_dtype) * 8 - 4).to(dtype)
         t_idx = torch.randint(0, C, (N,), generator=gen)
-        t_prob = torch.rand(N, C, generator=gen, dtype=dtype)
+        t_prob = torch.rand(N, C, generator=gen, dtype=gen_dtype).to(dtype)
         ce_target = t_idx
         if opts.get("target") == "prob":
             t_prob /= t_prob.sum(1, keepdim=True)  # rows of probabilities, as xent bench's
@@ -171,7 +175,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--xent", default="build/xent", help="path to the xent binary (default build/xent)")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
-    p.add_argument("--dtype", default="f32", choices=["f32", "f64"])
+    p.add_argument("--dtype", default="f32", choices=["f32", "f64", "bf16"],
+                   help="element type of both sides (bf16: xent's and PyTorch's bfloat16 kernels)")
     p.add_argument("--reps", type=int, default=3, help="at least this many timed calls per case (default 3)")
     p.add_argument("--min-time", type=float, default=0.3, help="and at least this many seconds (default 0.3)")
     p.add_argument("--cases", default=None,

@@ -52,7 +52,9 @@ void parse_shape(const std::string& s, std::int64_t* N, std::int64_t* C) {
 DType parse_dtype(const std::string& s) {
   if (s == "f32" || s == "float32") return DType::kF32;
   if (s == "f64" || s == "float64") return DType::kF64;
-  throw UsageError(fmt::format("--dtype expects f32 or f64, found '{}'", s));
+  if (s == "bf16" || s == "bfloat16") return DType::kBF16;
+  if (s == "f16" || s == "float16") return DType::kF16;
+  throw UsageError(fmt::format("--dtype expects f32, f64, bf16 or f16, found '{}'", s));
 }
 
 void list_isas() {
@@ -105,7 +107,7 @@ void run_bench(const BenchArgs& a) {
   const double gbps = w->min_bytes() / med / 1e9;
   const double copy = a.no_copy ? 0.0 : bench::measure_copy_gbps(threads);
   const double frac = copy > 0 ? gbps / copy : 0.0;
-  const std::string dtype = spec.dtype == DType::kF32 ? "f32" : "f64";
+  const std::string dtype = spec.dtype == DType::kF32 ? "f32" : spec.dtype == DType::kF64 ? "f64" : spec.dtype == DType::kBF16 ? "bf16" : "f16";
   const bool has_targets = ce || spec.op == "nll";
   if (a.json) {
     // target / label_smoothing / weighted only for the ops that take class targets.
@@ -140,7 +142,7 @@ void setup(CLI::App& root) {
   CLI::App* app = root.add_subcommand("bench", "Time an op on random data: median ms, GB/s and the fraction of memory-copy bandwidth");
   app->add_option("op", args->op, fmt::format("One of: {}", fmt::join(bench::op_names(), ", ")));
   app->add_option("--shape", args->shape, "N,C: rows and classes (default 8192,32000)");
-  app->add_option("--dtype", args->dtype, "f32 or f64 (default f32)");
+  app->add_option("--dtype", args->dtype, "f32, f64, bf16 or f16 (default f32)");
   app->add_option("--pass", args->pass, "fwd, bwd or fwd+bwd (cross-entropy's fwd+bwd is the fused call; default fwd)");
   CLI::Option* target = app->add_option(
       "--target", args->target,

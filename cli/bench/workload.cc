@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -27,11 +28,24 @@ struct Rng {
   double uniform() { return static_cast<double>(next() >> 11) * 0x1p-53; }
 };
 
+// Values as T from a double: a conversion, or the public rounding of the 16-bit types.
+template <class T>
+T narrow(double v) {
+  if constexpr (std::is_same_v<T, bfloat16>) return to_bfloat16(v);
+  else if constexpr (std::is_same_v<T, float16>) return to_float16(v);
+  else return static_cast<T>(v);
+}
+template <class T>
+double widen(T v) {
+  if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>) return static_cast<double>(to_float(v));
+  else return static_cast<double>(v);
+}
+
 template <class T>
 void fill_typed(void* p, std::size_t n, double lo, double hi, std::uint64_t seed) {
   T* v = static_cast<T*>(p);
   Rng r(seed);
-  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<T>(lo + (hi - lo) * r.uniform());
+  for (std::size_t i = 0; i < n; ++i) v[i] = narrow<T>(lo + (hi - lo) * r.uniform());
 }
 
 // Scales each of the N rows of C values so that it sums to 1 (rows of probabilities).
@@ -41,17 +55,21 @@ void normalize_rows(void* p, std::size_t N, std::size_t C) {
   for (std::size_t i = 0; i < N; ++i) {
     T* row = v + i * C;
     double sum = 0;
-    for (std::size_t j = 0; j < C; ++j) sum += static_cast<double>(row[j]);
+    for (std::size_t j = 0; j < C; ++j) sum += widen(row[j]);
     if (sum <= 0) continue;
-    for (std::size_t j = 0; j < C; ++j) row[j] = static_cast<T>(static_cast<double>(row[j]) / sum);
+    for (std::size_t j = 0; j < C; ++j) row[j] = narrow<T>(widen(row[j]) / sum);
   }
 }
 
 }  // namespace
 
 void fill_uniform(DType dt, void* p, std::size_t n, double lo, double hi, std::uint64_t seed) {
-  if (dt == DType::kF32) fill_typed<float>(p, n, lo, hi, seed);
-  else fill_typed<double>(p, n, lo, hi, seed);
+  switch (dt) {
+    case DType::kF32: return fill_typed<float>(p, n, lo, hi, seed);
+    case DType::kBF16: return fill_typed<bfloat16>(p, n, lo, hi, seed);
+    case DType::kF16: return fill_typed<float16>(p, n, lo, hi, seed);
+    default: return fill_typed<double>(p, n, lo, hi, seed);
+  }
 }
 
 const std::vector<std::string>& op_names() {
@@ -103,8 +121,7 @@ Status Workload::create(const Spec& spec, std::unique_ptr<Workload>* out) {
     return invalid_argument(fmt::format("unknown pass '{}'; expected fwd, bwd or fwd+bwd", spec.pass));
   if (spec.N <= 0 || spec.C <= 0)
     return invalid_argument(fmt::format("shape must be two positive sizes N,C, found {},{}", spec.N, spec.C));
-  if (spec.dtype != DType::kF32 && spec.dtype != DType::kF64)
-    return invalid_argument("dtype must be float32 or float64");
+  if (!is_floating(spec.dtype)) return invalid_argument("dtype must be float32, float64, bfloat16 or float16");
   if (std::string why = check_options(spec); !why.empty()) return invalid_argument(why);
   std::int64_t E = 0;
   if (__builtin_mul_overflow(spec.N, spec.C, &E) || E > (std::int64_t{1} << 34))
@@ -144,8 +161,11 @@ Status Workload::create(const Spec& spec, std::unique_ptr<Workload>* out) {
   }
   if (is_bce || prob) fill_uniform(dt, w->t_.data(), n, 0.0, 1.0, 3);
   if (prob) {
-    if (dt == DType::kF32) normalize_rows<float>(w->t_.data(), N, static_cast<std::size_t>(spec.C));
-    else normalize_rows<double>(w->t_.data(), N, static_cast<std::size_t>(spec.C));
+    const std::size_t C = static_cast<std::size_t>(spec.C);
+    if (dt == DType::kF32) normalize_rows<float>(w->t_.data(), N, C);
+    else if (dt == DType::kBF16) normalize_rows<bfloat16>(w->t_.data(), N, C);
+    else if (dt == DType::kF16) normalize_rows<float16>(w->t_.data(), N, C);
+    else normalize_rows<double>(w->t_.data(), N, C);
   }
   if (spec.weighted) fill_uniform(dt, w->w_.data(), static_cast<std::size_t>(spec.C), 0.5, 1.5, 6);
   if (w->dy_.data() != nullptr) fill_uniform(dt, w->dy_.data(), w->dy_.bytes() / s, -1.0, 1.0, 4);

@@ -77,7 +77,7 @@ class Workload {
   Buffer x_, y_, t_, w_, dy_, dx_, loss_, dloss_;
 };
 
-// Fills n values of dtype `dt` (float32 or float64) with fixed-seed uniform values in [lo, hi);
+// Fills n values of dtype `dt` (float32, float64, bfloat16 or float16) with fixed-seed uniform values in [lo, hi);
 // data for timing, where the generator's quality is irrelevant.
 void fill_uniform(DType dt, void* p, std::size_t n, double lo, double hi, std::uint64_t seed);
 

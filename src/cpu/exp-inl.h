@@ -122,7 +122,7 @@ HWY_INLINE V exp_reduced(D d, V x, V lo) {
   return hn::IfThenZeroElse(hn::Lt(x, kLowerBound), y);
 }
 
-template <class D, class V>
+template <bool kLo = true, class D, class V>
 HWY_INLINE V exp_nonpos(D d, V x, V lo);
 
 // The rare lanes of exp_nonpos whose result is subnormal (x < -87 in float, x < -708 in double):
@@ -143,9 +143,11 @@ HWY_NOINLINE V exp_nonpos_tiny(D d, V x, V lo, M tiny, V y) {
   return hn::IfThenZeroElse(hn::Lt(x, zero_below), hn::IfThenElse(tiny, y2, y));
 }
 
-// exp(x + lo) for x <= 0: see the file comment.
-template <class D, class V>
-HWY_INLINE V exp_nonpos(D d, V x, V lo) {
+// exp(x + lo) for x <= 0 whose result is normal (x >= -87 in float, x >= -708 in double); other
+// lanes are unspecified (exp_nonpos below fixes them). kLo false: lo is 0 and not added (the same
+// bits, one add fewer).
+template <bool kLo = true, class D, class V>
+HWY_INLINE V exp_nonpos_normal(D d, V x, V lo) {
   using T = hn::TFromD<D>;
   const hn::RebindToSigned<D> di;
   if constexpr (sizeof(T) == 4) {
@@ -154,25 +156,35 @@ HWY_INLINE V exp_nonpos(D d, V x, V lo) {
     const V qf = hn::Sub(t, kMagic);
     V r = hn::MulAdd(qf, hn::Set(d, -0.693145751953125f), x);
     r = hn::MulAdd(qf, hn::Set(d, -1.428606765330187045e-6f), r);
-    r = hn::Add(r, lo);
+    if constexpr (kLo) r = hn::Add(r, lo);
     const V scale = hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(di, t)));
-    const V y = hn::Mul(hn::Add(exp_poly(d, r), hn::Set(d, 1.0f)), scale);
-    const auto tiny = hn::Lt(x, hn::Set(d, -87.0f));
-    if (HWY_LIKELY(hn::AllFalse(d, tiny))) return y;
-    return exp_nonpos_tiny(d, x, lo, tiny, y);
+    return hn::Mul(hn::Add(exp_poly(d, r), hn::Set(d, 1.0f)), scale);
   } else {
     const V kMagic = hn::Set(d, 6755399441055744.0 + 1023.0);  // 1.5 * 2^52 + bias
     const V t = hn::MulAdd(x, hn::Set(d, 1.4426950408889634073599), kMagic);
     const V qf = hn::Sub(t, kMagic);
     V r = hn::MulAdd(qf, hn::Set(d, -0.6931471805596629565116018), x);
     r = hn::MulAdd(qf, hn::Set(d, -0.28235290563031577122588448175e-12), r);
-    r = hn::Add(r, lo);
+    if constexpr (kLo) r = hn::Add(r, lo);
     const V scale = hn::BitCast(d, hn::ShiftLeft<52>(hn::BitCast(di, t)));
-    const V y = hn::Mul(hn::Add(exp_poly(d, r), hn::Set(d, 1.0)), scale);
-    const auto tiny = hn::Lt(x, hn::Set(d, -708.0));
-    if (HWY_LIKELY(hn::AllFalse(d, tiny))) return y;
-    return exp_nonpos_tiny(d, x, lo, tiny, y);
+    return hn::Mul(hn::Add(exp_poly(d, r), hn::Set(d, 1.0)), scale);
   }
+}
+
+// The bound below which exp_nonpos_normal's result is not normal (exp_nonpos takes the tiny path).
+template <class D>
+HWY_INLINE hn::Vec<D> exp_tiny_bound(D d) {
+  using T = hn::TFromD<D>;
+  return hn::Set(d, T(sizeof(T) == 4 ? -87.0 : -708.0));
+}
+
+// exp(x + lo) for x <= 0: see the file comment.
+template <bool kLo, class D, class V>
+HWY_INLINE V exp_nonpos(D d, V x, V lo) {
+  const V y = exp_nonpos_normal<kLo>(d, x, lo);
+  const auto tiny = hn::Lt(x, exp_tiny_bound(d));
+  if (HWY_LIKELY(hn::AllFalse(d, tiny))) return y;
+  return exp_nonpos_tiny(d, x, lo, tiny, y);
 }
 
 // exp(x - m) for x <= m (m finite). With kExact, x - m is split into its rounded value and the
@@ -186,7 +198,7 @@ HWY_INLINE V exp_diff(D d, V x, V m) {
     const V lo = hn::Sub(hn::Sub(x, hn::Sub(s, bb)), hn::Add(m, bb));
     return exp_nonpos(d, s, lo);
   } else {
-    return exp_nonpos(d, s, hn::Zero(d));
+    return exp_nonpos<false>(d, s, hn::Zero(d));
   }
 }
 

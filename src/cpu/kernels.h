@@ -15,7 +15,8 @@
 // [0, C) or equal to ignore_index, shapes agree, pointers are non-null where required. Each
 // kernel's arithmetic for a row must not depend on which other rows share its block, so that the
 // front end may split blocks across threads freely (results are then the same for any thread
-// count). Every table must match the scalar table (kernels_scalar.cc) to a few ulp; tests run every
+// count). Every table must match the scalar table (kernels_scalar.cc) to a few ulp (the bfloat16 and
+// float16 SIMD tables, which compute in float32: to one ulp of the 16-bit type); tests run every
 // table the CPU supports against the scalar table and the long-double reference.
 // This header is not public and names no ISA intrinsics.
 #pragma once

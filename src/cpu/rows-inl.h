@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "cpu/kernels.h"
 #include "cpu/tuning.h"
@@ -41,6 +42,15 @@ namespace xent::cpu::hwy_common {
 template <class T> const KernelTable<T>& scalar_table() noexcept;
 template <> inline const KernelTable<float>& scalar_table<float>() noexcept { return scalar_table_f32(); }
 template <> inline const KernelTable<double>& scalar_table<double>() noexcept { return scalar_table_f64(); }
+template <> inline const KernelTable<BF16>& scalar_table<BF16>() noexcept { return scalar_table_bf16(); }
+template <> inline const KernelTable<F16>& scalar_table<F16>() noexcept { return scalar_table_f16(); }
+
+// The arithmetic type of a storage type S: S itself for float and double, float for the 16-bit
+// types (loaded and widened exactly, computed in float32, rounded once to nearest even at the store).
+template <class S> struct ComputeOf { using type = S; };
+template <> struct ComputeOf<BF16> { using type = float; };
+template <> struct ComputeOf<F16> { using type = float; };
+template <class S> using compute_t = typename ComputeOf<S>::type;
 
 struct RowStats {
   double m = 0;   // max of the row (finite)
@@ -69,6 +79,7 @@ namespace xent::cpu {
 namespace HWY_NAMESPACE {
 
 #if XENT_TARGET_HAS_KERNELS
+using hwy_common::compute_t;
 using hwy_common::RowStats;
 using hwy_common::scalar_table;
 using tuning::kChunkBytes;
@@ -78,6 +89,112 @@ using tuning::kOneExpRowBytes;
 using tuning::kSmallC;
 using tuning::kStreamRowBytes;
 constexpr std::size_t kMaxLanesBytes = HWY_MAX_BYTES;
+
+// ---------------------------------------------------------------------------------------------
+// storage: float32/float64 vectors loaded and stored as they are; bfloat16 and float16 widened
+// exactly to float32 on load and rounded to nearest even (one rounding) on store. Highway 1.0's
+// own DemoteTo truncates to bfloat16 (and to float16 where the CPU has no conversion instruction),
+// and its float16 PromoteTo without one maps inf/NaN to finite values, so those are written out
+// here with integer operations, portable to every target; float16 uses Highway's conversions only
+// on x86 targets that have F16C (vcvtph2ps / vcvtps2ph, round to nearest even).
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2 && !defined(HWY_DISABLE_F16C)
+#define XENT_NATIVE_F16 1
+#else
+#define XENT_NATIVE_F16 0
+#endif
+
+template <class D>
+HWY_INLINE hn::Vec<D> load_u(D d, const hn::TFromD<D>* p) { return hn::LoadU(d, p); }
+
+template <class D>
+HWY_INLINE hn::Vec<D> load_u(D d, const BF16* p) {
+  const hn::Rebind<std::uint16_t, D> d16;
+  const hn::Rebind<std::uint32_t, D> d32;
+  const auto bits = hn::PromoteTo(d32, hn::LoadU(d16, reinterpret_cast<const std::uint16_t*>(p)));
+  return hn::BitCast(d, hn::ShiftLeft<16>(bits));
+}
+
+template <class D>
+HWY_INLINE hn::Vec<D> load_u(D d, const F16* p) {
+#if XENT_NATIVE_F16
+  const hn::Rebind<hwy::float16_t, D> dh;
+  return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p)));
+#else
+  // |h| << 13 is h's exponent and fraction in float's fields with float's bias short by 112:
+  // times 2^112 it is exact for normal and subnormal h; inf/NaN get the all-ones exponent.
+  const hn::Rebind<std::uint16_t, D> d16;
+  const hn::Rebind<std::uint32_t, D> d32;
+  const auto h = hn::PromoteTo(d32, hn::LoadU(d16, reinterpret_cast<const std::uint16_t*>(p)));
+  const auto mag = hn::And(h, hn::Set(d32, 0x7FFFu));
+  const auto shifted = hn::ShiftLeft<13>(mag);
+  const auto special = hn::RebindMask(d, hn::Eq(hn::Min(mag, hn::Set(d32, 0x7C00u)), hn::Set(d32, 0x7C00u)));
+  const hn::Vec<D> finite = hn::Mul(hn::BitCast(d, shifted), hn::Set(d, 0x1p112f));
+  const hn::Vec<D> inf_nan = hn::BitCast(d, hn::Or(shifted, hn::Set(d32, 0x7F800000u)));
+  const auto sign = hn::BitCast(d, hn::ShiftLeft<16>(hn::And(h, hn::Set(d32, 0x8000u))));
+  return hn::Or(sign, hn::IfThenElse(special, inf_nan, finite));
+#endif
+}
+
+// float32 lanes rounded to nearest even as bfloat16 bits, NaN quieted with its sign kept (as
+// half.h's scalar conversion).
+// kFinite: the caller knows no lane is NaN (the NaN test is skipped; infinities round to themselves).
+template <bool kFinite = false, class D>
+HWY_INLINE hn::Vec<hn::Rebind<std::uint16_t, D>> demote_bits(D d, hn::Vec<D> v, const BF16*) {
+  const hn::Rebind<std::uint16_t, D> d16;
+  const hn::Rebind<std::uint32_t, D> d32;
+  const hn::Rebind<std::int32_t, D> di32;
+  const auto b = hn::BitCast(d32, v);
+  auto r = hn::Add(b, hn::Add(hn::Set(d32, 0x7FFFu), hn::And(hn::ShiftRight<16>(b), hn::Set(d32, 1u))));
+  if constexpr (!kFinite) r = hn::IfThenElse(hn::RebindMask(d32, hn::IsNaN(v)), hn::Or(b, hn::Set(d32, 0x00400000u)), r);
+  return hn::DemoteTo(d16, hn::BitCast(di32, hn::ShiftRight<16>(r)));
+}
+
+// float32 lanes rounded to nearest even as float16 bits (overflow to inf, subnormals rounded once).
+template <bool kFinite = false, class D>
+HWY_INLINE hn::Vec<hn::Rebind<std::uint16_t, D>> demote_bits(D d, hn::Vec<D> v, const F16*) {
+  const hn::Rebind<std::uint16_t, D> d16;
+#if XENT_NATIVE_F16
+  const hn::Rebind<hwy::float16_t, D> dh;
+  return hn::BitCast(d16, hn::DemoteTo(dh, v));
+#else
+  // F. Giesen's float_to_half_fast3_rtne, lane-wise.
+  const hn::Rebind<std::int32_t, D> di32;
+  const auto b = hn::BitCast(di32, v);
+  const auto sign = hn::And(b, hn::Set(di32, std::int32_t{-0x7FFFFFFF - 1}));
+  const auto a = hn::Xor(b, sign);  // |v|, as int32 >= 0
+  const auto inf_nan = hn::IfThenElse(hn::Gt(a, hn::Set(di32, 0x7F800000)), hn::Set(di32, 0x7E00), hn::Set(di32, 0x7C00));
+  const auto magic = hn::Set(di32, 126 << 23);  // 0.5f: adding it rounds into the subnormal grid
+  const auto sub = hn::Sub(hn::BitCast(di32, hn::Add(hn::BitCast(d, a), hn::BitCast(d, magic))), magic);
+  const auto odd = hn::And(hn::ShiftRight<13>(a), hn::Set(di32, 1));
+  const auto norm = hn::ShiftRight<13>(hn::Add(hn::Add(a, hn::Set(di32, ((15 - 127) * (1 << 23)) + 0xFFF)), odd));
+  auto o = hn::IfThenElse(hn::Lt(a, hn::Set(di32, 113 << 23)), sub, norm);
+  o = hn::IfThenElse(hn::Lt(a, hn::Set(di32, (127 + 16) << 23)), o, inf_nan);
+  const hn::Rebind<std::uint32_t, D> d32;
+  o = hn::Or(o, hn::BitCast(di32, hn::ShiftRight<16>(hn::BitCast(d32, sign))));
+  return hn::DemoteTo(d16, o);
+#endif
+}
+
+template <bool kFinite = false, class D>
+HWY_INLINE void store_u(hn::Vec<D> v, D d, hn::TFromD<D>* p) { hn::StoreU(v, d, p); }
+template <bool kFinite = false, class D>
+HWY_INLINE void stream_u(hn::Vec<D> v, D d, hn::TFromD<D>* p) { hn::Stream(v, d, p); }
+template <bool kFinite = false, class D, class S, class = std::enable_if_t<::xent::detail::kIsHalf<S>>>
+HWY_INLINE void store_u(hn::Vec<D> v, D d, S* p) {
+  hn::StoreU(demote_bits<kFinite>(d, v, p), hn::Rebind<std::uint16_t, D>(), reinterpret_cast<std::uint16_t*>(p));
+}
+// p aligned to the 16-bit vector (half the float vector's bytes). A 16-bit vector narrower than 16
+// bytes (SSE4's four lanes) is stored plainly: a non-temporal store writes whole 16-byte vectors.
+template <bool kFinite = false, class D, class S, class = std::enable_if_t<::xent::detail::kIsHalf<S>>>
+HWY_INLINE void stream_u(hn::Vec<D> v, D d, S* p) {
+  const hn::Rebind<std::uint16_t, D> d16;
+  if constexpr (hn::MaxLanes(d16) * sizeof(std::uint16_t) >= 16) {
+    hn::Stream(demote_bits<kFinite>(d, v, p), d16, reinterpret_cast<std::uint16_t*>(p));
+  } else {
+    hn::StoreU(demote_bits<kFinite>(d, v, p), d16, reinterpret_cast<std::uint16_t*>(p));
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // float64 accumulators (fixed lane order: the total depends only on the sequence of adds)
@@ -133,12 +250,12 @@ struct WideSum<float> {
   HWY_INLINE double total() const { return hn::GetLane(hn::SumOfLanes(dw, hn::Add(lo, hi))); }
 };
 
-// Loads the n < Lanes(d) values at p into a vector padded with `pad`.
-template <class D, class T = hn::TFromD<D>>
-HWY_INLINE hn::Vec<D> load_padded(D d, const T* p, std::size_t n, T pad) {
+// Loads the n < Lanes(d) values at p (any storage type) into a vector padded with `pad`.
+template <class D, class S, class T = hn::TFromD<D>>
+HWY_INLINE hn::Vec<D> load_padded(D d, const S* p, std::size_t n, T pad) {
   HWY_ALIGN T buf[kMaxLanesBytes / sizeof(T)];
   const std::size_t N = hn::Lanes(d);
-  for (std::size_t i = 0; i < N; ++i) buf[i] = i < n ? p[i] : pad;
+  for (std::size_t i = 0; i < N; ++i) buf[i] = i < n ? static_cast<T>(p[i]) : pad;
   return hn::Load(d, buf);
 }
 
@@ -147,19 +264,21 @@ HWY_INLINE hn::Vec<D> load_padded(D d, const T* p, std::size_t n, T pad) {
 
 // The coefficient c = w q of kernels.h Coefs from loaded t and w vectors (either unused when its
 // pointer is null): the one expression every vector path uses, so sums and gradients agree.
-template <class D, class T = hn::TFromD<D>>
-HWY_INLINE hn::Vec<D> coef_of(D d, const Coefs<T>& k, hn::Vec<D> tv, hn::Vec<D> wv) {
+template <class D, class S>
+HWY_INLINE hn::Vec<D> coef_of(D d, const Coefs<S>& k, hn::Vec<D> tv, hn::Vec<D> wv) {
+  using T = hn::TFromD<D>;
   if (k.t == nullptr) return k.w != nullptr ? wv : hn::Set(d, T(1));
   const hn::Vec<D> q = hn::MulAdd(tv, hn::Set(d, static_cast<T>(k.keep)), hn::Set(d, static_cast<T>(k.u)));
   return k.w != nullptr ? hn::Mul(wv, q) : q;
 }
 
 // Coefficients c[j .. j + Lanes) (rem == 0) or the rem < Lanes ones left at j, zero past them.
-template <class D, class T = hn::TFromD<D>>
-HWY_INLINE hn::Vec<D> coef_at(D d, const Coefs<T>& k, std::size_t j, std::size_t rem = 0) {
+template <class D, class S>
+HWY_INLINE hn::Vec<D> coef_at(D d, const Coefs<S>& k, std::size_t j, std::size_t rem = 0) {
+  using T = hn::TFromD<D>;
   if (rem == 0) {
-    const hn::Vec<D> tv = k.t != nullptr ? hn::LoadU(d, k.t + j) : hn::Zero(d);
-    const hn::Vec<D> wv = k.w != nullptr ? hn::LoadU(d, k.w + j) : hn::Zero(d);
+    const hn::Vec<D> tv = k.t != nullptr ? load_u(d, k.t + j) : hn::Zero(d);
+    const hn::Vec<D> wv = k.w != nullptr ? load_u(d, k.w + j) : hn::Zero(d);
     return coef_of(d, k, tv, wv);
   }
   const hn::Vec<D> tv = k.t != nullptr ? load_padded(d, k.t + j, rem, T(0)) : hn::Zero(d);
@@ -172,18 +291,20 @@ HWY_INLINE hn::Vec<D> coef_at(D d, const Coefs<T>& k, std::size_t j, std::size_t
 // smoothing and probability targets (c of kernels.h Coefs, *k): every term has one sign for c >= 0
 // (x <= m), so the sum has no cancellation; chunks add c (x - running max) and the total is shifted
 // by (sum of c so far) * (old max - new max) when the max grows.
-template <class T, bool kSumX>
-HWY_INLINE bool row_stats(const T* HWY_RESTRICT x, std::size_t C, const Coefs<T>* k, RowStats* st) {
+template <class St, bool kSumX>
+HWY_INLINE bool row_stats(const St* HWY_RESTRICT x, std::size_t C, const Coefs<St>* k, RowStats* st) {
+  using T = compute_t<St>;
+  constexpr bool kExact = kExactSum;
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t N = hn::Lanes(d);
-  constexpr std::size_t kChunk = kChunkBytes / sizeof(T);
+  constexpr std::size_t kChunk = kChunkBytes / sizeof(St);
   double m_run = -kInf<double>;
   double S = 0;
   double A = 0, W_seen = 0;  // kSumX: sum of w (x - m_run), sum of w
   for (std::size_t c0 = 0; c0 < C; c0 += kChunk) {
     const std::size_t len = std::min(kChunk, C - c0);
-    const T* HWY_RESTRICT xc = x + c0;
+    const St* HWY_RESTRICT xc = x + c0;
     const std::size_t full = len - len % N;
     const std::size_t rem = len - full;
 
@@ -191,12 +312,12 @@ HWY_INLINE bool row_stats(const T* HWY_RESTRICT x, std::size_t C, const Coefs<T>
     V m0 = hn::Set(d, -kInf<T>), m1 = m0, m2 = m0, m3 = m0;
     std::size_t i = 0;
     for (; i + 4 * N <= full; i += 4 * N) {
-      m0 = hn::Max(m0, hn::LoadU(d, xc + i));
-      m1 = hn::Max(m1, hn::LoadU(d, xc + i + N));
-      m2 = hn::Max(m2, hn::LoadU(d, xc + i + 2 * N));
-      m3 = hn::Max(m3, hn::LoadU(d, xc + i + 3 * N));
+      m0 = hn::Max(m0, load_u(d, xc + i));
+      m1 = hn::Max(m1, load_u(d, xc + i + N));
+      m2 = hn::Max(m2, load_u(d, xc + i + 2 * N));
+      m3 = hn::Max(m3, load_u(d, xc + i + 3 * N));
     }
-    for (; i < full; i += N) m0 = hn::Max(m0, hn::LoadU(d, xc + i));
+    for (; i < full; i += N) m0 = hn::Max(m0, load_u(d, xc + i));
     V vtail = hn::Set(d, -kInf<T>);
     if (rem != 0) {
       vtail = load_padded(d, xc + full, rem, -kInf<T>);
@@ -215,7 +336,7 @@ HWY_INLINE bool row_stats(const T* HWY_RESTRICT x, std::size_t C, const Coefs<T>
       // Everything so far is -inf: nothing to add. A NaN could hide behind -inf (Max drops it).
       if constexpr (kSumX) return false;
       for (std::size_t j = 0; j < len; ++j)
-        if (std::isnan(xc[j])) return false;
+        if (std::isnan(static_cast<T>(xc[j]))) return false;
       continue;
     }
 
@@ -226,15 +347,15 @@ HWY_INLINE bool row_stats(const T* HWY_RESTRICT x, std::size_t C, const Coefs<T>
     for (; i + 4 * N <= full; i += 4 * N) {
       // Keep memory busy while the exps run: request the next chunk (or the next row; prefetching
       // past the end of the buffer is harmless).
-      for (std::size_t k = 0; k < 4 * N * sizeof(T); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(xc + kChunk + i) + k);
-      const V x0 = hn::LoadU(d, xc + i), x1 = hn::LoadU(d, xc + i + N);
-      const V x2 = hn::LoadU(d, xc + i + 2 * N), x3 = hn::LoadU(d, xc + i + 3 * N);
-      const V e0 = exp_diff<kExactSum>(d, x0, vm), e1 = exp_diff<kExactSum>(d, x1, vm);
-      const V e2 = exp_diff<kExactSum>(d, x2, vm), e3 = exp_diff<kExactSum>(d, x3, vm);
+      for (std::size_t k = 0; k < 4 * N * sizeof(St); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(xc + kChunk + i) + k);
+      const V x0 = load_u(d, xc + i), x1 = load_u(d, xc + i + N);
+      const V x2 = load_u(d, xc + i + 2 * N), x3 = load_u(d, xc + i + 3 * N);
+      const V e0 = exp_diff<kExact>(d, x0, vm), e1 = exp_diff<kExact>(d, x1, vm);
+      const V e2 = exp_diff<kExact>(d, x2, vm), e3 = exp_diff<kExact>(d, x3, vm);
       acc.add(hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
     }
-    for (; i < full; i += N) acc.add(exp_diff<kExactSum>(d, hn::LoadU(d, xc + i), vm));
-    if (rem != 0) acc.add(exp_diff<kExactSum>(d, vtail, vm));  // padding is -inf: adds 0
+    for (; i < full; i += N) acc.add(exp_diff<kExact>(d, load_u(d, xc + i), vm));
+    if (rem != 0) acc.add(exp_diff<kExact>(d, vtail, vm));  // padding is -inf: adds 0
     S += acc.total();
 
     if constexpr (kSumX) {
@@ -243,7 +364,7 @@ HWY_INLINE bool row_stats(const T* HWY_RESTRICT x, std::size_t C, const Coefs<T>
       const auto vm_wide = WideSum<T>::splat(m_run);
       WideSum<T> ax, aw;
       for (i = 0; i < full; i += N) {
-        const V xv = hn::LoadU(d, xc + i);
+        const V xv = load_u(d, xc + i);
         if (ones) {
           ax.add_shifted(xv, vm_wide);
         } else {
@@ -283,46 +404,57 @@ HWY_INLINE bool row_stats(const T* HWY_RESTRICT x, std::size_t C, const Coefs<T>
 // Elementwise with per-row constants only, so each value is the same whether it is computed in the
 // main loop, the first vector or the last (overlapping) vector; the first and last are computed
 // before any store, so out may alias an input. stream: non-temporal stores in the aligned middle.
-template <std::size_t K, class T, class F>
-HWY_INLINE void map_row(T* out, std::size_t C, bool stream, const std::array<const T*, K>& in, const F& f) {
+// Inputs and output may be of any storage type (map_row_v: one pointer per input, each loaded as
+// compute_t<S> vectors; out of storage type S); map_row is the form with K inputs of out's type.
+// kFinite (map_row_finite): the caller knows f gives no NaN, which the 16-bit stores then skip.
+template <bool kFinite, class S, class F, class... In>
+HWY_INLINE void map_row_impl(S* out, std::size_t C, bool stream, const F& f, const In*... in) {
+  using T = compute_t<S>;
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t N = hn::Lanes(d);
-  auto apply = [&](auto load) HWY_ATTR -> V {
-    if constexpr (K == 0) return f();
-    else if constexpr (K == 1) return f(load(0));
-    else if constexpr (K == 2) return f(load(0), load(1));
-    else return f(load(0), load(1), load(2));
-  };
   if (C < N) {
-    HWY_ALIGN T bufs[K + 1][kMaxLanesBytes / sizeof(T)];
-    for (std::size_t k = 0; k < K; ++k)
-      for (std::size_t i = 0; i < N; ++i) bufs[k][i] = i < C ? in[k][i] : T(0);
-    const V v = apply([&](std::size_t k) HWY_ATTR { return hn::Load(d, bufs[k]); });
-    hn::Store(v, d, bufs[K]);
-    for (std::size_t i = 0; i < C; ++i) out[i] = bufs[K][i];
+    HWY_ALIGN T obuf[kMaxLanesBytes / sizeof(T)];
+    const V v = f(load_padded(d, in, C, T(0))...);
+    hn::Store(v, d, obuf);
+    for (std::size_t i = 0; i < C; ++i) out[i] = static_cast<S>(obuf[i]);
     return;
   }
-  auto at = [&](std::size_t i) HWY_ATTR {
-    return apply([&](std::size_t k) HWY_ATTR { return hn::LoadU(d, in[k] + i); });
-  };
+  auto at = [&](std::size_t i) HWY_ATTR { return f(load_u(d, in + i)...); };
   std::size_t start = 0;
   if (stream) {
-    const std::size_t vec_bytes = N * sizeof(T);
+    const std::size_t vec_bytes = N * sizeof(S);
     const std::size_t mis = reinterpret_cast<std::uintptr_t>(out) % vec_bytes;
-    if (mis % sizeof(T) != 0) stream = false;
-    else if (mis != 0) start = (vec_bytes - mis) / sizeof(T);
+    if (mis % sizeof(S) != 0) stream = false;
+    else if (mis != 0) start = (vec_bytes - mis) / sizeof(S);
   }
   const V last = at(C - N);
   const V first = start != 0 ? at(0) : hn::Zero(d);
   std::size_t i = start;
   if (stream) {
-    for (; i + N <= C; i += N) hn::Stream(at(i), d, out + i);
+    for (; i + N <= C; i += N) stream_u<kFinite>(at(i), d, out + i);
   } else {
-    for (; i + N <= C; i += N) hn::StoreU(at(i), d, out + i);
+    for (; i + N <= C; i += N) store_u<kFinite>(at(i), d, out + i);
   }
-  if (start != 0) hn::StoreU(first, d, out);
-  hn::StoreU(last, d, out + C - N);
+  if (start != 0) store_u<kFinite>(first, d, out);
+  store_u<kFinite>(last, d, out + C - N);
+}
+
+template <class S, class F, class... In>
+HWY_INLINE void map_row_v(S* out, std::size_t C, bool stream, const F& f, const In*... in) {
+  map_row_impl<false>(out, C, stream, f, in...);
+}
+template <class S, class F, class... In>
+HWY_INLINE void map_row_finite(S* out, std::size_t C, bool stream, const F& f, const In*... in) {
+  map_row_impl<true>(out, C, stream, f, in...);
+}
+
+template <std::size_t K, class T, class F>
+HWY_INLINE void map_row(T* out, std::size_t C, bool stream, const std::array<const T*, K>& in, const F& f) {
+  if constexpr (K == 0) map_row_v(out, C, stream, f);
+  else if constexpr (K == 1) map_row_v(out, C, stream, f, in[0]);
+  else if constexpr (K == 2) map_row_v(out, C, stream, f, in[0], in[1]);
+  else map_row_v(out, C, stream, f, in[0], in[1], in[2]);
 }
 
 template <class T>
@@ -342,8 +474,8 @@ HWY_INLINE bool stream_rows(std::size_t C) { return C * sizeof(T) >= kStreamRowB
 template <class T>
 HWY_INLINE bool one_exp_rows(std::size_t C) { return C * sizeof(T) <= kOneExpRowBytes; }
 
-template <class T>
-HWY_INLINE bool row_max(const T* HWY_RESTRICT x, std::size_t C, T* m_out) {
+template <class S, class T = compute_t<S>>
+HWY_INLINE bool row_max(const S* HWY_RESTRICT x, std::size_t C, T* m_out) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t N = hn::Lanes(d);
@@ -351,8 +483,8 @@ HWY_INLINE bool row_max(const T* HWY_RESTRICT x, std::size_t C, T* m_out) {
   auto nan = hn::FirstN(d, 0);  // Max may drop a NaN: tracked on the side
   std::size_t i = 0;
   for (; i + 4 * N <= C; i += 4 * N) {
-    const V x0 = hn::LoadU(d, x + i), x1 = hn::LoadU(d, x + i + N);
-    const V x2 = hn::LoadU(d, x + i + 2 * N), x3 = hn::LoadU(d, x + i + 3 * N);
+    const V x0 = load_u(d, x + i), x1 = load_u(d, x + i + N);
+    const V x2 = load_u(d, x + i + 2 * N), x3 = load_u(d, x + i + 3 * N);
     m0 = hn::Max(m0, x0);
     m1 = hn::Max(m1, x1);
     m2 = hn::Max(m2, x2);
@@ -360,7 +492,7 @@ HWY_INLINE bool row_max(const T* HWY_RESTRICT x, std::size_t C, T* m_out) {
     nan = hn::Or(nan, hn::Or(hn::Or(hn::IsNaN(x0), hn::IsNaN(x1)), hn::Or(hn::IsNaN(x2), hn::IsNaN(x3))));
   }
   for (; i + N <= C; i += N) {
-    const V v = hn::LoadU(d, x + i);
+    const V v = load_u(d, x + i);
     m0 = hn::Max(m0, v);
     nan = hn::Or(nan, hn::IsNaN(v));
   }
@@ -377,8 +509,10 @@ HWY_INLINE bool row_max(const T* HWY_RESTRICT x, std::size_t C, T* m_out) {
 // y[c] = exp(x[c] - m) for a row whose max m is finite; returns the sum of the y[c] (>= 1).
 // y may alias x (each vector is read before it is written). While the exps run, the next row's
 // input and output lines are requested (x + C, y + C: prefetching past a buffer is harmless).
-template <class T>
-HWY_INLINE double exp_store_sum(const T* x, T* y, std::size_t C, T m) {
+// x of any storage type; y of its compute type (a float32 scratch row for the 16-bit types, whose
+// e must not be rounded before it is scaled). kExact: exp_diff's TwoSum'd argument.
+template <class S, bool kExact = kExactOut, class T = compute_t<S>>
+HWY_INLINE double exp_store_sum(const S* x, T* y, std::size_t C, T m) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t N = hn::Lanes(d);
@@ -386,14 +520,12 @@ HWY_INLINE double exp_store_sum(const T* x, T* y, std::size_t C, T m) {
   WideSum<T> acc;
   std::size_t i = 0;
   for (; i + 4 * N <= C; i += 4 * N) {
-    for (std::size_t k = 0; k < 4 * N * sizeof(T); k += 64) {
-      hwy::Prefetch(reinterpret_cast<const char*>(x + C + i) + k);
-      __builtin_prefetch(reinterpret_cast<const char*>(y + C + i) + k, 1);
-    }
-    const V e0 = exp_diff<kExactOut>(d, hn::LoadU(d, x + i), vm);
-    const V e1 = exp_diff<kExactOut>(d, hn::LoadU(d, x + i + N), vm);
-    const V e2 = exp_diff<kExactOut>(d, hn::LoadU(d, x + i + 2 * N), vm);
-    const V e3 = exp_diff<kExactOut>(d, hn::LoadU(d, x + i + 3 * N), vm);
+    for (std::size_t k = 0; k < 4 * N * sizeof(S); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(x + C + i) + k);
+    for (std::size_t k = 0; k < 4 * N * sizeof(T); k += 64) __builtin_prefetch(reinterpret_cast<const char*>(y + C + i) + k, 1);
+    const V e0 = exp_diff<kExact>(d, load_u(d, x + i), vm);
+    const V e1 = exp_diff<kExact>(d, load_u(d, x + i + N), vm);
+    const V e2 = exp_diff<kExact>(d, load_u(d, x + i + 2 * N), vm);
+    const V e3 = exp_diff<kExact>(d, load_u(d, x + i + 3 * N), vm);
     hn::StoreU(e0, d, y + i);
     hn::StoreU(e1, d, y + i + N);
     hn::StoreU(e2, d, y + i + 2 * N);
@@ -401,13 +533,13 @@ HWY_INLINE double exp_store_sum(const T* x, T* y, std::size_t C, T m) {
     acc.add(hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
   }
   for (; i + N <= C; i += N) {
-    const V e = exp_diff<kExactOut>(d, hn::LoadU(d, x + i), vm);
+    const V e = exp_diff<kExact>(d, load_u(d, x + i), vm);
     hn::StoreU(e, d, y + i);
     acc.add(e);
   }
   if (i < C) {
     HWY_ALIGN T buf[kMaxLanesBytes / sizeof(T)];
-    const V e = exp_diff<kExactOut>(d, load_padded(d, x + i, C - i, -kInf<T>), vm);  // pads add 0
+    const V e = exp_diff<kExact>(d, load_padded(d, x + i, C - i, -kInf<T>), vm);  // pads add 0
     hn::Store(e, d, buf);
     for (std::size_t k = 0; k < C - i; ++k) y[i + k] = buf[k];
     acc.add(e);
@@ -418,8 +550,8 @@ HWY_INLINE double exp_store_sum(const T* x, T* y, std::size_t C, T m) {
 // Label smoothing and probability targets: A = sum_c c[c] (x[c] - m) and Q = sum_c c[c] (c of
 // kernels.h Coefs), float64, for a row with max m, as row_stats<T, true> sums them. False when
 // either is not finite (a -inf logit, a non-finite coefficient).
-template <class T>
-HWY_INLINE bool row_coef_sums(const T* HWY_RESTRICT x, std::size_t C, const Coefs<T>& k, T m, double* A_out,
+template <class S, class T = compute_t<S>>
+HWY_INLINE bool row_coef_sums(const S* HWY_RESTRICT x, std::size_t C, const Coefs<S>& k, T m, double* A_out,
                               double* Q_out) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
@@ -429,7 +561,7 @@ HWY_INLINE bool row_coef_sums(const T* HWY_RESTRICT x, std::size_t C, const Coef
   WideSum<T> ax, aq;
   std::size_t i = 0;
   for (; i + N <= C; i += N) {
-    const V xv = hn::LoadU(d, x + i);
+    const V xv = load_u(d, x + i);
     if (ones) {
       ax.add_shifted(xv, vm);
     } else {
@@ -456,23 +588,27 @@ HWY_INLINE bool row_coef_sums(const T* HWY_RESTRICT x, std::size_t C, const Coef
 // The smoothed or probability-target gradient of one row, dx = e * scale - gb * c, where e =
 // exp_of(v) for v read from src (exp(x - m) from the logits, or the identity on exps already in
 // dx). Without coefficients (label smoothing, no weights) c = 1.
-template <class T, class ExpOf>
-HWY_INLINE void ce_grad_row(T* dx, std::size_t C, bool stream, const T* src, const Coefs<T>& k, const ExpOf& exp_of,
+// src may be of dx's storage type or (the 16-bit types' one-exp rows) its compute type.
+template <class S, class In, class ExpOf, class T = compute_t<S>>
+HWY_INLINE void ce_grad_row(S* dx, std::size_t C, bool stream, const In* src, const Coefs<S>& k, const ExpOf& exp_of,
                             T scale, T gb) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const V vs = hn::Set(d, scale), vg = hn::Set(d, gb);
   if (k.t == nullptr && k.w == nullptr) {
-    map_row<1>(dx, C, stream, {src}, [&](V v) HWY_ATTR { return hn::MulSub(exp_of(v), vs, vg); });
+    map_row_v(dx, C, stream, [&](V v) HWY_ATTR { return hn::MulSub(exp_of(v), vs, vg); }, src);
   } else if (k.t == nullptr) {
-    map_row<2>(dx, C, stream, {src, k.w},
-               [&](V v, V wv) HWY_ATTR { return hn::NegMulAdd(coef_of(d, k, wv, wv), vg, hn::Mul(exp_of(v), vs)); });
+    map_row_v(dx, C, stream,
+              [&](V v, V wv) HWY_ATTR { return hn::NegMulAdd(coef_of(d, k, wv, wv), vg, hn::Mul(exp_of(v), vs)); }, src,
+              k.w);
   } else if (k.w == nullptr) {
-    map_row<2>(dx, C, stream, {src, k.t},
-               [&](V v, V tv) HWY_ATTR { return hn::NegMulAdd(coef_of(d, k, tv, tv), vg, hn::Mul(exp_of(v), vs)); });
+    map_row_v(dx, C, stream,
+              [&](V v, V tv) HWY_ATTR { return hn::NegMulAdd(coef_of(d, k, tv, tv), vg, hn::Mul(exp_of(v), vs)); }, src,
+              k.t);
   } else {
-    map_row<3>(dx, C, stream, {src, k.t, k.w},
-               [&](V v, V tv, V wv) HWY_ATTR { return hn::NegMulAdd(coef_of(d, k, tv, wv), vg, hn::Mul(exp_of(v), vs)); });
+    map_row_v(dx, C, stream,
+              [&](V v, V tv, V wv) HWY_ATTR { return hn::NegMulAdd(coef_of(d, k, tv, wv), vg, hn::Mul(exp_of(v), vs)); },
+              src, k.t, k.w);
   }
 }
 

@@ -1,6 +1,6 @@
 // tables_hwy.cc: the SIMD kernel tables, one per Highway target that hwy_targets.h compiles, each
 // assembled from the op families' per-target units (softmax_hwy.cc, cross_entropy_hwy.cc,
-// bce_hwy.cc, softcap_hwy.cc) over a copy of the scalar table (kernels_scalar.cc), whose entries
+// bce_hwy.cc, softcap_hwy.cc; half_hwy.cc for bfloat16 and float16) over a copy of the scalar table (kernels_scalar.cc), whose entries
 // stay wherever a family does not vectorise. The list dispatch.cc chooses from is derived from
 // Highway's own per-target function list (HWY_CHOOSE_TARGET_LIST, as HWY_EXPORT builds it), best
 // first, so no target is named here.
@@ -60,12 +60,15 @@ const KernelTable<double>& table_f64() noexcept {
   static const KernelTable<double> t = make_table(scalar_table_f64());
   return t;
 }
-// bfloat16 and float16: the scalar kernels (16-bit loads and stores around the float32 arithmetic)
-// until a family vectorises them.
+// bfloat16 and float16: the softmax family and cross-entropy from half_hwy.cc, the type-free
+// target scan from the float32 table; binary cross-entropy and soft-capping stay scalar.
 template <class T>
 KernelTable<T> make_half_table(const KernelTable<T>& scalar) noexcept {
   KernelTable<T> t = scalar;
   t.name = isa_name();
+  fill_half(&t);
+  t.count_kept_i32 = table_f32().count_kept_i32;
+  t.count_kept_i64 = table_f32().count_kept_i64;
   return t;
 }
 const KernelTable<BF16>& table_bf16() noexcept {

@@ -18,6 +18,10 @@ inline constexpr std::size_t kStreamRowBytes = 64 * 1024;
 // probability targets) take one exp per value: e = exp(x - m) written into the output while
 // summed, then scaled in place while still in cache. Longer rows recompute e in a second pass.
 inline constexpr std::size_t kOneExpRowBytes = 32 * 1024;
+// bfloat16 and float16 rows of at most this many classes whose output is exp-based take one exp per
+// value: e = exp(x - m) kept in a float32 row on the kernel's stack (128 KiB; a 16-bit output would
+// round e before it is scaled), then scaled into the output. Longer rows recompute e.
+inline constexpr std::size_t kHalfOneExpMax = 32 * 1024;
 // Rows of at most this many classes are computed across rows (a tile of one vector's worth of
 // rows, each row one lane).
 inline constexpr std::size_t kSmallC = 32;

@@ -1,0 +1,395 @@
+// test_half_tables.cc: the bfloat16 and float16 SIMD kernel tables (src/cpu/half_hwy.cc) against
+// the scalar twin (kernels_scalar.cc), entry by entry, on every ISA this CPU runs. The SIMD tables
+// compute in float32 and round once; the scalar one computes in double and rounds once. Bound: each
+// 16-bit output within ONE ulp of the 16-bit type of the scalar result (plus 2^-20 of the size of
+// the terms it was computed from, where terms cancel), NaN where the scalar is NaN, and at least
+// 95% of them the same bits (a truncating or double-rounding store fails that); per-row losses
+// (double) within 2^-17 relative. Exactly computable cases must be bit-exact: the identity round
+// trip of all 65536 bit patterns (load and store of every value: subnormals, infinities, NaN) and
+// y * dy products (exact in float32 and double alike, then rounded to nearest even, ties included).
+// Rows: random, long (one-exp and two-pass paths, tails), and adversarial (huge magnitudes, -inf
+// masks, ties, NaN, +inf). Internal: reaches src/cpu through cpu/kernels.h.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/kernels.h"
+#include "cpu/tuning.h"
+#include "simd_check.h"
+#include "xent/xent.h"
+
+namespace xent {
+namespace {
+
+using cpu::BF16;
+using cpu::Block;
+using cpu::F16;
+using simd_check::simd_isas;
+using simd_check::UnderIsa;
+
+template <class H> constexpr bool kBrain = std::is_same_v<H, BF16>;
+template <class H> const char* hname() { return kBrain<H> ? "bfloat16" : "float16"; }
+template <class H> const cpu::KernelTable<H>& simd() {
+  if constexpr (kBrain<H>) return cpu::active_table_bf16();
+  else return cpu::active_table_f16();
+}
+template <class H> const cpu::KernelTable<H>& scalar() {
+  if constexpr (kBrain<H>) return cpu::scalar_table_bf16();
+  else return cpu::scalar_table_f16();
+}
+
+// Spacing of H at |v| (the subnormal spacing below the normal range).
+template <class H> double ulp_h(double v) {
+  const int digits = kBrain<H> ? 8 : 11, min_exp = kBrain<H> ? -126 : -14;
+  int e = min_exp + 1;
+  if (v != 0 && std::isfinite(v)) {
+    std::frexp(v, &e);
+    e = std::max(e, min_exp + 1);
+  }
+  return std::ldexp(1.0, e - digits);
+}
+
+template <class H> double f(H h) { return static_cast<double>(static_cast<float>(h)); }
+
+// The bound of the file comment; scale[i] is the size of the terms output i was computed from.
+template <class H>
+::testing::AssertionResult close16(const std::vector<H>& a, const std::vector<H>& s, const std::vector<double>& scale,
+                                   bool exact = false) {
+  std::size_t bad = 0, same = 0;
+  std::string first;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double x = f(a[i]), y = f(s[i]);
+    bool ok;
+    if (std::isnan(x) || std::isnan(y)) ok = std::isnan(x) && std::isnan(y);
+    else if (exact) ok = a[i].bits == s[i].bits;
+    else if (std::isinf(y)) ok = x == y || std::fabs(x) == std::numeric_limits<double>::max();
+    else ok = std::fabs(x - y) <= ulp_h<H>(y) + 0x1p-20 * scale[i] || (std::isinf(x) && std::fabs(y) + ulp_h<H>(y) > 0x1p127);
+    same += a[i].bits == s[i].bits || (std::isnan(x) && std::isnan(y));
+    if (!ok && bad++ < 3) first += " [" + std::to_string(i) + "] simd " + simd_check::fmt(x) + " scalar " + simd_check::fmt(y) + ";";
+  }
+  if (bad != 0) return ::testing::AssertionFailure() << bad << " of " << a.size() << " beyond the bound:" << first;
+  if (a.size() >= 64 && static_cast<double>(same) < 0.95 * static_cast<double>(a.size()))
+    return ::testing::AssertionFailure() << "only " << same << " of " << a.size() << " have the scalar twin's bits";
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult close_loss(const std::vector<double>& a, const std::vector<double>& s, double scale) {
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i]) || std::isnan(s[i])) {
+      if (std::isnan(a[i]) != std::isnan(s[i])) return ::testing::AssertionFailure() << "row " << i << " NaN mismatch";
+      continue;
+    }
+    if (std::isinf(s[i]) ? a[i] != s[i] : std::fabs(a[i] - s[i]) > 0x1p-17 * (std::fabs(s[i]) + scale))
+      return ::testing::AssertionFailure() << "row " << i << " loss simd " << simd_check::fmt(a[i]) << " scalar "
+                                           << simd_check::fmt(s[i]);
+  }
+  return ::testing::AssertionSuccess();
+}
+
+template <class H>
+std::vector<H> to_h(const std::vector<double>& v) {
+  std::vector<H> h(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) h[i] = H(v[i]);
+  return h;
+}
+
+// N rows of C logits: random in [-8, 8]; with adversarial, rows 0..4 are huge tied maxima, a -inf
+// mask, all equal, a NaN and a +inf (when N >= 5). `big` defaults to near the type's max; the
+// losses use 3e4: the scalar twin's gradient exp(x - lse) takes lse in double, which loses log S
+// in m once |m| passes 2^40 or so (test_half.cc), and is then no reference.
+template <class H>
+std::vector<double> logits(std::size_t N, std::size_t C, std::mt19937_64& rng, bool adversarial, double big = 0) {
+  std::uniform_real_distribution<double> u(-8, 8);
+  std::vector<double> x(N * C);
+  for (auto& v : x) v = u(rng);
+  if (adversarial && N >= 5) {
+    if (big == 0) big = kBrain<H> ? 3.0e38 : 6.0e4;
+    for (std::size_t c = 0; c < C; ++c) {
+      x[c] = c % 3 == 0 ? big : -big;
+      x[C + c] = c % 2 ? -INFINITY : u(rng);
+      x[2 * C + c] = 1.5;
+    }
+    x[3 * C + C / 2] = NAN;
+    x[4 * C + C / 3] = INFINITY;
+  }
+  return x;
+}
+
+const std::size_t kLengths[] = {1, 3, 8, 9, 17, 33, 100, 1000, 4099, cpu::tuning::kHalfOneExpMax,
+                                cpu::tuning::kHalfOneExpMax + 5};
+
+template <class H>
+void softmax_family(std::size_t N, std::size_t C, std::uint64_t seed) {
+  SCOPED_TRACE(std::string(hname<H>()) + " softmax family " + std::to_string(N) + "x" + std::to_string(C));
+  std::mt19937_64 rng(seed);
+  const std::vector<H> x = to_h<H>(logits<H>(N, C, rng, true));
+  const Block b{N, C, 1, 1};
+  const auto &t = simd<H>(), &s = scalar<H>();
+  std::vector<H> ya(x.size()), ys(x.size());
+  t.softmax_fwd(x.data(), ya.data(), b);
+  s.softmax_fwd(x.data(), ys.data(), b);
+  EXPECT_TRUE(close16(ya, ys, std::vector<double>(x.size(), 1.0))) << "softmax";
+  std::vector<H> la(x.size()), ls(x.size());
+  t.log_softmax_fwd(x.data(), la.data(), b);
+  s.log_softmax_fwd(x.data(), ls.data(), b);
+  std::vector<double> sc(x.size());
+  for (std::size_t r = 0; r < N; ++r) {
+    const double absmax = simd_check::row_absmax(&x[r * C], C);
+    for (std::size_t c = 0; c < C; ++c) sc[r * C + c] = std::fabs(f(x[r * C + c])) + absmax + 16;
+  }
+  EXPECT_TRUE(close16(la, ls, sc)) << "log_softmax";
+  std::vector<H> lsea(N), lses(N);
+  t.logsumexp_fwd(x.data(), lsea.data(), b);
+  s.logsumexp_fwd(x.data(), lses.data(), b);
+  std::vector<double> lsc(N);
+  for (std::size_t r = 0; r < N; ++r) lsc[r] = simd_check::row_absmax(&x[r * C], C) + 16;
+  EXPECT_TRUE(close16(lsea, lses, lsc)) << "logsumexp";
+  // Backward from the scalar forward's outputs.
+  std::uniform_real_distribution<double> u(-1, 1);
+  std::vector<double> dyd(x.size());
+  for (auto& v : dyd) v = u(rng);
+  const std::vector<H> dy = to_h<H>(dyd);
+  std::vector<H> da(x.size()), ds(x.size());
+  t.softmax_bwd(ys.data(), dy.data(), da.data(), b);
+  s.softmax_bwd(ys.data(), dy.data(), ds.data(), b);
+  EXPECT_TRUE(close16(da, ds, std::vector<double>(x.size(), 4.0))) << "softmax backward";
+  t.log_softmax_bwd(ls.data(), dy.data(), da.data(), b);
+  s.log_softmax_bwd(ls.data(), dy.data(), ds.data(), b);
+  EXPECT_TRUE(close16(da, ds, std::vector<double>(x.size(), 4.0 * static_cast<double>(C)))) << "log_softmax backward";
+  const std::vector<H> dl = to_h<H>(std::vector<double>(N, 0.75));
+  t.logsumexp_bwd(x.data(), lses.data(), dl.data(), da.data(), b);
+  s.logsumexp_bwd(x.data(), lses.data(), dl.data(), ds.data(), b);
+  EXPECT_TRUE(close16(da, ds, std::vector<double>(x.size(), 1.0))) << "logsumexp backward";
+}
+
+template <class H>
+void cross_entropy(std::size_t N, std::size_t C, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<double> xd = logits<H>(N, C, rng, true, 3.0e4);
+  const std::vector<H> x = to_h<H>(xd);
+  std::vector<std::int64_t> t64(N);
+  std::vector<std::int32_t> t32(N);
+  for (std::size_t r = 0; r < N; ++r) t32[r] = static_cast<std::int32_t>(t64[r] = r % 7 == 6 ? -100 : static_cast<std::int64_t>((r * 31 + 5) % C));
+  std::uniform_real_distribution<double> uw(0.5, 2), up(0, 1);
+  std::vector<double> wd(C), dld(N), pd(N * C);
+  for (auto& v : wd) v = uw(rng);
+  for (auto& v : dld) v = uw(rng);
+  for (std::size_t r = 0; r < N; ++r) {
+    double sum = 0;
+    for (std::size_t c = 0; c < C; ++c) sum += pd[r * C + c] = up(rng);
+    for (std::size_t c = 0; c < C; ++c) pd[r * C + c] /= sum;
+  }
+  const std::vector<H> w = to_h<H>(wd), dl = to_h<H>(dld), p = to_h<H>(pd);
+  double wsum = 0;
+  for (const H& v : w) wsum += f(v);
+  const Block b{N, C, 1, 1};
+  const auto &ta = simd<H>(), &ts = scalar<H>();
+  const double lscale = 16;
+  for (int opt = 0; opt < 8; ++opt) {
+    const bool weighted = opt & 1, smooth = opt & 2, per_row = opt & 4;
+    SCOPED_TRACE(std::string(hname<H>()) + " cross-entropy " + std::to_string(N) + "x" + std::to_string(C) +
+                 (weighted ? " weighted" : "") + (smooth ? " smoothing" : "") + (per_row ? " per-row dloss" : ""));
+    cpu::CeIndexArgs<H, std::int64_t> a;
+    a.x = x.data();
+    a.target = t64.data();
+    a.weight = weighted ? w.data() : nullptr;
+    a.weight_sum = weighted ? wsum : static_cast<double>(C);
+    a.smoothing = smooth ? 0.1 : 0.0;
+    a.dloss = per_row ? dl.data() : nullptr;
+    a.dloss_scale = per_row ? 0.5 : 0.25;
+    std::vector<double> la(N), ls(N);
+    std::vector<H> ga(x.size()), gs(x.size());
+    // Fused.
+    auto A = a, S = a;
+    A.row_loss = la.data(), A.dx = ga.data();
+    S.row_loss = ls.data(), S.dx = gs.data();
+    ta.ce_index_i64(A, b);
+    ts.ce_index_i64(S, b);
+    EXPECT_TRUE(close_loss(la, ls, lscale)) << "fused loss";
+    EXPECT_TRUE(close16(ga, gs, std::vector<double>(x.size(), 4.0))) << "fused gradient";
+    // Forward only, and backward only (int32 targets).
+    std::fill(la.begin(), la.end(), 0.0);
+    A.dx = nullptr;
+    ta.ce_index_i64(A, b);
+    EXPECT_TRUE(close_loss(la, ls, lscale)) << "forward-only loss";
+    cpu::CeIndexArgs<H, std::int32_t> a32;
+    a32.x = a.x;
+    a32.target = t32.data();
+    a32.weight = a.weight;
+    a32.weight_sum = a.weight_sum;
+    a32.smoothing = a.smoothing;
+    a32.dloss = a.dloss;
+    a32.dloss_scale = a.dloss_scale;
+    a32.row_loss = nullptr;
+    a32.dx = ga.data();
+    ta.ce_index_i32(a32, b);
+    EXPECT_TRUE(close16(ga, gs, std::vector<double>(x.size(), 4.0))) << "backward-only gradient (int32 targets)";
+    // Probability targets.
+    cpu::CeProbArgs<H> pa;
+    pa.x = x.data();
+    pa.target = p.data();
+    pa.weight = a.weight;
+    pa.smoothing = a.smoothing;
+    pa.dloss = a.dloss;
+    pa.dloss_scale = a.dloss_scale;
+    auto PA = pa, PS = pa;
+    PA.row_loss = la.data(), PA.dx = ga.data();
+    PS.row_loss = ls.data(), PS.dx = gs.data();
+    ta.ce_prob(PA, b);
+    ts.ce_prob(PS, b);
+    EXPECT_TRUE(close_loss(la, ls, lscale)) << "probability-target loss";
+    EXPECT_TRUE(close16(ga, gs, std::vector<double>(x.size(), 4.0))) << "probability-target gradient";
+    if (smooth) continue;
+    // NLL on the logits read as log-probabilities.
+    A = a, S = a;
+    A.row_loss = la.data(), A.dx = ga.data();
+    S.row_loss = ls.data(), S.dx = gs.data();
+    ta.nll_i64(A, b);
+    ts.nll_i64(S, b);
+    EXPECT_TRUE(close_loss(la, ls, 0)) << "nll loss";
+    EXPECT_TRUE(close16(ga, gs, std::vector<double>(x.size(), 0.0), true)) << "nll gradient";
+  }
+}
+
+// The split-row passes on one run each.
+template <class H>
+void chunks(std::size_t n, std::uint64_t seed) {
+  SCOPED_TRACE(std::string(hname<H>()) + " chunk passes n=" + std::to_string(n));
+  std::mt19937_64 rng(seed);
+  const std::vector<H> x = to_h<H>(logits<H>(1, n, rng, false));
+  const auto &ta = simd<H>(), &ts = scalar<H>();
+  double ma, sa, ms, ss;
+  ta.chunk_stats(x.data(), n, &ma, &sa);
+  ts.chunk_stats(x.data(), n, &ms, &ss);
+  EXPECT_EQ(ma, ms);
+  EXPECT_NEAR(sa, ss, 0x1p-20 * ss);
+  std::vector<H> ya(n), ys(n);
+  const double m = ms + 0.5, scale = 1 / (ss + 3);
+  ta.chunk_exp_scale(x.data(), ya.data(), n, m, scale);
+  ts.chunk_exp_scale(x.data(), ys.data(), n, m, scale);
+  EXPECT_TRUE(close16(ya, ys, std::vector<double>(n, 1.0))) << "chunk_exp_scale";
+  ta.chunk_shift(x.data(), ya.data(), n, m, 1.25);
+  ts.chunk_shift(x.data(), ys.data(), n, m, 1.25);
+  EXPECT_TRUE(close16(ya, ys, std::vector<double>(n, 32.0))) << "chunk_shift";
+  std::uniform_real_distribution<double> u(-1, 1);
+  std::vector<double> dyd(n);
+  for (auto& v : dyd) v = u(rng);
+  const std::vector<H> dy = to_h<H>(dyd);
+  EXPECT_NEAR(ta.chunk_dot(ys.data(), dy.data(), n), ts.chunk_dot(ys.data(), dy.data(), n), 1e-12 * static_cast<double>(n));
+  EXPECT_NEAR(ta.chunk_dot(dy.data(), nullptr, n), ts.chunk_dot(dy.data(), nullptr, n), 1e-12 * static_cast<double>(n));
+  std::vector<H> da(n), ds(n);
+  ta.chunk_softmax_bwd(ys.data(), dy.data(), da.data(), n, 0.3);
+  ts.chunk_softmax_bwd(ys.data(), dy.data(), ds.data(), n, 0.3);
+  EXPECT_TRUE(close16(da, ds, std::vector<double>(n, 4.0))) << "chunk_softmax_bwd";
+  const std::vector<H> lp = to_h<H>(std::vector<double>(n, -3.0));
+  ta.chunk_log_softmax_bwd(lp.data(), dy.data(), da.data(), n, 2.5);
+  ts.chunk_log_softmax_bwd(lp.data(), dy.data(), ds.data(), n, 2.5);
+  EXPECT_TRUE(close16(da, ds, std::vector<double>(n, 4.0))) << "chunk_log_softmax_bwd";
+  std::vector<double> wd(n);
+  for (auto& v : wd) v = 0.5 + std::fabs(u(rng));
+  const std::vector<H> w = to_h<H>(wd);
+  const cpu::Coefs<H> k{w.data(), dy.data(), 0.9, 0.1 / static_cast<double>(n)};
+  cpu::ChunkSums csa, css;
+  ta.chunk_sums(x.data(), k, n, &csa);
+  ts.chunk_sums(x.data(), k, n, &css);
+  EXPECT_EQ(csa.m, css.m);
+  EXPECT_NEAR(csa.s, css.s, 0x1p-20 * css.s);
+  EXPECT_NEAR(csa.a, css.a, 0x1p-20 * (std::fabs(css.a) + static_cast<double>(n)));
+  EXPECT_NEAR(csa.q, css.q, 0x1p-20 * (std::fabs(css.q) + static_cast<double>(n)));
+  ta.chunk_ce_grad(x.data(), k, da.data(), n, m, scale, 0.5);
+  ts.chunk_ce_grad(x.data(), k, ds.data(), n, m, scale, 0.5);
+  EXPECT_TRUE(close16(da, ds, std::vector<double>(n, 4.0))) << "chunk_ce_grad";
+}
+
+class HalfTables : public UnderIsa {};
+
+TEST_P(HalfTables, EntriesAreVectorised) {
+  if (GetParam() == "scalar") GTEST_SKIP() << "no SIMD kernel set on this CPU";
+  EXPECT_NE(simd<BF16>().ce_index_i64, scalar<BF16>().ce_index_i64);
+  EXPECT_NE(simd<F16>().softmax_fwd, scalar<F16>().softmax_fwd);
+  EXPECT_NE(simd<BF16>().chunk_log_softmax_bwd, scalar<BF16>().chunk_log_softmax_bwd);
+  EXPECT_EQ(std::string(simd<F16>().name), GetParam());
+}
+
+TEST_P(HalfTables, SoftmaxFamilyMatchesScalar) {
+  std::uint64_t seed = 1;
+  for (std::size_t C : kLengths) {
+    const std::size_t N = C >= 1000 ? 6 : 37;
+    softmax_family<BF16>(N, C, seed++);
+    softmax_family<F16>(N, C, seed++);
+  }
+}
+
+TEST_P(HalfTables, CrossEntropyMatchesScalar) {
+  std::uint64_t seed = 100;
+  for (std::size_t C : kLengths) {
+    const std::size_t N = C >= 1000 ? 6 : 37;
+    cross_entropy<BF16>(N, C, seed++);
+    cross_entropy<F16>(N, C, seed++);
+  }
+}
+
+TEST_P(HalfTables, ChunkPassesMatchScalar) {
+  for (std::size_t n : {1, 7, 64, 1001, 9000}) {
+    chunks<BF16>(n, n);
+    chunks<F16>(n, n + 1);
+  }
+}
+
+// Load and store of every 16-bit pattern through a SIMD pass whose float32 arithmetic is exact:
+// y = (x - 0) - 0.
+template <class H>
+void round_trip() {
+  SCOPED_TRACE(hname<H>());
+  std::vector<H> x(65536), ya(65536), ys(65536);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = H::from_bits(static_cast<std::uint16_t>(i));
+  simd<H>().chunk_shift(x.data(), ya.data(), x.size(), 0.0, 0.0);
+  scalar<H>().chunk_shift(x.data(), ys.data(), x.size(), 0.0, 0.0);
+  EXPECT_TRUE(close16(ya, ys, std::vector<double>(x.size(), 0.0), true));
+  for (std::size_t i = 0; i < x.size(); ++i)
+    if (!std::isnan(f(x[i]))) {
+      ASSERT_EQ(ya[i].bits, x[i].bits) << "pattern " << i;
+    }
+}
+
+TEST_P(HalfTables, EveryBitPatternRoundTrips) {
+  round_trip<BF16>();
+  round_trip<F16>();
+}
+
+// y * dy is exact in float32 for 16-bit operands, so the one rounding to nearest even must give the
+// scalar twin's bits exactly: ties, subnormal results, overflow to infinity.
+template <class H>
+void exact_products() {
+  SCOPED_TRACE(hname<H>());
+  std::mt19937_64 rng(7);
+  const std::size_t n = 20011;
+  std::vector<H> y(n), dy(n), da(n), ds(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    y[i] = H::from_bits(static_cast<std::uint16_t>(rng() & 0x7FFF));  // every positive pattern
+    // Factors that keep most products finite, some tiny (subnormal) and some huge (overflow).
+    const int e = static_cast<int>(rng() % 9) - 4;
+    dy[i] = H(std::ldexp(1.0 + static_cast<double>(rng() % 256) / 256.0, e) * ((rng() & 1) ? 1 : -1));
+  }
+  simd<H>().chunk_softmax_bwd(y.data(), dy.data(), da.data(), n, 0.0);
+  scalar<H>().chunk_softmax_bwd(y.data(), dy.data(), ds.data(), n, 0.0);
+  EXPECT_TRUE(close16(da, ds, std::vector<double>(n, 0.0), true));
+}
+
+TEST_P(HalfTables, ExactProductsRoundToNearestEven) {
+  exact_products<BF16>();
+  exact_products<F16>();
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, HalfTables, ::testing::ValuesIn(simd_isas()),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
+
+}  // namespace
+}  // namespace xent
