@@ -559,6 +559,20 @@ struct Fd {
   }
 };
 
+// Opens `path` read-only into *f and stats it; the error names the path and the failing step.
+Status open_for_reading(const std::string& path, Fd* f, struct stat* st) {
+  f->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f->fd < 0) {
+    int e = errno;
+    return io_error(fmt::format("cannot open '{}': {}", path, std::strerror(e)));
+  }
+  if (::fstat(f->fd, st) != 0) {
+    int e = errno;
+    return io_error(fmt::format("cannot stat '{}': {}", path, std::strerror(e)));
+  }
+  return ok_status();
+}
+
 }  // namespace
 
 Result<NpyArray> NpyArray::zeros(DType dtype, const Shape& shape) {
@@ -592,16 +606,8 @@ Result<NpyArray> parse_npy(const void* bytes, std::size_t n, const std::string& 
 
 Result<NpyArray> read_npy(const std::string& path, const NpyReadOptions& options) {
   Fd f;
-  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (f.fd < 0) {
-    int e = errno;
-    return io_error(fmt::format("cannot open '{}': {}", path, std::strerror(e)));
-  }
   struct stat st {};
-  if (::fstat(f.fd, &st) != 0) {
-    int e = errno;
-    return io_error(fmt::format("cannot stat '{}': {}", path, std::strerror(e)));
-  }
+  XENT_RETURN_IF_ERROR(open_for_reading(path, &f, &st));
   if (S_ISDIR(st.st_mode)) return io_error(fmt::format("'{}' is a directory; expected a .npy file", path));
   int err = 0;
   if (!S_ISREG(st.st_mode)) {
@@ -655,16 +661,8 @@ Result<NpyArray> read_npy(const std::string& path, const NpyReadOptions& options
 Result<NpyArray> read_npy_rows(const std::string& path, std::int64_t row0, std::int64_t rows,
                                const NpyReadOptions& options, Shape* file_shape) {
   Fd f;
-  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (f.fd < 0) {
-    int e = errno;
-    return io_error(fmt::format("cannot open '{}': {}", path, std::strerror(e)));
-  }
   struct stat st {};
-  if (::fstat(f.fd, &st) != 0) {
-    int e = errno;
-    return io_error(fmt::format("cannot stat '{}': {}", path, std::strerror(e)));
-  }
+  XENT_RETURN_IF_ERROR(open_for_reading(path, &f, &st));
   if (!S_ISREG(st.st_mode)) return io_error(fmt::format("'{}' is not a regular file; a partial read needs one", path));
   const std::uint64_t file_size = static_cast<std::uint64_t>(st.st_size);
   int err = 0;
