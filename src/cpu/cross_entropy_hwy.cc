@@ -580,22 +580,8 @@ void ce_prob(const CeProbArgs<T>& a, Block b) noexcept {
   if (stream) hwy::FlushStream();
 }
 
-// Split rows with coefficients (kernels.h chunk_sums / chunk_ce_grad): row_stats<T, true> and
-// ce_grad_row on one run; a run the vector sums decline gets the scalar twin's sums, which the
-// front end sees are not finite.
-template <class T>
-void chunk_sums(const T* x, const Coefs<T>& k, std::size_t n, ChunkSums* out) noexcept {
-  RowStats st;
-  if (n != 0 && row_stats<T, true>(x, n, &k, &st)) {
-    out->m = st.m;
-    out->s = st.s;
-    out->a = st.wx;
-    out->q = st.wsum;
-    return;
-  }
-  scalar_table<T>().chunk_sums(x, k, n, out);
-}
-
+// Split rows with coefficients (kernels.h chunk_ce_grad): ce_grad_row on one run; its sums are
+// rows-inl.h chunk_sums.
 template <class T>
 void chunk_ce_grad(const T* x, const Coefs<T>& k, T* dx, std::size_t n, double m, double scale, double gb) noexcept {
   if (n == 0) return;

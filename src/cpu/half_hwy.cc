@@ -572,19 +572,6 @@ void ce_prob(const CeProbArgs<S>& a, Block b) noexcept {
 }
 
 template <class S>
-void chunk_sums(const S* x, const Coefs<S>& k, std::size_t n, ChunkSums* out) noexcept {
-  RowStats st;
-  if (n != 0 && row_stats<S, true>(x, n, &k, &st)) {
-    out->m = st.m;
-    out->s = st.s;
-    out->a = st.wx;
-    out->q = st.wsum;
-    return;
-  }
-  scalar_table<S>().chunk_sums(x, k, n, out);
-}
-
-template <class S>
 void chunk_ce_grad(const S* x, const Coefs<S>& k, S* dx, std::size_t n, double m, double scale, double gb) noexcept {
   if (n == 0) return;
   const hn::ScalableTag<float> d;

@@ -547,6 +547,22 @@ HWY_INLINE double exp_store_sum(const S* x, T* y, std::size_t C, T m) {
   return acc.total();
 }
 
+// kernels.h chunk_sums for every storage type: a split row's run through row_stats<S, true>; a
+// run the vector sums decline gets the scalar twin's sums (which the front end sees are not
+// finite). Shared by cross_entropy_hwy.cc (float32/float64) and half_hwy.cc (16-bit).
+template <class S>
+void chunk_sums(const S* x, const Coefs<S>& k, std::size_t n, ChunkSums* out) noexcept {
+  RowStats st;
+  if (n != 0 && row_stats<S, true>(x, n, &k, &st)) {
+    out->m = st.m;
+    out->s = st.s;
+    out->a = st.wx;
+    out->q = st.wsum;
+    return;
+  }
+  scalar_table<S>().chunk_sums(x, k, n, out);
+}
+
 // Label smoothing and probability targets: A = sum_c c[c] (x[c] - m) and Q = sum_c c[c] (c of
 // kernels.h Coefs), float64, for a row with max m, as row_stats<T, true> sums them. False when
 // either is not finite (a -inf logit, a non-finite coefficient).
