@@ -14,42 +14,10 @@ Usage: test_cli.py path/to/xent      (exit 0 pass, 1 fail, 77 skip)
 import glob
 import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 
-try:
-    import numpy as np
-except ImportError:
-    print("SKIP: numpy is not importable by", sys.executable)
-    sys.exit(77)
+from cli_harness import TMP, check, path, run, run_tests, save  # first: skips without numpy
 
-XENT = os.path.abspath(sys.argv[1])
-TMP = tempfile.mkdtemp(prefix="xent_cli_test_")
-FAILURES = []
-CHECKS = 0
-
-
-def check(cond, what):
-    global CHECKS
-    CHECKS += 1
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what)
-
-
-def path(name):
-    return os.path.join(TMP, name)
-
-
-def save(name, array):
-    np.save(path(name), array)
-    return path(name)
-
-
-def run(*args):
-    return subprocess.run([XENT, *map(str, args)], capture_output=True, text=True, cwd=TMP, timeout=120)
+import numpy as np  # noqa: E402
 
 
 def run_ok(*args):
@@ -571,16 +539,8 @@ def test_explain():
 
 
 def main():
-    try:
-        for t in [test_softmax_family, test_cross_entropy, test_nll, test_bce, test_oracles_against_torch,
-                  test_determinism_across_threads, test_layout_conversions, test_errors, test_bench_options, test_help, test_explain]:
-            before = len(FAILURES)
-            t()
-            print(f"{t.__name__}: {'ok' if len(FAILURES) == before else 'FAILED'}")
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-    print(f"{CHECKS} checks, {len(FAILURES)} failures")
-    sys.exit(1 if FAILURES else 0)
+    run_tests([test_softmax_family, test_cross_entropy, test_nll, test_bce, test_oracles_against_torch,
+               test_determinism_across_threads, test_layout_conversions, test_errors, test_bench_options, test_help, test_explain])
 
 
 if __name__ == "__main__":

@@ -15,44 +15,13 @@ Usage: test_cli_everyday.py path/to/xent      (exit 0 pass, 1 fail, 77 skip)
 import io
 import json
 import os
-import shutil
 import stat
 import subprocess
-import sys
-import tempfile
 import threading
 
-try:
-    import numpy as np
-except ImportError:
-    print("SKIP: numpy is not importable by", sys.executable)
-    sys.exit(77)
+from cli_harness import TMP, XENT, check, path, run, run_tests, save  # first: skips without numpy
 
-XENT = os.path.abspath(sys.argv[1])
-TMP = tempfile.mkdtemp(prefix="xent_cli_everyday_")
-FAILURES = []
-CHECKS = 0
-
-
-def check(cond, what):
-    global CHECKS
-    CHECKS += 1
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what)
-
-
-def path(name):
-    return os.path.join(TMP, name)
-
-
-def save(name, array):
-    np.save(path(name), array)
-    return path(name)
-
-
-def run(*args, stdout_bytes=False):
-    return subprocess.run([XENT, *map(str, args)], capture_output=True, text=not stdout_bytes, cwd=TMP, timeout=120)
+import numpy as np  # noqa: E402
 
 
 def one_error_line(p, rc, fragments, what):
@@ -366,16 +335,8 @@ def test_predict_and_evaluate():
 
 
 def main():
-    try:
-        for t in [test_output_paths, test_printed_results, test_version_and_info, test_suggestions_and_words,
-                  test_seeds, test_predict_and_evaluate]:
-            before = len(FAILURES)
-            t()
-            print(f"{t.__name__}: {'ok' if len(FAILURES) == before else 'FAILED'}")
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-    print(f"{CHECKS} checks, {len(FAILURES)} failures")
-    sys.exit(1 if FAILURES else 0)
+    run_tests([test_output_paths, test_printed_results, test_version_and_info, test_suggestions_and_words,
+               test_seeds, test_predict_and_evaluate])
 
 
 if __name__ == "__main__":
