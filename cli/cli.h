@@ -37,6 +37,13 @@ struct RuntimeFailure : std::runtime_error {
 // (e.g. a file name) is prefixed to the message when not empty.
 void throw_if_error(const Status& s, const std::string& context = "");
 
+// The value of a Result, or throw_if_error's exception for its Status.
+template <class T>
+T value_or_throw(Result<T> r, const std::string& context = "") {
+  throw_if_error(r.status(), context);
+  return std::move(r).value();
+}
+
 // A subcommand's setup function adds it (with its flags and callback) to the root app.
 using SetupFn = void (*)(CLI::App& root);
 

@@ -56,7 +56,7 @@ void check_file(const xent::io::SafetensorsFile& f, const std::uint8_t* data, st
 void roundtrip_file(const xent::io::SafetensorsFile& f, const std::uint8_t* data) {
   std::vector<xent::io::SafetensorsTensorRef> refs;
   for (const auto& t : f.tensors) refs.push_back({t.name, t.dtype, t.shape, data + t.begin, t.size});
-  std::string bytes = xent::io::serialize_safetensors(f.metadata, refs);
+  std::string bytes = xent::io::serialize_safetensors(f.metadata, refs).value();
   auto again = xent::io::parse_safetensors(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), "rt");
   if (!again.ok()) fail("serialize_safetensors output does not parse");
   if (again->metadata != f.metadata || again->tensors.size() != f.tensors.size()) fail("round trip changed the file");
@@ -98,7 +98,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   check_model(*m);
-  std::string bytes = xent::train::serialize_model(*m);
+  std::string bytes = xent::train::serialize_model(*m).value();
   auto again = xent::train::parse_model(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), "rt");
   if (!again.ok()) fail("serialize_model output does not parse");
   if (again->features != m->features || again->classes != m->classes || again->height != m->height ||

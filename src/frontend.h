@@ -4,47 +4,17 @@
 #pragma once
 
 #include <cstdint>
-#include <exception>
-#include <new>
 #include <string>
-#include <system_error>
 
 #include <fmt/format.h>
 
+#include "guarded.h"
 #include "half.h"
 #include "reduce.h"
 #include "xent/status.h"
 #include "xent/tensor.h"
 
 namespace xent::detail {
-
-// Runs an entry point's body so that no exception crosses the library boundary: a failed
-// allocation (a scratch vector, a workspace) or a thread that cannot be started becomes a
-// resource-exhausted Status naming the entry point. Kernels never allocate or throw; this catches
-// what the front end's containers and the thread pool may throw. Outputs may then hold partial
-// results (the failure comes after validation).
-// The message itself may not fit in memory then; its fallback is short enough for std::string's
-// inline buffer (no allocation).
-template <class F>
-Status guarded(const char* entry_point, F&& body) noexcept {
-  StatusCode code = StatusCode::kInternal;
-  const char* what = "unexpected exception";
-  try {
-    return body();
-  } catch (const std::bad_alloc&) {
-    code = StatusCode::kResourceExhausted;
-    what = "out of memory";
-  } catch (const std::system_error&) {
-    code = StatusCode::kResourceExhausted;
-    what = "cannot start a thread";
-  } catch (...) {
-  }
-  try {
-    return {code, std::string(entry_point) + ": " + what};
-  } catch (...) {
-    return {code, "out of memory"};
-  }
-}
 
 // The checks every view gets: a valid shape (at most Shape::kMaxDims dims, no negative dim, no
 // overflow), a buffer when there are elements, and no more elements than a buffer of known size

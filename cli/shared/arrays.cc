@@ -134,7 +134,7 @@ void write_outputs(const std::vector<Output>& outputs) {
     if (o.path.empty()) continue;
     auto f = std::make_unique<io::AtomicFile>();
     throw_if_error(f->open(o.path), o.flag);
-    throw_if_error(f->write(npy_header(o.view.dtype, o.view.shape)), o.flag);
+    throw_if_error(f->write(value_or_throw(npy_header(o.view.dtype, o.view.shape), o.flag)), o.flag);
     throw_if_error(f->write(o.view.data, static_cast<std::size_t>(o.view.numel()) * dtype_size(o.view.dtype)), o.flag);
     files.push_back(std::move(f));
   }

@@ -127,7 +127,7 @@ std::vector<std::string> class_names_for(const std::string& flag, const std::str
   }
   std::string lower = data_path;
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-  return default_class_names(C, lower.find("fashion") != std::string::npos);
+  return value_or_throw(default_class_names(C, lower.find("fashion") != std::string::npos));
 }
 
 bool stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }

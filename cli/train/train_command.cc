@@ -189,7 +189,7 @@ void init_state(Session& s) {
   s.checkpoint_path = !a.checkpoint.empty() ? a.checkpoint : a.resume;
   if (a.opt.optimizer == Optimizer::kLbfgs && !s.checkpoint_path.empty())
     throw UsageError("--checkpoint and --resume are for --optimizer sgd (an L-BFGS run is not resumable)");
-  s.fingerprint = s.checkpoint_path.empty() ? "" : dataset_fingerprint(s.train, s.d.test);
+  s.fingerprint = s.checkpoint_path.empty() ? "" : value_or_throw(dataset_fingerprint(s.train, s.d.test));
   if (!a.resume.empty()) {
     Result<TrainState> r = load_checkpoint(a.resume, a.opt, s.fingerprint);
     if (!r.ok()) throw InputError(r.status().message());

@@ -13,6 +13,8 @@
 
 #include <fmt/format.h>
 
+#include "guarded.h"
+
 namespace xent::io {
 namespace {
 
@@ -34,7 +36,7 @@ ByteBuffer::ByteBuffer(std::size_t n, std::size_t front)
   if (n) advise_huge_pages(p_.get(), n + front);
 }
 
-Result<ByteBuffer> read_file_bytes(const std::string& path) {
+static Result<ByteBuffer> read_file_bytes_unguarded(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return io_error(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
   struct stat st {};
@@ -63,6 +65,14 @@ Result<ByteBuffer> read_file_bytes(const std::string& path) {
   }
   ::close(fd);
   return buf;
+}
+
+// ---- the public entry points: nothing they throw crosses the boundary (guarded.h) ----
+
+Result<ByteBuffer> read_file_bytes(const std::string& path) noexcept {
+  return xent::detail::guarded("read_file_bytes", [&]() -> Result<ByteBuffer> {
+    return read_file_bytes_unguarded(path);
+  });
 }
 
 }  // namespace xent::io

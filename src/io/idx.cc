@@ -20,6 +20,8 @@
 
 #include <fmt/format.h>
 
+#include "guarded.h"
+
 namespace xent::io {
 namespace {
 
@@ -381,7 +383,7 @@ std::optional<ByteBuffer> read_whole_gzip(int fd, std::uint64_t total, std::stri
 
 }  // namespace
 
-Result<IdxArray> parse_idx(const std::uint8_t* bytes, std::size_t n, std::string_view name, const IdxLimits& limits) {
+static Result<IdxArray> parse_idx_unguarded(const std::uint8_t* bytes, std::size_t n, std::string_view name, const IdxLimits& limits) {
   if (n >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b) {
     if (auto fast = inflate_whole(bytes, n, n, name, limits)) return std::move(*fast);
   }
@@ -389,7 +391,7 @@ Result<IdxArray> parse_idx(const std::uint8_t* bytes, std::size_t n, std::string
   return parse_source(src, n, name, limits);
 }
 
-Result<IdxArray> read_idx_file(const std::string& path, const IdxLimits& limits) {
+static Result<IdxArray> read_idx_file_unguarded(const std::string& path, const IdxLimits& limits) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return io_error(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
   struct stat st {};
@@ -415,7 +417,7 @@ Result<IdxArray> read_idx_file(const std::string& path, const IdxLimits& limits)
   return r;
 }
 
-Result<LabeledImages> make_labeled_images(IdxArray images, std::string_view images_name, IdxArray labels,
+static Result<LabeledImages> make_labeled_images_unguarded(IdxArray images, std::string_view images_name, IdxArray labels,
                                           std::string_view labels_name) {
   auto magic = [](const IdxArray& a) { return (unsigned{a.type} << 8) | static_cast<unsigned>(a.dims.size()); };
   if (images.type != 0x08 || images.dims.size() < 2 || images.dims.size() > 3) {
@@ -457,7 +459,7 @@ Result<LabeledImages> make_labeled_images(IdxArray images, std::string_view imag
   return out;
 }
 
-Result<LabeledImages> load_labeled_images(const std::string& images_path, const std::string& labels_path,
+static Result<LabeledImages> load_labeled_images_unguarded(const std::string& images_path, const std::string& labels_path,
                                           const IdxLimits& limits) {
   auto images = read_idx_file(images_path, limits);
   if (!images.ok()) return images.status();
@@ -466,7 +468,7 @@ Result<LabeledImages> load_labeled_images(const std::string& images_path, const 
   return make_labeled_images(std::move(*images), images_path, std::move(*labels), labels_path);
 }
 
-Result<IdxDatasetPaths> find_idx_dataset(const std::string& dir) {
+static Result<IdxDatasetPaths> find_idx_dataset_unguarded(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return io_error(fmt::format("{}: not a directory", dir));
@@ -494,6 +496,40 @@ Result<IdxDatasetPaths> find_idx_dataset(const std::string& dir) {
   XENT_RETURN_IF_ERROR(find({"t10k", "test"}, "images", "3", &p.test_images));
   XENT_RETURN_IF_ERROR(find({"t10k", "test"}, "labels", "1", &p.test_labels));
   return p;
+}
+
+// ---- the public entry points: nothing they throw crosses the boundary (guarded.h) ----
+
+Result<IdxArray> parse_idx(const std::uint8_t* bytes, std::size_t n, std::string_view name, const IdxLimits& limits) noexcept {
+  return xent::detail::guarded("parse_idx", [&]() -> Result<IdxArray> {
+    return parse_idx_unguarded(bytes, n, name, limits);
+  });
+}
+
+Result<IdxArray> read_idx_file(const std::string& path, const IdxLimits& limits) noexcept {
+  return xent::detail::guarded("read_idx_file", [&]() -> Result<IdxArray> {
+    return read_idx_file_unguarded(path, limits);
+  });
+}
+
+Result<LabeledImages> make_labeled_images(IdxArray images, std::string_view images_name, IdxArray labels,
+                                          std::string_view labels_name) noexcept {
+  return xent::detail::guarded("make_labeled_images", [&]() -> Result<LabeledImages> {
+    return make_labeled_images_unguarded(std::move(images), images_name, std::move(labels), labels_name);
+  });
+}
+
+Result<LabeledImages> load_labeled_images(const std::string& images_path, const std::string& labels_path,
+                                          const IdxLimits& limits) noexcept {
+  return xent::detail::guarded("load_labeled_images", [&]() -> Result<LabeledImages> {
+    return load_labeled_images_unguarded(images_path, labels_path, limits);
+  });
+}
+
+Result<IdxDatasetPaths> find_idx_dataset(const std::string& dir) noexcept {
+  return xent::detail::guarded("find_idx_dataset", [&]() -> Result<IdxDatasetPaths> {
+    return find_idx_dataset_unguarded(dir);
+  });
 }
 
 }  // namespace xent::io

@@ -24,6 +24,7 @@
 
 #include <fmt/format.h>
 
+#include "guarded.h"
 #include "io/atomic_file.h"
 
 namespace xent::io {
@@ -595,7 +596,7 @@ Result<NpyArray> NpyArray::zeros(DType dtype, const Shape& shape) {
   return detail::NpyAccess::make(dtype, shape, numel, std::move(data), "");
 }
 
-Result<NpyArray> parse_npy(const void* bytes, std::size_t n, const std::string& name_for_errors,
+static Result<NpyArray> parse_npy_unguarded(const void* bytes, std::size_t n, const std::string& name_for_errors,
                            const NpyReadOptions& options) {
   const auto* p = static_cast<const unsigned char*>(bytes);
   if (p == nullptr && n > 0) return invalid_argument("parse_npy: null buffer with a non-zero size");
@@ -604,7 +605,7 @@ Result<NpyArray> parse_npy(const void* bytes, std::size_t n, const std::string& 
   return build(h, p + h.data_offset, name_for_errors);
 }
 
-Result<NpyArray> read_npy(const std::string& path, const NpyReadOptions& options) {
+static Result<NpyArray> read_npy_unguarded(const std::string& path, const NpyReadOptions& options) {
   Fd f;
   struct stat st {};
   XENT_RETURN_IF_ERROR(open_for_reading(path, &f, &st));
@@ -658,7 +659,7 @@ Result<NpyArray> read_npy(const std::string& path, const NpyReadOptions& options
   return build(h, reinterpret_cast<const unsigned char*>(raw.get()), path);
 }
 
-Result<NpyArray> read_npy_rows(const std::string& path, std::int64_t row0, std::int64_t rows,
+static Result<NpyArray> read_npy_rows_unguarded(const std::string& path, std::int64_t row0, std::int64_t rows,
                                const NpyReadOptions& options, Shape* file_shape) {
   Fd f;
   struct stat st {};
@@ -707,7 +708,7 @@ Result<NpyArray> read_npy_rows(const std::string& path, std::int64_t row0, std::
   return build(part, reinterpret_cast<const unsigned char*>(raw.get()), path);
 }
 
-std::string npy_header(DType dtype, const Shape& shape) {
+static std::string npy_header_unguarded(DType dtype, const Shape& shape) {
   const char order = std::endian::native == std::endian::little ? '<' : '>';
   const char* code = dtype == DType::kF32 ? "f4" : dtype == DType::kF64 ? "f8" : dtype == DType::kI32 ? "i4" : "i8";
   std::string dims;
@@ -727,7 +728,7 @@ std::string npy_header(DType dtype, const Shape& shape) {
   return out;
 }
 
-Status write_npy(const std::string& path, ConstTensorView array) {
+static Status write_npy_unguarded(const std::string& path, ConstTensorView array) {
   std::int64_t numel = 0;
   if (!array.shape.numel_checked(&numel)) {
     return invalid_argument(fmt::format("write_npy: invalid shape {}", array.shape.to_string()));
@@ -742,9 +743,43 @@ Status write_npy(const std::string& path, ConstTensorView array) {
   if (array.data == nullptr && bytes > 0) return invalid_argument("write_npy: null data with a non-empty shape");
   io::AtomicFile f;
   XENT_RETURN_IF_ERROR(f.open(path));
-  XENT_RETURN_IF_ERROR(f.write(npy_header(array.dtype, array.shape)));
+  XENT_RETURN_IF_ERROR(f.write(npy_header_unguarded(array.dtype, array.shape)));
   XENT_RETURN_IF_ERROR(f.write(array.data, bytes));
   return f.commit();
+}
+
+// ---- the public entry points: nothing they throw crosses the boundary (guarded.h) ----
+
+Result<NpyArray> parse_npy(const void* bytes, std::size_t n, const std::string& name_for_errors,
+                           const NpyReadOptions& options) noexcept {
+  return xent::detail::guarded("parse_npy", [&]() -> Result<NpyArray> {
+    return parse_npy_unguarded(bytes, n, name_for_errors, options);
+  });
+}
+
+Result<NpyArray> read_npy(const std::string& path, const NpyReadOptions& options) noexcept {
+  return xent::detail::guarded("read_npy", [&]() -> Result<NpyArray> {
+    return read_npy_unguarded(path, options);
+  });
+}
+
+Result<NpyArray> read_npy_rows(const std::string& path, std::int64_t row0, std::int64_t rows,
+                               const NpyReadOptions& options, Shape* file_shape) noexcept {
+  return xent::detail::guarded("read_npy_rows", [&]() -> Result<NpyArray> {
+    return read_npy_rows_unguarded(path, row0, rows, options, file_shape);
+  });
+}
+
+Result<std::string> npy_header(DType dtype, const Shape& shape) noexcept {
+  return xent::detail::guarded("npy_header", [&]() -> Result<std::string> {
+    return Result<std::string>(npy_header_unguarded(dtype, shape));
+  });
+}
+
+Status write_npy(const std::string& path, ConstTensorView array) noexcept {
+  return xent::detail::guarded("write_npy", [&]() -> Status {
+    return write_npy_unguarded(path, array);
+  });
 }
 
 }  // namespace xent::io

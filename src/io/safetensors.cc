@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "guarded.h"
+
 
 namespace xent::io {
 namespace {
@@ -51,6 +53,9 @@ bool nesting_ok(std::string_view s, int max_depth) {
 }
 
 
+// "[2, 3]": a shape as messages print it.
+std::string shape_string(const std::vector<std::int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+
 }  // namespace
 
 const SafetensorsEntry* SafetensorsFile::find(std::string_view name) const {
@@ -59,7 +64,7 @@ const SafetensorsEntry* SafetensorsFile::find(std::string_view name) const {
   return nullptr;
 }
 
-Result<SafetensorsFile> parse_safetensors(const std::uint8_t* bytes, std::size_t n, std::string_view name) {
+static Result<SafetensorsFile> parse_safetensors_unguarded(const std::uint8_t* bytes, std::size_t n, std::string_view name) {
   if (n < 8) return data_loss(fmt::format("{}: not a safetensors file: expected at least 8 bytes, found {}", name, n));
   std::uint64_t hlen = 0;
   std::memcpy(&hlen, bytes, 8);
@@ -179,7 +184,7 @@ Result<SafetensorsFile> parse_safetensors(const std::uint8_t* bytes, std::size_t
   return out;
 }
 
-std::string serialize_safetensors(const std::map<std::string, std::string>& metadata,
+static std::string serialize_safetensors_unguarded(const std::map<std::string, std::string>& metadata,
                                   const std::vector<SafetensorsTensorRef>& tensors) {
   json h = json::object();
   if (!metadata.empty()) h["__metadata__"] = metadata;
@@ -199,6 +204,20 @@ std::string serialize_safetensors(const std::map<std::string, std::string>& meta
   return out;
 }
 
-std::string shape_string(const std::vector<std::int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+
+// ---- the public entry points: nothing they throw crosses the boundary (guarded.h) ----
+
+Result<SafetensorsFile> parse_safetensors(const std::uint8_t* bytes, std::size_t n, std::string_view name) noexcept {
+  return xent::detail::guarded("parse_safetensors", [&]() -> Result<SafetensorsFile> {
+    return parse_safetensors_unguarded(bytes, n, name);
+  });
+}
+
+Result<std::string> serialize_safetensors(const std::map<std::string, std::string>& metadata,
+                                  const std::vector<SafetensorsTensorRef>& tensors) noexcept {
+  return xent::detail::guarded("serialize_safetensors", [&]() -> Result<std::string> {
+    return Result<std::string>(serialize_safetensors_unguarded(metadata, tensors));
+  });
+}
 
 }  // namespace xent::io

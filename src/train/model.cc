@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "guarded.h"
 #include "io/atomic_file.h"
 #include "xent/io/file.h"
 #include "xent/io/safetensors.h"
@@ -17,11 +18,10 @@ namespace xent::train {
 namespace {
 
 using json = nlohmann::json;
-using io::shape_string;
 
 }  // namespace
 
-std::vector<std::string> default_class_names(std::int64_t classes, bool fashion) {
+static std::vector<std::string> default_class_names_unguarded(std::int64_t classes, bool fashion) {
   if (fashion && classes == 10) {
     return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
   }
@@ -30,7 +30,7 @@ std::vector<std::string> default_class_names(std::int64_t classes, bool fashion)
   return names;
 }
 
-std::string serialize_model(const SoftmaxModel& m) {
+static Result<std::string> serialize_model_unguarded(const SoftmaxModel& m) {
   std::map<std::string, std::string> meta = m.info;
   meta["format"] = "xent.softmax_regression";
   meta["format_version"] = "2";
@@ -47,7 +47,7 @@ std::string serialize_model(const SoftmaxModel& m) {
              {"bias", "F32", {m.classes}, m.bias.data(), m.bias.size() * sizeof(float)}});
 }
 
-Result<SoftmaxModel> parse_model(const std::uint8_t* bytes, std::size_t n, std::string_view name) {
+static Result<SoftmaxModel> parse_model_unguarded(const std::uint8_t* bytes, std::size_t n, std::string_view name) {
   auto st = io::parse_safetensors(bytes, n, name);
   if (!st.ok()) return st.status();
   // Format 2 (nn.Linear's layout): "weight" [C, D] and "bias" [C]. Format 1 and checkpoints:
@@ -62,10 +62,10 @@ Result<SoftmaxModel> parse_model(const std::uint8_t* bytes, std::size_t n, std::
   const std::size_t cdim = torch_layout ? 0 : 1;
   if (w->dtype != "F32" || w->shape.size() != 2 || w->shape[1 - cdim] < 1 || w->shape[cdim] < 2)
     return data_loss(fmt::format("{}: \"{}\" must be F32 {} with D >= 1, C >= 2, found {} {}", name, wn,
-                                 torch_layout ? "[C, D]" : "[D, C]", w->dtype, shape_string(w->shape)));
+                                 torch_layout ? "[C, D]" : "[D, C]", w->dtype, fmt::format("[{}]", fmt::join(w->shape, ", "))));
   if (b->dtype != "F32" || b->shape.size() != 1 || b->shape[0] != w->shape[cdim])
     return data_loss(fmt::format("{}: \"{}\" must be F32 [{}] to match {} {}, found {} {}", name, bn, w->shape[cdim], wn,
-                                 shape_string(w->shape), b->dtype, shape_string(b->shape)));
+                                 fmt::format("[{}]", fmt::join(w->shape, ", ")), b->dtype, fmt::format("[{}]", fmt::join(b->shape, ", "))));
   SoftmaxModel m;
   m.features = w->shape[1 - cdim];
   m.classes = w->shape[cdim];
@@ -98,7 +98,7 @@ Result<SoftmaxModel> parse_model(const std::uint8_t* bytes, std::size_t n, std::
     m.height = s[0].get<std::int64_t>();
     m.width = s[1].get<std::int64_t>();
   }
-  m.class_names = default_class_names(m.classes, false);
+  m.class_names = default_class_names_unguarded(m.classes, false);
   if (auto it = m.info.find("class_names"); it != m.info.end()) {
     json s = json::parse(it->second, nullptr, false);
     if (s.is_discarded() || !s.is_array() || s.size() != static_cast<std::size_t>(m.classes) ||
@@ -111,14 +111,48 @@ Result<SoftmaxModel> parse_model(const std::uint8_t* bytes, std::size_t n, std::
   return m;
 }
 
-Status save_model(const std::string& path, const SoftmaxModel& model) {
-  return io::write_file_atomic(path, serialize_model(model));
+static Status save_model_unguarded(const std::string& path, const SoftmaxModel& model) {
+  auto bytes = serialize_model_unguarded(model);
+  if (!bytes.ok()) return bytes.status();
+  return io::write_file_atomic(path, *bytes);
 }
 
-Result<SoftmaxModel> load_model(const std::string& path) {
+static Result<SoftmaxModel> load_model_unguarded(const std::string& path) {
   auto bytes = io::read_file_bytes(path);
   if (!bytes.ok()) return bytes.status();
   return parse_model(bytes->data(), bytes->size(), path);
+}
+
+// ---- the public entry points: nothing they throw crosses the boundary (guarded.h) ----
+
+Result<std::vector<std::string>> default_class_names(std::int64_t classes, bool fashion) noexcept {
+  return xent::detail::guarded("default_class_names", [&]() -> Result<std::vector<std::string>> {
+    return Result<std::vector<std::string>>(default_class_names_unguarded(classes, fashion));
+  });
+}
+
+Result<std::string> serialize_model(const SoftmaxModel& m) noexcept {
+  return xent::detail::guarded("serialize_model", [&]() -> Result<std::string> {
+    return serialize_model_unguarded(m);
+  });
+}
+
+Result<SoftmaxModel> parse_model(const std::uint8_t* bytes, std::size_t n, std::string_view name) noexcept {
+  return xent::detail::guarded("parse_model", [&]() -> Result<SoftmaxModel> {
+    return parse_model_unguarded(bytes, n, name);
+  });
+}
+
+Status save_model(const std::string& path, const SoftmaxModel& model) noexcept {
+  return xent::detail::guarded("save_model", [&]() -> Status {
+    return save_model_unguarded(path, model);
+  });
+}
+
+Result<SoftmaxModel> load_model(const std::string& path) noexcept {
+  return xent::detail::guarded("load_model", [&]() -> Result<SoftmaxModel> {
+    return load_model_unguarded(path);
+  });
 }
 
 }  // namespace xent::train

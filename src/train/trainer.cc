@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "guarded.h"
 #include "io/atomic_file.h"
 #include "xent/io/file.h"
 #include "xent/io/safetensors.h"
@@ -136,7 +137,7 @@ Status evaluate_impl(const SoftmaxModel& m, const LabeledImages& data, int threa
 
 const char* optimizer_name(Optimizer o) noexcept { return o == Optimizer::kLbfgs ? "lbfgs" : "sgd"; }
 
-Status validate(const TrainOptions& o) {
+static Status validate_unguarded(const TrainOptions& o) {
   if (!(o.val_split >= 0 && o.val_split < 1))
     return invalid_argument(fmt::format("--val-split must be in [0, 1), found {}", o.val_split));
   if (!(o.C > 0) || !std::isfinite(o.C)) return invalid_argument(fmt::format("--C must be positive and finite, found {}", o.C));
@@ -158,7 +159,7 @@ Status validate(const TrainOptions& o) {
   return ok_status();
 }
 
-Result<TrainState> init_train_state(std::int64_t height, std::int64_t width, std::int64_t classes,
+static Result<TrainState> init_train_state_unguarded(std::int64_t height, std::int64_t width, std::int64_t classes,
                                     const TrainOptions& options) {
   XENT_RETURN_IF_ERROR(validate(options));
   const std::int64_t D = height * width;
@@ -174,7 +175,9 @@ Result<TrainState> init_train_state(std::int64_t height, std::int64_t width, std
   s.model.width = width;
   s.model.weight.resize(static_cast<std::size_t>(D * classes));
   s.model.bias.assign(static_cast<std::size_t>(classes), 0.0f);
-  s.model.class_names = default_class_names(classes, false);
+  auto names = default_class_names(classes, false);
+  if (!names.ok()) return names.status();
+  s.model.class_names = std::move(*names);
   detail::Xoshiro256 rng(options.seed);
   detail::fill_normal(s.model.weight.data(), D * classes, options.init_std, rng);
   s.velocity_w.assign(s.model.weight.size(), 0.0f);
@@ -183,7 +186,7 @@ Result<TrainState> init_train_state(std::int64_t height, std::int64_t width, std
   return s;
 }
 
-Status split_validation(const LabeledImages& data, double fraction, std::uint64_t seed, LabeledImages* train,
+static Status split_validation_unguarded(const LabeledImages& data, double fraction, std::uint64_t seed, LabeledImages* train,
                         LabeledImages* val) {
   if (!(fraction >= 0 && fraction < 1))
     return invalid_argument(fmt::format("--val-split must be in [0, 1), found {}", fraction));
@@ -556,29 +559,24 @@ Status train_impl(const LabeledImages& train, const LabeledImages* val, const La
 
 }  // namespace
 
-// Allocation failures (huge batches or images) become a Status, never an exception.
 Status train_softmax_regression(const LabeledImages& train, const LabeledImages* val, const LabeledImages& test,
                                 const TrainOptions& options, TrainState& state, const TrainCallbacks& callbacks,
-                                bool* interrupted) {
-  try {
+                                bool* interrupted) noexcept {
+  return xent::detail::guarded("train_softmax_regression", [&]() -> Status {
     return train_impl(train, val, test, options, state, callbacks, interrupted);
-  } catch (const std::bad_alloc&) {
-    return resource_exhausted(fmt::format("out of memory for batches of {} images of {} pixels",
-                                          options.batch_size, state.model.features));
-  }
+  });
 }
 
 Status train_softmax_regression(const LabeledImages& train, const LabeledImages& test, const TrainOptions& options,
-                                TrainState& state, const TrainCallbacks& callbacks, bool* interrupted) {
+                                TrainState& state, const TrainCallbacks& callbacks, bool* interrupted) noexcept {
   return train_softmax_regression(train, nullptr, test, options, state, callbacks, interrupted);
 }
 
-Status compute_logits(const SoftmaxModel& m, const std::uint8_t* pixels, std::int64_t n, int threads, float* logits) {
-  try {
+Status compute_logits(const SoftmaxModel& m, const std::uint8_t* pixels, std::int64_t n, int threads,
+                      float* logits) noexcept {
+  return xent::detail::guarded("compute_logits", [&]() -> Status {
     return compute_logits_impl(m, pixels, n, threads, logits);
-  } catch (const std::bad_alloc&) {
-    return resource_exhausted("out of memory computing logits");
-  }
+  });
 }
 
 namespace {
@@ -596,12 +594,8 @@ Status compute_logits_impl(const SoftmaxModel& m, const std::uint8_t* pixels, st
 
 }  // namespace
 
-Status evaluate_model(const SoftmaxModel& m, const LabeledImages& data, int threads, Evaluation* out) {
-  try {
-    return evaluate_impl(m, data, threads, out);
-  } catch (const std::bad_alloc&) {
-    return resource_exhausted(fmt::format("out of memory evaluating {} images", data.n));
-  }
+Status evaluate_model(const SoftmaxModel& m, const LabeledImages& data, int threads, Evaluation* out) noexcept {
+  return xent::detail::guarded("evaluate_model", [&]() -> Status { return evaluate_impl(m, data, threads, out); });
 }
 
 namespace {
@@ -632,7 +626,7 @@ Status evaluate_impl(const SoftmaxModel& m, const LabeledImages& data, int threa
 
 }  // namespace
 
-std::string dataset_fingerprint(const LabeledImages& train, const LabeledImages& test) {
+static std::string dataset_fingerprint_unguarded(const LabeledImages& train, const LabeledImages& test) {
   auto crc = [](const void* p, std::size_t n) {
     uLong c = crc32(0L, Z_NULL, 0);
     const auto* b = static_cast<const Bytef*>(p);
@@ -649,7 +643,7 @@ std::string dataset_fingerprint(const LabeledImages& train, const LabeledImages&
                      crc(test.pixels.data(), test.pixels.size()), crc(test.labels.data(), test.labels.size() * 4));
 }
 
-Status save_checkpoint(const std::string& path, const TrainState& s, const TrainOptions& options,
+static Status save_checkpoint_unguarded(const std::string& path, const TrainState& s, const TrainOptions& options,
                        const std::string& data_fingerprint) {
   const SoftmaxModel& m = s.model;
   std::map<std::string, std::string> meta = m.info;
@@ -667,16 +661,17 @@ Status save_checkpoint(const std::string& path, const TrainState& s, const Train
                     {"test_loss", num_or_null(h.test_loss)}, {"test_accuracy", num_or_null(h.test_accuracy)},
                     {"seconds", h.seconds}});
   meta["checkpoint_history"] = hist.dump();
-  const std::string bytes = serialize_safetensors(
+  const auto bytes = serialize_safetensors(
       meta, {{"W", "F32", {m.features, m.classes}, m.weight.data(), m.weight.size() * 4},
              {"b", "F32", {m.classes}, m.bias.data(), m.bias.size() * 4},
              {"velocity_W", "F32", {m.features, m.classes}, s.velocity_w.data(), s.velocity_w.size() * 4},
              {"velocity_b", "F32", {m.classes}, s.velocity_b.data(), s.velocity_b.size() * 4},
              {"rng", "U64", {4}, s.rng.data(), 32}});
-  return io::write_file_atomic(path, bytes);
+  if (!bytes.ok()) return bytes.status();
+  return io::write_file_atomic(path, *bytes);
 }
 
-Result<TrainOptions> read_checkpoint_options(const std::string& path, const TrainOptions& base) {
+static Result<TrainOptions> read_checkpoint_options_unguarded(const std::string& path, const TrainOptions& base) {
   auto bytes = read_file_bytes(path);
   if (!bytes.ok()) return bytes.status();
   auto st = parse_safetensors(bytes->data(), bytes->size(), path);
@@ -703,7 +698,7 @@ Result<TrainOptions> read_checkpoint_options(const std::string& path, const Trai
   return o;
 }
 
-Result<TrainState> load_checkpoint(const std::string& path, const TrainOptions& options,
+static Result<TrainState> load_checkpoint_unguarded(const std::string& path, const TrainOptions& options,
                                    const std::string& data_fingerprint) {
   auto bytes = read_file_bytes(path);
   if (!bytes.ok()) return bytes.status();
@@ -773,6 +768,54 @@ Result<TrainState> load_checkpoint(const std::string& path, const TrainOptions& 
   XENT_RETURN_IF_ERROR(take("velocity_b", "F32", s.velocity_b.size() * 4, s.velocity_b.data()));
   XENT_RETURN_IF_ERROR(take("rng", "U64", 32, s.rng.data()));
   return s;
+}
+
+// ---- the public entry points: nothing they throw crosses the boundary (guarded.h) ----
+
+Status validate(const TrainOptions& o) noexcept {
+  return xent::detail::guarded("validate", [&]() -> Status {
+    return validate_unguarded(o);
+  });
+}
+
+Result<TrainState> init_train_state(std::int64_t height, std::int64_t width, std::int64_t classes,
+                                    const TrainOptions& options) noexcept {
+  return xent::detail::guarded("init_train_state", [&]() -> Result<TrainState> {
+    return init_train_state_unguarded(height, width, classes, options);
+  });
+}
+
+Status split_validation(const LabeledImages& data, double fraction, std::uint64_t seed, LabeledImages* train,
+                        LabeledImages* val) noexcept {
+  return xent::detail::guarded("split_validation", [&]() -> Status {
+    return split_validation_unguarded(data, fraction, seed, train, val);
+  });
+}
+
+Result<std::string> dataset_fingerprint(const LabeledImages& train, const LabeledImages& test) noexcept {
+  return xent::detail::guarded("dataset_fingerprint", [&]() -> Result<std::string> {
+    return Result<std::string>(dataset_fingerprint_unguarded(train, test));
+  });
+}
+
+Status save_checkpoint(const std::string& path, const TrainState& s, const TrainOptions& options,
+                       const std::string& data_fingerprint) noexcept {
+  return xent::detail::guarded("save_checkpoint", [&]() -> Status {
+    return save_checkpoint_unguarded(path, s, options, data_fingerprint);
+  });
+}
+
+Result<TrainOptions> read_checkpoint_options(const std::string& path, const TrainOptions& base) noexcept {
+  return xent::detail::guarded("read_checkpoint_options", [&]() -> Result<TrainOptions> {
+    return read_checkpoint_options_unguarded(path, base);
+  });
+}
+
+Result<TrainState> load_checkpoint(const std::string& path, const TrainOptions& options,
+                                   const std::string& data_fingerprint) noexcept {
+  return xent::detail::guarded("load_checkpoint", [&]() -> Result<TrainState> {
+    return load_checkpoint_unguarded(path, options, data_fingerprint);
+  });
 }
 
 }  // namespace xent::train

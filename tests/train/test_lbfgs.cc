@@ -166,7 +166,7 @@ TEST(Lbfgs, TrainerGivesTheSameModelBitsForAnyThreadCount) {
       ASSERT_FALSE(st->history.empty());
       EXPECT_TRUE(std::isfinite(st->history.back().objective));
       EXPECT_TRUE(std::isfinite(st->history.back().test_loss));
-      const std::string bytes = serialize_model(st->model);
+      const std::string bytes = serialize_model(st->model).value();
       if (first.empty()) first = bytes;
       else EXPECT_EQ(bytes, first) << threads << " threads, float64 " << f64;
     }

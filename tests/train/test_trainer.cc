@@ -120,7 +120,7 @@ TrainedRun train_synthetic(TrainOptions o, int n = 600) {
   EXPECT_TRUE(st.ok());
   bool interrupted = false;
   EXPECT_TRUE(train_softmax_regression(train, test_set, o, *st, {}, &interrupted).ok());
-  std::string bytes = serialize_model(st->model);
+  std::string bytes = serialize_model(st->model).value();
   return {std::move(*st), std::move(bytes)};
 }
 
@@ -156,7 +156,7 @@ TEST(Trainer, CheckpointResumeGivesTheSameBits) {
   test::TempDir dir;
   auto tr = test::make_synthetic(500, 8, 8, 4, 21), te = test::make_synthetic(100, 8, 8, 4, 22);
   LabeledImages train = test::to_labeled(tr, 8, 8), test_set = test::to_labeled(te, 8, 8);
-  const std::string fp = dataset_fingerprint(train, test_set);
+  const std::string fp = dataset_fingerprint(train, test_set).value();
   TrainOptions o;
   o.epochs = 4, o.batch_size = 64, o.momentum = 0.9, o.lr = 0.05, o.weight_decay = 1e-3, o.seed = 9;
 
@@ -188,7 +188,7 @@ TEST(Trainer, CheckpointResumeGivesTheSameBits) {
   ASSERT_TRUE(train_softmax_regression(train, test_set, o, *resumed, {}, nullptr).ok());
   EXPECT_EQ(resumed->model.weight, full->model.weight);
   EXPECT_EQ(resumed->model.bias, full->model.bias);
-  EXPECT_EQ(serialize_model(resumed->model), serialize_model(full->model));
+  EXPECT_EQ(serialize_model(resumed->model).value(), serialize_model(full->model).value());
 
   // A checkpoint refuses other options or other data.
   TrainOptions other = o;

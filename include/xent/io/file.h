@@ -35,6 +35,6 @@ class ByteBuffer {
 
 // Reads a whole regular file into memory: kIoError naming the file when it cannot be opened, is
 // not a regular file or shrinks while read; kResourceExhausted when it does not fit in memory.
-Result<ByteBuffer> read_file_bytes(const std::string& path);
+Result<ByteBuffer> read_file_bytes(const std::string& path) noexcept;
 
 }  // namespace xent::io

@@ -38,9 +38,9 @@ struct IdxArray {
 // bytes[0, n). `name` is used in error messages. Fails with kDataLoss for malformed or truncated
 // data and kResourceExhausted when the declared payload exceeds limits.max_payload_bytes.
 Result<IdxArray> parse_idx(const std::uint8_t* bytes, std::size_t n, std::string_view name,
-                           const IdxLimits& limits = {});
+                           const IdxLimits& limits = {}) noexcept;
 
-Result<IdxArray> read_idx_file(const std::string& path, const IdxLimits& limits = {});
+Result<IdxArray> read_idx_file(const std::string& path, const IdxLimits& limits = {}) noexcept;
 
 // N images with their labels. Images are (N, H, W) unsigned bytes (an (N, D) file gives H = 1,
 // W = D); labels are (N) unsigned bytes, widened to int32.
@@ -54,9 +54,9 @@ struct LabeledImages {
 // Checks that `images` holds unsigned-byte images (magic 2051, or 2050 for (N, D)) and `labels`
 // unsigned-byte labels (magic 2049) with the same count. Names are used in messages.
 Result<LabeledImages> make_labeled_images(IdxArray images, std::string_view images_name, IdxArray labels,
-                                          std::string_view labels_name);
+                                          std::string_view labels_name) noexcept;
 Result<LabeledImages> load_labeled_images(const std::string& images_path, const std::string& labels_path,
-                                          const IdxLimits& limits = {});
+                                          const IdxLimits& limits = {}) noexcept;
 
 // The four files of an MNIST-style directory. find_idx_dataset looks in `dir` for
 // {train,t10k}-{images,labels}[-.]idx{3,1}-ubyte[.gz] (also test-* for t10k-*) and says which
@@ -64,6 +64,6 @@ Result<LabeledImages> load_labeled_images(const std::string& images_path, const 
 struct IdxDatasetPaths {
   std::string train_images, train_labels, test_images, test_labels;
 };
-Result<IdxDatasetPaths> find_idx_dataset(const std::string& dir);
+Result<IdxDatasetPaths> find_idx_dataset(const std::string& dir) noexcept;
 
 }  // namespace xent::io

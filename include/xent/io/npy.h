@@ -76,7 +76,7 @@ class NpyArray {
 
 // Reads a .npy file. I/O failures (missing file, unreadable) are I/O errors; malformed, truncated
 // or lying files are data-loss errors; sizes over options.max_bytes are resource-exhausted.
-Result<NpyArray> read_npy(const std::string& path, const NpyReadOptions& options = {});
+Result<NpyArray> read_npy(const std::string& path, const NpyReadOptions& options = {}) noexcept;
 
 // Reads rows [row0, row0 + rows) of dimension 0 of a C-order .npy file (each rank of a
 // vocabulary-parallel run reads only its rows of the weight): the header is checked as read_npy
@@ -85,18 +85,18 @@ Result<NpyArray> read_npy(const std::string& path, const NpyReadOptions& options
 // outside [0, shape[0]] is an error. file_shape (optional) receives the whole array's shape
 // (read rows 0 of 0 to learn it).
 Result<NpyArray> read_npy_rows(const std::string& path, std::int64_t row0, std::int64_t rows,
-                               const NpyReadOptions& options = {}, Shape* file_shape = nullptr);
+                               const NpyReadOptions& options = {}, Shape* file_shape = nullptr) noexcept;
 
 // Parses a whole .npy file held in memory; `name_for_errors` stands for the file in messages.
 Result<NpyArray> parse_npy(const void* bytes, std::size_t n, const std::string& name_for_errors,
-                           const NpyReadOptions& options = {});
+                           const NpyReadOptions& options = {}) noexcept;
 
 // The complete format-1.0 preamble (magic, version, header length, header dict padded with spaces
 // to a multiple of 64 bytes and ended by '\n') for an array of this dtype and shape. The data, in
 // native little-endian C order, follows it directly.
-std::string npy_header(DType dtype, const Shape& shape);
+Result<std::string> npy_header(DType dtype, const Shape& shape) noexcept;
 
 // Writes `array` to `path` atomically: readers see the old file or the complete new one.
-Status write_npy(const std::string& path, ConstTensorView array);
+Status write_npy(const std::string& path, ConstTensorView array) noexcept;
 
 }  // namespace xent::io

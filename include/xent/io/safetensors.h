@@ -36,7 +36,7 @@ inline constexpr std::uint64_t kSafetensorsMaxHeader = 100u << 20;
 
 // Parses and validates the header of a safetensors file held in bytes[0, n). `name` is used in
 // messages. Pure.
-Result<SafetensorsFile> parse_safetensors(const std::uint8_t* bytes, std::size_t n, std::string_view name);
+Result<SafetensorsFile> parse_safetensors(const std::uint8_t* bytes, std::size_t n, std::string_view name) noexcept;
 
 // A tensor to write: `data` holds `size` bytes, little-endian.
 struct SafetensorsTensorRef {
@@ -48,10 +48,7 @@ struct SafetensorsTensorRef {
 };
 // The bytes of a safetensors file (header padded with spaces to a multiple of 8). Deterministic:
 // the same inputs give the same bytes.
-std::string serialize_safetensors(const std::map<std::string, std::string>& metadata,
-                                  const std::vector<SafetensorsTensorRef>& tensors);
-
-// "[2, 3]": a shape as messages print it.
-std::string shape_string(const std::vector<std::int64_t>& shape);
+Result<std::string> serialize_safetensors(const std::map<std::string, std::string>& metadata,
+                                          const std::vector<SafetensorsTensorRef>& tensors) noexcept;
 
 }  // namespace xent::io

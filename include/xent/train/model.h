@@ -32,16 +32,16 @@ struct SoftmaxModel {
 };
 
 // Serialises the model (W, b and metadata) to safetensors bytes.
-std::string serialize_model(const SoftmaxModel& model);
+Result<std::string> serialize_model(const SoftmaxModel& model) noexcept;
 // Parses a model written by serialize_model: F32 "weight" [C, D] and "bias" [C], or the first
 // format's (and checkpoints') "W" [D, C] and "b" [C], with consistent metadata. Pure.
-Result<SoftmaxModel> parse_model(const std::uint8_t* bytes, std::size_t n, std::string_view name);
+Result<SoftmaxModel> parse_model(const std::uint8_t* bytes, std::size_t n, std::string_view name) noexcept;
 // Atomic write / whole-file read.
-Status save_model(const std::string& path, const SoftmaxModel& model);
-Result<SoftmaxModel> load_model(const std::string& path);
+Status save_model(const std::string& path, const SoftmaxModel& model) noexcept;
+Result<SoftmaxModel> load_model(const std::string& path) noexcept;
 
 // Class names for a dataset: Fashion-MNIST's ten names when `fashion` is true and C == 10,
 // otherwise "0", "1", ...
-std::vector<std::string> default_class_names(std::int64_t classes, bool fashion);
+Result<std::vector<std::string>> default_class_names(std::int64_t classes, bool fashion) noexcept;
 
 }  // namespace xent::train

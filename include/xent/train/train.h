@@ -68,7 +68,7 @@ struct TrainOptions {
   bool precondition = true;  // L-BFGS on preconditioned variables (src/train/lbfgs.h)
 };
 // Checks ranges (epochs >= 1, batch_size >= 1, lr > 0, ...); the message names the option.
-Status validate(const TrainOptions& options);
+Status validate(const TrainOptions& options) noexcept;
 
 struct EpochMetrics {
   int epoch = 0;  // 1-based (L-BFGS: the iteration)
@@ -84,7 +84,7 @@ struct EpochMetrics {
 // both parts keep the original order. fraction must lie in [0, 1) and leave every class with at
 // least one training image.
 Status split_validation(const LabeledImages& data, double fraction, std::uint64_t seed, LabeledImages* train,
-                        LabeledImages* val);
+                        LabeledImages* val) noexcept;
 
 // Everything a run needs to continue exactly where it stopped.
 struct TrainState {
@@ -97,7 +97,7 @@ struct TrainState {
 
 // A fresh state: W ~ N(0, init_std^2) (Box-Muller over xoshiro256**), b = 0.
 Result<TrainState> init_train_state(std::int64_t height, std::int64_t width, std::int64_t classes,
-                                    const TrainOptions& options);
+                                    const TrainOptions& options) noexcept;
 
 // One batch's per-chunk partials (fixed chunks of 128 rows, in chunk order), for data
 // parallelism across processes (xent::mpi::data_parallel_train_callbacks).
@@ -129,15 +129,15 @@ struct TrainCallbacks {
 // Trains state.model from epoch state.epochs_done + 1 to options.epochs. Labels must lie in
 // [0, classes); train and test images must have the model's size.
 Status train_softmax_regression(const io::LabeledImages& train, const io::LabeledImages& test, const TrainOptions& options,
-                                TrainState& state, const TrainCallbacks& callbacks, bool* interrupted);
+                                TrainState& state, const TrainCallbacks& callbacks, bool* interrupted) noexcept;
 // The same with a validation set (`val` may be null).
 Status train_softmax_regression(const LabeledImages& train, const LabeledImages* val, const LabeledImages& test,
                                 const TrainOptions& options, TrainState& state, const TrainCallbacks& callbacks,
-                                bool* interrupted);
+                                bool* interrupted) noexcept;
 
 // logits (n x C) = (pixels / 255) W + b for n images of model.features bytes each.
 Status compute_logits(const SoftmaxModel& model, const std::uint8_t* pixels, std::int64_t n, int threads,
-                      float* logits);
+                      float* logits) noexcept;
 
 struct Evaluation {
   std::int64_t n = 0, correct = 0;
@@ -146,21 +146,21 @@ struct Evaluation {
   std::vector<std::int32_t> predicted;   // n argmax predictions (ties: lowest class)
   std::vector<float> confidence;         // n softmax probabilities of the predicted class
 };
-Status evaluate_model(const SoftmaxModel& model, const io::LabeledImages& data, int threads, Evaluation* out);
+Status evaluate_model(const SoftmaxModel& model, const io::LabeledImages& data, int threads, Evaluation* out) noexcept;
 
 // Checkpoints: a safetensors file with W, b, the momentum buffers, the RNG state and, in the
 // metadata, the epoch, the options that must not change on resume, and the metrics so far.
 Status save_checkpoint(const std::string& path, const TrainState& state, const TrainOptions& options,
-                       const std::string& data_fingerprint);
+                       const std::string& data_fingerprint) noexcept;
 // Loads a checkpoint and checks that `options` (except epochs and threads) and the data
 // fingerprint match the ones it was written with (kInvalidArgument naming the difference).
 Result<TrainState> load_checkpoint(const std::string& path, const TrainOptions& options,
-                                   const std::string& data_fingerprint);
+                                   const std::string& data_fingerprint) noexcept;
 // The options a checkpoint was written with (all but epochs and threads, which stay as in
 // `base`), so that a resumed run need not repeat them.
-Result<TrainOptions> read_checkpoint_options(const std::string& path, const TrainOptions& base);
+Result<TrainOptions> read_checkpoint_options(const std::string& path, const TrainOptions& base) noexcept;
 // A short string identifying a dataset (counts, shapes, CRC-32 of the labels and pixels).
-std::string dataset_fingerprint(const io::LabeledImages& train, const io::LabeledImages& test);
+Result<std::string> dataset_fingerprint(const io::LabeledImages& train, const io::LabeledImages& test) noexcept;
 
 // The pixel scaling the trainer uses: out[i] = in[i] / 255 exactly (correctly rounded float).
 void scale_pixels(const std::uint8_t* in, std::size_t n, float* out) noexcept;
