@@ -31,9 +31,15 @@ Status run(ConstTensorView hidden, ConstTensorView weight, ConstTensorView bias,
            TensorView dhidden, TensorView dweight, TensorView dbias, double picked_local, double kept_local) {
   int K = 1;
   MPI_Comm_size(o.comm, &K);
-  // Global divisors: the ranks' local ones added in rank order.
-  std::vector<double> mine = {picked_local, kept_local}, all(2 * static_cast<std::size_t>(K));
-  MPI_Allgather(mine.data(), 2, MPI_DOUBLE, all.data(), 2, MPI_DOUBLE, o.comm);
+  // Global divisors: the ranks' local ones added in rank order. The buffers first (common.h:
+  // agree_status).
+  double mine[2] = {picked_local, kept_local};
+  std::vector<double> all, sums;
+  XENT_RETURN_IF_ERROR(detail::agree_status(o.comm, detail::local_step("token_parallel_linear_cross_entropy", [&] {
+    all.resize(2 * static_cast<std::size_t>(K));
+    sums.resize(2 * static_cast<std::size_t>(K));
+  }), "token_parallel_linear_cross_entropy"));
+  MPI_Allgather(mine, 2, MPI_DOUBLE, all.data(), 2, MPI_DOUBLE, o.comm);
   double picked = 0, kept = 0;
   for (int r = 0; r < K; ++r) {
     picked += all[2 * static_cast<std::size_t>(r)];
@@ -64,7 +70,6 @@ Status run(ConstTensorView hidden, ConstTensorView weight, ConstTensorView bias,
   XENT_RETURN_IF_ERROR(detail::agree(o.comm, after, nullptr));
   if (!none) {
     double pair[2] = {static_cast<double>(loss_local), static_cast<double>(z_local)};
-    std::vector<double> sums(2 * static_cast<std::size_t>(K));
     MPI_Allgather(pair, 2, MPI_DOUBLE, sums.data(), 2, MPI_DOUBLE, o.comm);
     double l = 0, z = 0;
     for (int r = 0; r < K; ++r) {
@@ -94,66 +99,72 @@ Status token_parallel_linear_cross_entropy(ConstTensorView hidden, ConstTensorVi
                                            TensorView dweight, TensorView dbias) {
   XENT_RETURN_IF_ERROR(check_initialized());
   detail::Fingerprint fp;
-  // Local validation: a loss-only single-process call on no tokens would not check the targets,
-  // so check what the combine relies on here; the rest is the single-process call's.
   double picked = 0, kept = 0;
   Status local = ok_status();
-  if (hidden.shape.rank() != 2 || weight.shape.rank() != 2) {
-    local = invalid_argument("hidden must be (N_r, H) and weight (V, H), found " + hidden.shape.to_string() + " and " +
-                             weight.shape.to_string());
-  } else if (target.shape != Shape{hidden.shape[0]} || (target.dtype != DType::kI32 && target.dtype != DType::kI64) ||
-             (target.data == nullptr && hidden.shape[0] > 0)) {
-    local = invalid_argument("target must be int32 or int64 of shape " + Shape{hidden.shape[0]}.to_string() +
-                             ", found " + dtype_name(target.dtype) + " " + target.shape.to_string());
-  } else if (o.reduction == Reduction::kMean && !o.class_weight.empty_view() && o.lse_square_scale != 0) {
-    local = unimplemented("token-parallel mean with both class weights and a z-loss (their divisors differ)");
-  } else if (!o.class_weight.empty_view() && (o.class_weight.dtype != hidden.dtype ||
-                                               o.class_weight.shape != Shape{weight.shape[0]})) {
-    local = invalid_argument("class_weight must be " + std::string(dtype_name(hidden.dtype)) + " of shape (" +
-                             std::to_string(weight.shape[0]) + "), found " + o.class_weight.shape.to_string());
-  } else {
-    for (std::int64_t n = 0; n < hidden.shape[0]; ++n) {
-      const std::int64_t t = target_at(target, n);
-      if (t == o.ignore_index) continue;
-      if (t < 0 || t >= weight.shape[0]) {
-        local = out_of_range("target " + std::to_string(t) + " at position " + std::to_string(n) + " is outside [0, " +
-                             std::to_string(weight.shape[0]) + ")");
-        break;
+  // Validation and the fingerprint allocate: a rank that runs out of memory here reports it
+  // through the agreement instead of leaving the others waiting in it.
+  Status built = detail::local_step("token_parallel_linear_cross_entropy", [&] {
+    // Local validation: a loss-only single-process call on no tokens would not check the targets,
+    // so check what the combine relies on here; the rest is the single-process call's.
+    if (hidden.shape.rank() != 2 || weight.shape.rank() != 2) {
+      local = invalid_argument("hidden must be (N_r, H) and weight (V, H), found " + hidden.shape.to_string() + " and " +
+                               weight.shape.to_string());
+    } else if (target.shape != Shape{hidden.shape[0]} || (target.dtype != DType::kI32 && target.dtype != DType::kI64) ||
+               (target.data == nullptr && hidden.shape[0] > 0)) {
+      local = invalid_argument("target must be int32 or int64 of shape " + Shape{hidden.shape[0]}.to_string() +
+                               ", found " + dtype_name(target.dtype) + " " + target.shape.to_string());
+    } else if (o.reduction == Reduction::kMean && !o.class_weight.empty_view() && o.lse_square_scale != 0) {
+      local = unimplemented("token-parallel mean with both class weights and a z-loss (their divisors differ)");
+    } else if (!o.class_weight.empty_view() && (o.class_weight.dtype != hidden.dtype ||
+                                                 o.class_weight.shape != Shape{weight.shape[0]})) {
+      local = invalid_argument("class_weight must be " + std::string(dtype_name(hidden.dtype)) + " of shape (" +
+                               std::to_string(weight.shape[0]) + "), found " + o.class_weight.shape.to_string());
+    } else {
+      for (std::int64_t n = 0; n < hidden.shape[0]; ++n) {
+        const std::int64_t t = target_at(target, n);
+        if (t == o.ignore_index) continue;
+        if (t < 0 || t >= weight.shape[0]) {
+          local = out_of_range("target " + std::to_string(t) + " at position " + std::to_string(n) + " is outside [0, " +
+                               std::to_string(weight.shape[0]) + ")");
+          break;
+        }
+        const double w = o.class_weight.empty_view() ? 1.0
+                         : hidden.dtype == DType::kF32 ? static_cast<double>(o.class_weight.as<float>()[t])
+                                                       : o.class_weight.as<double>()[t];
+        picked += w;
+        kept += 1;
       }
-      const double w = o.class_weight.empty_view() ? 1.0
-                       : hidden.dtype == DType::kF32 ? static_cast<double>(o.class_weight.as<float>()[t])
-                                                     : o.class_weight.as<double>()[t];
-      picked += w;
-      kept += 1;
     }
-  }
-  fp.local = local;
-  auto add = [&](const char* name, std::int64_t v) {
-    fp.names.push_back(name);
-    fp.shared.push_back(v);
-  };
-  std::int64_t bits[3];
-  std::memcpy(&bits[0], &o.label_smoothing, 8);
-  std::memcpy(&bits[1], &o.lse_square_scale, 8);
-  std::memcpy(&bits[2], &o.softcap, 8);
-  add("dtype", static_cast<std::int64_t>(hidden.dtype));
-  add("H", hidden.shape.rank() == 2 ? hidden.shape[1] : -1);
-  add("V", weight.shape.rank() == 2 ? weight.shape[0] : -1);
-  add("reduction", static_cast<std::int64_t>(o.reduction));
-  add("ignore_index", o.ignore_index);
-  add("label_smoothing (bits)", bits[0]);
-  add("lse_square_scale (bits)", bits[1]);
-  add("softcap (bits)", bits[2]);
-  add("class weights present", !o.class_weight.empty_view());
-  add("bias present", !bias.empty_view());
-  add("dweight requested", !dweight.empty_view());
-  add("dbias requested", !dbias.empty_view());
-  XENT_RETURN_IF_ERROR(detail::agree(o.comm, fp, nullptr));
+    fp.local = local;
+    auto add = [&](const char* name, std::int64_t v) {
+      fp.names.push_back(name);
+      fp.shared.push_back(v);
+    };
+    std::int64_t bits[3];
+    std::memcpy(&bits[0], &o.label_smoothing, 8);
+    std::memcpy(&bits[1], &o.lse_square_scale, 8);
+    std::memcpy(&bits[2], &o.softcap, 8);
+    add("dtype", static_cast<std::int64_t>(hidden.dtype));
+    add("H", hidden.shape.rank() == 2 ? hidden.shape[1] : -1);
+    add("V", weight.shape.rank() == 2 ? weight.shape[0] : -1);
+    add("reduction", static_cast<std::int64_t>(o.reduction));
+    add("ignore_index", o.ignore_index);
+    add("label_smoothing (bits)", bits[0]);
+    add("lse_square_scale (bits)", bits[1]);
+    add("softcap (bits)", bits[2]);
+    add("class weights present", !o.class_weight.empty_view());
+    add("bias present", !bias.empty_view());
+    add("dweight requested", !dweight.empty_view());
+    add("dbias requested", !dbias.empty_view());
+  });
+  if (!built.ok()) fp.local = std::move(built);
+  XENT_RETURN_IF_ERROR(xent::detail::guarded("agree", [&]() -> Status { return detail::agree(o.comm, fp, nullptr); }));
   // The single-process call validates the rest; its error must reach every rank too.
-  Status s = hidden.dtype == DType::kF32
-                 ? run<float>(hidden, weight, bias, target, o, loss, z_loss, dloss, dhidden, dweight, dbias, picked, kept)
-                 : run<double>(hidden, weight, bias, target, o, loss, z_loss, dloss, dhidden, dweight, dbias, picked, kept);
-  return s;
+  return detail::collective_guarded(o.comm, [&]() -> Status {
+    return hidden.dtype == DType::kF32
+               ? run<float>(hidden, weight, bias, target, o, loss, z_loss, dloss, dhidden, dweight, dbias, picked, kept)
+               : run<double>(hidden, weight, bias, target, o, loss, z_loss, dloss, dhidden, dweight, dbias, picked, kept);
+  });
 }
 
 }  // namespace xent::mpi

@@ -240,6 +240,16 @@ struct Engine {
     tok_z.assign(static_cast<std::size_t>(N), 0.0);
   }
 
+  // Every buffer the call needs, allocated before the agreement (common.h: agree_status), so
+  // that setup() and the blocks of stats() allocate nothing.
+  void reserve(std::int64_t n, std::int64_t token_block) {
+    tok_ce.reserve(static_cast<std::size_t>(n));
+    tok_z.reserve(static_cast<std::size_t>(n));
+    b1.reserve(static_cast<std::size_t>(token_block * 5));
+    b2.reserve(static_cast<std::size_t>(token_block * (2 * kLimbs + 1)));
+    lse.reserve(static_cast<std::size_t>(token_block));
+  }
+
   // Rows [n0, n0 + nb): x (nb x Vr, row-major) are the logits (capped here if apply_cap).
   // Fills lse and the tokens' loss parts. Collective.
   void stats(const T* x, std::int64_t n0, std::int64_t nb, bool apply_cap) {
@@ -388,21 +398,32 @@ struct Engine {
   }
 };
 
-// All V class weights on every rank (an O(V) Allgatherv, once per call), as doubles.
+// All V class weights on every rank (an O(V) Allgatherv, once per call), as doubles: the buffers
+// are allocated first (before the agreement), the exchange after it.
 template <class T>
-std::vector<double> gather_class_weights(const VocabParallelOptions& o, std::int64_t V, std::int64_t Vr) {
-  if (o.class_weight.empty_view()) return {};
-  int K = 1;
-  MPI_Comm_size(o.comm, &K);
-  std::vector<double> mine(static_cast<std::size_t>(Vr)), all(static_cast<std::size_t>(V));
-  for (std::int64_t j = 0; j < Vr; ++j) mine[static_cast<std::size_t>(j)] = static_cast<double>(o.class_weight.as<T>()[j]);
-  std::vector<int> counts(static_cast<std::size_t>(K)), displs(static_cast<std::size_t>(K));
-  const int my = static_cast<int>(Vr);
-  MPI_Allgather(&my, 1, MPI_INT, counts.data(), 1, MPI_INT, o.comm);
-  for (int r = 1; r < K; ++r) displs[static_cast<std::size_t>(r)] = displs[static_cast<std::size_t>(r - 1)] + counts[static_cast<std::size_t>(r - 1)];
-  MPI_Allgatherv(mine.data(), my, MPI_DOUBLE, all.data(), counts.data(), displs.data(), MPI_DOUBLE, o.comm);
-  return all;
-}
+struct ClassWeights {
+  std::vector<double> mine, all;
+  std::vector<int> counts, displs;
+  void allocate(const VocabParallelOptions& o, std::int64_t V, std::int64_t Vr) {
+    if (o.class_weight.empty_view()) return;
+    int K = 1;
+    MPI_Comm_size(o.comm, &K);
+    mine.resize(static_cast<std::size_t>(Vr));
+    all.resize(static_cast<std::size_t>(V));
+    counts.resize(static_cast<std::size_t>(K));
+    displs.resize(static_cast<std::size_t>(K));
+  }
+  std::vector<double> exchange(const VocabParallelOptions& o, std::int64_t Vr) {
+    if (o.class_weight.empty_view()) return {};
+    const int K = static_cast<int>(counts.size());
+    for (std::int64_t j = 0; j < Vr; ++j) mine[static_cast<std::size_t>(j)] = static_cast<double>(o.class_weight.as<T>()[j]);
+    const int my = static_cast<int>(Vr);
+    MPI_Allgather(&my, 1, MPI_INT, counts.data(), 1, MPI_INT, o.comm);
+    for (int r = 1; r < K; ++r) displs[static_cast<std::size_t>(r)] = displs[static_cast<std::size_t>(r - 1)] + counts[static_cast<std::size_t>(r - 1)];
+    MPI_Allgatherv(mine.data(), my, MPI_DOUBLE, all.data(), counts.data(), displs.data(), MPI_DOUBLE, o.comm);
+    return std::move(all);
+  }
+};
 
 std::int64_t auto_token_block(const VocabParallelOptions& o, std::int64_t N, std::int64_t V, std::size_t elem) {
   std::int64_t tb = o.token_block;
@@ -420,7 +441,13 @@ template <class T>
 Status run_ce(const Common& c, ConstTensorView logits, ConstTensorView target, const VocabParallelOptions& o,
               TensorView loss, TensorView z_loss, ConstTensorView dloss, TensorView dlogits) {
   Engine<T> e;
-  e.cw = gather_class_weights<T>(o, c.V, c.Vr);
+  ClassWeights<T> cws;
+  XENT_RETURN_IF_ERROR(detail::agree_status(o.comm, detail::local_step("vocab_parallel_cross_entropy", [&] {
+    cws.allocate(o, c.V, c.Vr);
+    e.reserve(c.N, c.token_block);
+    detail::start_pool_threads();
+  }), "vocab_parallel_cross_entropy"));
+  e.cw = cws.exchange(o, c.Vr);
   e.setup(o, target, dloss, c.N, c.V, c.v0, c.Vr, o.comm);
   const T* x = logits.as<T>();
   T* dx = dlogits.empty_view() ? nullptr : dlogits.as<T>();
@@ -487,8 +514,7 @@ Status run_linear(const Common& c, std::int64_t H, ConstTensorView hidden, Const
                   ConstTensorView target, const VocabParallelOptions& o, TensorView loss, TensorView z_loss,
                   ConstTensorView dloss, TensorView dhidden, TensorView dweight, TensorView dbias) {
   Engine<T> e;
-  e.cw = gather_class_weights<T>(o, c.V, c.Vr);
-  e.setup(o, target, dloss, c.N, c.V, c.v0, c.Vr, o.comm);
+  ClassWeights<T> cws;
   const T* h = hidden.as<T>();
   const T* w = weight.as<T>();
   const T* b = bias.empty_view() ? nullptr : bias.as<T>();
@@ -500,7 +526,6 @@ Status run_linear(const Common& c, std::int64_t H, ConstTensorView hidden, Const
   const std::int64_t t0 = Vr > 0 ? v0 / kClassTile * kClassTile : v0;
   const std::int64_t t1 = Vr > 0 ? std::min(V, (v0 + Vr + kClassTile - 1) / kClassTile * kClassTile) : v0;
   const std::int64_t Vp = t1 - t0, off = v0 - t0, n_tiles = (Vp + kClassTile - 1) / kClassTile;
-  e.ld = Vp;
   // A tile's weight rows and dweight accumulator: the caller's when the rank owns the whole tile,
   // else a zero-padded copy / scratch.
   struct Tile {
@@ -509,31 +534,45 @@ Status run_linear(const Common& c, std::int64_t H, ConstTensorView hidden, Const
     T* dw;
     bool partial;
   };
-  std::vector<Tile> tiles(static_cast<std::size_t>(n_tiles));
+  std::vector<Tile> tiles;
   std::vector<std::vector<T>> pad_w, pad_dw;
-  for (std::int64_t i = 0; i < n_tiles; ++i) {
-    Tile& t = tiles[static_cast<std::size_t>(i)];
-    t.a = t0 + i * kClassTile;
-    t.len = std::min(kClassTile, V - t.a);
-    t.partial = t.a < v0 || t.a + t.len > v0 + Vr;
-    if (!t.partial) {
-      t.w = w + (t.a - v0) * H;
-      t.dw = dw ? dw + (t.a - v0) * H : nullptr;
-      continue;
+  std::vector<T> Z;
+  std::vector<double> db_acc;
+  detail::AllreduceBuffers<T> dh_buffers;
+  const Status ready = detail::local_step("vocab_parallel_linear_cross_entropy", [&] {
+    tiles.resize(static_cast<std::size_t>(n_tiles));
+    for (std::int64_t i = 0; i < n_tiles; ++i) {
+      Tile& t = tiles[static_cast<std::size_t>(i)];
+      t.a = t0 + i * kClassTile;
+      t.len = std::min(kClassTile, V - t.a);
+      t.partial = t.a < v0 || t.a + t.len > v0 + Vr;
+      if (!t.partial) {
+        t.w = w + (t.a - v0) * H;
+        t.dw = dw ? dw + (t.a - v0) * H : nullptr;
+        continue;
+      }
+      pad_w.emplace_back(static_cast<std::size_t>(t.len * H), T(0));
+      for (std::int64_t g = std::max(t.a, v0); g < std::min(t.a + t.len, v0 + Vr); ++g)
+        std::copy(w + (g - v0) * H, w + (g - v0 + 1) * H, pad_w.back().begin() + (g - t.a) * H);
+      t.w = pad_w.back().data();
+      if (dw) {
+        pad_dw.emplace_back(static_cast<std::size_t>(t.len * H), T(0));
+        t.dw = pad_dw.back().data();
+      } else {
+        t.dw = nullptr;
+      }
     }
-    pad_w.emplace_back(static_cast<std::size_t>(t.len * H), T(0));
-    for (std::int64_t g = std::max(t.a, v0); g < std::min(t.a + t.len, v0 + Vr); ++g)
-      std::copy(w + (g - v0) * H, w + (g - v0 + 1) * H, pad_w.back().begin() + (g - t.a) * H);
-    t.w = pad_w.back().data();
-    if (dw) {
-      pad_dw.emplace_back(static_cast<std::size_t>(t.len * H), T(0));
-      t.dw = pad_dw.back().data();
-    } else {
-      t.dw = nullptr;
-    }
-  }
-  std::vector<T> Z(static_cast<std::size_t>(Nb * Vp));
-  std::vector<double> db_acc(db ? static_cast<std::size_t>(Vr) : 0, 0.0);
+    cws.allocate(o, c.V, c.Vr);
+    e.reserve(c.N, c.token_block);
+    Z.resize(static_cast<std::size_t>(Nb * Vp));
+    db_acc.assign(db ? static_cast<std::size_t>(Vr) : 0, 0.0);
+    if (dh && c.want_grad) dh_buffers.allocate(static_cast<std::size_t>(c.N * H), o.comm);
+    detail::start_pool_threads();
+  });
+  XENT_RETURN_IF_ERROR(detail::agree_status(o.comm, ready, "vocab_parallel_linear_cross_entropy"));
+  e.cw = cws.exchange(o, c.Vr);
+  e.setup(o, target, dloss, c.N, c.V, c.v0, c.Vr, o.comm);
+  e.ld = Vp;  // the logits of a block sit in Z, Vp wide
   bool dw_written = false;
   // Each product is one task of ours: the BLAS must not start threads of its own (blas_threads.h;
   // shared with linear_cross_entropy, so concurrent calls restore the setting correctly), until return.
@@ -578,7 +617,7 @@ Status run_linear(const Common& c, std::int64_t H, ConstTensorView hidden, Const
   // dhidden: this rank's partial for every token, then ONE rank-ordered all-reduce per call (not
   // per token block: fewer rounds of latency, the same bits).
   if (dh && c.want_grad)
-    XENT_RETURN_IF_ERROR(detail::allreduce_ordered(dh, static_cast<std::size_t>(c.N * H), o.comm));
+    detail::allreduce_ordered(dh, static_cast<std::size_t>(c.N * H), o.comm, &dh_buffers);
   if (dw && !dw_written) std::fill(dw, dw + Vr * H, T(0));
   if (dw && dw_written)
     for (const Tile& t : tiles)
@@ -599,24 +638,33 @@ Status vocab_parallel_cross_entropy(ConstTensorView logits, ConstTensorView targ
   XENT_RETURN_IF_ERROR(check_initialized());
   Common c;
   Status local = ok_status();
-  c.dtype = logits.dtype;
-  if (logits.shape.rank() != 2) {
-    local = invalid_argument("logits must have shape (N, V_r) (this rank's classes), found " + logits.shape.to_string());
-  } else {
-    c.N = logits.shape[0];
-    c.Vr = logits.shape[1];
-    local = check_local(&c, target, shard, options, loss, z_loss, dloss);
-    if (local.ok()) local = check_view("logits", logits, c.dtype, logits.shape);
-    c.want_grad = !dlogits.empty_view();
-    if (local.ok() && c.want_grad) local = check_view("dlogits", dlogits, c.dtype, logits.shape);
-  }
-  // The logits exist already; the block only bounds the per-token buffers (112 bytes a token)
-  // and sets how many tokens share a collective. Independent of the rank count.
-  c.token_block = options.token_block > 0 ? std::min<std::int64_t>(options.token_block, std::max<std::int64_t>(c.N, 1))
-                                          : std::clamp<std::int64_t>(c.N, 1, 8192);
-  XENT_RETURN_IF_ERROR(agree_all(options.comm, fingerprint(local, c, target, options, dloss, 0, false, false)));
-  if (c.dtype == DType::kF32) return run_ce<float>(c, logits, target, options, loss, z_loss, dloss, dlogits);
-  return run_ce<double>(c, logits, target, options, loss, z_loss, dloss, dlogits);
+  detail::Fingerprint fp;
+  // Validation and the fingerprint allocate: a rank that runs out of memory here reports it
+  // through the agreement instead of leaving the others waiting in it.
+  Status built = detail::local_step("vocab_parallel_cross_entropy", [&] {
+    c.dtype = logits.dtype;
+    if (logits.shape.rank() != 2) {
+      local = invalid_argument("logits must have shape (N, V_r) (this rank's classes), found " + logits.shape.to_string());
+    } else {
+      c.N = logits.shape[0];
+      c.Vr = logits.shape[1];
+      local = check_local(&c, target, shard, options, loss, z_loss, dloss);
+      if (local.ok()) local = check_view("logits", logits, c.dtype, logits.shape);
+      c.want_grad = !dlogits.empty_view();
+      if (local.ok() && c.want_grad) local = check_view("dlogits", dlogits, c.dtype, logits.shape);
+    }
+    // The logits exist already; the block only bounds the per-token buffers (112 bytes a token)
+    // and sets how many tokens share a collective. Independent of the rank count.
+    c.token_block = options.token_block > 0 ? std::min<std::int64_t>(options.token_block, std::max<std::int64_t>(c.N, 1))
+                                            : std::clamp<std::int64_t>(c.N, 1, 8192);
+    fp = fingerprint(local, c, target, options, dloss, 0, false, false);
+  });
+  if (!built.ok()) fp.local = std::move(built);
+  XENT_RETURN_IF_ERROR(xent::detail::guarded("agree_all", [&]() -> Status { return agree_all(options.comm, fp); }));
+  return detail::collective_guarded(options.comm, [&]() -> Status {
+    if (c.dtype == DType::kF32) return run_ce<float>(c, logits, target, options, loss, z_loss, dloss, dlogits);
+    return run_ce<double>(c, logits, target, options, loss, z_loss, dloss, dlogits);
+  });
 }
 
 Status vocab_parallel_linear_cross_entropy(ConstTensorView hidden, ConstTensorView weight, ConstTensorView bias,
@@ -627,36 +675,44 @@ Status vocab_parallel_linear_cross_entropy(ConstTensorView hidden, ConstTensorVi
   XENT_RETURN_IF_ERROR(check_initialized());
   Common c;
   Status local = ok_status();
-  c.dtype = hidden.dtype;
   std::int64_t H = 0;
-  if (hidden.shape.rank() != 2) {
-    local = invalid_argument("hidden must have shape (N, H), found " + hidden.shape.to_string());
-  } else if (weight.shape.rank() != 2 || weight.shape[1] != hidden.shape[1]) {
-    local = invalid_argument("weight must have shape (V_r, " + std::to_string(hidden.shape[1]) +
-                             ") (this rank's rows), found " + weight.shape.to_string());
-  } else {
-    c.N = hidden.shape[0];
-    H = hidden.shape[1];
-    c.Vr = weight.shape[0];
-    local = check_local(&c, target, shard, options, loss, z_loss, dloss);
-    if (local.ok()) local = check_view("hidden", hidden, c.dtype, hidden.shape);
-    if (local.ok()) local = check_view("weight", weight, c.dtype, weight.shape);
-    if (local.ok() && !bias.empty_view()) local = check_view("bias (this rank's slice)", bias, c.dtype, Shape{c.Vr});
-    if (local.ok() && !dhidden.empty_view()) local = check_view("dhidden", dhidden, c.dtype, hidden.shape);
-    if (local.ok() && !dweight.empty_view()) local = check_view("dweight", dweight, c.dtype, weight.shape);
-    if (local.ok() && !dbias.empty_view()) {
-      if (bias.empty_view()) local = invalid_argument("dbias was requested but there is no bias");
-      else local = check_view("dbias", dbias, c.dtype, Shape{c.Vr});
+  detail::Fingerprint fp;
+  // Validation and the fingerprint allocate: a rank that runs out of memory here reports it
+  // through the agreement instead of leaving the others waiting in it.
+  Status built = detail::local_step("vocab_parallel_linear_cross_entropy", [&] {
+    c.dtype = hidden.dtype;
+    if (hidden.shape.rank() != 2) {
+      local = invalid_argument("hidden must have shape (N, H), found " + hidden.shape.to_string());
+    } else if (weight.shape.rank() != 2 || weight.shape[1] != hidden.shape[1]) {
+      local = invalid_argument("weight must have shape (V_r, " + std::to_string(hidden.shape[1]) +
+                               ") (this rank's rows), found " + weight.shape.to_string());
+    } else {
+      c.N = hidden.shape[0];
+      H = hidden.shape[1];
+      c.Vr = weight.shape[0];
+      local = check_local(&c, target, shard, options, loss, z_loss, dloss);
+      if (local.ok()) local = check_view("hidden", hidden, c.dtype, hidden.shape);
+      if (local.ok()) local = check_view("weight", weight, c.dtype, weight.shape);
+      if (local.ok() && !bias.empty_view()) local = check_view("bias (this rank's slice)", bias, c.dtype, Shape{c.Vr});
+      if (local.ok() && !dhidden.empty_view()) local = check_view("dhidden", dhidden, c.dtype, hidden.shape);
+      if (local.ok() && !dweight.empty_view()) local = check_view("dweight", dweight, c.dtype, weight.shape);
+      if (local.ok() && !dbias.empty_view()) {
+        if (bias.empty_view()) local = invalid_argument("dbias was requested but there is no bias");
+        else local = check_view("dbias", dbias, c.dtype, Shape{c.Vr});
+      }
+      if (local.ok() && (c.N > INT32_MAX || H > INT32_MAX)) local = invalid_argument("N and H must fit in 32 bits");
+      c.want_grad = !dhidden.empty_view() || !dweight.empty_view() || !dbias.empty_view();
     }
-    if (local.ok() && (c.N > INT32_MAX || H > INT32_MAX)) local = invalid_argument("N and H must fit in 32 bits");
-    c.want_grad = !dhidden.empty_view() || !dweight.empty_view() || !dbias.empty_view();
-  }
-  c.token_block = local.ok() ? auto_token_block(options, c.N, std::max<std::int64_t>(c.V, 1), dtype_size(c.dtype)) : 0;
-  XENT_RETURN_IF_ERROR(agree_all(options.comm, fingerprint(local, c, target, options, dloss, H, !bias.empty_view(),
-                                                           !dhidden.empty_view())));
-  if (c.dtype == DType::kF32)
-    return run_linear<float>(c, H, hidden, weight, bias, target, options, loss, z_loss, dloss, dhidden, dweight, dbias);
-  return run_linear<double>(c, H, hidden, weight, bias, target, options, loss, z_loss, dloss, dhidden, dweight, dbias);
+    c.token_block = local.ok() ? auto_token_block(options, c.N, std::max<std::int64_t>(c.V, 1), dtype_size(c.dtype)) : 0;
+    fp = fingerprint(local, c, target, options, dloss, H, !bias.empty_view(), !dhidden.empty_view());
+  });
+  if (!built.ok()) fp.local = std::move(built);
+  XENT_RETURN_IF_ERROR(xent::detail::guarded("agree_all", [&]() -> Status { return agree_all(options.comm, fp); }));
+  return detail::collective_guarded(options.comm, [&]() -> Status {
+    if (c.dtype == DType::kF32)
+      return run_linear<float>(c, H, hidden, weight, bias, target, options, loss, z_loss, dloss, dhidden, dweight, dbias);
+    return run_linear<double>(c, H, hidden, weight, bias, target, options, loss, z_loss, dloss, dhidden, dweight, dbias);
+  });
 }
 
 }  // namespace xent::mpi

@@ -10,8 +10,10 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -19,6 +21,12 @@
 #include "xent/linear_cross_entropy.h"
 #include "xent/losses.h"
 #include "xent/mpi.h"
+
+namespace xent::test {
+// tests/core/alloc_failure.cc: while g_fail_new is set, operator new of g_fail_min_bytes or more throws.
+extern std::atomic<bool> g_fail_new;
+extern std::atomic<std::size_t> g_fail_min_bytes;
+}  // namespace xent::test
 
 namespace {
 
@@ -473,6 +481,74 @@ TEST(OrderedAllreduce, RankOrderSum) {
     double want = 0.1 + static_cast<double>(i) * 1e-17;
     for (int r = 1; r < g_size; ++r) want += (r + 1) * 0.1 + static_cast<double>(i) * 1e-17;
     ASSERT_TRUE(same_bits(v[i], want)) << i;
+  }
+}
+
+// The last rank runs out of memory (every allocation of 256 KiB or more fails there): every rank
+// must return the same resource-exhausted Status naming it, and none may be left waiting in a
+// collective (the test would hang until ctest's timeout).
+TEST(AllocationFailure, OneRankOutOfMemoryFailsEveryRank) {
+  const int last = g_size - 1;
+  const std::int64_t N = 40000, V = 64, H = 16;  // per-token buffers of 320 KB and more
+  std::int64_t v0, vr;
+  Case c{"oom", N, V};
+  slice_of(c, g_rank, g_size, &v0, &vr);
+  std::vector<float> x(static_cast<std::size_t>(N * vr), 0.25f), grad(x.size()), loss(1);
+  std::vector<std::int64_t> t(static_cast<std::size_t>(N));
+  for (std::int64_t n = 0; n < N; ++n) t[static_cast<std::size_t>(n)] = n % V;
+  std::vector<float> hidden(static_cast<std::size_t>(N * H), 0.5f), w(static_cast<std::size_t>(vr * H), 0.1f),
+      dh(hidden.size()), dw(w.size());
+  std::vector<float> wfull(static_cast<std::size_t>(V * 1024), 0.1f), dwfull(wfull.size()), h1(1024, 0.5f), dh1(1024);
+  std::vector<std::int64_t> t1 = {static_cast<std::int64_t>(g_rank % V)};
+  std::vector<double> sums(100000, 1.0);
+  xent::mpi::VocabParallelOptions o;
+  const std::vector<std::pair<const char*, std::function<xent::Status()>>> calls = {
+      {"vocab_parallel_cross_entropy",
+       [&] {
+         return xent::mpi::vocab_parallel_cross_entropy({x.data(), {N, vr}}, {t.data(), {N}}, {V, v0}, o,
+                                                        {loss.data(), {}}, {}, {}, {grad.data(), {N, vr}});
+       }},
+      {"vocab_parallel_linear_cross_entropy",
+       [&] {
+         return xent::mpi::vocab_parallel_linear_cross_entropy({hidden.data(), {N, H}}, {w.data(), {vr, H}}, {},
+                                                               {t.data(), {N}}, {V, v0}, o, {loss.data(), {}}, {}, {},
+                                                               {dh.data(), {N, H}}, {dw.data(), {vr, H}}, {});
+       }},
+      {"token_parallel_linear_cross_entropy",
+       [&] {
+         return xent::mpi::token_parallel_linear_cross_entropy({h1.data(), {1, 1024}}, {wfull.data(), {V, 1024}}, {},
+                                                               {t1.data(), {1}}, o, {loss.data(), {}}, {}, {},
+                                                               {dh1.data(), {1, 1024}}, {dwfull.data(), {V, 1024}}, {});
+       }},
+      {"allreduce_sum_ordered",
+       [&] { return xent::mpi::allreduce_sum_ordered(sums.data(), sums.size(), MPI_COMM_WORLD); }},
+  };
+  for (const auto& [name, call] : calls) {
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(call().ok()) << "must succeed with memory available";
+    xent::test::g_fail_min_bytes = 256 * 1024;
+    if (g_rank == last) xent::test::g_fail_new = true;
+    xent::Status s;
+    try {
+      s = call();
+    } catch (...) {
+      xent::test::g_fail_new = false;
+      ADD_FAILURE() << "an exception crossed the library boundary";
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    xent::test::g_fail_new = false;
+    EXPECT_EQ(s.code(), xent::StatusCode::kResourceExhausted) << s.to_string();
+    EXPECT_NE(s.message().find("rank " + std::to_string(last) + " of " + std::to_string(g_size)), std::string::npos)
+        << s.message();
+    std::uint64_t h = 1469598103934665603ull;
+    for (char ch : s.code() == xent::StatusCode::kResourceExhausted ? std::string("same") : s.to_string())
+      h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+    std::uint64_t lo = h, hi = h;
+    MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+    EXPECT_EQ(lo, hi) << "some ranks did not fail";
+    if (g_rank == 0) std::printf("%s: %s\n", name, s.to_string().c_str());
+    EXPECT_TRUE(call().ok()) << "the same call with memory available";
   }
 }
 
