@@ -1,6 +1,6 @@
 // cases.h: the C++ view of tests/cases/cases.json, the one list of op cases (shapes, dims, dtypes,
-// reductions, label smoothing) that the oracle tests, the finite-difference gradients and the
-// PyTorch comparison all draw from. Parsed once; a missing or malformed file ends the test program
+// reductions, label smoothing) that the oracle tests, the finite-difference gradients, the
+// SIMD-vs-scalar check and the PyTorch comparison all draw from. Parsed once; a missing or malformed file ends the test program
 // with a message (a test suite with no cases must not pass). Not a test framework: each suite
 // still builds its own inputs and checks from these rows.
 #pragma once
