@@ -12,6 +12,7 @@ PACKAGES=(
   python3-dev pybind11-dev python3-pybind11 python3-pytest python3-setuptools python3-pip python3-venv
   clang libclang-rt-14-dev strace
   libopenmpi-dev openmpi-bin
+  libdnnl-dev  # bench/onednn: oneDNN, the softmax-family peer of xent bench (benchmarks only)
   chromium  # tests/train/test_report_browser.py loads report.html headless (skipped without it)
 )
 
