@@ -215,6 +215,8 @@ struct WideSum<double> {
   HWY_INLINE void add_shifted(V x, V m) { acc = hn::Add(acc, hn::Sub(x, m)); }
   HWY_INLINE void add_shifted_mul(V x, V m, V w) { acc = hn::MulAdd(hn::Sub(x, m), w, acc); }
   HWY_INLINE double total() const { return hn::GetLane(hn::SumOfLanes(d, acc)); }
+  // Each lane's own sum (no reduction across lanes: the across-rows tiles, one row per lane).
+  HWY_INLINE void store_lanes(double* out) const { hn::StoreU(acc, d, out); }
 };
 
 template <>
@@ -248,6 +250,11 @@ struct WideSum<float> {
     hi = hn::MulAdd(hn::Sub(hn::PromoteTo(dw, hn::UpperHalf(dh, x)), m), hn::PromoteTo(dw, hn::UpperHalf(dh, w)), hi);
   }
   HWY_INLINE double total() const { return hn::GetLane(hn::SumOfLanes(dw, hn::Add(lo, hi))); }
+  // Each lane's own sum, in lane order (the across-rows tiles, one row per lane).
+  HWY_INLINE void store_lanes(double* out) const {
+    hn::StoreU(lo, dw, out);
+    hn::StoreU(hi, dw, out + hn::Lanes(dw));
+  }
 };
 
 // Loads the n < Lanes(d) values at p (any storage type) into a vector padded with `pad`.

@@ -86,6 +86,43 @@ void logsumexp_small(const T* x, T* lse, std::size_t rows, std::size_t C) {
   }
 }
 
+// Short rows backward, across rows as the forward: a tile of y and one of dy, each row one lane;
+// per lane the dot sum(dy * y) (softmax) or sum(dy) (log_softmax) accumulated in double, as
+// chunk_dot does along a row, then dx = y * (dy - dot) or dy - exp(y) * sum. dx may alias y or dy
+// (both tiles are loaded before the tile is stored).
+template <class T>
+void softmax_small_bwd(const T* y, const T* dy, T* dx, std::size_t rows, std::size_t C, bool log_softmax) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const hn::ScalableTag<double> dd;
+  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+  const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
+  HWY_ALIGN T ty[kSmallC * kL];
+  HWY_ALIGN T tdy[kSmallC * kL];
+  HWY_ALIGN T dot[kL];
+  HWY_ALIGN double wide[kL];
+  const V zero = hn::Zero(d);
+  for (std::size_t r0 = 0; r0 < rows; r0 += L) {
+    const std::size_t n = std::min(L, rows - r0);
+    const bool fast = tile_load(y + r0 * C, C, n, ty);
+    tile_load(dy + r0 * C, C, n, tdy);
+    WideSum<T> acc;
+    for (std::size_t c = 0; c < C; ++c) {
+      if (log_softmax) acc.add(hn::Load(d, tdy + c * L));
+      else acc.add_mul(hn::Load(d, ty + c * L), hn::Load(d, tdy + c * L));
+    }
+    acc.store_lanes(wide);
+    for (std::size_t k = 0; k < L; k += LD) store_narrow(hn::Load(dd, wide + k), dot + k);
+    const V vdot = hn::Load(d, dot);
+    for (std::size_t c = 0; c < C; ++c) {
+      const V yv = hn::Load(d, ty + c * L), dyv = hn::Load(d, tdy + c * L);
+      hn::Store(log_softmax ? hn::NegMulAdd(exp_diff_any(d, yv, zero), vdot, dyv) : hn::Mul(yv, hn::Sub(dyv, vdot)), d,
+                ty + c * L);
+    }
+    tile_store(ty, C, n, fast, nullptr, dx + r0 * C);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // softmax family
 
@@ -243,6 +280,7 @@ void softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
   const auto& scalar = scalar_table<T>();
   if (b.C == 0) return scalar.softmax_bwd(y, dy, dx, b);
   if (b.stride != 1) return strided_softmax_bwd(y, dy, dx, b);
+  if (b.C <= kSmallC) return softmax_small_bwd(y, dy, dx, b.n_outer, b.C, false);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t C = b.C;
@@ -261,6 +299,7 @@ void log_softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
   const auto& scalar = scalar_table<T>();
   if (b.C == 0) return scalar.log_softmax_bwd(y, dy, dx, b);
   if (b.stride != 1) return strided_log_softmax_bwd(y, dy, dx, b);
+  if (b.C <= kSmallC) return softmax_small_bwd(y, dy, dx, b.n_outer, b.C, true);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t C = b.C;
