@@ -752,6 +752,90 @@ HWY_INLINE void tile_store_fast(const T* tile, std::size_t C, T* y) {
   XENT_UNROLL
   for (std::size_t i = 0; i < L; ++i) hn::BlendedStore(r[i], first, d, y + i * C);
 }
+#elif HWY_TARGET == HWY_AVX2
+#define XENT_UNROLL _Pragma("GCC unroll 8")
+// In-register transpose of L rows of L lanes (8 floats, 4 doubles): r[i] lane j and r[j] lane i swap.
+HWY_INLINE void transpose(hn::Vec<hn::ScalableTag<float>>* r) {
+  using V = hn::Vec<hn::ScalableTag<float>>;
+  __m256 t[8], u[8];
+  XENT_UNROLL
+  for (int i = 0; i < 8; i += 2) {  // 2 x 2 blocks within each 128-bit half
+    t[i] = _mm256_unpacklo_ps(r[i].raw, r[i + 1].raw);
+    t[i + 1] = _mm256_unpackhi_ps(r[i].raw, r[i + 1].raw);
+  }
+  XENT_UNROLL
+  for (int i = 0; i < 8; i += 4) {  // 4 x 4 within each 128-bit half
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  XENT_UNROLL
+  for (int k = 0; k < 4; ++k) {  // the 128-bit halves
+    r[k] = V{_mm256_permute2f128_ps(u[k], u[4 + k], 0x20)};
+    r[4 + k] = V{_mm256_permute2f128_ps(u[k], u[4 + k], 0x31)};
+  }
+}
+
+HWY_INLINE void transpose(hn::Vec<hn::ScalableTag<double>>* r) {
+  using V = hn::Vec<hn::ScalableTag<double>>;
+  const __m256d t0 = _mm256_unpacklo_pd(r[0].raw, r[1].raw), t1 = _mm256_unpackhi_pd(r[0].raw, r[1].raw);
+  const __m256d t2 = _mm256_unpacklo_pd(r[2].raw, r[3].raw), t3 = _mm256_unpackhi_pd(r[2].raw, r[3].raw);
+  r[0] = V{_mm256_permute2f128_pd(t0, t2, 0x20)};
+  r[1] = V{_mm256_permute2f128_pd(t1, t3, 0x20)};
+  r[2] = V{_mm256_permute2f128_pd(t0, t2, 0x31)};
+  r[3] = V{_mm256_permute2f128_pd(t1, t3, 0x31)};
+}
+
+// Whether full tiles of rows of C values are transposed in registers: up to two vectors a row
+// (16 floats, 8 doubles), each block of L columns transposed on its own.
+template <class T>
+HWY_INLINE bool fast_tiles(std::size_t C) { return C <= 2 * hn::Lanes(hn::ScalableTag<T>()); }
+
+// Full tile in: columns [0, L) then [L, C). Loads never read past row L - 1's last value (the
+// first block of a short row may read into the next row, which its lanes then ignore).
+template <class T>
+HWY_INLINE void tile_load_fast(const T* x, std::size_t C, T* tile) {
+  const hn::ScalableTag<T> d;
+  constexpr std::size_t L = 32 / sizeof(T);
+  hn::Vec<decltype(d)> r[L];
+  const auto first = hn::FirstN(d, C);
+  XENT_UNROLL
+  for (std::size_t i = 0; i < L; ++i) r[i] = i * C + L <= L * C ? hn::LoadU(d, x + i * C) : hn::MaskedLoad(first, d, x + i * C);
+  transpose(r);
+  XENT_UNROLL
+  for (std::size_t c = 0; c < L; ++c)
+    if (c < C) hn::Store(r[c], d, tile + c * L);
+  if (C <= L) return;
+  const auto rest = hn::FirstN(d, C - L);
+  XENT_UNROLL
+  for (std::size_t i = 0; i < L; ++i) r[i] = hn::MaskedLoad(rest, d, x + i * C + L);
+  transpose(r);
+  XENT_UNROLL
+  for (std::size_t c = 0; c < L; ++c)
+    if (L + c < C) hn::Store(r[c], d, tile + (L + c) * L);
+}
+
+// Full tile out, every row.
+template <class T>
+HWY_INLINE void tile_store_fast(const T* tile, std::size_t C, T* y) {
+  const hn::ScalableTag<T> d;
+  constexpr std::size_t L = 32 / sizeof(T);
+  hn::Vec<decltype(d)> r[L];
+  XENT_UNROLL
+  for (std::size_t c = 0; c < L; ++c) r[c] = c < C ? hn::Load(d, tile + c * L) : hn::Zero(d);
+  transpose(r);
+  const auto first = hn::FirstN(d, C);
+  XENT_UNROLL
+  for (std::size_t i = 0; i < L; ++i) hn::BlendedStore(r[i], first, d, y + i * C);
+  if (C <= L) return;
+  XENT_UNROLL
+  for (std::size_t c = 0; c < L; ++c) r[c] = L + c < C ? hn::Load(d, tile + (L + c) * L) : hn::Zero(d);
+  transpose(r);
+  const auto rest = hn::FirstN(d, C - L);
+  XENT_UNROLL
+  for (std::size_t i = 0; i < L; ++i) hn::BlendedStore(r[i], rest, d, y + i * C + L);
+}
 #else
 template <class T>
 HWY_INLINE bool fast_tiles(std::size_t) { return false; }
