@@ -13,6 +13,8 @@ PACKAGES=(
   clang libclang-rt-14-dev strace
   libopenmpi-dev openmpi-bin
   chromium  # tests/train/test_report_browser.py loads report.html headless (skipped without it)
+  libcsv-dev  # xent_io's CSV reader (src/io/csv.cc)
+  python3-sklearn  # tests/train/test_features_cli.py compares with LogisticRegression (skipped without it)
 )
 
 missing=()
