@@ -204,6 +204,28 @@ def test_sgd_on_shaped_npy_and_report():
         check(os.path.exists(os.path.join(TMP, "sgd3", "report.html")), "the report is written for feature data")
 
 
+def test_resume_and_val_split_on_features():
+    # A run resumed from a checkpoint ends with the same model bytes (normalization included), and
+    # --normalize may not change on resume; --val-split holds out feature rows too.
+    write_csv("r_train.csv", XTR, YTR)
+    write_csv("r_test.csv", XTE, YTE)
+    common = ("--train", "r_train.csv", "--test", "r_test.csv", "--no-report", "-q", "--val-split", 0.25)
+    runs = [run("train", *common, "--epochs", 4, "--out", "r_full"),
+            run("train", *common, "--epochs", 2, "--out", "r_half", "--checkpoint", "r_ck.safetensors"),
+            run("train", *common, "--epochs", 4, "--out", "r_res", "--resume", "r_ck.safetensors")]
+    check(all(r.returncode == 0 for r in runs), f"resume runs: {[r.stderr.strip() for r in runs]}")
+    if all(r.returncode == 0 for r in runs):
+        with open(os.path.join(TMP, "r_full", "model.safetensors"), "rb") as a, \
+                open(os.path.join(TMP, "r_res", "model.safetensors"), "rb") as b:
+            check(a.read() == b.read(), "a resumed feature run differs from the uninterrupted one")
+        with open(os.path.join(TMP, "r_full", "metrics.json")) as f:
+            j = json.load(f)
+        check(j["val_images"] == 225 and j["train_images"] == 675, f"--val-split 0.25 of 900 rows: {j['val_images']}")
+    err = refused("--normalize changed on resume", *common, "--epochs", 4, "--resume", "r_ck.safetensors",
+                  "--normalize", "none")
+    check("conflicts with the checkpoint" in err, err)
+
+
 def refused(what, *args, cmd="train"):
     out = "refused_" + str(abs(hash(what)))
     extra = ("--out", out) if cmd == "train" else ()
@@ -298,4 +320,4 @@ def test_bad_inputs_are_refused():
 
 if __name__ == "__main__":
     run_tests([test_npy_lbfgs_matches_sklearn, test_csv_standardize_and_predict_round_trip,
-               test_sgd_on_shaped_npy_and_report, test_bad_inputs_are_refused])
+               test_sgd_on_shaped_npy_and_report, test_resume_and_val_split_on_features, test_bad_inputs_are_refused])
