@@ -103,6 +103,26 @@ void run_features(const Args& a, const SoftmaxModel& m) {
   run_on(a, m, in);
 }
 
+bool is_png(const std::string& p) {
+  return p.size() >= 4 && (p.compare(p.size() - 4, 4, ".png") == 0 || p.compare(p.size() - 4, 4, ".PNG") == 0);
+}
+
+// --images FILE.png: one picture, as grayscale bytes of the model's input shape.
+void run_png(const Args& a, const SoftmaxModel& m) {
+  if (!a.labels.empty()) throw UsageError("--labels goes with IDX images or .npy features, not a PNG");
+  if (a.index != 0) throw UsageError(fmt::format("--index {}: a PNG file holds one image (index 0)", a.index));
+  Result<xent::train::GrayImage> g = xent::train::read_png_gray(a.images);
+  if (!g.ok()) throw InputError(g.status().message());
+  if (g->height * g->width != m.features || (m.height > 1 && (g->height != m.height || g->width != m.width)))
+    throw InputError(fmt::format("{}: a {} x {} image, the model {} expects {} x {} (resize it; bright on dark, as in MNIST)",
+                                 a.images, g->height, g->width, a.model, m.height, m.width));
+  Input in;
+  in.source = a.images;
+  in.n = 1, in.H = g->height, in.W = g->width;
+  in.pixels = g->pixels.data();
+  run_on(a, m, in);
+}
+
 void run(const Args& a) {
   Result<SoftmaxModel> m = load_model(a.model);
   if (!m.ok()) throw InputError(m.status().message());
@@ -113,6 +133,7 @@ void run(const Args& a) {
   if (m->normalization != Normalization::kPixels)
     throw InputError(fmt::format("the model {} takes float features (normalization {}); give them with --features FILE.npy|.csv",
                                  a.model, normalization_name(m->normalization)));
+  if (is_png(a.images)) return run_png(a, *m);
   Result<IdxArray> img = read_idx_file(a.images);
   if (!img.ok()) throw InputError(img.status().message());
   if (img->type != 0x08 || img->dims.size() < 2 || img->dims.size() > 3)
@@ -188,7 +209,10 @@ void setup(CLI::App& root) {
   auto a = std::make_shared<Args>();
   CLI::App* app = root.add_subcommand("predict", "Most probable classes of one image or feature row, with probabilities");
   app->add_option("--model", a->model, "Model file written by `xent train`")->required()->type_name("FILE");
-  app->add_option("--images", a->images, "IDX images file (gzip'd or plain)")->type_name("FILE");
+  app->add_option("--images", a->images,
+                  "IDX images file (gzip'd or plain), or one FILE.png (grayscale of the model's input size, e.g. 28 x 28, "
+                  "bright on dark)")
+      ->type_name("FILE");
   app->add_option("--features", a->features,
                   "Instead of --images: rows of FILE.npy (float32/float64 (N, ...) features, or uint8 images) or FILE.csv "
                   "(a header row; its label column, if any, gives the true label)")
@@ -209,7 +233,8 @@ void setup(CLI::App& root) {
   app->footer(
       "\nExample:\n  xent predict --model out/model.safetensors --images ../shared/data/fashion-mnist/t10k-images-idx3-ubyte.gz "
       "--index 7 --show\n"
-      "  xent predict --model out/model.safetensors --features Xt.npy --labels yt.npy --index 3 --json\n");
+      "  xent predict --model out/model.safetensors --features Xt.npy --labels yt.npy --index 3 --json\n"
+      "  xent predict --model out/model.safetensors --images my-shoe.png\n");
   app->callback([a] { run(*a); });
 }
 

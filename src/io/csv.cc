@@ -97,7 +97,8 @@ struct Parse {
       std::int64_t y = 0;
       const auto r = std::from_chars(t.data(), t.data() + t.size(), y);
       if (r.ec != std::errc() || r.ptr != t.data() + t.size())
-        return fail(where(col) + ": expected an integer class label, found " + shown(s));
+        return fail(where(col) + ": expected an integer class label, found " + shown(s) +
+                    " (number the classes 0, 1, ... and give their names with --class-names)");
       if (y < 0 || y > std::numeric_limits<std::int32_t>::max())
         return fail(where(col) + fmt::format(": expected a class label in [0, 2^31), found {}", y));
       out.labels.push_back(static_cast<std::int32_t>(y));

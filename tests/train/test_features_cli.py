@@ -226,6 +226,65 @@ def test_resume_and_val_split_on_features():
     check("conflicts with the checkpoint" in err, err)
 
 
+def write_png(name, pixels, color_type=0):
+    """A PNG written by hand (zlib + chunks): color_type 0 gray, 2 RGB (gray repeated), 6 RGBA (alpha 255)."""
+    import zlib
+    h, w = pixels.shape
+    chans = {0: 1, 2: 3, 6: 4}[color_type]
+    px = np.repeat(pixels[:, :, None], chans, axis=2)
+    if color_type == 6:
+        px[:, :, 3] = 255
+    raw = b"".join(b"\x00" + px[y].astype(np.uint8).tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    with open(path(name), "wb") as f:
+        f.write(png)
+    return png
+
+
+def test_uint8_npy_images_and_png_predict():
+    # uint8 .npy images train a pixel model (x / 255, as IDX); predict on one of them as a PNG
+    # (gray, RGB, RGBA) gives the probabilities predict gives on the .npy row.
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 600)
+    img = np.clip(rng.normal(60, 30, size=(600, 4, 5)) + (y[:, None, None] * 60), 0, 255).astype(np.uint8)
+    np.save(path("u8_x.npy"), img)
+    np.save(path("u8_y.npy"), y)
+    r = run("train", "--train", "u8_x.npy", "--train-labels", "u8_y.npy", "--test", "u8_x.npy", "--test-labels",
+            "u8_y.npy", "--out", "u8", "--no-report", "-q", "--epochs", 5)
+    check(r.returncode == 0, f"uint8 .npy training: {r.stderr.strip()}")
+    if r.returncode != 0:
+        return
+    m = read_safetensors(os.path.join(TMP, "u8", "model.safetensors"))
+    check(m["__metadata__"]["normalization"].startswith("x / 255"), f"pixel model: {m['__metadata__']['normalization']}")
+    ref = run("predict", "--model", "u8/model.safetensors", "--features", "u8_x.npy", "--index", 17, "--top", 3, "--json")
+    check(ref.returncode == 0, f"predict on the .npy row: {ref.stderr.strip()}")
+    want = softmax((img[17].reshape(1, -1).astype(np.float32) / 255) @ m["weight"].T + m["bias"])[0]
+    for ct in (0, 2, 6):
+        write_png(f"row17_{ct}.png", img[17], ct)
+        p = run("predict", "--model", "u8/model.safetensors", "--images", f"row17_{ct}.png", "--top", 3, "--json")
+        check(p.returncode == 0, f"predict on a PNG (color type {ct}): {p.stderr.strip()}")
+        if p.returncode == 0 and ref.returncode == 0:
+            got = {t["class"]: t["probability"] for t in json.loads(p.stdout)["top"]}
+            exp = {t["class"]: t["probability"] for t in json.loads(ref.stdout)["top"]}
+            check(got == exp, f"PNG color type {ct}: {got} vs the .npy row {exp}")
+            check(np.allclose([got[c] for c in range(3)], want, atol=2e-6), f"PNG vs NumPy: {got} vs {want}")
+    write_png("wrong_size.png", np.zeros((5, 4), dtype=np.uint8))
+    err = refused("PNG of another size", "--model", "u8/model.safetensors", "--images", "wrong_size.png", cmd="predict")
+    check("5 x 4 image, the model" in err, err)
+    good = open(path("row17_0.png"), "rb").read()
+    with open(path("cut.png"), "wb") as f:
+        f.write(good[:-20])
+    refused("truncated PNG", "--model", "u8/model.safetensors", "--images", "cut.png", cmd="predict")
+    with open(path("huge.png"), "wb") as f:
+        f.write(good[:16] + struct.pack(">II", 100000, 100000) + good[24:])
+    err = refused("PNG declaring 100000 x 100000", "--model", "u8/model.safetensors", "--images", "huge.png", cmd="predict")
+    check("1 to 4096 pixels a side" in err, err)
+
+
 def refused(what, *args, cmd="train"):
     out = "refused_" + str(abs(hash(what)))
     extra = ("--out", out) if cmd == "train" else ()
@@ -320,4 +379,5 @@ def test_bad_inputs_are_refused():
 
 if __name__ == "__main__":
     run_tests([test_npy_lbfgs_matches_sklearn, test_csv_standardize_and_predict_round_trip,
-               test_sgd_on_shaped_npy_and_report, test_resume_and_val_split_on_features, test_bad_inputs_are_refused])
+               test_sgd_on_shaped_npy_and_report, test_resume_and_val_split_on_features,
+               test_uint8_npy_images_and_png_predict, test_bad_inputs_are_refused])
