@@ -192,6 +192,7 @@ Status split_validation(const LabeledImages& data, double fraction, std::uint64_
                         LabeledImages* val) {
   if (!(fraction >= 0 && fraction < 1))
     return invalid_argument(fmt::format("--val-split must be in [0, 1), found {}", fraction));
+  if (data.labels.size() != static_cast<std::size_t>(data.n)) return invalid_argument("split_validation: labels do not match n");
   std::int32_t max_label = -1;
   for (std::int32_t y : data.labels) {
     if (y < 0) return out_of_range(fmt::format("label {} is negative", y));
@@ -201,7 +202,6 @@ Status split_validation(const LabeledImages& data, double fraction, std::uint64_
   // round(fraction * count) go to validation.
   std::vector<std::vector<std::int64_t>> by_class(static_cast<std::size_t>(max_label + 1));
   for (std::int64_t i = 0; i < data.n; ++i) by_class[static_cast<std::size_t>(data.labels[static_cast<std::size_t>(i)])].push_back(i);
-  if (data.labels.size() != static_cast<std::size_t>(data.n)) return invalid_argument("split_validation: labels do not match n");
   std::vector<char> to_val(static_cast<std::size_t>(data.n), 0);
   for (std::size_t c = 0; c < by_class.size(); ++c) {
     auto& idx = by_class[c];
