@@ -254,8 +254,9 @@ std::vector<std::string> class_names_for(const std::string& flag, const std::str
     if (!cur.empty()) names.push_back(cur);
     for (std::size_t i = 0; i < names.size(); ++i)
       if (names[i].empty()) throw InputError(fmt::format("--class-names {}: line {} is empty; expected one name per line", path, i + 1));
-    if (static_cast<std::int64_t>(names.size()) != C)
-      throw UsageError(fmt::format("--class-names {} has {} names, the data has {} classes", path, names.size(), C));
+    if (static_cast<std::int64_t>(names.size()) < C)
+      throw UsageError(fmt::format("--class-names {} has {} names, the data has {} classes (labels 0 to {}); give at least "
+                                   "that many", path, names.size(), C, C - 1));
     return names;
   }
   if (!flag.empty()) {
@@ -265,8 +266,9 @@ std::vector<std::string> class_names_for(const std::string& flag, const std::str
       if (c == ',') names.push_back(cur), cur.clear();
       else cur += c;
     }
-    if (static_cast<std::int64_t>(names.size()) != C)
-      throw UsageError(fmt::format("--class-names has {} names, the data has {} classes", names.size(), C));
+    if (static_cast<std::int64_t>(names.size()) < C)
+      throw UsageError(fmt::format("--class-names has {} names, the data has {} classes (labels 0 to {}); give at least "
+                                   "that many", names.size(), C, C - 1));
     return names;
   }
   std::string lower = data_path;

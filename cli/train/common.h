@@ -48,8 +48,9 @@ LoadedData load_data(const DataArgs& args, int threads, bool need_train);
 
 // Largest label + 1 over the given sets (at least 2).
 std::int64_t count_classes(const LabeledImages& a, const LabeledImages& b);
-// --class-names "a,b,c" when given (must have C entries); else Fashion-MNIST's names when the
-// path mentions "fashion" and C == 10; else "0", "1", ...
+// --class-names "a,b,c" or @FILE when given: at least C names (C = largest label + 1; more names
+// make a model with more classes than the data shows, e.g. a class absent from a small set); else
+// Fashion-MNIST's names when the path mentions "fashion" and C == 10; else "0", "1", ...
 std::vector<std::string> class_names_for(const std::string& flag_value, const std::string& data_path, std::int64_t C);
 
 bool stderr_is_terminal();

@@ -188,8 +188,8 @@ void load_and_split(Session& s) {
 
 void init_state(Session& s) {
   Args& a = s.a;
-  const std::int64_t C = count_classes(s.train, s.d.test);
-  s.names = class_names_for(a.class_names, s.where, C);
+  s.names = class_names_for(a.class_names, s.where, count_classes(s.train, s.d.test));
+  const auto C = static_cast<std::int64_t>(s.names.size());  // the class count: the labels', or the names'
   s.checkpoint_path = !a.checkpoint.empty() ? a.checkpoint : a.resume;
   if (a.opt.optimizer == Optimizer::kLbfgs && !s.checkpoint_path.empty())
     throw UsageError("--checkpoint and --resume are for --optimizer sgd (an L-BFGS run is not resumable)");
@@ -478,7 +478,7 @@ void setup(CLI::App& root) {
   app->add_option("--checkpoint", a->checkpoint, "Write a checkpoint after every epoch (atomically)")->type_name("FILE");
   app->add_option("--resume", a->resume,
                   "Continue from a checkpoint with the options stored in it (only --epochs, --threads and output options may be given again)")->type_name("FILE");
-  app->add_option("--class-names", a->class_names, "Comma-separated class names, or @FILE with one name per line (default: Fashion-MNIST's names when the "
+  app->add_option("--class-names", a->class_names, "Comma-separated class names, or @FILE with one name per line; at least as many as the labels need, more make more classes (default: Fashion-MNIST's names when the "
                   "path mentions fashion, else 0, 1, ...)")->type_name("A,B,...");
   app->add_flag("--no-report", a->no_report, "Skip the pictures and report.html");
   app->add_flag("--no-progress", a->no_progress, "No progress bar (it is shown only on a terminal anyway)");

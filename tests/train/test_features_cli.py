@@ -170,6 +170,12 @@ def test_csv_standardize_and_predict_round_trip():
             got[t["class"]] = t["probability"]
         check(np.allclose(got, p_np[i], atol=2e-6), f"predict row {i}: {got} vs NumPy {p_np[i]}")
         check(j["label"] == YTE[i], f"predict row {i}: true label {j['label']} vs {YTE[i]}")
+    # A CSV without a label column: every column is a feature (rows to predict).
+    with open(path("nolabel_rows.csv"), "w") as f:
+        f.write(",".join(f"f{k}" for k in range(D)) + "\n" + ",".join(repr(float(v)) for v in XTE[7]) + "\n")
+    r = run("predict", "--model", "csv_std/model.safetensors", "--features", "nolabel_rows.csv", "--json")
+    check(r.returncode == 0 and json.loads(r.stdout)["predicted"] == int(np.argmax(p_np[7])) and "label" not in json.loads(r.stdout),
+          f"predict on an unlabeled CSV row: {r.stdout.strip()[:200]} {r.stderr.strip()}")
     # .npy rows to predict, without labels.
     np.save(path("rows.npy"), XTE[:5])
     r = run("predict", "--model", "csv_std/model.safetensors", "--features", "rows.npy", "--index", 4, "--json")
@@ -373,6 +379,16 @@ def test_bad_inputs_are_refused():
     refused("predict: wrong width", "--model", "tiny/model.safetensors", "--features", "x.npy", cmd="predict")
     refused("predict: --show on float rows", "--model", "tiny/model.safetensors", "--features", "ok.csv", "--show",
             cmd="predict")
+    # --class-names may name more classes than the labels show (a class absent from the data).
+    with open(path("names5.txt"), "w") as f:
+        f.write("a\nb\nc\nd\ne\n")
+    r = run("train", "--train", "ok.csv", "--test", "ok.csv", "--out", "five", "--no-report", "--epochs", 1,
+            "--class-names", "@names5.txt")
+    check(r.returncode == 0, f"--class-names with 5 names for labels 0-1: {r.stderr.strip()}")
+    if r.returncode == 0:
+        m5 = read_safetensors(os.path.join(TMP, "five", "model.safetensors"))
+        check(m5["weight"].shape == (5, 2), f"5 named classes give a (5, 2) weight, found {m5['weight'].shape}")
+    refused("one name for two classes", "--train", "ok.csv", "--test", "ok.csv", "--class-names", "solo")
     refused("predict: index out of range", "--model", "tiny/model.safetensors", "--features", "ok.csv", "--index", 2,
             cmd="predict")
 
