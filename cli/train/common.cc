@@ -31,7 +31,10 @@ void add_data_options(CLI::App* app, DataArgs* a, bool need_train) {
       ->type_name("DIR");
   if (need_train) {
     app->add_option("--train-images", a->train_images, "Training images IDX file (overrides --data)")->type_name("FILE");
-    app->add_option("--train-labels", a->train_labels, "Training labels IDX file (overrides --data)")->type_name("FILE");
+    app->add_option("--train-labels", a->train_labels,
+                    "Training labels: an IDX file with --train-images (overrides --data), or an integer .npy of N with "
+                    "--train FILE.npy")
+        ->type_name("FILE");
   }
   app->add_option("--test-images", a->test_images, "Test images IDX file (overrides --data)")->type_name("FILE");
   app->add_option("--test-labels", a->test_labels,
