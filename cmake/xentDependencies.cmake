@@ -2,13 +2,13 @@
 # and the installed package share. Used by the top-level CMakeLists.txt and, installed beside it,
 # by xentConfig.cmake: xent's libraries are static by default, and a static archive carries no
 # link line of its own, so a consumer must find the same libraries (not their headers' cflags
-# alone). Parts: core (Threads, Highway, OpenBLAS, fmt), io (fmt, zlib, libdeflate, nlohmann-json),
+# alone). Parts: core (Threads, Highway, OpenBLAS, fmt), io (fmt, zlib, libdeflate, libcsv, nlohmann-json),
 # train (cairo, OpenBLAS, zlib, fmt, nlohmann-json).
 #
 #   xent_find_dependencies(<part>... [REQUIRED])
 # Sets xent_dependencies_missing to the names it could not find (empty when all were found).
 # OpenBLAS, cairo and libdeflate ship no CMake package on Debian 12: they come from pkg-config as
-# PkgConfig::XENT_OPENBLAS, PkgConfig::XENT_CAIRO and PkgConfig::XENT_DEFLATE.
+# PkgConfig::XENT_OPENBLAS, PkgConfig::XENT_CAIRO and PkgConfig::XENT_DEFLATE; libcsv (no .pc file) as xent_dep::csv.
 include_guard(GLOBAL)
 
 macro(xent_find_dependencies)
@@ -57,6 +57,21 @@ macro(xent_find_dependencies)
     endif()
     if(NOT TARGET PkgConfig::XENT_DEFLATE)
       list(APPEND xent_dependencies_missing libdeflate)
+    endif()
+    # libcsv (Debian's libcsv-dev) ships no pkg-config file: found by header and library.
+    if(NOT TARGET xent_dep::csv)
+      find_path(XENT_CSV_INCLUDE_DIR csv.h)
+      find_library(XENT_CSV_LIBRARY csv)
+      if(XENT_CSV_INCLUDE_DIR AND XENT_CSV_LIBRARY)
+        add_library(xent_dep::csv UNKNOWN IMPORTED GLOBAL)
+        set_target_properties(xent_dep::csv PROPERTIES IMPORTED_LOCATION "${XENT_CSV_LIBRARY}"
+                              INTERFACE_INCLUDE_DIRECTORIES "${XENT_CSV_INCLUDE_DIR}")
+      elseif(_xfd_REQUIRED)
+        message(FATAL_ERROR "libcsv not found (csv.h, libcsv): apt-get install libcsv-dev")
+      endif()
+    endif()
+    if(NOT TARGET xent_dep::csv)
+      list(APPEND xent_dependencies_missing libcsv)
     endif()
   endif()
   if("train" IN_LIST _xfd_UNPARSED_ARGUMENTS)

@@ -1,4 +1,5 @@
-// common.cc (cli/train): data flags and parallel IDX loading for the training subcommands.
+// common.cc (cli/train): data flags, parallel IDX loading and feature files (.npy, CSV) for the
+// training subcommands.
 #include "common.h"
 
 #include <unistd.h>
@@ -7,12 +8,17 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "xent/io/csv.h"
+#include "xent/io/npy.h"
 #include "xent/train/model.h"
 
 namespace xent::cli::train {
@@ -25,13 +31,154 @@ void add_data_options(CLI::App* app, DataArgs* a, bool need_train) {
       ->type_name("DIR");
   if (need_train) {
     app->add_option("--train-images", a->train_images, "Training images IDX file (overrides --data)")->type_name("FILE");
-    app->add_option("--train-labels", a->train_labels, "Training labels IDX file (overrides --data)")->type_name("FILE");
+    app->add_option("--train-labels", a->train_labels,
+                    "Training labels: an IDX file with --train-images (overrides --data), or an integer .npy of N with "
+                    "--train FILE.npy")
+        ->type_name("FILE");
   }
   app->add_option("--test-images", a->test_images, "Test images IDX file (overrides --data)")->type_name("FILE");
-  app->add_option("--test-labels", a->test_labels, "Test labels IDX file (overrides --data)")->type_name("FILE");
+  app->add_option("--test-labels", a->test_labels,
+                  "Test labels: an IDX file with --test-images, or an integer .npy of N with --test FILE.npy")
+      ->type_name("FILE");
+  if (need_train) {
+    app->add_option("--train", a->train_file,
+                    "Training features instead of IDX: FILE.csv (a header row; labels in the --label-column column, every "
+                    "other column a number) or FILE.npy (float32/float64 (N, ...) rows, or uint8 images; labels from "
+                    "--train-labels FILE.npy)")
+        ->type_name("FILE");
+  }
+  app->add_option("--test", a->test_file,
+                  need_train ? "Test features, as --train (required with --train)"
+                             : "Test features instead of IDX: FILE.csv (labels in the --label-column column) or FILE.npy "
+                               "(labels from --test-labels FILE.npy)")
+      ->type_name("FILE");
+  app->add_option("--label-column", a->label_column,
+                  "CSV: the label column, by header name or 0-based index (default: the column named label)")
+      ->type_name("NAME|INDEX");
 }
 
+namespace {
+
+bool ends_with(const std::string& s, const char* suffix) {
+  const std::size_t n = std::strlen(suffix);
+  if (s.size() < n) return false;
+  return std::equal(s.end() - static_cast<std::ptrdiff_t>(n), s.end(), suffix,
+                    [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; });
+}
+
+// The labels of an .npy file: an integer array of n (or n x 1), each in [0, 2^31).
+std::vector<std::int32_t> npy_labels(const std::string& path, std::int64_t n, const std::string& features) {
+  Result<NpyArray> r = read_npy(path);
+  if (!r.ok()) throw InputError(r.status().message());
+  const NpyArray& y = *r;
+  const Shape& sh = y.shape();
+  if (y.dtype() != DType::kI32 && y.dtype() != DType::kI64)
+    throw InputError(fmt::format("{}: expected integer class labels, found {} (cast them with .astype(int))", path,
+                                 y.file_dtype().empty() ? dtype_name(y.dtype()) : y.file_dtype()));
+  if (!(sh.rank() == 1 || (sh.rank() == 2 && sh[1] == 1)))
+    throw InputError(fmt::format("{}: expected labels of shape (N,), found rank {} with {} elements", path, sh.rank(), y.numel()));
+  if (sh[0] != n)
+    throw InputError(fmt::format("{} has {} rows but {} has {} labels; they must agree", features, n, path, sh[0]));
+  std::vector<std::int32_t> out(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t v = y.dtype() == DType::kI32 ? y.as<std::int32_t>()[i] : y.as<std::int64_t>()[i];
+    if (v < 0 || v > INT32_MAX)
+      throw InputError(fmt::format("{}: label {} at index {} is {}; expected a class index in [0, 2^31)", path, v, i,
+                                   v < 0 ? "negative" : "too large"));
+    out[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(v);
+  }
+  return out;
+}
+
+}  // namespace
+
+LabeledImages load_feature_set(const std::string& features, const std::string& labels, const std::string& label_column,
+                               const char* role, bool labels_required) {
+  LabeledImages d;
+  if (ends_with(features, ".csv")) {
+    if (!labels.empty())
+      throw UsageError(fmt::format("labels file {} given for {}: a CSV holds its labels in a column (choose it with "
+                                   "--label-column)", labels, features));
+    CsvFeatureOptions o;
+    o.label_column = label_column;
+    o.require_label = labels_required;
+    Result<CsvFeatures> r = read_csv_features(features, o);
+    if (!r.ok()) throw InputError(r.status().message());
+    d.n = r->n, d.height = 1, d.width = r->d, d.floats = true;
+    d.values = std::move(r->features);
+    d.labels = std::move(r->labels);
+    return d;
+  }
+  if (!ends_with(features, ".npy"))
+    throw UsageError(fmt::format("--{} {}: expected a .csv or .npy file (IDX images go with --{}-images)", role, features, role));
+  if (!label_column.empty()) throw UsageError("--label-column is for CSV files; .npy labels come from their own file");
+  if (labels.empty() && labels_required)
+    throw UsageError(fmt::format("--{} {} needs its labels: --{}-labels FILE.npy (an integer array of N)", role, features, role));
+  Result<NpyArray> r = read_npy(features);
+  if (!r.ok()) throw InputError(r.status().message());
+  const NpyArray& x = *r;
+  const Shape& sh = x.shape();
+  const bool u8 = x.file_dtype().find("uint8") != std::string::npos;
+  if (x.dtype() != DType::kF32 && x.dtype() != DType::kF64 && !u8)
+    throw InputError(fmt::format("{}: expected float32 or float64 features (or uint8 images), found {}", features,
+                                 x.file_dtype().empty() ? dtype_name(x.dtype()) : x.file_dtype()));
+  if (sh.rank() < 2)
+    throw InputError(fmt::format("{}: expected an (N, ...) array of N rows, found rank {}", features, sh.rank()));
+  if (sh[0] < 1) throw InputError(fmt::format("{}: no rows (N = 0); expected at least one", features));
+  const std::int64_t n = sh[0], D = x.numel() / n;
+  if (D < 1) throw InputError(fmt::format("{}: rows of size 0", features));
+  d.n = n;
+  d.height = sh.rank() == 3 ? sh[1] : 1;
+  d.width = sh.rank() == 3 ? sh[2] : D;
+  if (!labels.empty()) d.labels = npy_labels(labels, n, features);
+  if (u8) {  // widened to int64 by the reader; bytes again, as IDX pixels
+    d.pixels = ByteBuffer(static_cast<std::size_t>(n * D));
+    const std::int64_t* v = x.as<std::int64_t>();
+    for (std::int64_t i = 0; i < n * D; ++i) d.pixels.data()[i] = static_cast<std::uint8_t>(v[i]);
+    return d;
+  }
+  d.floats = true;
+  d.values.resize(static_cast<std::size_t>(n * D));
+  for (std::int64_t i = 0; i < n * D; ++i) {
+    const double v = x.dtype() == DType::kF32 ? static_cast<double>(x.as<float>()[i]) : x.as<double>()[i];
+    if (!std::isfinite(v) || std::fabs(v) > static_cast<double>(std::numeric_limits<float>::max()))
+      throw InputError(fmt::format("{}: row {}, feature {} is {}; expected a finite number within float32's range", features,
+                                   i / D, i % D, v));
+    d.values[static_cast<std::size_t>(i)] = static_cast<float>(v);
+  }
+  return d;
+}
+
+namespace {
+
+LoadedData load_feature_data(const DataArgs& a, bool need_train) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!a.dir.empty() || !a.train_images.empty() || !a.test_images.empty())
+    throw UsageError("give either --train/--test feature files or IDX data (--data, --*-images), not both");
+  if (need_train && (a.train_file.empty() || a.test_file.empty()))
+    throw UsageError("--train and --test go together: give both feature files (the test set is measured every epoch)");
+  LoadedData d;
+  d.paths.test_images = a.test_file;
+  d.paths.test_labels = a.test_labels.empty() ? a.test_file : a.test_labels;
+  d.test = load_feature_set(a.test_file, a.test_labels, a.label_column, "test");
+  if (need_train) {
+    d.paths.train_images = a.train_file;
+    d.paths.train_labels = a.train_labels.empty() ? a.train_file : a.train_labels;
+    d.train = load_feature_set(a.train_file, a.train_labels, a.label_column, "train");
+    if (d.train.features() != d.test.features() || d.train.floats != d.test.floats)
+      throw InputError(fmt::format("{} has rows of {} {} but {} has rows of {} {}; they must agree", a.train_file,
+                                   d.train.features(), d.train.floats ? "floats" : "bytes", a.test_file, d.test.features(),
+                                   d.test.floats ? "floats" : "bytes"));
+  }
+  d.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return d;
+}
+
+}  // namespace
+
 LoadedData load_data(const DataArgs& a, int threads, bool need_train) {
+  if (!a.train_file.empty() || !a.test_file.empty()) return load_feature_data(a, need_train);
+  if (!a.label_column.empty()) throw UsageError("--label-column is for CSV files given with --train/--test");
   const auto t0 = std::chrono::steady_clock::now();
   LoadedData d;
   IdxDatasetPaths& p = d.paths;
@@ -110,8 +257,9 @@ std::vector<std::string> class_names_for(const std::string& flag, const std::str
     if (!cur.empty()) names.push_back(cur);
     for (std::size_t i = 0; i < names.size(); ++i)
       if (names[i].empty()) throw InputError(fmt::format("--class-names {}: line {} is empty; expected one name per line", path, i + 1));
-    if (static_cast<std::int64_t>(names.size()) != C)
-      throw UsageError(fmt::format("--class-names {} has {} names, the data has {} classes", path, names.size(), C));
+    if (static_cast<std::int64_t>(names.size()) < C)
+      throw UsageError(fmt::format("--class-names {} has {} names, the data has {} classes (labels 0 to {}); give at least "
+                                   "that many", path, names.size(), C, C - 1));
     return names;
   }
   if (!flag.empty()) {
@@ -121,8 +269,9 @@ std::vector<std::string> class_names_for(const std::string& flag, const std::str
       if (c == ',') names.push_back(cur), cur.clear();
       else cur += c;
     }
-    if (static_cast<std::int64_t>(names.size()) != C)
-      throw UsageError(fmt::format("--class-names has {} names, the data has {} classes", names.size(), C));
+    if (static_cast<std::int64_t>(names.size()) < C)
+      throw UsageError(fmt::format("--class-names has {} names, the data has {} classes (labels 0 to {}); give at least "
+                                   "that many", names.size(), C, C - 1));
     return names;
   }
   std::string lower = data_path;

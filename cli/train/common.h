@@ -1,5 +1,6 @@
 // common.h (cli/train): what `xent train`, `evaluate` and `predict` share: the data flags, loading
-// an IDX dataset (files in parallel), class names, and a terminal check. Not a library API.
+// an IDX dataset (files in parallel) or feature files (.npy, CSV), class names, and a terminal
+// check. Not a library API.
 #pragma once
 
 #include <string>
@@ -20,9 +21,21 @@ using namespace ::xent::train;  // the trainer and the model
 struct DataArgs {
   std::string dir;  // --data
   std::string train_images, train_labels, test_images, test_labels;  // explicit files override --data
+  // Feature files instead of IDX: --train/--test FILE.npy (labels: --train-labels/--test-labels
+  // .npy) or FILE.csv (labels: the --label-column column).
+  std::string train_file, test_file, label_column;
 };
-// Adds --data and the four --*-images / --*-labels flags.
+// Adds --data, the four --*-images / --*-labels flags, --train/--test and --label-column.
 void add_data_options(CLI::App* app, DataArgs* args, bool need_train);
+
+// One labelled set from a feature file: FILE.csv (a header row; labels in the label column, every
+// other column a feature), or FILE.npy with labels from `labels` (an int .npy of N). A float32 or
+// float64 (N, ...) array gives float features flattened per row ((N, H, W) keeps H x W as the
+// shape); a uint8 one gives pixels (scaled x / 255 like IDX images). Bad files throw InputError.
+// Without labels_required (predict), a .npy without `labels`, or a CSV without a label column
+// (none named "label" and no label_column), gives a set with no labels.
+LabeledImages load_feature_set(const std::string& features, const std::string& labels, const std::string& label_column,
+                               const char* role, bool labels_required = true);
 
 struct LoadedData {
   LabeledImages train, test;
@@ -35,8 +48,9 @@ LoadedData load_data(const DataArgs& args, int threads, bool need_train);
 
 // Largest label + 1 over the given sets (at least 2).
 std::int64_t count_classes(const LabeledImages& a, const LabeledImages& b);
-// --class-names "a,b,c" when given (must have C entries); else Fashion-MNIST's names when the
-// path mentions "fashion" and C == 10; else "0", "1", ...
+// --class-names "a,b,c" or @FILE when given: at least C names (C = largest label + 1; more names
+// make a model with more classes than the data shows, e.g. a class absent from a small set); else
+// Fashion-MNIST's names when the path mentions "fashion" and C == 10; else "0", "1", ...
 std::vector<std::string> class_names_for(const std::string& flag_value, const std::string& data_path, std::int64_t C);
 
 bool stderr_is_terminal();

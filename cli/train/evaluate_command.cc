@@ -1,5 +1,6 @@
 // evaluate_command.cc: `xent evaluate`: a model's accuracy, per-class accuracy and confusion
-// matrix on an IDX test set (text, or --json).
+// matrix on an IDX test set or a feature file (.npy, CSV) (text, or --json). The model's recorded
+// normalization is applied to the rows.
 #include <algorithm>
 #include <cstdio>
 #include <vector>
@@ -34,7 +35,8 @@ std::int64_t top_k_hits(const SoftmaxModel& m, const LabeledImages& test, int k,
   std::int64_t hits = 0;
   for (std::int64_t i0 = 0; i0 < test.n; i0 += batch) {
     const std::int64_t b = std::min(batch, test.n - i0);
-    throw_if_error(compute_logits(m, test.pixels.data() + i0 * D, b, threads, logits.data()));
+    throw_if_error(test.floats ? compute_logits(m, test.values.data() + i0 * D, b, threads, logits.data())
+                               : compute_logits(m, test.pixels.data() + i0 * D, b, threads, logits.data()));
     for (std::int64_t r = 0; r < b; ++r) {
       const float* z = logits.data() + r * C;
       const std::int64_t y = test.labels[static_cast<std::size_t>(i0 + r)];
@@ -53,8 +55,9 @@ void run(const Args& a) {
   if (!m.ok()) throw InputError(m.status().message());
   LoadedData d = load_data(a.data, num_threads(), false);
   if (d.test.features() != m->features)
-    throw InputError(fmt::format("{} has {} x {} images, the model {} expects {} pixels", d.paths.test_images, d.test.height,
-                                 d.test.width, a.model, m->features));
+    throw InputError(fmt::format("{} has rows of {} x {} = {} {}, the model {} expects {}", d.paths.test_images,
+                                 d.test.height, d.test.width, d.test.features(), d.test.floats ? "features" : "pixels",
+                                 a.model, m->features));
   Evaluation ev;
   throw_if_error(evaluate_model(*m, d.test, num_threads(), &ev), d.paths.test_labels);
   const std::int64_t C = m->classes;
@@ -123,7 +126,8 @@ void run(const Args& a) {
 
 void setup(CLI::App& root) {
   auto a = std::make_shared<Args>();
-  CLI::App* app = root.add_subcommand("evaluate", "Accuracy, per-class accuracy and confusion matrix of a trained model");
+  CLI::App* app = root.add_subcommand(
+      "evaluate", "Accuracy, per-class accuracy and confusion matrix of a trained model on IDX images or .npy/CSV features");
   app->add_option("--model", a->model, "Model file written by `xent train`")->required()->type_name("FILE");
   add_data_options(app, &a->data, false);
   app->add_option("--threads", a->threads, "Worker threads (default: all cores)")->type_name("N")->check(at_least(1));
@@ -132,7 +136,9 @@ void setup(CLI::App& root) {
       ->check(at_least(1));
   app->add_flag("--json", a->json, "Print JSON instead of text");
   app->footer("\nExamples:\n  xent evaluate --model out/model.safetensors --data ../shared/data/fashion-mnist --top-k 3\n"
-              "  xent evaluate --model m.safetensors --test-images imgs.idx3-ubyte --test-labels labels.idx1-ubyte --json\n");
+              "  xent evaluate --model m.safetensors --test-images imgs.idx3-ubyte --test-labels labels.idx1-ubyte --json\n"
+              "  xent evaluate --model m.safetensors --test test.csv --label-column species\n"
+              "  xent evaluate --model m.safetensors --test Xt.npy --test-labels yt.npy\n");
   app->callback([a] { run(*a); });
 }
 

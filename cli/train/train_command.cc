@@ -1,4 +1,5 @@
-// train_command.cc: `xent train`: softmax regression on an IDX dataset with progress output,
+// train_command.cc: `xent train`: softmax regression on an IDX dataset or feature files (.npy, CSV)
+// with progress output,
 // per-epoch metrics, a model file, metrics JSON/CSV, pictures and report.html, checkpoints and
 // resume. The training itself is in src/train/trainer.cc.
 #include <algorithm>
@@ -37,6 +38,7 @@ struct Args {
   bool no_report = false, quiet = false, no_progress = false;
   std::string command_line;
   std::string optimizer = "sgd", dtype = "float32";
+  std::string normalize;  // --normalize: "none" or "standardize" (float features; default standardize)
   std::vector<std::string> given;  // the options on the command line, e.g. "--lr"
 };
 
@@ -173,6 +175,8 @@ void load_and_split(Session& s) {
   Args& a = s.a;
   s.d = load_data(a.data, s.threads, true);
   s.where = a.data.dir.empty() ? s.d.paths.train_images : a.data.dir;
+  if (!a.normalize.empty() && !s.d.train.floats)
+    throw UsageError(fmt::format("--normalize is for float features; the images of {} are always scaled x / 255", s.where));
   if (a.opt.val_split > 0) {
     Status st = split_validation(s.d.train, a.opt.val_split, a.opt.seed, &s.train, &s.val);
     if (!st.ok()) throw UsageError(st.message());
@@ -184,8 +188,8 @@ void load_and_split(Session& s) {
 
 void init_state(Session& s) {
   Args& a = s.a;
-  const std::int64_t C = count_classes(s.train, s.d.test);
-  s.names = class_names_for(a.class_names, s.where, C);
+  s.names = class_names_for(a.class_names, s.where, count_classes(s.train, s.d.test));
+  const auto C = static_cast<std::int64_t>(s.names.size());  // the class count: the labels', or the names'
   s.checkpoint_path = !a.checkpoint.empty() ? a.checkpoint : a.resume;
   if (a.opt.optimizer == Optimizer::kLbfgs && !s.checkpoint_path.empty())
     throw UsageError("--checkpoint and --resume are for --optimizer sgd (an L-BFGS run is not resumable)");
@@ -200,10 +204,19 @@ void init_state(Session& s) {
     if (s.state.model.classes != C || s.state.model.features != s.train.features())
       throw InputError(fmt::format("{}: the checkpoint has {} features and {} classes, the data {} and {}", a.resume,
                                    s.state.model.features, s.state.model.classes, s.train.features(), C));
+    if (!a.normalize.empty() && a.normalize != normalization_name(s.state.model.normalization))
+      throw UsageError(fmt::format("--normalize {} conflicts with the checkpoint {}, which was written with --normalize {}",
+                                   a.normalize, a.resume, normalization_name(s.state.model.normalization)));
   } else {
     Result<TrainState> r = init_train_state(s.train.height, s.train.width, C, a.opt);
     throw_if_error(r.status());
     s.state = std::move(r).value();
+    // Float features: none, or standardised with the training split's mean and std (the
+    // validation rows are not looked at); recorded in the model for evaluate and predict.
+    if (s.train.floats)
+      throw_if_error(set_normalization(&s.state.model,
+                                       a.normalize == "none" ? Normalization::kNone : Normalization::kStandardize,
+                                       s.train.values.data(), s.train.n));
   }
   s.state.model.class_names = s.names;
 }
@@ -225,11 +238,21 @@ void print_header(const Session& s) {
   const Args& a = s.a;
   const std::int64_t C = s.state.model.classes;
   std::printf("xent train: softmax regression on %s\n", s.where.c_str());
-  std::printf("  data: %lld train%s + %lld test images of %lld x %lld, %lld classes (loaded in %.3f s)\n",
-              static_cast<long long>(s.train.n),
-              s.has_val ? fmt::format(" + {} validation", s.val.n).c_str() : "", static_cast<long long>(s.d.test.n),
-              static_cast<long long>(s.train.height), static_cast<long long>(s.train.width), static_cast<long long>(C),
-              s.d.seconds);
+  if (s.train.floats) {
+    std::printf("  data: %lld train%s + %lld test rows of %lld float features, %lld classes (loaded in %.3f s); "
+                "normalization: %s\n",
+                static_cast<long long>(s.train.n), s.has_val ? fmt::format(" + {} validation", s.val.n).c_str() : "",
+                static_cast<long long>(s.d.test.n), static_cast<long long>(s.train.features()), static_cast<long long>(C),
+                s.d.seconds,
+                s.state.model.normalization == Normalization::kStandardize ? "standardize (training rows' mean and std)"
+                                                                           : "none");
+  } else {
+    std::printf("  data: %lld train%s + %lld test images of %lld x %lld, %lld classes (loaded in %.3f s)\n",
+                static_cast<long long>(s.train.n),
+                s.has_val ? fmt::format(" + {} validation", s.val.n).c_str() : "", static_cast<long long>(s.d.test.n),
+                static_cast<long long>(s.train.height), static_cast<long long>(s.train.width), static_cast<long long>(C),
+                s.d.seconds);
+  }
   if (a.opt.optimizer == Optimizer::kLbfgs) {
     std::printf("  recipe: L-BFGS (full batch), C %g, max %d iterations, tol %g, %s, %d thread(s)\n", a.opt.C,
                 a.opt.max_iter, a.opt.tol, a.opt.float64 ? "float64" : "float32", s.threads);
@@ -254,7 +277,8 @@ void print_header(const Session& s) {
 // The hyperparameters as (name, value) rows for the report and metrics.json.
 nlohmann::json recipe_json(const Session& s) {
   const TrainOptions& o = s.a.opt;
-  nlohmann::json r = {{"optimizer", optimizer_name(o.optimizer)}, {"seed", o.seed}, {"val_split", o.val_split}};
+  nlohmann::json r = {{"optimizer", optimizer_name(o.optimizer)}, {"seed", o.seed}, {"val_split", o.val_split},
+                      {"normalization", normalization_name(s.state.model.normalization)}};
   if (o.optimizer == Optimizer::kLbfgs) {
     r.update({{"C", o.C}, {"max_iter", o.max_iter}, {"tol", o.tol}, {"dtype", o.float64 ? "float64" : "float32"}});
   } else {
@@ -409,8 +433,15 @@ void run(Args& a) {
 
 void setup(CLI::App& root) {
   auto a = std::make_shared<Args>();
-  CLI::App* app = root.add_subcommand("train", "Train a softmax-regression classifier on an IDX image dataset (d2l's recipe)");
+  CLI::App* app = root.add_subcommand(
+      "train", "Train a softmax-regression classifier on an IDX image dataset (d2l's recipe) or on .npy/CSV features");
   add_data_options(app, &a->data, true);
+  app->add_option("--normalize", a->normalize,
+                  "Float features (--train .npy/.csv): standardize (default: subtract the training rows' per-feature mean, "
+                  "divide by their std; std 0 counts as 1) or none. Stored in the model; evaluate and predict apply it. "
+                  "Images are always scaled x / 255")
+      ->check(CLI::IsMember({"none", "standardize"}))
+      ->type_name("HOW");
   app->add_option("--epochs", a->opt.epochs, "Passes over the training set (default 10)")->type_name("N");
   app->add_option("--batch-size", a->opt.batch_size, "Minibatch size (default 256; the last batch is smaller)")->type_name("B");
   app->add_option("--optimizer", a->optimizer,
@@ -448,7 +479,7 @@ void setup(CLI::App& root) {
   app->add_option("--checkpoint", a->checkpoint, "Write a checkpoint after every epoch (atomically)")->type_name("FILE");
   app->add_option("--resume", a->resume,
                   "Continue from a checkpoint with the options stored in it (only --epochs, --threads and output options may be given again)")->type_name("FILE");
-  app->add_option("--class-names", a->class_names, "Comma-separated class names, or @FILE with one name per line (default: Fashion-MNIST's names when the "
+  app->add_option("--class-names", a->class_names, "Comma-separated class names, or @FILE with one name per line; at least as many as the labels need, more make more classes (default: Fashion-MNIST's names when the "
                   "path mentions fashion, else 0, 1, ...)")->type_name("A,B,...");
   app->add_flag("--no-report", a->no_report, "Skip the pictures and report.html");
   app->add_flag("--no-progress", a->no_progress, "No progress bar (it is shown only on a terminal anyway)");
@@ -458,7 +489,9 @@ void setup(CLI::App& root) {
       "  xent train --data data/fashion-mnist                      # d2l defaults, outputs in out/\n"
       "  xent train --data data/fashion-mnist --epochs 20 --momentum 0.9 --lr 0.05 --out runs/m09\n"
       "  xent train --data data/fashion-mnist --checkpoint ck.safetensors   # Ctrl-C, then:\n"
-      "  xent train --data data/fashion-mnist --resume ck.safetensors\n");
+      "  xent train --data data/fashion-mnist --resume ck.safetensors\n"
+      "  xent train --train train.csv --test test.csv --label-column species --optimizer lbfgs\n"
+      "  xent train --train X.npy --train-labels y.npy --test Xt.npy --test-labels yt.npy --normalize none\n");
   app->callback([a, app] {
     a->command_line = "xent train";
     for (const auto* o : app->get_options())

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "parallel.h"
+#include "train/inputs.h"
 #include "xent/losses.h"
 #include "xent/train/train.h"
 
@@ -47,11 +48,18 @@ double dot(const std::vector<double>& a, const std::vector<double>& b) {
 }  // namespace
 
 template <class T>
-SoftmaxObjective<T>::SoftmaxObjective(const LabeledImages& data, std::int64_t classes, double C)
-    : N_(data.n), D_(data.features()), C_(classes), inv_cn_(1.0 / (C * static_cast<double>(data.n))) {
+SoftmaxObjective<T>::SoftmaxObjective(const LabeledImages& data, std::int64_t classes, double C, const SoftmaxModel* inputs)
+    : N_(data.n), D_(data.features()), C_(classes), inv_cn_(1.0 / (C * static_cast<double>(data.n))), inputs_(inputs) {
   x_.resize(static_cast<std::size_t>(N_ * D_));
   const std::uint8_t* px = data.pixels.data();
-  if constexpr (std::is_same_v<T, float>) {
+  if (data.floats) {  // the model's float inputs (also for T = double: they are what predict sees)
+    std::vector<float> row(static_cast<std::size_t>(D_));
+    for (std::int64_t i = 0; i < N_; ++i) {
+      if (inputs) model_inputs(*inputs, rows_of(data), i, 1, row.data());
+      else std::copy(data.values.begin() + i * D_, data.values.begin() + (i + 1) * D_, row.begin());  // as they are
+      std::copy(row.begin(), row.end(), x_.begin() + i * D_);
+    }
+  } else if constexpr (std::is_same_v<T, float>) {
     scale_pixels(px, x_.size(), x_.data());
   } else {
     for (std::size_t i = 0; i < x_.size(); ++i) x_[i] = static_cast<double>(px[i]) / 255.0;
@@ -321,7 +329,7 @@ Status minimize_lbfgs(const Evaluator& obj, std::vector<double>& x, const LbfgsS
   return ok_status();
 }
 
-Status Preconditioner::build(const LabeledImages& data, std::int64_t classes) {
+Status Preconditioner::build(const LabeledImages& data, std::int64_t classes, const SoftmaxModel* inputs) {
   const std::int64_t D = data.features(), n = D + 1;
   n_ = n, C_ = classes;
   // A fixed sample (every step-th row, at most kSample rows): the factor is only a preconditioner.
@@ -329,9 +337,16 @@ Status Preconditioner::build(const LabeledImages& data, std::int64_t classes) {
   const std::int64_t step = std::max<std::int64_t>(1, data.n / kSample), m = (data.n + step - 1) / step;
   std::vector<double> xs(static_cast<std::size_t>(m * n));
   for (std::int64_t r = 0; r < m; ++r) {
-    const std::uint8_t* px = data.pixels.data() + r * step * D;
     double* row = xs.data() + r * n;
-    for (std::int64_t k = 0; k < D; ++k) row[k] = static_cast<double>(px[k]) / 255.0;
+    if (data.floats) {
+      std::vector<float> in(static_cast<std::size_t>(D));
+      if (inputs) model_inputs(*inputs, rows_of(data), r * step, 1, in.data());
+      else std::copy(data.values.begin() + r * step * D, data.values.begin() + (r * step + 1) * D, in.begin());
+      for (std::int64_t k = 0; k < D; ++k) row[k] = in[static_cast<std::size_t>(k)];
+    } else {
+      const std::uint8_t* px = data.pixels.data() + r * step * D;
+      for (std::int64_t k = 0; k < D; ++k) row[k] = static_cast<double>(px[k]) / 255.0;
+    }
     row[D] = 1.0;
   }
   R_.assign(static_cast<std::size_t>(n * n), 0.0);
@@ -382,7 +397,7 @@ Status minimize_softmax(SoftmaxObjective<T>& obj, const LabeledImages& data, boo
     return minimize_lbfgs(f, p, settings, on_iteration, result);
   }
   Preconditioner pre;
-  XENT_RETURN_IF_ERROR(pre.build(data, (obj.size() / (data.features() + 1))));
+  XENT_RETURN_IF_ERROR(pre.build(data, (obj.size() / (data.features() + 1)), obj.inputs()));
   std::vector<double> q(p.size()), pp(p.size());
   pre.to_q(p.data(), q.data());
   Evaluator f = [&](const double* x, double* g, ObjectiveValue* v) {

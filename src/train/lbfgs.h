@@ -21,6 +21,7 @@
 
 #include "xent/io/idx.h"
 #include "xent/status.h"
+#include "xent/train/model.h"
 
 namespace xent::train {
 
@@ -38,8 +39,10 @@ struct ObjectiveValue {
 template <class T>
 class SoftmaxObjective {
  public:
-  // Copies data's pixels / 255 into a T matrix. C > 0.
-  SoftmaxObjective(const LabeledImages& data, std::int64_t classes, double C);
+  // Copies data's rows as the model's inputs (pixels / 255, or float features normalised as
+  // `inputs` records; null: pixels) into a T matrix. C > 0.
+  SoftmaxObjective(const LabeledImages& data, std::int64_t classes, double C, const SoftmaxModel* inputs = nullptr);
+  const SoftmaxModel* inputs() const { return inputs_; }
   std::int64_t size() const { return (D_ + 1) * C_; }
   std::int64_t rows() const { return N_; }
   // f and, when grad is not null, its gradient (size() doubles) at p.
@@ -48,6 +51,7 @@ class SoftmaxObjective {
  private:
   std::int64_t N_, D_, C_;
   double inv_cn_;
+  const SoftmaxModel* inputs_;
   std::vector<T> x_;
   std::vector<std::int32_t> y_;
   std::vector<T> w_, b_;               // p in T
@@ -88,7 +92,8 @@ Status minimize_lbfgs(const Evaluator& f, std::vector<double>& x, const LbfgsSet
 // L-BFGS then runs on q; f and the stopping test are unchanged.
 class Preconditioner {
  public:
-  Status build(const LabeledImages& data, std::int64_t classes);
+  // `inputs`: the model whose normalization turns float rows into inputs (null for pixels).
+  Status build(const LabeledImages& data, std::int64_t classes, const SoftmaxModel* inputs = nullptr);
   void to_params(const double* q, double* p) const;   // p = R^-1 q
   void to_q_grad(double* g) const;                     // g <- R^-T g
   void to_q(const double* p, double* q) const;         // q = R p

@@ -1,4 +1,6 @@
-// pixels.cc: unsigned-byte pixels to float32 in [0, 1], exactly x / 255 (correctly rounded).
+// pixels.cc: unsigned-byte pixels to float32 in [0, 1], exactly x / 255 (correctly rounded), and
+// model_inputs (inputs.h), which routes a set's rows through it or through the model's feature
+// normalization.
 //
 // This runs once per training sample per epoch, so it must be fast. Division vectorises poorly,
 // so the AVX2+FMA clone computes q = x * (1/255) and corrects it with one FMA residual step,
@@ -10,6 +12,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <fmt/format.h>
+
+#include "train/inputs.h"
 #include "xent/train/train.h"
 
 namespace xent::train {
@@ -35,6 +40,25 @@ void scale_pixels(const std::uint8_t* in, std::size_t n, float* out) noexcept {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (avx2) scale_avx2(in, n, out);
   else scale_plain(in, n, out);
+}
+
+void model_inputs(const SoftmaxModel& m, RowSource src, std::int64_t row0, std::int64_t n, float* out) noexcept {
+  const std::int64_t D = m.features;
+  if (src.bytes) {
+    scale_pixels(src.bytes + row0 * D, static_cast<std::size_t>(n * D), out);
+    return;
+  }
+  for (std::int64_t r = 0; r < n; ++r) normalize_features(m, src.floats + (row0 + r) * D, out + r * D);
+}
+
+Status check_input_kind(const SoftmaxModel& m, const io::LabeledImages& d, const char* what) {
+  const bool want_bytes = m.normalization == Normalization::kPixels;
+  if (want_bytes == !d.floats) return ok_status();
+  return invalid_argument(
+      want_bytes ? fmt::format("the {} set holds float features, but the model takes unsigned-byte pixels (normalization "
+                               "pixels/255); give it images (IDX or a uint8 .npy)", what)
+                 : fmt::format("the {} set holds unsigned-byte pixels, but the model takes float features (normalization "
+                               "{}); give it float32/float64 .npy or CSV features", what, normalization_name(m.normalization)));
 }
 
 }  // namespace xent::train

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <memory>
 
@@ -554,6 +555,66 @@ Result<std::string> render_image_png(const std::uint8_t* pixels, std::int64_t h,
       cairo_fill(cr);
     }
   return to_png(*canvas);
+}
+
+namespace {
+struct PngReader {
+  const std::uint8_t* p;
+  std::size_t left;
+};
+extern "C" cairo_status_t read_png_bytes(void* closure, unsigned char* data, unsigned int length) {
+  auto* r = static_cast<PngReader*>(closure);
+  if (length > r->left) return CAIRO_STATUS_READ_ERROR;
+  std::memcpy(data, r->p, length);
+  r->p += length, r->left -= length;
+  return CAIRO_STATUS_SUCCESS;
+}
+}  // namespace
+
+Result<GrayImage> read_png_gray(const std::string& path) {
+  auto bytes = io::read_file_bytes(path);
+  if (!bytes.ok()) return bytes.status();
+  const std::uint8_t* b = bytes->data();
+  const std::size_t n = bytes->size();
+  static const std::uint8_t kSig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  // Signature, then the IHDR chunk: length 13, "IHDR", width, height (big-endian).
+  if (n < 33 || std::memcmp(b, kSig, 8) != 0 || std::memcmp(b + 12, "IHDR", 4) != 0)
+    return data_loss(fmt::format("{}: not a PNG file (expected the PNG signature and an IHDR chunk)", path));
+  auto be32 = [&](std::size_t o) {
+    return (std::uint32_t{b[o]} << 24) | (std::uint32_t{b[o + 1]} << 16) | (std::uint32_t{b[o + 2]} << 8) | b[o + 3];
+  };
+  const std::uint32_t w = be32(16), h = be32(20);
+  if (w < 1 || h < 1 || w > 4096 || h > 4096)
+    return data_loss(fmt::format("{}: a {} x {} image; expected 1 to 4096 pixels a side", path, w, h));
+  PngReader reader{b, n};
+  SurfacePtr s(cairo_image_surface_create_from_png_stream(read_png_bytes, &reader));
+  if (cairo_surface_status(s.get()) != CAIRO_STATUS_SUCCESS)
+    return data_loss(fmt::format("{}: cannot decode the PNG: {}", path, cairo_status_to_string(cairo_surface_status(s.get()))));
+  cairo_surface_flush(s.get());
+  const cairo_format_t f = cairo_image_surface_get_format(s.get());
+  const int sw = cairo_image_surface_get_width(s.get()), sh = cairo_image_surface_get_height(s.get());
+  const int stride = cairo_image_surface_get_stride(s.get());
+  const unsigned char* data = cairo_image_surface_get_data(s.get());
+  if (sw != static_cast<int>(w) || sh != static_cast<int>(h) || !data || (f != CAIRO_FORMAT_ARGB32 && f != CAIRO_FORMAT_RGB24 && f != CAIRO_FORMAT_A8))
+    return data_loss(fmt::format("{}: the decoded PNG is not a {} x {} image of a known pixel format", path, w, h));
+  GrayImage g;
+  g.height = h, g.width = w;
+  g.pixels.resize(static_cast<std::size_t>(w) * h);
+  for (int y = 0; y < sh; ++y) {
+    const unsigned char* row = data + static_cast<std::ptrdiff_t>(y) * stride;
+    for (int x = 0; x < sw; ++x) {
+      double v;
+      if (f == CAIRO_FORMAT_A8) {
+        v = row[x];
+      } else {  // native-endian 0xAARRGGBB, premultiplied: the colour over black as it is
+        std::uint32_t px;
+        std::memcpy(&px, row + 4 * x, 4);
+        v = 0.299 * ((px >> 16) & 255) + 0.587 * ((px >> 8) & 255) + 0.114 * (px & 255);
+      }
+      g.pixels[static_cast<std::size_t>(y) * w + static_cast<std::size_t>(x)] = static_cast<std::uint8_t>(std::lround(std::min(v, 255.0)));
+    }
+  }
+  return g;
 }
 
 Result<std::string> render_bce_curve(ImageFormat format) {

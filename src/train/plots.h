@@ -31,6 +31,16 @@ Result<std::string> render_weights_png(const SoftmaxModel& model);
 // `xent predict --png`.
 Result<std::string> render_image_png(const std::uint8_t* pixels, std::int64_t h, std::int64_t w, int scale);
 
+// A PNG file (`xent predict --images FILE.png`) as grayscale bytes: cairo decodes it (with
+// libpng); colour becomes luminance 0.299 R + 0.587 G + 0.114 B, transparency is composited over
+// black (MNIST's background). The header's size is checked before decoding: at most 4096 x 4096.
+// Bad or truncated files are kDataLoss naming the file.
+struct GrayImage {
+  std::int64_t height = 0, width = 0;
+  std::vector<std::uint8_t> pixels;  // height x width, row-major
+};
+Result<GrayImage> read_png_gray(const std::string& path);
+
 enum class ImageFormat { kPng, kSvg };
 // Binary cross-entropy against the predicted probability p, for target 1 (-log p) and target 0
 // (-log(1 - p)), with the seed's eleven points, and a second panel on a log10(p) axis where

@@ -25,6 +25,7 @@
 #include "xent/io/file.h"
 #include "xent/io/safetensors.h"
 #include "parallel.h"
+#include "train/inputs.h"
 #include "train/lbfgs.h"
 #include "train/rng.h"
 #include "xent/losses.h"
@@ -62,7 +63,12 @@ std::int32_t argmax_row(const float* z, std::int64_t C) {
   return static_cast<std::int32_t>(best);
 }
 
-Status check_data(const LabeledImages& d, const char* what, std::int64_t D, std::int64_t C) {
+Status check_data(const SoftmaxModel& m, const LabeledImages& d, const char* what) {
+  const std::int64_t D = m.features, C = m.classes;
+  XENT_RETURN_IF_ERROR(check_input_kind(m, d, what));
+  if (static_cast<std::int64_t>(d.floats ? d.values.size() : d.pixels.size()) != d.n * D ||
+      static_cast<std::int64_t>(d.labels.size()) != d.n)
+    return invalid_argument(fmt::format("the {} set's arrays do not hold {} rows of {} features and labels", what, d.n, D));
   if (d.features() != D) {
     return invalid_argument(fmt::format("{} images have {} x {} = {} pixels, the model expects {}", what, d.height,
                                         d.width, d.features(), D));
@@ -87,8 +93,7 @@ struct EvalWorkspace {
 // Calls fn(row0, rows, Z) for consecutive chunks of the n images, from kEvalLanes parallel tasks
 // (each task owns a contiguous slice of chunks and its own buffers).
 template <class Fn>
-void for_each_logits_chunk(const SoftmaxModel& m, const std::uint8_t* pixels, std::int64_t n, EvalWorkspace& ws,
-                           Fn&& fn) {
+void for_each_logits_chunk(const SoftmaxModel& m, RowSource src, std::int64_t n, EvalWorkspace& ws, Fn&& fn) {
   const std::int64_t D = m.features, C = m.classes;
   ws.ensure(D, C);
   const std::int64_t chunks = ceil_div(n, kEvalRows);
@@ -99,7 +104,7 @@ void for_each_logits_chunk(const SoftmaxModel& m, const std::uint8_t* pixels, st
     for (std::int64_t k = static_cast<std::int64_t>(lane) * per_lane;
          k < std::min(chunks, (static_cast<std::int64_t>(lane) + 1) * per_lane); ++k) {
       const std::int64_t row0 = k * kEvalRows, rows = std::min(kEvalRows, n - row0);
-      scale_pixels(pixels + row0 * D, static_cast<std::size_t>(rows * D), X);
+      model_inputs(m, src, row0, rows, X);
       linear_forward(X, rows, m.weight.data(), m.bias.data(), D, C, Z);
       fn(static_cast<std::int64_t>(lane), row0, rows, Z);
     }
@@ -130,7 +135,7 @@ json options_json(const TrainOptions& o) {
 
 json num_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
-Status compute_logits_impl(const SoftmaxModel& m, const std::uint8_t* pixels, std::int64_t n, int threads, float* logits);
+Status compute_logits_impl(const SoftmaxModel& m, RowSource src, std::int64_t n, int threads, float* logits);
 Status evaluate_impl(const SoftmaxModel& m, const LabeledImages& data, int threads, Evaluation* out);
 
 }  // namespace
@@ -190,6 +195,7 @@ static Status split_validation_unguarded(const LabeledImages& data, double fract
                         LabeledImages* val) {
   if (!(fraction >= 0 && fraction < 1))
     return invalid_argument(fmt::format("--val-split must be in [0, 1), found {}", fraction));
+  if (data.labels.size() != static_cast<std::size_t>(data.n)) return invalid_argument("split_validation: labels do not match n");
   std::int32_t max_label = -1;
   for (std::int32_t y : data.labels) {
     if (y < 0) return out_of_range(fmt::format("label {} is negative", y));
@@ -216,13 +222,17 @@ static Status split_validation_unguarded(const LabeledImages& data, double fract
   const std::int64_t D = data.features();
   auto take = [&](char which, std::int64_t count, LabeledImages* out) {
     LabeledImages o;
-    o.n = count, o.height = data.height, o.width = data.width;
-    o.pixels = ByteBuffer(static_cast<std::size_t>(count * D));
+    o.n = count, o.height = data.height, o.width = data.width, o.floats = data.floats;
+    if (data.floats) o.values.resize(static_cast<std::size_t>(count * D));
+    else o.pixels = ByteBuffer(static_cast<std::size_t>(count * D));
     o.labels.reserve(static_cast<std::size_t>(count));
     std::int64_t r = 0;
     for (std::int64_t i = 0; i < data.n; ++i) {
       if (to_val[static_cast<std::size_t>(i)] != which) continue;
-      std::memcpy(o.pixels.data() + r * D, data.pixels.data() + i * D, static_cast<std::size_t>(D));
+      if (data.floats)
+        std::memcpy(o.values.data() + r * D, data.values.data() + i * D, static_cast<std::size_t>(D) * sizeof(float));
+      else
+        std::memcpy(o.pixels.data() + r * D, data.pixels.data() + i * D, static_cast<std::size_t>(D));
       o.labels.push_back(data.labels[static_cast<std::size_t>(i)]);
       ++r;
     }
@@ -251,7 +261,7 @@ SplitScore score_split(const SoftmaxModel& m, const LabeledImages& data, double 
   CrossEntropyOptions ce;
   ce.reduction = Reduction::kSum;
   ce.label_smoothing = label_smoothing;
-  for_each_logits_chunk(m, data.pixels.data(), data.n, ws, [&](std::int64_t lane, std::int64_t row0, std::int64_t rows, const float* Z) {
+  for_each_logits_chunk(m, rows_of(data), data.n, ws, [&](std::int64_t lane, std::int64_t row0, std::int64_t rows, const float* Z) {
     const std::int32_t* y = data.labels.data() + row0;
     for (std::int64_t r = 0; r < rows; ++r) correct_by_lane[lane] += argmax_row(Z + r * m.classes, m.classes) == y[r];
     float loss = 0;
@@ -304,9 +314,12 @@ Status check_training_inputs(const LabeledImages& train, const LabeledImages* va
     return invalid_argument("training state has inconsistent sizes");
   if (train.n < 1) return invalid_argument("the training set is empty");
   if (train.n > INT32_MAX) return invalid_argument(fmt::format("the training set has {} images, more than 2^31 - 1", train.n));
-  XENT_RETURN_IF_ERROR(check_data(train, "train", D, C));
-  if (val) XENT_RETURN_IF_ERROR(check_data(*val, "validation", D, C));
-  return check_data(test, "test", D, C);
+  if (m.normalization == Normalization::kStandardize &&
+      (m.input_mean.size() != static_cast<std::size_t>(D) || m.input_std.size() != static_cast<std::size_t>(D)))
+    return invalid_argument("a standardizing model needs D means and stds");
+  XENT_RETURN_IF_ERROR(check_data(m, train, "train"));
+  if (val) XENT_RETURN_IF_ERROR(check_data(m, *val, "validation"));
+  return check_data(m, test, "test");
 }
 
 // Gather + scale the batch's rows, forward, fused cross-entropy and partial gradients, one task
@@ -316,7 +329,10 @@ void sgd_chunks_forward_backward(const SoftmaxModel& m, const LabeledImages& tra
                                  std::int64_t rows, std::int64_t first, std::int64_t last,
                                  const CrossEntropyOptions& ce_sum, SgdWorkspace& w) {
   const std::int64_t D = w.D, C = w.C;
-  const std::uint8_t* px = train.pixels.data();
+  const RowSource src = rows_of(train);
+  // Prefetch by bytes: a row is D bytes of pixels or 4 D of floats.
+  const auto* base = src.bytes ? src.bytes : reinterpret_cast<const std::uint8_t*>(src.floats);
+  const std::int64_t row_bytes = src.bytes ? D : D * static_cast<std::int64_t>(sizeof(float));
   detail::parallel_for(static_cast<std::size_t>(last - first), [&](std::size_t task) {
     const std::size_t t = task + static_cast<std::size_t>(first);
     const std::int64_t r0 = static_cast<std::int64_t>(t) * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
@@ -328,11 +344,11 @@ void sgd_chunks_forward_backward(const SoftmaxModel& m, const LabeledImages& tra
     for (std::int64_t r = r0; r < r1; ++r) {
       // Rows are random in a dataset larger than the caches: fetch a few rows ahead.
       if (r + kPrefetchRows < r1) {
-        const std::uint8_t* ahead = px + w.perm[static_cast<std::size_t>(start + r + kPrefetchRows)] * D;
-        for (std::int64_t off = 0; off < D; off += 64) __builtin_prefetch(ahead + off);
+        const std::uint8_t* ahead = base + w.perm[static_cast<std::size_t>(start + r + kPrefetchRows)] * row_bytes;
+        for (std::int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(ahead + off);
       }
       const std::int64_t i = w.perm[static_cast<std::size_t>(start + r)];
-      scale_pixels(px + i * D, static_cast<std::size_t>(D), w.X.data() + r * D);
+      model_inputs(m, src, i, 1, w.X.data() + r * D);
       w.y[static_cast<std::size_t>(r)] = train.labels[static_cast<std::size_t>(i)];
     }
     linear_forward(Xt, n, m.weight.data(), m.bias.data(), D, C, Zt);
@@ -496,7 +512,7 @@ Status train_lbfgs_as(const LabeledImages& train, const LabeledImages* val, cons
   if (callbacks.own_chunks)
     return invalid_argument("--optimizer lbfgs is not data-parallel: run it without mpirun (it takes seconds on one process)");
   auto t0 = clock::now();
-  train::SoftmaxObjective<T> objective(train, C, options.C);
+  train::SoftmaxObjective<T> objective(train, C, options.C, &m);
   std::vector<double> p(static_cast<std::size_t>(DC + C), 0.0);
   EvalWorkspace ws;
   int last_recorded = -1;
@@ -575,18 +591,35 @@ Status train_softmax_regression(const LabeledImages& train, const LabeledImages&
 Status compute_logits(const SoftmaxModel& m, const std::uint8_t* pixels, std::int64_t n, int threads,
                       float* logits) noexcept {
   return xent::detail::guarded("compute_logits", [&]() -> Status {
-    return compute_logits_impl(m, pixels, n, threads, logits);
+    if (m.normalization != Normalization::kPixels)
+      return invalid_argument(fmt::format("compute_logits: the model takes float features (normalization {}), not pixels",
+                                          normalization_name(m.normalization)));
+    return compute_logits_impl(m, {pixels, nullptr}, n, threads, logits);
+  });
+}
+
+Status compute_logits(const SoftmaxModel& m, const float* features, std::int64_t n, int threads,
+                      float* logits) noexcept {
+  return xent::detail::guarded("compute_logits", [&]() -> Status {
+    if (m.normalization == Normalization::kPixels)
+      return invalid_argument("compute_logits: the model takes unsigned-byte pixels (normalization pixels/255), not floats");
+    if (m.normalization == Normalization::kStandardize &&
+        (m.input_mean.size() != static_cast<std::size_t>(m.features) ||
+         m.input_std.size() != static_cast<std::size_t>(m.features)))
+      return invalid_argument("compute_logits: a standardizing model needs D means and stds");
+    return compute_logits_impl(m, {nullptr, features}, n, threads, logits);
   });
 }
 
 namespace {
-Status compute_logits_impl(const SoftmaxModel& m, const std::uint8_t* pixels, std::int64_t n, int threads, float* logits) {
-  if (n < 0 || (n > 0 && (pixels == nullptr || logits == nullptr))) return invalid_argument("compute_logits: bad buffers");
+Status compute_logits_impl(const SoftmaxModel& m, RowSource src, std::int64_t n, int threads, float* logits) {
+  if (n < 0 || (n > 0 && ((src.bytes == nullptr && src.floats == nullptr) || logits == nullptr)))
+    return invalid_argument("compute_logits: bad buffers");
   if (m.weight.size() != static_cast<std::size_t>(m.features * m.classes) || m.bias.size() != static_cast<std::size_t>(m.classes))
     return invalid_argument("compute_logits: model has inconsistent sizes");
   apply_threads(threads);
   EvalWorkspace ws;
-  for_each_logits_chunk(m, pixels, n, ws, [&](std::int64_t, std::int64_t row0, std::int64_t rows, const float* Z) {
+  for_each_logits_chunk(m, src, n, ws, [&](std::int64_t, std::int64_t row0, std::int64_t rows, const float* Z) {
     std::memcpy(logits + row0 * m.classes, Z, static_cast<std::size_t>(rows * m.classes) * sizeof(float));
   });
   return ok_status();
@@ -600,10 +633,11 @@ Status evaluate_model(const SoftmaxModel& m, const LabeledImages& data, int thre
 
 namespace {
 Status evaluate_impl(const SoftmaxModel& m, const LabeledImages& data, int threads, Evaluation* out) {
-  XENT_RETURN_IF_ERROR(check_data(data, "evaluation", m.features, m.classes));
+  XENT_RETURN_IF_ERROR(check_data(m, data, "evaluation"));
   const std::int64_t C = m.classes, n = data.n;
   std::vector<float> logits(static_cast<std::size_t>(n * C));
-  XENT_RETURN_IF_ERROR(compute_logits(m, data.pixels.data(), n, threads, logits.data()));
+  XENT_RETURN_IF_ERROR(data.floats ? compute_logits(m, data.values.data(), n, threads, logits.data())
+                                   : compute_logits(m, data.pixels.data(), n, threads, logits.data()));
   Evaluation e;
   e.n = n;
   e.confusion.assign(static_cast<std::size_t>(C * C), 0);
@@ -637,10 +671,14 @@ static std::string dataset_fingerprint_unguarded(const LabeledImages& train, con
     }
     return static_cast<unsigned long>(c);
   };
-  return fmt::format("train {}x{}x{} crc {:08x}/{:08x}; test {}x{}x{} crc {:08x}/{:08x}", train.n, train.height,
-                     train.width, crc(train.pixels.data(), train.pixels.size()),
-                     crc(train.labels.data(), train.labels.size() * 4), test.n, test.height, test.width,
-                     crc(test.pixels.data(), test.pixels.size()), crc(test.labels.data(), test.labels.size() * 4));
+  // Float features: the CRC of their bytes, marked "f32" (byte datasets keep the old string).
+  auto rows = [&](const LabeledImages& d) {
+    return d.floats ? crc(d.values.data(), d.values.size() * sizeof(float)) : crc(d.pixels.data(), d.pixels.size());
+  };
+  return fmt::format("train {}x{}x{}{} crc {:08x}/{:08x}; test {}x{}x{}{} crc {:08x}/{:08x}", train.n, train.height,
+                     train.width, train.floats ? " f32" : "", rows(train), crc(train.labels.data(), train.labels.size() * 4),
+                     test.n, test.height, test.width, test.floats ? " f32" : "", rows(test),
+                     crc(test.labels.data(), test.labels.size() * 4));
 }
 
 static Status save_checkpoint_unguarded(const std::string& path, const TrainState& s, const TrainOptions& options,
@@ -661,12 +699,14 @@ static Status save_checkpoint_unguarded(const std::string& path, const TrainStat
                     {"test_loss", num_or_null(h.test_loss)}, {"test_accuracy", num_or_null(h.test_accuracy)},
                     {"seconds", h.seconds}});
   meta["checkpoint_history"] = hist.dump();
-  const auto bytes = serialize_safetensors(
-      meta, {{"W", "F32", {m.features, m.classes}, m.weight.data(), m.weight.size() * 4},
-             {"b", "F32", {m.classes}, m.bias.data(), m.bias.size() * 4},
-             {"velocity_W", "F32", {m.features, m.classes}, s.velocity_w.data(), s.velocity_w.size() * 4},
-             {"velocity_b", "F32", {m.classes}, s.velocity_b.data(), s.velocity_b.size() * 4},
-             {"rng", "U64", {4}, s.rng.data(), 32}});
+  std::vector<SafetensorsTensorRef> tensors = {
+      {"W", "F32", {m.features, m.classes}, m.weight.data(), m.weight.size() * 4},
+      {"b", "F32", {m.classes}, m.bias.data(), m.bias.size() * 4},
+      {"velocity_W", "F32", {m.features, m.classes}, s.velocity_w.data(), s.velocity_w.size() * 4},
+      {"velocity_b", "F32", {m.classes}, s.velocity_b.data(), s.velocity_b.size() * 4},
+      {"rng", "U64", {4}, s.rng.data(), 32}};
+  append_normalization(m, &meta, &tensors);
+  const auto bytes = serialize_safetensors(meta, tensors);
   if (!bytes.ok()) return bytes.status();
   return io::write_file_atomic(path, *bytes);
 }

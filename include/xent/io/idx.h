@@ -42,12 +42,16 @@ Result<IdxArray> parse_idx(const std::uint8_t* bytes, std::size_t n, std::string
 
 Result<IdxArray> read_idx_file(const std::string& path, const IdxLimits& limits = {}) noexcept;
 
-// N images with their labels. Images are (N, H, W) unsigned bytes (an (N, D) file gives H = 1,
-// W = D); labels are (N) unsigned bytes, widened to int32.
+// N images (or feature rows) with their labels. Images are (N, H, W) unsigned bytes (an (N, D) file
+// gives H = 1, W = D); labels are (N) unsigned bytes, widened to int32. A set read from .npy float
+// arrays or CSV (cli/train) holds float32 features in `values` instead, with `floats` set and
+// `pixels` empty; height x width is then the row's shape (1 x D for CSV).
 struct LabeledImages {
   std::int64_t n = 0, height = 0, width = 0;
-  ByteBuffer pixels;                 // n * height * width bytes, row-major
+  ByteBuffer pixels;                 // n * height * width bytes, row-major (when !floats)
   std::vector<std::int32_t> labels;  // n labels
+  bool floats = false;               // features are `values`, not `pixels`
+  std::vector<float> values;         // n * height * width float32 features, row-major (when floats)
   std::int64_t features() const noexcept { return height * width; }
 };
 

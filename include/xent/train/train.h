@@ -21,7 +21,11 @@
 // (work is split into fixed chunks, each BLAS call runs single-threaded, sums run in a fixed
 // order), and a run resumed from a checkpoint ends with the same bits as an uninterrupted one.
 // Bits may differ between machines whose OpenBLAS picks other kernels (accuracy does not).
-// This is not a general training framework: one linear layer, unsigned-byte inputs.
+//
+// Inputs: unsigned-byte pixels (scaled x / 255), or float32 feature rows (LabeledImages::floats)
+// normalised as the model records (model.h's Normalization: none, or standardised with the
+// training set's mean and std; set_normalization fits it before training).
+// This is not a general training framework: one linear layer.
 #pragma once
 
 #include <array>
@@ -135,8 +139,12 @@ Status train_softmax_regression(const LabeledImages& train, const LabeledImages*
                                 const TrainOptions& options, TrainState& state, const TrainCallbacks& callbacks,
                                 bool* interrupted) noexcept;
 
-// logits (n x C) = (pixels / 255) W + b for n images of model.features bytes each.
+// logits (n x C) = (pixels / 255) W + b for n images of model.features bytes each (a model with
+// Normalization::kPixels), or = normalize(features) W + b for n rows of model.features floats (any
+// other normalization). The wrong kind for the model is kInvalidArgument.
 Status compute_logits(const SoftmaxModel& model, const std::uint8_t* pixels, std::int64_t n, int threads,
+                      float* logits) noexcept;
+Status compute_logits(const SoftmaxModel& model, const float* features, std::int64_t n, int threads,
                       float* logits) noexcept;
 
 struct Evaluation {
