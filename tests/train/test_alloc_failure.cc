@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "train_test_util.h"
+#include "xent/io/csv.h"
 #include "xent/io/file.h"
 #include "xent/io/idx.h"
 #include "xent/io/npy.h"
@@ -96,6 +97,13 @@ TEST(AllocFailure, IoEntryPointsReturnResourceExhausted) {
       });
   expect_resource_exhausted<Result<std::string>>("serialize_safetensors",
                                                  [&] { return io::serialize_safetensors(meta, refs); });
+  const std::string csv = dir / "f.csv";
+  write_bytes(csv, {'a', ',', 'b', ',', 'l', 'a', 'b', 'e', 'l', '\n', '1', ',', '2', ',', '0', '\n',
+                    '3', ',', '4', ',', '1', '\n'});
+  const auto csv_bytes = read_bytes(csv);
+  expect_resource_exhausted<Result<io::CsvFeatures>>("read_csv_features", [&] { return io::read_csv_features(csv); });
+  expect_resource_exhausted<Result<io::CsvFeatures>>(
+      "parse_csv_features", [&] { return io::parse_csv_features(csv_bytes.data(), csv_bytes.size(), "f.csv"); });
   // make_labeled_images takes its arrays by value: the copies are made before the call (by the
   // caller), so only its own allocations are tested.
   auto a = io::parse_idx(img_bytes.data(), img_bytes.size(), "images");
@@ -153,6 +161,11 @@ TEST(AllocFailure, TrainEntryPointsReturnResourceExhausted) {
                                                          [&] { return train::read_checkpoint_options(ck, o); });
   expect_resource_exhausted<Result<train::TrainState>>("load_checkpoint",
                                                        [&] { return train::load_checkpoint(ck, o, fp); });
+  train::SoftmaxModel feature_model = state.model;
+  std::vector<float> rows(static_cast<std::size_t>(60 * 16), 0.5f);
+  expect_resource_exhausted<Status>("set_normalization", [&] {
+    return train::set_normalization(&feature_model, train::Normalization::kStandardize, rows.data(), 60);
+  });
   expect_resource_exhausted<Status>("split_validation", [&] {
     io::LabeledImages tr, va;
     return train::split_validation(train, 0.2, 3, &tr, &va);
