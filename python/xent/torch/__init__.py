@@ -8,8 +8,13 @@ Results are fresh tensors; no caller tensor is ever written. Anything else (a CU
 bfloat16, a sparse tensor, wrong shapes) raises TypeError or ValueError with xent's message.
 
 What autograd keeps for backward (no probabilities are stored):
-  cross_entropy / nll_loss / bce*: references to the inputs (no extra memory); backward
-      recomputes the row logsumexp from the logits in the same pass that writes the gradient.
+  cross_entropy (default grad_in_forward=True): when a gradient will be needed, forward computes
+      loss and gradient in one fused pass and keeps only that gradient (xent's own buffer) and the
+      target; backward scales it by grad_output in place and hands it over, so it can run once
+      (a second backward raises RuntimeError). grad_in_forward=False keeps references to the
+      inputs instead and backward reads the logits again (any number of backwards).
+  nll_loss / bce*: references to the inputs (no extra memory); backward recomputes what it needs
+      in the pass that writes the gradient.
   softmax / log_softmax: the output, as PyTorch does.
   linear_cross_entropy: with 'mean' or 'sum' the gradients of input, weight and bias are
       computed in the forward call (one fused pass; the (N, V) logits never exist) and backward
@@ -152,33 +157,79 @@ def _no_legacy(size_average, reduce):
 
 class _CrossEntropyFn(_torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing):
+    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing, fused):
+        # fused: a gradient will be needed (grad mode on, input requires grad; decided by the
+        # caller, since needs_input_grad ignores torch.no_grad) and grad_in_forward is set.
         _no_target_grad(ctx, 1, "target")
         x = _check(input, "input", _FLOAT)
         t = _check(target, "target", _TARGET)
         w = _opt(weight, "weight")
-        loss, _ = _xent.cross_entropy(_np(x), _np(t), _np(w), ignore_index, reduction, label_smoothing, False, None)
+        loss, dx = _xent.cross_entropy(_np(x), _np(t), _np(w), ignore_index, reduction, label_smoothing, fused, None)
         ctx.opts = (ignore_index, reduction, label_smoothing)
-        if ctx.needs_input_grad[0]:
+        ctx.fused, ctx.dx, ctx.input_dim = fused, None, x.dim()
+        if fused:
+            # Only the gradient of sum(loss) (xent's own buffer) and the target (small: it masks
+            # ignored rows if grad_output is not finite); not the input, no probabilities.
+            ctx.dx = _torch.from_numpy(dx)
+            ctx.save_for_backward(t)
+        elif ctx.needs_input_grad[0]:
             ctx.save_for_backward(x, t, w)
         return _torch.from_numpy(loss)
 
     @staticmethod
     @_once_differentiable
     def backward(ctx, grad):
-        x, t, w = ctx.saved_tensors
         g = _check(grad, "grad_output", _FLOAT)
-        dx = _xent.cross_entropy_backward(_np(x), _np(t), _np(w), *ctx.opts, _np(g))
-        return _torch.from_numpy(dx), None, None, None, None, None
+        if not ctx.fused:
+            x, t, w = ctx.saved_tensors
+            dx = _xent.cross_entropy_backward(_np(x), _np(t), _np(w), *ctx.opts, _np(g))
+            return _torch.from_numpy(dx), None, None, None, None, None, None
+        dx, ctx.dx = ctx.dx, None  # hand the buffer to autograd without another reference
+        if dx is None:
+            raise RuntimeError(
+                "xent.torch.cross_entropy: backward reached this call a second time (retain_graph=True, "
+                "torch.autograd.grad or gradcheck); with grad_in_forward=True the gradient is computed in "
+                "forward and handed over, scaled, by the first backward. Pass grad_in_forward=False to "
+                "backward through the call more than once")
+        (t,) = ctx.saved_tensors
+        _scale_rows(dx, g, t, ctx.opts[0], ctx.opts[1], ctx.input_dim)
+        return dx, None, None, None, None, None, None
+
+
+def _scale_rows(dx, g, t, ignore_index, reduction, input_dim):
+    """dx (xent's own gradient of sum(loss), never a caller's tensor) times grad_output g, in place:
+    g is 0-d for 'mean'/'sum', shaped like the loss for 'none' (one factor per row along the class
+    dim 1). As in PyTorch, a row whose target is ignore_index stays 0 even where g is inf or NaN."""
+    if reduction != "none" or g.dim() == 0:
+        if float(g) == 1.0:
+            return
+    elif bool((g == 1).all()):  # loss.sum().backward(): an expanded 1, nothing to do
+        return
+    if not t.is_floating_point() and not bool(_torch.isfinite(g).all()):
+        ignored = t == ignore_index
+        if bool(ignored.any()):
+            g = g.expand(t.shape).masked_fill(ignored, 0)
+    if g.dim() > 0 and input_dim >= 2:
+        g = g.unsqueeze(1)  # (N, d1, ...) -> (N, 1, d1, ...): broadcast over the classes
+    dx.mul_(g)
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
-                  reduction="mean", label_smoothing=0.0):
+                  reduction="mean", label_smoothing=0.0, *, grad_in_forward=True):
     """torch.nn.functional.cross_entropy: input (C), (N, C) or (N, C, d1, ...); target class
-    indices (int32/int64) or class probabilities (input's shape and dtype)."""
+    indices (int32/int64) or class probabilities (input's shape and dtype).
+
+    grad_in_forward (default True): when a gradient will be needed (grad mode on and input
+    requires grad), forward computes the loss and the gradient in one fused pass over the input
+    and keeps only that gradient for backward, which scales it by grad_output in place; one
+    backward through the call (retain_graph, torch.autograd.grad twice or gradcheck raise a
+    RuntimeError). False: forward computes the loss only and keeps a reference to the input;
+    backward reads it again (two passes over the logits, any number of backwards)."""
     _no_legacy(size_average, reduce)
+    fused = bool(grad_in_forward) and _torch.is_grad_enabled() and isinstance(input, _torch.Tensor) \
+        and input.requires_grad
     return _CrossEntropyFn.apply(input, target, weight, _int(ignore_index, "ignore_index"), _reduction(reduction),
-                                 _float(label_smoothing, "label_smoothing"))
+                                 _float(label_smoothing, "label_smoothing"), fused)
 
 
 class _NllFn(_torch.autograd.Function):
