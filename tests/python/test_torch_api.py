@@ -250,11 +250,15 @@ T2 = torch.tensor([0, 1])
 
 
 @pytest.mark.parametrize("call, exc, message", [
-    (lambda: xt.cross_entropy(X2.half(), T2), TypeError, "input must be float32 or float64, found float16"),
-    (lambda: xt.cross_entropy(X2.bfloat16(), T2), TypeError, "found bfloat16"),
-    (lambda: xt.cross_entropy(X2.long(), T2), TypeError, "input must be float32 or float64, found int64"),
+    (lambda: xt.cross_entropy(X2.to(torch.int16), T2), TypeError,
+     "input must be float32, float64, bfloat16 or float16, found int16"),
+    (lambda: xt.cross_entropy(X2.bfloat16(), T2, weight=torch.ones(3)), TypeError,
+     "weight must have the input's dtype bfloat16, found float32"),
+    (lambda: xt.cross_entropy(X2.half(), X2.bfloat16()), TypeError,
+     "target must have the input's dtype float16, found bfloat16"),
+    (lambda: xt.cross_entropy(X2.long(), T2), TypeError, "input must be float32, float64, bfloat16 or float16, found int64"),
     (lambda: xt.cross_entropy(X2.numpy(), T2), TypeError, "input must be a torch.Tensor, found ndarray"),
-    (lambda: xt.cross_entropy(X2, T2.to(torch.int16)), TypeError, "target must be float32, float64, int32 or int64"),
+    (lambda: xt.cross_entropy(X2, T2.to(torch.int16)), TypeError, "target must be float32, float64, bfloat16, float16, int32 or int64"),
     (lambda: xt.cross_entropy(X2, T2.to_sparse()), TypeError, "dense"),
     (lambda: xt.cross_entropy(X2.to("meta"), T2), TypeError, "must be a CPU tensor"),
     (lambda: xt.cross_entropy(X2, torch.tensor([0, 3])), ValueError, "target 3 at position 1 is outside [0, 3)"),
