@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """bench_cross_entropy.py: F.cross_entropy vs xent.torch.cross_entropy, forward + backward from
-Python, float32, reduction mean, the same thread count for both (torch.set_num_threads and
-xent.set_num_threads). Three implementations:
+Python, reduction mean, float32 unless --dtypes says more (bfloat16, float16: PyTorch 1.13 has no
+CPU float16 kernel, so float16 runs xent only), the same thread count for both
+(torch.set_num_threads and xent.set_num_threads). Three implementations:
   torch     F.cross_entropy
   xent      xent.torch.cross_entropy (default grad_in_forward=True: one fused call in forward)
   xent-lse  xent.torch.cross_entropy(..., grad_in_forward=False) (forward, then a backward that
@@ -24,6 +25,7 @@ that the graph may or may not keep (x * 1.0 saves nothing for its own backward).
 
 Not a test and asserts nothing.
     PYTHONPATH=build/python /usr/bin/python3 bench/python/bench_cross_entropy.py [--threads 2] [--reps 7]
+        [--dtypes float32,bfloat16,float16]
     PYTHONPATH=build/python /usr/bin/python3 bench/python/bench_cross_entropy.py --memory [--shapes 8192x32000]
 """
 import argparse
@@ -47,10 +49,10 @@ def make_fn(impl):
     return lambda x, t: xt.cross_entropy(x, t, grad_in_forward=False)
 
 
-def inputs(N, C):
+def inputs(N, C, dtype="float32"):
     import torch
     g = torch.Generator().manual_seed(0)
-    x = (torch.randn(N, C, generator=g) * 3).requires_grad_(True)
+    x = (torch.randn(N, C, generator=g) * 3).to(getattr(torch, dtype)).requires_grad_(True)
     t = torch.randint(0, C, (N,), generator=g)
     return x, t
 
@@ -111,6 +113,7 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--shapes", default="8192x32000,65536x10")
     ap.add_argument("--impls", default=",".join(IMPLS))
+    ap.add_argument("--dtypes", default="float32", help="comma-separated: float32, bfloat16, float16 (time only)")
     ap.add_argument("--memory", action="store_true", help="peak extra RSS, each implementation in a fresh process")
     ap.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     ap.add_argument("--logits", choices=("leaf", "intermediate"), default="leaf", help=argparse.SUPPRESS)
@@ -125,31 +128,35 @@ def main():
     xent.set_num_threads(args.threads)
     impls = args.impls.split(",")
     print(f"# torch {torch.__version__} threads {torch.get_num_threads()}, xent isa {xent.isa()} threads "
-          f"{xent.get_num_threads()}, float32, reduction mean, fwd+bwd, interleaved, median (min) of {args.reps}; "
+          f"{xent.get_num_threads()}, reduction mean, fwd+bwd, interleaved, median (min) of {args.reps}; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
-    for shape in args.shapes.split(","):
-        N, C = (int(v) for v in shape.split("x"))
-        x, t = inputs(N, C)
-        fns = {name: make_fn(name) for name in impls}
-        for name in impls:
-            step(fns[name], x, t)  # warm-up
-        runs = {name: [] for name in impls}
-        for rep in range(args.reps):
-            order = impls[rep % len(impls):] + impls[:rep % len(impls)]
-            for name in order:
-                runs[name].append(step(fns[name], x, t))
-        res = {}
-        for name in impls:
-            w = [r[0] for r in runs[name]]
-            c = [r[1] for r in runs[name]]
-            res[name] = (statistics.median(w), min(w), statistics.median(c))
-            print(f"{N}x{C} {name:8s} {res[name][0] * 1e3:9.2f} ms ({res[name][1] * 1e3:.2f}), "
-                  f"CPU {res[name][2] * 1e3:.2f} ms", flush=True)
-        if "torch" in res:
-            for name in impls:
-                if name != "torch":
-                    print(f"{N}x{C} speedup torch / {name} (medians): wall {res['torch'][0] / res[name][0]:.1f}x, "
-                          f"CPU time {res['torch'][2] / res[name][2]:.1f}x", flush=True)
+    for dtype in args.dtypes.split(","):
+        names = [n for n in impls if not (dtype == "float16" and n == "torch")]  # no CPU Half kernels
+        for shape in args.shapes.split(","):
+            N, C = (int(v) for v in shape.split("x"))
+            x, t = inputs(N, C, dtype)
+            fns = {name: make_fn(name) for name in names}
+            for name in names:
+                step(fns[name], x, t)  # warm-up
+            runs = {name: [] for name in names}
+            for rep in range(args.reps):
+                order = names[rep % len(names):] + names[:rep % len(names)]
+                for name in order:
+                    runs[name].append(step(fns[name], x, t))
+            res = {}
+            for name in names:
+                w = [r[0] for r in runs[name]]
+                c = [r[1] for r in runs[name]]
+                res[name] = (statistics.median(w), min(w), statistics.median(c))
+                print(f"{N}x{C} {dtype:8s} {name:8s} {res[name][0] * 1e3:9.2f} ms ({res[name][1] * 1e3:.2f}), "
+                      f"CPU {res[name][2] * 1e3:.2f} ms", flush=True)
+            if "torch" in res:
+                for name in names:
+                    if name != "torch":
+                        print(f"{N}x{C} {dtype:8s} speedup torch / {name} (medians): wall "
+                              f"{res['torch'][0] / res[name][0]:.1f}x, CPU time {res['torch'][2] / res[name][2]:.1f}x",
+                              flush=True)
+            del x
     print(f"# load average after: {os.getloadavg()[0]:.2f}")
 
 
