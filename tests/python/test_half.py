@@ -234,3 +234,16 @@ def test_linear_cross_entropy_refuses_16_bit():
         h, W, t = torch.zeros(4, 3, dtype=dt), torch.zeros(5, 3, dtype=dt), torch.tensor([0, 1, 2, 3])
         with pytest.raises(TypeError, match=f"no 16-bit kernels\\), found {str(dt)[6:]}"):
             xt.linear_cross_entropy(h, W, t)
+
+
+def test_numpy_non_contiguous_16_bit_is_made_contiguous_once():
+    for npdt, dt in ((np.float16, torch.float16), (xent.bfloat16, torch.bfloat16)):
+        x = draw(12, 40, dt=dt)
+        xn = x.view(torch.int16).numpy().view(npdt)
+        strided = xn[:, ::2]  # a view with a column stride: copied once, keeping the dtype (and its tag)
+        assert not strided.flags.c_contiguous
+        a = xent.log_softmax(strided, 1)
+        b = xent.log_softmax(np.ascontiguousarray(strided), 1)
+        assert a.dtype == npdt and np.array_equal(a.view(np.int16), b.view(np.int16))
+        ref = torch.log_softmax(x[:, ::2].double(), 1)
+        check(torch.from_numpy(a.view(np.int16)).view(dt), ref, dt, what="strided log_softmax")
