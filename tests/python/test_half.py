@@ -247,3 +247,61 @@ def test_numpy_non_contiguous_16_bit_is_made_contiguous_once():
         assert a.dtype == npdt and np.array_equal(a.view(np.int16), b.view(np.int16))
         ref = torch.log_softmax(x[:, ::2].double(), 1)
         check(torch.from_numpy(a.view(np.int16)).view(dt), ref, dt, what="strided log_softmax")
+
+
+def test_autocast_runs_losses_in_float32_as_pytorch_does():
+    # Under torch.autocast("cpu", bfloat16) PyTorch's losses cast 16-bit arguments to float32 and
+    # return float32; softmax, log_softmax and logsumexp keep the input's dtype. xent.torch does the
+    # same, and the gradient reaches the bfloat16 input through the cast, in bfloat16.
+    x0 = draw(6, 11, dt=torch.bfloat16)
+    t = torch.tensor([0, 3, -100, 10, 2, 2])
+    y = torch.rand(6, 11, generator=GEN).to(torch.bfloat16)
+    w = (torch.rand(11, generator=GEN) + 0.5).to(torch.bfloat16)
+    h, W = draw(6, 4, dt=torch.bfloat16), draw(11, 4, dt=torch.float32, scale=0.5)
+    def like(v, a):  # the argument in the dtype of a (a no-op but for the float64 reference)
+        return v.to(a.dtype)
+
+    calls = [
+        (lambda a: xt.cross_entropy(a, t, w, label_smoothing=0.1),
+         lambda a: F.cross_entropy(a, t, like(w, a), label_smoothing=0.1)),
+        (lambda a: xt.cross_entropy(a, torch.softmax(y.float(), 1).bfloat16()),
+         lambda a: F.cross_entropy(a, like(torch.softmax(y.float(), 1).bfloat16(), a))),
+        (lambda a: xt.nll_loss(a, t, w), lambda a: F.nll_loss(a, t, like(w, a))),
+        (lambda a: xt.binary_cross_entropy_with_logits(a, y, pos_weight=w),
+         lambda a: F.binary_cross_entropy_with_logits(a, like(y, a), pos_weight=like(w, a))),
+        (lambda a: xt.binary_cross_entropy(a, y), lambda a: F.binary_cross_entropy(a, like(y, a))),
+        (lambda a: xt.softmax(a, 1), lambda a: F.softmax(a, 1)),
+        (lambda a: xt.logsumexp(a, 1), lambda a: torch.logsumexp(a, 1)),
+    ]
+    lp = torch.log_softmax(x0.float(), 1).bfloat16()  # inputs of nll_loss and binary_cross_entropy
+    p = torch.sigmoid(x0.float()).bfloat16()
+    for i, (ours, theirs) in enumerate(calls):
+        x = lp if i == 2 else p if i == 4 else x0
+        a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lo, lt = ours(a), theirs(b)
+        assert lo.dtype == lt.dtype, (lo.dtype, lt.dtype)
+        lo.sum().backward()
+        lt.sum().backward()
+        assert a.grad.dtype == torch.bfloat16
+        if lo.dtype == torch.float32:  # against the float64 loss of the same bfloat16 values
+            c = x.double().requires_grad_(True)
+            ref = theirs(c)
+            ref.sum().backward()
+            torch.testing.assert_close(lo.double(), ref.detach(), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(a.grad.double(), c.grad.to(torch.bfloat16).double(), rtol=1e-2, atol=1e-4)
+    hh = h.clone().requires_grad_(True)
+    Wg = W.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = xt.linear_cross_entropy(hh, Wg, t)
+        ref_dtype = F.cross_entropy(F.linear(h, W), t).dtype
+    assert loss.dtype == ref_dtype == torch.float32
+    loss.backward()
+    assert hh.grad.dtype == torch.bfloat16 and Wg.grad.dtype == torch.float32
+    h64, W64 = h.double().requires_grad_(True), W.double().requires_grad_(True)
+    ref = F.cross_entropy(F.linear(h64, W64), t)
+    ref.backward()
+    torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(Wg.grad.double(), W64.grad, rtol=1e-5, atol=1e-6)
+    # Outside autocast a 16-bit input stays 16-bit (and linear_cross_entropy refuses it).
+    assert xt.cross_entropy(x0, t).dtype == torch.bfloat16

@@ -167,6 +167,17 @@ def logsumexp(input, dim, keepdim=False):
 
 # ------------------------------------------------------------------------------------ losses
 
+def _autocast_fp32(*tensors):
+    """Under torch.autocast("cpu"), PyTorch runs its losses (cross_entropy, nll_loss, bce*) in
+    float32: bfloat16/float16 arguments are cast up first (a differentiable cast, so the input's
+    gradient comes back in its own dtype) and the loss is float32. The same here; outside autocast
+    the tensors pass unchanged. softmax, log_softmax and logsumexp keep their dtype, as PyTorch's."""
+    if not _torch.is_autocast_cpu_enabled():
+        return tensors
+    return tuple(t.float() if isinstance(t, _torch.Tensor) and t.dtype in (_torch.bfloat16, _torch.float16) else t
+                 for t in tensors)
+
+
 def _no_legacy(size_average, reduce):
     if size_average is not None or reduce is not None:
         raise ValueError("size_average and reduce are deprecated in PyTorch and not supported by xent; "
@@ -244,6 +255,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     RuntimeError). False: forward computes the loss only and keeps a reference to the input;
     backward reads it again (two passes over the logits, any number of backwards)."""
     _no_legacy(size_average, reduce)
+    input, target, weight = _autocast_fp32(input, target, weight)
     fused = bool(grad_in_forward) and _torch.is_grad_enabled() and isinstance(input, _torch.Tensor) \
         and input.requires_grad
     return _CrossEntropyFn.apply(input, target, weight, _int(ignore_index, "ignore_index"), _reduction(reduction),
@@ -274,6 +286,7 @@ class _NllFn(_torch.autograd.Function):
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """torch.nn.functional.nll_loss: input holds log-probabilities."""
     _no_legacy(size_average, reduce)
+    input, weight = _autocast_fp32(input, weight)
     return _NllFn.apply(input, target, weight, _int(ignore_index, "ignore_index"), _reduction(reduction))
 
 
@@ -309,6 +322,7 @@ class _BceFn(_torch.autograd.Function):
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     """torch.nn.functional.binary_cross_entropy: input holds probabilities in [0, 1]."""
     _no_legacy(size_average, reduce)
+    input, target, weight = _autocast_fp32(input, target, weight)
     return _BceFn.apply(input, target, weight, None, _reduction(reduction), False)
 
 
@@ -316,6 +330,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
                                      reduction="mean", pos_weight=None):
     """torch.nn.functional.binary_cross_entropy_with_logits."""
     _no_legacy(size_average, reduce)
+    input, target, weight, pos_weight = _autocast_fp32(input, target, weight, pos_weight)
     return _BceFn.apply(input, target, weight, pos_weight, _reduction(reduction), True)
 
 
@@ -384,6 +399,10 @@ def linear_cross_entropy(input, weight, target, bias=None, *, class_weight=None,
         lead = target.shape
         input = input.reshape(-1, input.shape[-1])
         target = target.reshape(-1)
+    # Under CPU autocast PyTorch's F.linear runs in bfloat16 and its cross_entropy in float32;
+    # xent has no 16-bit fused layer, so the whole layer runs in float32 (the loss is float32 in
+    # both; the gradients come back in the arguments' own dtypes).
+    input, weight, bias, class_weight = _autocast_fp32(input, weight, bias, class_weight)
     loss, z = _LinearCrossEntropyFn.apply(input, weight, target, bias, class_weight, opts)
     if lead is not None and opts[1] == "none":
         loss, z = loss.reshape(lead), z.reshape(lead)
