@@ -119,7 +119,8 @@ xent::ConstTensorView optional_view(const py::object& o, const char* what) {
 
 void require_floating(const xent::ConstTensorView& v, const char* what) {
   if (!xent::is_floating(v.dtype))
-    raise_type(fmt::format("{} must be float32, float64, float16 or bfloat16, found {}", what, xent::dtype_name(v.dtype)));
+    raise_type(
+        fmt::format("{} must be float32, float64, float16 or bfloat16, found {}", what, xent::dtype_name(v.dtype)));
 }
 // An op without 16-bit kernels (linear_cross_entropy): TypeError naming the dtype.
 void require_wide(const xent::ConstTensorView& v, const char* what, const char* op) {

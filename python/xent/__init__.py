@@ -3,9 +3,10 @@
 
 Every function takes torch.nn.functional's argument names, defaults and semantics (PyTorch 1.13)
 and returns NumPy arrays of the input's dtype (float32, float64, float16, or bfloat16 as
-xent.bfloat16 below; a reduced loss is a 0-d array). Class indices may be int32 or int64. Arrays that are C-contiguous with a supported dtype
-reach the C++ kernels without a copy; any other array (a transposed or strided view, a Python
-list) is made contiguous once with numpy.ascontiguousarray. Inputs are never written.
+xent.bfloat16 below; a reduced loss is a 0-d array). Class indices may be int32 or int64. Arrays
+that are C-contiguous with a supported dtype reach the C++ kernels without a copy; any other array
+(a transposed or strided view, a Python list) is made contiguous once with
+numpy.ascontiguousarray. Inputs are never written.
 
 Gradients come from the same call: `return_grad=True` returns `(loss, grad)` where grad is
 d sum(loss * grad_output) / d input (grad_output defaults to ones, i.e. the gradient of the loss
