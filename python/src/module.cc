@@ -1,7 +1,9 @@
 // module.cc: xent._xent, the pybind11 bridge between NumPy arrays and xent's C++ API.
 //
 // Each function takes NumPy arrays, views them without copying (buffer protocol: the array must be
-// C-contiguous, aligned, native-endian, float32/float64/int32/int64; the Python layer in
+// C-contiguous, aligned, native-endian, float32/float64/float16/int32/int64, or bfloat16 as int16
+// storage whose dtype carries the tag metadata {"xent": "bfloat16"} (xent.bfloat16: NumPy has no
+// bfloat16 type; xent.torch views torch.bfloat16 storage that way); the Python layer in
 // xent/__init__.py makes other arrays contiguous once before they get here), allocates the outputs
 // as new NumPy arrays, and runs the kernel with the GIL released. A non-ok xent::Status becomes a
 // Python exception carrying xent's message: ValueError for bad arguments and out-of-range values,
@@ -12,6 +14,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
@@ -57,6 +60,21 @@ void check(const xent::Status& s) {
 
 std::string numpy_dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
+// The NumPy dtype of bfloat16 arrays: int16 storage tagged {"xent": "bfloat16"} (made once at
+// import, never freed: arrays may outlive the module's teardown).
+py::dtype& bf16_dtype() {
+  static auto* d = new py::dtype(py::module_::import("numpy").attr("dtype")(
+      "int16", py::arg("metadata") = py::dict(py::arg("xent") = "bfloat16")));
+  return *d;
+}
+bool is_bf16_tagged(const py::dtype& dt) {
+  if (dt.kind() != 'i' || dt.itemsize() != 2) return false;
+  const py::object md = dt.attr("metadata");
+  if (md.is_none()) return false;
+  const py::object tag = md.attr("get")("xent");
+  return !tag.is_none() && py::str(tag).cast<std::string>() == "bfloat16";
+}
+
 // What an argument may hold; only used to word the error for a dtype xent has no kernels for.
 enum class Kind { kFloat, kIndex, kTarget };
 
@@ -64,11 +82,13 @@ xent::DType dtype_of(const py::array& a, const char* what, Kind kind) {
   const py::dtype dt = a.dtype();
   if (dt.kind() == 'f' && dt.itemsize() == 4) return xent::DType::kF32;
   if (dt.kind() == 'f' && dt.itemsize() == 8) return xent::DType::kF64;
+  if (dt.kind() == 'f' && dt.itemsize() == 2) return xent::DType::kF16;
+  if (is_bf16_tagged(dt)) return xent::DType::kBF16;
   if (dt.kind() == 'i' && dt.itemsize() == 4) return xent::DType::kI32;
   if (dt.kind() == 'i' && dt.itemsize() == 8) return xent::DType::kI64;
-  const char* expected = kind == Kind::kFloat   ? "float32 or float64"
+  const char* expected = kind == Kind::kFloat   ? "float32, float64, float16 or bfloat16"
                          : kind == Kind::kIndex ? "int32 or int64 class indices"
-                                                : "int32 or int64 class indices, or float32 or float64 probabilities";
+                                                : "int32 or int64 class indices, or floating-point probabilities";
   raise_type(fmt::format("{} must be {}, found {}", what, expected, numpy_dtype_name(a)));
 }
 
@@ -99,7 +119,14 @@ xent::ConstTensorView optional_view(const py::object& o, const char* what) {
 
 void require_floating(const xent::ConstTensorView& v, const char* what) {
   if (!xent::is_floating(v.dtype))
-    raise_type(fmt::format("{} must be float32 or float64, found {}", what, xent::dtype_name(v.dtype)));
+    raise_type(
+        fmt::format("{} must be float32, float64, float16 or bfloat16, found {}", what, xent::dtype_name(v.dtype)));
+}
+// An op without 16-bit kernels (linear_cross_entropy): TypeError naming the dtype.
+void require_wide(const xent::ConstTensorView& v, const char* what, const char* op) {
+  if (v.dtype != xent::DType::kF32 && v.dtype != xent::DType::kF64)
+    raise_type(fmt::format("{} of {} must be float32 or float64 ({} has no 16-bit kernels), found {}", what, op, op,
+                           xent::dtype_name(v.dtype)));
 }
 void require_like(const xent::ConstTensorView& v, xent::DType dt, const char* what) {
   if (!v.empty_view() && v.dtype != dt)
@@ -220,11 +247,31 @@ std::pair<py::array, xent::TensorView> new_array(xent::DType dt, const std::vect
     delete b;
   });
   std::vector<py::ssize_t> shape(dims.begin(), dims.end());
-  py::array a = dt == xent::DType::kF32 ? py::array(py::dtype::of<float>(), shape, static_cast<float*>(blk->p), owner)
-                                        : py::array(py::dtype::of<double>(), shape, static_cast<double*>(blk->p), owner);
+  py::dtype npdt = dt == xent::DType::kF32   ? py::dtype::of<float>()
+                   : dt == xent::DType::kF64 ? py::dtype::of<double>()
+                   : dt == xent::DType::kF16 ? py::dtype("float16")
+                                             : bf16_dtype();
+  py::array a(npdt, shape, {}, blk->p, owner);
   return {a, xent::TensorView(a.mutable_data(), dt, s)};
 }
 std::vector<std::int64_t> dims_of(const xent::Shape& s) { return {s.dims(), s.dims() + s.rank()}; }
+
+// A new array of ones (grad_output when none is given), in any floating dtype.
+template <class T>
+void fill(void* p, std::int64_t n, T v) {
+  std::fill(static_cast<T*>(p), static_cast<T*>(p) + n, v);
+}
+std::pair<py::array, xent::TensorView> ones_array(xent::DType dt, const std::vector<std::int64_t>& dims) {
+  auto [a, v] = new_array(dt, dims);
+  const std::int64_t n = v.numel();
+  switch (dt) {
+    case xent::DType::kF64: fill(v.data, n, 1.0); break;
+    case xent::DType::kBF16: fill(v.data, n, xent::to_bfloat16(1.0)); break;
+    case xent::DType::kF16: fill(v.data, n, xent::to_float16(1.0)); break;
+    default: fill(v.data, n, 1.0f); break;
+  }
+  return {a, v};
+}
 
 // Shape of the loss of cross_entropy / nll_loss: () for mean/sum; for none the target's shape
 // (class indices) or the input's shape without the class dimension (probabilities).
@@ -385,10 +432,7 @@ py::tuple nll_loss(const py::array& input, const py::array& target, const py::ob
   // Ones shaped like the loss when no upstream gradient is given (nll has no fused entry point).
   py::array ones;
   if (gv.empty_view()) {
-    auto [o, ov] = new_array(iv.dtype, ldims);
-    py::array(o).attr("fill")(1.0);
-    ones = o;
-    gv = ov;
+    std::tie(ones, gv) = ones_array(iv.dtype, ldims);
   }
   check(without_gil([&] {
     XENT_RETURN_IF_ERROR(xent::nll_loss_forward(iv, tv, opt, lv));
@@ -428,10 +472,7 @@ py::tuple bce(bool logits, const py::array& input, const py::array& target, cons
   auto [grad, dv] = new_array(iv.dtype, dims_of(iv.shape));
   py::array ones;
   if (gv.empty_view()) {
-    auto [o, ov] = new_array(iv.dtype, ldims);
-    py::array(o).attr("fill")(1.0);
-    ones = o;
-    gv = ov;
+    std::tie(ones, gv) = ones_array(iv.dtype, ldims);
   }
   check(without_gil([&] {
     XENT_RETURN_IF_ERROR(fwd());
@@ -464,6 +505,7 @@ py::tuple linear_cross_entropy(const py::array& hidden, const py::array& weight,
   opt.softcap = softcap;
   auto gv = optional_view(grad_output, "grad_output");
   require_floating(hv, "input");
+  require_wide(hv, "input", "linear_cross_entropy");
   require_like(wv, hv.dtype, "weight");
   require_like(bv, hv.dtype, "bias");
   require_like(opt.class_weight, hv.dtype, "class_weight");
@@ -545,4 +587,5 @@ PYBIND11_MODULE(_xent, m) {
   });
   m.def("empty_buffer_cache", &empty_buffer_cache);
   m.def("_last_input_pointers", &last_input_pointers);
+  m.attr("bfloat16") = bf16_dtype();
 }

@@ -2,18 +2,25 @@
 (xent.torch, autograd-aware drop-ins for torch.nn.functional).
 
 Every function takes torch.nn.functional's argument names, defaults and semantics (PyTorch 1.13)
-and returns NumPy arrays of the input's dtype (float32 or float64; a reduced loss is a 0-d
-array). Class indices may be int32 or int64. Arrays that are C-contiguous with a supported dtype
-reach the C++ kernels without a copy; any other array (a transposed or strided view, a Python
-list) is made contiguous once with numpy.ascontiguousarray. Inputs are never written.
+and returns NumPy arrays of the input's dtype (float32, float64, float16, or bfloat16 as
+xent.bfloat16 below; a reduced loss is a 0-d array). Class indices may be int32 or int64. Arrays
+that are C-contiguous with a supported dtype reach the C++ kernels without a copy; any other array
+(a transposed or strided view, a Python list) is made contiguous once with
+numpy.ascontiguousarray. Inputs are never written.
 
 Gradients come from the same call: `return_grad=True` returns `(loss, grad)` where grad is
 d sum(loss * grad_output) / d input (grad_output defaults to ones, i.e. the gradient of the loss
 itself for 'mean' and 'sum'). Errors are TypeError (a dtype xent cannot take) or ValueError
 (shapes, values, options), with xent's one-line message. docs/python.md has the whole story.
 
-This module does not do automatic differentiation, broadcasting beyond PyTorch's rules, float16 or
-bfloat16, or devices other than the CPU.
+16-bit: float16 arrays work everywhere but linear_cross_entropy (TypeError). NumPy has no
+bfloat16 type, so xent.bfloat16 is a NumPy dtype, int16 storage tagged {"xent": "bfloat16"}: view
+the 16-bit patterns of bfloat16 values with it (`bits.view(xent.bfloat16)`) to pass them in, and
+bfloat16 results come back with it. 16-bit ops compute in float32 or wider and round each result
+once.
+
+This module does not do automatic differentiation, broadcasting beyond PyTorch's rules, or devices
+other than the CPU.
 """
 
 import numpy as _np
@@ -21,6 +28,8 @@ import numpy as _np
 from . import _xent
 
 __version__ = "0.1.0"
+
+bfloat16 = _xent.bfloat16  # NumPy dtype: int16 storage read and written as bfloat16
 
 # The library never prints: an unusable XENT_ISA or XENT_THREADS (read here, at import, and then
 # replaced by the default) becomes one RuntimeWarning.
@@ -33,7 +42,7 @@ __all__ = [
     "softmax", "log_softmax", "logsumexp", "softmax_backward", "log_softmax_backward",
     "cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
     "linear_cross_entropy", "set_num_threads", "get_num_threads", "isa", "supported_isas", "set_isa",
-    "set_buffer_cache_limit", "buffer_cache_bytes", "empty_buffer_cache",
+    "set_buffer_cache_limit", "buffer_cache_bytes", "empty_buffer_cache", "bfloat16",
 ]
 
 

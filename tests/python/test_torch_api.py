@@ -27,9 +27,9 @@ def randn(*shape, dtype=torch.float64, scale=3.0):
 def assert_close(ours, ref, dtype):
     assert ours.dtype == dtype and ours.shape == ref.shape
     if dtype == torch.float64:
-        torch.testing.assert_close(ours, ref.to(dtype), rtol=1e-11, atol=1e-13)
+        torch.testing.assert_close(ours, ref.to(dtype), rtol=1e-11, atol=1e-13, equal_nan=True)
     else:
-        torch.testing.assert_close(ours.double(), ref.double(), rtol=3e-6, atol=3e-6)
+        torch.testing.assert_close(ours.double(), ref.double(), rtol=3e-6, atol=3e-6, equal_nan=True)
 
 
 def run_both(ours_fn, ref_fn, inputs, grad_index, dtype):
@@ -64,7 +64,8 @@ VARIANTS = ["plain", "weight", "ignore", "smooth", "weight_ignore_smooth", "prob
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_cross_entropy(dtype, shape, reduction, variant):
+@pytest.mark.parametrize("gif", [True, False], ids=["grad_in_forward", "grad_in_backward"])
+def test_cross_entropy(dtype, shape, reduction, variant, gif):
     x = randn(*shape, dtype=dtype)
     C = shape[0] if len(shape) == 1 else shape[1]
     tshape = () if len(shape) == 1 else shape[:1] + shape[2:]
@@ -85,7 +86,7 @@ def test_cross_entropy(dtype, shape, reduction, variant):
     t_ours = t.to(torch.int32) if variant == "int32" else t
 
     def ours(x_, t_):
-        return xt.cross_entropy(x_, t_ours if t_ is t else t_, **kw)
+        return xt.cross_entropy(x_, t_ours if t_ is t else t_, grad_in_forward=gif, **kw)
 
     def ref(x_, t_):
         kw64 = dict(kw)
@@ -95,19 +96,20 @@ def test_cross_entropy(dtype, shape, reduction, variant):
 
     if variant == "none_kept" and reduction == "mean":  # NaN, as in PyTorch, with a zero gradient
         x_ = x.clone().requires_grad_(True)
-        loss = xt.cross_entropy(x_, t, **kw)
+        loss = xt.cross_entropy(x_, t, grad_in_forward=gif, **kw)
         loss.backward()
         assert torch.isnan(loss) and torch.equal(x_.grad, torch.zeros_like(x))
         return
     run_both(ours, ref, [x, t], 0, dtype)
 
 
-def test_none_with_ignored_rows_scales_each_row():
+@pytest.mark.parametrize("gif", [True, False])
+def test_none_with_ignored_rows_scales_each_row(gif):
     x = randn(8, 6)
     t = torch.tensor([0, -100, 2, 3, -100, 5, 1, 0])
     go = torch.arange(8, dtype=torch.float64) - 3.0
     xa = x.clone().requires_grad_(True)
-    (xt.cross_entropy(xa, t, reduction="none", label_smoothing=0.1) * go).sum().backward()
+    (xt.cross_entropy(xa, t, reduction="none", label_smoothing=0.1, grad_in_forward=gif) * go).sum().backward()
     xb = x.clone().requires_grad_(True)
     (F.cross_entropy(xb, t, reduction="none", label_smoothing=0.1) * go).sum().backward()
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-12, atol=1e-14)
@@ -147,17 +149,20 @@ def test_softmax_family(dtype, dim):
 
 
 def test_gradcheck_float64():
+    # gradcheck backs through a call several times (retain_graph): grad_in_forward=False, the
+    # path that keeps the input; the default path is checked against it in test_grad_in_forward.py.
     x = randn(5, 7).requires_grad_(True)
     t = torch.tensor([0, 3, -100, 6, 2])
     w = torch.rand(7, generator=GEN, dtype=torch.float64) + 0.3
+    ce = lambda *a, **k: xt.cross_entropy(*a, grad_in_forward=False, **k)  # noqa: E731
     for reduction in ("none", "mean", "sum"):
         assert torch.autograd.gradcheck(
-            lambda a: xt.cross_entropy(a, t, w, reduction=reduction, label_smoothing=0.1), (x,))
+            lambda a: ce(a, t, w, reduction=reduction, label_smoothing=0.1), (x,))
     p = torch.softmax(randn(5, 7), 1)
-    assert torch.autograd.gradcheck(lambda a: xt.cross_entropy(a, p, label_smoothing=0.3), (x,))
+    assert torch.autograd.gradcheck(lambda a: ce(a, p, label_smoothing=0.3), (x,))
     x4 = randn(2, 3, 2, 2).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a: xt.cross_entropy(a, torch.tensor([[[0, 1], [2, 1]], [[2, 2], [0, 1]]]),
-                                                               reduction="none"), (x4,))
+    assert torch.autograd.gradcheck(lambda a: ce(a, torch.tensor([[[0, 1], [2, 1]], [[2, 2], [0, 1]]]),
+                                                 reduction="none"), (x4,))
     assert torch.autograd.gradcheck(lambda a: xt.softmax(a, 1), (x,))
     assert torch.autograd.gradcheck(lambda a: xt.log_softmax(a, 0), (x,))
     assert torch.autograd.gradcheck(lambda a: xt.logsumexp(a, 1), (x,))
@@ -189,7 +194,7 @@ def test_no_copy_of_contiguous_tensors_and_inputs_untouched():
     t = torch.randint(0, 10, (32,), generator=GEN)
     w = torch.rand(10, generator=GEN) + 0.5
     snapshot = [x.detach().clone(), t.clone(), w.clone()]
-    loss = xt.cross_entropy(x, t, w, label_smoothing=0.05)
+    loss = xt.cross_entropy(x, t, w, label_smoothing=0.05, grad_in_forward=False)
     seen = dict(_xent._last_input_pointers())
     assert seen["input"] == x.data_ptr() and seen["target"] == t.data_ptr() and seen["weight"] == w.data_ptr()
     loss.backward()
@@ -200,7 +205,7 @@ def test_no_copy_of_contiguous_tensors_and_inputs_untouched():
         assert torch.equal(a, b)
     # A non-contiguous input is copied once, and backward uses that copy, not a second one.
     xs = randn(10, 32).t().requires_grad_(True)
-    loss = xt.cross_entropy(xs, t)
+    loss = xt.cross_entropy(xs, t, grad_in_forward=False)
     first = dict(_xent._last_input_pointers())["input"]
     assert first != xs.data_ptr()
     loss.backward()
@@ -245,11 +250,17 @@ T2 = torch.tensor([0, 1])
 
 
 @pytest.mark.parametrize("call, exc, message", [
-    (lambda: xt.cross_entropy(X2.half(), T2), TypeError, "input must be float32 or float64, found float16"),
-    (lambda: xt.cross_entropy(X2.bfloat16(), T2), TypeError, "found bfloat16"),
-    (lambda: xt.cross_entropy(X2.long(), T2), TypeError, "input must be float32 or float64, found int64"),
+    (lambda: xt.cross_entropy(X2.to(torch.int16), T2), TypeError,
+     "input must be float32, float64, bfloat16 or float16, found int16"),
+    (lambda: xt.cross_entropy(X2.bfloat16(), T2, weight=torch.ones(3)), TypeError,
+     "weight must have the input's dtype bfloat16, found float32"),
+    (lambda: xt.cross_entropy(X2.half(), X2.bfloat16()), TypeError,
+     "target must have the input's dtype float16, found bfloat16"),
+    (lambda: xt.cross_entropy(X2.long(), T2), TypeError,
+     "input must be float32, float64, bfloat16 or float16, found int64"),
     (lambda: xt.cross_entropy(X2.numpy(), T2), TypeError, "input must be a torch.Tensor, found ndarray"),
-    (lambda: xt.cross_entropy(X2, T2.to(torch.int16)), TypeError, "target must be float32, float64, int32 or int64"),
+    (lambda: xt.cross_entropy(X2, T2.to(torch.int16)), TypeError,
+     "target must be float32, float64, bfloat16, float16, int32 or int64"),
     (lambda: xt.cross_entropy(X2, T2.to_sparse()), TypeError, "dense"),
     (lambda: xt.cross_entropy(X2.to("meta"), T2), TypeError, "must be a CPU tensor"),
     (lambda: xt.cross_entropy(X2, torch.tensor([0, 3])), ValueError, "target 3 at position 1 is outside [0, 3)"),

@@ -17,16 +17,20 @@ __all__ = ["CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss", "Softm
 
 
 class CrossEntropyLoss(torch.nn.Module):
+    """torch.nn.CrossEntropyLoss's constructor, plus xent.torch.cross_entropy's grad_in_forward."""
+
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
-                 label_smoothing=0.0):
+                 label_smoothing=0.0, *, grad_in_forward=True):
         super().__init__()
         _no_legacy(size_average, reduce)
         self.register_buffer("weight", weight)
         self.ignore_index, self.reduction, self.label_smoothing = ignore_index, reduction, label_smoothing
+        self.grad_in_forward = grad_in_forward
 
     def forward(self, input, target):
         return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
-                             reduction=self.reduction, label_smoothing=self.label_smoothing)
+                             reduction=self.reduction, label_smoothing=self.label_smoothing,
+                             grad_in_forward=self.grad_in_forward)
 
 
 class NLLLoss(torch.nn.Module):
