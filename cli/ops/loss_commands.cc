@@ -24,7 +24,7 @@ enum class Op { kCrossEntropy, kNll, kBce, kBceWithLogits };
 struct Args {
   Op op = Op::kCrossEntropy;
   std::string name;
-  std::string input, target, weight, pos_weight, out, grad_out;
+  std::string input, target, weight, pos_weight, token_weight, out, grad_out;
   std::string reduction = "mean";
   std::int64_t ignore_index = -100;
   double label_smoothing = 0.0;
@@ -162,9 +162,10 @@ void run(const Args& a) {
   NpyArray x = read_input("--input", a.input, ask_bf16);
   require_floating(x, "--input", a.input, a.name);
   NpyArray t = read_input("--target", a.target, ask_bf16);
-  std::optional<NpyArray> w, pw;
+  std::optional<NpyArray> w, pw, tw;
   if (!a.weight.empty()) w = read_input("--weight", a.weight, ask_bf16);
   if (!a.pos_weight.empty()) pw = read_input("--pos-weight", a.pos_weight, ask_bf16);
+  if (!a.token_weight.empty()) tw = read_input("--token-weight", a.token_weight, ask_bf16);
   // --dtype: every floating input converted once to the compute dtype (targets that are class
   // indices stay integers).
   if (!a.dtype.empty()) {
@@ -173,6 +174,10 @@ void run(const Args& a) {
     if (is_floating(t.dtype())) t = convert_to(std::move(t), dt);
     if (w && is_floating(w->dtype())) w = convert_to(std::move(*w), dt);
     if (pw && is_floating(pw->dtype())) pw = convert_to(std::move(*pw), dt);
+    if (tw && is_floating(tw->dtype())) tw = convert_to(std::move(*tw), dt);
+  }
+  if (tw && (a.input_kind == "probabilities" || is_floating(t.dtype()))) {
+    throw UsageError("--token-weight applies to class-index targets with --input-kind logits");
   }
   if (a.op == Op::kCrossEntropy && a.input_kind == "probabilities") {
     if (x.dtype() != DType::kF32 && x.dtype() != DType::kF64) {
@@ -196,6 +201,7 @@ void run(const Args& a) {
       o.ignore_index = a.ignore_index;
       o.reduction = reduction;
       o.label_smoothing = a.label_smoothing;
+      if (tw) o.token_weight = tw->view();
       s = dx ? cross_entropy_fused(x.view(), t.view(), o, loss.mutable_view(), dx->mutable_view())
              : cross_entropy_forward(x.view(), t.view(), o, loss.mutable_view());
       throw_if_error(s, a.name);
@@ -281,6 +287,11 @@ void setup(CLI::App& root) {
     app->add_option("--weight", a->weight, "Optional per-class weights, (C) .npy in the input's dtype")
         ->type_name("W.npy");
     add_ignore_index(app, a);
+    app->add_option("--token-weight", a->token_weight,
+                    "Optional per-token loss weights, the target's shape, in the input's dtype (class-index targets): "
+                    "each token's loss and gradient times its weight; mean divides by the sum of the applied weights "
+                    "(token weight x class weight) over non-ignored tokens")
+        ->type_name("V.npy");
     app->add_option("--label-smoothing", a->label_smoothing,
                     "Mix the target with the uniform distribution: (1 - S) * target + S / C; S in [0, 1], default 0")
         ->type_name("S");
@@ -299,6 +310,7 @@ void setup(CLI::App& root) {
         "xent cross-entropy --input probs.npy --input-kind probabilities --target labels.npy   # -log(y_hat[range(n), y])",
         "xent cross-entropy --input logits.npy --target labels.npy --reduction none --out per_row.npy",
         "xent cross-entropy --input logits.npy --target labels.npy --dtype bf16 --out loss.npy   # in bfloat16",
+        "xent cross-entropy --input logits.npy --target labels.npy --token-weight v.npy --out loss.npy",
         "xent cross-entropy --input logits.npy --target labels.npy --weight w.npy --ignore-index 0 \\",
         "    --label-smoothing 0.1 --out loss.npy --grad-out dlogits.npy",
         "xent explain cross-entropy --logits '[[1,2,3],[2,4,6]]' --target '[0,2]'   # step by step",

@@ -37,6 +37,12 @@ struct CrossEntropyOptions {
                                      // must be negative with probability targets, as in PyTorch)
   Reduction reduction = Reduction::kMean;
   double label_smoothing = 0.0;      // in [0, 1]
+  // Optional per-token loss weights (class-index targets only): the target's shape, the input's
+  // dtype. Token i's loss and gradient are multiplied by token_weight[i]; the mean becomes the
+  // weighted mean sum_i tw_i w[t_i] l_i / sum_i tw_i w[t_i] over the kept tokens (PyTorch's rule
+  // for class weights, applied to the product of both weights; docs/numerics.md). Ignored tokens
+  // contribute nothing whatever their weight. Not an extension of PyTorch 1.13.
+  ConstTensorView token_weight;
 };
 
 Status cross_entropy_forward(ConstTensorView input, ConstTensorView target,

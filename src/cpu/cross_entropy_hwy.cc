@@ -42,6 +42,7 @@ HWY_INLINE CeIndexArgs<T, I> ce_row_args(const CeIndexArgs<T, I>& a, std::size_t
   if (a.row_loss != nullptr) s.row_loss = a.row_loss + r;
   if (a.dx != nullptr) s.dx = a.dx + r * C;
   if (a.dloss != nullptr) s.dloss = a.dloss + r;
+  if (a.row_weight != nullptr) s.row_weight = a.row_weight + r;
   return s;
 }
 
@@ -93,7 +94,7 @@ void ce_index_small_plain(const CeIndexArgs<T, I>& a, std::size_t rows, std::siz
   constexpr bool kExact = kExactOut;
   const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
   HWY_ALIGN T tile[kSmallC * kL];
-  HWY_ALIGN T m[kL], xt[kL], et[kL], wt[kL], tf[kL], keep[kL], dl[kL], scale[kL], tgrad[kL];
+  HWY_ALIGN T m[kL], xt[kL], et[kL], wt[kL], tf[kL], keep[kL], dl[kL], rw[kL], scale[kL], tgrad[kL];
   HWY_ALIGN double S[kL], So[kL], loss[kL];
   bool ok[kL];
   const VD vscale = hn::Set(dd, a.dloss_scale);
@@ -116,6 +117,7 @@ void ce_index_small_plain(const CeIndexArgs<T, I>& a, std::size_t rows, std::siz
         hn::Store(hn::Load(d, keep), d, wt);
       }
       if (a.dloss != nullptr) hn::Store(hn::LoadU(d, a.dloss + r0), d, dl);
+      if (a.row_weight != nullptr) hn::Store(hn::LoadU(d, a.row_weight + r0), d, rw);
     } else {
       for (std::size_t lane = 0; lane < L; ++lane) {
         const std::size_t r = r0 + (lane < n ? lane : n - 1);
@@ -125,6 +127,7 @@ void ce_index_small_plain(const CeIndexArgs<T, I>& a, std::size_t rows, std::siz
         keep[lane] = ignored ? T(0) : T(1);
         wt[lane] = ignored ? T(0) : (a.weight != nullptr ? a.weight[t] : T(1));
         if (a.dloss != nullptr) dl[lane] = a.dloss[r];
+        if (a.row_weight != nullptr) rw[lane] = a.row_weight[r];
       }
       vt = hn::Load(d, tf);
     }
@@ -177,7 +180,8 @@ void ce_index_small_plain(const CeIndexArgs<T, I>& a, std::size_t rows, std::siz
         hn::StoreU(hn::IfThenElseZero(kept, hn::Mul(wtd, hn::Sub(lse, xtd))), dd, out_loss + k);
       }
       if (!want_dx) continue;
-      const VD g = a.dloss != nullptr ? hn::Mul(vscale, load_wide(dl + k)) : vscale;
+      VD g = a.dloss != nullptr ? hn::Mul(vscale, load_wide(dl + k)) : vscale;  // row_upstream's order
+      if (a.row_weight != nullptr) g = hn::Mul(g, load_wide(rw + k));
       const VD q = hn::IfThenElseZero(kept, hn::Div(hn::Mul(g, wtd), s));  // w[t] g / S
       store_narrow(q, scale + k);
       store_narrow(hn::Neg(hn::Mul(sod, q)), tgrad + k);  // w[t] g (p[t] - 1)
@@ -270,7 +274,7 @@ void ce_index_small(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C,
         a.row_loss[r] = (1 - eps) * nll + eps / Cd * (W * logS[lane] - A[lane]);
       }
       if (a.dx == nullptr) continue;
-      const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(a.dloss[r]) : a.dloss_scale;
+      const double g = row_upstream(a, r);
       scale[lane] = static_cast<T>(g * ((1 - eps) * wt + eps * a.weight_sum / Cd) / S[lane]);
       bb[lane] = static_cast<T>(g * eps / Cd);
       double dt = (1 - eps) * wt * pm1[lane];
@@ -343,7 +347,7 @@ void ce_index_one_exp(const CeIndexArgs<T, I>& a, Block b, ScalarFn scalar_fn) {
       const double nll = wt * (lse - xt);
       a.row_loss[r] = eps == 0 ? nll : (1 - eps) * nll + eps / Cd * (Wr * logS - A);
     }
-    const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(a.dloss[r]) : a.dloss_scale;
+    const double g = row_upstream(a, r);
     const double coef = (1 - eps) * wt + eps * W / Cd;  // multiplies p[c]
     const V vscale = hn::Set(d, static_cast<T>(g * coef / S));
     if (eps == 0) {
@@ -414,7 +418,7 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
       a.row_loss[r] = eps == 0 ? nll : (1 - eps) * nll + eps / static_cast<double>(C) * (st.wsum * std::log(st.s) - st.wx);
     }
     if (a.dx == nullptr) continue;
-    const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(a.dloss[r]) : a.dloss_scale;
+    const double g = row_upstream(a, r);
     const double coef = (1 - eps) * wt + eps * W / static_cast<double>(C);  // multiplies p[c]
     const V vm = hn::Set(d, static_cast<T>(st.m));
     const V vscale = hn::Set(d, static_cast<T>(g * coef / st.s));

@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "half.h"
 
@@ -52,7 +53,26 @@ struct CeIndexArgs {
   const T* dloss = nullptr;      // per-row upstream gradient, or nullptr to use dloss_scale
   double dloss_scale = 1;        // upstream gradient for every row (already divided by the mean's
                                  // divisor); multiplies dloss[row] too when dloss != nullptr
+  const T* row_weight = nullptr; // per-row factor of the gradient (cross-entropy's token weights),
+                                 // laid out as dloss, or nullptr; the losses are not multiplied
+                                 // (the front end does that); NLL kernels ignore it
 };
+
+// A 16-bit or float value exactly as double.
+template <class T>
+inline double as_double(T v) noexcept {
+  if constexpr (std::is_same_v<T, BF16> || std::is_same_v<T, F16>) return static_cast<double>(static_cast<float>(v));
+  else return static_cast<double>(v);
+}
+
+// Row r's upstream gradient g = dloss_scale * dloss[r] * row_weight[r] (the factors that are
+// given), in double, in that order: every kernel computes it this way.
+template <class T, class I>
+inline double row_upstream(const CeIndexArgs<T, I>& a, std::size_t r) noexcept {
+  double g = a.dloss != nullptr ? a.dloss_scale * as_double(a.dloss[r]) : a.dloss_scale;
+  if (a.row_weight != nullptr) g *= as_double(a.row_weight[r]);
+  return g;
+}
 
 // Cross-entropy with probability targets (target has the input's layout).
 template <class T>

@@ -230,7 +230,7 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
       a.row_loss[dense] = loss;
     }
     if (a.dx) {
-      const double g = a.dloss ? a.dloss_scale * static_cast<double>(a.dloss[ro]) : a.dloss_scale;
+      const double g = row_upstream(a, ro);
       const double k_hard = (1 - eps) * wt, k_soft = eps / static_cast<double>(C);
       for (std::size_t c = 0; c < C; ++c) {
         const bool is_t = static_cast<std::int64_t>(c) == t;
