@@ -627,6 +627,98 @@ void nll(const CeIndexArgs<T, I>& a, Block b) noexcept {
 }
 
 // ---------------------------------------------------------------------------------------------
+// forward-only statistics (kernels.h ce_stats)
+
+// Contiguous rows of at least two vectors: pass 1 finds the max and its first index per lane
+// (replaced only on a strictly larger value, so each lane keeps its first maximum), reduced over
+// the lanes by the smallest index among the lanes holding the max; pass 2 sums e = exp(x - m) and
+// e (x - m) in double lanes (a -inf logit adds 0 to both). Rows with a NaN or an infinite max, and
+// rows too long for the index lanes, run the scalar twin, whose results are the defined ones there.
+template <class T>
+void ce_stats(const T* x, Block b, double* lse, double* entropy, std::int64_t* argmax) noexcept {
+  const auto& scalar = scalar_table<T>();
+  const hn::ScalableTag<T> d;
+  const hn::RebindToSigned<decltype(d)> di;
+  using V = hn::Vec<decltype(d)>;
+  using VI = hn::Vec<decltype(di)>;
+  using TI = hn::TFromD<decltype(di)>;
+  const hn::ScalableTag<double> dd;
+  using VD = hn::Vec<decltype(dd)>;
+  const std::size_t L = hn::Lanes(d), C = b.C;
+  if (b.stride != 1 || C < 2 * L || C > static_cast<std::size_t>(std::numeric_limits<TI>::max()) - L)
+    return scalar.ce_stats(x, b, lse, entropy, argmax);
+  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+  HWY_ALIGN T mv[kL];
+  HWY_ALIGN TI iv[kL];
+  for (std::size_t r = 0; r < b.n_outer; ++r) {
+    const T* xr = x + r * C;
+    V vmax = hn::LoadU(d, xr);
+    VI vidx = hn::Iota(di, 0), vcur = vidx;
+    const VI step = hn::Set(di, static_cast<TI>(L));
+    auto nan = hn::IsNaN(vmax);
+    std::size_t c = L;
+    for (; c + L <= C; c += L) {
+      vcur = hn::Add(vcur, step);
+      const V v = hn::LoadU(d, xr + c);
+      nan = hn::Or(nan, hn::IsNaN(v));
+      const auto gt = hn::Gt(v, vmax);
+      vmax = hn::IfThenElse(gt, v, vmax);
+      vidx = hn::IfThenElse(hn::RebindMask(di, gt), vcur, vidx);
+    }
+    hn::Store(vmax, d, mv);
+    hn::Store(vidx, di, iv);
+    T m = mv[0];
+    for (std::size_t k = 1; k < L; ++k) m = mv[k] > m ? mv[k] : m;
+    std::size_t am = C;
+    for (std::size_t k = 0; k < L; ++k)
+      if (mv[k] == m) am = std::min(am, static_cast<std::size_t>(iv[k]));
+    bool tail_nan = false;
+    for (std::size_t k = c; k < C; ++k) {
+      tail_nan = tail_nan || std::isnan(static_cast<double>(xr[k]));
+      if (xr[k] > m) {
+        m = xr[k];
+        am = k;
+      }
+    }
+    if (!hn::AllFalse(d, nan) || tail_nan || !std::isfinite(static_cast<double>(m))) {
+      scalar.ce_stats(xr, Block{1, C, 1, 1}, lse + r, entropy + r, argmax + r);
+      continue;
+    }
+    const V vm = hn::Set(d, m), ninf = hn::Set(d, -kInf<T>);
+    VD s0 = hn::Zero(dd), s1 = hn::Zero(dd), b0 = hn::Zero(dd), b1 = hn::Zero(dd);
+    std::size_t k = 0;
+    for (; k + L <= C; k += L) {
+      const V v = hn::LoadU(d, xr + k);
+      const V e = exp_diff<kExactSum>(d, v, vm);
+      const V be = hn::IfThenZeroElse(hn::Eq(v, ninf), hn::Mul(e, hn::Sub(v, vm)));
+      if constexpr (sizeof(T) == 4) {
+        const hn::Half<decltype(d)> dh;
+        s0 = hn::Add(s0, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
+        s1 = hn::Add(s1, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
+        b0 = hn::Add(b0, hn::PromoteTo(dd, hn::LowerHalf(dh, be)));
+        b1 = hn::Add(b1, hn::PromoteTo(dd, hn::UpperHalf(dh, be)));
+      } else {
+        s0 = hn::Add(s0, e);
+        b0 = hn::Add(b0, be);
+      }
+    }
+    double S = hn::GetLane(hn::SumOfLanes(dd, hn::Add(s0, s1)));
+    double B = hn::GetLane(hn::SumOfLanes(dd, hn::Add(b0, b1)));
+    const double md = static_cast<double>(m);
+    for (; k < C; ++k) {
+      const double dv = static_cast<double>(xr[k]) - md;
+      const double e = std::exp(dv);
+      S += e;
+      if (e != 0) B += e * dv;
+    }
+    const double logS = std::log(S);
+    lse[r] = md + logS;
+    entropy[r] = logS - B / S;
+    argmax[r] = static_cast<std::int64_t>(am);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // target scan (validation)
 
 // The scalar table's count_kept, a vector of targets at a time: ignored lanes counted (a mask is
@@ -679,6 +771,7 @@ void fill_cross_entropy_t(KernelTable<T>* t) noexcept {
   t->nll_i32 = &nll<T, std::int32_t>;
   t->nll_i64 = &nll<T, std::int64_t>;
   t->ce_prob = &ce_prob<T>;
+  t->ce_stats = &ce_stats<T>;
   t->count_kept_i32 = &count_kept<std::int32_t>;
   t->count_kept_i64 = &count_kept<std::int64_t>;
 }

@@ -170,6 +170,13 @@ struct KernelTable {
   void (*bce)(const BceArgs<T>& a, std::size_t n) noexcept = nullptr;
   void (*bce_logits)(const BceArgs<T>& a, std::size_t n) noexcept = nullptr;
 
+  // Forward-only per-row statistics of the softmax (cross_entropy_token_stats), dense per-row
+  // outputs as row_loss: lse as logsumexp_fwd computes it (an infinite max replaced by 0),
+  // entropy = log S - sum_c e_c (x_c - m) / S with e = exp(x - m) (a -inf logit adds 0; NaN for a
+  // row whose max is not finite or that holds a NaN), argmax = the first maximum, the first NaN if
+  // any (torch.argmax's rule), -1 for C == 0.
+  void (*ce_stats)(const T* x, Block b, double* lse, double* entropy, std::int64_t* argmax) noexcept = nullptr;
+
   // Target scan for validation (unvalidated input, T unused): the number of t[0..n) that differ
   // from ignore_index; *bad is set when any of those lies outside [0, C).
   std::int64_t (*count_kept_i32)(const std::int32_t* t, std::size_t n, std::int64_t C, std::int64_t ignore_index,

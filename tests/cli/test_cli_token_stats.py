@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """test_cli_token_stats.py: end-to-end tests of `xent cross-entropy --token-weight` (per-token loss
-weights) and of the forward-only statistics (`--stats-out`), against NumPy float64 formulas written
-here (and torch.argmax for the argmax rule when torch is importable). Bad input: exit 2, one line,
+weights) and of the forward-only statistics (`xent token-stats`), against NumPy float64 formulas
+written here (and torch.argmax for the argmax rule when torch is importable). Bad input: exit 2, one line,
 outputs untouched. Not covered: the library's numerics in depth (tests/core/test_token_weights.cc,
 test_token_stats.cc).
 
@@ -107,5 +107,51 @@ def test_token_weight_bad_input():
     check(not os.path.exists(path("missing.npy")), "missing.npy appeared")
 
 
+def test_token_stats():
+    x = X.copy()
+    x[1] = [2, 5, 5, 1, 5, 0]  # ties: the first maximum (class 1)
+    x[2, 3] = -np.inf
+    t = T.copy()
+    t[1] = 1
+    xp, tp = save("xs.npy", x), save("ts.npy", t)
+    run_ok("token-stats", "--input", xp, "--target", tp, "--lse-out", path("lse.npy"), "--entropy-out",
+           path("h.npy"), "--correct-out", path("ok.npy"))
+    p = np.exp(x - lse(x)[:, None])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.where(p > 0, p * np.log(p), 0).sum(axis=1)
+    close(np.load(path("lse.npy")), lse(x), "token-stats lse")
+    close(np.load(path("h.npy")), h, "token-stats entropy")
+    am = np.argmax(x, axis=1)  # NumPy's argmax is also the first maximum
+    try:
+        import torch
+        am_t = torch.argmax(torch.from_numpy(x), dim=1).numpy()
+        check((am == am_t).all(), f"numpy and torch argmax disagree: {am} {am_t}")
+    except ImportError:
+        pass
+    want = np.where(t == -100, -1, (am == t).astype(np.int32))
+    got = np.load(path("ok.npy"))
+    check(got.dtype == np.int32 and (got == want).all(), f"token-stats correct: {got}, expected {want}")
+    check(got[1] == 1, "a tie must go to the first maximum")
+    # Printed (no output flags): three labelled arrays; --dtype bf16 shows its dtype.
+    out = run_ok("token-stats", "--input", xp, "--target", tp, "--dtype", "bf16").stdout
+    check(out.startswith("lse:\n") and "\nentropy:\n" in out and "\ncorrect:\n" in out and "dtype bfloat16" in out,
+          f"printed token-stats: {out!r}")
+
+
+def test_token_stats_bad_input():
+    xp, tp = save("x.npy", X), save("t.npy", T)
+    keep = save("keep2.npy", np.array([2.0]))
+    before = open(keep, "rb").read()
+    fails(["token-stats", "--input", xp, "--target", save("tf.npy", T.astype(np.float64)), "--lse-out", keep],
+          ["--target", "tf.npy", "class indices"])
+    fails(["token-stats", "--input", xp, "--target", save("tb.npy", np.full(N, 7)), "--lse-out", keep],
+          ["target 7", "[0, 6)"])
+    fails(["token-stats", "--input", xp, "--target", save("t3.npy", T[:3]), "--lse-out", keep],
+          ["target must have shape [9]"])
+    fails(["token-stats", "--input", tp, "--target", tp, "--lse-out", keep], ["--input", "int64"])
+    check(open(keep, "rb").read() == before, "a failed token-stats run changed an existing output")
+
+
 if __name__ == "__main__":
-    run_tests([test_token_weight_loss_and_gradient, test_token_weight_bad_input])
+    run_tests([test_token_weight_loss_and_gradient, test_token_weight_bad_input, test_token_stats,
+               test_token_stats_bad_input])
