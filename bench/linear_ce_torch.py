@@ -3,7 +3,7 @@
 memory-measured the way `xent bench linear-cross-entropy` measures xent, for bench_linear.sh.
 
 Not a test and not a general benchmark: one shape per process (peak RSS is a per-process
-high-water mark), float32, reduction mean. Prints one JSON object:
+high-water mark), float32 (or --dtype bf16: hidden, weight and bias in bfloat16), reduction mean. Prints one JSON object:
   {"impl": "torch", "tokens": N, "hidden": H, "vocab": V, "threads": T, "median_ms": ...,
    "peak_extra_bytes": ..., "grad_bytes": ..., "reps": ...}
 peak_extra_bytes is the growth of the process's peak RSS (getrusage ru_maxrss) over the first
@@ -39,6 +39,7 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="0: torch's default")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--bias", action="store_true")
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     ap.add_argument("--max-gib", type=float, default=0,
                     help="cap the address space (RLIMIT_AS) so that running out of memory raises here "
                          "instead of waking the OOM killer on a shared machine; 0: no cap")
@@ -57,9 +58,10 @@ def main():
     torch.manual_seed(0)
     N, H, V = args.tokens, args.hidden, args.vocab
     # Filled in place: no temporaries that would raise the peak RSS before the measurement.
-    h = torch.empty(N, H).uniform_(-1, 1).requires_grad_()
-    w = torch.empty(V, H).uniform_(-H ** -0.5, H ** -0.5).requires_grad_()
-    b = torch.empty(V).uniform_(-0.1, 0.1).requires_grad_() if args.bias else None
+    dt = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    h = torch.empty(N, H, dtype=dt).uniform_(-1, 1).requires_grad_()
+    w = torch.empty(V, H, dtype=dt).uniform_(-H ** -0.5, H ** -0.5).requires_grad_()
+    b = torch.empty(V, dtype=dt).uniform_(-0.1, 0.1).requires_grad_() if args.bias else None
     t = torch.randint(0, V, (N,), dtype=torch.int64)
 
     def step():
@@ -71,7 +73,7 @@ def main():
         loss.backward()
         return loss
 
-    grad_bytes = (N * H + V * H + (V if b is not None else 0)) * 4
+    grad_bytes = (N * H + V * H + (V if b is not None else 0)) * (2 if args.dtype == "bf16" else 4)
     base = rss_bytes()  # the current resident set; an earlier higher peak would hide growth
     t0 = time.perf_counter()
     first_c0 = time.process_time()
@@ -94,7 +96,8 @@ def main():
     if args.reps > 1:
         times = times[1:]  # the first run also pays one-time costs (thread start-up)
     print(json.dumps({
-        "impl": "torch", "torch_version": torch.__version__, "tokens": N, "hidden": H, "vocab": V,
+        "impl": "torch", "torch_version": torch.__version__, "dtype": args.dtype, "tokens": N, "hidden": H,
+        "vocab": V,
         "threads": torch.get_num_threads(), "median_ms": statistics.median(times),
         "min_ms": min(times), "cpu_ms": cpu_ms, "peak_extra_bytes": max(peak, 0), "grad_bytes": grad_bytes,
         "reps": len(times)}))

@@ -45,15 +45,16 @@ struct Common {
   std::int64_t ignore_index = -100;
   Reduction reduction = Reduction::kMean;
   double label_smoothing = 0;
+  ConstTensorView token_weight;  // cross_entropy with class indices only
 };
 
 template <class T, class I>
 Status scan_targets(const I* t, std::int64_t n, const Shape& tshape, std::int64_t C, std::int64_t ignore_index,
-                    const T* w, double* divisor) {
+                    const T* w, const T* tw, double* divisor) {
   // Without weights the kernel table's vector scan counts the kept targets (the divisor: the same
   // value as a sum of ones) and flags any out of range; the loop below then runs only to name the
-  // first bad one. With weights the loop sums them in order.
-  if (w == nullptr) {
+  // first bad one. With weights (class or token) the loop sums tw[k] * w[t[k]] in order.
+  if (w == nullptr && tw == nullptr) {
     const auto& k = cpu::active_table<T>();
     bool bad = false;
     std::int64_t kept;
@@ -70,7 +71,8 @@ Status scan_targets(const I* t, std::int64_t n, const Shape& tshape, std::int64_
       return out_of_range(fmt::format("target {} at position {} is outside [0, {}){}", v, detail::position_of(k, tshape), C,
                                       fmt::format(" (ignore_index is {})", ignore_index)));
     }
-    total += w ? static_cast<double>(w[v]) : 1.0;
+    const double wv = w ? static_cast<double>(w[v]) : 1.0;
+    total += tw ? static_cast<double>(tw[k]) * wv : wv;
   }
   *divisor = total;
   return ok_status();
@@ -115,6 +117,9 @@ Status validate(ConstTensorView input, ConstTensorView target, const Common& o, 
     if (o.ignore_index >= 0)
       return invalid_argument(fmt::format(
           "ignore_index is not supported with probability targets (it must be negative, found {})", o.ignore_index));
+    if (!o.token_weight.empty_view())
+      return invalid_argument("token_weight applies to class-index targets; with probability targets use reduction "
+                              "none and weight the per-row losses");
     s->kind = Kind::kProb;
     s->loss_none_shape = input.shape.without(cdim);
     s->divisor = static_cast<double>(s->L.rows());
@@ -126,12 +131,20 @@ Status validate(ConstTensorView input, ConstTensorView target, const Common& o, 
     s->loss_none_shape = want;
     s->kind = target.dtype == DType::kI32 ? Kind::kIndex32 : Kind::kIndex64;
     const std::int64_t n = want.numel();
-    auto scan = [&](auto* w) -> Status {
+    if (!o.token_weight.empty_view()) {
+      XENT_RETURN_IF_ERROR(detail::check_present(o.token_weight, "token_weight"));
+      XENT_RETURN_IF_ERROR(
+          detail::check_like(o.token_weight, input.dtype, want, "token_weight", "the input"));
+    }
+    auto scan = [&](auto* w, auto* tw) -> Status {
       if (s->kind == Kind::kIndex32)
-        return scan_targets(target.as<std::int32_t>(), n, want, C, o.ignore_index, w, &s->divisor);
-      return scan_targets(target.as<std::int64_t>(), n, want, C, o.ignore_index, w, &s->divisor);
+        return scan_targets(target.as<std::int32_t>(), n, want, C, o.ignore_index, w, tw, &s->divisor);
+      return scan_targets(target.as<std::int64_t>(), n, want, C, o.ignore_index, w, tw, &s->divisor);
     };
-    XENT_RETURN_IF_ERROR(detail::visit_float(input.dtype, [&](auto tag) { return scan(o.weight.as<decltype(tag)>()); }));
+    XENT_RETURN_IF_ERROR(detail::visit_float(input.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      return scan(o.weight.as<T>(), o.token_weight.as<T>());
+    }));
   }
   s->weight_sum =
       detail::visit_float(input.dtype, [&](auto tag) { return sum_weights(o.weight.as<decltype(tag)>(), s->L.C); });
@@ -161,6 +174,15 @@ void finish_loss(const Setup& s, Reduction reduction, const double* row_loss, T*
   *loss = static_cast<T>(total);
 }
 
+// Token weights on per-row losses: row_loss[r] *= tw[r0 + r] for the kept rows r0 .. r0 + n (an
+// ignored token contributes 0 whatever its weight, as it does to the divisor).
+template <class T, class I>
+void apply_token_weights(const I* tgt, const T* tw, std::int64_t ignore_index, std::size_t r0, std::size_t n,
+                         double* row_loss) {
+  for (std::size_t r = 0; r < n; ++r)
+    if (static_cast<std::int64_t>(tgt[r0 + r]) != ignore_index) row_loss[r] *= static_cast<double>(tw[r0 + r]);
+}
+
 // Cross-entropy on split rows (n_chunks per row), class-index targets (I an integer type, with or
 // without label smoothing) or probability targets (I = T). Pass 1: the chunks' stats, and with
 // label smoothing or probability targets their coefficient sums (split.h), combined per row in
@@ -179,6 +201,7 @@ void run_split_ce(const Setup& s, const Common& o, const T* x, const I* tgt, std
   const Layout& L = s.L;
   const std::size_t rows = L.rows(), C = L.C;
   const T* w = o.weight.as<T>();
+  const T* tw = o.token_weight.as<T>();  // class indices only (validate)
   const double eps = o.label_smoothing, Cd = static_cast<double>(C);
   const bool sums = kProb || eps != 0;  // coefficient sums needed
   auto coefs_of = [&](std::size_t r, std::size_t c0) {
@@ -205,7 +228,8 @@ void run_split_ce(const Setup& s, const Common& o, const T* x, const I* tgt, std
   std::vector<char> whole(rows, 0);
   for (std::size_t r = 0; r < rows; ++r) {
     const detail::RowSums& q = rs[r];
-    const double g = dloss_rows != nullptr ? dloss_scale * static_cast<double>(dloss_rows[r]) : dloss_scale;
+    double g = dloss_rows != nullptr ? dloss_scale * static_cast<double>(dloss_rows[r]) : dloss_scale;
+    if (tw != nullptr) g *= static_cast<double>(tw[r]);  // kernels.h row_upstream's order
     if constexpr (kProb) {
       if (!q.ok) {
         whole[r] = 1;
@@ -263,6 +287,7 @@ void run_split_ce(const Setup& s, const Common& o, const T* x, const I* tgt, std
       a.dx = dx != nullptr ? dx + r * C : nullptr;
       a.dloss = dloss_rows != nullptr ? dloss_rows + r : nullptr;
       a.dloss_scale = dloss_scale;
+      a.row_weight = tw != nullptr ? tw + r : nullptr;
       if constexpr (sizeof(I) == 4) k.ce_index_i32(a, b1);
       else k.ce_index_i64(a, b1);
     }
@@ -285,6 +310,9 @@ void run_split_ce(const Setup& s, const Common& o, const T* x, const I* tgt, std
   } else {
     for (std::size_t r = 0; r < rows; ++r)
       if (whole[r]) redo(r);
+  }
+  if constexpr (!kProb) {
+    if (loss != nullptr && tw != nullptr) apply_token_weights(tgt, tw, o.ignore_index, 0, rows, row_loss.data());
   }
   if (loss != nullptr) finish_loss(s, o.reduction, row_loss.data(), loss);
 }
@@ -331,6 +359,7 @@ void run(const Setup& s, const Common& o, bool is_nll, const void* x_v, const vo
   const auto& k = cpu::active_table<T>();
   const T* x = static_cast<const T*>(x_v);
   const T* w = o.weight.as<T>();
+  const T* tw = is_nll ? nullptr : o.token_weight.as<T>();
   const bool want_loss = loss != nullptr;
   const bool none = o.reduction == Reduction::kNone;
   const Layout& L = s.L;
@@ -383,6 +412,7 @@ void run(const Setup& s, const Common& o, bool is_nll, const void* x_v, const vo
         a.dx = d;
         a.dloss = dl;
         a.dloss_scale = dloss_scale;
+        a.row_weight = tw != nullptr ? tw + p.row_off : nullptr;
         fn(a, p.b);
       };
       if (s.kind == Kind::kIndex32)
@@ -392,6 +422,12 @@ void run(const Setup& s, const Common& o, bool is_nll, const void* x_v, const vo
     });
     if (!want_loss) return;
     const std::size_t n = r1 - r0;
+    if (tw != nullptr) {  // class indices (validate); the dense rows r0 .. r1 are the targets' order
+      if (s.kind == Kind::kIndex32)
+        apply_token_weights(static_cast<const std::int32_t*>(t_v), tw, o.ignore_index, r0, n, buf);
+      else
+        apply_token_weights(static_cast<const std::int64_t*>(t_v), tw, o.ignore_index, r0, n, buf);
+    }
     if (none) {
       for (std::size_t r = 0; r < n; ++r) loss[r0 + r] = static_cast<T>(buf[r]);
     } else {
@@ -441,8 +477,10 @@ Status do_backward(ConstTensorView input, ConstTensorView target, const Common& 
   return ok_status();
 }
 
-Common common_of(const CrossEntropyOptions& o) { return {o.weight, o.ignore_index, o.reduction, o.label_smoothing}; }
-Common common_of(const NllOptions& o) { return {o.weight, o.ignore_index, o.reduction, 0.0}; }
+Common common_of(const CrossEntropyOptions& o) {
+  return {o.weight, o.ignore_index, o.reduction, o.label_smoothing, o.token_weight};
+}
+Common common_of(const NllOptions& o) { return {o.weight, o.ignore_index, o.reduction, 0.0, {}}; }
 
 }  // namespace
 

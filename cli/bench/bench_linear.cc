@@ -88,6 +88,10 @@ Mem alloc(std::size_t bytes) {
 }
 
 
+const char* dtype_short(DType dt) {
+  return dt == DType::kF32 ? "f32" : dt == DType::kF64 ? "f64" : dt == DType::kBF16 ? "bf16" : "f16";
+}
+
 void run(const Args& a) {
   if (a.tokens < 1 || a.hidden < 1 || a.vocab < 1)
     throw UsageError(fmt::format("--tokens, --hidden and --vocab must be positive; found {}, {}, {}", a.tokens,
@@ -99,8 +103,12 @@ void run(const Args& a) {
     dt = DType::kF32;
   else if (a.dtype == "f64" || a.dtype == "float64")
     dt = DType::kF64;
+  else if (a.dtype == "bf16" || a.dtype == "bfloat16")
+    dt = DType::kBF16;
+  else if (a.dtype == "f16" || a.dtype == "float16")
+    dt = DType::kF16;
   else
-    throw UsageError(fmt::format("--dtype expects f32 or f64, found '{}'", a.dtype));
+    throw UsageError(fmt::format("--dtype expects f32, f64, bf16 or f16, found '{}'", a.dtype));
   if (a.threads > 0) set_num_threads(a.threads);
   if (!a.isa.empty()) throw_if_error(set_isa(a.isa), "--isa");
 
@@ -175,8 +183,10 @@ void run(const Args& a) {
   const double products = a.forward_only ? 1 : 3;
   const double gflops = products * 2.0 * static_cast<double>(N) * static_cast<double>(H) *
                         static_cast<double>(V) / (median * 1e-3) / 1e9;
-  const double loss_value = dt == DType::kF32 ? static_cast<double>(*static_cast<float*>(loss.get()))
-                                              : *static_cast<double*>(loss.get());
+  const double loss_value = dt == DType::kF32    ? static_cast<double>(*static_cast<float*>(loss.get()))
+                            : dt == DType::kF64  ? *static_cast<double*>(loss.get())
+                            : dt == DType::kBF16 ? static_cast<double>(to_float(*static_cast<bfloat16*>(loss.get())))
+                                                 : static_cast<double>(to_float(*static_cast<float16*>(loss.get())));
   if (a.json) {
     std::printf(
         "{\"impl\":\"xent\",\"tokens\":%lld,\"hidden\":%lld,\"vocab\":%lld,\"dtype\":\"%s\",\"pass\":\"%s\","
@@ -185,7 +195,7 @@ void run(const Args& a) {
         "\"peak_extra_bytes\":%llu,\"rss_before_bytes\":%llu,\"maxrss_before_bytes\":%llu,"
         "\"cpu_ms\":%.6g,\"useful_gflops\":%.4g,\"loss\":%.9g}\n",
         static_cast<long long>(N), static_cast<long long>(H), static_cast<long long>(V),
-        dt == DType::kF32 ? "f32" : "f64", a.forward_only ? "fwd" : "fwd+bwd", a.bias ? "true" : "false",
+        dtype_short(dt), a.forward_only ? "fwd" : "fwd+bwd", a.bias ? "true" : "false",
         num_threads(), active_isa().c_str(), static_cast<long long>(plan->token_block),
         static_cast<long long>(plan->vocab_block), plan->recompute ? "true" : "false", plan->workspace_bytes, a.reps,
         median, ms.front(), first_ms, static_cast<unsigned long long>(peak_extra),
@@ -195,7 +205,7 @@ void run(const Args& a) {
   }
   std::printf("linear-cross-entropy %s N=%lld H=%lld V=%lld %s, %d thread%s, isa %s\n",
               a.forward_only ? "fwd" : "fwd+bwd", static_cast<long long>(N), static_cast<long long>(H),
-              static_cast<long long>(V), dt == DType::kF32 ? "f32" : "f64", num_threads(),
+              static_cast<long long>(V), dtype_short(dt), num_threads(),
               num_threads() == 1 ? "" : "s", active_isa().c_str());
   std::printf("  blocks %lld tokens x %lld classes%s, workspace %.1f MiB\n", static_cast<long long>(plan->token_block),
               static_cast<long long>(plan->vocab_block), plan->recompute ? " (logits recomputed)" : "",
@@ -222,7 +232,8 @@ CLI::App* add_linear_bench(CLI::App& parent, const std::string& name) {
   app->add_option("--reps", a->reps,
                   "Timed calls after an untimed first one (default 3); 0 times the first call itself (for shapes "
                   "that take minutes)")->type_name("R");
-  app->add_option("--dtype", a->dtype, "f32 or f64 (default f32)");
+  app->add_option("--dtype", a->dtype,
+                  "f32, f64, bf16 or f16 (default f32; 16-bit runs the float32 layer on widened copies)");
   app->add_flag("--bias", a->bias, "Include a bias (and its gradient)");
   app->add_flag("--forward-only", a->forward_only, "Loss only, no gradients");
   app->add_option("--label-smoothing", a->label_smoothing, "Label smoothing (default 0)");

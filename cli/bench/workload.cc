@@ -99,6 +99,9 @@ std::string check_options(const Spec& spec) {
     return fmt::format("--label-smoothing applies to cross-entropy only, found op {}", spec.op);
   if (spec.weighted && !ce && spec.op != "nll")
     return fmt::format("--weight applies to cross-entropy and nll only, found op {}", spec.op);
+  if (spec.token_weighted && !(ce && spec.target == "index"))
+    return fmt::format("--token-weight applies to cross-entropy with --target index only, found op {} target {}",
+                       spec.op, spec.target);
   return {};
 }
 
@@ -144,6 +147,7 @@ Status Workload::create(const Spec& spec, std::unique_ptr<Workload>* out) {
   if (is_ce) ok = ok && alloc(w->t_, N * sizeof(std::int64_t));
   if (prob) ok = ok && alloc(w->t_, n * s);
   if (spec.weighted) ok = ok && alloc(w->w_, static_cast<std::size_t>(spec.C) * s);
+  if (spec.token_weighted) ok = ok && alloc(w->tw_, N * s);
   if (is_bce) ok = ok && alloc(w->t_, n * s);
   if (is_sm || op == "logsumexp") ok = ok && alloc(w->y_, (is_sm ? n : N) * s) && alloc(w->dy_, (is_sm ? n : N) * s);
   if (bwd) ok = ok && alloc(w->dx_, n * s);
@@ -168,6 +172,7 @@ Status Workload::create(const Spec& spec, std::unique_ptr<Workload>* out) {
     else normalize_rows<double>(w->t_.data(), N, C);
   }
   if (spec.weighted) fill_uniform(dt, w->w_.data(), static_cast<std::size_t>(spec.C), 0.5, 1.5, 6);
+  if (spec.token_weighted) fill_uniform(dt, w->tw_.data(), N, 0.0, 2.0, 7);
   if (w->dy_.data() != nullptr) fill_uniform(dt, w->dy_.data(), w->dy_.bytes() / s, -1.0, 1.0, 4);
   fill_uniform(dt, w->dloss_.data(), 1, 1.0, 1.0, 5);
   // softmax / log-softmax backward take the forward's output.
@@ -192,7 +197,7 @@ Status Workload::create(const Spec& spec, std::unique_ptr<Workload>* out) {
   else if (op == "logsumexp") b = (fwd ? E_bytes + row_bytes : 0) + (bwd ? 2 * E_bytes + 2 * row_bytes : 0);
   else if (op == "nll") b = (fwd ? row_bytes + tgt : 0) + (bwd ? E_bytes + tgt : 0);
   else if (is_bce) b = (fwd ? 2 * E_bytes : 0) + (bwd ? 3 * E_bytes : 0);
-  if (op == "cross-entropy") b += wgt;
+  if (op == "cross-entropy") b += wgt + (spec.token_weighted ? row_bytes : 0);
   else if (op == "nll") b += (fwd ? wgt : 0) + (bwd ? wgt : 0);  // two calls, each reads the weights
   w->min_bytes_ = b;
   *out = std::move(w);
@@ -219,6 +224,7 @@ Status Workload::run() const {
       CrossEntropyOptions o;
       o.weight = weight;
       o.label_smoothing = spec_.label_smoothing;
+      if (spec_.token_weighted) o.token_weight = ConstTensorView{tw_.data(), dt, rows};
       if (fwd && bwd) return cross_entropy_fused(x, t, o, scalar_loss, dx);
       if (fwd) return cross_entropy_forward(x, t, o, scalar_loss);
       return cross_entropy_backward(x, t, o, dloss, dx);

@@ -35,6 +35,7 @@ struct Spec {
                                  // (cross-entropy only; each row sums to 1)
   double label_smoothing = 0.0;  // in [0, 1]; cross-entropy only
   bool weighted = false;         // random class weights in [0.5, 1.5); cross-entropy and nll
+  bool token_weighted = false;   // random per-token weights in [0, 2); cross-entropy, class indices
 };
 
 // Empty when `spec`'s target, label smoothing and weights suit its op; otherwise a one-line
@@ -74,7 +75,7 @@ class Workload {
  private:
   Spec spec_;
   double min_bytes_ = 0;
-  Buffer x_, y_, t_, w_, dy_, dx_, loss_, dloss_;
+  Buffer x_, y_, t_, w_, tw_, dy_, dx_, loss_, dloss_;
 };
 
 // Fills n values of dtype `dt` (float32, float64, bfloat16 or float16) with fixed-seed uniform values in [lo, hi);

@@ -24,11 +24,12 @@ enum class Op { kCrossEntropy, kNll, kBce, kBceWithLogits };
 struct Args {
   Op op = Op::kCrossEntropy;
   std::string name;
-  std::string input, target, weight, pos_weight, out, grad_out;
+  std::string input, target, weight, pos_weight, token_weight, out, grad_out;
   std::string reduction = "mean";
   std::int64_t ignore_index = -100;
   double label_smoothing = 0.0;
   std::string input_kind = "logits";
+  std::string dtype;  // --dtype: "" = the input's
   double eps = 0.0;  // 0: the log is clamped at -100, as PyTorch's binary_cross_entropy
   int threads = 0;
   CLI::Option* grad_opt = nullptr;
@@ -157,13 +158,33 @@ void run(const Args& a) {
   apply_threads(a.threads);
   check_output_paths({{"--out", a.out}, {"--grad-out", a.grad_out}});
 
-  NpyArray x = read_input("--input", a.input);
+  const bool ask_bf16 = !a.dtype.empty() && compute_dtype(a.dtype, DType::kF32) == DType::kBF16;
+  NpyArray x = read_input("--input", a.input, ask_bf16);
   require_floating(x, "--input", a.input, a.name);
-  NpyArray t = read_input("--target", a.target);
-  std::optional<NpyArray> w, pw;
-  if (!a.weight.empty()) w = read_input("--weight", a.weight);
-  if (!a.pos_weight.empty()) pw = read_input("--pos-weight", a.pos_weight);
+  NpyArray t = read_input("--target", a.target, ask_bf16);
+  std::optional<NpyArray> w, pw, tw;
+  if (!a.weight.empty()) w = read_input("--weight", a.weight, ask_bf16);
+  if (!a.pos_weight.empty()) pw = read_input("--pos-weight", a.pos_weight, ask_bf16);
+  if (!a.token_weight.empty()) tw = read_input("--token-weight", a.token_weight, ask_bf16);
+  // --dtype: every floating input converted once to the compute dtype (targets that are class
+  // indices stay integers).
+  if (!a.dtype.empty()) {
+    const DType dt = compute_dtype(a.dtype, x.dtype());
+    x = convert_to(std::move(x), dt);
+    if (is_floating(t.dtype())) t = convert_to(std::move(t), dt);
+    if (w && is_floating(w->dtype())) w = convert_to(std::move(*w), dt);
+    if (pw && is_floating(pw->dtype())) pw = convert_to(std::move(*pw), dt);
+    if (tw && is_floating(tw->dtype())) tw = convert_to(std::move(*tw), dt);
+  }
+  if (tw && (a.input_kind == "probabilities" || is_floating(t.dtype()))) {
+    throw UsageError("--token-weight applies to class-index targets with --input-kind logits");
+  }
   if (a.op == Op::kCrossEntropy && a.input_kind == "probabilities") {
+    if (x.dtype() != DType::kF32 && x.dtype() != DType::kF64) {
+      throw InputError(fmt::format("--input-kind probabilities computes in float32 or float64, found {}; give "
+                                   "--dtype f32 or f64",
+                                   dtype_name(x.dtype())));
+    }
     run_probabilities(a, reduction, x, t, w);
     return;
   }
@@ -180,6 +201,7 @@ void run(const Args& a) {
       o.ignore_index = a.ignore_index;
       o.reduction = reduction;
       o.label_smoothing = a.label_smoothing;
+      if (tw) o.token_weight = tw->view();
       s = dx ? cross_entropy_fused(x.view(), t.view(), o, loss.mutable_view(), dx->mutable_view())
              : cross_entropy_forward(x.view(), t.view(), o, loss.mutable_view());
       throw_if_error(s, a.name);
@@ -216,10 +238,12 @@ void run(const Args& a) {
       break;
     }
   }
+  const bool show_dtype = !a.dtype.empty();
   if (dx) {
-    write_outputs({{"--out", a.out, loss.view(), "loss"}, {"--grad-out", a.grad_out, dx->view(), "gradient"}});
+    write_outputs({{"--out", a.out, loss.view(), "loss", show_dtype},
+                   {"--grad-out", a.grad_out, dx->view(), "gradient", show_dtype}});
   } else {
-    write_outputs({{"--out", a.out, loss.view(), "loss"}});
+    write_outputs({{"--out", a.out, loss.view(), "loss", show_dtype}});
   }
 }
 
@@ -233,11 +257,12 @@ CLI::App* add_common(CLI::App& root, const std::shared_ptr<Args>& args, const ch
 
 void add_outputs(CLI::App* app, const std::shared_ptr<Args>& args) {
   add_reduction_option(app, &args->reduction);
-  add_out_option(app, &args->out, "Output .npy for the loss, in the input's dtype", "L.npy");
+  add_out_option(app, &args->out, "Output .npy for the loss, in --dtype (default: the input's dtype)", "L.npy");
   args->grad_opt = add_grad_out_option(app, &args->grad_out,
                                        "Also write d sum(loss) / d input (input's shape and dtype); with mean or sum "
                                        "reduction this is the gradient of the reported loss",
                                        "G.npy");
+  add_dtype_option(app, &args->dtype);
   add_threads_option(app, &args->threads);
   app->callback([args] { run(*args); });
 }
@@ -255,12 +280,18 @@ void setup(CLI::App& root) {
     a->name = "cross-entropy";
     CLI::App* app = add_common(
         root, a, "Cross-entropy from logits, as torch.nn.functional.cross_entropy",
-        "Logits, float32 or float64 .npy, shape (C), (N, C) or (N, C, d1, ...); classes along dim 1",
+        "Logits, float16, bfloat16, float32 or float64 .npy, shape (C), (N, C) or (N, C, d1, ...); classes along "
+        "dim 1",
         "Class indices (int .npy: shape (), (N) or (N, d1, ...), each in [0, C) or --ignore-index), or class "
         "probabilities (the input's shape and dtype)");
     app->add_option("--weight", a->weight, "Optional per-class weights, (C) .npy in the input's dtype")
         ->type_name("W.npy");
     add_ignore_index(app, a);
+    app->add_option("--token-weight", a->token_weight,
+                    "Optional per-token loss weights, the target's shape, in the input's dtype (class-index targets): "
+                    "each token's loss and gradient times its weight; mean divides by the sum of the applied weights "
+                    "(token weight x class weight) over non-ignored tokens")
+        ->type_name("V.npy");
     app->add_option("--label-smoothing", a->label_smoothing,
                     "Mix the target with the uniform distribution: (1 - S) * target + S / C; S in [0, 1], default 0")
         ->type_name("S");
@@ -278,6 +309,8 @@ void setup(CLI::App& root) {
         "xent cross-entropy --input logits.npy --target labels.npy --out loss.npy",
         "xent cross-entropy --input probs.npy --input-kind probabilities --target labels.npy   # -log(y_hat[range(n), y])",
         "xent cross-entropy --input logits.npy --target labels.npy --reduction none --out per_row.npy",
+        "xent cross-entropy --input logits.npy --target labels.npy --dtype bf16 --out loss.npy   # in bfloat16",
+        "xent cross-entropy --input logits.npy --target labels.npy --token-weight v.npy --out loss.npy",
         "xent cross-entropy --input logits.npy --target labels.npy --weight w.npy --ignore-index 0 \\",
         "    --label-smoothing 0.1 --out loss.npy --grad-out dlogits.npy",
         "xent explain cross-entropy --logits '[[1,2,3],[2,4,6]]' --target '[0,2]'   # step by step",
@@ -289,7 +322,7 @@ void setup(CLI::App& root) {
     a->name = "nll";
     CLI::App* app = add_common(
         root, a, "Negative log-likelihood of log-probabilities, as torch.nn.functional.nll_loss",
-        "Log-probabilities (e.g. from `xent log-softmax`), float32 or float64 .npy, shape (C), (N, C) or "
+        "Log-probabilities (e.g. from `xent log-softmax`), any float dtype .npy, shape (C), (N, C) or "
         "(N, C, d1, ...)",
         "Class indices, int .npy of shape (), (N) or (N, d1, ...), each in [0, C) or --ignore-index");
     app->add_option("--weight", a->weight, "Optional per-class weights, (C) .npy in the input's dtype")
@@ -307,7 +340,8 @@ void setup(CLI::App& root) {
     a->name = "bce";
     CLI::App* app = add_common(
         root, a, "Binary cross-entropy of probabilities, as torch.nn.functional.binary_cross_entropy",
-        "Probabilities in [0, 1], float32 or float64 .npy of any shape (values outside [0, 1] are refused)",
+        "Probabilities in [0, 1], float16, bfloat16, float32 or float64 .npy of any shape (values outside [0, 1] "
+        "are refused)",
         "Targets, the input's shape and dtype (usually 0 or 1)");
     app->add_option("--weight", a->weight,
                     "Optional weights broadcastable to the input's shape (NumPy rules), input's dtype")
@@ -326,7 +360,7 @@ void setup(CLI::App& root) {
         root, a,
         "Binary cross-entropy of logits (sigmoid inside, numerically stable), as "
         "torch.nn.functional.binary_cross_entropy_with_logits",
-        "Logits, float32 or float64 .npy of any shape", "Targets, the input's shape and dtype (usually 0 or 1)");
+        "Logits, float16, bfloat16, float32 or float64 .npy of any shape", "Targets, the input's shape and dtype (usually 0 or 1)");
     app->add_option("--weight", a->weight,
                     "Optional weights broadcastable to the input's shape (NumPy rules), input's dtype")
         ->type_name("W.npy");

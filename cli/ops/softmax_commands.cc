@@ -20,6 +20,7 @@ struct Args {
   Op op = Op::kSoftmax;
   std::string name;
   std::string input, out, grad_out;
+  std::string dtype;  // --dtype: "" = the input's
   std::int64_t dim = 0;
   CLI::Option* dim_opt = nullptr;
   CLI::Option* grad_opt = nullptr;
@@ -29,8 +30,11 @@ struct Args {
 void run(const Args& a) {
   apply_threads(a.threads);
   check_output_paths({{"--out", a.out}, {"--grad-out", a.grad_out}});
-  NpyArray x = read_input("--input", a.input);
+  const bool ask_bf16 = !a.dtype.empty() && compute_dtype(a.dtype, DType::kF32) == DType::kBF16;
+  NpyArray x = read_input("--input", a.input, ask_bf16);
   require_floating(x, "--input", a.input, a.name);
+  x = convert_to(std::move(x), compute_dtype(a.dtype, x.dtype()));
+  const bool show_dtype = !a.dtype.empty();
   // PyTorch deprecates the implicit dim; for rank >= 3 the old default (1) is rarely what is meant
   // ((B, T, V) logits want -1), so it must be said.
   if (!a.dim_opt->count() && x.shape().rank() >= 3) {
@@ -51,7 +55,7 @@ void run(const Args& a) {
   throw_if_error(s, a.name);
   const char* result_name = a.op == Op::kSoftmax ? "softmax" : a.op == Op::kLogSoftmax ? "log_softmax" : "logsumexp";
   if (!a.grad_opt->count()) {
-    write_outputs({{"--out", a.out, y.view(), result_name}});
+    write_outputs({{"--out", a.out, y.view(), result_name, show_dtype}});
     return;
   }
   NpyArray ones = make_ones(x.dtype(), out_shape);
@@ -62,7 +66,8 @@ void run(const Args& a) {
     case Op::kLogSumExp: s = logsumexp_backward(x.view(), y.view(), ones.view(), dim, dx.mutable_view()); break;
   }
   throw_if_error(s, a.name + " backward");
-  write_outputs({{"--out", a.out, y.view(), result_name}, {"--grad-out", a.grad_out, dx.view(), "gradient"}});
+  write_outputs({{"--out", a.out, y.view(), result_name, show_dtype},
+                 {"--grad-out", a.grad_out, dx.view(), "gradient", show_dtype}});
 }
 
 void add(CLI::App& root, Op op, const char* name, const char* summary, const char* example_lines) {
@@ -70,7 +75,7 @@ void add(CLI::App& root, Op op, const char* name, const char* summary, const cha
   args->op = op;
   args->name = name;
   CLI::App* app = root.add_subcommand(name, summary);
-  app->add_option("--input", args->input, "Input array, float32 or float64 .npy, any rank up to 8")
+  app->add_option("--input", args->input, "Input array, float16, bfloat16, float32 or float64 .npy, any rank up to 8")
       ->required()
       ->type_name("X.npy");
   args->dim_opt = app->add_option("--dim", args->dim,
@@ -78,14 +83,15 @@ void add(CLI::App& root, Op op, const char* name, const char* summary, const cha
                                   "1 for 2-d inputs, 0 for 1-d; required for 3 or more dimensions.")
                       ->type_name("D");
   add_out_option(app, &args->out,
-                 op == Op::kLogSumExp ? "Output .npy: the input's shape without --dim, the input's dtype"
-                                      : "Output .npy: the input's shape and dtype",
+                 op == Op::kLogSumExp ? "Output .npy: the input's shape without --dim, in --dtype"
+                                      : "Output .npy: the input's shape, in --dtype",
                  "Y.npy");
   args->grad_opt = add_grad_out_option(
       app, &args->grad_out,
       "Also write d sum(output) / d input (the backward pass with an upstream gradient of ones), input's shape and "
       "dtype",
       "G.npy");
+  add_dtype_option(app, &args->dtype);
   add_threads_option(app, &args->threads);
   app->footer(example_lines);
   app->callback([args] { run(*args); });
@@ -95,7 +101,8 @@ void setup(CLI::App& root) {
   add(root, Op::kSoftmax, "softmax", "Softmax along a dimension: exp(x - max) / sum(exp(x - max))",
       "\nExamples:\n"
       "  xent softmax --input logits.npy --out probs.npy             # (N, C): softmax over classes\n"
-      "  xent softmax --input x.npy --dim -1 --out y.npy --grad-out dx.npy\n");
+      "  xent softmax --input x.npy --dim -1 --out y.npy --grad-out dx.npy\n"
+      "  xent softmax --input logits.npy --dtype bf16 --out probs_bf16.npy      # computed in bfloat16\n");
   add(root, Op::kLogSoftmax, "log-softmax", "Log-softmax along a dimension: x - max - log(sum(exp(x - max)))",
       "\nExamples:\n"
       "  xent log-softmax --input logits.npy --out logp.npy\n"

@@ -20,8 +20,10 @@
 
 namespace xent::cli {
 
-NpyArray read_input(const std::string& flag, const std::string& path) {
-  Result<NpyArray> r = read_npy(path);
+NpyArray read_input(const std::string& flag, const std::string& path, bool bfloat16) {
+  NpyReadOptions options;
+  options.void2_as_bfloat16 = bfloat16;
+  Result<NpyArray> r = read_npy(path, options);
   // A missing, unreadable or malformed input is the caller's to fix: exit 2. A read that fails
   // part-way through a file that opened fine (an I/O error, the file shrinking while it is read)
   // is a runtime failure: exit 1. The reader's messages already name the file.
@@ -39,8 +41,59 @@ NpyArray read_input(const std::string& flag, const std::string& path) {
 
 void require_floating(const NpyArray& a, const std::string& flag, const std::string& path, const std::string& op) {
   if (is_floating(a.dtype())) return;
-  throw InputError(fmt::format("{} '{}' has dtype {}; {} expects float32 or float64", flag, path,
+  throw InputError(fmt::format("{} '{}' has dtype {}; {} expects float16, bfloat16, float32 or float64", flag, path,
                                a.file_dtype().empty() ? dtype_name(a.dtype()) : a.file_dtype(), op));
+}
+
+void add_dtype_option(CLI::App* app, std::string* dtype) {
+  app->add_option("--dtype", *dtype,
+                  "Compute and write in this dtype: f32, f64, bf16 or f16. The floating inputs are converted "
+                  "once (rounded to nearest even); every op accumulates in float32 or wider and rounds its "
+                  "result once. Default: the input file's dtype. bf16 also reads '<V2' files as bfloat16 (how "
+                  "np.save stores ml_dtypes.bfloat16)")
+      ->type_name("f32|f64|bf16|f16");
+}
+
+DType compute_dtype(const std::string& flag, DType input) {
+  if (flag.empty()) return input;
+  if (flag == "f32" || flag == "float32") return DType::kF32;
+  if (flag == "f64" || flag == "float64") return DType::kF64;
+  if (flag == "bf16" || flag == "bfloat16") return DType::kBF16;
+  if (flag == "f16" || flag == "float16") return DType::kF16;
+  throw UsageError(fmt::format("--dtype expects f32, f64, bf16 or f16, found '{}'", flag));
+}
+
+namespace {
+
+double load_as_double(const NpyArray& a, std::int64_t i) {
+  switch (a.dtype()) {
+    case DType::kF32: return a.as<float>()[i];
+    case DType::kF64: return a.as<double>()[i];
+    case DType::kBF16: return to_float(a.as<bfloat16>()[i]);
+    case DType::kF16: return to_float(a.as<float16>()[i]);
+    case DType::kI32: return a.as<std::int32_t>()[i];
+    case DType::kI64: return static_cast<double>(a.as<std::int64_t>()[i]);
+  }
+  return 0.0;
+}
+
+}  // namespace
+
+NpyArray convert_to(NpyArray a, DType to) {
+  if (a.dtype() == to) return a;
+  NpyArray out = make_array(to, a.shape());
+  const std::int64_t n = a.numel();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double v = load_as_double(a, i);
+    switch (to) {
+      case DType::kF32: out.as<float>()[i] = static_cast<float>(v); break;
+      case DType::kF64: out.as<double>()[i] = v; break;
+      case DType::kBF16: out.as<bfloat16>()[i] = to_bfloat16(v); break;
+      case DType::kF16: out.as<float16>()[i] = to_float16(v); break;
+      default: throw RuntimeFailure(fmt::format("convert_to: {} is not a floating dtype", dtype_name(to)));
+    }
+  }
+  return out;
 }
 
 std::int64_t default_dim(const Shape& shape) { return shape.rank() >= 2 ? 1 : 0; }
@@ -64,6 +117,8 @@ NpyArray make_ones(DType dtype, const Shape& shape) {
   NpyArray a = make_array(dtype, shape);
   if (dtype == DType::kF32) std::fill_n(a.as<float>(), a.numel(), 1.0f);
   if (dtype == DType::kF64) std::fill_n(a.as<double>(), a.numel(), 1.0);
+  if (dtype == DType::kBF16) std::fill_n(a.as<bfloat16>(), a.numel(), to_bfloat16(1.0));
+  if (dtype == DType::kF16) std::fill_n(a.as<float16>(), a.numel(), to_float16(1.0));
   return a;
 }
 
@@ -144,7 +199,7 @@ void write_outputs(const std::vector<Output>& outputs) {
   for (const auto& o : outputs) printed += o.path.empty() ? 1 : 0;
   for (const auto& o : outputs) {
     if (!o.path.empty()) continue;
-    std::string text = format_array(o.view);
+    std::string text = format_array(o.view, o.show_dtype);
     if (printed > 1) text = o.label + ":\n" + text;
     std::fputs(text.c_str(), stdout);
     if (printed > 1 && &o != &outputs.back()) std::fputs("\n", stdout);

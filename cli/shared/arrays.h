@@ -23,12 +23,25 @@ namespace xent::cli {
 using namespace ::xent::io;  // NpyArray, read_npy, write_npy
 
 // Reads a .npy input named by `flag` (e.g. "--input"); any failure throws InputError whose message
-// names the file and what is wrong with it.
-NpyArray read_input(const std::string& flag, const std::string& path);
+// names the file and what is wrong with it. `bfloat16` reads a 2-byte void descr ('<V2', how
+// np.save stores ml_dtypes' bfloat16; io/npy.h) as bfloat16: set it where the user asked for
+// bfloat16 (--dtype bf16).
+NpyArray read_input(const std::string& flag, const std::string& path, bool bfloat16 = false);
 
-// Throws InputError unless `a` holds float32 or float64 ("--input 'x.npy' has dtype int64; <op>
-// expects float32 or float64").
+// Throws InputError unless `a` holds a floating dtype ("--input 'x.npy' has dtype int64; <op>
+// expects float16, bfloat16, float32 or float64").
 void require_floating(const NpyArray& a, const std::string& flag, const std::string& path, const std::string& op);
+
+// Adds --dtype (f32|f64|bf16|f16) stored in *dtype: the dtype the op computes and writes in; the
+// floating inputs are converted to it once. Empty (the default): the input file's dtype.
+void add_dtype_option(CLI::App* app, std::string* dtype);
+// The dtype named by --dtype ("f32", "float32", ...), or `input` when `flag` is empty; throws
+// UsageError for an unknown name.
+DType compute_dtype(const std::string& flag, DType input);
+// `a` converted to the floating dtype `to`, each value rounded once to nearest even (every source
+// value is exact in double, and the narrowing is one rounding from double); `a` itself when it
+// already has that dtype. Throws RuntimeFailure when the copy cannot be allocated.
+NpyArray convert_to(NpyArray a, DType to);
 
 // The default --dim: 1 for inputs of rank 2 or more, 0 otherwise.
 std::int64_t default_dim(const Shape& shape);
@@ -58,6 +71,7 @@ struct Output {
   std::string path;
   ConstTensorView view;
   std::string label;
+  bool show_dtype = false;  // printed text ends with a "dtype ..." line (always for 16-bit dtypes)
 };
 
 // Refuses an output path that cannot be written (a directory, a missing parent directory, a

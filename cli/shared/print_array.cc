@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <vector>
 
@@ -16,14 +17,26 @@ constexpr std::int64_t kThreshold = 1000;  // numpy.get_printoptions()["threshol
 constexpr std::int64_t kEdgeItems = 3;     // ... ["edgeitems"]
 constexpr std::size_t kLineWidth = 75;     // ... ["linewidth"]
 
+// The shortest decimal (as a double) that rounds back to the 16-bit value `v` holds.
+template <class H, class Round>
+double shortest_16(H v, Round round) {
+  const double x = to_float(v);
+  if (!std::isfinite(x)) return x;
+  for (int digits = 1; digits < 17; ++digits) {
+    const double d = std::strtod(fmt::format("{:.{}g}", x, digits).c_str(), nullptr);
+    if (round(d).bits == v.bits) return d;
+  }
+  return x;
+}
+
 double value_at(const ConstTensorView& a, std::int64_t i) {
   switch (a.dtype) {
     case DType::kF32: return a.as<float>()[i];
     case DType::kF64: return a.as<double>()[i];
     case DType::kI32: return a.as<std::int32_t>()[i];
     case DType::kI64: return static_cast<double>(a.as<std::int64_t>()[i]);
-    case DType::kBF16: return to_float(a.as<bfloat16>()[i]);
-    case DType::kF16: return to_float(a.as<float16>()[i]);
+    case DType::kBF16: return shortest_16(a.as<bfloat16>()[i], [](double d) { return to_bfloat16(d); });
+    case DType::kF16: return shortest_16(a.as<float16>()[i], [](double d) { return to_float16(d); });
   }
   return 0.0;
 }
@@ -135,13 +148,15 @@ void render(const ConstTensorView& a, int dim, std::int64_t offset, const std::v
 
 }  // namespace
 
-std::string format_array(const ConstTensorView& a) {
+std::string format_array(const ConstTensorView& a, bool show_dtype) {
   const bool integer = a.dtype == DType::kI32 || a.dtype == DType::kI64;
+  show_dtype = show_dtype || a.dtype == DType::kBF16 || a.dtype == DType::kF16;
+  const std::string dtype_line = show_dtype ? fmt::format("dtype {}\n", dtype_word(a.dtype)) : "";
   if (a.shape.rank() == 0) {
     const double v = value_at(a, 0);
-    if (integer) return fmt::format("{}\n", static_cast<long long>(v));
-    if (a.dtype == DType::kF32) return fmt::format("{}\n", static_cast<float>(v));
-    return fmt::format("{}\n", v);
+    if (integer) return fmt::format("{}\n", static_cast<long long>(v)) + dtype_line;
+    if (a.dtype == DType::kF32) return fmt::format("{}\n", static_cast<float>(v)) + dtype_line;
+    return fmt::format("{}\n", v) + dtype_line;
   }
   const int rank = a.shape.rank();
   std::vector<std::int64_t> strides(static_cast<std::size_t>(rank), 1);
@@ -177,6 +192,8 @@ std::string format_array(const ConstTensorView& a) {
     std::string dims;
     for (int d = 0; d < rank; ++d) dims += fmt::format("{}{}", d ? ", " : "", a.shape[d]);
     out += fmt::format("shape ({}{}), dtype {}\n", dims, rank == 1 ? "," : "", dtype_word(a.dtype));
+  } else {
+    out += dtype_line;
   }
   return out;
 }

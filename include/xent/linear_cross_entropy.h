@@ -5,6 +5,12 @@
 // This is not a general matrix library: one (N, H) x (H, V) product, row-major, float32 or
 // float64; the products go through the BLAS. docs/linear_cross_entropy.md has the formulas, the
 // blocking and the memory model.
+// bfloat16 / float16: every floating view in the 16-bit dtype, except that dweight may be float32
+// (then it is the float32 layer's weight gradient, summed over tokens without ever being rounded to
+// 16 bits). The call runs the float32 layer on exactly widened float32 copies of the inputs (the
+// BLAS here has no bf16 GEMM) and rounds each output once from its float32 result; it allocates
+// those copies and float32 gradients (4 (N H + V H) bytes and the gradients' float32 size) beside
+// the workspace, whose size linear_cross_entropy_plan gives as for float32.
 //
 // Semantics are PyTorch 1.13's
 //     F.cross_entropy(F.linear(hidden, weight, bias), target, weight=class_weight,

@@ -37,6 +37,12 @@ struct CrossEntropyOptions {
                                      // must be negative with probability targets, as in PyTorch)
   Reduction reduction = Reduction::kMean;
   double label_smoothing = 0.0;      // in [0, 1]
+  // Optional per-token loss weights (class-index targets only): the target's shape, the input's
+  // dtype. Token i's loss and gradient are multiplied by token_weight[i]; the mean becomes the
+  // weighted mean sum_i tw_i w[t_i] l_i / sum_i tw_i w[t_i] over the kept tokens (PyTorch's rule
+  // for class weights, applied to the product of both weights; docs/numerics.md). Ignored tokens
+  // contribute nothing whatever their weight. Not an extension of PyTorch 1.13.
+  ConstTensorView token_weight;
 };
 
 Status cross_entropy_forward(ConstTensorView input, ConstTensorView target,
@@ -47,6 +53,23 @@ Status cross_entropy_backward(ConstTensorView input, ConstTensorView target,
 // loss as cross_entropy_forward, dinput = d sum(loss) / d input.
 Status cross_entropy_fused(ConstTensorView input, ConstTensorView target,
                            const CrossEntropyOptions& options, TensorView loss, TensorView dinput);
+
+struct TokenStatsOptions {
+  std::int64_t ignore_index = -100;  // such targets get correct = -1 (their lse and entropy are still given)
+};
+
+// Forward-only per-token statistics of cross_entropy's softmax over the classes (dim 1), without a
+// loss, a reduction or a gradient. input: logits as for cross_entropy (any floating dtype); target:
+// class indices (int32 or int64), in [0, C) or ignore_index. Each output is the target's shape and
+// optional (an empty view skips it; at least one is needed):
+//   lse      input's dtype: logsumexp over the classes, as logsumexp_forward gives it
+//   entropy  input's dtype: -sum_c p_c log p_c of p = softmax(x) (a class with p_c = 0 adds 0; NaN
+//            for a row holding a NaN or +inf, or all -inf)
+//   correct  int32 or int64: 1 where argmax_c x equals the target, 0 where it does not, -1 where the
+//            target is ignore_index. argmax is torch.argmax's: the first maximum, or the first NaN.
+// docs/numerics.md has the formulas. Nothing is written when the Status is not ok.
+Status cross_entropy_token_stats(ConstTensorView input, ConstTensorView target, const TokenStatsOptions& options,
+                                 TensorView lse, TensorView entropy, TensorView correct);
 
 struct NllOptions {
   ConstTensorView weight;            // optional (C) class weights

@@ -42,6 +42,7 @@ HWY_INLINE CeIndexArgs<T, I> ce_row_args(const CeIndexArgs<T, I>& a, std::size_t
   if (a.row_loss != nullptr) s.row_loss = a.row_loss + r;
   if (a.dx != nullptr) s.dx = a.dx + r * C;
   if (a.dloss != nullptr) s.dloss = a.dloss + r;
+  if (a.row_weight != nullptr) s.row_weight = a.row_weight + r;
   return s;
 }
 
@@ -93,7 +94,7 @@ void ce_index_small_plain(const CeIndexArgs<T, I>& a, std::size_t rows, std::siz
   constexpr bool kExact = kExactOut;
   const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
   HWY_ALIGN T tile[kSmallC * kL];
-  HWY_ALIGN T m[kL], xt[kL], et[kL], wt[kL], tf[kL], keep[kL], dl[kL], scale[kL], tgrad[kL];
+  HWY_ALIGN T m[kL], xt[kL], et[kL], wt[kL], tf[kL], keep[kL], dl[kL], rw[kL], scale[kL], tgrad[kL];
   HWY_ALIGN double S[kL], So[kL], loss[kL];
   bool ok[kL];
   const VD vscale = hn::Set(dd, a.dloss_scale);
@@ -116,6 +117,7 @@ void ce_index_small_plain(const CeIndexArgs<T, I>& a, std::size_t rows, std::siz
         hn::Store(hn::Load(d, keep), d, wt);
       }
       if (a.dloss != nullptr) hn::Store(hn::LoadU(d, a.dloss + r0), d, dl);
+      if (a.row_weight != nullptr) hn::Store(hn::LoadU(d, a.row_weight + r0), d, rw);
     } else {
       for (std::size_t lane = 0; lane < L; ++lane) {
         const std::size_t r = r0 + (lane < n ? lane : n - 1);
@@ -125,6 +127,7 @@ void ce_index_small_plain(const CeIndexArgs<T, I>& a, std::size_t rows, std::siz
         keep[lane] = ignored ? T(0) : T(1);
         wt[lane] = ignored ? T(0) : (a.weight != nullptr ? a.weight[t] : T(1));
         if (a.dloss != nullptr) dl[lane] = a.dloss[r];
+        if (a.row_weight != nullptr) rw[lane] = a.row_weight[r];
       }
       vt = hn::Load(d, tf);
     }
@@ -177,7 +180,8 @@ void ce_index_small_plain(const CeIndexArgs<T, I>& a, std::size_t rows, std::siz
         hn::StoreU(hn::IfThenElseZero(kept, hn::Mul(wtd, hn::Sub(lse, xtd))), dd, out_loss + k);
       }
       if (!want_dx) continue;
-      const VD g = a.dloss != nullptr ? hn::Mul(vscale, load_wide(dl + k)) : vscale;
+      VD g = a.dloss != nullptr ? hn::Mul(vscale, load_wide(dl + k)) : vscale;  // row_upstream's order
+      if (a.row_weight != nullptr) g = hn::Mul(g, load_wide(rw + k));
       const VD q = hn::IfThenElseZero(kept, hn::Div(hn::Mul(g, wtd), s));  // w[t] g / S
       store_narrow(q, scale + k);
       store_narrow(hn::Neg(hn::Mul(sod, q)), tgrad + k);  // w[t] g (p[t] - 1)
@@ -270,7 +274,7 @@ void ce_index_small(const CeIndexArgs<T, I>& a, std::size_t rows, std::size_t C,
         a.row_loss[r] = (1 - eps) * nll + eps / Cd * (W * logS[lane] - A[lane]);
       }
       if (a.dx == nullptr) continue;
-      const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(a.dloss[r]) : a.dloss_scale;
+      const double g = row_upstream(a, r);
       scale[lane] = static_cast<T>(g * ((1 - eps) * wt + eps * a.weight_sum / Cd) / S[lane]);
       bb[lane] = static_cast<T>(g * eps / Cd);
       double dt = (1 - eps) * wt * pm1[lane];
@@ -343,7 +347,7 @@ void ce_index_one_exp(const CeIndexArgs<T, I>& a, Block b, ScalarFn scalar_fn) {
       const double nll = wt * (lse - xt);
       a.row_loss[r] = eps == 0 ? nll : (1 - eps) * nll + eps / Cd * (Wr * logS - A);
     }
-    const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(a.dloss[r]) : a.dloss_scale;
+    const double g = row_upstream(a, r);
     const double coef = (1 - eps) * wt + eps * W / Cd;  // multiplies p[c]
     const V vscale = hn::Set(d, static_cast<T>(g * coef / S));
     if (eps == 0) {
@@ -414,7 +418,7 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
       a.row_loss[r] = eps == 0 ? nll : (1 - eps) * nll + eps / static_cast<double>(C) * (st.wsum * std::log(st.s) - st.wx);
     }
     if (a.dx == nullptr) continue;
-    const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(a.dloss[r]) : a.dloss_scale;
+    const double g = row_upstream(a, r);
     const double coef = (1 - eps) * wt + eps * W / static_cast<double>(C);  // multiplies p[c]
     const V vm = hn::Set(d, static_cast<T>(st.m));
     const V vscale = hn::Set(d, static_cast<T>(g * coef / st.s));
@@ -623,6 +627,98 @@ void nll(const CeIndexArgs<T, I>& a, Block b) noexcept {
 }
 
 // ---------------------------------------------------------------------------------------------
+// forward-only statistics (kernels.h ce_stats)
+
+// Contiguous rows of at least two vectors: pass 1 finds the max and its first index per lane
+// (replaced only on a strictly larger value, so each lane keeps its first maximum), reduced over
+// the lanes by the smallest index among the lanes holding the max; pass 2 sums e = exp(x - m) and
+// e (x - m) in double lanes (a -inf logit adds 0 to both). Rows with a NaN or an infinite max, and
+// rows too long for the index lanes, run the scalar twin, whose results are the defined ones there.
+template <class T>
+void ce_stats(const T* x, Block b, double* lse, double* entropy, std::int64_t* argmax) noexcept {
+  const auto& scalar = scalar_table<T>();
+  const hn::ScalableTag<T> d;
+  const hn::RebindToSigned<decltype(d)> di;
+  using V = hn::Vec<decltype(d)>;
+  using VI = hn::Vec<decltype(di)>;
+  using TI = hn::TFromD<decltype(di)>;
+  const hn::ScalableTag<double> dd;
+  using VD = hn::Vec<decltype(dd)>;
+  const std::size_t L = hn::Lanes(d), C = b.C;
+  if (b.stride != 1 || C < 2 * L || C > static_cast<std::size_t>(std::numeric_limits<TI>::max()) - L)
+    return scalar.ce_stats(x, b, lse, entropy, argmax);
+  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+  HWY_ALIGN T mv[kL];
+  HWY_ALIGN TI iv[kL];
+  for (std::size_t r = 0; r < b.n_outer; ++r) {
+    const T* xr = x + r * C;
+    V vmax = hn::LoadU(d, xr);
+    VI vidx = hn::Iota(di, 0), vcur = vidx;
+    const VI step = hn::Set(di, static_cast<TI>(L));
+    auto nan = hn::IsNaN(vmax);
+    std::size_t c = L;
+    for (; c + L <= C; c += L) {
+      vcur = hn::Add(vcur, step);
+      const V v = hn::LoadU(d, xr + c);
+      nan = hn::Or(nan, hn::IsNaN(v));
+      const auto gt = hn::Gt(v, vmax);
+      vmax = hn::IfThenElse(gt, v, vmax);
+      vidx = hn::IfThenElse(hn::RebindMask(di, gt), vcur, vidx);
+    }
+    hn::Store(vmax, d, mv);
+    hn::Store(vidx, di, iv);
+    T m = mv[0];
+    for (std::size_t k = 1; k < L; ++k) m = mv[k] > m ? mv[k] : m;
+    std::size_t am = C;
+    for (std::size_t k = 0; k < L; ++k)
+      if (mv[k] == m) am = std::min(am, static_cast<std::size_t>(iv[k]));
+    bool tail_nan = false;
+    for (std::size_t k = c; k < C; ++k) {
+      tail_nan = tail_nan || std::isnan(static_cast<double>(xr[k]));
+      if (xr[k] > m) {
+        m = xr[k];
+        am = k;
+      }
+    }
+    if (!hn::AllFalse(d, nan) || tail_nan || !std::isfinite(static_cast<double>(m))) {
+      scalar.ce_stats(xr, Block{1, C, 1, 1}, lse + r, entropy + r, argmax + r);
+      continue;
+    }
+    const V vm = hn::Set(d, m), ninf = hn::Set(d, -kInf<T>);
+    VD s0 = hn::Zero(dd), s1 = hn::Zero(dd), b0 = hn::Zero(dd), b1 = hn::Zero(dd);
+    std::size_t k = 0;
+    for (; k + L <= C; k += L) {
+      const V v = hn::LoadU(d, xr + k);
+      const V e = exp_diff<kExactSum>(d, v, vm);
+      const V be = hn::IfThenZeroElse(hn::Eq(v, ninf), hn::Mul(e, hn::Sub(v, vm)));
+      if constexpr (sizeof(T) == 4) {
+        const hn::Half<decltype(d)> dh;
+        s0 = hn::Add(s0, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
+        s1 = hn::Add(s1, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
+        b0 = hn::Add(b0, hn::PromoteTo(dd, hn::LowerHalf(dh, be)));
+        b1 = hn::Add(b1, hn::PromoteTo(dd, hn::UpperHalf(dh, be)));
+      } else {
+        s0 = hn::Add(s0, e);
+        b0 = hn::Add(b0, be);
+      }
+    }
+    double S = hn::GetLane(hn::SumOfLanes(dd, hn::Add(s0, s1)));
+    double B = hn::GetLane(hn::SumOfLanes(dd, hn::Add(b0, b1)));
+    const double md = static_cast<double>(m);
+    for (; k < C; ++k) {
+      const double dv = static_cast<double>(xr[k]) - md;
+      const double e = std::exp(dv);
+      S += e;
+      if (e != 0) B += e * dv;
+    }
+    const double logS = std::log(S);
+    lse[r] = md + logS;
+    entropy[r] = logS - B / S;
+    argmax[r] = static_cast<std::int64_t>(am);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // target scan (validation)
 
 // The scalar table's count_kept, a vector of targets at a time: ignored lanes counted (a mask is
@@ -675,6 +771,7 @@ void fill_cross_entropy_t(KernelTable<T>* t) noexcept {
   t->nll_i32 = &nll<T, std::int32_t>;
   t->nll_i64 = &nll<T, std::int64_t>;
   t->ce_prob = &ce_prob<T>;
+  t->ce_stats = &ce_stats<T>;
   t->count_kept_i32 = &count_kept<std::int32_t>;
   t->count_kept_i64 = &count_kept<std::int64_t>;
 }

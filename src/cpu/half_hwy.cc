@@ -383,6 +383,7 @@ HWY_INLINE CeIndexArgs<S, I> ce_row_args(const CeIndexArgs<S, I>& a, std::size_t
   if (a.row_loss != nullptr) s.row_loss = a.row_loss + r;
   if (a.dx != nullptr) s.dx = a.dx + r * C;
   if (a.dloss != nullptr) s.dloss = a.dloss + r;
+  if (a.row_weight != nullptr) s.row_weight = a.row_weight + r;
   return s;
 }
 
@@ -471,7 +472,7 @@ HWY_NOINLINE void ce_index_rows(const CeIndexArgs<S, I>& a, Block b) {
       a.row_loss[r] = eps == 0 ? nll : (1 - eps) * nll + eps / Cd * (Wr * logS - A);
     }
     if (dxr == nullptr) continue;
-    const double g = a.dloss != nullptr ? a.dloss_scale * static_cast<double>(static_cast<float>(a.dloss[r])) : a.dloss_scale;
+    const double g = row_upstream(a, r);
     const double coef = (1 - eps) * wt + eps * W / Cd;  // multiplies p[c]
     const float scale = static_cast<float>(g * coef / s);
     const V vscale = hn::Set(d, scale);

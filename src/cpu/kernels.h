@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "half.h"
 
@@ -52,7 +53,26 @@ struct CeIndexArgs {
   const T* dloss = nullptr;      // per-row upstream gradient, or nullptr to use dloss_scale
   double dloss_scale = 1;        // upstream gradient for every row (already divided by the mean's
                                  // divisor); multiplies dloss[row] too when dloss != nullptr
+  const T* row_weight = nullptr; // per-row factor of the gradient (cross-entropy's token weights),
+                                 // laid out as dloss, or nullptr; the losses are not multiplied
+                                 // (the front end does that); NLL kernels ignore it
 };
+
+// A 16-bit or float value exactly as double.
+template <class T>
+inline double as_double(T v) noexcept {
+  if constexpr (std::is_same_v<T, BF16> || std::is_same_v<T, F16>) return static_cast<double>(static_cast<float>(v));
+  else return static_cast<double>(v);
+}
+
+// Row r's upstream gradient g = dloss_scale * dloss[r] * row_weight[r] (the factors that are
+// given), in double, in that order: every kernel computes it this way.
+template <class T, class I>
+inline double row_upstream(const CeIndexArgs<T, I>& a, std::size_t r) noexcept {
+  double g = a.dloss != nullptr ? a.dloss_scale * as_double(a.dloss[r]) : a.dloss_scale;
+  if (a.row_weight != nullptr) g *= as_double(a.row_weight[r]);
+  return g;
+}
 
 // Cross-entropy with probability targets (target has the input's layout).
 template <class T>
@@ -149,6 +169,13 @@ struct KernelTable {
 
   void (*bce)(const BceArgs<T>& a, std::size_t n) noexcept = nullptr;
   void (*bce_logits)(const BceArgs<T>& a, std::size_t n) noexcept = nullptr;
+
+  // Forward-only per-row statistics of the softmax (cross_entropy_token_stats), dense per-row
+  // outputs as row_loss: lse as logsumexp_fwd computes it (an infinite max replaced by 0),
+  // entropy = log S - sum_c e_c (x_c - m) / S with e = exp(x - m) (a -inf logit adds 0; NaN for a
+  // row whose max is not finite or that holds a NaN), argmax = the first maximum, the first NaN if
+  // any (torch.argmax's rule), -1 for C == 0.
+  void (*ce_stats)(const T* x, Block b, double* lse, double* entropy, std::int64_t* argmax) noexcept = nullptr;
 
   // Target scan for validation (unvalidated input, T unused): the number of t[0..n) that differ
   // from ignore_index; *bad is set when any of those lies outside [0, C).

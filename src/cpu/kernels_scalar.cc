@@ -230,7 +230,7 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
       a.row_loss[dense] = loss;
     }
     if (a.dx) {
-      const double g = a.dloss ? a.dloss_scale * static_cast<double>(a.dloss[ro]) : a.dloss_scale;
+      const double g = row_upstream(a, ro);
       const double k_hard = (1 - eps) * wt, k_soft = eps / static_cast<double>(C);
       for (std::size_t c = 0; c < C; ++c) {
         const bool is_t = static_cast<std::int64_t>(c) == t;
@@ -377,6 +377,40 @@ template <class T>
 void exp_nonpos(const T* x, T* y, std::size_t n) noexcept {
   for (std::size_t i = 0; i < n; ++i) y[i] = static_cast<T>(std::exp(x[i]));
 }
+// Per-row softmax statistics (kernels.h ce_stats): lse, entropy = log S - B / S with
+// B = sum_c e_c (x_c - m) (terms with e_c = 0 are 0: p log p -> 0), and the first argmax.
+template <class T>
+void ce_stats(const T* x, Block b, double* lse, double* entropy, std::int64_t* argmax) noexcept {
+  const std::size_t s = b.stride, C = b.C;
+  for_rows(b, [&](std::size_t xo, std::size_t, std::size_t dense) {
+    const T* r = x + xo;
+    std::int64_t am = C == 0 ? -1 : 0;
+    double best = 0;
+    for (std::size_t c = 0; c < C; ++c) {
+      const double v = static_cast<double>(r[c * s]);
+      if (std::isnan(v)) {
+        am = static_cast<std::int64_t>(c);
+        break;
+      }
+      if (c == 0 || v > best) {
+        best = v;
+        am = static_cast<std::int64_t>(c);
+      }
+    }
+    const double m = row_max(r, C, s);
+    const double mm = std::isinf(m) ? 0.0 : m;
+    double S = 0, B = 0;
+    for (std::size_t c = 0; c < C; ++c) {
+      const double d = static_cast<double>(r[c * s]) - mm;
+      const double e = std::exp(d);
+      S += e;
+      if (e != 0) B += e * d;
+    }
+    lse[dense] = mm + std::log(S);
+    entropy[dense] = std::isfinite(m) ? std::log(S) - B / S : kNaN;
+    argmax[dense] = am;
+  });
+}
 
 template <class T>
 KernelTable<T> make_table() {
@@ -403,6 +437,7 @@ KernelTable<T> make_table() {
   k.ce_prob = ce_prob<T>;
   k.bce = bce<T>;
   k.bce_logits = bce_logits<T>;
+  k.ce_stats = ce_stats<T>;
   k.count_kept_i32 = count_kept<std::int32_t>;
   k.count_kept_i64 = count_kept<std::int64_t>;
   k.softcap = softcap<T>;

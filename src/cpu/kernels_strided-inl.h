@@ -330,14 +330,16 @@ HWY_INLINE bool strided_ce_group(const CeIndexArgs<T, I>& a, std::size_t C, std:
   // Per lane: the target (-1 when ignored, and in the pads), its weight (0 when ignored), the
   // upstream gradient.
   HWY_ALIGN TI tg[kL];
-  HWY_ALIGN T wt[kL], dl[kL];
+  HWY_ALIGN T wt[kL], dl[kL], rw[kL];
   for (std::size_t lane = 0; lane < L; ++lane) {
     tg[lane] = -1;
     wt[lane] = T(0);
     dl[lane] = T(0);
+    rw[lane] = T(0);
     if (lane >= n) continue;
     const std::int64_t t = static_cast<std::int64_t>(a.target[ro + lane]);
     if (a.dloss != nullptr) dl[lane] = a.dloss[ro + lane];
+    if (a.row_weight != nullptr) rw[lane] = a.row_weight[ro + lane];
     if (t == a.ignore_index) continue;
     tg[lane] = static_cast<TI>(t);
     wt[lane] = a.weight != nullptr ? a.weight[t] : T(1);
@@ -406,7 +408,8 @@ HWY_INLINE bool strided_ce_group(const CeIndexArgs<T, I>& a, std::size_t C, std:
       hn::Store(hn::IfThenElseZero(kd, loss), dd, lossb + k);
     }
     if (dx == nullptr) continue;
-    const VD g = a.dloss != nullptr ? hn::Mul(vscale, load_wide(dl + k)) : vscale;
+    VD g = a.dloss != nullptr ? hn::Mul(vscale, load_wide(dl + k)) : vscale;  // row_upstream's order
+    if (a.row_weight != nullptr) g = hn::Mul(g, load_wide(rw + k));
     const VD pm1 = hn::Neg(hn::Div(sod, S));  // p[t] - 1
     const VD coef = eps != 0 ? hn::MulAdd(keep_h, wtd, hn::Mul(soft, vW)) : wtd;  // multiplies p
     store_narrow(hn::IfThenElseZero(kd, hn::Div(hn::Mul(g, coef), S)), scaleb + k);
@@ -462,6 +465,7 @@ void strided_ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
     if (a.row_loss != nullptr) r.row_loss = a.row_loss + o * b.n_inner + i;
     if (a.dx != nullptr) r.dx = a.dx + o * C * s + i;
     if (a.dloss != nullptr) r.dloss = a.dloss + o * s + i;
+    if (a.row_weight != nullptr) r.row_weight = a.row_weight + o * s + i;
     scalar_fn(r, Block{1, C, 1, s});
   };
   for_each_group<T>(b, group, row_scalar);

@@ -61,7 +61,8 @@ struct FileDType {
 
   std::string describe() const {
     const char* name = "?";
-    if (kind == 'f') name = size == 4 ? "float32" : "float64";
+    if (kind == 'f') name = size == 2 ? "float16" : size == 4 ? "float32" : "float64";
+    if (kind == 'V') name = "bfloat16, as ml_dtypes saves it";
     if (kind == 'b') name = "bool";
     if (kind == 'i') name = size == 1 ? "int8" : size == 2 ? "int16" : size == 4 ? "int32" : "int64";
     if (kind == 'u') name = size == 1 ? "uint8" : size == 2 ? "uint16" : "uint32";
@@ -152,8 +153,8 @@ Status parse_preamble(const unsigned char* p, std::size_t n, std::uint64_t file_
 //   {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }   + spaces + '\n'
 class DictParser {
  public:
-  DictParser(std::string_view text, std::size_t base, const std::string& name)
-      : t_(text), base_(base), name_(name) {}
+  DictParser(std::string_view text, std::size_t base, const std::string& name, bool void2_as_bfloat16)
+      : t_(text), base_(base), name_(name), void2_as_bfloat16_(void2_as_bfloat16) {}
 
   Status parse(Header* h) {
     bool have_descr = false, have_fortran = false, have_shape = false;
@@ -319,8 +320,8 @@ class DictParser {
 
   Status parse_descr(const std::string& d, FileDType* out) const {
     const char* accepted =
-        "expected float32 ('<f4'), float64 ('<f8'), int32 ('<i4'), int64 ('<i8'), or bool, int8, int16, "
-        "uint8, uint16, uint32 (read as int64)";
+        "expected float16 ('<f2'), float32 ('<f4'), float64 ('<f8'), int32 ('<i4'), int64 ('<i8'), bool, int8, "
+        "int16, uint8, uint16, uint32 (read as int64), or bfloat16 ('<V2', when asked for)";
     auto refuse = [&](const std::string& why) {
       return data_loss(fmt::format("'{}': unsupported dtype '{}' ({}); {}", name_, printable(d), why, accepted));
     };
@@ -343,7 +344,7 @@ class DictParser {
       case 'f':
         if (size == 4) dt.mem = DType::kF32;
         else if (size == 8) dt.mem = DType::kF64;
-        else if (size == 2) return refuse("float16");
+        else if (size == 2) dt.mem = DType::kF16;
         else return refuse(fmt::format("{}-byte float", size));
         break;
       case 'i':
@@ -364,7 +365,23 @@ class DictParser {
       case 'O': return refuse("Python objects");
       case 'U': case 'S': case 'a': return refuse("strings");
       case 'M': case 'm': return refuse("dates and times");
-      case 'V': return refuse("raw or structured data");
+      case 'V':
+        // The bfloat16 convention (npy.h): ml_dtypes registers bfloat16 with NumPy as kind 'V',
+        // byte order '=' and item size 2, and np.save writes dtype.str (numpy/lib/format.py
+        // dtype_to_descr), so its files say '<V2' ('>V2' on a big-endian host); np.load without
+        // ml_dtypes reads them as 2-byte void, which np.save writes back as '|V2' (still the
+        // little-endian bytes). Raw bytes carry no type, so they are bfloat16 only when the caller
+        // says so.
+        if (size != 2) return refuse("raw or structured data");
+        if (!void2_as_bfloat16_) {
+          return data_loss(fmt::format("'{}': dtype '{}' is 2 bytes of raw data (how np.save stores ml_dtypes' "
+                                       "bfloat16); read it as bfloat16 by asking for bfloat16 (the CLI's "
+                                       "--dtype bf16)",
+                                       name_, printable(d)));
+        }
+        dt.mem = DType::kBF16;
+        if (order == '|') order = '<';
+        break;
       default: return refuse(fmt::format("unknown kind '{}'", printable(std::string(1, kind))));
     }
     if (order == '|' && size != 1) return refuse("byte order '|' is only valid for 1-byte types");
@@ -378,6 +395,7 @@ class DictParser {
   std::string_view t_;
   std::size_t base_;  // offset of t_ in the file, for messages
   const std::string& name_;
+  bool void2_as_bfloat16_;  // NpyReadOptions::void2_as_bfloat16
   std::size_t i_ = 0;
 };
 
@@ -412,7 +430,7 @@ Status parse_header(const unsigned char* p, std::size_t n, std::uint64_t file_si
   XENT_RETURN_IF_ERROR(parse_preamble(p, n, file_size, name, &dict_offset, &dict_len));
   if (n < dict_offset + dict_len) return internal_error("parse_header called without the whole header");
   std::string_view text(reinterpret_cast<const char*>(p) + dict_offset, dict_len);
-  XENT_RETURN_IF_ERROR(DictParser(text, dict_offset, name).parse(h));
+  XENT_RETURN_IF_ERROR(DictParser(text, dict_offset, name, options.void2_as_bfloat16).parse(h));
   h->data_offset = dict_offset + dict_len;
   XENT_RETURN_IF_ERROR(check_sizes(h, name, options));
   std::uint64_t avail = file_size - h->data_offset;
@@ -710,7 +728,13 @@ static Result<NpyArray> read_npy_rows_unguarded(const std::string& path, std::in
 
 static std::string npy_header_unguarded(DType dtype, const Shape& shape) {
   const char order = std::endian::native == std::endian::little ? '<' : '>';
-  const char* code = dtype == DType::kF32 ? "f4" : dtype == DType::kF64 ? "f8" : dtype == DType::kI32 ? "i4" : "i8";
+  // bfloat16 is written as '<V2', the descr np.save gives ml_dtypes' bfloat16 (see parse_descr).
+  const char* code = dtype == DType::kF32   ? "f4"
+                     : dtype == DType::kF64 ? "f8"
+                     : dtype == DType::kI32 ? "i4"
+                     : dtype == DType::kF16 ? "f2"
+                     : dtype == DType::kBF16 ? "V2"
+                                             : "i8";
   std::string dims;
   for (int d = 0; d < shape.rank(); ++d) dims += fmt::format("{}, ", shape[d]);
   if (shape.rank() > 1) dims.resize(dims.size() - 2);      // (2, 3)
@@ -733,9 +757,10 @@ static Status write_npy_unguarded(const std::string& path, ConstTensorView array
   if (!array.shape.numel_checked(&numel)) {
     return invalid_argument(fmt::format("write_npy: invalid shape {}", array.shape.to_string()));
   }
-  if (array.dtype != DType::kF32 && array.dtype != DType::kF64 && array.dtype != DType::kI32 && array.dtype != DType::kI64)
-    return invalid_argument(fmt::format("write_npy: expected a float32, float64, int32 or int64 array, found {}",
-                                        dtype_name(array.dtype)));
+  if (static_cast<unsigned>(array.dtype) > static_cast<unsigned>(DType::kF16))
+    return invalid_argument(fmt::format("write_npy: expected a float16, bfloat16, float32, float64, int32 or int64 "
+                                        "array, found dtype code {}",
+                                        static_cast<unsigned>(array.dtype)));
   if (array.capacity != kUnknownCapacity && numel > array.capacity)
     return invalid_argument(fmt::format("write_npy: shape {} needs {} elements, but the buffer holds {}",
                                         array.shape.to_string(), numel, array.capacity));

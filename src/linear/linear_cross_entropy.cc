@@ -32,6 +32,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "blas_threads.h"
 #include "cpu/kernels.h"
@@ -171,9 +172,9 @@ Status validate(ConstTensorView hidden, ConstTensorView weight, ConstTensorView 
                 ConstTensorView dloss, ConstTensorView dhidden, ConstTensorView dweight, ConstTensorView dbias,
                 Problem* p) {
   XENT_RETURN_IF_ERROR(check_options(o));
-  if (hidden.dtype != DType::kF32 && hidden.dtype != DType::kF64)
-    return invalid_argument(std::string("hidden must be float32 or float64 (the fused layer does not take 16-bit "
-                                        "types), found ") + dtype_name(hidden.dtype));
+  if (!is_floating(hidden.dtype))
+    return invalid_argument(std::string("hidden must be float32, float64, bfloat16 or float16, found ") +
+                            dtype_name(hidden.dtype));
   if (hidden.shape.rank() != 2)
     return invalid_argument("hidden must have shape (N, H), found " + shape_str(hidden.shape));
   if (weight.shape.rank() != 2)
@@ -230,7 +231,10 @@ Status validate(ConstTensorView hidden, ConstTensorView weight, ConstTensorView 
   p->want_dw = !dweight.empty_view();
   p->want_db = !dbias.empty_view();
   if (p->want_dh) XENT_RETURN_IF_ERROR(check_float_view("dhidden", dhidden, p->dtype, hidden.shape));
-  if (p->want_dw) XENT_RETURN_IF_ERROR(check_float_view("dweight", dweight, p->dtype, weight.shape));
+  // 16-bit inputs may take dweight in float32 (its sum over tokens kept unrounded: half16 below).
+  const bool dw_f32 = p->want_dw && dweight.dtype == DType::kF32 &&
+                      (p->dtype == DType::kBF16 || p->dtype == DType::kF16);
+  if (p->want_dw) XENT_RETURN_IF_ERROR(check_float_view("dweight", dweight, dw_f32 ? DType::kF32 : p->dtype, weight.shape));
   if (p->want_db) {
     if (!p->has_bias) return invalid_argument("dbias was requested but there is no bias");
     XENT_RETURN_IF_ERROR(check_float_view("dbias", dbias, p->dtype, Shape{p->V}));
@@ -689,14 +693,63 @@ Status dispatch(const Problem& p, ConstTensorView hidden, ConstTensorView weight
   return ok_status();
 }
 
+// bfloat16 / float16 inputs: the float32 layer on exactly widened copies, each output rounded once
+// from its float32 result to the 16-bit type (dweight, when the caller passes a float32 view, is
+// the float32 layer's own: summed over tokens in float32 or wider and never rounded to 16 bits, the
+// divergence Liger's users reported in its issues #512 and #827). Not sbgemm: Debian 12's OpenBLAS
+// (0.3.21) does not export cblas_sbgemm, so the 16-bit values are converted whole (documented
+// memory: float32 copies of hidden, weight and the gradients, beside the workspace).
+Status half16(const Problem& p, const LinearCrossEntropyInputs& in, const LinearCrossEntropyOptions& options,
+              const LinearCrossEntropyOutputs& out) {
+  auto widen = [](ConstTensorView v, std::vector<float>* dst) -> ConstTensorView {
+    if (v.empty_view()) return {};
+    const std::size_t n = static_cast<std::size_t>(v.shape.numel());
+    dst->resize(n);
+    for (std::size_t i = 0; i < n; ++i)
+      (*dst)[i] = v.dtype == DType::kBF16 ? to_float(v.as<bfloat16>()[i]) : to_float(v.as<float16>()[i]);
+    return {dst->data(), DType::kF32, v.shape, static_cast<std::int64_t>(n)};
+  };
+  auto scratch = [](TensorView v, std::vector<float>* dst) -> TensorView {
+    if (v.empty_view()) return {};
+    if (v.dtype == DType::kF32) return v;  // a float32 dweight: written directly
+    dst->assign(static_cast<std::size_t>(v.shape.numel()), 0.0f);
+    return {dst->data(), DType::kF32, v.shape, static_cast<std::int64_t>(dst->size())};
+  };
+  auto narrow = [](const std::vector<float>& src, TensorView v) {
+    if (v.empty_view() || v.dtype == DType::kF32) return;
+    for (std::size_t i = 0; i < src.size(); ++i) {
+      if (v.dtype == DType::kBF16) v.as<bfloat16>()[i] = to_bfloat16(static_cast<double>(src[i]));
+      else v.as<float16>()[i] = to_float16(static_cast<double>(src[i]));
+    }
+  };
+  std::vector<float> h, w, b, cw, dl, loss, zl, dh, dw, db;
+  LinearCrossEntropyInputs in32{widen(in.hidden, &h), widen(in.weight, &w), widen(in.bias, &b), in.target,
+                                widen(in.dloss, &dl)};
+  LinearCrossEntropyOptions o32 = options;
+  o32.class_weight = widen(options.class_weight, &cw);
+  LinearCrossEntropyOutputs out32{scratch(out.loss, &loss), scratch(out.z_loss, &zl), scratch(out.dhidden, &dh),
+                                  scratch(out.dweight, &dw), scratch(out.dbias, &db)};
+  Problem p32 = p;
+  p32.dtype = DType::kF32;
+  XENT_RETURN_IF_ERROR(dispatch<float>(p32, in32.hidden, in32.weight, in32.bias, in32.target, o32, out32.loss,
+                                       out32.z_loss, in32.dloss, out32.dhidden, out32.dweight, out32.dbias));
+  narrow(loss, out.loss);
+  narrow(zl, out.z_loss);
+  narrow(dh, out.dhidden);
+  narrow(dw, out.dweight);
+  narrow(db, out.dbias);
+  return ok_status();
+}
+
 }  // namespace
 
 Result<LinearCrossEntropyPlan> linear_cross_entropy_plan(std::int64_t N, std::int64_t H, std::int64_t V,
                                                          DType dtype, const LinearCrossEntropyOptions& options) {
   XENT_RETURN_IF_ERROR(check_options(options));
-  if (dtype != DType::kF32 && dtype != DType::kF64) return invalid_argument("dtype must be float32 or float64");
+  if (!is_floating(dtype)) return invalid_argument("dtype must be float32, float64, bfloat16 or float16");
   if (N < 0 || H < 0 || V < 1) return invalid_argument("shapes must have N >= 0, H >= 0, V >= 1");
-  return make_plan(N, V, dtype_size(dtype), options);
+  // 16-bit calls run the float32 layer (half16 below): its workspace.
+  return make_plan(N, V, dtype == DType::kF64 ? sizeof(double) : sizeof(float), options);
 }
 
 std::size_t linear_cross_entropy_workspace_bytes(std::int64_t N, std::int64_t H, std::int64_t V, DType dtype,
@@ -711,6 +764,7 @@ Status linear_cross_entropy(const LinearCrossEntropyInputs& in, const LinearCros
     Problem p;
     XENT_RETURN_IF_ERROR(validate(in.hidden, in.weight, in.bias, in.target, options, out.loss, out.z_loss, in.dloss,
                                   out.dhidden, out.dweight, out.dbias, &p));
+    if (p.dtype == DType::kBF16 || p.dtype == DType::kF16) return half16(p, in, options, out);
     if (p.dtype == DType::kF32)
       return dispatch<float>(p, in.hidden, in.weight, in.bias, in.target, options, out.loss, out.z_loss, in.dloss,
                              out.dhidden, out.dweight, out.dbias);

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -80,18 +82,35 @@ TEST(NpyHeader, MatchesNumpyBytes) {
   EXPECT_NE(npy_header(DType::kI32, Shape{1, 2, 3}).value().find("'<i4'"), std::string::npos);
 }
 
+TEST(NpyHeader, SixteenBitDescrs) {
+  // np.save of a (2, 3) float16 array: the float32 header with '<f2' (same length).
+  std::string want = std::string("\x93NUMPY\x01\x00\x76\x00", 10) +
+                     "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 3), }" + std::string(58, ' ') + "\n";
+  EXPECT_EQ(npy_header(DType::kF16, Shape{2, 3}).value(), want);
+  // bfloat16: '<V2', what np.save writes for an ml_dtypes.bfloat16 array (npy.h).
+  EXPECT_NE(npy_header(DType::kBF16, Shape{4}).value().find("'descr': '<V2', 'fortran_order': False, 'shape': (4,), }"),
+            std::string::npos);
+}
+
 template <class T>
-void round_trip_all_ranks(DType dt) {
+T value_of(double v) {
+  if constexpr (std::is_same_v<T, float16>) return to_float16(v);
+  else if constexpr (std::is_same_v<T, bfloat16>) return to_bfloat16(v);
+  else return static_cast<T>(v);
+}
+
+template <class T>
+void round_trip_all_ranks(DType dt, const NpyReadOptions& o = {}) {
   for (int rank = 0; rank <= Shape::kMaxDims; ++rank) {
     std::vector<std::int64_t> dims;
     for (int d = 0; d < rank; ++d) dims.push_back(d % 3 == 0 ? 2 : (d % 3 == 1 ? 3 : 1));
     Shape shape;
     ASSERT_TRUE(Shape::from_dims(dims.data(), rank, &shape));
     std::vector<T> v(static_cast<std::size_t>(shape.numel()));
-    for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<T>(static_cast<double>(i) * 1.5 - 7);
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = value_of<T>(static_cast<double>(i) * 1.5 - 7);
     // In memory.
     std::string file = npy_header(dt, shape).value() + bytes_of(v);
-    Result<NpyArray> r = parse(file);
+    Result<NpyArray> r = parse(file, o);
     ASSERT_TRUE(r.ok()) << r.status().message();
     EXPECT_EQ(r->dtype(), dt);
     EXPECT_EQ(r->shape(), shape);
@@ -100,8 +119,9 @@ void round_trip_all_ranks(DType dt) {
     // Through a file.
     std::string path = temp_path("rt.npy");
     ASSERT_TRUE(write_npy(path, ConstTensorView(v.data(), dt, shape)).ok());
-    Result<NpyArray> f = read_npy(path);
+    Result<NpyArray> f = read_npy(path, o);
     ASSERT_TRUE(f.ok()) << f.status().message();
+    EXPECT_EQ(f->dtype(), dt);
     EXPECT_EQ(f->shape(), shape);
     EXPECT_EQ(std::memcmp(f->data(), v.data(), v.size() * sizeof(T)), 0);
     std::ifstream in(path, std::ios::binary);
@@ -115,6 +135,67 @@ TEST(NpyRoundTrip, Float32AllRanks) { round_trip_all_ranks<float>(DType::kF32); 
 TEST(NpyRoundTrip, Float64AllRanks) { round_trip_all_ranks<double>(DType::kF64); }
 TEST(NpyRoundTrip, Int32AllRanks) { round_trip_all_ranks<std::int32_t>(DType::kI32); }
 TEST(NpyRoundTrip, Int64AllRanks) { round_trip_all_ranks<std::int64_t>(DType::kI64); }
+TEST(NpyRoundTrip, Float16AllRanks) { round_trip_all_ranks<float16>(DType::kF16); }
+TEST(NpyRoundTrip, BFloat16AllRanksWhenAskedFor) {
+  NpyReadOptions o;
+  o.void2_as_bfloat16 = true;
+  round_trip_all_ranks<bfloat16>(DType::kBF16, o);
+}
+
+// float16 in every byte order and layout NumPy writes: '<f2', '>f2' (swapped), Fortran order.
+TEST(NpyRead, Float16ByteOrdersAndFortranOrder) {
+  const std::vector<std::uint16_t> le = {0x3c00, 0xc000, 0x7c00, 0x0001, 0x7e00, 0x3555};  // 1, -2, inf, tiny, nan, ~1/3
+  std::vector<std::uint16_t> be;
+  for (std::uint16_t b : le) be.push_back(static_cast<std::uint16_t>(b >> 8 | b << 8));
+  for (const auto& [descr, data] : {std::pair{"<f2", le}, std::pair{">f2", be}}) {
+    SCOPED_TRACE(descr);
+    Result<NpyArray> r =
+        parse(make_npy(std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (2, 3), }", bytes_of(data)));
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(r->dtype(), DType::kF16);
+    EXPECT_EQ(std::memcmp(r->data(), le.data(), 12), 0);
+    EXPECT_EQ(r->file_dtype(), std::string("'") + descr + "' (float16)");
+  }
+  // Fortran order: file element (i, j) at i + 2 j.
+  std::vector<std::uint16_t> f = {le[0], le[3], le[1], le[4], le[2], le[5]};
+  Result<NpyArray> r = parse(make_npy("{'descr': '<f2', 'fortran_order': True, 'shape': (2, 3), }", bytes_of(f)));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(std::memcmp(r->data(), le.data(), 12), 0);
+  EXPECT_FLOAT_EQ(to_float(r->as<float16>()[0]), 1.0f);
+  EXPECT_FLOAT_EQ(to_float(r->as<float16>()[1]), -2.0f);
+  // Truncated data names the dtype and the byte counts.
+  expect_error(make_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (2, 3), }", std::string(11, '\0')),
+               "'<f2' (float16) values (12 bytes) but only 11 bytes");
+}
+
+// The bfloat16 convention (npy.h): a 2-byte void descr is bfloat16 only when asked for.
+TEST(NpyRead, BFloat16VoidDescrOnlyWhenAskedFor) {
+  const std::vector<std::uint16_t> le = {0x3f80, 0xc000, 0x7f80, 0x0001};  // 1, -2, inf, tiny
+  std::vector<std::uint16_t> be;
+  for (std::uint16_t b : le) be.push_back(static_cast<std::uint16_t>(b >> 8 | b << 8));
+  NpyReadOptions ask;
+  ask.void2_as_bfloat16 = true;
+  for (const auto& [descr, data] :
+       {std::pair{"<V2", le}, std::pair{"|V2", le}, std::pair{"=V2", le}, std::pair{">V2", be}}) {
+    SCOPED_TRACE(descr);
+    const std::string file =
+        make_npy(std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (4,), }", bytes_of(data));
+    Result<NpyArray> r = parse(file, ask);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(r->dtype(), DType::kBF16);
+    EXPECT_EQ(std::memcmp(r->data(), le.data(), 8), 0);
+    EXPECT_FLOAT_EQ(to_float(r->as<bfloat16>()[1]), -2.0f);
+    // Not asked for: refused, saying what the bytes probably are and how to ask.
+    expect_error(file, "2 bytes of raw data (how np.save stores ml_dtypes' bfloat16)");
+    expect_error(file, "--dtype bf16");
+  }
+  // Other void sizes and 2-byte kinds other than 'f' stay refused even when bfloat16 is asked for.
+  expect_error(make_npy("{'descr': '|V4', 'fortran_order': False, 'shape': (1,), }", std::string(4, '\0')),
+               "raw or structured data", StatusCode::kDataLoss, ask);
+  expect_error(make_npy("{'descr': '<V2', 'fortran_order': False, 'shape': (3,), }", std::string(5, '\0')),
+               "'<V2' (bfloat16, as ml_dtypes saves it) values (6 bytes) but only 5 bytes", StatusCode::kDataLoss,
+               ask);
+}
 
 TEST(NpyRoundTrip, EmptyArrays) {
   for (Shape s : {Shape{0}, Shape{3, 0}, Shape{0, 5, 2}}) {
@@ -167,11 +248,11 @@ TEST(NpyZeros, ViewsCarryTheArraysSize) {
   EXPECT_FALSE(w.ok());
   EXPECT_NE(w.message().find("shape [7] needs 7 elements, but the buffer holds 6"), std::string::npos) << w.message();
   EXPECT_NE(access(out.c_str(), F_OK), 0) << "a refused write left a file";
-  // write_npy writes the four .npy dtypes it reads; a 16-bit float view is refused by name.
+  // A 16-bit view is checked the same way.
   std::vector<std::uint16_t> h(3);
-  const Status hw = write_npy(out, ConstTensorView(h.data(), DType::kBF16, Shape{3}));
+  const Status hw = write_npy(out, ConstTensorView(h.data(), DType::kBF16, Shape{4}, 3));
   EXPECT_FALSE(hw.ok());
-  EXPECT_NE(hw.message().find("bfloat16"), std::string::npos) << hw.message();
+  EXPECT_NE(hw.message().find("needs 4 elements, but the buffer holds 3"), std::string::npos) << hw.message();
   EXPECT_NE(access(out.c_str(), F_OK), 0) << "a refused write left a file";
 }
 
@@ -350,7 +431,7 @@ TEST(NpyMalformed, Dict) {
 }
 
 TEST(NpyMalformed, UnsupportedDtypes) {
-  for (const char* d : {"<f2", "<u8", "<c8", "|O", "<U5", "|S3", "<M8", "|V4", "|f4", "f4", "<x4", "<f16", "<fx"}) {
+  for (const char* d : {"<u8", "<c8", "|O", "<U5", "|S3", "<M8", "|V4", "|f4", "f4", "<x4", "<f16", "<fx"}) {
     SCOPED_TRACE(d);
     expect_error(make_npy(std::string("{'descr': '") + d + "', 'fortran_order': False, 'shape': (1,)}",
                           std::string(8, '\0')),

@@ -385,6 +385,46 @@ Tensor cross_entropy_backward(const Tensor& input, const Targets& target,
   return log_softmax_backward(logp, dlogp, l.dim);
 }
 
+namespace {
+
+// The mean's divisor with token weights: sum over kept tokens of tw[i] * w[t_i].
+Real token_weighted_divisor(const Targets& target, const CrossEntropyOptions& o, const Tensor& tw) {
+  check(tw.shape == target.shape, "token_weight must have the target's shape");
+  Real d = 0;
+  for (std::int64_t r = 0; r < tw.numel(); ++r)
+    if (target.data[r] != o.ignore_index) d += tw.data[r] * weight_of(o.weight, target.data[r]);
+  return d;
+}
+
+}  // namespace
+
+Tensor cross_entropy_token_weighted(const Tensor& input, const Targets& target, const CrossEntropyOptions& o,
+                                    const Tensor& token_weight) {
+  CrossEntropyOptions none = o;
+  none.reduction = Reduction::kNone;
+  Tensor per = cross_entropy(input, target, none);
+  const Real divisor = token_weighted_divisor(target, o, token_weight);
+  for (std::int64_t r = 0; r < per.numel(); ++r)
+    per.data[r] = target.data[r] == o.ignore_index ? Real(0) : per.data[r] * token_weight.data[r];
+  if (o.reduction == Reduction::kNone) return per;
+  return Tensor::scalar(reduce(per, o.reduction, divisor));
+}
+
+Tensor cross_entropy_token_weighted_backward(const Tensor& input, const Targets& target,
+                                             const CrossEntropyOptions& o, const Tensor& token_weight,
+                                             const Tensor& dloss) {
+  // d/dx of sum_i tw_i g_i loss_i: reduction none's backward with the upstream tw_i g_i.
+  const Real divisor = token_weighted_divisor(target, o, token_weight);
+  Tensor g(target.shape);
+  for (std::int64_t r = 0; r < g.numel(); ++r) {
+    if (target.data[r] == o.ignore_index) continue;
+    g.data[r] = token_weight.data[r] * upstream(dloss, o.reduction, r, divisor);
+  }
+  CrossEntropyOptions none = o;
+  none.reduction = Reduction::kNone;
+  return cross_entropy_backward(input, target, none, g);
+}
+
 Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntropyOptions& o) {
   check_smoothing(o.label_smoothing);
   check(o.ignore_index < 0, "ignore_index must be negative with probability targets");

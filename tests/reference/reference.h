@@ -69,6 +69,15 @@ Tensor cross_entropy(const Tensor& input, const Targets& target, const CrossEntr
 // Gradient of sum(loss * dloss) (dloss shaped like the loss), as autograd composes it.
 Tensor cross_entropy_backward(const Tensor& input, const Targets& target,
                               const CrossEntropyOptions& o, const Tensor& dloss);
+// Per-token weights (xent's extension, class-index targets): token i's loss (as reduction none
+// gives it) times tw[i], 0 where the target is ignored; the mean divides by the sum over kept
+// tokens of tw[i] * w[t_i]. The backward is the gradient of sum(loss * dloss) (reduction none) or
+// of the reduced loss times dloss.
+Tensor cross_entropy_token_weighted(const Tensor& input, const Targets& target, const CrossEntropyOptions& o,
+                                    const Tensor& token_weight);
+Tensor cross_entropy_token_weighted_backward(const Tensor& input, const Targets& target,
+                                             const CrossEntropyOptions& o, const Tensor& token_weight,
+                                             const Tensor& dloss);
 // Probability targets (input's shape), PyTorch's cross_entropy_loss_prob_target.
 Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntropyOptions& o);
 Tensor cross_entropy_backward(const Tensor& input, const Tensor& target,

@@ -6,10 +6,21 @@
 // anything is allocated), and that the data is exactly as long as the header declares. Every error
 // names the file and says what was expected and what was found.
 //
-// Dtypes: float32, float64, int32 and int64 are read as themselves; bool, int8, int16, uint8,
-// uint16 and uint32 are widened to int64 (so they can serve as class indices). Big-endian data is
-// byte-swapped and Fortran-order data is transposed, so an NpyArray is always native and C order.
-// Anything else (float16, uint64, complex, structured or object arrays) is refused by name.
+// Dtypes: float16 ('<f2'), float32, float64, int32 and int64 are read as themselves; bool, int8,
+// int16, uint8, uint16 and uint32 are widened to int64 (so they can serve as class indices).
+// Big-endian data is byte-swapped and Fortran-order data is transposed, so an NpyArray is always
+// native and C order. Anything else (uint64, complex, structured or object arrays) is refused by
+// name.
+//
+// bfloat16: NumPy has no bfloat16 dtype. np.save of an `ml_dtypes.bfloat16` array writes the descr
+// '<V2' (ml_dtypes registers the type as kind 'V', 2 bytes, native order; np.save writes
+// dtype.str), and np.load without ml_dtypes gives a 2-byte void array, which np.save writes back
+// as '|V2'. xent follows that convention: write_npy writes bfloat16 as '<V2' (load it with
+// np.load(f).view(ml_dtypes.bfloat16)), and a reader that sets NpyReadOptions::void2_as_bfloat16
+// reads '<V2', '>V2', '=V2' and '|V2' (taken as little-endian) as bfloat16. Without the option a
+// 2-byte void descr is refused with a message that says how to ask for bfloat16: raw bytes carry no
+// type, so only the caller can say they are bfloat16.
+//
 // The writer always writes format 1.0, little-endian, C order. Not a general NumPy loader: no
 // .npz archives, no memory mapping, no pickles.
 //
@@ -36,6 +47,9 @@ struct NpyReadOptions {
   // Largest array (in bytes, after widening to the in-memory dtype) that a read accepts; larger
   // declared sizes fail with a resource-exhausted status before any allocation. Default 16 GiB.
   std::uint64_t max_bytes = std::uint64_t{16} << 30;
+  // Read a 2-byte void descr ('<V2', '|V2', ...: how np.save stores ml_dtypes' bfloat16) as
+  // bfloat16. Off: such a file is refused, naming this convention.
+  bool void2_as_bfloat16 = false;
 };
 
 // An owning, contiguous, C-order array of one of xent's dtypes.
@@ -92,11 +106,12 @@ Result<NpyArray> parse_npy(const void* bytes, std::size_t n, const std::string& 
                            const NpyReadOptions& options = {}) noexcept;
 
 // The complete format-1.0 preamble (magic, version, header length, header dict padded with spaces
-// to a multiple of 64 bytes and ended by '\n') for an array of this dtype and shape. The data, in
-// native little-endian C order, follows it directly.
+// to a multiple of 64 bytes and ended by '\n') for an array of this dtype and shape (bfloat16:
+// '<V2'). The data, in native little-endian C order, follows it directly.
 Result<std::string> npy_header(DType dtype, const Shape& shape) noexcept;
 
-// Writes `array` to `path` atomically: readers see the old file or the complete new one.
+// Writes `array` to `path` atomically: readers see the old file or the complete new one. float16
+// is written as '<f2', bfloat16 as '<V2' (the ml_dtypes convention above).
 Status write_npy(const std::string& path, ConstTensorView array) noexcept;
 
 }  // namespace xent::io
