@@ -1,7 +1,7 @@
 // alloc_failure.cc: allocation failure on demand for the tests that check that no std::bad_alloc
 // crosses a library boundary (tests/core/test_errors.cc, tests/train/test_alloc_failure.cc,
 // tests/mpi/test_mpi_losses.cc). While g_fail_new is set, every replaceable operator new in the
-// process (and operator new[]) asking for at least g_fail_min_bytes throws std::bad_alloc (and counts the attempt), as
+// process asking for at least g_fail_min_bytes throws std::bad_alloc (and counts the attempt), as
 // it would when memory runs out. In its own file so that the compiler does not pair the inlined
 // malloc/free here with new/delete at call sites (-Wmismatched-new-delete). Not a leak checker.
 #include <atomic>
@@ -23,9 +23,5 @@ void* operator new(std::size_t n) {
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
-// Array new as well: under ASan it does not go through operator new (ASan replaces both).
-void* operator new[](std::size_t n) { return operator new(n); }
 void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }

@@ -43,6 +43,14 @@ StatusCode code_of(const std::function<R()>& call, bool* threw) {
   }
 }
 
+// Under AddressSanitizer, array new (ByteBuffer's) is ASan's own and does not reach the replaced
+// operator new, so the failure could not be injected there; the plain build runs these tests.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kInjectable = false;
+#else
+constexpr bool kInjectable = true;
+#endif
+
 template <class R>
 void expect_resource_exhausted(const char* name, const std::function<R()>& call) {
   SCOPED_TRACE(name);
@@ -59,6 +67,7 @@ void expect_resource_exhausted(const char* name, const std::function<R()>& call)
 }
 
 TEST(AllocFailure, IoEntryPointsReturnResourceExhausted) {
+  if (!kInjectable) GTEST_SKIP() << "ASan's array new cannot be made to fail here; the plain build runs this test";
   TempDir dir;
   const Synthetic s = make_synthetic(64, 4, 4, 3, 5);
   write_idx_pair(dir.path.string(), "train", s, 4, 4, /*gz=*/true);
