@@ -41,6 +41,23 @@ def run(*args, stdout_bytes=False):
     return subprocess.run([XENT, *map(str, args)], capture_output=True, text=not stdout_bytes, cwd=TMP, timeout=120)
 
 
+def run_ok(*args):
+    """Runs xent and checks that it exited 0."""
+    p = run(*args)
+    check(p.returncode == 0, f"xent {' '.join(map(str, args))}: exit {p.returncode}, stderr {p.stderr!r}")
+    return p
+
+
+def fails(args, frags):
+    """Runs xent and checks bad input's contract: exit 2, one line on stderr naming every fragment."""
+    p = run(*args)
+    check(p.returncode == 2, f"xent {' '.join(map(str, args))}: exit {p.returncode}, expected 2")
+    err = p.stderr.strip()
+    check(err and "\n" not in err, f"{args}: expected one line on stderr, got {p.stderr!r}")
+    for f in frags:
+        check(f in err, f"{args}: stderr {err!r} lacks {f!r}")
+
+
 def run_tests(tests):
     """Runs each test function, prints its verdict, removes TMP and exits with the suite's status."""
     try:

@@ -15,15 +15,9 @@ import glob
 import json
 import os
 
-from cli_harness import TMP, check, path, run, run_tests, save  # first: skips without numpy
+from cli_harness import TMP, check, path, run, run_ok, run_tests, save  # first: skips without numpy
 
 import numpy as np  # noqa: E402
-
-
-def run_ok(*args):
-    p = run(*args)
-    check(p.returncode == 0, f"xent {' '.join(map(str, args))}: exit {p.returncode}, stderr {p.stderr!r}")
-    return p
 
 
 def close(got, want, what, rtol=1e-10, atol=1e-12):

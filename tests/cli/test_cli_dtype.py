@@ -11,7 +11,7 @@ Usage: test_cli_dtype.py path/to/xent      (exit 0 pass, 1 fail, 77 skip)
 """
 import io
 
-from cli_harness import check, path, run, run_tests, save  # first: skips without numpy
+from cli_harness import check, fails, path, run, run_ok, run_tests, save  # first: skips without numpy
 
 import numpy as np  # noqa: E402
 
@@ -110,21 +110,6 @@ def softmax(x):
 def lse(x):
     m = x.max(axis=1, keepdims=True)
     return (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]
-
-
-def run_ok(*args):
-    p = run(*args)
-    check(p.returncode == 0, f"xent {' '.join(map(str, args))}: exit {p.returncode}, stderr {p.stderr!r}")
-    return p
-
-
-def fails(args, frags):
-    p = run(*args)
-    check(p.returncode == 2, f"xent {' '.join(map(str, args))}: exit {p.returncode}, expected 2")
-    err = p.stderr.strip()
-    check(err.count("\n") == 0 and err, f"{args}: expected one line on stderr, got {p.stderr!r}")
-    for f in frags:
-        check(f in err, f"{args}: stderr {err!r} lacks {f!r}")
 
 
 X32 = (RNG.standard_normal((6, 37)) * 3).astype(np.float32)

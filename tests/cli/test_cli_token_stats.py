@@ -9,7 +9,7 @@ Usage: test_cli_token_stats.py path/to/xent      (exit 0 pass, 1 fail, 77 skip)
 """
 import os
 
-from cli_harness import check, path, run, run_tests, save  # first: skips without numpy
+from cli_harness import check, fails, path, run, run_ok, run_tests, save  # first: skips without numpy
 
 import numpy as np  # noqa: E402
 
@@ -20,21 +20,6 @@ T = RNG.integers(0, C, size=N)
 T[4] = -100  # ignored
 V = RNG.uniform(0, 3, size=N)
 W = RNG.uniform(0.5, 2, size=C)
-
-
-def run_ok(*args):
-    p = run(*args)
-    check(p.returncode == 0, f"xent {' '.join(map(str, args))}: exit {p.returncode}, stderr {p.stderr!r}")
-    return p
-
-
-def fails(args, frags):
-    p = run(*args)
-    check(p.returncode == 2, f"xent {' '.join(map(str, args))}: exit {p.returncode}, expected 2")
-    err = p.stderr.strip()
-    check(err and "\n" not in err, f"{args}: expected one line on stderr, got {p.stderr!r}")
-    for f in frags:
-        check(f in err, f"{args}: stderr {err!r} lacks {f!r}")
 
 
 def lse(x):

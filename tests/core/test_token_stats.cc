@@ -18,17 +18,6 @@ namespace xent::test {
 namespace {
 
 template <class T>
-Real real_of(T v) {
-  if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>) return to_float(v);
-  else return static_cast<Real>(v);
-}
-template <class T>
-T from_double(double v) {
-  if constexpr (std::is_same_v<T, bfloat16>) return to_bfloat16(v);
-  else if constexpr (std::is_same_v<T, float16>) return to_float16(v);
-  else return static_cast<T>(v);
-}
-template <class T>
 double unit_of() {
   if constexpr (std::is_same_v<T, bfloat16>) return 0x1p-8;  // half an ulp: rounded once from ~float32
   else if constexpr (std::is_same_v<T, float16>) return 0x1p-11;

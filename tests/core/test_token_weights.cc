@@ -18,18 +18,6 @@
 namespace xent::test {
 namespace {
 
-// Values as the library reads them, for the oracle (16-bit values widen exactly).
-template <class T>
-Real real_of(T v) {
-  if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>) return to_float(v);
-  else return static_cast<Real>(v);
-}
-template <class T>
-T from_double(double v) {
-  if constexpr (std::is_same_v<T, bfloat16>) return to_bfloat16(v);
-  else if constexpr (std::is_same_v<T, float16>) return to_float16(v);
-  else return static_cast<T>(v);
-}
 // Relative accuracy unit per type: the core tests' for float/double; one ulp of a 16-bit type
 // (xent rounds each 16-bit result once from a float32-or-better value: within one ulp).
 template <class T>

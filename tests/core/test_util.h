@@ -226,4 +226,18 @@ inline bool mentions(const std::string& message, std::initializer_list<const cha
   return false;
 }
 
+// Values as the library reads them, for the oracle (16-bit values widen exactly).
+// Shared by the token-weight and token-statistics tests.
+template <class T>
+Real real_of(T v) {
+  if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>) return to_float(v);
+  else return static_cast<Real>(v);
+}
+template <class T>
+T from_double(double v) {
+  if constexpr (std::is_same_v<T, bfloat16>) return to_bfloat16(v);
+  else if constexpr (std::is_same_v<T, float16>) return to_float16(v);
+  else return static_cast<T>(v);
+}
+
 }  // namespace xent::test
