@@ -720,38 +720,8 @@ HWY_INLINE void transpose(hn::Vec<hn::ScalableTag<double>>* r) {
   }
 }
 
-// Whether full tiles of rows of C values are transposed in registers.
-template <class T>
-HWY_INLINE bool fast_tiles(std::size_t C) { return C <= hn::Lanes(hn::ScalableTag<T>()); }
-
-// Full tile in: row r is one vector (rows that would read past the tile load only their C values).
-template <class T>
-HWY_INLINE void tile_load_fast(const T* x, std::size_t C, T* tile) {
-  const hn::ScalableTag<T> d;
-  constexpr std::size_t L = 64 / sizeof(T);
-  hn::Vec<decltype(d)> r[L];
-  const auto first = hn::FirstN(d, C);
-  XENT_UNROLL
-  for (std::size_t i = 0; i < L; ++i) r[i] = i * C + L <= L * C ? hn::LoadU(d, x + i * C) : hn::MaskedLoad(first, d, x + i * C);
-  transpose(r);
-  XENT_UNROLL
-  for (std::size_t c = 0; c < L; ++c)
-    if (c < C) hn::Store(r[c], d, tile + c * L);
-}
-
-// Full tile out, every row.
-template <class T>
-HWY_INLINE void tile_store_fast(const T* tile, std::size_t C, T* y) {
-  const hn::ScalableTag<T> d;
-  constexpr std::size_t L = 64 / sizeof(T);
-  hn::Vec<decltype(d)> r[L];
-  XENT_UNROLL
-  for (std::size_t c = 0; c < L; ++c) r[c] = c < C ? hn::Load(d, tile + c * L) : hn::Zero(d);
-  transpose(r);
-  const auto first = hn::FirstN(d, C);
-  XENT_UNROLL
-  for (std::size_t i = 0; i < L; ++i) hn::BlendedStore(r[i], first, d, y + i * C);
-}
+// One vector a row (C <= 16 floats / 8 doubles).
+constexpr std::size_t kTileBlocks = 1;
 #elif HWY_TARGET == HWY_AVX2
 #define XENT_UNROLL _Pragma("GCC unroll 8")
 // In-register transpose of L rows of L lanes (8 floats, 4 doubles): r[i] lane j and r[j] lane i swap.
@@ -787,54 +757,49 @@ HWY_INLINE void transpose(hn::Vec<hn::ScalableTag<double>>* r) {
   r[3] = V{_mm256_permute2f128_pd(t1, t3, 0x31)};
 }
 
-// Whether full tiles of rows of C values are transposed in registers: up to two vectors a row
-// (16 floats, 8 doubles), each block of L columns transposed on its own.
-template <class T>
-HWY_INLINE bool fast_tiles(std::size_t C) { return C <= 2 * hn::Lanes(hn::ScalableTag<T>()); }
+// Up to two vectors a row (C <= 16 floats / 8 doubles).
+constexpr std::size_t kTileBlocks = 2;
+#endif
 
-// Full tile in: columns [0, L) then [L, C). Loads never read past row L - 1's last value (the
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+// Whether full tiles of rows of C values are transposed in registers: up to kTileBlocks vectors a
+// row, each block of L columns transposed on its own.
+template <class T>
+HWY_INLINE bool fast_tiles(std::size_t C) { return C <= kTileBlocks * hn::Lanes(hn::ScalableTag<T>()); }
+
+// Full tile in, a block of L columns at a time. Loads never read past row L - 1's last value (the
 // first block of a short row may read into the next row, which its lanes then ignore).
 template <class T>
 HWY_INLINE void tile_load_fast(const T* x, std::size_t C, T* tile) {
   const hn::ScalableTag<T> d;
-  constexpr std::size_t L = 32 / sizeof(T);
+  constexpr std::size_t L = HWY_LANES(T);
   hn::Vec<decltype(d)> r[L];
-  const auto first = hn::FirstN(d, C);
-  XENT_UNROLL
-  for (std::size_t i = 0; i < L; ++i) r[i] = i * C + L <= L * C ? hn::LoadU(d, x + i * C) : hn::MaskedLoad(first, d, x + i * C);
-  transpose(r);
-  XENT_UNROLL
-  for (std::size_t c = 0; c < L; ++c)
-    if (c < C) hn::Store(r[c], d, tile + c * L);
-  if (C <= L) return;
-  const auto rest = hn::FirstN(d, C - L);
-  XENT_UNROLL
-  for (std::size_t i = 0; i < L; ++i) r[i] = hn::MaskedLoad(rest, d, x + i * C + L);
-  transpose(r);
-  XENT_UNROLL
-  for (std::size_t c = 0; c < L; ++c)
-    if (L + c < C) hn::Store(r[c], d, tile + (L + c) * L);
+  for (std::size_t c0 = 0; c0 < C; c0 += L) {
+    const auto cols = hn::FirstN(d, C - c0);
+    XENT_UNROLL
+    for (std::size_t i = 0; i < L; ++i)
+      r[i] = c0 == 0 && i * C + L <= L * C ? hn::LoadU(d, x + i * C) : hn::MaskedLoad(cols, d, x + i * C + c0);
+    transpose(r);
+    XENT_UNROLL
+    for (std::size_t c = 0; c < L; ++c)
+      if (c0 + c < C) hn::Store(r[c], d, tile + (c0 + c) * L);
+  }
 }
 
 // Full tile out, every row.
 template <class T>
 HWY_INLINE void tile_store_fast(const T* tile, std::size_t C, T* y) {
   const hn::ScalableTag<T> d;
-  constexpr std::size_t L = 32 / sizeof(T);
+  constexpr std::size_t L = HWY_LANES(T);
   hn::Vec<decltype(d)> r[L];
-  XENT_UNROLL
-  for (std::size_t c = 0; c < L; ++c) r[c] = c < C ? hn::Load(d, tile + c * L) : hn::Zero(d);
-  transpose(r);
-  const auto first = hn::FirstN(d, C);
-  XENT_UNROLL
-  for (std::size_t i = 0; i < L; ++i) hn::BlendedStore(r[i], first, d, y + i * C);
-  if (C <= L) return;
-  XENT_UNROLL
-  for (std::size_t c = 0; c < L; ++c) r[c] = L + c < C ? hn::Load(d, tile + (L + c) * L) : hn::Zero(d);
-  transpose(r);
-  const auto rest = hn::FirstN(d, C - L);
-  XENT_UNROLL
-  for (std::size_t i = 0; i < L; ++i) hn::BlendedStore(r[i], rest, d, y + i * C + L);
+  for (std::size_t c0 = 0; c0 < C; c0 += L) {
+    XENT_UNROLL
+    for (std::size_t c = 0; c < L; ++c) r[c] = c0 + c < C ? hn::Load(d, tile + (c0 + c) * L) : hn::Zero(d);
+    transpose(r);
+    const auto cols = hn::FirstN(d, C - c0);
+    XENT_UNROLL
+    for (std::size_t i = 0; i < L; ++i) hn::BlendedStore(r[i], cols, d, y + i * C + c0);
+  }
 }
 #else
 template <class T>
