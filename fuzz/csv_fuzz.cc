@@ -5,13 +5,16 @@
 //
 // Besides "no crash, no sanitizer report", it checks on every accepted input: n >= 1 data rows of
 // d >= 1 features, features.size() == n * d, every feature finite, one label per row in
-// [0, 2^31) (none when no label column is required and none exists), d feature names; and on
+// [0, 2^31) (none when no label column is required and none exists), d feature names; labels given
+// as names: the names distinct and sorted, every label an index into them, every name used; and on
 // every refusal a non-empty one-line message.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "xent/io/csv.h"
 
@@ -42,5 +45,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!t.has_labels && (options.require_label || !t.labels.empty())) std::abort();
   for (std::int32_t y : t.labels)
     if (y < 0) std::abort();
+  if (!t.label_names.empty()) {
+    const auto& names = t.label_names;
+    if (std::adjacent_find(names.begin(), names.end(), [](const std::string& a, const std::string& b) { return !(a < b); }) !=
+        names.end())
+      std::abort();  // not strictly increasing
+    std::vector<bool> used(names.size());
+    for (std::int32_t y : t.labels) {
+      if (static_cast<std::size_t>(y) >= names.size()) std::abort();
+      used[static_cast<std::size_t>(y)] = true;
+    }
+    if (std::find(used.begin(), used.end(), false) != used.end()) std::abort();
+  }
   return 0;
 }

@@ -10,7 +10,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
+#include <map>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -93,8 +95,9 @@ std::vector<std::int32_t> npy_labels(const std::string& path, std::int64_t n, co
 }  // namespace
 
 LabeledImages load_feature_set(const std::string& features, const std::string& labels, const std::string& label_column,
-                               const char* role, bool labels_required) {
+                               const char* role, bool labels_required, std::vector<std::string>* label_names) {
   LabeledImages d;
+  label_names->clear();
   if (ends_with(features, ".csv")) {
     if (!labels.empty())
       throw UsageError(fmt::format("labels file {} given for {}: a CSV holds its labels in a column (choose it with "
@@ -107,6 +110,7 @@ LabeledImages load_feature_set(const std::string& features, const std::string& l
     d.n = r->n, d.height = 1, d.width = r->d, d.floats = true;
     d.values = std::move(r->features);
     d.labels = std::move(r->labels);
+    *label_names = std::move(r->label_names);
     return d;
   }
   if (!ends_with(features, ".npy"))
@@ -160,11 +164,11 @@ LoadedData load_feature_data(const DataArgs& a, bool need_train) {
   LoadedData d;
   d.paths.test_images = a.test_file;
   d.paths.test_labels = a.test_labels.empty() ? a.test_file : a.test_labels;
-  d.test = load_feature_set(a.test_file, a.test_labels, a.label_column, "test");
+  d.test = load_feature_set(a.test_file, a.test_labels, a.label_column, "test", true, &d.test_names);
   if (need_train) {
     d.paths.train_images = a.train_file;
     d.paths.train_labels = a.train_labels.empty() ? a.train_file : a.train_labels;
-    d.train = load_feature_set(a.train_file, a.train_labels, a.label_column, "train");
+    d.train = load_feature_set(a.train_file, a.train_labels, a.label_column, "train", true, &d.train_names);
     if (d.train.features() != d.test.features() || d.train.floats != d.test.floats)
       throw InputError(fmt::format("{} has rows of {} {} but {} has rows of {} {}; they must agree", a.train_file,
                                    d.train.features(), d.train.floats ? "floats" : "bytes", a.test_file, d.test.features(),
@@ -277,6 +281,49 @@ std::vector<std::string> class_names_for(const std::string& flag, const std::str
   std::string lower = data_path;
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
   return value_or_throw(default_class_names(C, lower.find("fashion") != std::string::npos));
+}
+
+void relabel_to_classes(LabeledImages* set, const std::vector<std::string>& found, const std::vector<std::string>& classes,
+                        const std::string& file) {
+  std::map<std::string, std::int32_t> index;
+  for (std::size_t c = 0; c < classes.size(); ++c) index.emplace(classes[c], static_cast<std::int32_t>(c));
+  std::vector<std::int32_t> to(found.size());
+  for (std::size_t k = 0; k < found.size(); ++k) {
+    const auto it = index.find(found[k]);
+    if (it == index.end()) {
+      std::string list;
+      for (std::size_t c = 0; c < classes.size() && c < 10; ++c) list += (c ? ", " : "") + classes[c];
+      if (classes.size() > 10) list += ", ...";
+      throw InputError(fmt::format("{}: label '{}' is not one of the {} classes ({})", file, found[k], classes.size(), list));
+    }
+    to[k] = it->second;
+  }
+  for (auto& y : set->labels) y = to[static_cast<std::size_t>(y)];
+}
+
+std::vector<std::string> classes_from_label_names(LoadedData* d, const std::string& flag) {
+  if (d->train_names.empty() && d->test_names.empty()) return {};
+  if (d->train_names.empty() != d->test_names.empty()) {
+    const bool train_named = !d->train_names.empty();
+    throw InputError(fmt::format("{} labels its rows with class {} but {} with class {}; use the same kind in both",
+                                 d->paths.train_labels, train_named ? "names" : "numbers", d->paths.test_labels,
+                                 train_named ? "numbers" : "names"));
+  }
+  std::vector<std::string> classes;
+  if (!flag.empty()) {
+    classes = class_names_for(flag, "", 0);
+    std::vector<std::string> sorted = classes;
+    std::sort(sorted.begin(), sorted.end());
+    const auto dup = std::adjacent_find(sorted.begin(), sorted.end());
+    if (dup != sorted.end())
+      throw UsageError(fmt::format("--class-names names '{}' twice; the labels are names, so each must be one class", *dup));
+  } else {
+    std::set_union(d->train_names.begin(), d->train_names.end(), d->test_names.begin(), d->test_names.end(),
+                   std::back_inserter(classes));
+  }
+  relabel_to_classes(&d->train, d->train_names, classes, d->paths.train_labels);
+  relabel_to_classes(&d->test, d->test_names, classes, d->paths.test_labels);
+  return classes;
 }
 
 bool stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }

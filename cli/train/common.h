@@ -34,12 +34,16 @@ void add_data_options(CLI::App* app, DataArgs* args, bool need_train);
 // shape); a uint8 one gives pixels (scaled x / 255 like IDX images). Bad files throw InputError.
 // Without labels_required (predict), a .npy without `labels`, or a CSV without a label column
 // (none named "label" and no label_column), gives a set with no labels.
+// A CSV label column of class names (io/csv.h) gives labels indexing the sorted distinct names,
+// returned in *label_names (left empty for class numbers and other files).
 LabeledImages load_feature_set(const std::string& features, const std::string& labels, const std::string& label_column,
-                               const char* role, bool labels_required = true);
+                               const char* role, bool labels_required, std::vector<std::string>* label_names);
 
 struct LoadedData {
   LabeledImages train, test;
   IdxDatasetPaths paths;
+  // CSV label columns holding class names: each set's distinct names (its labels index them).
+  std::vector<std::string> train_names, test_names;
   double seconds = 0;
 };
 // Resolves the four paths and loads them on up to `threads` threads. Bad or missing files throw
@@ -52,6 +56,16 @@ std::int64_t count_classes(const LabeledImages& a, const LabeledImages& b);
 // make a model with more classes than the data shows, e.g. a class absent from a small set); else
 // Fashion-MNIST's names when the path mentions "fashion" and C == 10; else "0", "1", ...
 std::vector<std::string> class_names_for(const std::string& flag_value, const std::string& data_path, std::int64_t C);
+
+// CSV labels given as class names. For training: the classes are the names of --class-names when
+// given (each name found must be among them), else the distinct names of both sets in byte
+// order; both sets are relabelled to index them. Throws InputError when one set has names and the
+// other numbers, or a name is not a class. Returns the classes (empty when neither set has names).
+std::vector<std::string> classes_from_label_names(LoadedData* d, const std::string& class_names_flag);
+// For evaluate and predict: relabels a set whose CSV labels are `found` names to the model's
+// classes (InputError naming the file and the first name the model does not have).
+void relabel_to_classes(LabeledImages* set, const std::vector<std::string>& found,
+                        const std::vector<std::string>& classes, const std::string& file);
 
 bool stderr_is_terminal();
 

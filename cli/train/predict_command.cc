@@ -78,7 +78,9 @@ void run_on(const Args& a, const SoftmaxModel& model, const Input& in);
 // --features FILE.npy|FILE.csv: one row of a feature file.
 void run_features(const Args& a, const SoftmaxModel& m) {
   if (!a.images.empty()) throw UsageError("give --images (IDX) or --features (.npy/.csv), not both");
-  LabeledImages set = load_feature_set(a.features, a.labels, a.label_column, "features", false);
+  std::vector<std::string> names;  // a CSV label column of class names
+  LabeledImages set = load_feature_set(a.features, a.labels, a.label_column, "features", false, &names);
+  if (!names.empty()) relabel_to_classes(&set, names, m.class_names, a.features);
   if (set.features() != m.features)
     throw InputError(fmt::format("{}: rows have {} {}, the model {} expects {}", a.features, set.features(),
                                  set.floats ? "features" : "pixels", a.model, m.features));

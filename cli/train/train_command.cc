@@ -160,6 +160,7 @@ struct Session {
   bool has_val = false;
   std::string where, checkpoint_path, fingerprint;
   std::vector<std::string> names;
+  std::vector<std::string> label_classes;  // CSV labels given as names: the classes they map to
   TrainState state;
   int threads = 1;
   // Data-parallel under mpirun (cli/mpi/train_parallel.h): every rank trains on its share of each
@@ -174,6 +175,7 @@ struct Session {
 void load_and_split(Session& s) {
   Args& a = s.a;
   s.d = load_data(a.data, s.threads, true);
+  s.label_classes = classes_from_label_names(&s.d, a.class_names);
   s.where = a.data.dir.empty() ? s.d.paths.train_images : a.data.dir;
   if (!a.normalize.empty() && !s.d.train.floats)
     throw UsageError(fmt::format("--normalize is for float features; the images of {} are always scaled x / 255", s.where));
@@ -188,7 +190,8 @@ void load_and_split(Session& s) {
 
 void init_state(Session& s) {
   Args& a = s.a;
-  s.names = class_names_for(a.class_names, s.where, count_classes(s.train, s.d.test));
+  s.names = !s.label_classes.empty() ? s.label_classes
+                                     : class_names_for(a.class_names, s.where, count_classes(s.train, s.d.test));
   const auto C = static_cast<std::int64_t>(s.names.size());  // the class count: the labels', or the names'
   s.checkpoint_path = !a.checkpoint.empty() ? a.checkpoint : a.resume;
   if (a.opt.optimizer == Optimizer::kLbfgs && !s.checkpoint_path.empty())
@@ -480,7 +483,7 @@ void setup(CLI::App& root) {
   app->add_option("--resume", a->resume,
                   "Continue from a checkpoint with the options stored in it (only --epochs, --threads and output options may be given again)")->type_name("FILE");
   app->add_option("--class-names", a->class_names, "Comma-separated class names, or @FILE with one name per line; at least as many as the labels need, more make more classes (default: Fashion-MNIST's names when the "
-                  "path mentions fashion, else 0, 1, ...)")->type_name("A,B,...");
+                  "path mentions fashion, else 0, 1, ...; a CSV label column of names: those names, sorted, or this list in its order)")->type_name("A,B,...");
   app->add_flag("--no-report", a->no_report, "Skip the pictures and report.html");
   app->add_flag("--no-progress", a->no_progress, "No progress bar (it is shown only on a terminal anyway)");
   app->add_flag("--quiet,-q", a->quiet, "Print nothing but errors");

@@ -1,5 +1,5 @@
-// csv.cc: numeric CSV tables with a header row as float32 features and int32 labels
-// (include/xent/io/csv.h). The CSV grammar (quotes, escaped quotes, line ends) is Debian's libcsv
+// csv.cc: numeric CSV tables with a header row as float32 features and int32 labels, given as
+// class numbers or class names (include/xent/io/csv.h). The CSV grammar (quotes, escaped quotes, line ends) is Debian's libcsv
 // in strict mode; this file checks the table's shape and parses each field as a number. Not a
 // general CSV reader.
 #include "xent/io/csv.h"
@@ -14,6 +14,8 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <numeric>
+#include <unordered_map>
 
 #include <fmt/format.h>
 
@@ -73,13 +75,20 @@ struct Parse {
   std::string error;        // the first error; later callbacks do nothing
   bool oom = false;         // an allocation failed in a callback
   CsvFeatures out;
+  // The label column as read: each row's label as an index into the distinct label fields (kept
+  // in order of first appearance, with that row); numbers or names are decided at the end.
+  std::vector<std::int32_t> label_ids;
+  std::vector<std::string> label_text;
+  std::vector<std::int64_t> label_first_row;
+  std::unordered_map<std::string, std::int32_t> label_id;
 
   void fail(std::string message) {
     if (error.empty()) error = std::move(message);
   }
-  std::string where(std::int64_t col) const {
+  std::string where(std::int64_t col) const { return where_row(row, col); }
+  std::string where_row(std::int64_t r, std::int64_t col) const {
     const std::string col_name = col < static_cast<std::int64_t>(header.size()) ? header[static_cast<std::size_t>(col)] : "";
-    return fmt::format("{}: data row {}, column {} ({})", name, row + 1, col, shown(col_name));
+    return fmt::format("{}: data row {}, column {} ({})", name, r + 1, col, shown(col_name));
   }
 
   void on_field(const char* p, std::size_t len) {
@@ -94,15 +103,16 @@ struct Parse {
     if (col >= static_cast<std::int64_t>(header.size())) return;  // counted; refused at the row's end
     if (s.empty()) return fail(where(col) + ": expected a number, found an empty field (missing values are not supported)");
     if (col == label_col) {
-      const std::string_view t = drop_plus(s);
-      std::int64_t y = 0;
-      const auto r = std::from_chars(t.data(), t.data() + t.size(), y);
-      if (r.ec != std::errc() || r.ptr != t.data() + t.size())
-        return fail(where(col) + ": expected an integer class label, found " + shown(s) +
-                    " (number the classes 0, 1, ... and give their names with --class-names)");
-      if (y < 0 || y > std::numeric_limits<std::int32_t>::max())
-        return fail(where(col) + fmt::format(": expected a class label in [0, 2^31), found {}", y));
-      out.labels.push_back(static_cast<std::int32_t>(y));
+      const std::string key(s);
+      auto it = label_id.find(key);
+      if (it == label_id.end()) {
+        if (label_text.size() >= static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
+          return fail(where(col) + ": more than 2^31 distinct labels");
+        it = label_id.emplace(key, static_cast<std::int32_t>(label_text.size())).first;
+        label_text.push_back(key);
+        label_first_row.push_back(row);
+      }
+      label_ids.push_back(it->second);
       return;
     }
     float v = 0;
@@ -124,6 +134,49 @@ struct Parse {
       return fail(fmt::format("{}: data row {} has {} fields, the header has {}; expected the same count in every row", name,
                               row + 1, fields, header.size()));
     ++row;
+  }
+
+  // The labels once every row is read. A column whose fields are all numbers holds class numbers,
+  // each an integer in [0, 2^31) ("1.5" or "-1" is refused, never taken for a name). A column with
+  // any other field holds class names: every field is a name ("3" too), and the classes are the
+  // distinct names in byte order (as scikit-learn's LabelEncoder sorts them).
+  void finish_labels() {
+    if (label_col < 0) return;
+    const auto is_number = [](std::string_view t) {
+      t = drop_plus(t);
+      double v = 0;
+      const auto r = std::from_chars(t.data(), t.data() + t.size(), v);
+      return !t.empty() && r.ptr == t.data() + t.size() && (r.ec == std::errc() || r.ec == std::errc::result_out_of_range);
+    };
+    const bool numbers = std::all_of(label_text.begin(), label_text.end(), is_number);
+    std::vector<std::int32_t> value(label_text.size());
+    if (numbers) {
+      for (std::size_t k = 0; k < label_text.size(); ++k) {  // in order of first appearance: the first bad row is named
+        const std::string_view t = drop_plus(label_text[k]);
+        std::int64_t y = 0;
+        const auto r = std::from_chars(t.data(), t.data() + t.size(), y);
+        const std::string at = where_row(label_first_row[k], label_col);
+        if (r.ptr != t.data() + t.size() || (r.ec != std::errc() && r.ec != std::errc::result_out_of_range))
+          return fail(at + ": expected an integer class label, found " + shown(label_text[k]) +
+                      " (class labels are integers 0, 1, ... or class names)");
+        if (r.ec != std::errc() || y < 0 || y > std::numeric_limits<std::int32_t>::max())
+          return fail(at + ": expected a class label in [0, 2^31), found " + shown(label_text[k]));
+        value[k] = static_cast<std::int32_t>(y);
+      }
+    } else {
+      std::vector<std::int32_t> order(label_text.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
+        return label_text[static_cast<std::size_t>(a)] < label_text[static_cast<std::size_t>(b)];
+      });
+      out.label_names.reserve(order.size());
+      for (std::size_t i = 0; i < order.size(); ++i) {
+        value[static_cast<std::size_t>(order[i])] = static_cast<std::int32_t>(i);
+        out.label_names.push_back(label_text[static_cast<std::size_t>(order[i])]);
+      }
+    }
+    out.labels.resize(label_ids.size());
+    for (std::size_t i = 0; i < label_ids.size(); ++i) out.labels[i] = value[static_cast<std::size_t>(label_ids[i])];
   }
 
   void choose_label_column() {
@@ -208,6 +261,8 @@ Result<CsvFeatures> parse_impl(const std::uint8_t* bytes, std::size_t size, std:
   if (!ps.error.empty()) return data_loss(ps.error);
   if (ps.in_header) return data_loss(fmt::format("{}: the file is empty; expected a header row and data rows", name));
   if (ps.row == 0) return data_loss(fmt::format("{}: no data rows after the header", name));
+  ps.finish_labels();
+  if (!ps.error.empty()) return data_loss(ps.error);
   CsvFeatures out = std::move(ps.out);
   out.n = ps.row;
   out.d = static_cast<std::int64_t>(out.feature_names.size());

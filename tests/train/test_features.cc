@@ -36,6 +36,26 @@ void expect_refused(const std::string& text, const std::string& fragment, const 
   EXPECT_EQ(m.find('\n'), std::string::npos) << "one line: " << m;
 }
 
+// A label column with any field that is not a number holds class names: every field is a name,
+// the classes are the distinct names in byte order, and the labels index them.
+TEST(Csv, LabelsGivenAsClassNames) {
+  auto r = csv("x,species\n1,setosa\n2,virginica\n3,setosa\n4,\"versi, color\"\n5,3\n", "species");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->label_names, (std::vector<std::string>{"3", "setosa", "versi, color", "virginica"}));
+  EXPECT_EQ(r->labels, (std::vector<std::int32_t>{1, 3, 1, 2, 0}));
+  EXPECT_EQ(r->features, (std::vector<float>{1, 2, 3, 4, 5}));
+  // Numbers stay numbers: no names, the values themselves.
+  auto numbers = csv("x,label\n1,4\n2,+0\n3,4\n");
+  ASSERT_TRUE(numbers.ok()) << numbers.status().message();
+  EXPECT_TRUE(numbers->label_names.empty());
+  EXPECT_EQ(numbers->labels, (std::vector<std::int32_t>{4, 0, 4}));
+  // Names are compared as bytes: "Cat" and "cat" are two classes, UTF-8 sorts after ASCII.
+  auto bytes = csv("x,label\n1,cat\n2,Cat\n3,\xC3\xA9t\xC3\xA9\n4,cat\n");
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  EXPECT_EQ(bytes->label_names, (std::vector<std::string>{"Cat", "cat", "\xC3\xA9t\xC3\xA9"}));
+  EXPECT_EQ(bytes->labels, (std::vector<std::int32_t>{1, 0, 2, 1}));
+}
+
 TEST(Csv, ReadsFeaturesAndLabelsByNameOrIndex) {
   const std::string t = "\xEF\xBB\xBF" "a,\"b, quoted\",label\r\n1.5,-2,0\r\n\n+3e-1, 4 ,2\r\n\"5\",3e38,1";
   auto r = csv(t);
@@ -84,10 +104,13 @@ TEST(Csv, RefusesBadTablesWithOneLine) {
   expect_refused("a,label\n0x10,0\n", "found '0x10'");
   expect_refused("a,label\n,0\n", "empty field");
   expect_refused("a,label\n1,\n", "empty field");
-  expect_refused("a,label\n1,-1\n", "class label in [0, 2^31), found -1");
-  expect_refused("a,label\n1,2147483648\n", "found 2147483648");
+  expect_refused("a,label\n1,-1\n", "class label in [0, 2^31), found '-1'");
+  expect_refused("a,label\n1,2147483648\n", "found '2147483648'");
   expect_refused("a,label\n1,1.5\n", "expected an integer class label, found '1.5'");
-  expect_refused("a,label\n1,cat\n", "found 'cat'");
+  // A numeric column is checked after the last row; the message names the row where the bad value
+  // first appeared.
+  expect_refused("a,label\n1,0\n2,1e400\n3,1e400\n", "data row 2, column 1 ('label'): expected an integer class label");
+  expect_refused("a,label\n1,0\n2,+7\n3,-0.5\n", "data row 3, column 1 ('label')");
   expect_refused("a,label\n1,\"0\n", "not closed");
   expect_refused("a,label\n1\"2,0\n", "malformed CSV");
   expect_refused("a,label\n\x01\n,0\n", "found '\\x01'");

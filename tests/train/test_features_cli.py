@@ -191,6 +191,61 @@ def test_csv_standardize_and_predict_round_trip():
               f"evaluate {args}: {r.stdout[:120]} {r.stderr.strip()} (NumPy {want})")
 
 
+def test_csv_class_name_labels():
+    # Labels given as names: the classes are the names in byte order, so a model trained on names
+    # is the same bytes as one trained on their sorted indices; evaluate and predict map names
+    # through the model's classes; --class-names sets the order.
+    names = np.array(["setosa", "virginica", "versi color", "Other"])
+    order = sorted(names.tolist())  # ['Other', 'setosa', 'versi color', 'virginica']
+    as_index = {n: order.index(n) for n in names}
+    for split, x, y in (("tr", XTR, YTR), ("te", XTE, YTE)):
+        write_csv(f"names_{split}.csv", x, names[y])
+        write_csv(f"index_{split}.csv", x, np.array([as_index[n] for n in names[y]]))
+    common = ("--optimizer", "lbfgs", "--tol", "1e-6")
+    m_names = train_ok("csv_names", "--train", "names_tr.csv", "--test", "names_te.csv", *common)
+    m_index = train_ok("csv_index", "--train", "index_tr.csv", "--test", "index_te.csv", *common)
+    if m_names is None or m_index is None:
+        return
+    meta = m_names["__metadata__"]["class_names"]
+    got = json.loads(meta) if isinstance(meta, str) else meta
+    check(got == order, f"class names from the label column: {got} vs {order}")
+    check(np.array_equal(m_names["weight"], m_index["weight"]) and np.array_equal(m_names["bias"], m_index["bias"]),
+          "a model trained on names equals the one trained on their sorted indices, bit for bit")
+    yte_index = np.array([as_index[n] for n in names[YTE]])
+    r = run("evaluate", "--model", "csv_names/model.safetensors", "--test", "names_te.csv", "--json")
+    want = float(np.mean(np.argmax(model_inputs(m_names, XTE) @ m_names["weight"].T + m_names["bias"], axis=1) == yte_index))
+    check(r.returncode == 0 and abs(json.loads(r.stdout)["accuracy"] - want) < 1e-12,
+          f"evaluate on names: {r.stdout[:120]} {r.stderr.strip()} (NumPy {want})")
+    for i in (0, 5):
+        r = run("predict", "--model", "csv_names/model.safetensors", "--features", "names_te.csv", "--index", i, "--json")
+        check(r.returncode == 0 and json.loads(r.stdout).get("label") == yte_index[i],
+              f"predict row {i} on names: true label {r.stdout.strip()[:160]} {r.stderr.strip()} vs {yte_index[i]}")
+    # --class-names gives the order (and may add a class); the names must cover the labels.
+    given = ["virginica", "versi color", "setosa", "Other", "unseen"]
+    m_given = train_ok("csv_given", "--train", "names_tr.csv", "--test", "names_te.csv", *common,
+                       "--class-names", ",".join(given))
+    if m_given is not None:
+        meta = m_given["__metadata__"]["class_names"]
+        check((json.loads(meta) if isinstance(meta, str) else meta) == given, f"--class-names order kept: {meta}")
+        check(m_given["weight"].shape == (5, D), f"5 named classes: weight {m_given['weight'].shape}")
+        z_given = model_inputs(m_given, XTE) @ m_given["weight"].T + m_given["bias"]
+        z_names = model_inputs(m_names, XTE) @ m_names["weight"].T + m_names["bias"]
+        same = np.mean(np.array(given)[np.argmax(z_given, axis=1)] == np.array(order)[np.argmax(z_names, axis=1)])
+        check(same >= 0.99, f"predictions with --class-names order agree with sorted order on {same:.4f} of rows")
+    err = refused("a label missing from --class-names", "--train", "names_tr.csv", "--test", "names_te.csv",
+                  "--class-names", "setosa,virginica,Other")
+    check("'versi color' is not one of the 3 classes" in err, f"missing class name: {err}")
+    refused("--class-names with a name twice", "--train", "names_tr.csv", "--test", "names_te.csv",
+            "--class-names", "setosa,virginica,Other,versi color,setosa")
+    err = refused("names in train, numbers in test", "--train", "names_tr.csv", "--test", "index_te.csv")
+    check("class names but" in err and "class numbers" in err, f"names vs numbers: {err}")
+    with open(path("alien_te.csv"), "w") as f:
+        f.write(",".join(f"f{k}" for k in range(D)) + ",label\n" + ",".join(["1"] * D) + ",daisy\n")
+    err = refused("evaluate: a name the model lacks", "--model", "csv_names/model.safetensors", "--test", "alien_te.csv",
+                  cmd="evaluate")
+    check("'daisy' is not one of the 4 classes (Other, setosa, versi color, virginica)" in err, f"unknown name: {err}")
+
+
 def test_sgd_on_shaped_npy_and_report():
     # (N, 2, 3) float rows keep their shape in the model; SGD with the report on.
     np.save(path("x3.npy"), XTR.reshape(-1, 2, 3))
@@ -325,7 +380,7 @@ def test_bad_inputs_are_refused():
             f.write(text)
     for name, frag in (("cols.csv", "data row 2 has 2 fields, the header has 3"), ("text.csv", "found 'x'"),
                        ("nan.csv", "found 'nan'"), ("inf.csv", "found 'inf'"), ("empty_field.csv", "empty field"),
-                       ("neg.csv", "found -1"), ("frac.csv", "integer class label"), ("nolabel.csv", "no label column"),
+                       ("neg.csv", "found '-1'"), ("frac.csv", "integer class label"), ("nolabel.csv", "no label column"),
                        ("empty.csv", "empty"), ("header_only.csv", "no data rows"), ("quote.csv", "not closed")):
         err = refused(name, "--train", name, "--test", "ok.csv")
         check(frag in err and name in err, f"{name}: message {err!r} lacks {frag!r}")
@@ -394,6 +449,6 @@ def test_bad_inputs_are_refused():
 
 
 if __name__ == "__main__":
-    run_tests([test_npy_lbfgs_matches_sklearn, test_csv_standardize_and_predict_round_trip,
+    run_tests([test_npy_lbfgs_matches_sklearn, test_csv_standardize_and_predict_round_trip, test_csv_class_name_labels,
                test_sgd_on_shaped_npy_and_report, test_resume_and_val_split_on_features,
                test_uint8_npy_images_and_png_predict, test_bad_inputs_are_refused])

@@ -6,10 +6,12 @@
 // byte-order mark ignored). The first row names the columns; one of them holds the labels, every
 // other column is a feature. Every byte is treated as hostile: a malformed quote, a row whose
 // field count differs from the header's, an empty field, a feature that is not a finite number
-// within float32's range, a label that is not an integer in [0, 2^31), a file with no data rows or
+// within float32's range, a numeric label that is not an integer in [0, 2^31), a file with no data rows or
 // no feature column are each refused with one line naming the file, the data row (1 = the first row
 // after the header) and the column, and saying what was expected and what was found.
-// Not a general CSV reader: no other delimiters, no missing values, no string-valued columns.
+// Labels are class numbers when every label field is a number, else class names: every field of
+// the column is then a name, and the classes are the distinct names sorted by bytes.
+// Not a general CSV reader: no other delimiters, no missing values, no string-valued features.
 #pragma once
 
 #include <cstddef>
@@ -39,7 +41,9 @@ struct CsvFeatures {
   std::int64_t label_index = 0;            // its 0-based position in the header
   std::int64_t n = 0, d = 0;               // data rows, feature columns
   std::vector<float> features;             // n x d, row-major
-  std::vector<std::int32_t> labels;        // n (0 without labels)
+  std::vector<std::int32_t> labels;        // n (0 without labels): class numbers, or indices into label_names
+  // When the label column holds names: the distinct names, sorted by bytes (empty for numbers).
+  std::vector<std::string> label_names;
 };
 
 // Parses CSV held in bytes[0, size); `name` stands for the file in messages. Pure.
