@@ -4,7 +4,8 @@
 // process asking for at least g_fail_min_bytes throws std::bad_alloc (and counts the attempt), as
 // it would when memory runs out. In its own file so that the compiler does not pair the inlined
 // malloc/free here with new/delete at call sites (-Wmismatched-new-delete). Not a leak checker.
-#include <atomic>
+#include "alloc_failure.h"
+
 #include <cstdlib>
 #include <new>
 

@@ -11,11 +11,7 @@
 
 #include "test_util.h"
 
-namespace xent::test {
-// alloc_failure.cc: while g_fail_new is set, every operator new throws std::bad_alloc and counts.
-extern std::atomic<bool> g_fail_new;
-extern std::atomic<long> g_failed_news;
-}  // namespace xent::test
+#include "alloc_failure.h"
 
 namespace xent::test {
 namespace {

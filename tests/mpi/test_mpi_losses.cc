@@ -22,11 +22,7 @@
 #include "xent/losses.h"
 #include "xent/mpi.h"
 
-namespace xent::test {
-// tests/core/alloc_failure.cc: while g_fail_new is set, operator new of g_fail_min_bytes or more throws.
-extern std::atomic<bool> g_fail_new;
-extern std::atomic<std::size_t> g_fail_min_bytes;
-}  // namespace xent::test
+#include "../core/alloc_failure.h"
 
 namespace {
 

@@ -22,10 +22,7 @@
 #include "xent/train/model.h"
 #include "xent/train/train.h"
 
-namespace xent::test {
-extern std::atomic<bool> g_fail_new;
-extern std::atomic<long> g_failed_news;
-}  // namespace xent::test
+#include "../core/alloc_failure.h"
 
 namespace xent::test {
 namespace {
