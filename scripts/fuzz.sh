@@ -36,8 +36,8 @@ C_COMPILER=${FUZZ_CC:-$(dirname "$(command -v "$CXX")")/clang}
 [ -x "$C_COMPILER" ] || C_COMPILER=clang
 if ! cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
        -DCMAKE_CXX_COMPILER="$CXX" -DCMAKE_C_COMPILER="$C_COMPILER" \
-       -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g -fno-omit-frame-pointer ${FUZZ_CXXFLAGS:-}" \
-       -DXENT_BUILD_FUZZ=ON -DXENT_SANITIZE=address,undefined -DXENT_BUILD_TESTS=OFF \
+       -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only -fno-omit-frame-pointer ${FUZZ_CXXFLAGS:-}" \
+       -DXENT_LEAN_SIMD=ON -DXENT_BUILD_FUZZ=ON -DXENT_SANITIZE=address,undefined -DXENT_BUILD_TESTS=OFF \
        -DXENT_BUILD_BENCH=OFF -DXENT_BUILD_CLI=OFF -DXENT_INSTALL=OFF >"$BUILD/configure.log" 2>&1; then
   cat "$BUILD/configure.log" >&2
   echo "fuzz.sh: FAIL: configure failed" >&2

@@ -6,10 +6,17 @@
 // baseline Highway requires, compiles no kernels: the portable table is kernels_scalar.cc.
 // The list of ISA tables (tables_hwy.cc) is derived from Highway's own target list, so adding or
 // dropping a target is this one line.
+// XENT_LEAN_SIMD (CMake -DXENT_LEAN_SIMD=ON, set by the sanitizer and fuzz scripts) keeps one SIMD
+// target on x86, AVX2: those builds test and fuzz the code under instrumentation, not every ISA
+// (the normal build does that), and each extra target costs minutes of instrumented compilation.
 #pragma once
 
 #ifndef HWY_DISABLED_TARGETS
+#ifdef XENT_LEAN_SIMD
+#define HWY_DISABLED_TARGETS (HWY_SSSE3 | HWY_SSE4 | HWY_AVX3 | HWY_AVX3_DL)
+#else
 #define HWY_DISABLED_TARGETS (HWY_SSSE3 | HWY_AVX3_DL)
+#endif
 #endif
 
 // True inside a per-target pass that has kernels (evaluated per target, after highway.h).
