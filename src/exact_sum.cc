@@ -12,40 +12,6 @@
 
 namespace xent::detail::exact {
 
-std::int64_t max_key(double d) noexcept {
-  if (std::isnan(d)) return INT64_MAX;
-  std::int64_t b;
-  std::memcpy(&b, &d, sizeof b);
-  return b < 0 ? (b ^ INT64_MAX) : b;
-}
-
-double from_key(std::int64_t k) noexcept {
-  if (k == INT64_MAX) return std::numeric_limits<double>::quiet_NaN();
-  if (k == kNoKey) return -std::numeric_limits<double>::infinity();
-  const std::int64_t b = k < 0 ? (k ^ INT64_MAX) : k;
-  double d;
-  std::memcpy(&d, &b, sizeof d);
-  return d;
-}
-
-void fx_add(std::int64_t* acc, double v, int shift) noexcept {
-  if (v == 0 || !std::isfinite(v)) return;
-  int e = 0;
-  const double m = std::frexp(std::fabs(v), &e);                // |v| = m 2^e, m in [0.5, 1)
-  const auto M = static_cast<std::uint64_t>(std::ldexp(m, 53));  // exact, 53 bits
-  const int s = e - 53 + shift;                                  // |v| 2^shift = M 2^s
-  unsigned __int128 X;
-  if (s >= 0) {
-    if (s > 127 - 53) return;  // out of range: callers keep |v| 2^shift < 2^121
-    X = static_cast<unsigned __int128>(M) << s;
-  } else {
-    if (-s > 60) return;  // below half a unit of the last digit: rounds to 0
-    X = (static_cast<unsigned __int128>(M) + (static_cast<unsigned __int128>(1) << (-s - 1))) >> (-s);
-  }
-  const std::int64_t sign = v < 0 ? -1 : 1;
-  for (int i = 0; i < kLimbs; ++i) acc[i] += sign * static_cast<std::int64_t>((X >> (32 * i)) & 0xffffffffu);
-}
-
 double fx_value(const std::int64_t* acc_in, int shift) noexcept {
   std::int64_t a[kLimbs];
   std::copy(acc_in, acc_in + kLimbs, a);

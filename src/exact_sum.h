@@ -29,8 +29,8 @@ namespace xent::detail::exact {
 // Total order on doubles as int64: max over keys is the exact max in any order; NaN is the
 // largest key, kNoKey (no value) the smallest.
 constexpr std::int64_t kNoKey = INT64_MIN;
-std::int64_t max_key(double d) noexcept;
-double from_key(std::int64_t k) noexcept;
+inline std::int64_t max_key(double d) noexcept;
+inline double from_key(std::int64_t k) noexcept;
 
 // Fixed point: kLimbs signed 64-bit limbs of 32-bit digits. fx_add adds round(v 2^shift) (which
 // must be below 2^121 in magnitude; smaller than half a unit rounds to 0). Adding limbs is exact
@@ -38,8 +38,53 @@ double from_key(std::int64_t k) noexcept;
 // order or the split. fx_value is a fixed sequence of operations on the carry-normalised (unique)
 // representation of the exact integer: a deterministic function of the exact sum.
 constexpr int kLimbs = 4;
-void fx_add(std::int64_t* acc, double v, int shift) noexcept;
+inline void fx_add(std::int64_t* acc, double v, int shift) noexcept;
 double fx_value(const std::int64_t* acc, int shift) noexcept;
+
+// (Inline: they run once or twice per logit.)
+inline std::int64_t max_key(double d) noexcept {
+  if (std::isnan(d)) return INT64_MAX;
+  std::int64_t b;
+  std::memcpy(&b, &d, sizeof b);
+  return b < 0 ? (b ^ INT64_MAX) : b;
+}
+
+inline double from_key(std::int64_t k) noexcept {
+  if (k == INT64_MAX) return std::numeric_limits<double>::quiet_NaN();
+  if (k == kNoKey) return -std::numeric_limits<double>::infinity();
+  const std::int64_t b = k < 0 ? (k ^ INT64_MAX) : k;
+  double d;
+  std::memcpy(&d, &b, sizeof d);
+  return d;
+}
+
+inline void fx_add(std::int64_t* acc, double v, int shift) noexcept {
+  // |v| = M 2^s0 from the bits (no frexp/ldexp calls: this runs once per logit): M the 53-bit
+  // significand with its implicit bit, or the raw one of a subnormal. The rounded value
+  // round(M 2^(s0 + shift)) (half away from zero) does not depend on how M is normalised.
+  std::uint64_t b;
+  std::memcpy(&b, &v, sizeof b);
+  const int eb = static_cast<int>((b >> 52) & 0x7ff);
+  if (eb == 0x7ff) return;  // inf or NaN: callers handle them apart
+  std::uint64_t M = b & ((std::uint64_t{1} << 52) - 1);
+  if (M == 0 && eb == 0) return;  // +-0
+  int s = shift - 1074;
+  if (eb != 0) {
+    M |= std::uint64_t{1} << 52;
+    s += eb - 1;
+  }
+  unsigned __int128 X;
+  if (s >= 0) {
+    if (s + (64 - __builtin_clzll(M)) > 127) return;  // out of range: callers keep |v| 2^shift < 2^121
+    X = static_cast<unsigned __int128>(M) << s;
+  } else {
+    if (-s > 60) return;  // below half a unit of the last digit: rounds to 0
+    X = (static_cast<unsigned __int128>(M) + (static_cast<unsigned __int128>(1) << (-s - 1))) >> (-s);
+  }
+  const std::int64_t sign = (b >> 63) != 0 ? -1 : 1;
+  for (int i = 0; i < kLimbs; ++i) acc[i] += sign * static_cast<std::int64_t>((X >> (32 * i)) & 0xffffffffu);
+}
+
 
 // ---- the exact cross-entropy of one row ------------------------------------------------------------
 
