@@ -6,6 +6,9 @@
 // not test: equality with xent_mpi (tests/mpi/test_mpi_losses.cc does, bit for bit).
 #include <optional>
 
+#include <algorithm>
+
+#include "exact_sum.h"  // src/: the accumulator itself
 #include "op_checks.h"
 #include "test_util.h"
 
@@ -193,6 +196,45 @@ TEST(ExactSummation, TokenWeightsAgreeWithFast) {
     for (std::size_t i = 0; i < loss[0].size(); ++i) EXPECT_NEAR(loss[1][i], loss[0][i], 1e-12 * (1 + std::fabs(loss[0][i])));
     for (std::size_t i = 0; i < dx[0].size(); ++i) EXPECT_NEAR(dx[1][i], dx[0][i], 1e-13);
   }
+}
+
+// The accumulator: order-independent and exact where floating point is not.
+TEST(ExactSummation, FixedPointIsExactAndOrderFree) {
+  namespace ex = xent::detail::exact;
+  auto value = [](const std::vector<double>& v, int shift) {
+    std::int64_t acc[ex::kLimbs] = {};
+    for (double d : v) ex::fx_add(acc, d, shift);
+    return ex::fx_value(acc, shift);
+  };
+  // 1 + 2^-100 - 1 = 2^-100 on the 2^-120 grid (a double sum gives 0).
+  EXPECT_EQ(value({1.0, 0x1p-100, -1.0}, 120), 0x1p-100);
+  // Terms below half a unit vanish; half a unit rounds away from zero.
+  EXPECT_EQ(value({0x1p-122}, 120), 0.0);
+  EXPECT_EQ(value({0x1p-121}, 120), 0x1p-120);
+  // 10^5 terms in [0, 1]: every permutation, and any split into parts added as integers, gives
+  // the same limbs and the exact sum's double.
+  Rng rng(10);
+  std::vector<double> v(100000);
+  for (double& d : v) d = std::exp(-rng.uniform(0, 40));
+  std::int64_t a[ex::kLimbs] = {}, b[ex::kLimbs] = {}, c1[ex::kLimbs] = {}, c2[ex::kLimbs] = {};
+  for (double d : v) ex::fx_add(a, d, 120);
+  std::vector<double> w = v;
+  std::reverse(w.begin(), w.end());
+  std::swap(w[5], w[99990]);
+  for (double d : w) ex::fx_add(b, d, 120);
+  for (std::size_t i = 0; i < v.size(); ++i) ex::fx_add(i % 3 == 0 ? c1 : c2, v[i], 120);
+  for (int k = 0; k < ex::kLimbs; ++k) c1[k] += c2[k];
+  EXPECT_EQ(ex::fx_value(a, 120), ex::fx_value(b, 120));
+  EXPECT_EQ(ex::fx_value(a, 120), ex::fx_value(c1, 120));
+  long double exact = 0;  // 64-bit significand: within 2^-64 relative of the true sum
+  for (double d : v) exact += static_cast<long double>(d);
+  EXPECT_NEAR(static_cast<double>((static_cast<long double>(ex::fx_value(a, 120)) - exact) / exact), 0.0, 1.2e-16);
+  // Keys: the max of keys is the key of the max, NaN above everything, -0 below +0.
+  EXPECT_LT(ex::max_key(-0.0), ex::max_key(0.0));
+  EXPECT_LT(ex::max_key(-kInf), ex::max_key(-1e308));
+  EXPECT_LT(ex::max_key(kInf), ex::max_key(kNaN));
+  EXPECT_EQ(ex::from_key(ex::max_key(-3.5)), -3.5);
+  EXPECT_EQ(ex::from_key(ex::kNoKey), -kInf);
 }
 
 TEST(ExactSummation, RefusesWhatItDoesNotCover) {
