@@ -367,8 +367,8 @@ void run_split_nll(const Setup& s, const Common& o, const T* x, const I* tgt, st
 
 // Summation::kExact (exact_sum.h): every row's sums in fixed point, its lse, loss and gradient by the
 // same code as xent_mpi's vocabulary-parallel layer, and the token-order pairwise reduction. The
-// rows are independent tasks and the reduction's order is fixed, so the bits do not depend on the
-// thread count. dloss: the upstream gradient as given (kNone: per token; else the scalar), or null
+// rows are independent tasks (a few long rows: chunks whose words combine exactly) and the
+// reduction's order is fixed, so the bits do not depend on the thread count. dloss: the upstream gradient as given (kNone: per token; else the scalar), or null
 // (fused: 1). Token weights multiply a kept token's loss and upstream gradient.
 constexpr std::size_t kExactRowsPerTask = 8;
 
@@ -398,28 +398,74 @@ void run_exact(const Setup& s, const Common& o, const T* x, const I* tgt, T* los
     else up.g = static_cast<double>(dloss[0]);
   }
   std::vector<double> tok_ce(loss != nullptr ? rows : 0, 0.0);
-  detail::parallel_for((rows + kExactRowsPerTask - 1) / kExactRowsPerTask, [&](std::size_t task) {
-    const std::size_t r1 = std::min(rows, (task + 1) * kExactRowsPerTask);
-    for (std::size_t r = task * kExactRowsPerTask; r < r1; ++r) {
-      const std::size_t off = r / inner * C * inner + r % inner;  // row (outer o, inner i): classes at stride inner
-      const auto stride = static_cast<std::int64_t>(inner);
-      const auto t = static_cast<std::int64_t>(tgt[r]);
-      std::int64_t g1[detail::exact::kMaxK1] = {}, g2[detail::exact::kMaxK2] = {};
-      detail::exact::row_pass1(p, x + off, stride, 0, p.V, false, g1);
-      detail::exact::row_pass2(p, x + off, stride, 0, p.V, false, g1, t, g2);
-      const detail::exact::RowResult rr = detail::exact::row_result(p, g1, g2, t);
-      const bool weighted = tw != nullptr && t != o.ignore_index;
-      if (loss != nullptr) tok_ce[r] = weighted ? rr.ce * static_cast<double>(tw[r]) : rr.ce;
-      if (dx == nullptr) continue;
-      double g_ce, g_z;
-      up.at(dloss_rows, static_cast<std::int64_t>(r), &g_ce, &g_z);
-      if (weighted) {
-        g_ce *= static_cast<double>(tw[r]);
-        g_z *= static_cast<double>(tw[r]);
-      }
-      detail::exact::row_grad(p, x + off, dx + off, stride, 0, p.V, false, t, rr.lse, g_ce, g_z);
+  // A kept token's loss and upstream gradient times its token weight.
+  auto store = [&](std::size_t r, std::int64_t t, double ce) {
+    if (loss != nullptr) tok_ce[r] = tw != nullptr && t != o.ignore_index ? ce * static_cast<double>(tw[r]) : ce;
+  };
+  auto upstream = [&](std::size_t r, std::int64_t t, double* g_ce, double* g_z) {
+    up.at(dloss_rows, static_cast<std::int64_t>(r), g_ce, g_z);
+    if (tw != nullptr && t != o.ignore_index) {
+      *g_ce *= static_cast<double>(tw[r]);
+      *g_z *= static_cast<double>(tw[r]);
     }
-  });
+  };
+  namespace ex = detail::exact;
+  if (const std::size_t n_chunks = detail::split_chunks(L, sizeof(T))) {
+    // Few long rows (reduce.h split_chunks, inner == 1): a row's chunks on several threads. Pass-1
+    // words combine by max and pass-2 words by integer addition, both exact, so the bits are the
+    // unsplit row's (and the MPI layer's, whatever its split).
+    const std::size_t K1 = static_cast<std::size_t>(p.k1()), K2 = static_cast<std::size_t>(p.k2());
+    std::vector<std::int64_t> w1(rows * n_chunks * K1, 0), w2(rows * n_chunks * K2, 0), g1(rows * K1), g2(rows * K2, 0);
+    std::vector<double> lse(rows);
+    auto tgt_of = [&](std::size_t r) { return static_cast<std::int64_t>(tgt[r]); };
+    detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t j, std::size_t c0, std::size_t c1) {
+      ex::row_pass1(p, x + r * C + c0, 1, static_cast<std::int64_t>(c0), static_cast<std::int64_t>(c1 - c0), false,
+                    &w1[(r * n_chunks + j) * K1]);
+    });
+    for (std::size_t r = 0; r < rows; ++r)
+      for (std::size_t k = 0; k < K1; ++k) {
+        std::int64_t m = w1[r * n_chunks * K1 + k];
+        for (std::size_t j = 1; j < n_chunks; ++j) m = std::max(m, w1[(r * n_chunks + j) * K1 + k]);
+        g1[r * K1 + k] = m;
+      }
+    detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t j, std::size_t c0, std::size_t c1) {
+      ex::row_pass2(p, x + r * C + c0, 1, static_cast<std::int64_t>(c0), static_cast<std::int64_t>(c1 - c0), false,
+                    &g1[r * K1], tgt_of(r), &w2[(r * n_chunks + j) * K2]);
+    });
+    for (std::size_t r = 0; r < rows; ++r) {
+      for (std::size_t j = 0; j < n_chunks; ++j)
+        for (std::size_t k = 0; k < K2; ++k) g2[r * K2 + k] += w2[(r * n_chunks + j) * K2 + k];
+      const ex::RowResult rr = ex::row_result(p, &g1[r * K1], &g2[r * K2], tgt_of(r));
+      lse[r] = rr.lse;
+      store(r, tgt_of(r), rr.ce);
+    }
+    if (dx != nullptr) {
+      detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t, std::size_t c0, std::size_t c1) {
+        double g_ce, g_z;
+        upstream(r, tgt_of(r), &g_ce, &g_z);
+        ex::row_grad(p, x + r * C + c0, dx + r * C + c0, 1, static_cast<std::int64_t>(c0),
+                     static_cast<std::int64_t>(c1 - c0), false, tgt_of(r), lse[r], g_ce, g_z);
+      });
+    }
+  } else {
+    detail::parallel_for((rows + kExactRowsPerTask - 1) / kExactRowsPerTask, [&](std::size_t task) {
+      const std::size_t r1 = std::min(rows, (task + 1) * kExactRowsPerTask);
+      for (std::size_t r = task * kExactRowsPerTask; r < r1; ++r) {
+        const std::size_t off = r / inner * C * inner + r % inner;  // row (outer o, inner i): classes at stride inner
+        const auto stride = static_cast<std::int64_t>(inner);
+        const auto t = static_cast<std::int64_t>(tgt[r]);
+        std::int64_t g1[ex::kMaxK1] = {}, g2[ex::kMaxK2] = {};
+        ex::row_pass1(p, x + off, stride, 0, p.V, false, g1);
+        ex::row_pass2(p, x + off, stride, 0, p.V, false, g1, t, g2);
+        const ex::RowResult rr = ex::row_result(p, g1, g2, t);
+        store(r, t, rr.ce);
+        if (dx == nullptr) continue;
+        double g_ce, g_z;
+        upstream(r, t, &g_ce, &g_z);
+        ex::row_grad(p, x + off, dx + off, stride, 0, p.V, false, t, rr.lse, g_ce, g_z);
+      }
+    });
+  }
   if (loss != nullptr)
     detail::exact::finish<T>(o.reduction, tok_ce.data(), nullptr, static_cast<std::int64_t>(rows), up.div_ce, up.div_z,
                              loss, nullptr);

@@ -171,6 +171,35 @@ TEST(ExactSummation, SameBitsForAnyThreadCount) {
   thread_bits<double>();
 }
 
+// A few long rows are split into chunks on several threads (reduce.h split_chunks): the same bits
+// as the same rows among enough rows not to be split, at any thread count.
+TEST(ExactSummation, LongRowsSplitOverThreadsKeepTheBits) {
+  Rng rng(11);
+  const std::int64_t C = 200000;  // float32 rows of 800 KB, fewer than 8: chunks of 65536 classes
+  const Buf<float> many = rng.uniform_buf<float>({8, C}, -20, 20);
+  const Buf<float> w = rng.uniform_buf<float>({C}, 0.5, 2);
+  Buf<float> two({2, C});
+  std::copy(many.v.begin(), many.v.begin() + 2 * C, two.v.begin());
+  Buf<std::int64_t> t8({8});
+  for (auto& v : t8.v) v = rng.integer(0, C - 1);
+  t8.v[1] = 70000;  // in the second chunk
+  const Buf<std::int64_t> t2({2}, {t8.v[0], t8.v[1]});
+  CrossEntropyOptions o;
+  o.weight = w.cview();
+  o.label_smoothing = 0.1;
+  o.reduction = Reduction::kNone;
+  o.summation = Summation::kExact;
+  Buf<float> l8({8}), d8({8, C}), l2({2}), d2({2, C});
+  ASSERT_TRUE(cross_entropy_fused(many.cview(), t8.cview(), o, l8.view(), d8.view()).ok());
+  for (int threads : {1, 3}) {
+    xent::set_num_threads(threads);
+    ASSERT_TRUE(cross_entropy_fused(two.cview(), t2.cview(), o, l2.view(), d2.view()).ok());
+    EXPECT_TRUE(same_bits(l2.v, std::vector<float>(l8.v.begin(), l8.v.begin() + 2))) << threads << " threads";
+    EXPECT_TRUE(same_bits(d2.v, std::vector<float>(d8.v.begin(), d8.v.begin() + 2 * C))) << threads << " threads";
+  }
+  xent::set_num_threads(0);
+}
+
 // Token weights (not in PyTorch 1.13, so no reference): the exact path agrees with the fast path.
 TEST(ExactSummation, TokenWeightsAgreeWithFast) {
   Rng rng(9);
