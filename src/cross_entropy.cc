@@ -368,8 +368,9 @@ void run_split_nll(const Setup& s, const Common& o, const T* x, const I* tgt, st
 // Summation::kExact (exact_sum.h): every row's sums in fixed point, its lse, loss and gradient by the
 // same code as xent_mpi's vocabulary-parallel layer, and the token-order pairwise reduction. The
 // rows are independent tasks (a few long rows: chunks whose words combine exactly) and the
-// reduction's order is fixed, so the bits do not depend on the thread count. dloss: the upstream gradient as given (kNone: per token; else the scalar), or null
-// (fused: 1). Token weights multiply a kept token's loss and upstream gradient.
+// reduction's order is fixed, so the bits do not depend on the thread count. dloss: the upstream
+// gradient as given (kNone: per token; else the scalar), or null (fused: 1). Token weights
+// multiply a kept token's loss and upstream gradient.
 constexpr std::size_t kExactRowsPerTask = 8;
 
 template <class T, class I>

@@ -1,5 +1,5 @@
-// exact_sum.cc: the non-template parts of exact_sum.h: order keys of doubles, the fixed-point
-// accumulator, the class-weight total and the final reduction of the exact cross-entropy. Pure
+// exact_sum.cc: the out-of-line parts of exact_sum.h: the fixed-point accumulator's conversion to
+// double, the class-weight total and the final reduction of the exact cross-entropy. Pure
 // integer and double arithmetic, no MPI and no threads.
 #include "exact_sum.h"
 
@@ -54,7 +54,8 @@ void finish(Reduction red, const double* tok_ce, const double* tok_z, std::int64
   }
 }
 
-template void finish<float>(Reduction, const double*, const double*, std::int64_t, double, double, float*, float*) noexcept;
+template void finish<float>(Reduction, const double*, const double*, std::int64_t, double, double, float*,
+                            float*) noexcept;
 template void finish<double>(Reduction, const double*, const double*, std::int64_t, double, double, double*,
                              double*) noexcept;
 

@@ -24,7 +24,7 @@
 
 namespace xent::detail::exact {
 
-// ---- order keys and fixed point (exact_sum.cc) -----------------------------------------------------
+// ---- order keys and fixed point (inline; fx_value in exact_sum.cc) ------------------------------
 
 // Total order on doubles as int64: max over keys is the exact max in any order; NaN is the
 // largest key, kNoKey (no value) the smallest.
@@ -85,7 +85,6 @@ inline void fx_add(std::int64_t* acc, double v, int shift) noexcept {
   for (int i = 0; i < kLimbs; ++i) acc[i] += sign * static_cast<std::int64_t>((X >> (32 * i)) & 0xffffffffu);
 }
 
-
 // ---- the exact cross-entropy of one row ------------------------------------------------------------
 
 constexpr int kShiftS = 120;                // S's grid: terms exp(z - M) in [0, 1] as multiples of 2^-120
@@ -110,8 +109,8 @@ struct CeParams {
   double W = 0;
   double eps = 0, lam = 0, cap = 0;
   std::int64_t ignore = -100;
-  int k1() const noexcept { return eps != 0 ? 5 : 1; }                               // pass-1 words per row
-  int k2() const noexcept { return kLimbs + (eps != 0 ? kLimbs : 0) + 1; }           // pass-2 words per row
+  int k1() const noexcept { return eps != 0 ? 5 : 1; }                      // pass-1 words per row
+  int k2() const noexcept { return kLimbs + (eps != 0 ? kLimbs : 0) + 1; }  // pass-2 words per row
   double wt(std::int64_t c) const noexcept { return cw == nullptr ? 1.0 : cw[c]; }
 };
 constexpr int kMaxK1 = 5, kMaxK2 = 2 * kLimbs + 1;
@@ -182,7 +181,8 @@ struct RowResult {
 
 // The row's results from the combined words. PyTorch's semantics for non-finite rows: a NaN or a
 // +inf logit makes the loss NaN (log_softmax is NaN there), a row of -inf gives NaN.
-inline RowResult row_result(const CeParams& p, const std::int64_t* g1, const std::int64_t* g2, std::int64_t t) noexcept {
+inline RowResult row_result(const CeParams& p, const std::int64_t* g1, const std::int64_t* g2,
+                            std::int64_t t) noexcept {
   RowResult r;
   const double M = from_key(g1[0]);
   const double l = std::isfinite(M) ? M + std::log(fx_value(g2, kShiftS)) : M;

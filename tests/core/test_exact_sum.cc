@@ -60,9 +60,13 @@ TEST(ExactSummation, EveryOptionAgainstTheReference) {
 template <class T>
 void nonfinite() {
   Rng rng(6);
-  const std::vector<double> v = {1,    -kInf, 3,        -kInf,    -kInf, -kInf, -kInf, -kInf, 1,   kInf, 2, 0,
-                                 kInf, kInf,  1,        -kInf,    kNaN,  1,     2,     3,     1e4, -1e4, 0, 5,
-                                 -1e4, -1e4 + 1, -1e4 + 2, -1e4 + 3, 0.5,  -0.25, 2,     1};
+  // Rows: -inf mask, all -inf, +inf, two +inf, NaN, +-1e4, large offset, ordinary.
+  // clang-format off
+  const std::vector<double> v = {1,    -kInf,    3,        -kInf,    -kInf, -kInf, -kInf, -kInf,
+                                 1,    kInf,     2,        0,        kInf,  kInf,  1,     -kInf,
+                                 kNaN, 1,        2,        3,        1e4,   -1e4,  0,     5,
+                                 -1e4, -1e4 + 1, -1e4 + 2, -1e4 + 3, 0.5,   -0.25, 2,     1};
+  // clang-format on
   Buf<T> x({8, 4});
   for (std::size_t k = 0; k < v.size(); ++k) x.v[k] = static_cast<T>(v[k]);
   const Buf<std::int64_t> t({8}, {0, 1, 2, 2, 1, 1, 3, 2});
@@ -75,9 +79,11 @@ void nonfinite() {
       check_cross_entropy<T, std::int64_t>(x, t_ign, std::nullopt, exact(-100, red, eps), rng);
     }
     // No rows; every target ignored; one class.
-    check_cross_entropy<T, std::int64_t>(Buf<T>({0, 4}), Buf<std::int64_t>({0}), std::nullopt, exact(-100, red, 0.2), rng);
-    check_cross_entropy<T, std::int64_t>(rng.uniform_buf<T>({4, 3}, -3, 3), Buf<std::int64_t>({4}, {-100, -100, -100, -100}),
-                                         std::nullopt, exact(-100, red, 0.3), rng);
+    check_cross_entropy<T, std::int64_t>(Buf<T>({0, 4}), Buf<std::int64_t>({0}), std::nullopt, exact(-100, red, 0.2),
+                                         rng);
+    check_cross_entropy<T, std::int64_t>(rng.uniform_buf<T>({4, 3}, -3, 3),
+                                         Buf<std::int64_t>({4}, {-100, -100, -100, -100}), std::nullopt,
+                                         exact(-100, red, 0.3), rng);
     check_cross_entropy<T, std::int64_t>(rng.uniform_buf<T>({5, 1}, -3, 3), Buf<std::int64_t>({5}), std::nullopt,
                                          exact(-100, red, 0.5), rng);
   }
@@ -111,7 +117,8 @@ TEST(ExactSummation, AtLeastAsAccurateAsFast) {
     ASSERT_TRUE(cross_entropy_forward(x.cview(), t.cview(), o, loss.view()).ok());
     for (std::int64_t n = 0; n < N; ++n) {
       const Real e = std::fabs(static_cast<Real>(loss.v[n]) - want.data[n]);
-      const Real bound = 4 * 0x1p-53 * std::max<Real>({std::fabs(lse.data[n]), std::fabs(static_cast<Real>(x.v[n * C + t.v[n]])), 1});
+      const Real bound =
+          4 * 0x1p-53 * std::max<Real>({std::fabs(lse.data[n]), std::fabs(static_cast<Real>(x.v[n * C + t.v[n]])), 1});
       if (sm == Summation::kExact) {
         EXPECT_LE(e, bound) << "row " << n;
         worst_exact = std::max(worst_exact, static_cast<double>(e));
@@ -222,7 +229,8 @@ TEST(ExactSummation, TokenWeightsAgreeWithFast) {
       loss[k] = l.v;
       dx[k] = d.v;
     }
-    for (std::size_t i = 0; i < loss[0].size(); ++i) EXPECT_NEAR(loss[1][i], loss[0][i], 1e-12 * (1 + std::fabs(loss[0][i])));
+    for (std::size_t i = 0; i < loss[0].size(); ++i)
+      EXPECT_NEAR(loss[1][i], loss[0][i], 1e-12 * (1 + std::fabs(loss[0][i])));
     for (std::size_t i = 0; i < dx[0].size(); ++i) EXPECT_NEAR(dx[1][i], dx[0][i], 1e-13);
   }
 }
@@ -274,7 +282,8 @@ TEST(ExactSummation, RefusesWhatItDoesNotCover) {
   float loss = 0;
   Status s = cross_entropy_forward({h.data(), DType::kBF16, {2, 3}}, {t.data(), {2}}, o, scalar_view(&loss));
   EXPECT_FALSE(s.ok());
-  EXPECT_NE(s.message().find("summation exact needs float32 or float64 input, found bfloat16"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("summation exact needs float32 or float64 input, found bfloat16"), std::string::npos)
+      << s.message();
   std::vector<float> x(6, 0.5f), p(6, 1.0f / 3);
   s = cross_entropy_forward({x.data(), {2, 3}}, {p.data(), {2, 3}}, o, scalar_view(&loss));
   EXPECT_NE(s.message().find("class-index targets only"), std::string::npos) << s.message();
