@@ -354,7 +354,7 @@ py::array logsumexp_bwd(const py::array& x, const py::array& out, const py::arra
 // fused pass). Returns (loss, grad or None).
 py::tuple cross_entropy(const py::array& input, const py::array& target, const py::object& weight,
                         std::int64_t ignore_index, const std::string& reduction, double label_smoothing,
-                        bool want_grad, const py::object& grad_output) {
+                        bool want_grad, const py::object& grad_output, const std::string& summation) {
   begin_call();
   auto iv = view_of(input, "input");
   auto tv = view_of(target, "target", Kind::kTarget);
@@ -363,6 +363,8 @@ py::tuple cross_entropy(const py::array& input, const py::array& target, const p
   opt.ignore_index = ignore_index;
   opt.reduction = parse_reduction(reduction);
   opt.label_smoothing = label_smoothing;
+  if (summation == "exact") opt.summation = xent::Summation::kExact;
+  else if (summation != "fast") raise_value(fmt::format("summation must be 'fast' or 'exact', found '{}'", summation));
   require_floating(iv, "input");
   require_target(tv, iv.dtype, "target");
   require_like(opt.weight, iv.dtype, "weight");

@@ -50,7 +50,7 @@ def torch_ce(x, t, grad_output=None, **kw):
 @pytest.mark.parametrize("shape", [(7,), (6, 5), (4, 3, 5), (2, 4, 3, 2)])
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("variant", ["plain", "weight", "ignore", "smooth", "weight_ignore_smooth", "prob",
-                                     "prob_smooth", "int32"])
+                                     "prob_smooth", "int32", "exact_weight_ignore_smooth"])
 def test_cross_entropy_matches_torch(dtype, shape, reduction, variant):
     x = RNG.normal(0, 3, size=shape).astype(dtype)
     C = shape[0] if len(shape) == 1 else shape[1]
@@ -68,17 +68,18 @@ def test_cross_entropy_matches_torch(dtype, shape, reduction, variant):
         kw["ignore_index"] = 1
     if "smooth" in variant:
         kw["label_smoothing"] = 0.15
+    ours = dict(kw, summation="exact") if variant.startswith("exact") else kw
     ref_loss, ref_grad = torch_ce(x, t, **kw)
-    loss = xent.cross_entropy(x, t, **kw)
+    loss = xent.cross_entropy(x, t, **ours)
     assert loss.dtype == dtype
     close(loss, ref_loss, dtype)
-    loss2, grad = xent.cross_entropy(x, t, **kw, return_grad=True)
+    loss2, grad = xent.cross_entropy(x, t, **ours, return_grad=True)
     close(loss2, ref_loss, dtype)
     close(grad, ref_grad, dtype)
     # A non-trivial upstream gradient (per element for 'none').
     go = RNG.uniform(-2, 2, size=np.shape(ref_loss)).astype(dtype)
     ref_loss, ref_grad = torch_ce(x, t, grad_output=go, **kw)
-    _, grad = xent.cross_entropy(x, t, **kw, return_grad=True, grad_output=go)
+    _, grad = xent.cross_entropy(x, t, **ours, return_grad=True, grad_output=go)
     close(grad, ref_grad, dtype)
 
 
@@ -273,6 +274,11 @@ def test_bad_environment_is_one_warning():
      "reduction must be 'none', 'mean' or 'sum', found 'avg'"),
     (lambda: xent.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), label_smoothing=1.5), ValueError,
      "label_smoothing"),
+    (lambda: xent.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), summation="slow"), ValueError,
+     "summation must be 'fast' or 'exact', found 'slow'"),
+    (lambda: xent.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), summation=1), TypeError, "summation"),
+    (lambda: xent.cross_entropy(np.zeros((2, 3)), np.full((2, 3), 1 / 3), summation="exact"), ValueError,
+     "class-index targets only"),
     (lambda: xent.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), ignore_index=1.5), TypeError,
      "ignore_index must be an int"),
     (lambda: xent.cross_entropy(None, np.array([0, 1])), TypeError, "input must be an array, found None"),

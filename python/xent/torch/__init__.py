@@ -193,7 +193,7 @@ class _CrossEntropyFn(_torch.autograd.Function):
         x = _check(input, "input", _FLOAT)
         t = _check(target, "target", _TARGET)
         w = _opt(weight, "weight")
-        loss, dx = _xent.cross_entropy(_np(x), _np(t), _np(w), ignore_index, reduction, label_smoothing, fused, None)
+        loss, dx = _xent.cross_entropy(_np(x), _np(t), _np(w), ignore_index, reduction, label_smoothing, fused, None, "fast")
         ctx.opts = (ignore_index, reduction, label_smoothing)
         ctx.fused, ctx.dx, ctx.input_dim = fused, None, x.dim()
         if fused:
