@@ -146,16 +146,13 @@ constexpr std::int64_t kDwTileM = 1024;      // dweight: 1024 classes x all feat
 // Not OpenBLAS's sbgemm: Debian 12's OpenBLAS 0.3.21 does not export cblas_sbgemm (and its
 // products would not be the float32 layer's bits).
 
-// Exact widening of n 16-bit values (bfloat16: the upper half of a float32; float16: IEEE binary16).
+// Exact widening of n 16-bit values (bfloat16: the upper half of a float32; float16: IEEE binary16),
+// by the active kernel table (vectorised; the scalar twin under XENT_ISA=scalar: the same values).
 void widen(const std::uint16_t* src, float* dst, std::size_t n, bool brain) {
-  if (brain) {
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::uint32_t b = static_cast<std::uint32_t>(src[i]) << 16;
-      std::memcpy(dst + i, &b, sizeof b);
-    }
-  } else {
-    for (std::size_t i = 0; i < n; ++i) dst[i] = detail::float_from_f16_bits(src[i]);
-  }
+  if (brain)
+    cpu::active_table<detail::BF16>().widen_f32(reinterpret_cast<const detail::BF16*>(src), dst, n);
+  else
+    cpu::active_table<detail::F16>().widen_f32(reinterpret_cast<const detail::F16*>(src), dst, n);
 }
 
 float widen1(std::uint16_t v, bool brain) {
@@ -182,7 +179,10 @@ void narrow_parallel(const float* src, std::uint16_t* dst, std::size_t n, bool b
   constexpr std::size_t kPiece = std::size_t{1} << 16;
   detail::parallel_for((n + kPiece - 1) / kPiece, [&](std::size_t task) {
     const std::size_t i0 = task * kPiece, i1 = std::min(n, i0 + kPiece);
-    for (std::size_t i = i0; i < i1; ++i) dst[i] = narrow1(src[i], brain);
+    if (brain)
+      cpu::active_table<detail::BF16>().narrow_f32(src + i0, reinterpret_cast<detail::BF16*>(dst) + i0, i1 - i0);
+    else
+      cpu::active_table<detail::F16>().narrow_f32(src + i0, reinterpret_cast<detail::F16*>(dst) + i0, i1 - i0);
   });
 }
 
