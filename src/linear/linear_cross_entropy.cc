@@ -437,8 +437,8 @@ struct Ctx {
   // 16-bit inputs (T = float; see "16-bit inputs" above): h and w are unused, the 16-bit views are
   // read instead and widened by blocks; the outputs in 16 bits (loss16 .. db16, null when absent)
   // are each rounded once from the float result. dw then points to a float32 accumulator (the
-  // caller's float32 dweight, or an allocated one rounded into dw16 at the end); b, cw, dloss
-  // point to widened copies (V, V and loss's size).
+  // caller's float32 dweight, or an allocated one rounded into dw16 at the end); b and cw point
+  // to widened copies (V floats each); kNone's dloss is read from dloss16.
   bool half = false;
   bool brain = false;  // bfloat16 (else float16)
   const std::uint16_t* h16 = nullptr;
