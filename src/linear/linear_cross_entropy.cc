@@ -7,7 +7,9 @@
 // vocabulary the logits are kept and reused (three products, as the unfused computation has);
 // otherwise a first sweep over the vocabulary blocks combines their logsumexps online and a
 // second sweep recomputes each block's logits to form its gradient (four products), as Cut
-// Cross-Entropy and Liger do on the GPU. What it is not: a general GEMM or an autograd.
+// Cross-Entropy and Liger do on the GPU. bfloat16 / float16 inputs run the same driver in float32,
+// widening the 16-bit values by blocks into the same BLAS calls ("16-bit inputs" below). What it
+// is not: a general GEMM or an autograd.
 //
 // Shapes: N tokens, H hidden features, V classes; Nb/Vb the block sizes, n0/v0 a block's first
 // token/class. Formulas (docs/linear_cross_entropy.md): with p = softmax(z), w the class
@@ -56,7 +58,7 @@ constexpr std::int64_t kRecomputeTokenBlock = 256;
 std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 // Byte layout of the workspace: the logits block, per-token vectors, the bias accumulator, and for
-// 16-bit inputs the float32 blocks they are widened into (see half_floats).
+// 16-bit inputs the float32 blocks they are widened into (layout_half).
 struct Layout {
   std::size_t logits = 0;  // Nb * Vb * sizeof(T)
   std::size_t rows = 0;    // per-token: 3 doubles + 2 T
