@@ -136,7 +136,8 @@ void gemm_tiled(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k
 // Tile shapes of the three products (outputs per single-threaded BLAS call); measured on 2-core
 // Zen with OpenBLAS 0.3.21's Haswell kernels, see docs/linear_cross_entropy.md.
 constexpr std::int64_t kLogitsTileN = 1024;  // logits: all token rows x 1024 classes
-constexpr std::int64_t kDhTileN = 256;       // dhidden: all token rows x 256 features
+constexpr std::int64_t kDhTileN = 256;       // dhidden: all token rows x 256 features,
+constexpr std::int64_t kDhChunkK = 2048;     //   summed over chunks of 2048 classes (beta = 1)
 constexpr std::int64_t kDwTileM = 1024;      // dweight: 1024 classes x all features
 
 // ---- 16-bit inputs ------------------------------------------------------------------------------
@@ -144,7 +145,8 @@ constexpr std::int64_t kDwTileM = 1024;      // dweight: 1024 classes x all feat
 // float32 layer makes on the exactly widened values, so the results are the float32 layer's bits.
 // The 16-bit values are widened by blocks, never whole: the token block's hidden rows once per
 // token block (Nb x H floats), and for each BLAS tile that reads the weight, the tile's slice of it
-// just before the call (logits: min(1024, Vb) rows x H; dhidden: Vb rows x min(256, H) columns).
+// just before the call (logits: min(1024, Vb) rows x H; dhidden: min(2048, Vb) rows x min(256, H)
+// columns).
 // Not OpenBLAS's sbgemm: Debian 12's OpenBLAS 0.3.21 does not export cblas_sbgemm (and its
 // products would not be the float32 layer's bits).
 
@@ -191,7 +193,7 @@ void narrow_parallel(const float* src, std::uint16_t* dst, std::size_t n, bool b
 // Floats of the weight-slice buffer for `slots` tiles at a time (at least one of each product).
 std::size_t conv_floats(std::int64_t Vb, std::int64_t H, std::int64_t slots) {
   const auto logits_task = static_cast<std::size_t>(std::min(kLogitsTileN, Vb)) * static_cast<std::size_t>(H);
-  const auto dh_task = static_cast<std::size_t>(Vb) * static_cast<std::size_t>(std::min(kDhTileN, H));
+  const auto dh_task = static_cast<std::size_t>(std::min(kDhChunkK, Vb)) * static_cast<std::size_t>(std::min(kDhTileN, H));
   const std::int64_t logits_tiles = (Vb + kLogitsTileN - 1) / kLogitsTileN;
   const std::int64_t dh_tiles = std::max<std::int64_t>((H + kDhTileN - 1) / kDhTileN, 1);
   return std::max(static_cast<std::size_t>(std::clamp<std::int64_t>(slots, 1, logits_tiles)) * logits_task,
@@ -742,17 +744,21 @@ void run(Ctx<T>& c) {
       if (recompute) compute_logits(c, n0, nb, v0, vb);
       block_dlogits(c, n0, nb, v0, vb, recompute);
       if (want_db) block_dbias(c, nb, v0, vb);
-      if (want_dh) {
-        const T beta = v0 == 0 ? T(0) : T(1);
+      // dhidden += dA W_blk over chunks of kDhChunkK classes, so that a 16-bit tile's weight slice
+      // is kDhChunkK x 256 floats whatever Vb (both layers chunk alike: the same calls).
+      for (std::int64_t c0 = 0; want_dh && c0 < vb; c0 += kDhChunkK) {
+        const std::int64_t kc = std::min(kDhChunkK, vb - c0);
+        const T beta = v0 == 0 && c0 == 0 ? T(0) : T(1);
         bool done = false;
         if constexpr (std::is_same_v<T, float>) {
           if (c.half) {
-            gemm_tiled_b16(false, nb, c.H, vb, c.Z, vb, c.w16 + v0 * c.H, c.H, c.brain, beta, dhb, c.H, nb, kDhTileN,
-                           c.conv, c.conv_n);
+            gemm_tiled_b16(false, nb, c.H, kc, c.Z + c0, vb, c.w16 + (v0 + c0) * c.H, c.H, c.brain, beta, dhb, c.H, nb,
+                           kDhTileN, c.conv, c.conv_n);
             done = true;
           }
         }
-        if (!done) gemm_tiled(false, false, nb, c.H, vb, c.Z, vb, c.w + v0 * c.H, c.H, beta, dhb, c.H, nb, kDhTileN);
+        if (!done)
+          gemm_tiled(false, false, nb, c.H, kc, c.Z + c0, vb, c.w + (v0 + c0) * c.H, c.H, beta, dhb, c.H, nb, kDhTileN);
       }
       if (c.dw)
         gemm_tiled(true, false, vb, c.H, nb, c.Z, vb, hb, c.H, dw_written ? T(1) : T(0), c.dw + v0 * c.H, c.H,
