@@ -13,7 +13,7 @@ d sum(loss * grad_output) / d input (grad_output defaults to ones, i.e. the grad
 itself for 'mean' and 'sum'). Errors are TypeError (a dtype xent cannot take) or ValueError
 (shapes, values, options), with xent's one-line message. docs/python.md has the whole story.
 
-16-bit: float16 arrays work everywhere but linear_cross_entropy (TypeError). NumPy has no
+16-bit: float16 arrays work everywhere (linear_cross_entropy too). NumPy has no
 bfloat16 type, so xent.bfloat16 is a NumPy dtype, int16 storage tagged {"xent": "bfloat16"}: view
 the 16-bit patterns of bfloat16 values with it (`bits.view(xent.bfloat16)`) to pass them in, and
 bfloat16 results come back with it. 16-bit ops compute in float32 or wider and round each result
