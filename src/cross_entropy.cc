@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "exact_sum.h"
 #include "frontend.h"
+#include "parallel.h"
 #include "split.h"
 #include "xent/losses.h"
 
@@ -46,6 +48,7 @@ struct Common {
   Reduction reduction = Reduction::kMean;
   double label_smoothing = 0;
   ConstTensorView token_weight;  // cross_entropy with class indices only
+  Summation summation = Summation::kFast;  // cross_entropy only
 };
 
 template <class T, class I>
@@ -107,6 +110,16 @@ Status validate(ConstTensorView input, ConstTensorView target, const Common& o, 
     return invalid_argument(fmt::format("label_smoothing must be in [0, 1], found {}", o.label_smoothing));
   if (o.reduction != Reduction::kNone && o.reduction != Reduction::kMean && o.reduction != Reduction::kSum)
     return invalid_argument("reduction must be none, mean or sum");
+  if (o.summation != Summation::kFast && o.summation != Summation::kExact)
+    return invalid_argument("summation must be fast or exact");
+  if (o.summation == Summation::kExact) {
+    if (input.dtype != DType::kF32 && input.dtype != DType::kF64)
+      return invalid_argument(fmt::format("summation exact needs float32 or float64 input, found {} (use summation fast)",
+                                          dtype_name(input.dtype)));
+    if (is_floating(target.dtype))
+      return invalid_argument("summation exact supports class-index targets only, found probability targets (use "
+                              "summation fast)");
+  }
 
   XENT_RETURN_IF_ERROR(detail::check_present(target, "target"));
   if (is_floating(target.dtype)) {
@@ -352,6 +365,131 @@ void run_split_nll(const Setup& s, const Common& o, const T* x, const I* tgt, st
   }
 }
 
+// Summation::kExact (exact_sum.h): every row's sums in fixed point, its lse, loss and gradient by the
+// same code as xent_mpi's vocabulary-parallel layer, and the token-order pairwise reduction. The
+// rows are independent tasks (a few long rows: chunks whose words combine exactly) and the
+// reduction's order is fixed, so the bits do not depend on the thread count. dloss: the upstream
+// gradient as given (kNone: per token; else the scalar), or null (fused: 1). Token weights
+// multiply a kept token's loss and upstream gradient.
+constexpr std::size_t kExactRowsPerTask = 8;
+
+template <class T, class I>
+void run_exact(const Setup& s, const Common& o, const T* x, const I* tgt, T* loss, T* dx, const T* dloss) {
+  const Layout& L = s.L;
+  const std::size_t rows = L.rows(), C = L.C, inner = L.inner;
+  const T* w = o.weight.as<T>();
+  const T* tw = o.token_weight.as<T>();
+  std::vector<double> cw(w != nullptr ? C : 0);
+  for (std::size_t c = 0; c < cw.size(); ++c) cw[c] = static_cast<double>(w[c]);
+  detail::exact::CeParams p;
+  p.V = static_cast<std::int64_t>(C);
+  p.cw = w != nullptr ? cw.data() : nullptr;
+  p.W = detail::exact::weight_total(p.cw, p.V);
+  p.eps = o.label_smoothing;
+  p.ignore = o.ignore_index;
+  detail::exact::Upstream up;
+  up.red = o.reduction;
+  double kept = 0;
+  for (std::size_t r = 0; r < rows; ++r) kept += static_cast<std::int64_t>(tgt[r]) == o.ignore_index ? 0 : 1;
+  up.div_ce = o.reduction == Reduction::kMean ? s.divisor : 1.0;
+  up.div_z = o.reduction == Reduction::kMean ? kept : 1.0;
+  const T* dloss_rows = nullptr;
+  if (dloss != nullptr) {
+    if (o.reduction == Reduction::kNone) dloss_rows = dloss;
+    else up.g = static_cast<double>(dloss[0]);
+  }
+  std::vector<double> tok_ce(loss != nullptr ? rows : 0, 0.0);
+  // A kept token's loss and upstream gradient times its token weight.
+  auto store = [&](std::size_t r, std::int64_t t, double ce) {
+    if (loss != nullptr) tok_ce[r] = tw != nullptr && t != o.ignore_index ? ce * static_cast<double>(tw[r]) : ce;
+  };
+  auto upstream = [&](std::size_t r, std::int64_t t, double* g_ce, double* g_z) {
+    up.at(dloss_rows, static_cast<std::int64_t>(r), g_ce, g_z);
+    if (tw != nullptr && t != o.ignore_index) {
+      *g_ce *= static_cast<double>(tw[r]);
+      *g_z *= static_cast<double>(tw[r]);
+    }
+  };
+  namespace ex = detail::exact;
+  if (const std::size_t n_chunks = detail::split_chunks(L, sizeof(T))) {
+    // Few long rows (reduce.h split_chunks, inner == 1): a row's chunks on several threads. Pass-1
+    // words combine by max and pass-2 words by integer addition, both exact, so the bits are the
+    // unsplit row's (and the MPI layer's, whatever its split).
+    const std::size_t K1 = static_cast<std::size_t>(p.k1()), K2 = static_cast<std::size_t>(p.k2());
+    std::vector<std::int64_t> w1(rows * n_chunks * K1, 0), w2(rows * n_chunks * K2, 0), g1(rows * K1), g2(rows * K2, 0);
+    std::vector<double> lse(rows);
+    auto tgt_of = [&](std::size_t r) { return static_cast<std::int64_t>(tgt[r]); };
+    detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t j, std::size_t c0, std::size_t c1) {
+      ex::row_pass1(p, x + r * C + c0, 1, static_cast<std::int64_t>(c0), static_cast<std::int64_t>(c1 - c0), false,
+                    &w1[(r * n_chunks + j) * K1]);
+    });
+    for (std::size_t r = 0; r < rows; ++r)
+      for (std::size_t k = 0; k < K1; ++k) {
+        std::int64_t m = w1[r * n_chunks * K1 + k];
+        for (std::size_t j = 1; j < n_chunks; ++j) m = std::max(m, w1[(r * n_chunks + j) * K1 + k]);
+        g1[r * K1 + k] = m;
+      }
+    detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t j, std::size_t c0, std::size_t c1) {
+      ex::row_pass2(p, x + r * C + c0, 1, static_cast<std::int64_t>(c0), static_cast<std::int64_t>(c1 - c0), false,
+                    &g1[r * K1], tgt_of(r), &w2[(r * n_chunks + j) * K2]);
+    });
+    for (std::size_t r = 0; r < rows; ++r) {
+      for (std::size_t j = 0; j < n_chunks; ++j)
+        for (std::size_t k = 0; k < K2; ++k) g2[r * K2 + k] += w2[(r * n_chunks + j) * K2 + k];
+      const ex::RowResult rr = ex::row_result(p, &g1[r * K1], &g2[r * K2], tgt_of(r));
+      lse[r] = rr.lse;
+      store(r, tgt_of(r), rr.ce);
+    }
+    if (dx != nullptr) {
+      detail::for_each_chunk(L, n_chunks, [&](std::size_t r, std::size_t, std::size_t c0, std::size_t c1) {
+        double g_ce, g_z;
+        upstream(r, tgt_of(r), &g_ce, &g_z);
+        ex::row_grad(p, x + r * C + c0, dx + r * C + c0, 1, static_cast<std::int64_t>(c0),
+                     static_cast<std::int64_t>(c1 - c0), false, tgt_of(r), lse[r], g_ce, g_z);
+      });
+    }
+  } else {
+    detail::parallel_for((rows + kExactRowsPerTask - 1) / kExactRowsPerTask, [&](std::size_t task) {
+      const std::size_t r1 = std::min(rows, (task + 1) * kExactRowsPerTask);
+      for (std::size_t r = task * kExactRowsPerTask; r < r1; ++r) {
+        const std::size_t off = r / inner * C * inner + r % inner;  // row (outer o, inner i): classes at stride inner
+        const auto stride = static_cast<std::int64_t>(inner);
+        const auto t = static_cast<std::int64_t>(tgt[r]);
+        std::int64_t g1[ex::kMaxK1] = {}, g2[ex::kMaxK2] = {};
+        ex::row_pass1(p, x + off, stride, 0, p.V, false, g1);
+        ex::row_pass2(p, x + off, stride, 0, p.V, false, g1, t, g2);
+        const ex::RowResult rr = ex::row_result(p, g1, g2, t);
+        store(r, t, rr.ce);
+        if (dx == nullptr) continue;
+        double g_ce, g_z;
+        upstream(r, t, &g_ce, &g_z);
+        ex::row_grad(p, x + off, dx + off, stride, 0, p.V, false, t, rr.lse, g_ce, g_z);
+      }
+    });
+  }
+  if (loss != nullptr)
+    detail::exact::finish<T>(o.reduction, tok_ce.data(), nullptr, static_cast<std::int64_t>(rows), up.div_ce, up.div_z,
+                             loss, nullptr);
+}
+
+// The exact path's entry from the three public calls (validated; class-index targets, float32 or
+// float64: validate).
+Status exact_call(const Setup& s, const Common& o, ConstTensorView input, ConstTensorView target, TensorView loss,
+                  TensorView dinput, ConstTensorView dloss) {
+  auto go = [&](auto tag) {
+    using T = decltype(tag);
+    auto with = [&](const auto* tgt) {
+      run_exact<T>(s, o, input.as<T>(), tgt, loss.empty_view() ? nullptr : loss.as<T>(),
+                   dinput.empty_view() ? nullptr : dinput.as<T>(), dloss.empty_view() ? nullptr : dloss.as<T>());
+    };
+    if (s.kind == Kind::kIndex32) with(target.as<std::int32_t>());
+    else with(target.as<std::int64_t>());
+  };
+  if (input.dtype == DType::kF64) go(double{});
+  else go(float{});
+  return ok_status();
+}
+
 // One run over all rows: per-row losses (reduced or stored) and/or the gradient.
 template <class T>
 void run(const Setup& s, const Common& o, bool is_nll, const void* x_v, const void* t_v, T* loss, T* dx,
@@ -447,7 +585,8 @@ Status do_forward(ConstTensorView input, ConstTensorView target, const Common& o
   Setup s;
   XENT_RETURN_IF_ERROR(validate(input, target, o, is_nll, &s));
   XENT_RETURN_IF_ERROR(detail::check_reduction_output(loss, input.dtype, s.loss_none_shape, o.reduction == Reduction::kNone));
-detail::visit_float(input.dtype, [&](auto tag) {
+  if (o.summation == Summation::kExact) return exact_call(s, o, input, target, loss, {}, {});
+  detail::visit_float(input.dtype, [&](auto tag) {
     using T = decltype(tag);
     run<T>(s, o, is_nll, input.data, target.data, loss.as<T>(), nullptr, nullptr, 1);
   });
@@ -467,6 +606,7 @@ Status do_backward(ConstTensorView input, ConstTensorView target, const Common& 
   XENT_RETURN_IF_ERROR(validate(input, target, o, is_nll, &s));
   XENT_RETURN_IF_ERROR(check_dloss(dloss, input.dtype, s, o.reduction));
   XENT_RETURN_IF_ERROR(detail::check_like(dinput, input.dtype, input.shape, "input gradient", "the input"));
+  if (o.summation == Summation::kExact) return exact_call(s, o, input, target, {}, dinput, dloss);
   const bool none = o.reduction == Reduction::kNone;
   detail::visit_float(input.dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -478,9 +618,9 @@ Status do_backward(ConstTensorView input, ConstTensorView target, const Common& 
 }
 
 Common common_of(const CrossEntropyOptions& o) {
-  return {o.weight, o.ignore_index, o.reduction, o.label_smoothing, o.token_weight};
+  return {o.weight, o.ignore_index, o.reduction, o.label_smoothing, o.token_weight, o.summation};
 }
-Common common_of(const NllOptions& o) { return {o.weight, o.ignore_index, o.reduction, 0.0, {}}; }
+Common common_of(const NllOptions& o) { return {o.weight, o.ignore_index, o.reduction, 0.0, {}, Summation::kFast}; }
 
 }  // namespace
 
@@ -506,6 +646,7 @@ Status cross_entropy_fused(ConstTensorView input, ConstTensorView target, const 
     XENT_RETURN_IF_ERROR(validate(input, target, o, false, &s));
     XENT_RETURN_IF_ERROR(detail::check_reduction_output(loss, input.dtype, s.loss_none_shape, o.reduction == Reduction::kNone));
     XENT_RETURN_IF_ERROR(detail::check_like(dinput, input.dtype, input.shape, "input gradient", "the input"));
+    if (o.summation == Summation::kExact) return exact_call(s, o, input, target, loss, dinput, {});
     const double scale = o.reduction == Reduction::kMean ? 1.0 / s.divisor : 1.0;
     detail::visit_float(input.dtype, [&](auto tag) {
       using T = decltype(tag);

@@ -30,6 +30,7 @@ struct BenchArgs {
   double label_smoothing = 0.0;
   bool weighted = false;
   bool token_weighted = false;
+  bool exact = false;
   bool target_given = false, smoothing_given = false;  // set from the options' counts
   int threads = 0;
   std::string isa;
@@ -79,6 +80,7 @@ void run_bench(const BenchArgs& a) {
   spec.label_smoothing = a.label_smoothing;
   spec.weighted = a.weighted;
   spec.token_weighted = a.token_weighted;
+  spec.exact = a.exact;
   const bool ce = spec.op == "cross-entropy";
   if (a.target_given && !ce && spec.op != "nll")
     throw UsageError(fmt::format("--target applies to cross-entropy and nll only, found op {}", spec.op));
@@ -114,9 +116,9 @@ void run_bench(const BenchArgs& a) {
   if (a.json) {
     // target / label_smoothing / weighted only for the ops that take class targets.
     const std::string options =
-        has_targets ? fmt::format("\"target\":\"{}\",\"label_smoothing\":{},\"weighted\":{},\"token_weighted\":{},",
+        has_targets ? fmt::format("\"target\":\"{}\",\"label_smoothing\":{},\"weighted\":{},\"token_weighted\":{},\"exact\":{},",
                                   spec.target, spec.label_smoothing, spec.weighted ? "true" : "false",
-                                  spec.token_weighted ? "true" : "false")
+                                  spec.token_weighted ? "true" : "false", spec.exact ? "true" : "false")
                     : std::string();
     std::printf(
         "{\"op\":\"%s\",\"shape\":[%lld,%lld],\"dtype\":\"%s\",\"pass\":\"%s\",%s\"threads\":%d,\"isa\":\"%s\","
@@ -132,6 +134,7 @@ void run_bench(const BenchArgs& a) {
   if (spec.label_smoothing != 0.0) variant += fmt::format(", label smoothing {}", spec.label_smoothing);
   if (spec.weighted) variant += ", class weights";
   if (spec.token_weighted) variant += ", token weights";
+  if (spec.exact) variant += ", exact summation";
   std::printf("%s %s %lldx%lld %s%s, %d thread%s, isa %s\n", spec.op.c_str(), spec.pass.c_str(),
               static_cast<long long>(spec.N), static_cast<long long>(spec.C), dtype.c_str(), variant.c_str(), threads,
               threads == 1 ? "" : "s", active_isa().c_str());
@@ -156,6 +159,8 @@ void setup(CLI::App& root) {
   app->add_flag("--weight", args->weighted, "cross-entropy, nll: random positive class weights (default none)");
   app->add_flag("--token-weight", args->token_weighted,
                 "cross-entropy (class indices): random per-token loss weights in [0, 2) (default none)");
+  app->add_flag("--exact", args->exact,
+                "cross-entropy (class indices, f32/f64): exact summation (CrossEntropyOptions::summation = exact)");
   app->add_option("--threads", args->threads, "Worker threads (default: all cores, or $XENT_THREADS)")
       ->check(at_least(1));
   app->add_option("--isa", args->isa, "Kernel set to use (see --list-isas; default: the best, or $XENT_ISA)");

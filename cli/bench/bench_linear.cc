@@ -44,6 +44,7 @@ struct Args {
   std::string dtype = "f32";
   bool bias = false;
   bool forward_only = false;
+  bool dweight_f32 = false;  // 16-bit: the weight gradient in a float32 view
   double label_smoothing = 0, lse_square_scale = 0, softcap = 0;
   std::int64_t token_block = 0, vocab_block = 0;
   double workspace_mib = 64;
@@ -109,6 +110,8 @@ void run(const Args& a) {
     dt = DType::kF16;
   else
     throw UsageError(fmt::format("--dtype expects f32, f64, bf16 or f16, found '{}'", a.dtype));
+  if (a.dweight_f32 && dt != DType::kBF16 && dt != DType::kF16)
+    throw UsageError("--dweight-f32 needs --dtype bf16 or f16");
   if (a.threads > 0) set_num_threads(a.threads);
   if (!a.isa.empty()) throw_if_error(set_isa(a.isa), "--isa");
 
@@ -131,7 +134,7 @@ void run(const Args& a) {
   Mem dh, dw, db;
   if (!a.forward_only) {
     dh = alloc(static_cast<std::size_t>(N * H) * es);
-    dw = alloc(static_cast<std::size_t>(V * H) * es);
+    dw = alloc(static_cast<std::size_t>(V * H) * (a.dweight_f32 ? sizeof(float) : es));
     if (a.bias) db = alloc(static_cast<std::size_t>(V) * es);
   }
   const double ws = 1.0 / std::sqrt(static_cast<double>(H));
@@ -152,7 +155,7 @@ void run(const Args& a) {
                                         o,
                                         {.loss = {loss.get(), dt, {}},
                                          .dhidden = dh ? TensorView{dh.get(), dt, {N, H}} : TensorView{},
-                                         .dweight = dw ? TensorView{dw.get(), dt, {V, H}} : TensorView{},
+                                         .dweight = dw ? TensorView{dw.get(), a.dweight_f32 ? DType::kF32 : dt, {V, H}} : TensorView{},
                                          .dbias = db ? TensorView{db.get(), dt, {V}} : TensorView{}}),
                    "bench-linear-cross-entropy");
   };
@@ -190,22 +193,22 @@ void run(const Args& a) {
   if (a.json) {
     std::printf(
         "{\"impl\":\"xent\",\"tokens\":%lld,\"hidden\":%lld,\"vocab\":%lld,\"dtype\":\"%s\",\"pass\":\"%s\","
-        "\"bias\":%s,\"threads\":%d,\"isa\":\"%s\",\"token_block\":%lld,\"vocab_block\":%lld,\"recompute\":%s,"
+        "\"bias\":%s,\"dweight_f32\":%s,\"threads\":%d,\"isa\":\"%s\",\"token_block\":%lld,\"vocab_block\":%lld,\"recompute\":%s,"
         "\"workspace_bytes\":%zu,\"reps\":%d,\"median_ms\":%.6g,\"min_ms\":%.6g,\"first_ms\":%.6g,"
         "\"peak_extra_bytes\":%llu,\"rss_before_bytes\":%llu,\"maxrss_before_bytes\":%llu,"
         "\"cpu_ms\":%.6g,\"useful_gflops\":%.4g,\"loss\":%.9g}\n",
         static_cast<long long>(N), static_cast<long long>(H), static_cast<long long>(V),
         dtype_short(dt), a.forward_only ? "fwd" : "fwd+bwd", a.bias ? "true" : "false",
-        num_threads(), active_isa().c_str(), static_cast<long long>(plan->token_block),
+        a.dweight_f32 ? "true" : "false", num_threads(), active_isa().c_str(), static_cast<long long>(plan->token_block),
         static_cast<long long>(plan->vocab_block), plan->recompute ? "true" : "false", plan->workspace_bytes, a.reps,
         median, ms.front(), first_ms, static_cast<unsigned long long>(peak_extra),
         static_cast<unsigned long long>(rss_before), static_cast<unsigned long long>(maxrss_before), cpu_ms, gflops,
         loss_value);
     return;
   }
-  std::printf("linear-cross-entropy %s N=%lld H=%lld V=%lld %s, %d thread%s, isa %s\n",
+  std::printf("linear-cross-entropy %s N=%lld H=%lld V=%lld %s%s, %d thread%s, isa %s\n",
               a.forward_only ? "fwd" : "fwd+bwd", static_cast<long long>(N), static_cast<long long>(H),
-              static_cast<long long>(V), dtype_short(dt), num_threads(),
+              static_cast<long long>(V), dtype_short(dt), a.dweight_f32 ? " (dweight f32)" : "", num_threads(),
               num_threads() == 1 ? "" : "s", active_isa().c_str());
   std::printf("  blocks %lld tokens x %lld classes%s, workspace %.1f MiB\n", static_cast<long long>(plan->token_block),
               static_cast<long long>(plan->vocab_block), plan->recompute ? " (logits recomputed)" : "",
@@ -233,7 +236,9 @@ CLI::App* add_linear_bench(CLI::App& parent, const std::string& name) {
                   "Timed calls after an untimed first one (default 3); 0 times the first call itself (for shapes "
                   "that take minutes)")->type_name("R");
   app->add_option("--dtype", a->dtype,
-                  "f32, f64, bf16 or f16 (default f32; 16-bit runs the float32 layer on widened copies)");
+                  "f32, f64, bf16 or f16 (default f32; 16-bit widens blocks into the float32 layer's products)");
+  app->add_flag("--dweight-f32", a->dweight_f32,
+                "With --dtype bf16/f16: the weight gradient in a float32 view (no float32 accumulator of it)");
   app->add_flag("--bias", a->bias, "Include a bias (and its gradient)");
   app->add_flag("--forward-only", a->forward_only, "Loss only, no gradients");
   app->add_option("--label-smoothing", a->label_smoothing, "Label smoothing (default 0)");

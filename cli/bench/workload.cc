@@ -99,6 +99,9 @@ std::string check_options(const Spec& spec) {
     return fmt::format("--label-smoothing applies to cross-entropy only, found op {}", spec.op);
   if (spec.weighted && !ce && spec.op != "nll")
     return fmt::format("--weight applies to cross-entropy and nll only, found op {}", spec.op);
+  if (spec.exact && !(ce && spec.target == "index"))
+    return fmt::format("--exact applies to cross-entropy with --target index only, found op {} target {}", spec.op,
+                       spec.target);
   if (spec.token_weighted && !(ce && spec.target == "index"))
     return fmt::format("--token-weight applies to cross-entropy with --target index only, found op {} target {}",
                        spec.op, spec.target);
@@ -225,6 +228,7 @@ Status Workload::run() const {
       o.weight = weight;
       o.label_smoothing = spec_.label_smoothing;
       if (spec_.token_weighted) o.token_weight = ConstTensorView{tw_.data(), dt, rows};
+      if (spec_.exact) o.summation = Summation::kExact;
       if (fwd && bwd) return cross_entropy_fused(x, t, o, scalar_loss, dx);
       if (fwd) return cross_entropy_forward(x, t, o, scalar_loss);
       return cross_entropy_backward(x, t, o, dloss, dx);

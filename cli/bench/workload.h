@@ -36,6 +36,7 @@ struct Spec {
   double label_smoothing = 0.0;  // in [0, 1]; cross-entropy only
   bool weighted = false;         // random class weights in [0.5, 1.5); cross-entropy and nll
   bool token_weighted = false;   // random per-token weights in [0, 2); cross-entropy, class indices
+  bool exact = false;            // Summation::kExact; cross-entropy, class indices, f32/f64
 };
 
 // Empty when `spec`'s target, label smoothing and weights suit its op; otherwise a one-line

@@ -28,6 +28,7 @@ struct Args {
   std::string reduction = "mean";
   std::int64_t ignore_index = -100;
   double label_smoothing = 0.0;
+  bool exact = false;  // --exact: Summation::kExact
   std::string input_kind = "logits";
   std::string dtype;  // --dtype: "" = the input's
   double eps = 0.0;  // 0: the log is clamped at -100, as PyTorch's binary_cross_entropy
@@ -179,6 +180,9 @@ void run(const Args& a) {
   if (tw && (a.input_kind == "probabilities" || is_floating(t.dtype()))) {
     throw UsageError("--token-weight applies to class-index targets with --input-kind logits");
   }
+  if (a.exact && (a.input_kind == "probabilities" || is_floating(t.dtype()))) {
+    throw UsageError("--exact applies to class-index targets with --input-kind logits");
+  }
   if (a.op == Op::kCrossEntropy && a.input_kind == "probabilities") {
     if (x.dtype() != DType::kF32 && x.dtype() != DType::kF64) {
       throw InputError(fmt::format("--input-kind probabilities computes in float32 or float64, found {}; give "
@@ -202,6 +206,7 @@ void run(const Args& a) {
       o.reduction = reduction;
       o.label_smoothing = a.label_smoothing;
       if (tw) o.token_weight = tw->view();
+      o.summation = a.exact ? Summation::kExact : Summation::kFast;
       s = dx ? cross_entropy_fused(x.view(), t.view(), o, loss.mutable_view(), dx->mutable_view())
              : cross_entropy_forward(x.view(), t.view(), o, loss.mutable_view());
       throw_if_error(s, a.name);
@@ -295,6 +300,9 @@ void setup(CLI::App& root) {
     app->add_option("--label-smoothing", a->label_smoothing,
                     "Mix the target with the uniform distribution: (1 - S) * target + S / C; S in [0, 1], default 0")
         ->type_name("S");
+    app->add_flag("--exact", a->exact,
+                  "Sum each row exactly (fixed point; float32/float64 logits, class-index targets): the same bits "
+                  "as the vocabulary-parallel layer on any number of ranks; slower (docs/numerics.md)");
     app->add_option("--input-kind", a->input_kind,
                     "What --input holds: logits (default; softmax inside, as PyTorch) or probabilities (d2l's y_hat, "
                     "taken as given: -log(max(p, eps)), no renormalisation)")
@@ -311,6 +319,7 @@ void setup(CLI::App& root) {
         "xent cross-entropy --input logits.npy --target labels.npy --reduction none --out per_row.npy",
         "xent cross-entropy --input logits.npy --target labels.npy --dtype bf16 --out loss.npy   # in bfloat16",
         "xent cross-entropy --input logits.npy --target labels.npy --token-weight v.npy --out loss.npy",
+        "xent cross-entropy --input logits.npy --target labels.npy --exact --out loss.npy   # exact row sums",
         "xent cross-entropy --input logits.npy --target labels.npy --weight w.npy --ignore-index 0 \\",
         "    --label-smoothing 0.1 --out loss.npy --grad-out dlogits.npy",
         "xent explain cross-entropy --logits '[[1,2,3],[2,4,6]]' --target '[0,2]'   # step by step",

@@ -7,10 +7,12 @@
 // blocking and the memory model.
 // bfloat16 / float16: every floating view in the 16-bit dtype, except that dweight may be float32
 // (then it is the float32 layer's weight gradient, summed over tokens without ever being rounded to
-// 16 bits). The call runs the float32 layer on exactly widened float32 copies of the inputs (the
-// BLAS here has no bf16 GEMM) and rounds each output once from its float32 result; it allocates
-// those copies and float32 gradients (4 (N H + V H) bytes and the gradients' float32 size) beside
-// the workspace, whose size linear_cross_entropy_plan gives as for float32.
+// 16 bits). The call makes the float32 layer's BLAS calls on the exactly widened values (the BLAS
+// here has no bf16 GEMM), widening by blocks into the workspace (the token block's hidden rows, each
+// product tile's weight slice), and rounds each output once from its float32 result: the float32
+// layer's outputs on the widened inputs, rounded once, bit for bit. linear_cross_entropy_plan gives
+// the larger workspace this needs (docs/linear_cross_entropy.md); a 16-bit dweight also needs a
+// float32 (V, H) accumulator, which the call allocates (a float32 dweight needs none).
 //
 // Semantics are PyTorch 1.13's
 //     F.cross_entropy(F.linear(hidden, weight, bias), target, weight=class_weight,
@@ -39,8 +41,10 @@
 // runs single-threaded meanwhile; code that changes the BLAS thread count during a call has its
 // change undone when the calls end.
 // Memory: the only allocation is one workspace of linear_cross_entropy_workspace_bytes() bytes
-// (token_block x vocab_block logits plus per-token and per-class vectors), independent of N;
-// pass `workspace` to supply it and the call allocates nothing.
+// (token_block x vocab_block logits plus per-token and per-class vectors; 16-bit: plus the widened
+// blocks), independent of N; pass `workspace` to supply it and the call allocates nothing (except
+// a 16-bit dweight's float32 accumulator). 16-bit: the size planned is for the pool's current
+// thread count; a caller's workspace may be smaller, down to one tile at a time (same results).
 // Nothing is written to any output when the returned Status is not ok.
 //
 //   xent::LinearCrossEntropyOptions opt;            // mean, ignore_index -100

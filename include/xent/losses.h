@@ -31,6 +31,19 @@ enum class Reduction : std::uint8_t { kNone, kMean, kSum };
 // "none", "mean", "sum".
 const char* reduction_name(Reduction r) noexcept;
 
+// How cross_entropy sums each row's exp(z - max) (and, with label smoothing, sum_c w_c z_c).
+//   kFast   the vectorised kernels: a floating-point sum in lanes and a fixed tree (the default;
+//           within rounding of the exact result, the same bits for any thread count).
+//   kExact  every term rounded once onto a fixed-point grid (2^-120 of the row's largest term) and
+//           added as integers, exactly; the row's lse, loss and gradient then follow one fixed
+//           sequence of double operations. The result does not depend on how the classes are
+//           split, so it is the same bits as xent::mpi::vocab_parallel_cross_entropy over the
+//           same classes on any number of ranks (include/xent/mpi.h), and as accurate or more
+//           than kFast. Scalar code with std::exp in double: several times slower than kFast.
+//           Class-index targets with float32 or float64 input only (probability targets and
+//           16-bit input are refused with an error). docs/numerics.md, "Exact summation".
+enum class Summation : std::uint8_t { kFast, kExact };
+
 struct CrossEntropyOptions {
   ConstTensorView weight;            // optional (C) class weights, input's dtype; empty = all ones
   std::int64_t ignore_index = -100;  // targets equal to this contribute nothing (class indices only;
@@ -43,6 +56,7 @@ struct CrossEntropyOptions {
   // for class weights, applied to the product of both weights; docs/numerics.md). Ignored tokens
   // contribute nothing whatever their weight. Not an extension of PyTorch 1.13.
   ConstTensorView token_weight;
+  Summation summation = Summation::kFast;  // kExact: see Summation above
 };
 
 Status cross_entropy_forward(ConstTensorView input, ConstTensorView target,

@@ -122,12 +122,6 @@ void require_floating(const xent::ConstTensorView& v, const char* what) {
     raise_type(
         fmt::format("{} must be float32, float64, float16 or bfloat16, found {}", what, xent::dtype_name(v.dtype)));
 }
-// An op without 16-bit kernels (linear_cross_entropy): TypeError naming the dtype.
-void require_wide(const xent::ConstTensorView& v, const char* what, const char* op) {
-  if (v.dtype != xent::DType::kF32 && v.dtype != xent::DType::kF64)
-    raise_type(fmt::format("{} of {} must be float32 or float64 ({} has no 16-bit kernels), found {}", what, op, op,
-                           xent::dtype_name(v.dtype)));
-}
 void require_like(const xent::ConstTensorView& v, xent::DType dt, const char* what) {
   if (!v.empty_view() && v.dtype != dt)
     raise_type(fmt::format("{} must have the input's dtype {}, found {}", what, xent::dtype_name(dt),
@@ -354,7 +348,7 @@ py::array logsumexp_bwd(const py::array& x, const py::array& out, const py::arra
 // fused pass). Returns (loss, grad or None).
 py::tuple cross_entropy(const py::array& input, const py::array& target, const py::object& weight,
                         std::int64_t ignore_index, const std::string& reduction, double label_smoothing,
-                        bool want_grad, const py::object& grad_output) {
+                        bool want_grad, const py::object& grad_output, const std::string& summation) {
   begin_call();
   auto iv = view_of(input, "input");
   auto tv = view_of(target, "target", Kind::kTarget);
@@ -363,6 +357,8 @@ py::tuple cross_entropy(const py::array& input, const py::array& target, const p
   opt.ignore_index = ignore_index;
   opt.reduction = parse_reduction(reduction);
   opt.label_smoothing = label_smoothing;
+  if (summation == "exact") opt.summation = xent::Summation::kExact;
+  else if (summation != "fast") raise_value(fmt::format("summation must be 'fast' or 'exact', found '{}'", summation));
   require_floating(iv, "input");
   require_target(tv, iv.dtype, "target");
   require_like(opt.weight, iv.dtype, "weight");
@@ -504,8 +500,7 @@ py::tuple linear_cross_entropy(const py::array& hidden, const py::array& weight,
   opt.lse_square_scale = lse_square_scale;
   opt.softcap = softcap;
   auto gv = optional_view(grad_output, "grad_output");
-  require_floating(hv, "input");
-  require_wide(hv, "input", "linear_cross_entropy");
+  require_floating(hv, "input");  // 16-bit: dweight in the input's dtype, rounded once from the core's float32 sum
   require_like(wv, hv.dtype, "weight");
   require_like(bv, hv.dtype, "bias");
   require_like(opt.class_weight, hv.dtype, "class_weight");

@@ -13,7 +13,7 @@ d sum(loss * grad_output) / d input (grad_output defaults to ones, i.e. the grad
 itself for 'mean' and 'sum'). Errors are TypeError (a dtype xent cannot take) or ValueError
 (shapes, values, options), with xent's one-line message. docs/python.md has the whole story.
 
-16-bit: float16 arrays work everywhere but linear_cross_entropy (TypeError). NumPy has no
+16-bit: float16 arrays work everywhere (linear_cross_entropy too). NumPy has no
 bfloat16 type, so xent.bfloat16 is a NumPy dtype, int16 storage tagged {"xent": "bfloat16"}: view
 the 16-bit patterns of bfloat16 values with it (`bits.view(xent.bfloat16)`) to pass them in, and
 bfloat16 results come back with it. 16-bit ops compute in float32 or wider and round each result
@@ -123,14 +123,18 @@ def log_softmax_backward(output, grad_output, dim):
 # ------------------------------------------------------------------------------------ losses
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                  *, return_grad=False, grad_output=None):
+                  *, return_grad=False, grad_output=None, summation="fast"):
     """torch.nn.functional.cross_entropy: input (C), (N, C) or (N, C, d1, ...); target class
     indices (int32/int64) or probabilities (input's shape and dtype). Returns the loss, or
-    (loss, grad) with return_grad=True (one fused pass when grad_output is None)."""
+    (loss, grad) with return_grad=True (one fused pass when grad_output is None).
+    summation="exact": each row summed exactly in fixed point (float32/float64, class indices;
+    slower), the same bits as the vocabulary-parallel MPI layer (docs/numerics.md)."""
+    if not isinstance(summation, str):
+        raise TypeError(f"summation must be 'fast' or 'exact', found {type(summation).__name__}")
     loss, grad = _xent.cross_entropy(
         _array(input, "input"), _array(target, "target"), _optional(weight, "weight"),
         _int(ignore_index, "ignore_index"), _reduction(reduction), _float(label_smoothing, "label_smoothing"),
-        bool(return_grad), _optional(grad_output, "grad_output"))
+        bool(return_grad), _optional(grad_output, "grad_output"), summation)
     return (loss, grad) if return_grad else loss
 
 

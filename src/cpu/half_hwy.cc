@@ -584,6 +584,26 @@ void chunk_ce_grad(const S* x, const Coefs<S>& k, S* dx, std::size_t n, double m
   if (stream) hwy::FlushStream();
 }
 
+// n values widened to float32 (exact) / n float32 values rounded once into S, load_u / store_u
+// lane-wise; the tail by the scalar conversions, which give the same bits.
+template <class S>
+void widen_f32(const S* x, float* y, std::size_t n) noexcept {
+  const hn::ScalableTag<float> d;
+  const std::size_t N = hn::Lanes(d);
+  std::size_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(load_u(d, x + i), d, y + i);
+  for (; i < n; ++i) y[i] = static_cast<float>(x[i]);
+}
+
+template <class S>
+void narrow_f32(const float* x, S* y, std::size_t n) noexcept {
+  const hn::ScalableTag<float> d;
+  const std::size_t N = hn::Lanes(d);
+  std::size_t i = 0;
+  for (; i + N <= n; i += N) store_u(hn::LoadU(d, x + i), d, y + i);
+  for (; i < n; ++i) y[i] = S(x[i]);
+}
+
 template <class S>
 void fill(KernelTable<S>* t) noexcept {
   t->softmax_fwd = &softmax_fwd<S>;
@@ -605,6 +625,8 @@ void fill(KernelTable<S>* t) noexcept {
   t->nll_i32 = &nll<S, std::int32_t>;
   t->nll_i64 = &nll<S, std::int64_t>;
   t->ce_prob = &ce_prob<S>;
+  t->widen_f32 = &widen_f32<S>;
+  t->narrow_f32 = &narrow_f32<S>;
 }
 
 }  // namespace half

@@ -191,6 +191,12 @@ struct KernelTable {
   // Test hook (tests/kernels/test_tables.cc): y = exp(x) over n values x <= 0, by the SIMD kernels'
   // exponential (exp-inl.h exp_nonpos); the scalar table's is std::exp.
   void (*exp_nonpos)(const T* x, T* y, std::size_t n) noexcept = nullptr;
+
+  // 16-bit tables only (null in the float32 and float64 ones): n values widened exactly to float32,
+  // and n float32 values rounded once to nearest even (NaN quieted). The fused linear layer's block
+  // conversions (linear_cross_entropy.cc).
+  void (*widen_f32)(const T* x, float* y, std::size_t n) noexcept = nullptr;
+  void (*narrow_f32)(const float* x, T* y, std::size_t n) noexcept = nullptr;
 };
 
 // The portable scalar tables (always available; the fallback and the fast paths' twin). The

@@ -413,6 +413,16 @@ void ce_stats(const T* x, Block b, double* lse, double* entropy, std::int64_t* a
 }
 
 template <class T>
+void widen_f32(const T* x, float* y, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) y[i] = static_cast<float>(x[i]);
+}
+
+template <class T>
+void narrow_f32(const float* x, T* y, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) y[i] = T(x[i]);
+}
+
+template <class T>
 KernelTable<T> make_table() {
   KernelTable<T> k;
   k.name = "scalar";
@@ -442,6 +452,10 @@ KernelTable<T> make_table() {
   k.count_kept_i64 = count_kept<std::int64_t>;
   k.softcap = softcap<T>;
   k.exp_nonpos = exp_nonpos<T>;
+  if constexpr (detail::kIsHalf<T>) {
+    k.widen_f32 = widen_f32<T>;
+    k.narrow_f32 = narrow_f32<T>;
+  }
   return k;
 }
 

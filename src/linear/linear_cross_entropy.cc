@@ -7,7 +7,9 @@
 // vocabulary the logits are kept and reused (three products, as the unfused computation has);
 // otherwise a first sweep over the vocabulary blocks combines their logsumexps online and a
 // second sweep recomputes each block's logits to form its gradient (four products), as Cut
-// Cross-Entropy and Liger do on the GPU. What it is not: a general GEMM or an autograd.
+// Cross-Entropy and Liger do on the GPU. bfloat16 / float16 inputs run the same driver in float32,
+// widening the 16-bit values by blocks into the same BLAS calls ("16-bit inputs" below). What it
+// is not: a general GEMM or an autograd.
 //
 // Shapes: N tokens, H hidden features, V classes; Nb/Vb the block sizes, n0/v0 a block's first
 // token/class. Formulas (docs/linear_cross_entropy.md): with p = softmax(z), w the class
@@ -32,11 +34,13 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "blas_threads.h"
 #include "cpu/kernels.h"
 #include "frontend.h"
+#include "half.h"
 #include "parallel.h"
 #include "xent/runtime.h"
 
@@ -53,12 +57,18 @@ constexpr std::int64_t kRecomputeTokenBlock = 256;
 
 std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
-// Byte layout of the workspace: the logits block, per-token vectors, the bias accumulator.
+// Byte layout of the workspace: the logits block, per-token vectors, the bias accumulator, and for
+// 16-bit inputs the float32 blocks they are widened into (layout_half).
 struct Layout {
   std::size_t logits = 0;  // Nb * Vb * sizeof(T)
   std::size_t rows = 0;    // per-token: 3 doubles + 2 T
   std::size_t dbias = 0;   // V doubles (always reserved, so the size does not depend on outputs)
-  std::size_t total() const { return logits + rows + dbias; }
+  // 16-bit inputs only (T = float):
+  std::size_t hblk = 0;    // Nb * H floats: the token block's hidden rows, widened
+  std::size_t dhacc = 0;   // Nb * H floats: the token block's dhidden, summed over vocabulary blocks
+  std::size_t vecs = 0;    // 2 V floats: bias and class weights, widened
+  std::size_t conv = 0;    // weight slices of the tiles being multiplied, widened (conv_floats)
+  std::size_t total() const { return logits + rows + dbias + hblk + dhacc + vecs + conv; }
 };
 
 Layout layout_for(std::int64_t Nb, std::int64_t Vb, std::int64_t V, std::size_t elem) {
@@ -126,8 +136,115 @@ void gemm_tiled(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k
 // Tile shapes of the three products (outputs per single-threaded BLAS call); measured on 2-core
 // Zen with OpenBLAS 0.3.21's Haswell kernels, see docs/linear_cross_entropy.md.
 constexpr std::int64_t kLogitsTileN = 1024;  // logits: all token rows x 1024 classes
-constexpr std::int64_t kDhTileN = 256;       // dhidden: all token rows x 256 features
+constexpr std::int64_t kDhTileN = 256;       // dhidden: all token rows x 256 features,
+constexpr std::int64_t kDhChunkK = 2048;     //   summed over chunks of 2048 classes (beta = 1)
 constexpr std::int64_t kDwTileM = 1024;      // dweight: 1024 classes x all features
+
+// ---- 16-bit inputs ------------------------------------------------------------------------------
+// bfloat16 / float16 hidden and weight run the float32 driver below with the same BLAS calls as the
+// float32 layer makes on the exactly widened values, so the results are the float32 layer's bits.
+// The 16-bit values are widened by blocks, never whole: the token block's hidden rows once per
+// token block (Nb x H floats), and for each BLAS tile that reads the weight, the tile's slice of it
+// just before the call (logits: min(1024, Vb) rows x H; dhidden: min(2048, Vb) rows x min(256, H)
+// columns).
+// Not OpenBLAS's sbgemm: Debian 12's OpenBLAS 0.3.21 does not export cblas_sbgemm (and its
+// products would not be the float32 layer's bits).
+
+// Exact widening of n 16-bit values (bfloat16: the upper half of a float32; float16: IEEE binary16),
+// by the active kernel table (vectorised; the scalar twin under XENT_ISA=scalar: the same values).
+void widen(const std::uint16_t* src, float* dst, std::size_t n, bool brain) {
+  if (brain)
+    cpu::active_table<detail::BF16>().widen_f32(reinterpret_cast<const detail::BF16*>(src), dst, n);
+  else
+    cpu::active_table<detail::F16>().widen_f32(reinterpret_cast<const detail::F16*>(src), dst, n);
+}
+
+float widen1(std::uint16_t v, bool brain) {
+  float f;
+  widen(&v, &f, 1, brain);
+  return f;
+}
+
+// rows x cols values of a row-major 16-bit matrix (leading dimension ld_src) widened into dst (ld_dst).
+void widen_2d(const std::uint16_t* src, std::int64_t ld_src, std::int64_t rows, std::int64_t cols, float* dst,
+              std::int64_t ld_dst, bool brain) {
+  for (std::int64_t r = 0; r < rows; ++r)
+    widen(src + r * ld_src, dst + r * ld_dst, static_cast<std::size_t>(cols), brain);
+}
+
+// One float32 result rounded once to the 16-bit type, to nearest even (what to_bfloat16 /
+// to_float16 give for a float: the value is exact in double, so their round-to-odd step is a no-op).
+std::uint16_t narrow1(float f, bool brain) {
+  return brain ? detail::bf16_bits_from_float(f) : detail::f16_bits_from_float(f);
+}
+
+// n float32 values rounded into 16 bits, split into fixed chunks over the pool.
+void narrow_parallel(const float* src, std::uint16_t* dst, std::size_t n, bool brain) {
+  constexpr std::size_t kPiece = std::size_t{1} << 16;
+  detail::parallel_for((n + kPiece - 1) / kPiece, [&](std::size_t task) {
+    const std::size_t i0 = task * kPiece, i1 = std::min(n, i0 + kPiece);
+    if (brain)
+      cpu::active_table<detail::BF16>().narrow_f32(src + i0, reinterpret_cast<detail::BF16*>(dst) + i0, i1 - i0);
+    else
+      cpu::active_table<detail::F16>().narrow_f32(src + i0, reinterpret_cast<detail::F16*>(dst) + i0, i1 - i0);
+  });
+}
+
+// Floats of the weight-slice buffer for `slots` tiles at a time (at least one of each product).
+std::size_t conv_floats(std::int64_t Vb, std::int64_t H, std::int64_t slots) {
+  const auto logits_task = static_cast<std::size_t>(std::min(kLogitsTileN, Vb)) * static_cast<std::size_t>(H);
+  const auto dh_task = static_cast<std::size_t>(std::min(kDhChunkK, Vb)) * static_cast<std::size_t>(std::min(kDhTileN, H));
+  const std::int64_t logits_tiles = (Vb + kLogitsTileN - 1) / kLogitsTileN;
+  const std::int64_t dh_tiles = std::max<std::int64_t>((H + kDhTileN - 1) / kDhTileN, 1);
+  return std::max(static_cast<std::size_t>(std::clamp<std::int64_t>(slots, 1, logits_tiles)) * logits_task,
+                  static_cast<std::size_t>(std::clamp<std::int64_t>(slots, 1, dh_tiles)) * dh_task);
+}
+
+// The 16-bit workspace: the float32 one plus the widened blocks, the weight slices for `slots`
+// tiles at a time (slots = the pool's thread count when planned; any count >= 1 gives the same bits).
+Layout layout_half(std::int64_t Nb, std::int64_t Vb, std::int64_t V, std::int64_t H, std::int64_t slots) {
+  Layout l = layout_for(Nb, Vb, V, sizeof(float));
+  const std::size_t block = static_cast<std::size_t>(Nb) * static_cast<std::size_t>(H) * sizeof(float);
+  l.hblk = align_up(block);
+  l.dhacc = align_up(block);
+  l.vecs = 2 * align_up(static_cast<std::size_t>(V) * sizeof(float));
+  l.conv = align_up(conv_floats(Vb, H, slots) * sizeof(float));
+  return l;
+}
+
+// gemm_tiled's tiles (op(A) float32, B the 16-bit weight), each tile's slice of B widened into its
+// own slot of `conv` just before the tile's BLAS call. The calls are gemm_tiled's (the same
+// shapes, tiles and float values; only B's address and leading dimension differ, which the BLAS's
+// packing reads past), so the results are the float32 layer's bits. Tiles run in waves of as many
+// as `conv` holds slices; the waves change no result.
+void gemm_tiled_b16(bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* A, std::int64_t lda,
+                    const std::uint16_t* B, std::int64_t ldb, bool brain, float beta, float* C, std::int64_t ldc,
+                    std::int64_t tm, std::int64_t tn, float* conv, std::size_t conv_n) {
+  if (m == 0 || n == 0) return;
+  tm = std::clamp<std::int64_t>(tm, 1, m);
+  tn = std::clamp<std::int64_t>(tn, 1, n);
+  const std::int64_t nt_m = (m + tm - 1) / tm, nt_n = (n + tn - 1) / tn;
+  const std::size_t tasks = static_cast<std::size_t>(nt_m * nt_n);
+  const std::size_t per = static_cast<std::size_t>(tn) * static_cast<std::size_t>(k);  // one slice's floats
+  const std::size_t wave = per == 0 ? tasks : std::clamp<std::size_t>(conv_n / per, 1, tasks);
+  for (std::size_t w0 = 0; w0 < tasks; w0 += wave) {
+    detail::parallel_for(std::min(wave, tasks - w0), [&](std::size_t i) {
+      const std::size_t task = w0 + i;
+      const std::int64_t i0 = static_cast<std::int64_t>(task) / nt_n * tm;
+      const std::int64_t j0 = static_cast<std::int64_t>(task) % nt_n * tn;
+      const std::int64_t mm = std::min(tm, m - i0), nn = std::min(tn, n - j0);
+      float* slot = conv + i * per;
+      if (tb) {  // op(B) = B^T: rows j0.. of B (nn x k)
+        widen_2d(B + j0 * ldb, ldb, nn, k, slot, k, brain);
+        gemm(false, true, mm, nn, k, A + i0 * lda, lda, slot, std::max<std::int64_t>(k, 1), beta, C + i0 * ldc + j0,
+             ldc);
+      } else {  // columns j0.. of B (k x nn)
+        widen_2d(B + j0, ldb, k, nn, slot, nn, brain);
+        gemm(false, false, mm, nn, k, A + i0 * lda, lda, slot, nn, beta, C + i0 * ldc + j0, ldc);
+      }
+    });
+  }
+}
 
 // ---- validation ---------------------------------------------------------------------------------
 
@@ -231,7 +348,7 @@ Status validate(ConstTensorView hidden, ConstTensorView weight, ConstTensorView 
   p->want_dw = !dweight.empty_view();
   p->want_db = !dbias.empty_view();
   if (p->want_dh) XENT_RETURN_IF_ERROR(check_float_view("dhidden", dhidden, p->dtype, hidden.shape));
-  // 16-bit inputs may take dweight in float32 (its sum over tokens kept unrounded: half16 below).
+  // 16-bit inputs may take dweight in float32 (its sum over tokens kept unrounded: the "16-bit inputs" driver).
   const bool dw_f32 = p->want_dw && dweight.dtype == DType::kF32 &&
                       (p->dtype == DType::kBF16 || p->dtype == DType::kF16);
   if (p->want_dw) XENT_RETURN_IF_ERROR(check_float_view("dweight", dweight, dw_f32 ? DType::kF32 : p->dtype, weight.shape));
@@ -321,7 +438,35 @@ struct Ctx {
   T* row_lse_t;       // logsumexp of one vocab block / the final one, in T, for the kernels
   T* row_coef_t;      // per-token softmax coefficient, in T
   double* db_acc;     // V
+  // 16-bit inputs (T = float; see "16-bit inputs" above): h and w are unused, the 16-bit views are
+  // read instead and widened by blocks; the outputs in 16 bits (loss16 .. db16, null when absent)
+  // are each rounded once from the float result. dw then points to a float32 accumulator (the
+  // caller's float32 dweight, or an allocated one rounded into dw16 at the end); b and cw point
+  // to widened copies (V floats each); kNone's dloss is read from dloss16.
+  bool half = false;
+  bool brain = false;  // bfloat16 (else float16)
+  const std::uint16_t* h16 = nullptr;
+  const std::uint16_t* w16 = nullptr;
+  const std::uint16_t* dloss16 = nullptr;  // kNone's per-token upstream gradient
+  std::uint16_t* loss16 = nullptr;
+  std::uint16_t* zloss16 = nullptr;
+  std::uint16_t* dh16 = nullptr;
+  std::uint16_t* dw16 = nullptr;
+  std::uint16_t* db16 = nullptr;
+  T* hblk = nullptr;     // Nb x H: the token block's hidden rows, widened
+  T* dhacc = nullptr;    // Nb x H: the token block's dhidden in float32
+  T* conv = nullptr;     // weight slices (gemm_tiled_b16)
+  std::size_t conv_n = 0;
 };
+
+// Writes one result: rounded once to 16 bits from its T (float) value, or stored as T.
+template <class T>
+void put(const Ctx<T>& c, T* p, std::uint16_t* p16, std::int64_t i, double v) {
+  if (p16 != nullptr)
+    p16[i] = narrow1(static_cast<float>(v), c.brain);
+  else
+    p[i] = static_cast<T>(v);
+}
 
 template <class T>
 std::int64_t target_at(const Ctx<T>& c, std::int64_t n) {
@@ -334,10 +479,36 @@ double class_w(const Ctx<T>& c, std::int64_t j) {
   return c.cw ? static_cast<double>(c.cw[j]) : 1.0;
 }
 
+// The token block's hidden rows [n0, n0+nb) as T: the caller's rows, or (16-bit) hblk, widened
+// by widen_hidden_block.
+template <class T>
+const T* hidden_block(const Ctx<T>& c, std::int64_t n0) {
+  return c.half ? c.hblk : c.h + n0 * c.H;
+}
+
+template <class T>
+void widen_hidden_block(const Ctx<T>& c, std::int64_t n0, std::int64_t nb) {
+  if constexpr (std::is_same_v<T, float>) {
+    constexpr std::int64_t kRows = 16;
+    detail::parallel_for(static_cast<std::size_t>((nb + kRows - 1) / kRows), [&](std::size_t task) {
+      const std::int64_t r0 = static_cast<std::int64_t>(task) * kRows, r1 = std::min(nb, r0 + kRows);
+      widen(c.h16 + (n0 + r0) * c.H, c.hblk + r0 * c.H, static_cast<std::size_t>((r1 - r0) * c.H), c.brain);
+    });
+  }
+}
+
 // Logits of tokens [n0, n0+nb) x classes [v0, v0+vb) before bias and capping: Z = h W^T.
 template <class T>
 void compute_logits(const Ctx<T>& c, std::int64_t n0, std::int64_t nb, std::int64_t v0, std::int64_t vb) {
-  gemm_tiled(false, true, nb, vb, c.H, c.h + n0 * c.H, c.H, c.w + v0 * c.H, c.H, T(0), c.Z, vb, nb, kLogitsTileN);
+  if constexpr (std::is_same_v<T, float>) {
+    if (c.half) {
+      gemm_tiled_b16(true, nb, vb, c.H, c.hblk, c.H, c.w16 + v0 * c.H, c.H, c.brain, 0.0f, c.Z, vb, nb, kLogitsTileN,
+                     c.conv, c.conv_n);
+      return;
+    }
+  }
+  gemm_tiled(false, true, nb, vb, c.H, hidden_block(c, n0), c.H, c.w + v0 * c.H, c.H, T(0), c.Z, vb, nb,
+             kLogitsTileN);
 }
 
 // Adds the bias and applies the soft-cap to rows [r0, r1) of the block, while they are in cache
@@ -423,7 +594,9 @@ void block_forward_stats(const Ctx<T>& c, std::int64_t n0, std::int64_t nb, std:
 template <class T>
 void upstream(const Ctx<T>& c, std::int64_t n, double* g_ce, double* g_z) {
   if (c.reduction == Reduction::kNone) {
-    const double g = c.dloss ? static_cast<double>(c.dloss[n]) : 1.0;
+    const double g = c.dloss16 != nullptr ? static_cast<double>(widen1(c.dloss16[n], c.brain))
+                     : c.dloss        ? static_cast<double>(c.dloss[n])
+                                      : 1.0;
     *g_ce = g;
     *g_z = g;
   } else {
@@ -518,14 +691,18 @@ template <class T>
 void run(Ctx<T>& c) {
   const std::int64_t N = c.N, V = c.V, Nb = c.Nb, Vb = c.Vb;
   const bool recompute = Vb < V;
+  const bool want_dh = c.dh != nullptr || c.dh16 != nullptr;
+  const bool want_db = c.db != nullptr || c.db16 != nullptr;
+  const bool want_zloss = c.zloss != nullptr || c.zloss16 != nullptr;
   double ce_sum = 0, z_sum = 0;
   bool dw_written = false;
-  if (c.db) std::fill(c.db_acc, c.db_acc + V, 0.0);
+  if (want_db) std::fill(c.db_acc, c.db_acc + V, 0.0);
 
   for (std::int64_t n0 = 0; n0 < N; n0 += Nb) {
     const std::int64_t nb = std::min(Nb, N - n0);
     const bool skip = block_all_ignored(c, n0, nb);
     if (!skip) {
+      if (c.half) widen_hidden_block(c, n0, nb);
       // Sweep 1: logsumexp (and, with whole rows, keep the logits for the gradient).
       for (std::int64_t v0 = 0; v0 < V; v0 += Vb) {
         const std::int64_t vb = std::min(Vb, V - v0);
@@ -545,8 +722,8 @@ void run(Ctx<T>& c) {
         zl = c.lam * lse * lse;
       }
       if (c.reduction == Reduction::kNone) {
-        c.loss[n] = static_cast<T>(ce + zl);
-        if (c.zloss) c.zloss[n] = static_cast<T>(zl);
+        put(c, c.loss, c.loss16, n, ce + zl);
+        if (want_zloss) put(c, c.zloss, c.zloss16, n, zl);
       } else {
         ce_sum += ce;
         z_sum += zl;
@@ -555,33 +732,54 @@ void run(Ctx<T>& c) {
     if (!c.want_grad) continue;
     if (skip) {
       if (c.dh) std::fill(c.dh + n0 * c.H, c.dh + (n0 + nb) * c.H, T(0));
+      if (c.dh16) std::fill(c.dh16 + n0 * c.H, c.dh16 + (n0 + nb) * c.H, std::uint16_t{0});
       continue;
     }
-    // Sweep 2: gradient, block by block of the vocabulary.
+    // Sweep 2: gradient, block by block of the vocabulary. 16-bit: dhidden is summed over the
+    // vocabulary blocks in dhacc (float32) and rounded once below.
+    const T* hb = hidden_block(c, n0);
+    T* dhb = c.half ? c.dhacc : c.dh != nullptr ? c.dh + n0 * c.H : nullptr;
     for (std::int64_t v0 = 0; v0 < V; v0 += Vb) {
       const std::int64_t vb = std::min(Vb, V - v0);
       if (recompute) compute_logits(c, n0, nb, v0, vb);
       block_dlogits(c, n0, nb, v0, vb, recompute);
-      if (c.db) block_dbias(c, nb, v0, vb);
-      if (c.dh)
-        gemm_tiled(false, false, nb, c.H, vb, c.Z, vb, c.w + v0 * c.H, c.H, v0 == 0 ? T(0) : T(1), c.dh + n0 * c.H,
-                   c.H, nb, kDhTileN);
+      if (want_db) block_dbias(c, nb, v0, vb);
+      // dhidden += dA W_blk over chunks of kDhChunkK classes, so that a 16-bit tile's weight slice
+      // is kDhChunkK x 256 floats whatever Vb (both layers chunk alike: the same calls).
+      for (std::int64_t c0 = 0; want_dh && c0 < vb; c0 += kDhChunkK) {
+        const std::int64_t kc = std::min(kDhChunkK, vb - c0);
+        const T beta = v0 == 0 && c0 == 0 ? T(0) : T(1);
+        bool done = false;
+        if constexpr (std::is_same_v<T, float>) {
+          if (c.half) {
+            gemm_tiled_b16(false, nb, c.H, kc, c.Z + c0, vb, c.w16 + (v0 + c0) * c.H, c.H, c.brain, beta, dhb, c.H, nb,
+                           kDhTileN, c.conv, c.conv_n);
+            done = true;
+          }
+        }
+        if (!done)
+          gemm_tiled(false, false, nb, c.H, kc, c.Z + c0, vb, c.w + (v0 + c0) * c.H, c.H, beta, dhb, c.H, nb, kDhTileN);
+      }
       if (c.dw)
-        gemm_tiled(true, false, vb, c.H, nb, c.Z, vb, c.h + n0 * c.H, c.H, dw_written ? T(1) : T(0), c.dw + v0 * c.H,
-                   c.H, kDwTileM, c.H);
+        gemm_tiled(true, false, vb, c.H, nb, c.Z, vb, hb, c.H, dw_written ? T(1) : T(0), c.dw + v0 * c.H, c.H,
+                   kDwTileM, c.H);
     }
+    if constexpr (std::is_same_v<T, float>)
+      if (c.dh16) narrow_parallel(c.dhacc, c.dh16 + n0 * c.H, static_cast<std::size_t>(nb * c.H), c.brain);
     dw_written = true;
   }
   if (c.dw && !dw_written) std::fill(c.dw, c.dw + V * c.H, T(0));
-  if (c.db)
-    for (std::int64_t j = 0; j < V; ++j) c.db[j] = static_cast<T>(c.db_acc[j]);
+  if constexpr (std::is_same_v<T, float>)
+    if (c.dw16) narrow_parallel(c.dw, c.dw16, static_cast<std::size_t>(V * c.H), c.brain);
+  if (want_db)
+    for (std::int64_t j = 0; j < V; ++j) put(c, c.db, c.db16, j, c.db_acc[j]);
   if (c.reduction == Reduction::kSum) {
-    c.loss[0] = static_cast<T>(ce_sum + z_sum);
-    if (c.zloss) c.zloss[0] = static_cast<T>(z_sum);
+    put(c, c.loss, c.loss16, 0, ce_sum + z_sum);
+    if (want_zloss) put(c, c.zloss, c.zloss16, 0, z_sum);
   } else if (c.reduction == Reduction::kMean) {
     const double zm = z_sum / c.divisor_z;
-    c.loss[0] = static_cast<T>(ce_sum / c.divisor_ce + zm);
-    if (c.zloss) c.zloss[0] = static_cast<T>(zm);
+    put(c, c.loss, c.loss16, 0, ce_sum / c.divisor_ce + zm);
+    if (want_zloss) put(c, c.zloss, c.zloss16, 0, zm);
   }
 }
 
@@ -589,23 +787,32 @@ struct AlignedDelete {
   void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t(kAlign)); }
 };
 
+bool is_half(DType dt) { return dt == DType::kBF16 || dt == DType::kF16; }
+
+// T = float with 16-bit views (p.dtype kBF16 / kF16), or T = p.dtype's type.
 template <class T>
-Status dispatch(const Problem& p, ConstTensorView hidden, ConstTensorView weight, ConstTensorView bias,
-                ConstTensorView target, const LinearCrossEntropyOptions& o, TensorView loss, TensorView z_loss,
-                ConstTensorView dloss, TensorView dhidden, TensorView dweight, TensorView dbias) {
+Status dispatch(const Problem& p, const LinearCrossEntropyInputs& in, const LinearCrossEntropyOptions& o,
+                const LinearCrossEntropyOutputs& out) {
+  const bool half = is_half(p.dtype);
   auto plan_or = make_plan(p.N, p.V, sizeof(T), o);
   if (!plan_or.ok()) return plan_or.status();
   const LinearCrossEntropyPlan plan = *plan_or;
-  const Layout lay = layout_for(plan.token_block, plan.vocab_block, p.V, sizeof(T));
+  const std::int64_t Nb = plan.token_block, Vb = plan.vocab_block;
+  // 16-bit: the weight-slice buffer holds one tile of each product at least (min), one per pool
+  // thread when the call allocates; a caller's workspace gives it all the bytes it has beyond min.
+  const Layout min_lay = half ? layout_half(Nb, Vb, p.V, p.H, 1) : layout_for(Nb, Vb, p.V, sizeof(T));
+  Layout lay = half ? layout_half(Nb, Vb, p.V, p.H, detail::pool_threads()) : min_lay;
 
   std::unique_ptr<std::byte[], AlignedDelete> owned;
   std::byte* ws = static_cast<std::byte*>(o.workspace);
   if (ws != nullptr) {
-    if (o.workspace_bytes < lay.total())
+    if (o.workspace_bytes < min_lay.total())
       return invalid_argument("workspace has " + std::to_string(o.workspace_bytes) + " bytes, this call needs " +
-                              std::to_string(lay.total()));
+                              std::to_string(min_lay.total()));
     if (reinterpret_cast<std::uintptr_t>(ws) % kAlign != 0)
       return invalid_argument("workspace must be aligned to 64 bytes");
+    lay = min_lay;
+    if (half) lay.conv += (o.workspace_bytes - min_lay.total()) / kAlign * kAlign;
   } else {
     try {
       owned.reset(new (std::align_val_t(kAlign)) std::byte[lay.total()]);
@@ -620,53 +827,22 @@ Status dispatch(const Problem& p, ConstTensorView hidden, ConstTensorView weight
   c.N = p.N;
   c.H = p.H;
   c.V = p.V;
-  c.Nb = plan.token_block;
-  c.Vb = plan.vocab_block;
-  c.h = hidden.as<T>();
-  c.w = weight.as<T>();
-  c.b = p.has_bias ? bias.as<T>() : nullptr;
-  c.cw = p.has_weight ? o.class_weight.as<T>() : nullptr;
-  c.target = target.data;
-  c.t64 = target.dtype == DType::kI64;
+  c.Nb = Nb;
+  c.Vb = Vb;
+  c.half = half;
+  c.brain = p.dtype == DType::kBF16;
+  c.target = in.target.data;
+  c.t64 = in.target.dtype == DType::kI64;
   c.ignore_index = o.ignore_index;
   c.reduction = o.reduction;
   c.eps = o.label_smoothing;
   c.lam = o.lse_square_scale;
   c.softcap = o.softcap;
-  c.weight_sum = static_cast<double>(p.V);
-  if (c.cw) {
-    c.weight_sum = 0;
-    for (std::int64_t j = 0; j < p.V; ++j) c.weight_sum += static_cast<double>(c.cw[j]);
-  }
-  // Divisors of the mean, known before any gradient is formed.
-  double picked = 0, kept = 0;
-  for (std::int64_t n = 0; n < p.N; ++n) {
-    const std::int64_t t = target_at(c, n);
-    if (t == c.ignore_index) continue;
-    picked += class_w(c, t);
-    kept += 1;
-  }
-  c.divisor_ce = o.reduction == Reduction::kMean ? picked : 1.0;
-  c.divisor_z = o.reduction == Reduction::kMean ? kept : 1.0;
-  c.g_scalar = 1.0;
-  c.dloss = nullptr;
-  if (p.has_dloss) {
-    if (o.reduction == Reduction::kNone)
-      c.dloss = dloss.as<T>();
-    else
-      c.g_scalar = static_cast<double>(dloss.as<T>()[0]);
-  }
-  c.loss = loss.as<T>();
-  c.zloss = p.has_zloss ? z_loss.as<T>() : nullptr;
-  c.dh = p.want_dh ? dhidden.as<T>() : nullptr;
-  c.dw = p.want_dw ? dweight.as<T>() : nullptr;
-  c.db = p.want_db ? dbias.as<T>() : nullptr;
-  c.want_grad = p.want_dh || p.want_dw || p.want_db;
 
   std::byte* q = ws;
   c.Z = reinterpret_cast<T*>(q);
   q += lay.logits;
-  const std::size_t nb = static_cast<std::size_t>(plan.token_block);
+  const std::size_t nb = static_cast<std::size_t>(Nb);
   auto take_d = [&](std::size_t n) {
     auto* r = reinterpret_cast<double*>(q);
     q += align_up(n * sizeof(double));
@@ -685,59 +861,100 @@ Status dispatch(const Problem& p, ConstTensorView hidden, ConstTensorView weight
   c.row_coef_t = take_t(nb);
   q = rows_begin + lay.rows;
   c.db_acc = reinterpret_cast<double*>(q);
+  q += lay.dbias;
+
+  // Float32 accumulator of a 16-bit dweight (the sum over token blocks is never rounded to 16
+  // bits); the caller's float32 dweight is used directly.
+  std::unique_ptr<T[]> dw_acc;
+  auto u16 = [](TensorView v) { return v.empty_view() ? nullptr : static_cast<std::uint16_t*>(v.data); };
+  if (half) {
+    if constexpr (std::is_same_v<T, float>) {
+      c.h16 = static_cast<const std::uint16_t*>(in.hidden.data);
+      c.w16 = static_cast<const std::uint16_t*>(in.weight.data);
+      c.hblk = reinterpret_cast<T*>(q);
+      q += lay.hblk;
+      c.dhacc = reinterpret_cast<T*>(q);
+      q += lay.dhacc;
+      T* vecs = reinterpret_cast<T*>(q);
+      q += lay.vecs;
+      c.conv = reinterpret_cast<T*>(q);
+      c.conv_n = lay.conv / sizeof(T);
+      const std::size_t V = static_cast<std::size_t>(p.V);
+      if (p.has_bias) {
+        widen(static_cast<const std::uint16_t*>(in.bias.data), vecs, V, c.brain);
+        c.b = vecs;
+      }
+      if (p.has_weight) {
+        T* cw = vecs + align_up(V * sizeof(T)) / sizeof(T);
+        widen(static_cast<const std::uint16_t*>(o.class_weight.data), cw, V, c.brain);
+        c.cw = cw;
+      }
+      c.loss16 = u16(out.loss);
+      c.zloss16 = p.has_zloss ? u16(out.z_loss) : nullptr;
+      c.dh16 = p.want_dh ? u16(out.dhidden) : nullptr;
+      if (p.want_dw) {
+        if (out.dweight.dtype == DType::kF32) {
+          c.dw = out.dweight.as<T>();
+        } else {
+          try {
+            dw_acc.reset(new T[static_cast<std::size_t>(p.V * p.H)]);
+          } catch (const std::bad_alloc&) {
+            return resource_exhausted("cannot allocate the " + std::to_string(p.V * p.H * 4) +
+                                      "-byte float32 accumulator of the 16-bit dweight; pass a float32 dweight");
+          }
+          c.dw = dw_acc.get();
+          c.dw16 = u16(out.dweight);
+        }
+      }
+      c.db16 = p.want_db ? u16(out.dbias) : nullptr;
+    }
+  } else {
+    c.h = in.hidden.as<T>();
+    c.w = in.weight.as<T>();
+    c.b = p.has_bias ? in.bias.as<T>() : nullptr;
+    c.cw = p.has_weight ? o.class_weight.as<T>() : nullptr;
+    c.loss = out.loss.as<T>();
+    c.zloss = p.has_zloss ? out.z_loss.as<T>() : nullptr;
+    c.dh = p.want_dh ? out.dhidden.as<T>() : nullptr;
+    c.dw = p.want_dw ? out.dweight.as<T>() : nullptr;
+    c.db = p.want_db ? out.dbias.as<T>() : nullptr;
+  }
+  c.weight_sum = static_cast<double>(p.V);
+  if (c.cw) {
+    c.weight_sum = 0;
+    for (std::int64_t j = 0; j < p.V; ++j) c.weight_sum += static_cast<double>(c.cw[j]);
+  }
+  // Divisors of the mean, known before any gradient is formed.
+  double picked = 0, kept = 0;
+  for (std::int64_t n = 0; n < p.N; ++n) {
+    const std::int64_t t = target_at(c, n);
+    if (t == c.ignore_index) continue;
+    picked += class_w(c, t);
+    kept += 1;
+  }
+  c.divisor_ce = o.reduction == Reduction::kMean ? picked : 1.0;
+  c.divisor_z = o.reduction == Reduction::kMean ? kept : 1.0;
+  c.g_scalar = 1.0;
+  c.dloss = nullptr;
+  if (p.has_dloss) {
+    if (half) {
+      const auto* d16 = static_cast<const std::uint16_t*>(in.dloss.data);
+      if (o.reduction == Reduction::kNone)
+        c.dloss16 = d16;
+      else
+        c.g_scalar = static_cast<double>(widen1(d16[0], c.brain));
+    } else if (o.reduction == Reduction::kNone) {
+      c.dloss = in.dloss.as<T>();
+    } else {
+      c.g_scalar = static_cast<double>(in.dloss.as<T>()[0]);
+    }
+  }
+  c.want_grad = p.want_dh || p.want_dw || p.want_db;
 
   // One BLAS thread per call; xent's pool runs the tiles (see gemm_tiled). The BLAS setting is
   // process-wide: see SingleThreadedBlas.
   detail::SingleThreadedBlas single;
   run(c);
-  return ok_status();
-}
-
-// bfloat16 / float16 inputs: the float32 layer on exactly widened copies, each output rounded once
-// from its float32 result to the 16-bit type (dweight, when the caller passes a float32 view, is
-// the float32 layer's own: summed over tokens in float32 or wider and never rounded to 16 bits, the
-// divergence Liger's users reported in its issues #512 and #827). Not sbgemm: Debian 12's OpenBLAS
-// (0.3.21) does not export cblas_sbgemm, so the 16-bit values are converted whole (documented
-// memory: float32 copies of hidden, weight and the gradients, beside the workspace).
-Status half16(const Problem& p, const LinearCrossEntropyInputs& in, const LinearCrossEntropyOptions& options,
-              const LinearCrossEntropyOutputs& out) {
-  auto widen = [](ConstTensorView v, std::vector<float>* dst) -> ConstTensorView {
-    if (v.empty_view()) return {};
-    const std::size_t n = static_cast<std::size_t>(v.shape.numel());
-    dst->resize(n);
-    for (std::size_t i = 0; i < n; ++i)
-      (*dst)[i] = v.dtype == DType::kBF16 ? to_float(v.as<bfloat16>()[i]) : to_float(v.as<float16>()[i]);
-    return {dst->data(), DType::kF32, v.shape, static_cast<std::int64_t>(n)};
-  };
-  auto scratch = [](TensorView v, std::vector<float>* dst) -> TensorView {
-    if (v.empty_view()) return {};
-    if (v.dtype == DType::kF32) return v;  // a float32 dweight: written directly
-    dst->assign(static_cast<std::size_t>(v.shape.numel()), 0.0f);
-    return {dst->data(), DType::kF32, v.shape, static_cast<std::int64_t>(dst->size())};
-  };
-  auto narrow = [](const std::vector<float>& src, TensorView v) {
-    if (v.empty_view() || v.dtype == DType::kF32) return;
-    for (std::size_t i = 0; i < src.size(); ++i) {
-      if (v.dtype == DType::kBF16) v.as<bfloat16>()[i] = to_bfloat16(static_cast<double>(src[i]));
-      else v.as<float16>()[i] = to_float16(static_cast<double>(src[i]));
-    }
-  };
-  std::vector<float> h, w, b, cw, dl, loss, zl, dh, dw, db;
-  LinearCrossEntropyInputs in32{widen(in.hidden, &h), widen(in.weight, &w), widen(in.bias, &b), in.target,
-                                widen(in.dloss, &dl)};
-  LinearCrossEntropyOptions o32 = options;
-  o32.class_weight = widen(options.class_weight, &cw);
-  LinearCrossEntropyOutputs out32{scratch(out.loss, &loss), scratch(out.z_loss, &zl), scratch(out.dhidden, &dh),
-                                  scratch(out.dweight, &dw), scratch(out.dbias, &db)};
-  Problem p32 = p;
-  p32.dtype = DType::kF32;
-  XENT_RETURN_IF_ERROR(dispatch<float>(p32, in32.hidden, in32.weight, in32.bias, in32.target, o32, out32.loss,
-                                       out32.z_loss, in32.dloss, out32.dhidden, out32.dweight, out32.dbias));
-  narrow(loss, out.loss);
-  narrow(zl, out.z_loss);
-  narrow(dh, out.dhidden);
-  narrow(dw, out.dweight);
-  narrow(db, out.dbias);
   return ok_status();
 }
 
@@ -748,8 +965,11 @@ Result<LinearCrossEntropyPlan> linear_cross_entropy_plan(std::int64_t N, std::in
   XENT_RETURN_IF_ERROR(check_options(options));
   if (!is_floating(dtype)) return invalid_argument("dtype must be float32, float64, bfloat16 or float16");
   if (N < 0 || H < 0 || V < 1) return invalid_argument("shapes must have N >= 0, H >= 0, V >= 1");
-  // 16-bit calls run the float32 layer (half16 below): its workspace.
-  return make_plan(N, V, dtype == DType::kF64 ? sizeof(double) : sizeof(float), options);
+  // 16-bit calls run the float32 driver on blocks widened into the workspace ("16-bit inputs").
+  auto plan = make_plan(N, V, dtype == DType::kF64 ? sizeof(double) : sizeof(float), options);
+  if (plan.ok() && is_half(dtype))
+    plan->workspace_bytes = layout_half(plan->token_block, plan->vocab_block, V, H, detail::pool_threads()).total();
+  return plan;
 }
 
 std::size_t linear_cross_entropy_workspace_bytes(std::int64_t N, std::int64_t H, std::int64_t V, DType dtype,
@@ -764,12 +984,8 @@ Status linear_cross_entropy(const LinearCrossEntropyInputs& in, const LinearCros
     Problem p;
     XENT_RETURN_IF_ERROR(validate(in.hidden, in.weight, in.bias, in.target, options, out.loss, out.z_loss, in.dloss,
                                   out.dhidden, out.dweight, out.dbias, &p));
-    if (p.dtype == DType::kBF16 || p.dtype == DType::kF16) return half16(p, in, options, out);
-    if (p.dtype == DType::kF32)
-      return dispatch<float>(p, in.hidden, in.weight, in.bias, in.target, options, out.loss, out.z_loss, in.dloss,
-                             out.dhidden, out.dweight, out.dbias);
-    return dispatch<double>(p, in.hidden, in.weight, in.bias, in.target, options, out.loss, out.z_loss, in.dloss,
-                            out.dhidden, out.dweight, out.dbias);
+    if (p.dtype == DType::kF64) return dispatch<double>(p, in, options, out);
+    return dispatch<float>(p, in, options, out);  // float32, bfloat16, float16
   });
 }
 

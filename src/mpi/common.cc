@@ -1,4 +1,4 @@
-// common.cc: the fingerprint agreement, exact per-token combine helpers and the rank-ordered
+// common.cc: the fingerprint agreement and the rank-ordered
 // all-reduce of xent_mpi (common.h). Not the losses themselves (vocab_parallel.cc,
 // token_parallel.cc).
 #include "mpi/common.h"
@@ -142,52 +142,6 @@ std::uint64_t hash_bytes(const void* p, std::size_t n, std::uint64_t h) noexcept
     h *= 1099511628211ull;
   }
   return h;
-}
-
-std::int64_t max_key(double d) noexcept {
-  if (std::isnan(d)) return INT64_MAX;
-  std::int64_t b;
-  std::memcpy(&b, &d, sizeof b);
-  return b < 0 ? (b ^ INT64_MAX) : b;
-}
-
-double from_key(std::int64_t k) noexcept {
-  if (k == INT64_MAX) return std::numeric_limits<double>::quiet_NaN();
-  if (k == kNoKey) return -std::numeric_limits<double>::infinity();
-  const std::int64_t b = k < 0 ? (k ^ INT64_MAX) : k;
-  double d;
-  std::memcpy(&d, &b, sizeof d);
-  return d;
-}
-
-void fx_add(std::int64_t* acc, double v, int shift) noexcept {
-  if (v == 0 || !std::isfinite(v)) return;
-  int e = 0;
-  const double m = std::frexp(std::fabs(v), &e);                        // |v| = m 2^e, m in [0.5, 1)
-  const auto M = static_cast<std::uint64_t>(std::ldexp(m, 53));          // exact, 53 bits
-  const int s = e - 53 + shift;                                          // |v| 2^shift = M 2^s
-  unsigned __int128 X;
-  if (s >= 0) {
-    if (s > 127 - 53) return;  // out of range: callers keep |v| 2^shift < 2^121
-    X = static_cast<unsigned __int128>(M) << s;
-  } else {
-    if (-s > 60) return;       // below half a unit of the last digit: rounds to 0
-    X = (static_cast<unsigned __int128>(M) + (static_cast<unsigned __int128>(1) << (-s - 1))) >> (-s);
-  }
-  const std::int64_t sign = v < 0 ? -1 : 1;
-  for (int i = 0; i < kLimbs; ++i) acc[i] += sign * static_cast<std::int64_t>((X >> (32 * i)) & 0xffffffffu);
-}
-
-double fx_value(const std::int64_t* acc_in, int shift) noexcept {
-  std::int64_t a[kLimbs];
-  std::copy(acc_in, acc_in + kLimbs, a);
-  for (int i = 0; i + 1 < kLimbs; ++i) {  // carry-normalise: digits 0..2 in [0, 2^32), the top signed
-    const std::int64_t carry = a[i] >> 32;  // arithmetic shift = floor division
-    a[i] -= carry * (std::int64_t{1} << 32);
-    a[i + 1] += carry;
-  }
-  const __int128 top = (static_cast<__int128>(a[3]) << 64) + (static_cast<__int128>(a[2]) << 32) + a[1];
-  return std::ldexp(static_cast<double>(top), 32 - shift) + std::ldexp(static_cast<double>(a[0]), -shift);
 }
 
 template <class T>

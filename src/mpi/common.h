@@ -1,6 +1,6 @@
 // common.h (internal to xent_mpi): what the parallel losses share: the argument fingerprint that
-// makes all ranks agree on errors, the exact per-token combine (max keys and integer fixed-point
-// sums), and the rank-ordered all-reduce. Not public API; include/xent/mpi.h is.
+// makes all ranks agree on errors, the rank-ordered all-reduce, time in MPI. The exact per-token
+// combine's arithmetic is the core's (src/exact_sum.h). Not public API; include/xent/mpi.h is.
 #pragma once
 
 #include <mpi.h>
@@ -63,19 +63,9 @@ Status local_step(const char* what, F&& f) noexcept {
 // FNV-1a over bytes, to fingerprint targets and upstream gradients cheaply.
 std::uint64_t hash_bytes(const void* p, std::size_t n, std::uint64_t h = 1469598103934665603ull) noexcept;
 
-// Total order on doubles as int64 (MPI_MAX on these keys is the exact max, in any order); NaN is
-// the largest key; kNoKey (no value) the smallest.
-constexpr std::int64_t kNoKey = INT64_MIN;
-std::int64_t max_key(double d) noexcept;
-double from_key(std::int64_t k) noexcept;
-
-// Fixed point: kLimbs signed 64-bit limbs of 32-bit digits. add() adds round(v * 2^shift) (which
-// must be below 2^121 in magnitude); MPI_SUM on the limbs is exact integer addition (no overflow
-// for fewer than 2^28 terms), so the total does not depend on the order or the split. value()
-// is a deterministic function of the exact integer.
-constexpr int kLimbs = 4;
-void fx_add(std::int64_t* acc, double v, int shift) noexcept;
-double fx_value(const std::int64_t* acc, int shift) noexcept;
+// The order keys of doubles and the fixed-point accumulator of the exact combine are the core's
+// (src/exact_sum.h, namespace xent::detail::exact): ONE implementation for the single-process
+// exact mode and this layer.
 
 // Adds the wall time of its lifetime to comm_seconds() (wrap each MPI call in one).
 struct CommTimer {

@@ -7,8 +7,10 @@
 //      the smoothing sum A = sum w_j z_j on a grid of 2^(E-119), and the target logit's bits
 //      (from the one rank that owns it). Integer addition is exact and associative.
 // Every rank then forms lse = M + log S and the loss of every token identically, and the
-// gradient of its own classes. What it is not: a copy of the single-process kernels (those sum in
-// floating point in their own order, so they agree to rounding, not to the bit).
+// gradient of its own classes. The per-row arithmetic is the core's exact summation
+// (src/exact_sum.h), the same code as single-process cross_entropy with Summation::kExact, so the
+// two give the same bits. What it is not: the single-process fast kernels (those sum in floating
+// point in their own order, so they agree to rounding, not to the bit).
 // Formulas (docs/numerics.md, docs/distributed.md), e = label_smoothing, lam = lse_square_scale,
 // w the class weights (1 without), W = sum w:
 //     loss = (1-e) w_t (lse - z_t) + (e/V) (W lse - A) + lam lse^2
@@ -24,6 +26,7 @@
 #include <vector>
 
 #include "blas_threads.h"
+#include "exact_sum.h"
 #include "mpi/common.h"
 #include "parallel.h"
 #include "reduce.h"
@@ -32,21 +35,9 @@
 namespace xent::mpi {
 namespace {
 
-using detail::kLimbs;
-constexpr int kShiftS = 120;                 // S's grid: terms in [0, 1] as multiples of 2^-120
-constexpr std::int64_t kNoExp = INT64_MIN;   // no finite nonzero smoothing term
+namespace ex = xent::detail::exact;
+using ex::bits_of;
 constexpr std::int64_t kRowsPerTask = 8;
-
-std::int64_t bits_of(double d) {
-  std::int64_t b;
-  std::memcpy(&b, &d, sizeof b);
-  return b;
-}
-double double_of(std::int64_t b) {
-  double d;
-  std::memcpy(&d, &b, sizeof d);
-  return d;
-}
 
 // ---- shared validation --------------------------------------------------------------------------
 
@@ -177,14 +168,11 @@ Status agree_all(MPI_Comm comm, const detail::Fingerprint& fp) {
 
 template <class T>
 struct Engine {
-  std::int64_t N = 0, V = 0, v0 = 0, Vr = 0;
+  std::int64_t N = 0, v0 = 0, Vr = 0;
   std::int64_t ld = 0;     // row stride of the logits given to stats() and grad()
   std::vector<double> cw;  // all V class weights (gathered), empty without
-  double W = 0;
-  double eps = 0, lam = 0, cap = 0;
-  std::int64_t ignore = -100;
-  Reduction red = Reduction::kMean;
-  double div_ce = 1, div_z = 1, g_scalar = 1;
+  ex::CeParams p;          // the per-call constants of the exact arithmetic (src/exact_sum.h)
+  ex::Upstream up;
   const T* dloss = nullptr;  // kNone per-token upstream gradient
   const void* target = nullptr;
   bool t64 = false;
@@ -193,48 +181,38 @@ struct Engine {
   std::vector<std::int64_t> b1, b2;   // per-block collective buffers
   std::vector<double> lse;            // per token of the block
 
-  int k1() const { return eps != 0 ? 5 : 1; }
-  int k2() const { return kLimbs + (eps != 0 ? kLimbs : 0) + 1; }
-  double wt(std::int64_t c) const { return cw.empty() ? 1.0 : cw[static_cast<std::size_t>(c)]; }
   std::int64_t tgt(std::int64_t n) const { return target_at(target, t64, n); }
-  // The (capped) logit: the capped value is rounded to T, as the fused layer stores it.
-  double zv(const T* x, std::int64_t j, bool apply_cap) const {
-    if (!apply_cap || cap == 0) return static_cast<double>(x[j]);
-    return static_cast<double>(static_cast<T>(cap * std::tanh(static_cast<double>(x[j]) / cap)));
-  }
 
   void setup(const VocabParallelOptions& o, ConstTensorView tv, ConstTensorView dl, std::int64_t n, std::int64_t vocab,
              std::int64_t first, std::int64_t vr, MPI_Comm cm) {
     N = n;
-    V = vocab;
     v0 = first;
     Vr = vr;
     ld = vr;
-    eps = o.label_smoothing;
-    lam = o.lse_square_scale;
-    cap = o.softcap;
-    ignore = o.ignore_index;
-    red = o.reduction;
+    p.V = vocab;
+    p.cw = cw.empty() ? nullptr : cw.data();
+    p.W = ex::weight_total(p.cw, vocab);
+    p.eps = o.label_smoothing;
+    p.lam = o.lse_square_scale;
+    p.cap = o.softcap;
+    p.ignore = o.ignore_index;
     target = tv.data;
     t64 = tv.dtype == DType::kI64;
     comm = cm;
-    W = static_cast<double>(V);
-    if (!cw.empty()) {
-      W = 0;
-      for (double w : cw) W += w;
-    }
+    // The mean's divisors, in token order as the single-process library sums them.
     double picked = 0, kept = 0;
     for (std::int64_t i = 0; i < N; ++i) {
       const std::int64_t t = tgt(i);
-      if (t == ignore) continue;
-      picked += wt(t);
+      if (t == p.ignore) continue;
+      picked += p.wt(t);
       kept += 1;
     }
-    div_ce = red == Reduction::kMean ? picked : 1.0;
-    div_z = red == Reduction::kMean ? kept : 1.0;
+    up.red = o.reduction;
+    up.div_ce = o.reduction == Reduction::kMean ? picked : 1.0;
+    up.div_z = o.reduction == Reduction::kMean ? kept : 1.0;
     if (!dl.empty_view()) {
-      if (red == Reduction::kNone) dloss = dl.as<T>();
-      else g_scalar = static_cast<double>(dl.as<T>()[0]);
+      if (o.reduction == Reduction::kNone) dloss = dl.as<T>();
+      else up.g = static_cast<double>(dl.as<T>()[0]);
     }
     tok_ce.assign(static_cast<std::size_t>(N), 0.0);
     tok_z.assign(static_cast<std::size_t>(N), 0.0);
@@ -245,15 +223,15 @@ struct Engine {
   void reserve(std::int64_t n, std::int64_t token_block) {
     tok_ce.reserve(static_cast<std::size_t>(n));
     tok_z.reserve(static_cast<std::size_t>(n));
-    b1.reserve(static_cast<std::size_t>(token_block * 5));
-    b2.reserve(static_cast<std::size_t>(token_block * (2 * kLimbs + 1)));
+    b1.reserve(static_cast<std::size_t>(token_block * ex::kMaxK1));
+    b2.reserve(static_cast<std::size_t>(token_block * ex::kMaxK2));
     lse.reserve(static_cast<std::size_t>(token_block));
   }
 
-  // Rows [n0, n0 + nb): x (nb x Vr, row-major) are the logits (capped here if apply_cap).
+  // Rows [n0, n0 + nb): x (nb x Vr, row stride ld) are the logits (capped here if apply_cap).
   // Fills lse and the tokens' loss parts. Collective.
   void stats(const T* x, std::int64_t n0, std::int64_t nb, bool apply_cap) {
-    const int K1 = k1(), K2 = k2();
+    const int K1 = p.k1(), K2 = p.k2();
     b1.assign(static_cast<std::size_t>(nb * K1), 0);
     b2.assign(static_cast<std::size_t>(nb * K2), 0);
     lse.assign(static_cast<std::size_t>(nb), 0.0);
@@ -261,30 +239,7 @@ struct Engine {
     // Pass 1: local max key and, with smoothing, the exponent bound and non-finite flags.
     xent::detail::parallel_for(static_cast<std::size_t>(tasks), [&](std::size_t task) {
       const std::int64_t r0 = static_cast<std::int64_t>(task) * kRowsPerTask, r1 = std::min(nb, r0 + kRowsPerTask);
-      for (std::int64_t r = r0; r < r1; ++r) {
-        const T* row = x + r * ld;
-        std::int64_t* o = b1.data() + r * K1;
-        std::int64_t key = detail::kNoKey;
-        std::int64_t E = kNoExp, fnan = 0, fpinf = 0, fninf = 0;
-        for (std::int64_t j = 0; j < Vr; ++j) {
-          const double z = zv(row, j, apply_cap);
-          key = std::max(key, detail::max_key(z));
-          if (eps != 0) {
-            const double t = wt(v0 + j) * z;
-            if (std::isnan(t)) fnan = 1;
-            else if (t == std::numeric_limits<double>::infinity()) fpinf = 1;
-            else if (t == -std::numeric_limits<double>::infinity()) fninf = 1;
-            else if (t != 0) E = std::max<std::int64_t>(E, std::ilogb(t));
-          }
-        }
-        o[0] = key;
-        if (eps != 0) {
-          o[1] = E;
-          o[2] = fnan;
-          o[3] = fpinf;
-          o[4] = fninf;
-        }
-      }
+      for (std::int64_t r = r0; r < r1; ++r) ex::row_pass1(p, x + r * ld, 1, v0, Vr, apply_cap, b1.data() + r * K1);
     });
     {
       detail::CommTimer timer;
@@ -293,22 +248,8 @@ struct Engine {
     // Pass 2: fixed-point sums relative to the global max and exponent bound; the target logit.
     xent::detail::parallel_for(static_cast<std::size_t>(tasks), [&](std::size_t task) {
       const std::int64_t r0 = static_cast<std::int64_t>(task) * kRowsPerTask, r1 = std::min(nb, r0 + kRowsPerTask);
-      for (std::int64_t r = r0; r < r1; ++r) {
-        const T* row = x + r * ld;
-        const std::int64_t* g = b1.data() + r * K1;
-        std::int64_t* o = b2.data() + r * K2;
-        const double M = detail::from_key(g[0]);
-        const bool sum_s = std::isfinite(M);
-        const std::int64_t E = eps != 0 ? g[1] : kNoExp;
-        const int shift_a = E == kNoExp ? 0 : static_cast<int>(119 - E);
-        for (std::int64_t j = 0; j < Vr; ++j) {
-          const double z = zv(row, j, apply_cap);
-          if (sum_s) detail::fx_add(o, std::exp(z - M), kShiftS);
-          if (E != kNoExp) detail::fx_add(o + kLimbs, wt(v0 + j) * z, shift_a);
-        }
-        const std::int64_t t = tgt(n0 + r);
-        if (t != ignore && t >= v0 && t < v0 + Vr) o[K2 - 1] = bits_of(zv(row, t - v0, apply_cap));
-      }
+      for (std::int64_t r = r0; r < r1; ++r)
+        ex::row_pass2(p, x + r * ld, 1, v0, Vr, apply_cap, b1.data() + r * K1, tgt(n0 + r), b2.data() + r * K2);
     });
     {
       detail::CommTimer timer;
@@ -316,25 +257,11 @@ struct Engine {
     }
     // Every rank: the same lse and loss of every token of the block.
     for (std::int64_t r = 0; r < nb; ++r) {
-      const std::int64_t* g1 = b1.data() + r * K1;
-      const std::int64_t* g2 = b2.data() + r * K2;
-      const double M = detail::from_key(g1[0]);
-      const double l = std::isfinite(M) ? M + std::log(detail::fx_value(g2, kShiftS)) : M;
-      lse[static_cast<std::size_t>(r)] = l;
-      const std::int64_t n = n0 + r, t = tgt(n);
-      if (t == ignore) continue;
-      const double zt = double_of(g2[K2 - 1]);
-      double ce = (1 - eps) * wt(t) * (l - zt);
-      if (eps != 0) {
-        double A;
-        if (g1[2] || (g1[3] && g1[4])) A = std::numeric_limits<double>::quiet_NaN();
-        else if (g1[3]) A = std::numeric_limits<double>::infinity();
-        else if (g1[4]) A = -std::numeric_limits<double>::infinity();
-        else A = g1[1] == kNoExp ? 0.0 : detail::fx_value(g2 + kLimbs, static_cast<int>(119 - g1[1]));
-        ce += eps / static_cast<double>(V) * (W * l - A);
-      }
-      tok_ce[static_cast<std::size_t>(n)] = ce;
-      tok_z[static_cast<std::size_t>(n)] = lam * l * l;
+      const std::int64_t n = n0 + r;
+      const ex::RowResult rr = ex::row_result(p, b1.data() + r * K1, b2.data() + r * K2, tgt(n));
+      lse[static_cast<std::size_t>(r)] = rr.lse;
+      tok_ce[static_cast<std::size_t>(n)] = rr.ce;
+      tok_z[static_cast<std::size_t>(n)] = rr.z;
     }
   }
 
@@ -344,57 +271,18 @@ struct Engine {
     xent::detail::parallel_for(static_cast<std::size_t>(tasks), [&](std::size_t task) {
       const std::int64_t r0 = static_cast<std::int64_t>(task) * kRowsPerTask, r1 = std::min(nb, r0 + kRowsPerTask);
       for (std::int64_t r = r0; r < r1; ++r) {
-        const T* row = x + r * ld;
-        T* d = out + r * ld;
-        const std::int64_t n = n0 + r, t = tgt(n);
-        if (t == ignore) {
-          std::fill(d, d + Vr, T(0));
-          continue;
-        }
+        const std::int64_t n = n0 + r;
         double g_ce, g_z;
-        if (red == Reduction::kNone) {
-          g_ce = g_z = dloss ? static_cast<double>(dloss[n]) : 1.0;
-        } else {
-          g_ce = g_scalar / div_ce;
-          g_z = g_scalar / div_z;
-        }
-        const double l = lse[static_cast<std::size_t>(r)];
-        const double w_t = wt(t);
-        const double coef = g_ce * ((1 - eps) * w_t + eps * W / static_cast<double>(V)) + 2.0 * g_z * lam * l;
-        const double g_t = g_ce * (1 - eps) * w_t, g_s = g_ce * eps / static_cast<double>(V);
-        for (std::int64_t j = 0; j < Vr; ++j) {
-          const double z = zv(row, j, apply_cap);
-          double v = std::exp(z - l) * coef;
-          if (v0 + j == t) v -= g_t;
-          if (eps != 0) v -= g_s * wt(v0 + j);
-          if (cap != 0) {
-            const double u = z / cap;
-            v *= 1 - u * u;
-          }
-          d[j] = static_cast<T>(v);
-        }
+        up.at(dloss, n, &g_ce, &g_z);
+        ex::row_grad(p, x + r * ld, out + r * ld, 1, v0, Vr, apply_cap, tgt(n), lse[static_cast<std::size_t>(r)], g_ce,
+                     g_z);
       }
     });
   }
 
   // Writes the loss (and z-loss): per token for kNone, else the token-order pairwise sums.
   void finish(T* loss, T* zloss) const {
-    if (red == Reduction::kNone) {
-      for (std::int64_t n = 0; n < N; ++n) {
-        if (loss) loss[n] = static_cast<T>(tok_ce[static_cast<std::size_t>(n)] + tok_z[static_cast<std::size_t>(n)]);
-        if (zloss) zloss[n] = static_cast<T>(tok_z[static_cast<std::size_t>(n)]);
-      }
-      return;
-    }
-    const double ce = xent::detail::pairwise_sum(tok_ce.data(), tok_ce.size());
-    const double z = xent::detail::pairwise_sum(tok_z.data(), tok_z.size());
-    if (red == Reduction::kSum) {
-      loss[0] = static_cast<T>(ce + z);
-      if (zloss) zloss[0] = static_cast<T>(z);
-    } else {
-      loss[0] = static_cast<T>(ce / div_ce + z / div_z);
-      if (zloss) zloss[0] = static_cast<T>(z / div_z);
-    }
+    ex::finish(up.red, tok_ce.data(), tok_z.data(), N, up.div_ce, up.div_z, loss, zloss);
   }
 };
 

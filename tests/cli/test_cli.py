@@ -224,6 +224,16 @@ def test_cross_entropy():
               ["--target", save("ce_t3.npy", t3)], ["--reduction", "none"], "cross-entropy (N, C, d)")
     loss_case("cross-entropy", lambda v: cross_entropy(v, np.int64(2)), x[0], ["--target", save("ce_t0.npy", np.int64(2))],
               [], "cross-entropy (C) input, 0-d target")
+    # --exact (exact row sums, the MPI layer's arithmetic): the same oracles; probability targets refused.
+    for red in ["mean", "sum", "none"]:
+        loss_case("cross-entropy", lambda v: cross_entropy(v, t, w, ignore=3, reduction=red, eps=0.2), x,
+                  ["--target", tp, "--weight", wp],
+                  ["--reduction", red, "--ignore-index", 3, "--label-smoothing", 0.2, "--exact"],
+                  f"cross-entropy --exact weight+ignore+smoothing {red}")
+    loss_case("cross-entropy", lambda v: cross_entropy(v, t3, reduction="none"), x3,
+              ["--target", save("ce_t3x.npy", t3)], ["--reduction", "none", "--exact"], "cross-entropy --exact (N, C, d)")
+    fails(2, ["cross-entropy", "--input", save("ce_xp.npy", x), "--target", path("ce_p.npy"), "--exact"],
+          ["--exact", "class-index"], outputs=())
     # Targets stored as uint8 / int16 are read as class indices.
     for dt in [np.uint8, np.int16, np.uint16]:
         loss_case("cross-entropy", lambda v: cross_entropy(v, t), x, ["--target", save("ce_tu.npy", t.astype(dt))], [],
@@ -473,6 +483,11 @@ def test_bench_options():
                        (["cross-entropy", "--label-smoothing", "nan"], ["[0, 1]"]),
                        (["softmax", "--label-smoothing", "0"], ["cross-entropy"]), (["bce", "--weight"], ["--weight"])]:
         fails(2, ["bench", *args, "--shape", "4,3", "--reps", "1", "--no-copy"], frag, outputs=())
+    p = run_ok("bench", "cross-entropy", "--shape", "6,5", "--pass", "fwd+bwd", "--exact", "--reps", "1", "--no-copy",
+               "--json")
+    check(json.loads(p.stdout)["exact"] is True, f"bench --exact json {p.stdout}")
+    fails(2, ["bench", "cross-entropy", "--target", "prob", "--exact", "--shape", "4,3", "--reps", "1", "--no-copy"],
+          ["--exact"], outputs=())
 
 
 # --- help and explain -----------------------------------------------------------------------------

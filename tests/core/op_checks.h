@@ -181,6 +181,7 @@ struct CeCase {
   std::int64_t ignore_index = -100;
   ref::Reduction reduction = ref::Reduction::kMean;
   double label_smoothing = 0;
+  Summation summation = Summation::kFast;
 };
 
 inline ref::Shape loss_shape_of(ref::Reduction red, const ref::Shape& per_row) {
@@ -224,6 +225,7 @@ void check_cross_entropy(const Buf<T>& x, const Buf<I>& target, const std::optio
   xo.ignore_index = cs.ignore_index;
   xo.reduction = to_xent(cs.reduction);
   xo.label_smoothing = cs.label_smoothing;
+  xo.summation = cs.summation;
 
   const Rows r = Rows::classes(x.shape);
   const RowStats st = row_stats(rx, r);

@@ -316,6 +316,8 @@ TEST_P(HalfTables, EntriesAreVectorised) {
   EXPECT_NE(simd<F16>().softmax_fwd, scalar<F16>().softmax_fwd);
   EXPECT_NE(simd<BF16>().chunk_log_softmax_bwd, scalar<BF16>().chunk_log_softmax_bwd);
   EXPECT_EQ(std::string(simd<F16>().name), GetParam());
+  EXPECT_NE(simd<F16>().widen_f32, scalar<F16>().widen_f32);
+  EXPECT_NE(simd<BF16>().narrow_f32, scalar<BF16>().narrow_f32);
 }
 
 TEST_P(HalfTables, SoftmaxFamilyMatchesScalar) {
@@ -386,6 +388,63 @@ void exact_products() {
 TEST_P(HalfTables, ExactProductsRoundToNearestEven) {
   exact_products<BF16>();
   exact_products<F16>();
+}
+
+// widen_f32 / narrow_f32 (the fused linear layer's block conversions): every 16-bit pattern widened
+// to the scalar twin's float (exact: NaN stays NaN with its sign), and float32 values rounded once
+// into the scalar twin's bits (a NaN: a NaN of its sign): every widened pattern, each one's midpoints with its neighbours
+// (ties: nearest even), random floats across the range, at odd lengths (vector tails).
+template <class H>
+void widen_narrow() {
+  SCOPED_TRACE(hname<H>());
+  std::vector<H> x(65536);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = H::from_bits(static_cast<std::uint16_t>(i));
+  for (std::size_t n : {std::size_t{65536}, std::size_t{65535}, std::size_t{13}}) {
+    std::vector<float> ya(n, -1.0f), ys(n, 1.0f);
+    simd<H>().widen_f32(x.data() + (65536 - n), ya.data(), n);
+    scalar<H>().widen_f32(x.data() + (65536 - n), ys.data(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (std::isnan(ys[i])) {
+        ASSERT_TRUE(std::isnan(ya[i]) && std::signbit(ya[i]) == std::signbit(ys[i])) << "pattern " << i;
+      } else {
+        ASSERT_EQ(std::memcmp(&ya[i], &ys[i], 4), 0) << "pattern " << (65536 - n + i) << ": " << ya[i] << " vs " << ys[i];
+      }
+    }
+  }
+  std::vector<float> v;
+  for (std::size_t i = 0; i + 1 < x.size(); ++i) {
+    const float a = static_cast<float>(x[i]), b = static_cast<float>(x[i + 1]);
+    v.push_back(a);
+    if (std::isfinite(a) && std::isfinite(b) && (i & 0x7FFF) != 0x7FFF) v.push_back(0.5f * a + 0.5f * b);  // exact midpoint
+  }
+  std::mt19937_64 rng(16);
+  for (int i = 0; i < 20000; ++i) {
+    const std::uint32_t bits = static_cast<std::uint32_t>(rng());
+    float r;
+    std::memcpy(&r, &bits, 4);
+    v.push_back(r);
+  }
+  v.push_back(std::numeric_limits<float>::infinity());
+  v.push_back(-std::numeric_limits<float>::quiet_NaN());
+  for (std::size_t n : {v.size(), v.size() - 1, std::size_t{5}}) {
+    std::vector<H> za(n), zs(n);
+    simd<H>().narrow_f32(v.data(), za.data(), n);
+    scalar<H>().narrow_f32(v.data(), zs.data(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (std::isnan(v[i])) {  // a NaN of v's sign; its payload is not kept alike by every target
+        ASSERT_TRUE(std::isnan(f(za[i])) && (za[i].bits & 0x8000) == (zs[i].bits & 0x8000)) << "NaN at " << i;
+        continue;
+      }
+      ASSERT_EQ(za[i].bits, zs[i].bits) << "value " << simd_check::fmt(static_cast<double>(v[i])) << " at " << i;
+    }
+  }
+}
+
+TEST_P(HalfTables, WidenAndNarrowMatchScalarBits) {
+  ASSERT_NE(simd<BF16>().widen_f32, nullptr);
+  ASSERT_NE(simd<F16>().narrow_f32, nullptr);
+  widen_narrow<BF16>();
+  widen_narrow<F16>();
 }
 
 INSTANTIATE_TEST_SUITE_P(Isa, HalfTables, ::testing::ValuesIn(simd_isas()),

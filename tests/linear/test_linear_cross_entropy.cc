@@ -448,12 +448,8 @@ TEST(LinearCrossEntropy, NoTokens) {
 }
 
 // Oracle 2: logits materialised in double, then xent's own cross-entropy, then the products.
-TEST(LinearCrossEntropy, MatchesUnfusedXent) {
-  for (const Case& c0 : option_grid()) {
-    if (c0.lam != 0 || c0.softcap != 0) continue;  // options that cross_entropy does not have
-    Case c = c0;
-    c.N = 9;
-    c.V = 23;
+void check_vs_unfused(const Case& c) {
+  {
     SCOPED_TRACE(c.str());
     const Data<double> d = make_data<double>(c);
     const Out<double> out = run_xent(c, d);
@@ -493,6 +489,35 @@ TEST(LinearCrossEntropy, MatchesUnfusedXent) {
     if (c.bias) {
       EXPECT_TRUE(close("dbias", out.db, db, 1e-12));
     }
+  }
+}
+
+TEST(LinearCrossEntropy, MatchesUnfusedXent) {
+  for (const Case& c0 : option_grid()) {
+    if (c0.lam != 0 || c0.softcap != 0) continue;  // options that cross_entropy does not have
+    Case c = c0;
+    c.N = 9;
+    c.V = 23;
+    check_vs_unfused(c);
+  }
+}
+
+// dhidden is summed over chunks of 2048 classes (linear_cross_entropy.cc kDhChunkK): whole rows of
+// 4500 classes (three chunks) and vocabulary blocks of 2500 (two chunks, then one).
+TEST(LinearCrossEntropy, MatchesUnfusedXentOverSeveralClassChunks) {
+  for (std::int64_t Vb : {0, 2500}) {
+    Case c;
+    c.N = 9;
+    c.H = 5;
+    c.V = 4500;
+    c.bias = true;
+    c.class_weight = true;
+    c.eps = 0.1;
+    c.ignore_every = 4;
+    c.dloss = true;
+    c.red = Reduction::kNone;
+    c.Vb = Vb;
+    check_vs_unfused(c);
   }
 }
 

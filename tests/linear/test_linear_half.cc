@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -171,8 +172,130 @@ void check_type() {
   EXPECT_NE(s.message().find("bias must be"), std::string::npos) << s.message();
 }
 
+// The 16-bit layer widens its inputs by blocks (the token block's hidden rows, each BLAS tile's
+// weight slice) into the same BLAS calls the float32 layer makes on the widened values, so each
+// 16-bit output is the float32 layer's result rounded once, bit for bit, and a float32 dweight is
+// the float32 layer's exactly: for 1 and 2 threads, whole rows and vocabulary blocks (not multiples
+// of the 1024-class tile), several tiles of each product (H = 300: two dhidden tiles; V = 2100:
+// three logits tiles), a token block of ignored tokens, every option, and a caller's workspace of
+// the one-tile minimum (tiles then run one at a time) as well as one byte short of it.
+template <class H>
+void check_blocks_same_bits() {
+  SCOPED_TRACE((std::is_same_v<H, bfloat16> ? "bfloat16" : "float16"));
+  const std::int64_t N = 71, D = 300, V = 2100;
+  std::mt19937_64 rng(1616);
+  std::uniform_real_distribution<double> u(-1, 1);
+  std::vector<H> h(static_cast<std::size_t>(N * D)), w(static_cast<std::size_t>(V * D)), b(static_cast<std::size_t>(V)),
+      cw(static_cast<std::size_t>(V)), dl(static_cast<std::size_t>(N));
+  for (auto& v : h) v = narrow<H>(2 * u(rng));
+  for (auto& v : w) v = narrow<H>(0.3 * u(rng));
+  for (auto& v : b) v = narrow<H>(0.5 * u(rng));
+  for (auto& v : cw) v = narrow<H>(1.0 + 0.75 * u(rng));
+  for (auto& v : dl) v = narrow<H>(u(rng));
+  std::vector<std::int64_t> t(static_cast<std::size_t>(N));
+  for (std::int64_t n = 0; n < N; ++n)
+    t[n] = (n >= 32 && n < 64) || n % 7 == 3 ? -100 : static_cast<std::int64_t>(rng() % V);  // 32..63: a whole block
+  auto widened = [](const std::vector<H>& x) {
+    std::vector<float> y;
+    for (const H& v : x) y.push_back(to_float(v));
+    return y;
+  };
+  const std::vector<float> h32 = widened(h), w32 = widened(w), b32 = widened(b), cw32 = widened(cw), dl32 = widened(dl);
+  const Shape hs{N, D}, ws{V, D}, vs{V}, ns{N};
+
+  struct Case {
+    const char* name;
+    std::int64_t vocab_block;
+    Reduction reduction;
+  };
+  for (const Case& k : {Case{"whole rows, none", 0, Reduction::kNone}, Case{"vocab blocks of 1100, mean", 1100, Reduction::kMean},
+                        Case{"whole rows, sum", 0, Reduction::kSum}}) {
+    SCOPED_TRACE(k.name);
+    LinearCrossEntropyOptions opt;
+    opt.token_block = 32;
+    opt.vocab_block = k.vocab_block;
+    opt.reduction = k.reduction;
+    opt.label_smoothing = 0.1;
+    opt.lse_square_scale = 1e-3;
+    opt.softcap = 20;
+    opt.ignore_index = -100;
+    const bool none = k.reduction == Reduction::kNone;
+    const Shape ls = none ? ns : Shape{};
+    const std::size_t nl = none ? static_cast<std::size_t>(N) : 1;
+
+    // The float32 layer on the widened values.
+    LinearCrossEntropyOptions o32 = opt;
+    o32.class_weight = ConstTensorView(cw32.data(), vs);
+    std::vector<float> loss_f(nl), zl_f(nl), dh_f(h.size()), dw_f(w.size()), db_f(b.size());
+    set_num_threads(2);
+    Status s = linear_cross_entropy({.hidden = {h32.data(), hs}, .weight = {w32.data(), ws}, .bias = {b32.data(), vs},
+                                     .target = {t.data(), ns}, .dloss = {dl32.data(), ls}},
+                                    o32,
+                                    {.loss = {loss_f.data(), ls}, .z_loss = {zl_f.data(), ls}, .dhidden = {dh_f.data(), hs},
+                                     .dweight = {dw_f.data(), ws}, .dbias = {db_f.data(), vs}});
+    ASSERT_TRUE(s.ok()) << s.to_string();
+
+    opt.class_weight = ConstTensorView(cw.data(), vs);
+    set_num_threads(1);
+    const std::size_t min_bytes = linear_cross_entropy_workspace_bytes(N, D, V, DTypeOf<H>::value, opt);
+    ASSERT_GT(min_bytes, 0u);
+    std::vector<std::byte> ws_mem(min_bytes + 64);
+    void* ws_ptr = ws_mem.data() + (64 - reinterpret_cast<std::uintptr_t>(ws_mem.data()) % 64) % 64;
+    for (int threads : {1, 2}) {
+      for (bool caller_ws : {false, true}) {
+        SCOPED_TRACE(testing::Message() << threads << " threads" << (caller_ws ? ", minimum caller workspace" : ""));
+        set_num_threads(threads);
+        LinearCrossEntropyOptions o16 = opt;
+        if (caller_ws) {
+          o16.workspace = ws_ptr;
+          o16.workspace_bytes = min_bytes;
+        }
+        std::vector<H> loss(nl), zl(nl), dh(h.size()), dw(w.size()), db(b.size());
+        std::vector<float> dw32(w.size());
+        s = linear_cross_entropy({.hidden = {h.data(), hs}, .weight = {w.data(), ws}, .bias = {b.data(), vs},
+                                  .target = {t.data(), ns}, .dloss = {dl.data(), ls}},
+                                 o16,
+                                 {.loss = {loss.data(), ls}, .z_loss = {zl.data(), ls}, .dhidden = {dh.data(), hs},
+                                  .dweight = {dw.data(), ws}, .dbias = {db.data(), vs}});
+        ASSERT_TRUE(s.ok()) << s.to_string();
+        auto same = [](const std::vector<H>& got, const std::vector<float>& f32, const char* what) {
+          int bad = 0;
+          for (std::size_t i = 0; i < got.size(); ++i)
+            if (narrow<H>(f32[i]).bits != got[i].bits && bad++ < 3)
+              ADD_FAILURE() << what << "[" << i << "] " << wide(got[i]) << ", the float32 layer's rounded: "
+                            << wide(narrow<H>(f32[i])) << " (" << f32[i] << ")";
+        };
+        same(loss, loss_f, "loss");
+        same(zl, zl_f, "z_loss");
+        same(dh, dh_f, "dhidden");
+        same(dw, dw_f, "dweight");
+        same(db, db_f, "dbias");
+        // A float32 dweight: the float32 layer's, bit for bit.
+        s = linear_cross_entropy({.hidden = {h.data(), hs}, .weight = {w.data(), ws}, .bias = {b.data(), vs},
+                                  .target = {t.data(), ns}, .dloss = {dl.data(), ls}},
+                                 o16, {.loss = {loss.data(), ls}, .dweight = {dw32.data(), ws}});
+        ASSERT_TRUE(s.ok()) << s.to_string();
+        EXPECT_EQ(dw32, dw_f) << "a float32 dweight is the float32 layer's";
+      }
+    }
+    // A caller's workspace one byte short of the minimum: refused, nothing written.
+    LinearCrossEntropyOptions o16 = opt;
+    o16.workspace = ws_ptr;
+    o16.workspace_bytes = min_bytes - 1;
+    std::vector<H> loss(nl, narrow<H>(7.0));
+    s = linear_cross_entropy({.hidden = {h.data(), hs}, .weight = {w.data(), ws}, .target = {t.data(), ns}}, o16,
+                             {.loss = {loss.data(), ls}});
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("workspace has"), std::string::npos) << s.message();
+    EXPECT_EQ(loss[0].bits, narrow<H>(7.0).bits);
+  }
+  set_num_threads(0);
+}
+
 TEST(LinearCrossEntropyHalf, BFloat16) { check_type<bfloat16>(); }
 TEST(LinearCrossEntropyHalf, Float16) { check_type<float16>(); }
+TEST(LinearCrossEntropyHalf, BlocksSameBitsAsFloat32LayerBFloat16) { check_blocks_same_bits<bfloat16>(); }
+TEST(LinearCrossEntropyHalf, BlocksSameBitsAsFloat32LayerFloat16) { check_blocks_same_bits<float16>(); }
 
 }  // namespace
 }  // namespace xent

@@ -2,6 +2,8 @@
 // (tests/mpi/CMakeLists.txt runs it for each K). Oracles:
 //   - the same function on ONE rank (MPI_COMM_SELF, the whole vocabulary): the vocabulary-parallel
 //     loss, z-loss and each rank's gradient slice must be the same BITS for every K and split;
+//   - single-process xent::cross_entropy with Summation::kExact: the same BITS (loss and gradient
+//     slice) for every option it has (all but z-loss and soft-cap);
 //   - the single-process library: xent::linear_cross_entropy with an identity weight (so its
 //     logits are exactly the given ones; it has every option, z-loss and soft-cap included) and
 //     xent::cross_entropy_fused, to within rounding.
@@ -88,6 +90,11 @@ std::vector<Case> cases() {
   v.push_back({"all_ignored_mean", 9, 507, false, 0.1, 0, 0, R::kMean, false, 1});
   v.push_back({"one_token", 1, 507, true, 0.1, 1e-3, 0, R::kMean});
   v.push_back({"small_vocab", 8, 5, false, 0.3, 0, 0, R::kMean});
+  v.push_back({"one_token_smoothing_weights", 1, 507, true, 0.1, 0, 0, R::kMean});
+  v.push_back({"one_token_none_dloss", 1, 507, false, 0, 0, 0, R::kNone, true});
+  v.push_back({"all_ignored_sum_dloss", 9, 507, true, 0.2, 0, 0, R::kSum, true, 1});
+  v.push_back({"all_ignored_few_none_dloss", 9, 507, true, 0.2, 0, 0, R::kNone, true, 1, true});
+  v.push_back({"few_classes_sum_dloss", 37, 507, false, 0.05, 0, 0, R::kSum, true, 3, true});
   return v;
 }
 
@@ -217,6 +224,34 @@ void check_case(const Case& c) {
   for (std::int64_t n = 0; n < c.N; ++n)
     for (std::int64_t j = 0; j < vr; ++j) slice[static_cast<std::size_t>(n * vr + j)] = one.grad[static_cast<std::size_t>(n * c.V + v0 + j)];
   expect_bits(par.grad, slice, "gradient slice vs 1 rank");
+  // The same bits as single-process cross_entropy with Summation::kExact (the options it has: all
+  // but z-loss and soft-cap): loss, and this rank's slice of the gradient (backward with the
+  // upstream gradient, or fused).
+  if (c.lam == 0 && c.cap == 0) {
+    xent::CrossEntropyOptions o;
+    if (c.weights) o.weight = {d.cw.data(), {c.V}};
+    o.reduction = c.red;
+    o.label_smoothing = c.eps;
+    o.summation = xent::Summation::kExact;
+    const xent::Shape ls = c.red == xent::Reduction::kNone ? xent::Shape{c.N} : xent::Shape{};
+    std::vector<T> loss(par.loss.size(), T(-5)), grad(d.x.size(), T(-5));
+    const xent::ConstTensorView x{d.x.data(), {c.N, c.V}}, t{d.t.data(), {c.N}};
+    if (c.dloss) {
+      ASSERT_TRUE(xent::cross_entropy_forward(x, t, o, {loss.data(), ls}).ok());
+      ASSERT_TRUE(xent::cross_entropy_backward(x, t, o, {d.dl.data(), ls}, {grad.data(), {c.N, c.V}}).ok());
+    } else {
+      ASSERT_TRUE(xent::cross_entropy_fused(x, t, o, {loss.data(), ls}, {grad.data(), {c.N, c.V}}).ok());
+    }
+    expect_bits(par.loss, loss, "loss vs single-process exact cross_entropy");
+    for (std::int64_t n = 0; n < c.N; ++n)
+      for (std::int64_t j = 0; j < vr; ++j) slice[static_cast<std::size_t>(n * vr + j)] = grad[static_cast<std::size_t>(n * c.V + v0 + j)];
+    expect_bits(par.grad, slice, "gradient slice vs single-process exact cross_entropy");
+    if (!c.dloss) {  // fused and forward give the same loss bits
+      std::vector<T> fwd(loss.size(), T(-5));
+      ASSERT_TRUE(xent::cross_entropy_forward(x, t, o, {fwd.data(), ls}).ok());
+      expect_bits(fwd, loss, "exact forward vs exact fused");
+    }
+  }
   // Within rounding of the single-process fused layer (every option).
   Result<T> ref = run_single(c, d);
   ASSERT_TRUE(ref.s.ok()) << ref.s.to_string();
@@ -262,7 +297,28 @@ TEST(VocabParallelCE, NonFiniteLogits) {
   ASSERT_TRUE(par.s.ok() && one.s.ok());
   expect_bits(par.loss, one.loss, "loss vs 1 rank");
   EXPECT_TRUE(std::isinf(one.loss[0])) << one.loss[0];  // smoothing sees the -inf logits
+  EXPECT_TRUE(std::isnan(one.loss[1])) << "a +inf logit: NaN, as PyTorch";
   EXPECT_TRUE(std::isnan(one.loss[2]));
+  // The same bits as single-process exact cross_entropy, gradient slice included (NaN rows too).
+  d.t[4] = -100;  // an ignored row with finite logits: zero gradient
+  d.t[3] = -100;  // an ignored row of -inf: NaN gradient (0 times a NaN softmax, as PyTorch)
+  par = run_vp(c, d, v0, vr, MPI_COMM_WORLD);
+  ASSERT_TRUE(par.s.ok());
+  xent::CrossEntropyOptions o;
+  o.reduction = c.red;
+  o.label_smoothing = c.eps;
+  o.summation = xent::Summation::kExact;
+  std::vector<double> loss(static_cast<std::size_t>(c.N)), grad(d.x.size());
+  ASSERT_TRUE(xent::cross_entropy_fused({d.x.data(), {c.N, c.V}}, {d.t.data(), {c.N}}, o, {loss.data(), {c.N}},
+                                        {grad.data(), {c.N, c.V}})
+                  .ok());
+  expect_bits(par.loss, loss, "loss vs single-process exact cross_entropy");
+  std::vector<double> slice(static_cast<std::size_t>(c.N * vr));
+  for (std::int64_t n = 0; n < c.N; ++n)
+    for (std::int64_t j = 0; j < vr; ++j) slice[static_cast<std::size_t>(n * vr + j)] = grad[static_cast<std::size_t>(n * c.V + v0 + j)];
+  expect_bits(par.grad, slice, "gradient slice vs single-process exact cross_entropy");
+  EXPECT_TRUE(std::isnan(grad[static_cast<std::size_t>(3 * c.V)]));
+  EXPECT_EQ(grad[static_cast<std::size_t>(4 * c.V)], 0.0);
 }
 
 // One rank's options or shapes disagree: every rank gets the same error (and nobody hangs; the

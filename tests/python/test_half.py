@@ -13,8 +13,8 @@ multiplies it by a grad_output other than 1: two ulps there. In bfloat16 xent's 
 no larger than PyTorch 1.13's own bfloat16 path's, element by element (or within that ulp).
 PyTorch has no CPU float16 kernels for these ops, so float16 has the float64 oracle only. Also:
 outputs keep the input's dtype, no copy of contiguous 16-bit inputs, inputs bit-identical
-afterwards, and the one op without 16-bit kernels (linear_cross_entropy) raises TypeError naming
-the dtype. Skips when torch cannot be imported.
+afterwards. linear_cross_entropy in 16 bits against PyTorch's float32 computation on the same
+values (within the 16-bit rounding). Skips when torch cannot be imported.
 """
 import numpy as np
 import pytest
@@ -229,11 +229,43 @@ def test_no_copy_and_dtypes(dt):
     assert y.dtype == dt and _xent._last_input_pointers()[0][1] == x.data_ptr()
 
 
-def test_linear_cross_entropy_refuses_16_bit():
-    for dt in HALF:
-        h, W, t = torch.zeros(4, 3, dtype=dt), torch.zeros(5, 3, dtype=dt), torch.tensor([0, 1, 2, 3])
-        with pytest.raises(TypeError, match=f"no 16-bit kernels\\), found {str(dt)[6:]}"):
-            xt.linear_cross_entropy(h, W, t)
+@pytest.mark.parametrize("dt", HALF, ids=IDS)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_linear_cross_entropy_16_bit(dt, reduction):
+    # 16-bit input, weight, bias and class weights (xent's core widens them by blocks into its
+    # float32 products and rounds each result once): the loss and every gradient in dt, within one
+    # ulp of dt (+ slack) of PyTorch's float32 computation on the same values. grad_output is not 1:
+    # 'mean'/'sum' scale the gradients computed in forward by it (a second rounding: two ulps),
+    # 'none' calls the fused op again with the per-token grad_output.
+    N, H, V = 29, 24, 300
+    h, W, b = draw(N, H, dt=dt, scale=1.0), draw(V, H, dt=dt, scale=0.3), draw(V, dt=dt, scale=0.1)
+    cw = (torch.rand(V, generator=GEN, dtype=torch.float64) + 0.5).to(dt)
+    t = torch.randint(0, V, (N,), generator=GEN)
+    t[::7] = -100
+    g = draw(N, dt=dt, scale=1.0) if reduction == "none" else torch.tensor(0.75, dtype=dt)
+    before = [x.clone() for x in (h, W, b, cw)]
+    hs, Ws, bs = (x.clone().requires_grad_(True) for x in (h, W, b))
+    loss = xt.linear_cross_entropy(hs, Ws, t, bs, class_weight=cw, reduction=reduction, label_smoothing=0.1)
+    assert loss.dtype == dt
+    loss.backward(g)
+    h32, W32, b32 = (x.float().requires_grad_(True) for x in (h, W, b))
+    ref = F.cross_entropy(F.linear(h32, W32, b32), t, weight=cw.float(), reduction=reduction, label_smoothing=0.1)
+    ref.backward(g.float())
+    check(loss, ref.detach(), dt, what="loss")
+    ulps = 1.0 if reduction == "none" else 2.0
+    for ours, theirs, what in ((hs, h32, "dinput"), (Ws, W32, "dweight"), (bs, b32, "dbias")):
+        assert ours.grad.dtype == dt, what
+        check(ours.grad, theirs.grad, dt, ulps=ulps, what=what)
+    for x, x0 in zip((h, W, b, cw), before):
+        assert torch.equal(x.view(torch.int16), x0.view(torch.int16))
+    if dt == torch.float16:  # the NumPy API: the same call, the same bits
+        ln, (dh, dw, db) = xent.linear_cross_entropy(h.numpy(), W.numpy(), t.numpy(), b.numpy(), class_weight=cw.numpy(),
+                                                     reduction=reduction, label_smoothing=0.1, return_grad=True,
+                                                     grad_output=g.numpy())
+        assert ln.dtype == np.float16 and dw.dtype == np.float16
+        if reduction == "none":
+            assert np.array_equal(ln.view(np.int16), loss.detach().numpy().view(np.int16))
+            assert np.array_equal(dw.view(np.int16), Ws.grad.numpy().view(np.int16))
 
 
 def test_numpy_non_contiguous_16_bit_is_made_contiguous_once():
@@ -303,5 +335,6 @@ def test_autocast_runs_losses_in_float32_as_pytorch_does():
     ref.backward()
     torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(Wg.grad.double(), W64.grad, rtol=1e-5, atol=1e-6)
-    # Outside autocast a 16-bit input stays 16-bit (and linear_cross_entropy refuses it).
+    # Outside autocast a 16-bit input stays 16-bit.
     assert xt.cross_entropy(x0, t).dtype == torch.bfloat16
+    assert xt.linear_cross_entropy(h, W.bfloat16(), t).dtype == torch.bfloat16

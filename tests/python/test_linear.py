@@ -199,9 +199,11 @@ H_, W_, T_ = torch.zeros(4, 3), torch.zeros(5, 3), torch.tensor([0, 1, 2, 3])
 
 @pytest.mark.parametrize("call, exc, message", [
     (lambda: xt.linear_cross_entropy(H_.half(), W_, T_), TypeError,
-     "input must be float32 or float64 (linear_cross_entropy has no 16-bit kernels), found float16"),
+     "weight must have the input's dtype float16, found float32"),
     (lambda: xt.linear_cross_entropy(H_, W_.bfloat16(), T_), TypeError,
-     "weight must be float32 or float64 (linear_cross_entropy has no 16-bit kernels), found bfloat16"),
+     "weight must have the input's dtype float32, found bfloat16"),
+    (lambda: xt.linear_cross_entropy(H_.int(), W_, T_), TypeError,
+     "input must be float32, float64, bfloat16 or float16, found int32"),
     (lambda: xt.linear_cross_entropy(H_, W_.double(), T_), TypeError,
      "weight must have the input's dtype float32, found float64"),
     (lambda: xt.linear_cross_entropy(H_, W_, T_.float()), TypeError, "target must be int32 or int64, found float32"),

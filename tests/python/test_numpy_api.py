@@ -50,7 +50,7 @@ def torch_ce(x, t, grad_output=None, **kw):
 @pytest.mark.parametrize("shape", [(7,), (6, 5), (4, 3, 5), (2, 4, 3, 2)])
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("variant", ["plain", "weight", "ignore", "smooth", "weight_ignore_smooth", "prob",
-                                     "prob_smooth", "int32"])
+                                     "prob_smooth", "int32", "exact_weight_ignore_smooth"])
 def test_cross_entropy_matches_torch(dtype, shape, reduction, variant):
     x = RNG.normal(0, 3, size=shape).astype(dtype)
     C = shape[0] if len(shape) == 1 else shape[1]
@@ -68,17 +68,18 @@ def test_cross_entropy_matches_torch(dtype, shape, reduction, variant):
         kw["ignore_index"] = 1
     if "smooth" in variant:
         kw["label_smoothing"] = 0.15
+    ours = dict(kw, summation="exact") if variant.startswith("exact") else kw
     ref_loss, ref_grad = torch_ce(x, t, **kw)
-    loss = xent.cross_entropy(x, t, **kw)
+    loss = xent.cross_entropy(x, t, **ours)
     assert loss.dtype == dtype
     close(loss, ref_loss, dtype)
-    loss2, grad = xent.cross_entropy(x, t, **kw, return_grad=True)
+    loss2, grad = xent.cross_entropy(x, t, **ours, return_grad=True)
     close(loss2, ref_loss, dtype)
     close(grad, ref_grad, dtype)
     # A non-trivial upstream gradient (per element for 'none').
     go = RNG.uniform(-2, 2, size=np.shape(ref_loss)).astype(dtype)
     ref_loss, ref_grad = torch_ce(x, t, grad_output=go, **kw)
-    _, grad = xent.cross_entropy(x, t, **kw, return_grad=True, grad_output=go)
+    _, grad = xent.cross_entropy(x, t, **ours, return_grad=True, grad_output=go)
     close(grad, ref_grad, dtype)
 
 
@@ -254,9 +255,8 @@ def test_bad_environment_is_one_warning():
      TypeError, "weight must have the input's dtype float16, found float32"),
     (lambda: xent.softmax(np.zeros((2, 3), np.int16).view(xent.bfloat16).astype(np.int16), 1), TypeError,
      "found int16"),
-    (lambda: xent.linear_cross_entropy(np.zeros((2, 3), np.float16), np.zeros((4, 3), np.float16), np.array([0, 1])),
-     TypeError, "input of linear_cross_entropy must be float32 or float64 (linear_cross_entropy has no 16-bit "
-                "kernels), found float16"),
+    (lambda: xent.linear_cross_entropy(np.zeros((2, 3), np.float16), np.zeros((4, 3), np.float32), np.array([0, 1])),
+     TypeError, "weight must have the input's dtype float16, found float32"),
     (lambda: xent.nll_loss(np.zeros((2, 3)), np.zeros(2, np.uint8)), TypeError,
      "target must be int32 or int64 class indices, found uint8"),
     (lambda: xent.cross_entropy(np.zeros((2, 3), np.int64), np.array([0, 1])), TypeError,
@@ -273,6 +273,11 @@ def test_bad_environment_is_one_warning():
      "reduction must be 'none', 'mean' or 'sum', found 'avg'"),
     (lambda: xent.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), label_smoothing=1.5), ValueError,
      "label_smoothing"),
+    (lambda: xent.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), summation="slow"), ValueError,
+     "summation must be 'fast' or 'exact', found 'slow'"),
+    (lambda: xent.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), summation=1), TypeError, "summation"),
+    (lambda: xent.cross_entropy(np.zeros((2, 3)), np.full((2, 3), 1 / 3), summation="exact"), ValueError,
+     "class-index targets only"),
     (lambda: xent.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), ignore_index=1.5), TypeError,
      "ignore_index must be an int"),
     (lambda: xent.cross_entropy(None, np.array([0, 1])), TypeError, "input must be an array, found None"),

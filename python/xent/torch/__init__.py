@@ -1,6 +1,6 @@
 """xent.torch: autograd-aware drop-ins for torch.nn.functional's softmax and cross-entropy family,
-plus a fused linear + cross-entropy for language-model heads, on CPU tensors: float32 and float64
-for everything, bfloat16 and float16 for all but linear_cross_entropy.
+plus a fused linear + cross-entropy for language-model heads, on CPU tensors: float32, float64,
+bfloat16 and float16 for everything.
 
 Same argument names, defaults and results as PyTorch 1.13's functions. In bfloat16/float16 inputs,
 outputs and gradients have the input's dtype and every op computes in float32 or wider and rounds
@@ -8,8 +8,8 @@ its result once (PyTorch 1.13 has these ops in bfloat16 on the CPU, none in floa
 reach xent's C++ kernels as NumPy views of their storage (`tensor.detach().numpy()`; bfloat16 as
 its int16 storage tagged xent.bfloat16), so a contiguous CPU tensor is never copied; a
 non-contiguous one is made contiguous once (that copy is what backward uses). Results are fresh
-tensors; no caller tensor is ever written. Anything else (a CUDA tensor, a 16-bit input to
-linear_cross_entropy, a sparse tensor, wrong shapes) raises TypeError or ValueError with xent's
+tensors; no caller tensor is ever written. Anything else (a CUDA tensor, a sparse tensor, wrong
+shapes) raises TypeError or ValueError with xent's
 message.
 
 What autograd keeps for backward (no probabilities are stored):
@@ -44,7 +44,6 @@ __all__ = [
 ]
 
 _FLOAT = (_torch.float32, _torch.float64, _torch.bfloat16, _torch.float16)
-_WIDE = (_torch.float32, _torch.float64)  # linear_cross_entropy has no 16-bit kernels
 _BF16_STORAGE = _np_module.int16
 _INDEX = (_torch.int32, _torch.int64)
 _TARGET = _FLOAT + _INDEX
@@ -54,9 +53,9 @@ def _dtype_name(dt):
     return str(dt).replace("torch.", "")
 
 
-def _check(t, name, allowed, op=None):
+def _check(t, name, allowed):
     """Raises TypeError unless t is a dense CPU tensor of an allowed dtype; returns it contiguous
-    (the same tensor when it already is). op names a function whose dtypes are narrower."""
+    (the same tensor when it already is)."""
     if not isinstance(t, _torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, found {type(t).__name__}")
     if t.device.type != "cpu":
@@ -66,8 +65,7 @@ def _check(t, name, allowed, op=None):
     if t.dtype not in allowed:
         names = " or ".join(_dtype_name(d) for d in allowed) if len(allowed) <= 2 else \
             ", ".join(_dtype_name(d) for d in allowed[:-1]) + " or " + _dtype_name(allowed[-1])
-        where = f" ({op} has no 16-bit kernels)" if op and t.dtype in _FLOAT else ""
-        raise TypeError(f"{name} must be {names}{where}, found {_dtype_name(t.dtype)}")
+        raise TypeError(f"{name} must be {names}, found {_dtype_name(t.dtype)}")
     return t if t.is_contiguous() else t.contiguous()
 
 
@@ -193,7 +191,7 @@ class _CrossEntropyFn(_torch.autograd.Function):
         x = _check(input, "input", _FLOAT)
         t = _check(target, "target", _TARGET)
         w = _opt(weight, "weight")
-        loss, dx = _xent.cross_entropy(_np(x), _np(t), _np(w), ignore_index, reduction, label_smoothing, fused, None)
+        loss, dx = _xent.cross_entropy(_np(x), _np(t), _np(w), ignore_index, reduction, label_smoothing, fused, None, "fast")
         ctx.opts = (ignore_index, reduction, label_smoothing)
         ctx.fused, ctx.dx, ctx.input_dim = fused, None, x.dim()
         if fused:
@@ -339,11 +337,14 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
 class _LinearCrossEntropyFn(_torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, weight, target, bias, class_weight, opts):
-        h = _check(input, "input", _WIDE, "linear_cross_entropy")
-        w = _check(weight, "weight", _WIDE, "linear_cross_entropy")
+        # 16-bit input and weight: the core widens them by blocks into its float32 products and
+        # rounds each result once; the gradients come back in the input's dtype (dweight summed
+        # over tokens in float32 and rounded once), which autograd requires anyway.
+        h = _check(input, "input", _FLOAT)
+        w = _check(weight, "weight", _FLOAT)
         t = _check(target, "target", _INDEX)
-        b = _opt(bias, "bias", _WIDE)
-        cw = _opt(class_weight, "class_weight", _WIDE)
+        b = _opt(bias, "bias", _FLOAT)
+        cw = _opt(class_weight, "class_weight", _FLOAT)
         need = ctx.needs_input_grad
         want = (bool(need[0]), bool(need[1]), bool(need[3]) and b is not None)
         ctx.opts, ctx.want = opts, want
@@ -367,7 +368,7 @@ class _LinearCrossEntropyFn(_torch.autograd.Function):
     @staticmethod
     @_once_differentiable
     def backward(ctx, grad, _grad_z):
-        g = _check(grad, "grad_output", _WIDE)
+        g = _check(grad, "grad_output", _FLOAT)
         if ctx.grads is not None:
             dh, dw, db = ctx.grads
             ctx.grads = None  # hand the buffers to autograd without another reference
@@ -400,8 +401,8 @@ def linear_cross_entropy(input, weight, target, bias=None, *, class_weight=None,
         input = input.reshape(-1, input.shape[-1])
         target = target.reshape(-1)
     # Under CPU autocast PyTorch's F.linear runs in bfloat16 and its cross_entropy in float32;
-    # xent has no 16-bit fused layer, so the whole layer runs in float32 (the loss is float32 in
-    # both; the gradients come back in the arguments' own dtypes).
+    # xent runs the whole fused layer in float32 there (the loss is float32 in both; the gradients
+    # come back in the arguments' own dtypes). Outside autocast 16-bit tensors stay 16-bit.
     input, weight, bias, class_weight = _autocast_fp32(input, weight, bias, class_weight)
     loss, z = _LinearCrossEntropyFn.apply(input, weight, target, bias, class_weight, opts)
     if lead is not None and opts[1] == "none":
