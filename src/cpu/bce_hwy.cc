@@ -44,10 +44,10 @@ BceArgs<T> bce_args_at(const BceArgs<T>& a, std::size_t i) noexcept {
   return b;
 }
 
-// A broadcast operand: p[i] (step 1) or p[0] (step 0).
-template <class D>
-HWY_INLINE hn::Vec<D> load_bcast(D d, const hn::TFromD<D>* p, std::size_t step, std::size_t i) {
-  return step == 0 ? hn::Set(d, p[0]) : hn::LoadU(d, p + i);
+// A broadcast operand: p[i] (step 1) or p[0] (step 0), any storage type (16-bit: widened).
+template <class D, class S>
+HWY_INLINE hn::Vec<D> load_bcast(D d, const S* p, std::size_t step, std::size_t i) {
+  return step == 0 ? hn::Set(d, static_cast<hn::TFromD<D>>(p[0])) : load_u(d, p + i);
 }
 
 // Stores L values of T as double at out.
@@ -106,29 +106,29 @@ void bce(const BceArgs<T>& a, std::size_t n) noexcept {
 //   dx   = ((pw * t + 1 - t) * sig - pw * t) * g,  sig = (x >= 0 ? 1 : e) / (1 + e)
 // pw = 1, lw = 1 without pos_weight (kPw false). The pointers are copied out of BceArgs so that the
 // stores cannot be taken to alias them.
-template <class T>
+template <class S>
 struct LogitsRun {
-  const T* x;
-  const T* t;
-  const T* w;
+  const S* x;
+  const S* t;
+  const S* w;
   std::size_t w_step;
-  const T* pw;
+  const S* pw;
   std::size_t pw_step;
   double* loss;
-  T* dx;
-  const T* dloss;
-  T scale;
+  S* dx;
+  const S* dloss;
+  compute_t<S> scale;
 };
 
 // The vector at i, whose lanes are finite. kWide: some |x| may be at or above exp_tiny_bound's
 // magnitude (87 float, 708 double), where e is subnormal and exp_nonpos's reduced-range path runs;
 // otherwise every |x| is below it and e is exp_nonpos_normal's.
-template <bool kLoss, bool kPw, bool kWide, class D>
-HWY_INLINE void logits_vec(D d, const LogitsRun<hn::TFromD<D>>& r, std::size_t i, hn::Vec<D> x) {
+template <bool kLoss, bool kPw, bool kWide, class D, class S>
+HWY_INLINE void logits_vec(D d, const LogitsRun<S>& r, std::size_t i, hn::Vec<D> x) {
   using T = hn::TFromD<D>;
   using V = hn::Vec<D>;
   const V one = hn::Set(d, T(1)), zero = hn::Zero(d);
-  const V t = hn::LoadU(d, r.t + i);
+  const V t = load_u(d, r.t + i);
   const V nx = hn::Neg(hn::Abs(x));
   const V e = kWide ? exp_nonpos<false>(d, nx, zero) : exp_nonpos_normal<false>(d, nx, zero);
   const auto nonneg = hn::Ge(x, zero);
@@ -144,7 +144,7 @@ HWY_INLINE void logits_vec(D d, const LogitsRun<hn::TFromD<D>>& r, std::size_t i
       out = hn::MulAdd(hn::IfThenElse(nonneg, hn::Sub(one, t), t), hn::Neg(nx), lp);
     }
   } else {
-    const V g = r.dloss != nullptr ? hn::Mul(hn::LoadU(d, r.dloss + i), hn::Set(d, r.scale)) : hn::Set(d, r.scale);
+    const V g = r.dloss != nullptr ? hn::Mul(load_u(d, r.dloss + i), hn::Set(d, r.scale)) : hn::Set(d, r.scale);
     const V sig = hn::Div(hn::IfThenElse(nonneg, one, e), hn::Add(one, e));
     if constexpr (kPw) {
       const V pt = hn::Mul(pw, t);
@@ -157,28 +157,28 @@ HWY_INLINE void logits_vec(D d, const LogitsRun<hn::TFromD<D>>& r, std::size_t i
   if constexpr (kLoss) {
     store_as_double(d, out, r.loss + i);
   } else {
-    hn::StoreU(out, d, r.dx + i);
+    store_u(out, d, r.dx + i);
   }
 }
 
 // The scalar twin on elements [i, i + count) of this pass.
-template <bool kLoss, class T>
-void logits_scalar(const BceArgs<T>& a, std::size_t i, std::size_t count) noexcept {
-  BceArgs<T> b = bce_args_at(a, i);
+template <bool kLoss, class S>
+void logits_scalar(const BceArgs<S>& a, std::size_t i, std::size_t count) noexcept {
+  BceArgs<S> b = bce_args_at(a, i);
   if constexpr (kLoss) {
     b.dx = nullptr;
   } else {
     b.elem_loss = nullptr;
   }
-  scalar_table<T>().bce_logits(b, count);
+  scalar_table<S>().bce_logits(b, count);
 }
 
 // A vector with some |x| at or above the bound (rare): the reduced-range exponential, or the scalar
 // twin when a lane is not finite.
-template <bool kLoss, bool kPw, class T>
-HWY_NOINLINE void logits_vec_wide(const BceArgs<T>& a, const LogitsRun<T>& r, std::size_t i) {
-  const hn::ScalableTag<T> d;
-  const hn::Vec<decltype(d)> x = hn::LoadU(d, r.x + i);
+template <bool kLoss, bool kPw, class S>
+HWY_NOINLINE void logits_vec_wide(const BceArgs<S>& a, const LogitsRun<S>& r, std::size_t i) {
+  const hn::ScalableTag<compute_t<S>> d;
+  const hn::Vec<decltype(d)> x = load_u(d, r.x + i);
   if (!hn::AllTrue(d, hn::IsFinite(x))) {
     logits_scalar<kLoss>(a, i, hn::Lanes(d));
     return;
@@ -186,18 +186,19 @@ HWY_NOINLINE void logits_vec_wide(const BceArgs<T>& a, const LogitsRun<T>& r, st
   logits_vec<kLoss, kPw, true>(d, r, i, x);
 }
 
-template <bool kLoss, bool kPw, class T>
-void logits_pass(const BceArgs<T>& a, std::size_t n) noexcept {
+template <bool kLoss, bool kPw, class S>
+void logits_pass(const BceArgs<S>& a, std::size_t n) noexcept {
+  using T = compute_t<S>;
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t L = hn::Lanes(d);
-  const LogitsRun<T> r{a.x,        a.target, a.weight, a.w_step, a.pos_weight,
+  const LogitsRun<S> r{a.x,        a.target, a.weight, a.w_step, a.pos_weight,
                        a.pw_step,  a.elem_loss, a.dx,  a.dloss,  static_cast<T>(a.dloss_scale)};
   const V bound = hn::Neg(exp_tiny_bound(d));  // |x| below it: e is a normal number (NaN: false)
   std::size_t i = 0;
   // Two vectors per step: independent exp and log1p chains for the core to overlap.
   for (; i + 2 * L <= n; i += 2 * L) {
-    const V x0 = hn::LoadU(d, r.x + i), x1 = hn::LoadU(d, r.x + i + L);
+    const V x0 = load_u(d, r.x + i), x1 = load_u(d, r.x + i + L);
     const auto in0 = hn::Lt(hn::Abs(x0), bound), in1 = hn::Lt(hn::Abs(x1), bound);
     if (HWY_LIKELY(hn::AllTrue(d, hn::And(in0, in1)))) {
       logits_vec<kLoss, kPw, false>(d, r, i, x0);
@@ -207,7 +208,7 @@ void logits_pass(const BceArgs<T>& a, std::size_t n) noexcept {
     for (std::size_t j = i; j < i + 2 * L; j += L) logits_vec_wide<kLoss, kPw>(a, r, j);
   }
   for (; i + L <= n; i += L) {
-    const V x = hn::LoadU(d, r.x + i);
+    const V x = load_u(d, r.x + i);
     if (HWY_UNLIKELY(!hn::AllTrue(d, hn::Lt(hn::Abs(x), bound)))) {
       logits_vec_wide<kLoss, kPw>(a, r, i);
       continue;
@@ -217,8 +218,8 @@ void logits_pass(const BceArgs<T>& a, std::size_t n) noexcept {
   if (i < n) logits_scalar<kLoss>(a, i, n - i);
 }
 
-template <class T>
-void bce_logits(const BceArgs<T>& a, std::size_t n) noexcept {
+template <class S>
+void bce_logits(const BceArgs<S>& a, std::size_t n) noexcept {
   const bool pw = a.pos_weight != nullptr;
   if (a.elem_loss != nullptr) pw ? logits_pass<true, true>(a, n) : logits_pass<true, false>(a, n);
   if (a.dx != nullptr) pw ? logits_pass<false, true>(a, n) : logits_pass<false, false>(a, n);
@@ -312,6 +313,15 @@ void fill_bce_t(KernelTable<T>* t) noexcept {
 }
 void fill_bce(KernelTable<float>* t) noexcept { fill_bce_t(t); }
 void fill_bce(KernelTable<double>* t) noexcept { fill_bce_t(t); }
+// bfloat16 and float16: with logits only (computed in float32, dx rounded once to nearest even);
+// BCE on probabilities stays the scalar twin's.
+template <class S>
+void fill_bce_half(KernelTable<S>* t) noexcept {
+  t->bce_logits = &bce_logits<S>;
+  t->sum_terms = &sum_terms;
+}
+void fill_bce(KernelTable<BF16>* t) noexcept { fill_bce_half(t); }
+void fill_bce(KernelTable<F16>* t) noexcept { fill_bce_half(t); }
 
 #endif  // XENT_TARGET_HAS_KERNELS
 

@@ -259,6 +259,77 @@ TEST_P(BceTables, LogitsMatchScalarOnEveryPath) {
   logits_case<double>(GetParam());
 }
 
+// bfloat16 and float16 (computed in float32, dx rounded once): the loss within a few float32 ulps
+// of the scalar twin's (double inside), dx within one ulp of the 16-bit type plus float32's error.
+template <class H>
+void logits_half_case(const std::string& isa, const cpu::KernelTable<H>& simd, const cpu::KernelTable<H>& twin,
+                      double ulp16, const char* name) {
+  std::mt19937_64 rng(17);
+  std::uniform_real_distribution<double> wpos(0.25, 3);
+  const double sub = 2.0 * static_cast<double>(std::numeric_limits<float>::denorm_min());
+  const double sub16 = std::is_same_v<H, cpu::F16> ? 0x1p-24 : 0.0;
+  for (std::size_t n : {std::size_t{5}, std::size_t{203}}) {
+    std::vector<float> xf, tf;
+    logit_data<float>(n, rng, &xf, &tf);
+    std::vector<H> x(n), t(n), w(n), pw(n), dl(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      x[i] = H(xf[i]), t[i] = H(tf[i]);
+      w[i] = H(wpos(rng)), pw[i] = H(wpos(rng)), dl[i] = H(wpos(rng) - 1);
+    }
+    for (int variant = 0; variant < 3; ++variant) {
+      cpu::BceArgs<H> a;
+      a.x = x.data();
+      a.target = t.data();
+      if (variant >= 1) a.weight = w.data(), a.w_step = 1;
+      if (variant == 2) a.pos_weight = pw.data(), a.pw_step = 1;
+      const std::string what = isa + " " + name + " n " + std::to_string(n) + " variant " + std::to_string(variant);
+      std::vector<double> ls(n), lv(n);
+      cpu::BceArgs<H> f = a;
+      f.elem_loss = ls.data();
+      twin.bce_logits(f, n);
+      f.elem_loss = lv.data();
+      simd.bce_logits(f, n);
+      for (std::size_t i = 0; i < n; ++i) {
+        if (!std::isfinite(ls[i])) {
+          EXPECT_TRUE(std::isnan(ls[i]) ? std::isnan(lv[i]) : lv[i] == ls[i]) << what;
+          continue;
+        }
+        EXPECT_LE(std::fabs(lv[i] - ls[i]), 8 * 0x1p-24 * std::fabs(ls[i]) + 16 * sub) << what << " loss at x " << float(x[i]);
+      }
+      std::vector<H> ds(n), dv(n);
+      cpu::BceArgs<H> b = a;
+      b.dloss = dl.data();
+      b.dx = ds.data();
+      twin.bce_logits(b, n);
+      b.dx = dv.data();
+      simd.bce_logits(b, n);
+      for (std::size_t i = 0; i < n; ++i) {
+        const double xi = static_cast<double>(static_cast<float>(x[i]));
+        const double got = static_cast<float>(dv[i]), want = static_cast<float>(ds[i]);
+        if (std::isnan(xi)) {
+          EXPECT_TRUE(std::isnan(got)) << what;
+          continue;
+        }
+        const double sig = 1 / (1 + std::exp(-xi)), ti = static_cast<float>(t[i]);
+        const double p = a.pos_weight ? static_cast<double>(static_cast<float>(pw[i])) : 1.0;
+        const double wi = a.weight ? static_cast<double>(static_cast<float>(w[i])) : 1.0;
+        const double g = static_cast<float>(dl[i]);
+        const double scale = (std::fabs(p * ti + 1 - ti) * sig + std::fabs(p * ti)) * std::fabs(g * wi);
+        EXPECT_LE(std::fabs(got - want), ulp16 * std::fabs(want) + 8 * 0x1p-24 * scale + sub16 + 16 * sub)
+            << what << " dx at x " << xi << ": " << got << " vs " << want;
+      }
+    }
+  }
+}
+
+TEST_P(BceTables, SixteenBitLogitsMatchScalar) {
+  if (GetParam() != "scalar") {
+    EXPECT_NE(cpu::active_table_bf16().bce_logits, cpu::scalar_table_bf16().bce_logits) << "bce_hwy.cc 16-bit";
+  }
+  logits_half_case<cpu::BF16>(GetParam(), cpu::active_table_bf16(), cpu::scalar_table_bf16(), 0x1p-7, "bfloat16");
+  logits_half_case<cpu::F16>(GetParam(), cpu::active_table_f16(), cpu::scalar_table_f16(), 0x1p-10, "float16");
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, BceTables, ::testing::ValuesIn(supported_isas()),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
