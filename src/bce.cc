@@ -1,6 +1,7 @@
 // bce.cc: public entry points for binary_cross_entropy (probabilities) and
 // binary_cross_entropy_with_logits: validation, NumPy broadcasting of weight and pos_weight split
-// into runs the elementwise kernels can stride through, and the fixed-order mean/sum.
+// into runs the elementwise kernels can stride through, and the fixed-order mean/sum (each leaf of
+// kLeafElems terms by the table's sum_terms, the same bits on every ISA; leaf sums pairwise).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -151,7 +152,7 @@ void run(const BceSetup& s, const BceOptions& o, bool logits, ConstTensorView in
     if (none) {
       for (std::size_t i = e0; i < e1; ++i) loss[i] = static_cast<T>(buf[i - e0]);
     } else {
-      leaf_sums[leaf] = detail::pairwise_sum(buf, e1 - e0);
+      leaf_sums[leaf] = k.sum_terms(buf, e1 - e0);
     }
   });
   if (want_loss && !none) {

@@ -8,6 +8,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 
 #include "hwy/highway.h"
+#include "cpu/log1p-inl.h"
 #include "cpu/rows-inl.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -20,11 +21,15 @@ namespace HWY_NAMESPACE {
 // ---------------------------------------------------------------------------------------------
 // binary cross-entropy (elementwise)
 //
-// One vector of T at a time with Highway's Exp / Log / Log1p (<= 4 ulp), the scalar twin's
-// formulas term for term; each element's loss goes out as double. A vector holding an input the
-// vector formulas do not reproduce exactly as the scalar twin does (BCE: p below the smallest
-// normal number, including 0, or p == 1, where the -100 clamps act; with logits: a non-finite x,
-// PyTorch's NaN cases) is handed to the scalar twin whole, as is the tail of the run.
+// One vector of T at a time; each element's loss goes out as double. On probabilities: Highway's
+// Log / Log1p (<= 4 ulp), the scalar twin's formulas term for term. With logits: the scalar twin's
+// rearranged form (kernels_scalar.cc), one exponential e = exp(-|x|) per value (exp-inl.h
+// exp_nonpos, <= 1.01 ulp, subnormal results kept) and, for the loss, log1p(e) on [0, 1]
+// (log1p-inl.h, <= 1.65 ulp, no division); the gradient's sigmoid is 1 / (1 + e) or e / (1 + e).
+// A vector holding an input the vector formulas do not reproduce exactly as the scalar twin does
+// (BCE: p below the smallest normal number, including 0, or p == 1, where the -100 clamps act; with
+// logits: a non-finite x, PyTorch's NaN cases) is handed to the scalar twin whole, as is the tail
+// of the run.
 
 template <class T>
 BceArgs<T> bce_args_at(const BceArgs<T>& a, std::size_t i) noexcept {
@@ -39,75 +44,55 @@ BceArgs<T> bce_args_at(const BceArgs<T>& a, std::size_t i) noexcept {
   return b;
 }
 
-// A broadcast operand: p[i] (step 1) or p[0] (step 0).
-template <class D>
-HWY_INLINE hn::Vec<D> load_bcast(D d, const hn::TFromD<D>* p, std::size_t step, std::size_t i) {
-  return step == 0 ? hn::Set(d, p[0]) : hn::LoadU(d, p + i);
+// A broadcast operand: p[i] (step 1) or p[0] (step 0), any storage type (16-bit: widened).
+template <class D, class S>
+HWY_INLINE hn::Vec<D> load_bcast(D d, const S* p, std::size_t step, std::size_t i) {
+  return step == 0 ? hn::Set(d, static_cast<hn::TFromD<D>>(p[0])) : load_u(d, p + i);
 }
 
-template <class T, bool kLogits>
-void bce_vec(const BceArgs<T>& a, std::size_t n) noexcept {
-  const auto& scalar = scalar_table<T>();
-  const auto scalar_fn = kLogits ? scalar.bce_logits : scalar.bce;
+// Stores L values of T as double at out.
+template <class D>
+HWY_INLINE void store_as_double(D d, hn::Vec<D> v, double* out) {
+  if constexpr (sizeof(hn::TFromD<D>) == 8) {
+    hn::StoreU(v, d, out);
+  } else {
+    const hn::Half<D> dh;
+    const hn::Rebind<double, decltype(dh)> dw;
+    hn::StoreU(hn::PromoteTo(dw, hn::LowerHalf(dh, v)), dw, out);
+    hn::StoreU(hn::PromoteTo(dw, hn::UpperHalf(dh, v)), dw, out + hn::Lanes(dw));
+  }
+}
+
+template <class T>
+void bce(const BceArgs<T>& a, std::size_t n) noexcept {
+  const auto scalar_fn = scalar_table<T>().bce;
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t L = hn::Lanes(d);
-  HWY_ALIGN T lbuf[kMaxLanesBytes / sizeof(T)];
-  const V one = hn::Set(d, T(1)), zero = hn::Zero(d);
+  const V one = hn::Set(d, T(1));
   const V vscale = hn::Set(d, static_cast<T>(a.dloss_scale));
   std::size_t i = 0;
   for (; i + L <= n; i += L) {
     const V x = hn::LoadU(d, a.x + i);
-    bool ok;
-    if constexpr (kLogits) {
-      ok = hn::AllTrue(d, hn::IsFinite(x));
-    } else {
-      ok = hn::AllTrue(d, hn::And(hn::Ge(x, hn::Set(d, std::numeric_limits<T>::min())), hn::Lt(x, one)));
-    }
-    if (!ok) {
+    if (!hn::AllTrue(d, hn::And(hn::Ge(x, hn::Set(d, std::numeric_limits<T>::min())), hn::Lt(x, one)))) {
       scalar_fn(bce_args_at(a, i), L);
       continue;
     }
     const V t = hn::LoadU(d, a.target + i);
     const V w = a.weight != nullptr ? load_bcast(d, a.weight, a.w_step, i) : one;
-    const V pw = a.pos_weight != nullptr ? load_bcast(d, a.pos_weight, a.pw_step, i) : one;
     if (a.elem_loss != nullptr) {
-      V l;
-      if constexpr (kLogits) {
-        // m = max(-x, 0); softplus(-x) = log(exp(-m) + exp(-x - m)) + m; both exps' arguments <= 0.
-        const V m = hn::Max(hn::Neg(x), zero);
-        const V sp = hn::Add(hn::Log(d, hn::Add(hn::Exp(d, hn::Neg(m)), hn::Exp(d, hn::Sub(hn::Neg(x), m)))), m);
-        const V lw = a.pos_weight != nullptr ? hn::MulAdd(hn::Sub(pw, one), t, one) : one;
-        l = hn::MulAdd(lw, sp, hn::Mul(hn::Sub(one, t), x));
-      } else {
-        const V clamp = hn::Set(d, T(-100));
-        const V lp = hn::Max(hn::Log(d, x), clamp);
-        const V l1p = hn::Max(hn::Log1p(d, hn::Neg(x)), clamp);
-        l = hn::Sub(hn::Mul(hn::Sub(t, one), l1p), hn::Mul(t, lp));
-      }
+      const V clamp = hn::Set(d, T(-100));
+      const V lp = hn::Max(hn::Log(d, x), clamp);
+      const V l1p = hn::Max(hn::Log1p(d, hn::Neg(x)), clamp);
+      V l = hn::Sub(hn::Mul(hn::Sub(t, one), l1p), hn::Mul(t, lp));
       if (a.weight != nullptr) l = hn::Mul(l, w);
-      hn::Store(l, d, lbuf);
-      for (std::size_t k = 0; k < L; ++k) a.elem_loss[i + k] = static_cast<double>(lbuf[k]);
+      store_as_double(d, l, a.elem_loss + i);
     }
     if (a.dx != nullptr) {
       const V g = a.dloss != nullptr ? hn::Mul(hn::LoadU(d, a.dloss + i), vscale) : vscale;
-      V dd;
-      if constexpr (kLogits) {
-        // sigmoid(x) from e = exp(-|x|) in (0, 1]: 1 / (1 + e) for x >= 0, e / (1 + e) below.
-        const V e = hn::Exp(d, hn::Neg(hn::Abs(x)));
-        const V inv = hn::Div(one, hn::Add(one, e));
-        const V sig = hn::IfThenElse(hn::Ge(x, zero), inv, hn::Mul(e, inv));
-        if (a.pos_weight != nullptr) {
-          const V pt = hn::Mul(pw, t);
-          dd = hn::Mul(hn::Sub(hn::Mul(hn::Sub(hn::Add(pt, one), t), sig), pt), g);
-        } else {
-          dd = hn::Mul(hn::Sub(sig, t), g);
-        }
-      } else {
-        // PyTorch's denominator clamp is a float constant even for double data.
-        const V eps = hn::Set(d, static_cast<T>(static_cast<double>(1e-12f)));
-        dd = hn::Mul(g, hn::Div(hn::Sub(x, t), hn::Max(hn::Mul(hn::Sub(one, x), x), eps)));
-      }
+      // PyTorch's denominator clamp is a float constant even for double data.
+      const V eps = hn::Set(d, static_cast<T>(static_cast<double>(1e-12f)));
+      V dd = hn::Mul(g, hn::Div(hn::Sub(x, t), hn::Max(hn::Mul(hn::Sub(one, x), x), eps)));
       if (a.weight != nullptr) dd = hn::Mul(dd, w);
       hn::StoreU(dd, d, a.dx + i);
     }
@@ -115,18 +100,228 @@ void bce_vec(const BceArgs<T>& a, std::size_t n) noexcept {
   if (i < n) scalar_fn(bce_args_at(a, i), n - i);
 }
 
-template <class T>
-void bce(const BceArgs<T>& a, std::size_t n) noexcept { bce_vec<T, false>(a, n); }
-template <class T>
-void bce_logits(const BceArgs<T>& a, std::size_t n) noexcept { bce_vec<T, true>(a, n); }
-void fill_bce(KernelTable<float>* t) noexcept {
-  t->bce = &bce<float>;
-  t->bce_logits = &bce_logits<float>;
+// With logits: the loss (elem_loss) or the gradient (dx), one pass each; kernels_scalar.cc
+// bce_logits states the formulas. Per vector: e = exp(-|x|) once, then
+//   loss = (x >= 0 ? 1 - t : pw * t) * |x| + lw * log1p(e)
+//   dx   = ((pw * t + 1 - t) * sig - pw * t) * g,  sig = (x >= 0 ? 1 : e) / (1 + e)
+// pw = 1, lw = 1 without pos_weight (kPw false). The pointers are copied out of BceArgs so that the
+// stores cannot be taken to alias them.
+template <class S>
+struct LogitsRun {
+  const S* x;
+  const S* t;
+  const S* w;
+  std::size_t w_step;
+  const S* pw;
+  std::size_t pw_step;
+  double* loss;
+  S* dx;
+  const S* dloss;
+  compute_t<S> scale;
+};
+
+// The vector at i, whose lanes are finite. kWide: some |x| may be at or above exp_tiny_bound's
+// magnitude (87 float, 708 double), where e is subnormal and exp_nonpos's reduced-range path runs;
+// otherwise every |x| is below it and e is exp_nonpos_normal's.
+template <bool kLoss, bool kPw, bool kWide, class D, class S>
+HWY_INLINE void logits_vec(D d, const LogitsRun<S>& r, std::size_t i, hn::Vec<D> x) {
+  using T = hn::TFromD<D>;
+  using V = hn::Vec<D>;
+  const V one = hn::Set(d, T(1)), zero = hn::Zero(d);
+  const V t = load_u(d, r.t + i);
+  const V nx = hn::Neg(hn::Abs(x));
+  const V e = kWide ? exp_nonpos<false>(d, nx, zero) : exp_nonpos_normal<false>(d, nx, zero);
+  const auto nonneg = hn::Ge(x, zero);
+  const V pw = kPw ? load_bcast(d, r.pw, r.pw_step, i) : one;
+  V out;
+  if constexpr (kLoss) {
+    const V lp = log1p_unit(d, e);
+    // (1 - t) |x| for x >= 0, (pw t) |x| below: no term cancels (1 - t is exact for t >= 1/2).
+    if constexpr (kPw) {
+      const V lin = hn::Mul(hn::IfThenElse(nonneg, hn::Sub(one, t), hn::Mul(pw, t)), hn::Neg(nx));
+      out = hn::MulAdd(hn::MulAdd(hn::Sub(pw, one), t, one), lp, lin);
+    } else {
+      out = hn::MulAdd(hn::IfThenElse(nonneg, hn::Sub(one, t), t), hn::Neg(nx), lp);
+    }
+  } else {
+    const V g = r.dloss != nullptr ? hn::Mul(load_u(d, r.dloss + i), hn::Set(d, r.scale)) : hn::Set(d, r.scale);
+    const V sig = hn::Div(hn::IfThenElse(nonneg, one, e), hn::Add(one, e));
+    if constexpr (kPw) {
+      const V pt = hn::Mul(pw, t);
+      out = hn::Mul(hn::Sub(hn::Mul(hn::Sub(hn::Add(pt, one), t), sig), pt), g);
+    } else {
+      out = hn::Mul(hn::Sub(sig, t), g);
+    }
+  }
+  if (r.w != nullptr) out = hn::Mul(out, load_bcast(d, r.w, r.w_step, i));
+  if constexpr (kLoss) {
+    store_as_double(d, out, r.loss + i);
+  } else {
+    store_u(out, d, r.dx + i);
+  }
 }
-void fill_bce(KernelTable<double>* t) noexcept {
-  t->bce = &bce<double>;
-  t->bce_logits = &bce_logits<double>;
+
+// The scalar twin on elements [i, i + count) of this pass.
+template <bool kLoss, class S>
+void logits_scalar(const BceArgs<S>& a, std::size_t i, std::size_t count) noexcept {
+  BceArgs<S> b = bce_args_at(a, i);
+  if constexpr (kLoss) {
+    b.dx = nullptr;
+  } else {
+    b.elem_loss = nullptr;
+  }
+  scalar_table<S>().bce_logits(b, count);
 }
+
+// A vector with some |x| at or above the bound (rare): the reduced-range exponential, or the scalar
+// twin when a lane is not finite.
+template <bool kLoss, bool kPw, class S>
+HWY_NOINLINE void logits_vec_wide(const BceArgs<S>& a, const LogitsRun<S>& r, std::size_t i) {
+  const hn::ScalableTag<compute_t<S>> d;
+  const hn::Vec<decltype(d)> x = load_u(d, r.x + i);
+  if (!hn::AllTrue(d, hn::IsFinite(x))) {
+    logits_scalar<kLoss>(a, i, hn::Lanes(d));
+    return;
+  }
+  logits_vec<kLoss, kPw, true>(d, r, i, x);
+}
+
+template <bool kLoss, bool kPw, class S>
+void logits_pass(const BceArgs<S>& a, std::size_t n) noexcept {
+  using T = compute_t<S>;
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::size_t L = hn::Lanes(d);
+  const LogitsRun<S> r{a.x,        a.target, a.weight, a.w_step, a.pos_weight,
+                       a.pw_step,  a.elem_loss, a.dx,  a.dloss,  static_cast<T>(a.dloss_scale)};
+  const V bound = hn::Neg(exp_tiny_bound(d));  // |x| below it: e is a normal number (NaN: false)
+  std::size_t i = 0;
+  // Two vectors per step: independent exp and log1p chains for the core to overlap.
+  for (; i + 2 * L <= n; i += 2 * L) {
+    const V x0 = load_u(d, r.x + i), x1 = load_u(d, r.x + i + L);
+    const auto in0 = hn::Lt(hn::Abs(x0), bound), in1 = hn::Lt(hn::Abs(x1), bound);
+    if (HWY_LIKELY(hn::AllTrue(d, hn::And(in0, in1)))) {
+      logits_vec<kLoss, kPw, false>(d, r, i, x0);
+      logits_vec<kLoss, kPw, false>(d, r, i + L, x1);
+      continue;
+    }
+    for (std::size_t j = i; j < i + 2 * L; j += L) logits_vec_wide<kLoss, kPw>(a, r, j);
+  }
+  for (; i + L <= n; i += L) {
+    const V x = load_u(d, r.x + i);
+    if (HWY_UNLIKELY(!hn::AllTrue(d, hn::Lt(hn::Abs(x), bound)))) {
+      logits_vec_wide<kLoss, kPw>(a, r, i);
+      continue;
+    }
+    logits_vec<kLoss, kPw, false>(d, r, i, x);
+  }
+  if (i < n) logits_scalar<kLoss>(a, i, n - i);
+}
+
+template <class S>
+void bce_logits(const BceArgs<S>& a, std::size_t n) noexcept {
+  const bool pw = a.pos_weight != nullptr;
+  if (a.elem_loss != nullptr) pw ? logits_pass<true, true>(a, n) : logits_pass<true, false>(a, n);
+  if (a.dx != nullptr) pw ? logits_pass<false, true>(a, n) : logits_pass<false, false>(a, n);
+}
+
+// kernels.h sum_terms, as kernels_scalar.cc's sum_terms adds: the eight lanes of the interleaved
+// pairwise sums are K = 8 / Lanes vectors (AVX-512: 1, AVX2: 2, SSE4 and NEON: 4), each group of
+// 8 terms K unaligned loads; the same adds in the same order, so the same bits.
+namespace sum8 {
+using D = hn::CappedTag<double, 8>;
+constexpr std::size_t kK = 8 / hn::MaxLanes(D());
+using V = hn::Vec<D>;
+
+void lanes(const double* v, std::size_t m, V* out) {
+  const D d;
+  constexpr std::size_t L = 8 / kK;
+  if (m <= 8) {
+    for (std::size_t k = 0; k < kK; ++k) out[k] = hn::Zero(d);
+    for (std::size_t g = 0; g < m; ++g)
+      for (std::size_t k = 0; k < kK; ++k) out[k] = hn::Add(out[k], hn::LoadU(d, v + 8 * g + L * k));
+    return;
+  }
+  const std::size_t h = m / 2;
+  V hi[kK];
+  lanes(v, h, out);
+  lanes(v + 8 * h, m - h, hi);
+  for (std::size_t k = 0; k < kK; ++k) out[k] = hn::Add(out[k], hi[k]);
+}
+
+// The same tree when m is a power of two >= 8 (a full leaf of the front end): every run has 8
+// groups; the runs are added in order, then neighbours pairwise, level by level (no recursion, so
+// the runs' add chains overlap).
+constexpr std::size_t kMaxRuns = 64;
+HWY_INLINE void lanes_pow2(const double* v, std::size_t m, V* out) {
+  const D d;
+  constexpr std::size_t L = 8 / kK;
+  V s[kMaxRuns][kK];
+  const std::size_t runs = m / 8;
+  for (std::size_t r = 0; r < runs; ++r) {
+    const double* p = v + 64 * r;
+    for (std::size_t k = 0; k < kK; ++k) {
+      V a = hn::Add(hn::Zero(d), hn::LoadU(d, p + L * k));
+      for (std::size_t g = 1; g < 8; ++g) a = hn::Add(a, hn::LoadU(d, p + 8 * g + L * k));
+      s[r][k] = a;
+    }
+  }
+  for (std::size_t w = runs; w > 1; w /= 2)
+    for (std::size_t r = 0; r < w / 2; ++r)
+      for (std::size_t k = 0; k < kK; ++k) s[r][k] = hn::Add(s[2 * r][k], s[2 * r + 1][k]);
+  for (std::size_t k = 0; k < kK; ++k) out[k] = s[0][k];
+}
+}  // namespace sum8
+
+double sum_terms(const double* v, std::size_t n) noexcept {
+  const sum8::D d;
+  const std::size_t m = n / 8;
+  sum8::V acc[sum8::kK];
+  if (m >= 8 && m / 8 <= sum8::kMaxRuns && (m & (m - 1)) == 0) {
+    sum8::lanes_pow2(v, m, acc);
+  } else {
+    sum8::lanes(v, m, acc);
+  }
+  HWY_ALIGN double s[8];
+  for (std::size_t k = 0; k < sum8::kK; ++k) hn::Store(acc[k], d, s + k * (8 / sum8::kK));
+  double total = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (std::size_t i = 8 * m; i < n; ++i) total += v[i];
+  return total;
+}
+
+// Test hook (kernels.h log1p_unit).
+template <class T>
+void log1p_unit_n(const T* x, T* y, std::size_t n) noexcept {
+  const hn::ScalableTag<T> d;
+  const std::size_t L = hn::Lanes(d);
+  std::size_t i = 0;
+  for (; i + L <= n; i += L) hn::StoreU(log1p_unit(d, hn::LoadU(d, x + i)), d, y + i);
+  if (i < n) {
+    HWY_ALIGN T buf[kMaxLanesBytes / sizeof(T)] = {};
+    for (std::size_t k = 0; k < n - i; ++k) buf[k] = x[i + k];
+    hn::Store(log1p_unit(d, hn::Load(d, buf)), d, buf);
+    for (std::size_t k = 0; k < n - i; ++k) y[i + k] = buf[k];
+  }
+}
+
+template <class T>
+void fill_bce_t(KernelTable<T>* t) noexcept {
+  t->bce = &bce<T>;
+  t->bce_logits = &bce_logits<T>;
+  t->sum_terms = &sum_terms;
+  t->log1p_unit = &log1p_unit_n<T>;
+}
+void fill_bce(KernelTable<float>* t) noexcept { fill_bce_t(t); }
+void fill_bce(KernelTable<double>* t) noexcept { fill_bce_t(t); }
+// bfloat16 and float16: with logits only (computed in float32, dx rounded once to nearest even);
+// BCE on probabilities stays the scalar twin's.
+template <class S>
+void fill_bce_half(KernelTable<S>* t) noexcept {
+  t->bce_logits = &bce_logits<S>;
+  t->sum_terms = &sum_terms;
+}
+void fill_bce(KernelTable<BF16>* t) noexcept { fill_bce_half(t); }
+void fill_bce(KernelTable<F16>* t) noexcept { fill_bce_half(t); }
 
 #endif  // XENT_TARGET_HAS_KERNELS
 

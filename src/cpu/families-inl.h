@@ -8,6 +8,8 @@ void fill_cross_entropy(KernelTable<float>* t) noexcept;
 void fill_cross_entropy(KernelTable<double>* t) noexcept;
 void fill_bce(KernelTable<float>* t) noexcept;
 void fill_bce(KernelTable<double>* t) noexcept;
+void fill_bce(KernelTable<BF16>* t) noexcept;  // with logits only
+void fill_bce(KernelTable<F16>* t) noexcept;
 void fill_softcap(KernelTable<float>* t) noexcept;
 void fill_softcap(KernelTable<double>* t) noexcept;
 // bfloat16 and float16 (half_hwy.cc): the softmax family and cross-entropy; the other entries stay

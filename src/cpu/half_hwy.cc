@@ -2,7 +2,8 @@
 // backward, the per-chunk passes of split rows, cross-entropy with class indices or probabilities,
 // NLL), compiled once per target through foreach_target; fills its entries of each ISA's 16-bit
 // kernel tables (tables_hwy.cc). Not here: strided blocks (class dimension not last), binary
-// cross-entropy and soft-capping, which keep the scalar twin's entries (kernels_scalar.cc).
+// cross-entropy on probabilities and soft-capping, which keep the scalar twin's entries
+// (kernels_scalar.cc); BCE with logits is bce_hwy.cc's (its loads and stores take the storage type).
 //
 // Each value is loaded as 16 bits and widened exactly to float32 (rows-inl.h load_u), computed as
 // the float32 kernels compute it (rows-inl.h's passes, exp-inl.h's exponential, sums of exps and

@@ -169,6 +169,12 @@ struct KernelTable {
 
   void (*bce)(const BceArgs<T>& a, std::size_t n) noexcept = nullptr;
   void (*bce_logits)(const BceArgs<T>& a, std::size_t n) noexcept = nullptr;
+  // The sum of n double terms (the elementwise losses of one BCE leaf) in one fixed order, the same
+  // bits in every table (T unused): terms 8 apart first, as eight interleaved pairwise sums (lane k
+  // adds v[k], v[k + 8], ..., v[k + 8 (m - 1)], m = n / 8, over pairwise_sum's tree of m groups:
+  // runs of at most 8 groups in order from 0, longer ones split at m / 2), then the lanes as
+  // ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)), then the n mod 8 last terms in order.
+  double (*sum_terms)(const double* v, std::size_t n) noexcept = nullptr;
 
   // Forward-only per-row statistics of the softmax (cross_entropy_token_stats), dense per-row
   // outputs as row_loss: lse as logsumexp_fwd computes it (an infinite max replaced by 0),
@@ -197,6 +203,9 @@ struct KernelTable {
   // conversions (linear_cross_entropy.cc).
   void (*widen_f32)(const T* x, float* y, std::size_t n) noexcept = nullptr;
   void (*narrow_f32)(const float* x, T* y, std::size_t n) noexcept = nullptr;
+  // Test hook: y = log1p(x) over n values x in [0, 1], by the SIMD BCE kernels' log1p
+  // (log1p-inl.h log1p_unit); the scalar table's is std::log1p.
+  void (*log1p_unit)(const T* x, T* y, std::size_t n) noexcept = nullptr;
 };
 
 // The portable scalar tables (always available; the fallback and the fast paths' twin). The

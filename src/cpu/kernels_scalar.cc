@@ -322,8 +322,13 @@ void bce(const BceArgs<T>& a, std::size_t n) noexcept {
   }
 }
 
-// BCE with logits in PyTorch's form: m = max(-x, 0),
-//   loss = (1 - t) * x + lw * (log(exp(-m) + exp(-x - m)) + m),  lw = 1 + (pw - 1) * t
+// BCE with logits: PyTorch's (1 - t) * x + lw * (log(exp(-m) + exp(-x - m)) + m), m = max(-x, 0),
+// lw = 1 + (pw - 1) * t (1 without pos_weight), rearranged exactly: its softplus is
+// m + log1p(exp(-|x|)), and for x < 0 the terms (1 - t) * x + lw * m = -x (pw * t) are taken
+// together, so that neither cancels against the other (a confident right answer, x = -30, t = 0,
+// costs exp(-30) to the last bit, not what is left of 30 - 30 + 9e-14). x = -inf stays NaN, as in
+// PyTorch (-x - m = inf - inf there); x = +inf gives (1 - t) * inf as PyTorch.
+//   loss = (x >= 0 ? (1 - t) * x : -(pw * t) * x) + lw * log1p(exp(-|x|))
 //   dx   = ((pw * t + 1 - t) * sigmoid(x) - pw * t) * g   (pw = 1 without pos_weight)
 template <class T>
 void bce_logits(const BceArgs<T>& a, std::size_t n) noexcept {
@@ -333,14 +338,17 @@ void bce_logits(const BceArgs<T>& a, std::size_t n) noexcept {
     const bool has_pw = a.pos_weight != nullptr;
     const double pw = has_pw ? static_cast<double>(a.pos_weight[e * a.pw_step]) : 1.0;
     if (a.elem_loss) {
-      const double m = std::isnan(x) ? x : std::max(-x, 0.0);
-      const double sp = std::log(std::exp(-m) + std::exp(-x - m)) + m;
-      double l = has_pw ? (1 - t) * x + ((pw - 1) * t + 1) * sp : (1 - t) * x + sp;
+      const double lp = std::log1p(std::exp(-std::fabs(x)));
+      const double lin = x >= 0 ? (1 - t) * x : -(pw * t) * x;
+      double l = x == -kInf ? kNaN : has_pw ? lin + ((pw - 1) * t + 1) * lp : lin + lp;
       a.elem_loss[e] = a.weight ? l * w : l;
     }
     if (a.dx) {
       const double g = a.dloss ? a.dloss_scale * static_cast<double>(a.dloss[e]) : a.dloss_scale;
-      const double sig = 1.0 / (1.0 + std::exp(-x));
+      // sigmoid from e = exp(-|x|): no overflow of exp(-x) for x < -709 (float64 data), whose
+      // sigmoid is e itself, a subnormal, not 0.
+      const double e_abs = std::exp(-std::fabs(x));
+      const double sig = (x >= 0 ? 1.0 : e_abs) / (1.0 + e_abs);
       double d;
       if (has_pw) {
         const double pt = pw * t;
@@ -376,6 +384,37 @@ void softcap(T* z, std::size_t n, T s) noexcept {
 template <class T>
 void exp_nonpos(const T* x, T* y, std::size_t n) noexcept {
   for (std::size_t i = 0; i < n; ++i) y[i] = static_cast<T>(std::exp(x[i]));
+}
+template <class T>
+void log1p_unit(const T* x, T* y, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) y[i] = static_cast<T>(std::log1p(x[i]));
+}
+
+// kernels.h sum_terms: eight interleaved pairwise sums. pairwise_lanes adds the m groups of 8 at v
+// lane by lane over pairwise_sum's tree (reduce.cc): at most 8 groups in order from 0, else the two
+// halves split at m / 2. The SIMD tables add the same groups
+// in the same order, a vector of lanes at a time, so every table gives the same bits.
+void pairwise_lanes(const double* v, std::size_t m, double out[8]) noexcept {
+  if (m <= 8) {
+    for (std::size_t k = 0; k < 8; ++k) out[k] = 0;
+    for (std::size_t g = 0; g < m; ++g)
+      for (std::size_t k = 0; k < 8; ++k) out[k] += v[8 * g + k];
+    return;
+  }
+  const std::size_t h = m / 2;
+  double hi[8];
+  pairwise_lanes(v, h, out);
+  pairwise_lanes(v + 8 * h, m - h, hi);
+  for (std::size_t k = 0; k < 8; ++k) out[k] += hi[k];
+}
+
+double sum_terms(const double* v, std::size_t n) noexcept {
+  const std::size_t m = n / 8;
+  double s[8];
+  pairwise_lanes(v, m, s);
+  double total = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (std::size_t i = 8 * m; i < n; ++i) total += v[i];
+  return total;
 }
 // Per-row softmax statistics (kernels.h ce_stats): lse, entropy = log S - B / S with
 // B = sum_c e_c (x_c - m) (terms with e_c = 0 are 0: p log p -> 0), and the first argmax.
@@ -456,6 +495,8 @@ KernelTable<T> make_table() {
     k.widen_f32 = widen_f32<T>;
     k.narrow_f32 = narrow_f32<T>;
   }
+  k.log1p_unit = log1p_unit<T>;
+  k.sum_terms = sum_terms;
   return k;
 }
 

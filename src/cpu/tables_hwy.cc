@@ -61,7 +61,8 @@ const KernelTable<double>& table_f64() noexcept {
   return t;
 }
 // bfloat16 and float16: the softmax family and cross-entropy from half_hwy.cc, the type-free
-// target scan from the float32 table; binary cross-entropy and soft-capping stay scalar.
+// target scan from the float32 table, BCE with logits from bce_hwy.cc; BCE on probabilities and
+// soft-capping stay scalar.
 template <class T>
 KernelTable<T> make_half_table(const KernelTable<T>& scalar) noexcept {
   KernelTable<T> t = scalar;
@@ -69,6 +70,7 @@ KernelTable<T> make_half_table(const KernelTable<T>& scalar) noexcept {
   fill_half(&t);
   t.count_kept_i32 = table_f32().count_kept_i32;
   t.count_kept_i64 = table_f32().count_kept_i64;
+  fill_bce(&t);
   return t;
 }
 const KernelTable<BF16>& table_bf16() noexcept {

@@ -526,8 +526,11 @@ Tensor binary_cross_entropy_backward(const Tensor& input, const Tensor& target, 
 }
 
 // Loss.cpp binary_cross_entropy_with_logits: max_val = (-x).clamp_min(0), then
-// (1 - t) * x + lw * (log(exp(-max_val) + exp(-x - max_val)) + max_val), lw = (pw - 1) * t + 1.
-// Without pos_weight lw = 1. The form gives NaN at x = -inf (inf - inf) and at x = +inf, t = 1.
+// (1 - t) * x + lw * (log(exp(-max_val) + exp(-x - max_val)) + max_val), lw = (pw - 1) * t + 1,
+// restated exactly as docs/numerics.md writes it, without cancellation: the softplus is
+// max_val + log1p(exp(-|x|)), and for x < 0, (1 - t) * x + lw * max_val = -(pw * t) * x.
+// Without pos_weight lw = 1 (pw = 1). PyTorch's form gives NaN at x = -inf (inf - inf), kept, and
+// at x = +inf, t = 1 ((1 - t) * x = 0 * inf).
 Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& target,
                                         const BceOptions& o) {
   check_same_shape(input, target);
@@ -536,10 +539,12 @@ Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& targe
   Tensor loss(input.shape);
   for (std::int64_t k = 0; k < input.numel(); ++k) {
     const Real x = input.data[k], t = target.data[k];
-    const Real max_val = std::isnan(x) ? x : std::max(-x, Real(0));
+    const Real p = o.pos_weight ? pw.data[k] : Real(1);
     const Real lw = o.pos_weight ? (pw.data[k] - 1) * t + 1 : Real(1);
-    const Real softplus = std::log(std::exp(-max_val) + std::exp(-x - max_val)) + max_val;
-    loss.data[k] = ((1 - t) * x + lw * softplus) * w.data[k];
+    const Real lin = x >= 0 ? (1 - t) * x : -(p * t) * x;
+    const Real softplus_part = std::log1p(std::exp(-std::fabs(x)));
+    const Real l = std::isinf(x) && x < 0 ? std::numeric_limits<Real>::quiet_NaN() : lin + lw * softplus_part;
+    loss.data[k] = l * w.data[k];
   }
   return reduce_elementwise(loss, o.reduction);
 }
