@@ -203,6 +203,7 @@ struct KernelTable {
   // conversions (linear_cross_entropy.cc).
   void (*widen_f32)(const T* x, float* y, std::size_t n) noexcept = nullptr;
   void (*narrow_f32)(const float* x, T* y, std::size_t n) noexcept = nullptr;
+
   // Test hook: y = log1p(x) over n values x in [0, 1], by the SIMD BCE kernels' log1p
   // (log1p-inl.h log1p_unit); the scalar table's is std::log1p.
   void (*log1p_unit)(const T* x, T* y, std::size_t n) noexcept = nullptr;
