@@ -18,6 +18,7 @@
 
 #include "cpu/kernels.h"
 #include "simd_check.h"
+#include "table_of.h"
 #include "xent/xent.h"
 
 namespace xent {
@@ -25,16 +26,8 @@ namespace {
 
 using simd_check::UnderIsa;
 
-template <class T>
-const cpu::KernelTable<T>& table() {
-  if constexpr (sizeof(T) == 4) return cpu::active_table_f32();
-  else return cpu::active_table_f64();
-}
-template <class T>
-const cpu::KernelTable<T>& scalar() {
-  if constexpr (sizeof(T) == 4) return cpu::scalar_table_f32();
-  else return cpu::scalar_table_f64();
-}
+using table_of::scalar;
+using table_of::table;
 
 class BceTables : public UnderIsa {};
 
