@@ -24,6 +24,13 @@ CeCase exact(std::int64_t ignore, ref::Reduction red, double eps) {
   return c;
 }
 
+// N class indices in [0, C), about one in `ignore_one_in` of them the ignore_index -100.
+Buf<std::int64_t> random_targets(Rng& rng, std::int64_t N, std::int64_t C, std::int64_t ignore_one_in) {
+  Buf<std::int64_t> t({N});
+  for (auto& v : t.v) v = rng.integer(0, ignore_one_in - 1) == 0 ? -100 : rng.integer(0, C - 1);
+  return t;
+}
+
 template <class T, class I>
 void every_option(const ref::Shape& shape, std::uint64_t seed) {
   Rng rng(seed);
@@ -143,8 +150,7 @@ void thread_bits() {
   const std::int64_t N = 301, C = 257;
   const Buf<T> x = rng.uniform_buf<T>({N, C}, -10, 10);
   const Buf<T> w = rng.uniform_buf<T>({C}, 0.1, 3);
-  Buf<std::int64_t> t({N});
-  for (auto& v : t.v) v = rng.integer(0, 9) == 0 ? -100 : rng.integer(0, C - 1);
+  const Buf<std::int64_t> t = random_targets(rng, N, C, 10);
   const Buf<T> dl_rows = rng.uniform_buf<T>({N}, -1, 1);
   for (ref::Reduction rr : kAllReductions) {
     const Reduction red = to_xent(rr);
@@ -213,8 +219,7 @@ TEST(ExactSummation, TokenWeightsAgreeWithFast) {
   const std::int64_t N = 40, C = 33;
   const Buf<double> x = rng.uniform_buf<double>({N, C}, -5, 5);
   const Buf<double> tw = rng.uniform_buf<double>({N}, 0, 2);
-  Buf<std::int64_t> t({N});
-  for (auto& v : t.v) v = rng.integer(0, 6) == 0 ? -100 : rng.integer(0, C - 1);
+  const Buf<std::int64_t> t = random_targets(rng, N, C, 7);
   for (ref::Reduction rr : kAllReductions) {
     const ref::Shape ls = rr == ref::Reduction::kNone ? ref::Shape{N} : ref::Shape{};
     std::vector<double> loss[2], dx[2];
