@@ -207,6 +207,18 @@ struct KernelTable {
   // Test hook: y = log1p(x) over n values x in [0, 1], by the SIMD BCE kernels' log1p
   // (log1p-inl.h log1p_unit); the scalar table's is std::log1p.
   void (*log1p_unit)(const T* x, T* y, std::size_t n) noexcept = nullptr;
+
+  // float32 and float64 tables only (null in the 16-bit ones): the dense layer of unsigned-byte
+  // inputs (xent train's pixels), without a float copy of them. Row r of X is D bytes at x[r];
+  // wt is the weight as C x D (class-major), bias has C values.
+  //   byte_affine:      z[r * C + c] = bias[c] + scale * sum_d X[r][d] wt[c * D + d]
+  //   byte_affine_grad: gt[c * D + d] = scale * sum_r X[r][d] dz[r * C + c]
+  // Each sum is taken in one order fixed by the table (not by which rows share a call or by the
+  // thread count); tables differ from each other in the last bits. The scalar twin sums in double.
+  void (*byte_affine)(const std::uint8_t* const* x, std::size_t rows, std::size_t D, const T* wt, std::size_t C,
+                      T scale, const T* bias, T* z) noexcept = nullptr;
+  void (*byte_affine_grad)(const std::uint8_t* const* x, std::size_t rows, std::size_t D, const T* dz,
+                           std::size_t C, T scale, T* gt) noexcept = nullptr;
 };
 
 // The portable scalar tables (always available; the fallback and the fast paths' twin). The

@@ -381,6 +381,28 @@ void softcap(T* z, std::size_t n, T s) noexcept {
   for (std::size_t i = 0; i < n; ++i) z[i] = static_cast<T>(s * std::tanh(static_cast<double>(z[i]) / s));
 }
 
+// kernels.h byte_affine / byte_affine_grad: each sum in double, in index order, rounded once.
+template <class T>
+void byte_affine(const std::uint8_t* const* x, std::size_t rows, std::size_t D, const T* wt, std::size_t C, T scale,
+                 const T* bias, T* z) noexcept {
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t c = 0; c < C; ++c) {
+      double s = 0;
+      for (std::size_t d = 0; d < D; ++d) s += static_cast<double>(x[r][d]) * static_cast<double>(wt[c * D + d]);
+      z[r * C + c] = static_cast<T>(static_cast<double>(bias[c]) + static_cast<double>(scale) * s);
+    }
+}
+template <class T>
+void byte_affine_grad(const std::uint8_t* const* x, std::size_t rows, std::size_t D, const T* dz, std::size_t C,
+                      T scale, T* gt) noexcept {
+  for (std::size_t c = 0; c < C; ++c)
+    for (std::size_t d = 0; d < D; ++d) {
+      double s = 0;
+      for (std::size_t r = 0; r < rows; ++r) s += static_cast<double>(x[r][d]) * static_cast<double>(dz[r * C + c]);
+      gt[c * D + d] = static_cast<T>(static_cast<double>(scale) * s);
+    }
+}
+
 template <class T>
 void exp_nonpos(const T* x, T* y, std::size_t n) noexcept {
   for (std::size_t i = 0; i < n; ++i) y[i] = static_cast<T>(std::exp(x[i]));
@@ -497,6 +519,10 @@ KernelTable<T> make_table() {
   }
   k.log1p_unit = log1p_unit<T>;
   k.sum_terms = sum_terms;
+  if constexpr (!detail::kIsHalf<T>) {
+    k.byte_affine = byte_affine<T>;
+    k.byte_affine_grad = byte_affine_grad<T>;
+  }
   return k;
 }
 

@@ -1,6 +1,6 @@
 // tables_hwy.cc: the SIMD kernel tables, one per Highway target that hwy_targets.h compiles, each
 // assembled from the op families' per-target units (softmax_hwy.cc, cross_entropy_hwy.cc,
-// bce_hwy.cc, softcap_hwy.cc; half_hwy.cc for bfloat16 and float16) over a copy of the scalar table (kernels_scalar.cc), whose entries
+// bce_hwy.cc, softcap_hwy.cc, byte_affine_hwy.cc; half_hwy.cc for bfloat16 and float16) over a copy of the scalar table (kernels_scalar.cc), whose entries
 // stay wherever a family does not vectorise. The list dispatch.cc chooses from is derived from
 // Highway's own per-target function list (HWY_CHOOSE_TARGET_LIST, as HWY_EXPORT builds it), best
 // first, so no target is named here.
@@ -48,6 +48,7 @@ KernelTable<T> make_table(const KernelTable<T>& scalar) noexcept {
   fill_cross_entropy(&t);
   fill_bce(&t);
   fill_softcap(&t);
+  fill_byte_affine(&t);
   fill_exp(&t);
   return t;
 }

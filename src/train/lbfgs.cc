@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "cpu/kernels.h"
 #include "parallel.h"
 #include "train/inputs.h"
 #include "xent/losses.h"
@@ -50,19 +51,17 @@ double dot(const std::vector<double>& a, const std::vector<double>& b) {
 template <class T>
 SoftmaxObjective<T>::SoftmaxObjective(const LabeledImages& data, std::int64_t classes, double C, const SoftmaxModel* inputs)
     : N_(data.n), D_(data.features()), C_(classes), inv_cn_(1.0 / (C * static_cast<double>(data.n))), inputs_(inputs) {
-  x_.resize(static_cast<std::size_t>(N_ * D_));
-  const std::uint8_t* px = data.pixels.data();
   if (data.floats) {  // the model's float inputs (also for T = double: they are what predict sees)
+    x_.resize(static_cast<std::size_t>(N_ * D_));
     std::vector<float> row(static_cast<std::size_t>(D_));
     for (std::int64_t i = 0; i < N_; ++i) {
       if (inputs) model_inputs(*inputs, rows_of(data), i, 1, row.data());
       else std::copy(data.values.begin() + i * D_, data.values.begin() + (i + 1) * D_, row.begin());  // as they are
       std::copy(row.begin(), row.end(), x_.begin() + i * D_);
     }
-  } else if constexpr (std::is_same_v<T, float>) {
-    scale_pixels(px, x_.size(), x_.data());
   } else {
-    for (std::size_t i = 0; i < x_.size(); ++i) x_[i] = static_cast<double>(px[i]) / 255.0;
+    rows_.resize(static_cast<std::size_t>(N_));
+    for (std::int64_t i = 0; i < N_; ++i) rows_[static_cast<std::size_t>(i)] = data.pixels.data() + i * D_;
   }
   y_ = data.labels;
   const std::int64_t chunks = ceil_div(N_, kFullBatchChunk);
@@ -80,20 +79,34 @@ SoftmaxObjective<T>::SoftmaxObjective(const LabeledImages& data, std::int64_t cl
 template <class T>
 Status SoftmaxObjective<T>::evaluate(const double* p, double* grad, ObjectiveValue* out) {
   const std::int64_t D = D_, C = C_, DC = D * C;
-  for (std::int64_t j = 0; j < DC; ++j) w_[static_cast<std::size_t>(j)] = static_cast<T>(p[j]);
+  const bool bytes = !rows_.empty();
+  const auto& kernels = cpu::active_table<T>();
+  const T pixel_scale = T(1) / T(255);
+  if (bytes) {
+    for (std::int64_t d = 0; d < D; ++d)
+      for (std::int64_t c = 0; c < C; ++c) w_[static_cast<std::size_t>(c * D + d)] = static_cast<T>(p[d * C + c]);
+  } else {
+    for (std::int64_t j = 0; j < DC; ++j) w_[static_cast<std::size_t>(j)] = static_cast<T>(p[j]);
+  }
   for (std::int64_t c = 0; c < C; ++c) b_[static_cast<std::size_t>(c)] = static_cast<T>(p[DC + c]);
   const std::int64_t chunks = ceil_div(N_, kFullBatchChunk);
   CrossEntropyOptions ce;
   ce.reduction = Reduction::kSum;
   detail::parallel_for(static_cast<std::size_t>(chunks), [&](std::size_t t) {
     const std::int64_t r0 = static_cast<std::int64_t>(t) * kFullBatchChunk, n = std::min(kFullBatchChunk, N_ - r0);
-    const T* X = x_.data() + r0 * D;
+    const T* X = bytes ? nullptr : x_.data() + r0 * D;
+    const std::uint8_t* const* rows = bytes ? rows_.data() + r0 : nullptr;
     const std::int32_t* y = y_.data() + r0;
     T* Z = z_.data() + static_cast<std::int64_t>(t) * kFullBatchChunk * C;
     T* dZ = dz_.data() + static_cast<std::int64_t>(t) * kFullBatchChunk * C;
-    for (std::int64_t r = 0; r < n; ++r) std::memcpy(Z + r * C, b_.data(), static_cast<std::size_t>(C) * sizeof(T));
-    gemm(false, static_cast<int>(n), static_cast<int>(C), static_cast<int>(D), X, static_cast<int>(D), w_.data(),
-         static_cast<int>(C), T(1), Z, static_cast<int>(C));
+    if (bytes) {
+      kernels.byte_affine(rows, static_cast<std::size_t>(n), static_cast<std::size_t>(D), w_.data(),
+                          static_cast<std::size_t>(C), pixel_scale, b_.data(), Z);
+    } else {
+      for (std::int64_t r = 0; r < n; ++r) std::memcpy(Z + r * C, b_.data(), static_cast<std::size_t>(C) * sizeof(T));
+      gemm(false, static_cast<int>(n), static_cast<int>(C), static_cast<int>(D), X, static_cast<int>(D), w_.data(),
+           static_cast<int>(C), T(1), Z, static_cast<int>(C));
+    }
     std::int64_t hits = 0;
     for (std::int64_t r = 0; r < n; ++r) {
       const T* z = Z + r * C;
@@ -109,8 +122,13 @@ Status SoftmaxObjective<T>::evaluate(const double* p, double* grad, ObjectiveVal
                                           TensorView(&loss, dt, Shape{}), TensorView(dZ, dt, {n, C}));
     loss_part_[t] = static_cast<double>(loss);
     if (grad) {
-      gemm(true, static_cast<int>(D), static_cast<int>(C), static_cast<int>(n), X, static_cast<int>(D), dZ,
-           static_cast<int>(C), T(0), g_part_.data() + static_cast<std::int64_t>(t) * DC, static_cast<int>(C));
+      T* g = g_part_.data() + static_cast<std::int64_t>(t) * DC;
+      if (bytes)
+        kernels.byte_affine_grad(rows, static_cast<std::size_t>(n), static_cast<std::size_t>(D), dZ,
+                                 static_cast<std::size_t>(C), pixel_scale, g);
+      else
+        gemm(true, static_cast<int>(D), static_cast<int>(C), static_cast<int>(n), X, static_cast<int>(D), dZ,
+             static_cast<int>(C), T(0), g, static_cast<int>(C));
       double* gb = gb_part_.data() + static_cast<std::int64_t>(t) * C;
       for (std::int64_t c = 0; c < C; ++c) gb[c] = 0;
       for (std::int64_t r = 0; r < n; ++r)
@@ -135,7 +153,12 @@ Status SoftmaxObjective<T>::evaluate(const double* p, double* grad, ObjectiveVal
     for (std::int64_t j = 0; j < DC + C; ++j) grad[j] = 0;
     for (std::int64_t t = 0; t < chunks; ++t) {
       const T* g = g_part_.data() + t * DC;
-      for (std::int64_t j = 0; j < DC; ++j) grad[j] += static_cast<double>(g[j]);
+      if (bytes) {  // C x D partials into the D x C gradient
+        for (std::int64_t d = 0; d < D; ++d)
+          for (std::int64_t c = 0; c < C; ++c) grad[d * C + c] += static_cast<double>(g[c * D + d]);
+      } else {
+        for (std::int64_t j = 0; j < DC; ++j) grad[j] += static_cast<double>(g[j]);
+      }
       const double* gb = gb_part_.data() + t * C;
       for (std::int64_t c = 0; c < C; ++c) grad[DC + c] += gb[c];
     }

@@ -8,10 +8,12 @@
 //   df/dW = (1/N) X^T (P - Y) + W / (C N),  df/db = (1/N) sum_i (p_i - y_i)
 // with x_i the pixels / 255. Parameters: p = [W (D x C, row-major) | b (C)].
 //
-// Evaluation runs in T = float or double: X is held as a T matrix; each fixed chunk of
-// kFullBatchChunk rows does Z = X W + b (BLAS gemm), xent's fused cross-entropy (sum) and its
-// partial X^T dZ, one task per chunk; the partials are added in chunk order in double. So the
-// value and gradient do not depend on the thread count.
+// Evaluation runs in T = float or double. Pixels stay bytes where the data set holds them: each
+// fixed chunk of kFullBatchChunk rows does Z = X W + b and its partial (X^T dZ)^T with the kernel
+// table's byte_affine entries, which apply the 1/255. Float features are held as a T matrix and go
+// through BLAS gemm (partial X^T dZ). Between the two, xent's fused cross-entropy (sum); one task per
+// chunk; the partials are added in chunk order in double. So the value and gradient do not depend
+// on the thread count.
 #pragma once
 
 #include <cstdint>
@@ -39,8 +41,9 @@ struct ObjectiveValue {
 template <class T>
 class SoftmaxObjective {
  public:
-  // Copies data's rows as the model's inputs (pixels / 255, or float features normalised as
-  // `inputs` records; null: pixels) into a T matrix. C > 0.
+  // Pixels: keeps pointers to data's rows (data must outlive the objective). Float features: copies
+  // them as the model's inputs (normalised as `inputs` records, or as they are when it is null)
+  // into a T matrix. C > 0.
   SoftmaxObjective(const LabeledImages& data, std::int64_t classes, double C, const SoftmaxModel* inputs = nullptr);
   const SoftmaxModel* inputs() const { return inputs_; }
   std::int64_t size() const { return (D_ + 1) * C_; }
@@ -52,10 +55,11 @@ class SoftmaxObjective {
   std::int64_t N_, D_, C_;
   double inv_cn_;
   const SoftmaxModel* inputs_;
-  std::vector<T> x_;
+  std::vector<T> x_;                   // float features: N x D
+  std::vector<const std::uint8_t*> rows_;  // pixels: the N rows
   std::vector<std::int32_t> y_;
-  std::vector<T> w_, b_;               // p in T
-  std::vector<T> z_, dz_, g_part_;     // per chunk: kFullBatchChunk x C, kFullBatchChunk x C, D x C
+  std::vector<T> w_, b_;               // p in T; pixels: w_ is W transposed (C x D)
+  std::vector<T> z_, dz_, g_part_;     // per chunk: kFullBatchChunk x C, kFullBatchChunk x C, D x C (pixels: C x D)
   std::vector<double> gb_part_, loss_part_;
   std::vector<std::int64_t> correct_part_;
   std::vector<Status> status_part_;

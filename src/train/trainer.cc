@@ -1,12 +1,14 @@
 // trainer.cc: softmax regression by minibatch SGD (include/xent/train/train.h): initialisation, the
-// epoch loop, evaluation, checkpoints. Matrix products are OpenBLAS sgemm calls, each one
-// single-threaded; parallelism comes from xent's pool over fixed chunks (rows of a batch, slices of
-// the test set), so results do not depend on the thread count. A batch step is one parallel region:
-// each chunk of rows does its forward, loss and partial gradients; the partials are then added in
-// chunk order.
+// epoch loop, evaluation, checkpoints. Pixels (bytes) go through the kernel table's byte_affine and
+// byte_affine_grad entries, which read the rows where they lie in the data set, as bytes; float
+// features go through OpenBLAS sgemm calls. Every product is single-threaded; parallelism comes
+// from xent's pool over fixed chunks (rows of a batch, slices of the test set), so results do not
+// depend on the thread count. A batch step is one parallel region: each chunk of rows does its
+// forward, loss and partial gradients; the partials are then added in chunk order.
 //
 // Shapes: N samples, B batch rows, D features (pixels), C classes. X is B x D (row-major),
-// W is D x C, Z and dZ are B x C.
+// W is D x C (the model's layout), Wt its C x D copy (the byte kernels'), Z and dZ are B x C; the
+// weight gradient is kept as C x D.
 #include "xent/train/train.h"
 
 #include <cblas.h>
@@ -20,6 +22,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cpu/kernels.h"
 #include "guarded.h"
 #include "io/atomic_file.h"
 #include "xent/io/file.h"
@@ -46,6 +49,15 @@ constexpr std::int64_t kEvalLanes = 8;    // evaluation tasks (each walks its ow
 constexpr std::int64_t kPrefetchRows = 6; // gather: rows fetched ahead
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+// Pixels are x / 255 as the model sees them: the byte kernels apply 1/255 to each sum.
+constexpr float kPixelScale = 1.0f / 255.0f;
+
+// wt (C x D) = W (D x C) transposed.
+void transpose_weight(const float* W, std::int64_t D, std::int64_t C, float* wt) {
+  for (std::int64_t d = 0; d < D; ++d)
+    for (std::int64_t c = 0; c < C; ++c) wt[c * D + d] = W[d * C + c];
+}
 
 // Z (rows x C) = X (rows x D) W + b, one single-threaded sgemm.
 void linear_forward(const float* X, std::int64_t rows, const float* W, const float* b, std::int64_t D,
@@ -83,9 +95,16 @@ Status check_data(const SoftmaxModel& m, const LabeledImages& d, const char* wha
 
 // Reusable buffers for chunked evaluation.
 struct EvalWorkspace {
-  std::vector<float> x, z;  // kEvalLanes x kEvalRows x D, kEvalLanes x kEvalRows x C
-  void ensure(std::int64_t D, std::int64_t C) {
-    x.resize(static_cast<std::size_t>(kEvalLanes * kEvalRows * D));
+  std::vector<float> x, z;  // float features: kEvalLanes x kEvalRows x D; logits: kEvalLanes x kEvalRows x C
+  std::vector<float> wt;    // pixels: the weight as C x D
+  std::vector<const std::uint8_t*> rows;  // pixels: kEvalLanes x kEvalRows row pointers
+  void ensure(std::int64_t D, std::int64_t C, bool bytes) {
+    if (bytes) {
+      wt.resize(static_cast<std::size_t>(C * D));
+      rows.resize(static_cast<std::size_t>(kEvalLanes * kEvalRows));
+    } else {
+      x.resize(static_cast<std::size_t>(kEvalLanes * kEvalRows * D));
+    }
     z.resize(static_cast<std::size_t>(kEvalLanes * kEvalRows * C));
   }
 };
@@ -95,17 +114,26 @@ struct EvalWorkspace {
 template <class Fn>
 void for_each_logits_chunk(const SoftmaxModel& m, RowSource src, std::int64_t n, EvalWorkspace& ws, Fn&& fn) {
   const std::int64_t D = m.features, C = m.classes;
-  ws.ensure(D, C);
+  ws.ensure(D, C, src.bytes != nullptr);
+  if (src.bytes) transpose_weight(m.weight.data(), D, C, ws.wt.data());
+  const auto& kernels = cpu::active_table_f32();
   const std::int64_t chunks = ceil_div(n, kEvalRows);
   const std::int64_t per_lane = ceil_div(chunks, kEvalLanes);
   detail::parallel_for(static_cast<std::size_t>(kEvalLanes), [&](std::size_t lane) {
-    float* X = ws.x.data() + lane * static_cast<std::size_t>(kEvalRows * D);
     float* Z = ws.z.data() + lane * static_cast<std::size_t>(kEvalRows * C);
     for (std::int64_t k = static_cast<std::int64_t>(lane) * per_lane;
          k < std::min(chunks, (static_cast<std::int64_t>(lane) + 1) * per_lane); ++k) {
       const std::int64_t row0 = k * kEvalRows, rows = std::min(kEvalRows, n - row0);
-      model_inputs(m, src, row0, rows, X);
-      linear_forward(X, rows, m.weight.data(), m.bias.data(), D, C, Z);
+      if (src.bytes) {
+        const std::uint8_t** rp = ws.rows.data() + lane * static_cast<std::size_t>(kEvalRows);
+        for (std::int64_t r = 0; r < rows; ++r) rp[r] = src.bytes + (row0 + r) * D;
+        kernels.byte_affine(rp, static_cast<std::size_t>(rows), static_cast<std::size_t>(D), ws.wt.data(),
+                            static_cast<std::size_t>(C), kPixelScale, m.bias.data(), Z);
+      } else {
+        float* X = ws.x.data() + lane * static_cast<std::size_t>(kEvalRows * D);
+        model_inputs(m, src, row0, rows, X);
+        linear_forward(X, rows, m.weight.data(), m.bias.data(), D, C, Z);
+      }
       fn(static_cast<std::int64_t>(lane), row0, rows, Z);
     }
   });
@@ -281,17 +309,24 @@ SplitScore score_split(const SoftmaxModel& m, const LabeledImages& data, double 
 // The SGD loop's buffers, sized once for batches of B rows.
 struct SgdWorkspace {
   std::int64_t B = 0, D = 0, C = 0, max_tasks = 0;
-  std::vector<float> X, Z, dZ;           // B x D, B x C, B x C
-  std::vector<float> gW_part;            // per chunk: X^T dZ (D x C); chunk 0 receives the sum
+  std::vector<float> X, Z, dZ;           // float features: B x D; B x C, B x C
+  std::vector<const std::uint8_t*> rows; // pixels: the batch's B rows, where they lie in the data set
+  std::vector<float> wt;                 // pixels: the weight as C x D, kept in step with the model's
+  std::vector<float> gW_part;            // per chunk: (X^T dZ)^T (C x D); chunk 0 receives the sum
   std::vector<double> gb_part;           // per chunk: column sums of dZ
   std::vector<float> chunk_loss;
   std::vector<std::int64_t> chunk_correct;
   std::vector<Status> chunk_status;
   std::vector<std::int32_t> y, perm;     // batch labels; the epoch's permutation of the N rows
   EvalWorkspace eval;
-  SgdWorkspace(std::int64_t batch, std::int64_t n, std::int64_t d, std::int64_t c)
+  SgdWorkspace(std::int64_t batch, std::int64_t n, std::int64_t d, std::int64_t c, bool bytes)
       : B(batch), D(d), C(c), max_tasks(ceil_div(batch, kRowChunk)) {
-    X.resize(static_cast<std::size_t>(B * D));
+    if (bytes) {
+      rows.resize(static_cast<std::size_t>(B));
+      wt.resize(static_cast<std::size_t>(C * D));
+    } else {
+      X.resize(static_cast<std::size_t>(B * D));
+    }
     Z.resize(static_cast<std::size_t>(B * C));
     dZ.resize(static_cast<std::size_t>(B * C));
     gW_part.resize(static_cast<std::size_t>(max_tasks * D * C));
@@ -330,28 +365,40 @@ void sgd_chunks_forward_backward(const SoftmaxModel& m, const LabeledImages& tra
                                  const CrossEntropyOptions& ce_sum, SgdWorkspace& w) {
   const std::int64_t D = w.D, C = w.C;
   const RowSource src = rows_of(train);
-  // Prefetch by bytes: a row is D bytes of pixels or 4 D of floats.
-  const auto* base = src.bytes ? src.bytes : reinterpret_cast<const std::uint8_t*>(src.floats);
-  const std::int64_t row_bytes = src.bytes ? D : D * static_cast<std::int64_t>(sizeof(float));
+  const auto& kernels = cpu::active_table_f32();
   detail::parallel_for(static_cast<std::size_t>(last - first), [&](std::size_t task) {
     const std::size_t t = task + static_cast<std::size_t>(first);
     const std::int64_t r0 = static_cast<std::int64_t>(t) * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
     const std::int64_t n = r1 - r0;
-    float* Xt = w.X.data() + r0 * D;
     float* Zt = w.Z.data() + r0 * C;
     float* dZt = w.dZ.data() + r0 * C;
     std::int32_t* yt = w.y.data() + r0;
-    for (std::int64_t r = r0; r < r1; ++r) {
-      // Rows are random in a dataset larger than the caches: fetch a few rows ahead.
-      if (r + kPrefetchRows < r1) {
-        const std::uint8_t* ahead = base + w.perm[static_cast<std::size_t>(start + r + kPrefetchRows)] * row_bytes;
-        for (std::int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(ahead + off);
+    float* gt = w.gW_part.data() + t * D * C;
+    if (src.bytes) {
+      // The rows stay where they are; byte_affine fetches each pair's successors ahead.
+      const std::uint8_t** rp = w.rows.data() + r0;
+      for (std::int64_t r = r0; r < r1; ++r) {
+        const std::int64_t i = w.perm[static_cast<std::size_t>(start + r)];
+        w.rows[static_cast<std::size_t>(r)] = src.bytes + i * D;
+        w.y[static_cast<std::size_t>(r)] = train.labels[static_cast<std::size_t>(i)];
       }
-      const std::int64_t i = w.perm[static_cast<std::size_t>(start + r)];
-      model_inputs(m, src, i, 1, w.X.data() + r * D);
-      w.y[static_cast<std::size_t>(r)] = train.labels[static_cast<std::size_t>(i)];
+      kernels.byte_affine(rp, static_cast<std::size_t>(n), static_cast<std::size_t>(D), w.wt.data(),
+                          static_cast<std::size_t>(C), kPixelScale, m.bias.data(), Zt);
+    } else {
+      // Rows are random in a dataset larger than the caches: fetch a few rows ahead.
+      const auto* base = reinterpret_cast<const std::uint8_t*>(src.floats);
+      const std::int64_t row_bytes = D * static_cast<std::int64_t>(sizeof(float));
+      for (std::int64_t r = r0; r < r1; ++r) {
+        if (r + kPrefetchRows < r1) {
+          const std::uint8_t* ahead = base + w.perm[static_cast<std::size_t>(start + r + kPrefetchRows)] * row_bytes;
+          for (std::int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(ahead + off);
+        }
+        const std::int64_t i = w.perm[static_cast<std::size_t>(start + r)];
+        model_inputs(m, src, i, 1, w.X.data() + r * D);
+        w.y[static_cast<std::size_t>(r)] = train.labels[static_cast<std::size_t>(i)];
+      }
+      linear_forward(w.X.data() + r0 * D, n, m.weight.data(), m.bias.data(), D, C, Zt);
     }
-    linear_forward(Xt, n, m.weight.data(), m.bias.data(), D, C, Zt);
     std::int64_t hits = 0;
     for (std::int64_t r = 0; r < n; ++r) hits += argmax_row(Zt + r * C, C) == yt[r];
     w.chunk_correct[t] = hits;
@@ -359,9 +406,13 @@ void sgd_chunks_forward_backward(const SoftmaxModel& m, const LabeledImages& tra
     w.chunk_status[t] = cross_entropy_fused(ConstTensorView(Zt, {n, C}), ConstTensorView(yt, {n}), ce_sum,
                                             TensorView(&loss, Shape{}), TensorView(dZt, {n, C}));
     w.chunk_loss[t] = loss;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(D), static_cast<int>(C), static_cast<int>(n),
-                1.0f, Xt, static_cast<int>(D), dZt, static_cast<int>(C), 0.0f, w.gW_part.data() + t * D * C,
-                static_cast<int>(C));
+    if (src.bytes) {
+      kernels.byte_affine_grad(w.rows.data() + r0, static_cast<std::size_t>(n), static_cast<std::size_t>(D), dZt,
+                               static_cast<std::size_t>(C), kPixelScale, gt);
+    } else {  // gt (C x D) = dZ^T X
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(C), static_cast<int>(D), static_cast<int>(n),
+                  1.0f, dZt, static_cast<int>(C), w.X.data() + r0 * D, static_cast<int>(D), 0.0f, gt, static_cast<int>(D));
+    }
     double* gbt = w.gb_part.data() + t * C;
     for (std::int64_t c = 0; c < C; ++c) gbt[c] = 0;
     for (std::int64_t r = 0; r < n; ++r)
@@ -385,24 +436,30 @@ void combine_chunk_gradients(std::int64_t tasks, SgdWorkspace& w) {
   }
 }
 
-// p -= lr * (momentum buffer of) the batch-mean gradient plus weight decay on W.
+// p -= lr * (momentum buffer of) the batch-mean gradient plus weight decay on W (the gradient is
+// C x D, the weight and its velocity D x C; the byte kernels' C x D copy follows).
 void sgd_update(const TrainOptions& options, std::int64_t rows, SgdWorkspace& w, TrainState& state) {
   SoftmaxModel& m = state.model;
   const float lr = static_cast<float>(options.lr), wd = static_cast<float>(options.weight_decay),
               mu = static_cast<float>(options.momentum);
   const float inv_rows = 1.0f / static_cast<float>(rows);
-  const std::int64_t DC = w.D * w.C;
+  const std::int64_t D = w.D, C = w.C;
   const float* g = w.gW_part.data();
   float* W = m.weight.data();
-  if (mu != 0.0f) {
-    float* v = state.velocity_w.data();
-    for (std::int64_t j = 0; j < DC; ++j) {
-      v[j] = mu * v[j] + (g[j] * inv_rows + wd * W[j]);
-      W[j] -= lr * v[j];
+  float* v = state.velocity_w.data();
+  float* wt = w.wt.empty() ? nullptr : w.wt.data();
+  for (std::int64_t d = 0; d < D; ++d)
+    for (std::int64_t c = 0; c < C; ++c) {
+      const std::int64_t j = d * C + c;
+      const float step = g[c * D + d] * inv_rows + wd * W[j];
+      if (mu != 0.0f) {
+        v[j] = mu * v[j] + step;
+        W[j] -= lr * v[j];
+      } else {
+        W[j] -= lr * step;
+      }
+      if (wt) wt[c * D + d] = W[j];
     }
-  } else {
-    for (std::int64_t j = 0; j < DC; ++j) W[j] -= lr * (g[j] * inv_rows + wd * W[j]);
-  }
   for (std::int64_t c = 0; c < w.C; ++c) {
     float step = static_cast<float>(w.gb_part[static_cast<std::size_t>(c)]) * inv_rows;
     if (mu != 0.0f) {
@@ -447,7 +504,8 @@ Status train_sgd(const LabeledImages& train, const LabeledImages* val, const Lab
   SoftmaxModel& m = state.model;
   const std::int64_t N = train.n;
   const std::int64_t B = std::min<std::int64_t>(options.batch_size, N);
-  SgdWorkspace w(B, N, m.features, m.classes);
+  SgdWorkspace w(B, N, m.features, m.classes, !train.floats);
+  if (!train.floats) transpose_weight(m.weight.data(), m.features, m.classes, w.wt.data());
   CrossEntropyOptions ce_sum;  // per chunk; the batch mean is taken when the chunks are added
   ce_sum.reduction = Reduction::kSum;
   ce_sum.label_smoothing = options.label_smoothing;
