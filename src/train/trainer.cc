@@ -310,7 +310,8 @@ SplitScore score_split(const SoftmaxModel& m, const LabeledImages& data, double 
 struct SgdWorkspace {
   std::int64_t B = 0, D = 0, C = 0, max_tasks = 0;
   std::vector<float> X, Z, dZ;           // float features: B x D; B x C, B x C
-  std::vector<const std::uint8_t*> rows; // pixels: the batch's B rows, where they lie in the data set
+  std::vector<std::uint8_t> xb;          // pixels: the batch's B rows gathered (B x D bytes)
+  std::vector<const std::uint8_t*> rows; // pixels: pointers to them
   std::vector<float> wt;                 // pixels: the weight as C x D, kept in step with the model's
   std::vector<float> gW_part;            // per chunk: (X^T dZ)^T (C x D); chunk 0 receives the sum
   std::vector<double> gb_part;           // per chunk: column sums of dZ
@@ -322,6 +323,7 @@ struct SgdWorkspace {
   SgdWorkspace(std::int64_t batch, std::int64_t n, std::int64_t d, std::int64_t c, bool bytes)
       : B(batch), D(d), C(c), max_tasks(ceil_div(batch, kRowChunk)) {
     if (bytes) {
+      xb.resize(static_cast<std::size_t>(B * D));
       rows.resize(static_cast<std::size_t>(B));
       wt.resize(static_cast<std::size_t>(C * D));
     } else {
@@ -375,11 +377,19 @@ void sgd_chunks_forward_backward(const SoftmaxModel& m, const LabeledImages& tra
     std::int32_t* yt = w.y.data() + r0;
     float* gt = w.gW_part.data() + t * D * C;
     if (src.bytes) {
-      // The rows stay where they are; byte_affine fetches each pair's successors ahead.
+      // The chunk's rows are random rows of the data set: copied first (a few rows fetched ahead,
+      // many misses in flight), both products then read them from this core's cache. Measured
+      // faster than letting the forward product take the misses (about 1.3x on the forward).
       const std::uint8_t** rp = w.rows.data() + r0;
       for (std::int64_t r = r0; r < r1; ++r) {
+        if (r + kPrefetchRows < r1) {
+          const std::uint8_t* ahead = src.bytes + w.perm[static_cast<std::size_t>(start + r + kPrefetchRows)] * D;
+          for (std::int64_t off = 0; off < D; off += 64) __builtin_prefetch(ahead + off);
+        }
         const std::int64_t i = w.perm[static_cast<std::size_t>(start + r)];
-        w.rows[static_cast<std::size_t>(r)] = src.bytes + i * D;
+        std::uint8_t* row = w.xb.data() + r * D;
+        std::memcpy(row, src.bytes + i * D, static_cast<std::size_t>(D));
+        w.rows[static_cast<std::size_t>(r)] = row;
         w.y[static_cast<std::size_t>(r)] = train.labels[static_cast<std::size_t>(i)];
       }
       kernels.byte_affine(rp, static_cast<std::size_t>(n), static_cast<std::size_t>(D), w.wt.data(),
