@@ -391,6 +391,23 @@ static Result<IdxArray> parse_idx_unguarded(const std::uint8_t* bytes, std::size
   return parse_source(src, n, name, limits);
 }
 
+static Result<IdxArray> parse_idx_in_place(ByteBuffer bytes, std::string_view name, const IdxLimits& limits) {
+  const std::size_t n = bytes.size();
+  if (n >= 2 && bytes.data()[0] == 0x1f && bytes.data()[1] == 0x8b) return parse_idx_unguarded(bytes.data(), n, name, limits);
+  // Plain: the header is validated as parse_source does (the sizes must match exactly), then the
+  // payload stays where it is.
+  MemorySource src(bytes.data(), n);
+  Stream s(src, name, n);
+  Header h;
+  XENT_RETURN_IF_ERROR(read_header(s, n, name, limits, &h));
+  IdxArray out;
+  out.type = h.type;
+  out.dims = h.dims;
+  bytes.drop_front(static_cast<std::size_t>(h.header_bytes));
+  out.payload = std::move(bytes);
+  return out;
+}
+
 static Result<IdxArray> read_idx_file_unguarded(const std::string& path, const IdxLimits& limits) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return io_error(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
@@ -503,6 +520,12 @@ static Result<IdxDatasetPaths> find_idx_dataset_unguarded(const std::string& dir
 Result<IdxArray> parse_idx(const std::uint8_t* bytes, std::size_t n, std::string_view name, const IdxLimits& limits) noexcept {
   return xent::detail::guarded("parse_idx", [&]() -> Result<IdxArray> {
     return parse_idx_unguarded(bytes, n, name, limits);
+  });
+}
+
+Result<IdxArray> parse_idx(ByteBuffer bytes, std::string_view name, const IdxLimits& limits) noexcept {
+  return xent::detail::guarded("parse_idx", [&]() -> Result<IdxArray> {
+    return parse_idx_in_place(std::move(bytes), name, limits);
   });
 }
 

@@ -1,6 +1,10 @@
 // test_idx.cc: the IDX reader on good, bad, truncated and hostile input, plain and gzip'd. The
 // expected bytes come from the test's own IDX writer and zlib's deflate, not from xent.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include "train_test_util.h"
 #include "xent/io/idx.h"
@@ -19,8 +23,28 @@ std::vector<std::uint8_t> pattern(std::size_t n) {
   return p;
 }
 
+ByteBuffer buffer_of(const std::vector<std::uint8_t>& b) {
+  ByteBuffer buf(b.size());
+  if (!b.empty()) std::memcpy(buf.data(), b.data(), b.size());
+  return buf;
+}
+
+// Both parsers (bytes by pointer, bytes in a buffer the result may take over) on b: they must give
+// the same array or the same error; the pointer one's result is returned.
 Result<IdxArray> parse(const std::vector<std::uint8_t>& b, IdxLimits lim = {}) {
-  return parse_idx(b.data(), b.size(), "f.idx", lim);
+  Result<IdxArray> r = parse_idx(b.data(), b.size(), "f.idx", lim);
+  Result<IdxArray> in_place = parse_idx(buffer_of(b), "f.idx", lim);
+  EXPECT_EQ(r.ok(), in_place.ok());
+  if (r.ok() && in_place.ok()) {
+    EXPECT_EQ(r->type, in_place->type);
+    EXPECT_EQ(r->dims, in_place->dims);
+    EXPECT_EQ(r->payload.size(), in_place->payload.size());
+    EXPECT_EQ(std::memcmp(r->payload.data(), in_place->payload.data(), r->payload.size()), 0);
+  } else if (!r.ok() && !in_place.ok()) {
+    EXPECT_EQ(r.status().code(), in_place.status().code());
+    EXPECT_EQ(r.status().message(), in_place.status().message());
+  }
+  return r;
 }
 
 void expect_error(const Result<IdxArray>& r, StatusCode code, const std::string& fragment) {
@@ -41,6 +65,59 @@ TEST(Idx, PlainAndGzipGiveTheSameArray) {
     ASSERT_EQ(r->payload.size(), payload.size());
     EXPECT_TRUE(std::equal(payload.begin(), payload.end(), r->payload.data()));
   }
+}
+
+// A plain array parsed from a buffer keeps its payload where it was: right after the header, in the
+// same memory (what lets the dataset cache hand a mapped file to the trainer without a copy).
+TEST(Idx, PlainPayloadStaysInItsBuffer) {
+  const auto payload = pattern(6 * 7);
+  const auto plain = idx_bytes(0x08, {6, 7}, payload);
+  ByteBuffer buf = buffer_of(plain);
+  const std::uint8_t* where = buf.data() + 4 + 2 * 4;
+  auto r = parse_idx(std::move(buf), "f.idx");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->payload.data(), where);
+  ASSERT_EQ(r->payload.size(), payload.size());
+  EXPECT_TRUE(std::equal(payload.begin(), payload.end(), r->payload.data()));
+}
+
+// map_file_bytes: a file's bytes without a copy; writes stay in the buffer (copy-on-write), the
+// file is unchanged; an empty file is an empty buffer; a pipe cannot be mapped or read from the
+// start: an error naming it, no crash.
+TEST(Idx, MappedFileBytes) {
+  test::TempDir dir;
+  const auto bytes = idx_bytes(0x08, {3, 5}, pattern(15));
+  const std::string path = dir / "m.idx";
+  test::write_bytes(path, bytes);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  {
+    auto m = map_file_bytes(fd, bytes.size(), path);
+    ASSERT_TRUE(m.ok()) << m.status().message();
+    ASSERT_EQ(m->size(), bytes.size());
+    EXPECT_EQ(std::memcmp(m->data(), bytes.data(), bytes.size()), 0);
+    m->data()[20] ^= 0xff;
+    auto r = parse_idx(std::move(*m), path);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(r->payload.data()[8], static_cast<std::uint8_t>(bytes[20] ^ 0xff));
+  }
+  ::close(fd);
+  auto again = read_file_bytes(path);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(std::memcmp(again->data(), bytes.data(), bytes.size()), 0) << "a write to the mapping reached the file";
+  test::write_bytes(dir / "empty", {});
+  fd = ::open((dir / "empty").c_str(), O_RDONLY | O_CLOEXEC);
+  auto e = map_file_bytes(fd, 0, "empty");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->size(), 0u);
+  ::close(fd);
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  auto bad = map_file_bytes(pipefd[0], 16, "the-pipe");
+  EXPECT_FALSE(bad.ok());
+  if (!bad.ok()) EXPECT_NE(bad.status().message().find("the-pipe"), std::string::npos) << bad.status().message();
+  ::close(pipefd[0]);
+  ::close(pipefd[1]);
 }
 
 TEST(Idx, MultiMemberGzip) {

@@ -40,6 +40,11 @@ struct IdxArray {
 Result<IdxArray> parse_idx(const std::uint8_t* bytes, std::size_t n, std::string_view name,
                            const IdxLimits& limits = {}) noexcept;
 
+// The same, for bytes held in a buffer that the result may take over: a plain IDX array keeps its
+// payload in `bytes` (the header dropped in front), without a copy; gzip'd data is inflated into a
+// new buffer as above.
+Result<IdxArray> parse_idx(ByteBuffer bytes, std::string_view name, const IdxLimits& limits = {}) noexcept;
+
 Result<IdxArray> read_idx_file(const std::string& path, const IdxLimits& limits = {}) noexcept;
 
 // N images (or feature rows) with their labels. Images are (N, H, W) unsigned bytes (an (N, D) file
