@@ -1,6 +1,7 @@
 // half_hwy.cc: the SIMD kernels for bfloat16 and float16 tensors (the softmax family, forward and
 // backward, the per-chunk passes of split rows, cross-entropy with class indices or probabilities,
-// NLL), compiled once per target through foreach_target; fills its entries of each ISA's 16-bit
+// NLL, the forward-only statistics: rows-inl.h ce_stats, shared with float32), compiled once per
+// target through foreach_target; fills its entries of each ISA's 16-bit
 // kernel tables (tables_hwy.cc). Not here: strided blocks (class dimension not last), binary
 // cross-entropy on probabilities and soft-capping, which keep the scalar twin's entries
 // (kernels_scalar.cc); BCE with logits is bce_hwy.cc's (its loads and stores take the storage type).
@@ -626,6 +627,7 @@ void fill(KernelTable<S>* t) noexcept {
   t->nll_i32 = &nll<S, std::int32_t>;
   t->nll_i64 = &nll<S, std::int64_t>;
   t->ce_prob = &ce_prob<S>;
+  t->ce_stats = &ce_stats<S>;
   t->widen_f32 = &widen_f32<S>;
   t->narrow_f32 = &narrow_f32<S>;
 }

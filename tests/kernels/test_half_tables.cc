@@ -258,6 +258,42 @@ void cross_entropy(std::size_t N, std::size_t C, std::uint64_t seed) {
   }
 }
 
+// The forward-only statistics (ce_stats): lse and entropy (double) within 2^-17 of the scalar
+// twin's (relative to |lse| + 16, the size of the terms), the argmax the same index. Rows: random,
+// adversarial (huge tied maxima: the first wins; a -inf mask; all equal; a NaN: its index, as
+// torch.argmax; +inf), a late tie with an earlier maximum in another vector lane, and a NaN in the
+// tail after the last full vector.
+template <class H>
+void token_stats(std::size_t N, std::size_t C, std::uint64_t seed) {
+  SCOPED_TRACE(std::string(hname<H>()) + " ce_stats " + std::to_string(N) + "x" + std::to_string(C));
+  std::mt19937_64 rng(seed);
+  std::vector<double> xd = logits<H>(N, C, rng, true, kBrain<H> ? 1.0e30 : 3.0e4);
+  if (N >= 7 && C >= 3) {
+    for (std::size_t c = 0; c < C; ++c) xd[5 * C + c] = -1.0 - static_cast<double>(c % 5);
+    xd[5 * C + 1] = xd[5 * C + C - 1] = 4.0;  // tie: index 1 wins over the last
+    xd[6 * C + C - 1] = NAN;                  // NaN in the tail (after a random row)
+  }
+  const std::vector<H> x = to_h<H>(xd);
+  std::vector<double> la(N, -1), ls(N, -2), ea(N, -1), es(N, -2);
+  std::vector<std::int64_t> aa(N, -7), as(N, -8);
+  const Block b{N, C, 1, 1};
+  simd<H>().ce_stats(x.data(), b, la.data(), ea.data(), aa.data());
+  scalar<H>().ce_stats(x.data(), b, ls.data(), es.data(), as.data());
+  EXPECT_EQ(aa, as) << "argmax";
+  std::vector<double> sc(N);
+  for (std::size_t r = 0; r < N; ++r) sc[r] = simd_check::row_absmax(&xd[r * C], C) + 16;
+  for (std::size_t r = 0; r < N; ++r) {
+    for (int k = 0; k < 2; ++k) {
+      const double a = k == 0 ? la[r] : ea[r], s = k == 0 ? ls[r] : es[r];
+      const bool ok = std::isnan(a) || std::isnan(s) ? std::isnan(a) && std::isnan(s)
+                      : std::isinf(s)               ? a == s
+                                                    : std::fabs(a - s) <= 0x1p-17 * sc[r];
+      EXPECT_TRUE(ok) << "row " << r << (k == 0 ? " lse " : " entropy ") << simd_check::fmt(a) << " scalar "
+                      << simd_check::fmt(s);
+    }
+  }
+}
+
 // The split-row passes on one run each.
 template <class H>
 void chunks(std::size_t n, std::uint64_t seed) {
@@ -318,6 +354,8 @@ TEST_P(HalfTables, EntriesAreVectorised) {
   EXPECT_EQ(std::string(simd<F16>().name), GetParam());
   EXPECT_NE(simd<F16>().widen_f32, scalar<F16>().widen_f32);
   EXPECT_NE(simd<BF16>().narrow_f32, scalar<BF16>().narrow_f32);
+  EXPECT_NE(simd<BF16>().ce_stats, scalar<BF16>().ce_stats);
+  EXPECT_NE(simd<F16>().ce_stats, scalar<F16>().ce_stats);
 }
 
 TEST_P(HalfTables, SoftmaxFamilyMatchesScalar) {
@@ -335,6 +373,15 @@ TEST_P(HalfTables, CrossEntropyMatchesScalar) {
     const std::size_t N = C >= 1000 ? 6 : 37;
     cross_entropy<BF16>(N, C, seed++);
     cross_entropy<F16>(N, C, seed++);
+  }
+}
+
+TEST_P(HalfTables, TokenStatsMatchScalar) {
+  std::uint64_t seed = 300;
+  for (std::size_t C : kLengths) {
+    const std::size_t N = C >= 1000 ? 8 : 37;
+    token_stats<BF16>(N, C, seed++);
+    token_stats<F16>(N, C, seed++);
   }
 }
 
