@@ -60,9 +60,9 @@ const KernelTable<double>& table_f64() noexcept {
   static const KernelTable<double> t = make_table(scalar_table_f64());
   return t;
 }
-// bfloat16 and float16: the softmax family and cross-entropy from half_hwy.cc, the type-free
-// target scan from the float32 table, BCE with logits from bce_hwy.cc; BCE on probabilities and
-// soft-capping stay scalar.
+// bfloat16 and float16: the softmax family, cross-entropy and the token statistics from
+// half_hwy.cc, the type-free target scan from the float32 table, BCE with logits from bce_hwy.cc;
+// BCE on probabilities, soft-capping and strided blocks stay scalar.
 template <class T>
 KernelTable<T> make_half_table(const KernelTable<T>& scalar) noexcept {
   KernelTable<T> t = scalar;

@@ -122,8 +122,10 @@ std::vector<double> logits(std::size_t N, std::size_t C, std::mt19937_64& rng, b
   return x;
 }
 
-const std::size_t kLengths[] = {1, 3, 8, 9, 17, 33, 100, 1000, 4099, cpu::tuning::kHalfOneExpMax,
-                                cpu::tuning::kHalfOneExpMax + 5};
+// Both sides of every threshold: short rows (across-rows tiles up to kSmallC; in registers up to
+// 16 on AVX2 and AVX-512), the one-exp rows (kHalfOneExpMax) and longer ones.
+const std::size_t kLengths[] = {1, 3, 8, 9, 10, 16, 17, cpu::tuning::kSmallC, 33, 100, 1000, 4099,
+                                cpu::tuning::kHalfOneExpMax, cpu::tuning::kHalfOneExpMax + 5};
 
 template <class H>
 void softmax_family(std::size_t N, std::size_t C, std::uint64_t seed) {
@@ -294,6 +296,53 @@ void token_stats(std::size_t N, std::size_t C, std::uint64_t seed) {
   }
 }
 
+// Short rows (across-rows tiles) in place: the output over its input gives the bits of the
+// out-of-place call, rows the scalar twin redoes (NaN, +inf, -inf masks) included, for softmax,
+// log_softmax, their backward (dx over dy) and the fused cross-entropy (dx over x), with and
+// without label smoothing.
+template <class H>
+void in_place_short(std::size_t N, std::size_t C, std::uint64_t seed) {
+  SCOPED_TRACE(std::string(hname<H>()) + " in place " + std::to_string(N) + "x" + std::to_string(C));
+  std::mt19937_64 rng(seed);
+  const std::vector<H> x = to_h<H>(logits<H>(N, C, rng, true, 3.0e4));
+  const Block b{N, C, 1, 1};
+  const auto& t = simd<H>();
+  auto bits = [](const std::vector<H>& v) {
+    std::vector<std::uint16_t> o(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) o[i] = v[i].bits;
+    return o;
+  };
+  for (auto fn : {t.softmax_fwd, t.log_softmax_fwd}) {
+    std::vector<H> y(x.size()), z = x;
+    fn(x.data(), y.data(), b);
+    fn(z.data(), z.data(), b);
+    EXPECT_EQ(bits(z), bits(y)) << "forward in place";
+    std::vector<H> dy = to_h<H>(std::vector<double>(x.size(), 0.25)), d(x.size());
+    for (std::size_t i = 0; i < dy.size(); i += 3) dy[i] = H(-0.5);
+    auto bwd = fn == t.softmax_fwd ? t.softmax_bwd : t.log_softmax_bwd;
+    bwd(y.data(), dy.data(), d.data(), b);
+    bwd(y.data(), dy.data(), dy.data(), b);
+    EXPECT_EQ(bits(dy), bits(d)) << "backward in place";
+  }
+  std::vector<std::int64_t> tg(N);
+  for (std::size_t r = 0; r < N; ++r) tg[r] = r % 5 == 4 ? -100 : static_cast<std::int64_t>((r * 7) % C);
+  for (double eps : {0.0, 0.1}) {
+    cpu::CeIndexArgs<H, std::int64_t> a;
+    a.target = tg.data();
+    a.weight_sum = static_cast<double>(C);
+    a.smoothing = eps;
+    std::vector<double> l1(N), l2(N);
+    std::vector<H> d(x.size()), z = x;
+    a.x = x.data(), a.dx = d.data(), a.row_loss = l1.data();
+    t.ce_index_i64(a, b);
+    a.x = z.data(), a.dx = z.data(), a.row_loss = l2.data();
+    t.ce_index_i64(a, b);
+    EXPECT_EQ(bits(z), bits(d)) << "cross-entropy gradient in place, smoothing " << eps;
+    for (std::size_t r = 0; r < N; ++r)
+      EXPECT_TRUE(l1[r] == l2[r] || (std::isnan(l1[r]) && std::isnan(l2[r]))) << "row " << r;
+  }
+}
+
 // The split-row passes on one run each.
 template <class H>
 void chunks(std::size_t n, std::uint64_t seed) {
@@ -382,6 +431,13 @@ TEST_P(HalfTables, TokenStatsMatchScalar) {
     const std::size_t N = C >= 1000 ? 8 : 37;
     token_stats<BF16>(N, C, seed++);
     token_stats<F16>(N, C, seed++);
+  }
+}
+
+TEST_P(HalfTables, ShortRowsInPlace) {
+  for (std::size_t C : {2, 10, 16, 17, 32}) {
+    in_place_short<BF16>(37, C, 400 + C);
+    in_place_short<F16>(37, C, 500 + C);
   }
 }
 
