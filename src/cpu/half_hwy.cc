@@ -3,9 +3,10 @@
 // NLL), compiled once per target through foreach_target; fills its entries of each ISA's 16-bit
 // kernel tables (tables_hwy.cc). Shared with the float32 kernels, generic over the storage type:
 // the short-row tiles (C <= kSmallC, kernels_small-inl.h) and the forward-only statistics
-// (rows-inl.h ce_stats). Not here: strided blocks (class dimension not last), binary
-// cross-entropy on probabilities and soft-capping, which keep the scalar twin's entries
-// (kernels_scalar.cc); BCE with logits is bce_hwy.cc's (its loads and stores take the storage type).
+// (rows-inl.h ce_stats). Not here: strided blocks (class dimension not last) and binary
+// cross-entropy on probabilities, which keep the scalar twin's entries (kernels_scalar.cc); BCE
+// with logits is bce_hwy.cc's and soft-capping softcap_hwy.cc's (their loads and stores take the
+// storage type).
 //
 // Each value is loaded as 16 bits and widened exactly to float32 (rows-inl.h load_u), computed as
 // the float32 kernels compute it (rows-inl.h's passes, exp-inl.h's exponential, sums of exps and

@@ -343,6 +343,28 @@ void in_place_short(std::size_t N, std::size_t C, std::uint64_t seed) {
   }
 }
 
+// Soft-capping in place: every output within one 16-bit ulp of the scalar twin's (tanh in double,
+// rounded once), most of them the same bits; values across the cap's range, zero, tiny, huge, the
+// type's largest, +-inf (+-s) and NaN, at lengths with vector tails.
+template <class H>
+void softcap(std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(-80, 80);
+  for (std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{67}, std::size_t{1000}}) {
+    for (double s : {1.0, 15.0, 30.0}) {
+      SCOPED_TRACE(std::string(hname<H>()) + " softcap n=" + std::to_string(n) + " s=" + std::to_string(s));
+      std::vector<double> zd(n);
+      for (auto& v : zd) v = u(rng);
+      const double specials[] = {0.0, 1e-3, -2.5e-5, 1e4, -6e4, INFINITY, -INFINITY, NAN};
+      for (std::size_t k = 0; k < n && k < 8; ++k) zd[(k * 5 + 2) % n] = specials[k];
+      std::vector<H> a = to_h<H>(zd), b = a;
+      simd<H>().softcap(a.data(), n, H(s));
+      scalar<H>().softcap(b.data(), n, H(s));
+      EXPECT_TRUE(close16(a, b, std::vector<double>(n, 0.0)));
+    }
+  }
+}
+
 // The split-row passes on one run each.
 template <class H>
 void chunks(std::size_t n, std::uint64_t seed) {
@@ -405,6 +427,8 @@ TEST_P(HalfTables, EntriesAreVectorised) {
   EXPECT_NE(simd<BF16>().narrow_f32, scalar<BF16>().narrow_f32);
   EXPECT_NE(simd<BF16>().ce_stats, scalar<BF16>().ce_stats);
   EXPECT_NE(simd<F16>().ce_stats, scalar<F16>().ce_stats);
+  EXPECT_NE(simd<BF16>().softcap, scalar<BF16>().softcap);
+  EXPECT_NE(simd<F16>().softcap, scalar<F16>().softcap);
 }
 
 TEST_P(HalfTables, SoftmaxFamilyMatchesScalar) {
@@ -439,6 +463,11 @@ TEST_P(HalfTables, ShortRowsInPlace) {
     in_place_short<BF16>(37, C, 400 + C);
     in_place_short<F16>(37, C, 500 + C);
   }
+}
+
+TEST_P(HalfTables, SoftcapMatchesScalar) {
+  softcap<BF16>(11);
+  softcap<F16>(12);
 }
 
 TEST_P(HalfTables, ChunkPassesMatchScalar) {
