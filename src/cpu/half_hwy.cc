@@ -3,10 +3,12 @@
 // NLL), compiled once per target through foreach_target; fills its entries of each ISA's 16-bit
 // kernel tables (tables_hwy.cc). Shared with the float32 kernels, generic over the storage type:
 // the short-row tiles (C <= kSmallC, kernels_small-inl.h) and the forward-only statistics
-// (rows-inl.h ce_stats). Not here: strided blocks (class dimension not last) and binary
-// cross-entropy on probabilities, which keep the scalar twin's entries (kernels_scalar.cc); BCE
-// with logits is bce_hwy.cc's and soft-capping softcap_hwy.cc's (their loads and stores take the
-// storage type).
+// (rows-inl.h ce_stats), and strided blocks (class dimension not last: kernels_strided-inl.h, the
+// softmax family's forward and backward but logsumexp's backward, cross-entropy with class
+// indices). Not here: binary cross-entropy on probabilities, and strided blocks of logsumexp's
+// backward, probability targets and NLL (as for float32), which keep the scalar twin's entries
+// (kernels_scalar.cc); BCE with logits is bce_hwy.cc's and soft-capping softcap_hwy.cc's (their
+// loads and stores take the storage type).
 //
 // Each value is loaded as 16 bits and widened exactly to float32 (rows-inl.h load_u), computed as
 // the float32 kernels compute it (rows-inl.h's passes, exp-inl.h's exponential, sums of exps and
@@ -36,6 +38,8 @@ namespace HWY_NAMESPACE {
 #if XENT_TARGET_HAS_KERNELS
 // Short rows (C <= kSmallC), across rows, shared with float32 (widen_f32 / narrow_f32 too).
 #include "cpu/kernels_small-inl.h"
+// Blocks with stride != 1 (class dimension not last), shared with float32: strided_softmax_fwd, ...
+#include "cpu/kernels_strided-inl.h"
 
 namespace half {
 
@@ -213,7 +217,8 @@ template <class S, bool kLog>
 void softmax_like_fwd(const S* x, S* y, Block b) noexcept {
   const auto& scalar = scalar_table<S>();
   const auto scalar_fn = kLog ? scalar.log_softmax_fwd : scalar.softmax_fwd;
-  if (b.C == 0 || b.stride != 1) return scalar_fn(x, y, b);
+  if (b.C == 0) return scalar_fn(x, y, b);
+  if (b.stride != 1) return strided_softmax_like_fwd<S, kLog>(x, y, b);
   if (b.C <= kSmallC) return softmax_small(x, y, b.n_outer, b.C, kLog);
   if (!kLog && one_exp_half<S>(b.C)) return softmax_one_exp(x, y, b);
   const hn::ScalableTag<float> d;
@@ -250,7 +255,8 @@ void log_softmax_fwd(const S* x, S* y, Block b) noexcept { softmax_like_fwd<S, t
 template <class S>
 void logsumexp_fwd(const S* x, S* lse, Block b) noexcept {
   const auto& scalar = scalar_table<S>();
-  if (b.C == 0 || b.stride != 1) return scalar.logsumexp_fwd(x, lse, b);
+  if (b.C == 0) return scalar.logsumexp_fwd(x, lse, b);
+  if (b.stride != 1) return strided_logsumexp_fwd(x, lse, b);
   if (b.C <= kSmallC) return logsumexp_small(x, lse, b.n_outer, b.C);
   const std::size_t C = b.C;
   for (std::size_t r = 0; r < b.n_outer; ++r) {
@@ -325,7 +331,8 @@ void chunk_log_softmax_bwd(const S* y, const S* dy, S* dx, std::size_t n, double
 
 template <class S>
 void softmax_bwd(const S* y, const S* dy, S* dx, Block b) noexcept {
-  if (b.C == 0 || b.stride != 1) return scalar_table<S>().softmax_bwd(y, dy, dx, b);
+  if (b.C == 0) return scalar_table<S>().softmax_bwd(y, dy, dx, b);
+  if (b.stride != 1) return strided_softmax_bwd(y, dy, dx, b);
   if (b.C <= kSmallC) return softmax_small_bwd(y, dy, dx, b.n_outer, b.C, false);
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;
@@ -342,7 +349,8 @@ void softmax_bwd(const S* y, const S* dy, S* dx, Block b) noexcept {
 
 template <class S>
 void log_softmax_bwd(const S* y, const S* dy, S* dx, Block b) noexcept {
-  if (b.C == 0 || b.stride != 1) return scalar_table<S>().log_softmax_bwd(y, dy, dx, b);
+  if (b.C == 0) return scalar_table<S>().log_softmax_bwd(y, dy, dx, b);
+  if (b.stride != 1) return strided_log_softmax_bwd(y, dy, dx, b);
   if (b.C <= kSmallC) return softmax_small_bwd(y, dy, dx, b.n_outer, b.C, true);
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;
@@ -502,7 +510,8 @@ void ce_index(const CeIndexArgs<S, I>& a, Block b) noexcept {
     if constexpr (sizeof(I) == 4) return scalar.ce_index_i32;
     else return scalar.ce_index_i64;
   }();
-  if (b.C == 0 || b.stride != 1) return scalar_fn(a, b);
+  if (b.C == 0) return scalar_fn(a, b);
+  if (b.stride != 1) return strided_ce_index(a, b);
   if (b.C <= kSmallC) return ce_index_small(a, b.n_outer, b.C, scalar_fn);
   if (a.dx != nullptr && one_exp_half<S>(b.C)) return ce_index_rows<S, I, true>(a, b);
   ce_index_rows<S, I, false>(a, b);

@@ -311,7 +311,7 @@ void ce_index_small_plain(const CeIndexArgs<St, I>& a, std::size_t rows, std::si
       if (a.row_weight != nullptr) g = hn::Mul(g, load_wide(rw + k));
       const VD q = hn::IfThenElseZero(kept, hn::Div(hn::Mul(g, wtd), s));  // w[t] g / S
       store_narrow(q, scale + k);
-      const VD tg = hn::Neg(hn::Mul(sod, q));  // w[t] g (p[t] - 1)
+      const VD tg = hn::Sub(hn::Zero(dd), hn::Mul(sod, q));  // w[t] g (p[t] - 1); +0 when p[t] = 1 (C = 1)
       store_narrow(tg, tgrad + k);
       if constexpr (::xent::detail::kIsHalf<St>) hn::Store(tg, dd, tgd + k);
     }

@@ -62,7 +62,7 @@ const KernelTable<double>& table_f64() noexcept {
 }
 // bfloat16 and float16: the softmax family, cross-entropy and the token statistics from
 // half_hwy.cc, the type-free target scan from the float32 table, BCE with logits from bce_hwy.cc,
-// soft-capping from softcap_hwy.cc; BCE on probabilities and strided blocks stay scalar.
+// soft-capping from softcap_hwy.cc; BCE on probabilities stays scalar.
 template <class T>
 KernelTable<T> make_half_table(const KernelTable<T>& scalar) noexcept {
   KernelTable<T> t = scalar;

@@ -365,6 +365,106 @@ void softcap(std::uint64_t seed) {
   }
 }
 
+// Strided blocks (class dimension not last, kernels.h Block with stride != 1): the softmax family
+// forward and backward and cross-entropy (every option but probability targets) against the scalar
+// twin, on whole blocks and on a block of the middle n_inner - 2 positions (as a thread's share);
+// rows (o, i) hold random logits and, at i = 0..3 of o = 0, huge tied maxima, a -inf mask, a NaN
+// and a +inf. Groups are full vectors, partial ones and single rows.
+template <class H>
+void strided(std::size_t n_outer, std::size_t C, std::size_t inner, std::uint64_t seed) {
+  SCOPED_TRACE(std::string(hname<H>()) + " strided " + std::to_string(n_outer) + "x" + std::to_string(C) + "x" +
+               std::to_string(inner));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(-8, 8);
+  const std::size_t n = n_outer * C * inner;
+  std::vector<double> xd(n);
+  for (auto& v : xd) v = u(rng);
+  auto at = [&](std::size_t o, std::size_t c, std::size_t i) -> double& { return xd[o * C * inner + c * inner + i]; };
+  if (inner >= 4) {
+    for (std::size_t c = 0; c < C; ++c) {
+      at(0, c, 0) = c % 3 == 0 ? 3.0e4 : -3.0e4;
+      if (c % 2) at(0, c, 1) = -INFINITY;
+    }
+    at(0, C / 2, 2) = NAN;
+    at(0, C / 3, 3) = INFINITY;
+  }
+  const std::vector<H> x = to_h<H>(xd);
+  const auto &t = simd<H>(), &sc = scalar<H>();
+  for (int part = 0; part < 2; ++part) {
+    if (part == 1 && inner < 3) continue;
+    const std::size_t i0 = part, ni = part ? inner - 2 : inner;
+    SCOPED_TRACE(part ? "middle positions" : "whole block");
+    const Block b{n_outer, C, ni, inner};
+    std::vector<H> ya(n), ys(n), la(n), ls(n);
+    t.softmax_fwd(x.data() + i0, ya.data() + i0, b);
+    sc.softmax_fwd(x.data() + i0, ys.data() + i0, b);
+    EXPECT_TRUE(close16(ya, ys, std::vector<double>(n, 1.0))) << "softmax";
+    t.log_softmax_fwd(x.data() + i0, la.data() + i0, b);
+    sc.log_softmax_fwd(x.data() + i0, ls.data() + i0, b);
+    EXPECT_TRUE(close16(la, ls, std::vector<double>(n, 3.0e4 + 16))) << "log_softmax";
+    std::vector<H> lsea(n_outer * inner), lses(n_outer * inner);
+    t.logsumexp_fwd(x.data() + i0, lsea.data() + i0, b);
+    sc.logsumexp_fwd(x.data() + i0, lses.data() + i0, b);
+    EXPECT_TRUE(close16(lsea, lses, std::vector<double>(lsea.size(), 3.0e4 + 16))) << "logsumexp";
+    std::vector<double> dyd(n);
+    for (auto& v : dyd) v = u(rng) / 8;
+    const std::vector<H> dy = to_h<H>(dyd);
+    std::vector<H> da(n), ds(n);
+    t.softmax_bwd(ys.data() + i0, dy.data() + i0, da.data() + i0, b);
+    sc.softmax_bwd(ys.data() + i0, dy.data() + i0, ds.data() + i0, b);
+    EXPECT_TRUE(close16(da, ds, std::vector<double>(n, 4.0))) << "softmax backward";
+    t.log_softmax_bwd(ls.data() + i0, dy.data() + i0, da.data() + i0, b);
+    sc.log_softmax_bwd(ls.data() + i0, dy.data() + i0, ds.data() + i0, b);
+    EXPECT_TRUE(close16(da, ds, std::vector<double>(n, 4.0 * static_cast<double>(C)))) << "log_softmax backward";
+    // Cross-entropy: targets and upstream gradients at o * inner + i, losses dense.
+    std::vector<std::int64_t> tg(n_outer * inner);
+    std::vector<std::int32_t> tg32(tg.size());
+    for (std::size_t r = 0; r < tg.size(); ++r)
+      tg32[r] = static_cast<std::int32_t>(tg[r] = r % 7 == 5 ? -100 : static_cast<std::int64_t>((r * 31 + 3) % C));
+    std::uniform_real_distribution<double> uw(0.5, 2);
+    std::vector<double> wd(C), dld(tg.size());
+    for (auto& v : wd) v = uw(rng);
+    for (auto& v : dld) v = uw(rng);
+    const std::vector<H> w = to_h<H>(wd), dl = to_h<H>(dld);
+    double wsum = 0;
+    for (const H& v : w) wsum += f(v);
+    for (int opt = 0; opt < 8; ++opt) {
+      const bool weighted = opt & 1, smooth = opt & 2, per_row = opt & 4;
+      SCOPED_TRACE(std::string("cross-entropy") + (weighted ? " weighted" : "") + (smooth ? " smoothing" : "") +
+                   (per_row ? " per-row dloss" : ""));
+      cpu::CeIndexArgs<H, std::int64_t> a;
+      a.x = x.data() + i0;
+      a.target = tg.data() + i0;
+      a.weight = weighted ? w.data() : nullptr;
+      a.weight_sum = weighted ? wsum : static_cast<double>(C);
+      a.smoothing = smooth ? 0.1 : 0.0;
+      a.dloss = per_row ? dl.data() + i0 : nullptr;
+      a.dloss_scale = per_row ? 0.5 : 0.25;
+      std::vector<double> lossa(n_outer * ni), losss(n_outer * ni);
+      std::vector<H> ga(n), gs(n);
+      auto A = a, S = a;
+      A.row_loss = lossa.data(), A.dx = ga.data() + i0;
+      S.row_loss = losss.data(), S.dx = gs.data() + i0;
+      t.ce_index_i64(A, b);
+      sc.ce_index_i64(S, b);
+      EXPECT_TRUE(close_loss(lossa, losss, 16)) << "fused loss";
+      EXPECT_TRUE(close16(ga, gs, std::vector<double>(n, 4.0))) << "fused gradient";
+      cpu::CeIndexArgs<H, std::int32_t> a32;
+      a32.x = a.x;
+      a32.target = tg32.data() + i0;
+      a32.weight = a.weight;
+      a32.weight_sum = a.weight_sum;
+      a32.smoothing = a.smoothing;
+      a32.dloss = a.dloss;
+      a32.dloss_scale = a.dloss_scale;
+      a32.row_loss = lossa.data();
+      std::fill(lossa.begin(), lossa.end(), -1.0);
+      t.ce_index_i32(a32, b);
+      EXPECT_TRUE(close_loss(lossa, losss, 16)) << "forward-only loss (int32 targets)";
+    }
+  }
+}
+
 // The split-row passes on one run each.
 template <class H>
 void chunks(std::size_t n, std::uint64_t seed) {
@@ -468,6 +568,16 @@ TEST_P(HalfTables, ShortRowsInPlace) {
 TEST_P(HalfTables, SoftcapMatchesScalar) {
   softcap<BF16>(11);
   softcap<F16>(12);
+}
+
+TEST_P(HalfTables, StridedBlocksMatchScalar) {
+  std::uint64_t seed = 600;
+  for (std::size_t C : {1, 5, 40}) {
+    for (std::size_t inner : {2, 7, 16, 19, 37}) {
+      strided<BF16>(2, C, inner, seed++);
+      strided<F16>(2, C, inner, seed++);
+    }
+  }
 }
 
 TEST_P(HalfTables, ChunkPassesMatchScalar) {
