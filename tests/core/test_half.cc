@@ -347,6 +347,10 @@ TEST(HalfConversions, RoundOnceToNearestEven) {
   EXPECT_EQ(to_bfloat16(1.0 + 0x1p-8).bits, 0x3F80);
   EXPECT_EQ(to_bfloat16(1.0 + 0x1p-8 + 0x1p-40).bits, 0x3F81);
   EXPECT_EQ(to_bfloat16(1.0 + 3 * 0x1p-8).bits, 0x3F82);  // tie to even, upwards
+  // A hair below a tie: float would round onto the tie (then to even, 0x3F82); once, it is 0x3F81.
+  EXPECT_EQ(to_bfloat16(1.0 + 3 * 0x1p-8 - 0x1p-40).bits, 0x3F81);
+  EXPECT_EQ(to_bfloat16(-(1.0 + 3 * 0x1p-8 - 0x1p-40)).bits, 0xBF81);
+  EXPECT_EQ(to_float16(1.0 + 3 * 0x1p-11 - 0x1p-40).bits, 0x3C01);
   EXPECT_EQ(to_float16(1.0 + 0x1p-11 + 0x1p-40).bits, 0x3C01);
   EXPECT_EQ(to_float16(1.0 + 0x1p-11).bits, 0x3C00);
   EXPECT_EQ(to_float16(65520.0).bits, 0x7C00);       // rounds to inf
