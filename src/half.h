@@ -21,9 +21,11 @@ inline float round_to_odd_float(double x) noexcept {
   float f = static_cast<float>(x);
   if (std::isnan(x)) return f;
   if (static_cast<double>(f) == x) return f;
-  if (std::fabs(static_cast<double>(f)) > std::fabs(x)) f = std::nextafter(f, 0.0f);  // toward zero (inf -> max)
   std::uint32_t b;
   std::memcpy(&b, &f, 4);
+  // One step toward zero (inf -> max) when rounding went away from it: the bits minus one, as
+  // nextafter(f, 0) (f is not zero here), without its library call.
+  if (std::fabs(static_cast<double>(f)) > std::fabs(x)) b -= 1u;
   b |= 1u;
   std::memcpy(&f, &b, 4);
   return f;

@@ -19,6 +19,9 @@ void fill_byte_affine(KernelTable<double>* t) noexcept;
 // the scalar twin's.
 void fill_half(KernelTable<BF16>* t) noexcept;
 void fill_half(KernelTable<F16>* t) noexcept;
+// Soft-capping of bfloat16 and float16 (softcap_hwy.cc: widened to float32, rounded once).
+void fill_softcap(KernelTable<BF16>* t) noexcept;
+void fill_softcap(KernelTable<F16>* t) noexcept;
 // Test hook: y = exp_nonpos(x) for x <= 0 (exp-inl.h), for the ulp test on every ISA.
 void fill_exp(KernelTable<float>* t) noexcept;
 void fill_exp(KernelTable<double>* t) noexcept;

@@ -1,9 +1,14 @@
 // half_hwy.cc: the SIMD kernels for bfloat16 and float16 tensors (the softmax family, forward and
 // backward, the per-chunk passes of split rows, cross-entropy with class indices or probabilities,
 // NLL), compiled once per target through foreach_target; fills its entries of each ISA's 16-bit
-// kernel tables (tables_hwy.cc). Not here: strided blocks (class dimension not last), binary
-// cross-entropy on probabilities and soft-capping, which keep the scalar twin's entries
-// (kernels_scalar.cc); BCE with logits is bce_hwy.cc's (its loads and stores take the storage type).
+// kernel tables (tables_hwy.cc). Shared with the float32 kernels, generic over the storage type:
+// the short-row tiles (C <= kSmallC, kernels_small-inl.h) and the forward-only statistics
+// (rows-inl.h ce_stats), and strided blocks (class dimension not last: kernels_strided-inl.h, the
+// softmax family's forward and backward but logsumexp's backward, cross-entropy with class
+// indices). Not here: binary cross-entropy on probabilities, and strided blocks of logsumexp's
+// backward, probability targets and NLL (as for float32), which keep the scalar twin's entries
+// (kernels_scalar.cc); BCE with logits is bce_hwy.cc's and soft-capping softcap_hwy.cc's (their
+// loads and stores take the storage type).
 //
 // Each value is loaded as 16 bits and widened exactly to float32 (rows-inl.h load_u), computed as
 // the float32 kernels compute it (rows-inl.h's passes, exp-inl.h's exponential, sums of exps and
@@ -31,6 +36,11 @@ namespace HWY_NAMESPACE {
 #include "cpu/families-inl.h"
 
 #if XENT_TARGET_HAS_KERNELS
+// Short rows (C <= kSmallC), across rows, shared with float32 (widen_f32 / narrow_f32 too).
+#include "cpu/kernels_small-inl.h"
+// Blocks with stride != 1 (class dimension not last), shared with float32: strided_softmax_fwd, ...
+#include "cpu/kernels_strided-inl.h"
+
 namespace half {
 
 using tuning::kHalfOneExpMax;
@@ -207,7 +217,9 @@ template <class S, bool kLog>
 void softmax_like_fwd(const S* x, S* y, Block b) noexcept {
   const auto& scalar = scalar_table<S>();
   const auto scalar_fn = kLog ? scalar.log_softmax_fwd : scalar.softmax_fwd;
-  if (b.C == 0 || b.stride != 1) return scalar_fn(x, y, b);
+  if (b.C == 0) return scalar_fn(x, y, b);
+  if (b.stride != 1) return strided_softmax_like_fwd<S, kLog>(x, y, b);
+  if (b.C <= kSmallC) return softmax_small(x, y, b.n_outer, b.C, kLog);
   if (!kLog && one_exp_half<S>(b.C)) return softmax_one_exp(x, y, b);
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;
@@ -243,7 +255,9 @@ void log_softmax_fwd(const S* x, S* y, Block b) noexcept { softmax_like_fwd<S, t
 template <class S>
 void logsumexp_fwd(const S* x, S* lse, Block b) noexcept {
   const auto& scalar = scalar_table<S>();
-  if (b.C == 0 || b.stride != 1) return scalar.logsumexp_fwd(x, lse, b);
+  if (b.C == 0) return scalar.logsumexp_fwd(x, lse, b);
+  if (b.stride != 1) return strided_logsumexp_fwd(x, lse, b);
+  if (b.C <= kSmallC) return logsumexp_small(x, lse, b.n_outer, b.C);
   const std::size_t C = b.C;
   for (std::size_t r = 0; r < b.n_outer; ++r) {
     const S* xr = x + r * C;
@@ -317,7 +331,9 @@ void chunk_log_softmax_bwd(const S* y, const S* dy, S* dx, std::size_t n, double
 
 template <class S>
 void softmax_bwd(const S* y, const S* dy, S* dx, Block b) noexcept {
-  if (b.C == 0 || b.stride != 1) return scalar_table<S>().softmax_bwd(y, dy, dx, b);
+  if (b.C == 0) return scalar_table<S>().softmax_bwd(y, dy, dx, b);
+  if (b.stride != 1) return strided_softmax_bwd(y, dy, dx, b);
+  if (b.C <= kSmallC) return softmax_small_bwd(y, dy, dx, b.n_outer, b.C, false);
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t C = b.C;
@@ -333,7 +349,9 @@ void softmax_bwd(const S* y, const S* dy, S* dx, Block b) noexcept {
 
 template <class S>
 void log_softmax_bwd(const S* y, const S* dy, S* dx, Block b) noexcept {
-  if (b.C == 0 || b.stride != 1) return scalar_table<S>().log_softmax_bwd(y, dy, dx, b);
+  if (b.C == 0) return scalar_table<S>().log_softmax_bwd(y, dy, dx, b);
+  if (b.stride != 1) return strided_log_softmax_bwd(y, dy, dx, b);
+  if (b.C <= kSmallC) return softmax_small_bwd(y, dy, dx, b.n_outer, b.C, true);
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t C = b.C;
@@ -375,18 +393,6 @@ void logsumexp_bwd(const S* x, const S* lse, const S* dlse, S* dx, Block b) noex
 
 // ---------------------------------------------------------------------------------------------
 // cross-entropy with class indices, and NLL
-
-template <class S, class I>
-HWY_INLINE CeIndexArgs<S, I> ce_row_args(const CeIndexArgs<S, I>& a, std::size_t r, std::size_t C) {
-  CeIndexArgs<S, I> s = a;
-  s.x = a.x + r * C;
-  s.target = a.target + r;
-  if (a.row_loss != nullptr) s.row_loss = a.row_loss + r;
-  if (a.dx != nullptr) s.dx = a.dx + r * C;
-  if (a.dloss != nullptr) s.dloss = a.dloss + r;
-  if (a.row_weight != nullptr) s.row_weight = a.row_weight + r;
-  return s;
-}
 
 // The float32 kernel's formulas (cross_entropy_hwy.cc ce_index):
 //   loss_row = (1 - eps) w[t] (lse - x[t]) + eps/C sum_c w[c] (lse - x[c])
@@ -499,11 +505,14 @@ HWY_NOINLINE void ce_index_rows(const CeIndexArgs<S, I>& a, Block b) {
 
 template <class S, class I>
 void ce_index(const CeIndexArgs<S, I>& a, Block b) noexcept {
-  if (b.C == 0 || b.stride != 1) {
-    const auto& scalar = scalar_table<S>();
-    if constexpr (sizeof(I) == 4) return scalar.ce_index_i32(a, b);
-    else return scalar.ce_index_i64(a, b);
-  }
+  const auto& scalar = scalar_table<S>();
+  auto* scalar_fn = [&] {
+    if constexpr (sizeof(I) == 4) return scalar.ce_index_i32;
+    else return scalar.ce_index_i64;
+  }();
+  if (b.C == 0) return scalar_fn(a, b);
+  if (b.stride != 1) return strided_ce_index(a, b);
+  if (b.C <= kSmallC) return ce_index_small(a, b.n_outer, b.C, scalar_fn);
   if (a.dx != nullptr && one_exp_half<S>(b.C)) return ce_index_rows<S, I, true>(a, b);
   ce_index_rows<S, I, false>(a, b);
 }
@@ -542,6 +551,7 @@ template <class S>
 void ce_prob(const CeProbArgs<S>& a, Block b) noexcept {
   const auto& scalar = scalar_table<S>();
   if (b.stride != 1 || b.C == 0) return scalar.ce_prob(a, b);
+  if (b.C <= kSmallC) return ce_prob_small(a, b.n_outer, b.C);
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t C = b.C;
@@ -585,26 +595,6 @@ void chunk_ce_grad(const S* x, const Coefs<S>& k, S* dx, std::size_t n, double m
   if (stream) hwy::FlushStream();
 }
 
-// n values widened to float32 (exact) / n float32 values rounded once into S, load_u / store_u
-// lane-wise; the tail by the scalar conversions, which give the same bits.
-template <class S>
-void widen_f32(const S* x, float* y, std::size_t n) noexcept {
-  const hn::ScalableTag<float> d;
-  const std::size_t N = hn::Lanes(d);
-  std::size_t i = 0;
-  for (; i + N <= n; i += N) hn::StoreU(load_u(d, x + i), d, y + i);
-  for (; i < n; ++i) y[i] = static_cast<float>(x[i]);
-}
-
-template <class S>
-void narrow_f32(const float* x, S* y, std::size_t n) noexcept {
-  const hn::ScalableTag<float> d;
-  const std::size_t N = hn::Lanes(d);
-  std::size_t i = 0;
-  for (; i + N <= n; i += N) store_u(hn::LoadU(d, x + i), d, y + i);
-  for (; i < n; ++i) y[i] = S(x[i]);
-}
-
 template <class S>
 void fill(KernelTable<S>* t) noexcept {
   t->softmax_fwd = &softmax_fwd<S>;
@@ -626,6 +616,7 @@ void fill(KernelTable<S>* t) noexcept {
   t->nll_i32 = &nll<S, std::int32_t>;
   t->nll_i64 = &nll<S, std::int64_t>;
   t->ce_prob = &ce_prob<S>;
+  t->ce_stats = &ce_stats<S>;
   t->widen_f32 = &widen_f32<S>;
   t->narrow_f32 = &narrow_f32<S>;
 }

@@ -1,8 +1,10 @@
 // kernels_strided-inl.h: the SIMD kernels for blocks whose class dimension is not last (Block
 // stride != 1: (N, C, d1, ...) as in segmentation), for the foreach_target passes of softmax_hwy.cc
-// and cross_entropy_hwy.cc. It is included from inside their xent::cpu::HWY_NAMESPACE, after
-// rows-inl.h, whose helpers it uses (exp_diff, load_padded, load_wide, store_narrow, ...); it
-// includes nothing and is no header of its own. Contiguous rows (stride 1) are not handled here.
+// and cross_entropy_hwy.cc (float32, float64) and of half_hwy.cc (bfloat16, float16: each value
+// widened exactly to float32 on load and rounded once at the store, rows-inl.h load_u / store_u).
+// It is included from inside their xent::cpu::HWY_NAMESPACE, after rows-inl.h, whose helpers it
+// uses (exp_diff, load_padded, load_wide, store_narrow, ...); it includes nothing and is no header
+// of its own. Contiguous rows (stride 1) are not handled here.
 //
 // Layout (kernels.h): element (o, c, i) at base[o * C * stride + c * stride + i], so for fixed o and
 // c the n_inner rows of a block are contiguous: a vector of L = Lanes(T) inner positions ("a group")
@@ -21,8 +23,10 @@
 // same bits.
 //
 // Cost model: softmax (and the cross-entropy gradient) keep e in the output when a group's columns
-// fit in kOneExpRowBytes (one exp per value, the output reread from cache); otherwise e is
-// recomputed in the last pass.
+// fit in kOneExpRowBytes (one exp per value, the output reread from cache); otherwise, and always
+// for the 16-bit types (whose output would round e before it is scaled), e is recomputed in the
+// last pass. Per-row results computed in double (logsumexp, the cross-entropy target entry) are
+// rounded once from double into the storage type.
 
 #if defined(XENT_CPU_STRIDED_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef XENT_CPU_STRIDED_INL_H_
@@ -31,26 +35,30 @@
 #define XENT_CPU_STRIDED_INL_H_
 #endif
 
-// One column of a group: n = Lanes values at p (kFull) or the n < Lanes ones, padded with 0.
-template <bool kFull, class D, class T = hn::TFromD<D>>
-HWY_INLINE hn::Vec<D> col_load(D d, const T* p, std::size_t n) {
+// One column of a group: n = Lanes values at p (kFull) or the n < Lanes ones, padded with 0; any
+// storage type St, as compute-type lanes (16-bit values widened exactly, rows-inl.h load_u).
+template <bool kFull, class D, class St>
+HWY_INLINE hn::Vec<D> col_load(D d, const St* p, std::size_t n) {
+  using T = hn::TFromD<D>;
   if constexpr (kFull) {
     (void)n;
-    return hn::LoadU(d, p);
+    return load_u(d, p);
   } else {
     return load_padded(d, p, n, T(0));
   }
 }
 
-template <bool kFull, class D, class T = hn::TFromD<D>>
-HWY_INLINE void col_store(D d, hn::Vec<D> v, T* p, std::size_t n) {
+// The first n lanes (all with kFull) stored at p, rounded once into St (rows-inl.h store_u).
+template <bool kFull, class D, class St>
+HWY_INLINE void col_store(D d, hn::Vec<D> v, St* p, std::size_t n) {
+  using T = hn::TFromD<D>;
   if constexpr (kFull) {
     (void)n;
-    hn::StoreU(v, d, p);
+    store_u(v, d, p);
   } else {
     HWY_ALIGN T buf[kMaxLanesBytes / sizeof(T)];
     hn::Store(v, d, buf);
-    for (std::size_t k = 0; k < n; ++k) p[k] = buf[k];
+    for (std::size_t k = 0; k < n; ++k) p[k] = static_cast<St>(buf[k]);
   }
 }
 
@@ -103,10 +111,13 @@ struct LaneSums<float> {
   }
 };
 
-// Whether a group's C columns (one vector each) fit in the one-exp scheme's bound.
-template <class T>
+// Whether a group's C columns (one vector each) fit in the one-exp scheme's bound. Never for the
+// 16-bit types: their output cannot hold e unrounded, so they recompute it.
+template <class St>
 HWY_INLINE bool strided_one_exp(std::size_t C) {
-  return C * hn::Lanes(hn::ScalableTag<T>()) * sizeof(T) <= kOneExpRowBytes;
+  using T = compute_t<St>;
+  if constexpr (::xent::detail::kIsHalf<St>) return false;
+  else return C * hn::Lanes(hn::ScalableTag<T>()) * sizeof(T) <= kOneExpRowBytes;
 }
 
 // Runs group(o, i0, n, full) over a block: full groups of Lanes rows, then the n < Lanes rows left
@@ -135,8 +146,8 @@ HWY_INLINE void for_each_group(const Block& b, const Group& group, const RowScal
 
 // Per-lane max of a group's rows (x at the group's column 0, columns `s` apart); false when a lane
 // holds a NaN, a +inf or only -inf. Max may drop a NaN: tracked on the side.
-template <bool kFull, class T>
-HWY_INLINE bool group_max(const T* x, std::size_t C, std::size_t s, std::size_t n, hn::Vec<hn::ScalableTag<T>>* m_out) {
+template <bool kFull, class St, class T = compute_t<St>>
+HWY_INLINE bool group_max(const St* x, std::size_t C, std::size_t s, std::size_t n, hn::Vec<hn::ScalableTag<T>>* m_out) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   V m0 = hn::Set(d, -kInf<T>), m1 = m0;
@@ -162,8 +173,9 @@ HWY_INLINE bool group_max(const T* x, std::size_t C, std::size_t s, std::size_t 
 // softmax family
 
 // softmax (kLog false) and log_softmax (kLog true) of one group; y may alias x.
-template <bool kFull, bool kLog, bool kKeep, class T>
-HWY_INLINE bool strided_softmax_group(const T* x, T* y, std::size_t C, std::size_t s, std::size_t n) {
+template <bool kFull, bool kLog, bool kKeep, class St>
+HWY_INLINE bool strided_softmax_group(const St* x, St* y, std::size_t C, std::size_t s, std::size_t n) {
+  using T = compute_t<St>;
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const hn::ScalableTag<double> dd;
@@ -198,33 +210,36 @@ HWY_INLINE bool strided_softmax_group(const T* x, T* y, std::size_t C, std::size
   return true;
 }
 
-template <class T, bool kLog>
-void strided_softmax_like_fwd(const T* x, T* y, Block b) noexcept {
-  const auto& scalar = scalar_table<T>();
+template <class St, bool kLog>
+void strided_softmax_like_fwd(const St* x, St* y, Block b) noexcept {
+  const auto& scalar = scalar_table<St>();
   const auto scalar_fn = kLog ? scalar.log_softmax_fwd : scalar.softmax_fwd;
   const std::size_t C = b.C, s = b.stride;
-  const bool keep = strided_one_exp<T>(C);
+  const bool keep = strided_one_exp<St>(C);
   auto group = [&](std::size_t o, std::size_t i0, std::size_t n, auto full) HWY_ATTR {
     constexpr bool kFull = decltype(full)::value;
     const std::size_t off = o * C * s + i0;
-    return keep ? strided_softmax_group<kFull, kLog, true>(x + off, y + off, C, s, n)
-                : strided_softmax_group<kFull, kLog, false>(x + off, y + off, C, s, n);
+    if constexpr (!::xent::detail::kIsHalf<St>) {
+      if (keep) return strided_softmax_group<kFull, kLog, true>(x + off, y + off, C, s, n);
+    }
+    return strided_softmax_group<kFull, kLog, false>(x + off, y + off, C, s, n);
   };
   auto row_scalar = [&](std::size_t o, std::size_t i) HWY_ATTR {
     const std::size_t off = o * C * s + i;
     scalar_fn(x + off, y + off, Block{1, C, 1, s});
   };
-  for_each_group<T>(b, group, row_scalar);
+  for_each_group<compute_t<St>>(b, group, row_scalar);
 }
 
-template <class T>
-void strided_softmax_fwd(const T* x, T* y, Block b) noexcept { strided_softmax_like_fwd<T, false>(x, y, b); }
-template <class T>
-void strided_log_softmax_fwd(const T* x, T* y, Block b) noexcept { strided_softmax_like_fwd<T, true>(x, y, b); }
+template <class St>
+void strided_softmax_fwd(const St* x, St* y, Block b) noexcept { strided_softmax_like_fwd<St, false>(x, y, b); }
+template <class St>
+void strided_log_softmax_fwd(const St* x, St* y, Block b) noexcept { strided_softmax_like_fwd<St, true>(x, y, b); }
 
-// lse = T(m + log S) per row, at lse[o * stride + i].
-template <class T>
-void strided_logsumexp_fwd(const T* x, T* lse, Block b) noexcept {
+// lse = St(m + log S) per row (rounded once from double), at lse[o * stride + i].
+template <class St>
+void strided_logsumexp_fwd(const St* x, St* lse, Block b) noexcept {
+  using T = compute_t<St>;
   const std::size_t C = b.C, s = b.stride;
   auto group = [&](std::size_t o, std::size_t i0, std::size_t n, auto full) HWY_ATTR {
     constexpr bool kFull = decltype(full)::value;
@@ -232,22 +247,22 @@ void strided_logsumexp_fwd(const T* x, T* lse, Block b) noexcept {
     const hn::ScalableTag<double> dd;
     constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
     const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
-    const T* xg = x + o * C * s + i0;
+    const St* xg = x + o * C * s + i0;
     hn::Vec<decltype(d)> m;
     if (!group_max<kFull>(xg, C, s, n, &m)) return false;
     LaneSums<T> acc;
     for (std::size_t c = 0; c < C; ++c) acc.add(exp_diff<kExactSum>(d, col_load<kFull>(d, xg + c * s, n), m));
-    HWY_ALIGN double S[kL];
-    HWY_ALIGN T mb[kL], out[kL];
+    HWY_ALIGN double S[kL], out[kL];
+    HWY_ALIGN T mb[kL];
     acc.store(S);
     hn::Store(m, d, mb);
     for (std::size_t k = 0; k < L; k += LD)
-      store_narrow(hn::Add(load_wide(mb + k), hn::Log(dd, hn::Load(dd, S + k))), out + k);
-    col_store<kFull>(d, hn::Load(d, out), lse + o * s + i0, n);
+      hn::Store(hn::Add(load_wide(mb + k), hn::Log(dd, hn::Load(dd, S + k))), dd, out + k);
+    for (std::size_t lane = 0; lane < n; ++lane) lse[o * s + i0 + lane] = static_cast<St>(out[lane]);
     return true;
   };
   auto row_scalar = [&](std::size_t o, std::size_t i) HWY_ATTR {
-    scalar_table<T>().logsumexp_fwd(x + o * C * s + i, lse + o * s + i, Block{1, C, 1, s});
+    scalar_table<St>().logsumexp_fwd(x + o * C * s + i, lse + o * s + i, Block{1, C, 1, s});
   };
   for_each_group<T>(b, group, row_scalar);
 }
@@ -255,8 +270,9 @@ void strided_logsumexp_fwd(const T* x, T* lse, Block b) noexcept {
 // softmax_bwd: dx = y (dy - T(dot)), dot = sum y dy in double; log_softmax_bwd: dx = dy - exp(y)
 // T(sum), sum = sum dy in double (the contiguous kernels' expressions). No row needs the scalar
 // twin: NaN and infinities propagate through the same operations.
-template <class T, bool kLog>
-void strided_softmax_like_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
+template <class St, bool kLog>
+void strided_softmax_like_bwd(const St* y, const St* dy, St* dx, Block b) noexcept {
+  using T = compute_t<St>;
   const std::size_t C = b.C, s = b.stride;
   auto group = [&](std::size_t o, std::size_t i0, std::size_t n, auto full) HWY_ATTR {
     constexpr bool kFull = decltype(full)::value;
@@ -266,9 +282,9 @@ void strided_softmax_like_bwd(const T* y, const T* dy, T* dx, Block b) noexcept 
     constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
     const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
     const std::size_t off = o * C * s + i0;
-    const T* yg = y + off;
-    const T* dyg = dy + off;
-    T* dxg = dx + off;
+    const St* yg = y + off;
+    const St* dyg = dy + off;
+    St* dxg = dx + off;
     LaneSums<T> acc;
     for (std::size_t c = 0; c < C; ++c) {
       if constexpr (kLog) acc.add(col_load<kFull>(d, dyg + c * s, n));
@@ -290,13 +306,13 @@ void strided_softmax_like_bwd(const T* y, const T* dy, T* dx, Block b) noexcept 
   for_each_group<T>(b, group, row_scalar);
 }
 
-template <class T>
-void strided_softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
-  strided_softmax_like_bwd<T, false>(y, dy, dx, b);
+template <class St>
+void strided_softmax_bwd(const St* y, const St* dy, St* dx, Block b) noexcept {
+  strided_softmax_like_bwd<St, false>(y, dy, dx, b);
 }
-template <class T>
-void strided_log_softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
-  strided_softmax_like_bwd<T, true>(y, dy, dx, b);
+template <class St>
+void strided_log_softmax_bwd(const St* y, const St* dy, St* dx, Block b) noexcept {
+  strided_softmax_like_bwd<St, true>(y, dy, dx, b);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,9 +325,10 @@ void strided_log_softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
 // Ignored rows: loss 0, dx 0 (a row whose normaliser is not finite goes to the scalar twin, whose
 // 0 * p is NaN there).
 
-template <bool kFull, bool kKeep, class T, class I>
-HWY_INLINE bool strided_ce_group(const CeIndexArgs<T, I>& a, std::size_t C, std::size_t s, std::size_t n_inner,
+template <bool kFull, bool kKeep, class St, class I>
+HWY_INLINE bool strided_ce_group(const CeIndexArgs<St, I>& a, std::size_t C, std::size_t s, std::size_t n_inner,
                                  std::size_t o, std::size_t i0, std::size_t n) {
+  using T = compute_t<St>;
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const hn::RebindToSigned<decltype(d)> di;
@@ -323,8 +340,8 @@ HWY_INLINE bool strided_ce_group(const CeIndexArgs<T, I>& a, std::size_t C, std:
   const double eps = a.smoothing;
   const double Cd = static_cast<double>(C);
   const double W = a.weight_sum;
-  const T* x = a.x + o * C * s + i0;
-  T* dx = a.dx != nullptr ? a.dx + o * C * s + i0 : nullptr;
+  const St* x = a.x + o * C * s + i0;
+  St* dx = a.dx != nullptr ? a.dx + o * C * s + i0 : nullptr;
   const std::size_t ro = o * s + i0;  // per-row inputs (target, dloss)
 
   // Per lane: the target (-1 when ignored, and in the pads), its weight (0 when ignored), the
@@ -338,11 +355,11 @@ HWY_INLINE bool strided_ce_group(const CeIndexArgs<T, I>& a, std::size_t C, std:
     rw[lane] = T(0);
     if (lane >= n) continue;
     const std::int64_t t = static_cast<std::int64_t>(a.target[ro + lane]);
-    if (a.dloss != nullptr) dl[lane] = a.dloss[ro + lane];
-    if (a.row_weight != nullptr) rw[lane] = a.row_weight[ro + lane];
+    if (a.dloss != nullptr) dl[lane] = static_cast<T>(a.dloss[ro + lane]);
+    if (a.row_weight != nullptr) rw[lane] = static_cast<T>(a.row_weight[ro + lane]);
     if (t == a.ignore_index) continue;
     tg[lane] = static_cast<TI>(t);
-    wt[lane] = a.weight != nullptr ? a.weight[t] : T(1);
+    wt[lane] = a.weight != nullptr ? static_cast<T>(a.weight[t]) : T(1);
   }
   const auto vt = hn::Load(di, tg);
   const auto kept = hn::RebindMask(d, hn::Gt(vt, hn::Set(di, TI(-1))));
@@ -380,12 +397,12 @@ HWY_INLINE bool strided_ce_group(const CeIndexArgs<T, I>& a, std::size_t C, std:
       const auto is_t = hn::RebindMask(d, hn::Eq(vt, vc));
       et = hn::IfThenElse(is_t, e, et);
       so.add(hn::IfThenZeroElse(is_t, e));
-      if (eps != 0) A.add_shifted_mul(v, m, a.weight != nullptr ? static_cast<double>(a.weight[c]) : 1.0);
+      if (eps != 0) A.add_shifted_mul(v, m, a.weight != nullptr ? as_double(a.weight[c]) : 1.0);
     }
   }
 
   // Per-row scalars, LD lanes at a time in double.
-  HWY_ALIGN double Sob[kL], Ab[kL], lossb[kL];
+  HWY_ALIGN double Sob[kL], Ab[kL], lossb[kL], tgd[kL];
   HWY_ALIGN T mb[kL], xtb[kL], etb[kL], scaleb[kL], tgb[kL], bbb[kL], keepb[kL];
   so.store(Sob);
   if (eps != 0) A.store(Ab);
@@ -410,12 +427,14 @@ HWY_INLINE bool strided_ce_group(const CeIndexArgs<T, I>& a, std::size_t C, std:
     if (dx == nullptr) continue;
     VD g = a.dloss != nullptr ? hn::Mul(vscale, load_wide(dl + k)) : vscale;  // row_upstream's order
     if (a.row_weight != nullptr) g = hn::Mul(g, load_wide(rw + k));
-    const VD pm1 = hn::Neg(hn::Div(sod, S));  // p[t] - 1
+    const VD pm1 = hn::Sub(hn::Zero(dd), hn::Div(sod, S));  // p[t] - 1, +0 (as expm1(0)) when p[t] = 1
     const VD coef = eps != 0 ? hn::MulAdd(keep_h, wtd, hn::Mul(soft, vW)) : wtd;  // multiplies p
     store_narrow(hn::IfThenElseZero(kd, hn::Div(hn::Mul(g, coef), S)), scaleb + k);
     VD dt = eps != 0 ? hn::Mul(hn::Mul(keep_h, wtd), pm1) : hn::Mul(wtd, pm1);
     if (eps != 0) dt = hn::MulAdd(soft, hn::Sub(hn::Mul(vW, hn::Add(pm1, hn::Set(dd, 1.0))), wtd), dt);
-    store_narrow(hn::IfThenElseZero(kd, hn::Mul(g, dt)), tgb + k);
+    const VD tgv = hn::IfThenElseZero(kd, hn::Mul(g, dt));
+    store_narrow(tgv, tgb + k);
+    if constexpr (::xent::detail::kIsHalf<St>) hn::Store(tgv, dd, tgd + k);
     store_narrow(hn::IfThenElseZero(kd, hn::Mul(g, soft)), bbb + k);
   }
   if (a.row_loss != nullptr) {
@@ -431,15 +450,21 @@ HWY_INLINE bool strided_ce_group(const CeIndexArgs<T, I>& a, std::size_t C, std:
     const V e = kKeep ? col_load<kFull>(d, dx + c * s, n)
                       : exp_diff<kExactOut>(d, col_load<kFull>(d, x + c * s, n), m);
     V p = hn::Mul(e, vs);
-    if (eps != 0) p = hn::NegMulAdd(hn::Set(d, a.weight != nullptr ? a.weight[c] : T(1)), vb, p);
+    if (eps != 0) p = hn::NegMulAdd(hn::Set(d, a.weight != nullptr ? static_cast<T>(a.weight[c]) : T(1)), vb, p);
     col_store<kFull>(d, hn::IfThenElse(hn::RebindMask(d, hn::Eq(vt, vc)), vg, p), dx + c * s, n);
+  }
+  if constexpr (::xent::detail::kIsHalf<St>) {
+    // The target's entry rounded once from double into the 16-bit type, not through float.
+    for (std::size_t lane = 0; lane < n; ++lane)
+      if (tg[lane] >= 0) dx[static_cast<std::size_t>(tg[lane]) * s + lane] = static_cast<St>(tgd[lane]);
   }
   return true;
 }
 
-template <class T, class I>
-void strided_ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
-  const auto& scalar = scalar_table<T>();
+template <class St, class I>
+void strided_ce_index(const CeIndexArgs<St, I>& a, Block b) noexcept {
+  using T = compute_t<St>;
+  const auto& scalar = scalar_table<St>();
   auto* scalar_fn = [&] {
     if constexpr (sizeof(I) == 4) return scalar.ce_index_i32;
     else return scalar.ce_index_i64;
@@ -450,16 +475,18 @@ void strided_ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
   using TI = hn::TFromD<hn::RebindToSigned<hn::ScalableTag<T>>>;
   bool vector_ok = C <= static_cast<std::size_t>(std::numeric_limits<TI>::max());
   if (vector_ok && a.smoothing != 0 && a.weight != nullptr)
-    for (std::size_t c = 0; c < C && vector_ok; ++c) vector_ok = std::isfinite(static_cast<double>(a.weight[c]));
+    for (std::size_t c = 0; c < C && vector_ok; ++c) vector_ok = std::isfinite(as_double(a.weight[c]));
   if (!vector_ok || !std::isfinite(a.weight_sum)) return scalar_fn(a, b);
-  const bool keep = a.dx != nullptr && strided_one_exp<T>(C);
+  const bool keep = a.dx != nullptr && strided_one_exp<St>(C);
   auto group = [&](std::size_t o, std::size_t i0, std::size_t n, auto full) HWY_ATTR {
     constexpr bool kFull = decltype(full)::value;
-    return keep ? strided_ce_group<kFull, true>(a, C, s, b.n_inner, o, i0, n)
-                : strided_ce_group<kFull, false>(a, C, s, b.n_inner, o, i0, n);
+    if constexpr (!::xent::detail::kIsHalf<St>) {
+      if (keep) return strided_ce_group<kFull, true>(a, C, s, b.n_inner, o, i0, n);
+    }
+    return strided_ce_group<kFull, false>(a, C, s, b.n_inner, o, i0, n);
   };
   auto row_scalar = [&](std::size_t o, std::size_t i) HWY_ATTR {
-    CeIndexArgs<T, I> r = a;
+    CeIndexArgs<St, I> r = a;
     r.x = a.x + o * C * s + i;
     r.target = a.target + o * s + i;
     if (a.row_loss != nullptr) r.row_loss = a.row_loss + o * b.n_inner + i;

@@ -1,7 +1,8 @@
 // softmax_hwy.cc: the SIMD softmax family (softmax, log_softmax, logsumexp, forward and backward,
 // and the per-chunk passes of rows split across threads), compiled once per target through
 // foreach_target; fills its entries of each ISA's kernel table (tables_hwy.cc). The row machinery
-// is rows-inl.h's, strided blocks (class dim not last) kernels_strided-inl.h's.
+// is rows-inl.h's, short rows (across rows) kernels_small-inl.h's, strided blocks (class dim not
+// last) kernels_strided-inl.h's.
 //
 // Rows with a +-inf max or a NaN run the scalar twin (kernels_scalar.cc) on that row, so edge cases
 // have exactly the scalar semantics. Long rows split across threads run the same two passes per
@@ -25,103 +26,8 @@ namespace HWY_NAMESPACE {
 #if XENT_TARGET_HAS_KERNELS
 // Blocks with stride != 1 (class dimension not last): strided_softmax_fwd, ...
 #include "cpu/kernels_strided-inl.h"
-
-template <class T>
-void softmax_small(const T* x, T* y, std::size_t rows, std::size_t C, bool log_softmax) {
-  const hn::ScalableTag<T> d;
-  using V = hn::Vec<decltype(d)>;
-  const hn::ScalableTag<double> dd;
-  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
-  const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
-  HWY_ALIGN T tile[kSmallC * kL];
-  HWY_ALIGN T m[kL], a[kL];
-  HWY_ALIGN double S[kL], logS[kL];
-  bool ok[kL];
-  for (std::size_t r0 = 0; r0 < rows; r0 += L) {
-    const std::size_t n = std::min(L, rows - r0);
-    const bool fast = tile_load(x + r0 * C, C, n, tile);
-    // log_softmax: y = (x - m) - log S, as the long-row path (log S must not vanish into m);
-    // softmax: y = e * (1 / S).
-    const bool all = log_softmax ? tile_stats<T, false>(tile, C, m, S, logS, ok) : tile_stats<T, true>(tile, C, m, S, logS, ok);
-    for (std::size_t k = 0; k < L; k += LD)
-      store_narrow(log_softmax ? hn::Load(dd, logS + k) : hn::Div(hn::Set(dd, 1.0), hn::Load(dd, S + k)), a + k);
-    const V vm = hn::Load(d, m), va = hn::Load(d, a);
-    for (std::size_t c = 0; c < C; ++c) {
-      const V v = hn::Load(d, tile + c * L);
-      hn::Store(log_softmax ? hn::Sub(hn::Sub(v, vm), va) : hn::Mul(v, va), d, tile + c * L);
-    }
-    // Rows the scalar twin redoes are done before the tile is stored: y may alias x.
-    if (!all) {
-      for (std::size_t lane = 0; lane < n; ++lane) {
-        if (ok[lane]) continue;
-        const T* xr = x + (r0 + lane) * C;
-        T* yr = y + (r0 + lane) * C;
-        if (log_softmax) scalar_table<T>().log_softmax_fwd(xr, yr, Block{1, C, 1, 1});
-        else scalar_table<T>().softmax_fwd(xr, yr, Block{1, C, 1, 1});
-      }
-    }
-    tile_store(tile, C, n, fast, all ? nullptr : ok, y + r0 * C);
-  }
-}
-
-template <class T>
-void logsumexp_small(const T* x, T* lse, std::size_t rows, std::size_t C) {
-  const hn::ScalableTag<T> d;
-  const hn::ScalableTag<double> dd;
-  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
-  const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
-  HWY_ALIGN T tile[kSmallC * kL];
-  HWY_ALIGN T m[kL], out[kL];
-  HWY_ALIGN double S[kL], logS[kL];
-  bool ok[kL];
-  for (std::size_t r0 = 0; r0 < rows; r0 += L) {
-    const std::size_t n = std::min(L, rows - r0);
-    tile_load(x + r0 * C, C, n, tile);
-    const bool all = tile_stats<T, false>(tile, C, m, S, logS, ok);
-    for (std::size_t k = 0; k < L; k += LD) store_narrow(hn::Add(load_wide(m + k), hn::Load(dd, logS + k)), out + k);
-    for (std::size_t lane = 0; lane < n; ++lane) {
-      if (all || ok[lane]) lse[r0 + lane] = out[lane];
-      else scalar_table<T>().logsumexp_fwd(x + (r0 + lane) * C, lse + r0 + lane, Block{1, C, 1, 1});
-    }
-  }
-}
-
-// Short rows backward, across rows as the forward: a tile of y and one of dy, each row one lane;
-// per lane the dot sum(dy * y) (softmax) or sum(dy) (log_softmax) accumulated in double, as
-// chunk_dot does along a row, then dx = y * (dy - dot) or dy - exp(y) * sum. dx may alias y or dy
-// (both tiles are loaded before the tile is stored).
-template <class T>
-void softmax_small_bwd(const T* y, const T* dy, T* dx, std::size_t rows, std::size_t C, bool log_softmax) {
-  const hn::ScalableTag<T> d;
-  using V = hn::Vec<decltype(d)>;
-  const hn::ScalableTag<double> dd;
-  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
-  const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
-  HWY_ALIGN T ty[kSmallC * kL];
-  HWY_ALIGN T tdy[kSmallC * kL];
-  HWY_ALIGN T dot[kL];
-  HWY_ALIGN double wide[kL];
-  const V zero = hn::Zero(d);
-  for (std::size_t r0 = 0; r0 < rows; r0 += L) {
-    const std::size_t n = std::min(L, rows - r0);
-    const bool fast = tile_load(y + r0 * C, C, n, ty);
-    tile_load(dy + r0 * C, C, n, tdy);
-    WideSum<T> acc;
-    for (std::size_t c = 0; c < C; ++c) {
-      if (log_softmax) acc.add(hn::Load(d, tdy + c * L));
-      else acc.add_mul(hn::Load(d, ty + c * L), hn::Load(d, tdy + c * L));
-    }
-    acc.store_lanes(wide);
-    for (std::size_t k = 0; k < L; k += LD) store_narrow(hn::Load(dd, wide + k), dot + k);
-    const V vdot = hn::Load(d, dot);
-    for (std::size_t c = 0; c < C; ++c) {
-      const V yv = hn::Load(d, ty + c * L), dyv = hn::Load(d, tdy + c * L);
-      hn::Store(log_softmax ? hn::NegMulAdd(exp_diff_any(d, yv, zero), vdot, dyv) : hn::Mul(yv, hn::Sub(dyv, vdot)), d,
-                ty + c * L);
-    }
-    tile_store(ty, C, n, fast, nullptr, dx + r0 * C);
-  }
-}
+// Short rows (C <= kSmallC), across rows: softmax_small, ..., ce_index_small, ce_prob_small.
+#include "cpu/kernels_small-inl.h"
 
 // ---------------------------------------------------------------------------------------------
 // softmax family

@@ -61,9 +61,9 @@ const KernelTable<double>& table_f64() noexcept {
   static const KernelTable<double> t = make_table(scalar_table_f64());
   return t;
 }
-// bfloat16 and float16: the softmax family and cross-entropy from half_hwy.cc, the type-free
-// target scan from the float32 table, BCE with logits from bce_hwy.cc; BCE on probabilities and
-// soft-capping stay scalar.
+// bfloat16 and float16: the softmax family, cross-entropy and the token statistics from
+// half_hwy.cc, the type-free target scan from the float32 table, BCE with logits from bce_hwy.cc,
+// soft-capping from softcap_hwy.cc; BCE on probabilities stays scalar.
 template <class T>
 KernelTable<T> make_half_table(const KernelTable<T>& scalar) noexcept {
   KernelTable<T> t = scalar;
@@ -72,6 +72,7 @@ KernelTable<T> make_half_table(const KernelTable<T>& scalar) noexcept {
   t.count_kept_i32 = table_f32().count_kept_i32;
   t.count_kept_i64 = table_f32().count_kept_i64;
   fill_bce(&t);
+  fill_softcap(&t);
   return t;
 }
 const KernelTable<BF16>& table_bf16() noexcept {

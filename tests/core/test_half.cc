@@ -319,8 +319,44 @@ void thread_bits(std::int64_t N, std::int64_t C) {
     CrossEntropyOptions o;
     o.label_smoothing = 0.05;
     ASSERT_TRUE(cross_entropy_fused({x.data(), xs}, {t.data(), xrs}, o, {loss.data(), Shape{}}, {dx.data(), xs}).ok());
+    std::vector<H> dxp(x.size()), lossp(1);  // without label smoothing (its own short-row kernel)
+    ASSERT_TRUE(
+        cross_entropy_fused({x.data(), xs}, {t.data(), xrs}, {}, {lossp.data(), Shape{}}, {dxp.data(), xs}).ok());
     std::vector<std::uint16_t> bits;
-    for (const auto* v : {&y, &dx, &loss})
+    for (const auto* v : {&y, &dx, &loss, &dxp, &lossp})
+      for (const H& h : *v) bits.push_back(h.bits);
+    if (threads == 1) ref_bits = bits;
+    else EXPECT_EQ(bits, ref_bits) << threads << " threads";
+  }
+}
+
+// Class dimension not last ((N, C, D), the strided kernels): the same bits for 1, 2 and 7 threads,
+// which split the D positions of each n differently across threads and vector groups.
+template <class H>
+void thread_bits_strided(std::int64_t N, std::int64_t C, std::int64_t D) {
+  SCOPED_TRACE(std::string(hname<H>()) + " strided threads [" + std::to_string(N) + ", " + std::to_string(C) + ", " +
+               std::to_string(D) + "]");
+  std::mt19937_64 rng(11);
+  const std::vector<H> x = to_h<H>(logits<H>(N * D, C, rng, false));  // values only; layout (N, C, D)
+  const Shape xs{N, C, D}, ts{N, D}, ls{N, D};
+  std::vector<std::int64_t> t(static_cast<std::size_t>(N * D));
+  for (std::size_t r = 0; r < t.size(); ++r)
+    t[r] = r % 9 == 4 ? -100 : static_cast<std::int64_t>((r * 13) % static_cast<std::size_t>(C));
+  std::vector<std::uint16_t> ref_bits;
+  for (int threads : {1, 2, 7}) {
+    set_num_threads(threads);
+    std::vector<H> y(x.size()), ly(x.size()), dx(x.size()), dxs(x.size()), lse(t.size()), loss(t.size()), dy(x.size());
+    ASSERT_TRUE(softmax_forward({x.data(), xs}, 1, {y.data(), xs}).ok());
+    ASSERT_TRUE(log_softmax_forward({x.data(), xs}, 1, {ly.data(), xs}).ok());
+    ASSERT_TRUE(logsumexp_forward({x.data(), xs}, 1, {lse.data(), ls}).ok());
+    ASSERT_TRUE(softmax_backward({y.data(), xs}, {x.data(), xs}, 1, {dy.data(), xs}).ok());
+    CrossEntropyOptions o;
+    o.reduction = Reduction::kNone;
+    ASSERT_TRUE(cross_entropy_fused({x.data(), xs}, {t.data(), ts}, o, {loss.data(), ls}, {dx.data(), xs}).ok());
+    o.label_smoothing = 0.05;
+    ASSERT_TRUE(cross_entropy_fused({x.data(), xs}, {t.data(), ts}, o, {loss.data(), ls}, {dxs.data(), xs}).ok());
+    std::vector<std::uint16_t> bits;
+    for (const auto* v : {&y, &ly, &lse, &dy, &dx, &dxs, &loss})
       for (const H& h : *v) bits.push_back(h.bits);
     if (threads == 1) ref_bits = bits;
     else EXPECT_EQ(bits, ref_bits) << threads << " threads";
@@ -329,6 +365,10 @@ void thread_bits(std::int64_t N, std::int64_t C) {
 
 TEST_P(Half, SameBitsFor1_2_7Threads) {
   thread_bits<bfloat16>(3000, 100);
+  thread_bits<bfloat16>(3001, 10);  // short rows: across-rows tiles, a partial last tile
+  thread_bits<float16>(3001, 10);
+  thread_bits_strided<bfloat16>(3, 10, 1001);  // class dim not last
+  thread_bits_strided<float16>(2, 40, 333);
   thread_bits<float16>(4, 70000);
   thread_bits<bfloat16>(4, 70000);
 }
@@ -342,6 +382,10 @@ TEST(HalfConversions, RoundOnceToNearestEven) {
   EXPECT_EQ(to_bfloat16(1.0 + 0x1p-8).bits, 0x3F80);
   EXPECT_EQ(to_bfloat16(1.0 + 0x1p-8 + 0x1p-40).bits, 0x3F81);
   EXPECT_EQ(to_bfloat16(1.0 + 3 * 0x1p-8).bits, 0x3F82);  // tie to even, upwards
+  // A hair below a tie: float would round onto the tie (then to even, 0x3F82); once, it is 0x3F81.
+  EXPECT_EQ(to_bfloat16(1.0 + 3 * 0x1p-8 - 0x1p-40).bits, 0x3F81);
+  EXPECT_EQ(to_bfloat16(-(1.0 + 3 * 0x1p-8 - 0x1p-40)).bits, 0xBF81);
+  EXPECT_EQ(to_float16(1.0 + 3 * 0x1p-11 - 0x1p-40).bits, 0x3C01);
   EXPECT_EQ(to_float16(1.0 + 0x1p-11 + 0x1p-40).bits, 0x3C01);
   EXPECT_EQ(to_float16(1.0 + 0x1p-11).bits, 0x3C00);
   EXPECT_EQ(to_float16(65520.0).bits, 0x7C00);       // rounds to inf

@@ -122,8 +122,10 @@ std::vector<double> logits(std::size_t N, std::size_t C, std::mt19937_64& rng, b
   return x;
 }
 
-const std::size_t kLengths[] = {1, 3, 8, 9, 17, 33, 100, 1000, 4099, cpu::tuning::kHalfOneExpMax,
-                                cpu::tuning::kHalfOneExpMax + 5};
+// Both sides of every threshold: short rows (across-rows tiles up to kSmallC; in registers up to
+// 16 on AVX2 and AVX-512), the one-exp rows (kHalfOneExpMax) and longer ones.
+const std::size_t kLengths[] = {1, 3, 8, 9, 10, 16, 17, cpu::tuning::kSmallC, 33, 100, 1000, 4099,
+                                cpu::tuning::kHalfOneExpMax, cpu::tuning::kHalfOneExpMax + 5};
 
 template <class H>
 void softmax_family(std::size_t N, std::size_t C, std::uint64_t seed) {
@@ -258,6 +260,211 @@ void cross_entropy(std::size_t N, std::size_t C, std::uint64_t seed) {
   }
 }
 
+// The forward-only statistics (ce_stats): lse and entropy (double) within 2^-17 of the scalar
+// twin's (relative to |lse| + 16, the size of the terms), the argmax the same index. Rows: random,
+// adversarial (huge tied maxima: the first wins; a -inf mask; all equal; a NaN: its index, as
+// torch.argmax; +inf), a late tie with an earlier maximum in another vector lane, and a NaN in the
+// tail after the last full vector.
+template <class H>
+void token_stats(std::size_t N, std::size_t C, std::uint64_t seed) {
+  SCOPED_TRACE(std::string(hname<H>()) + " ce_stats " + std::to_string(N) + "x" + std::to_string(C));
+  std::mt19937_64 rng(seed);
+  std::vector<double> xd = logits<H>(N, C, rng, true, kBrain<H> ? 1.0e30 : 3.0e4);
+  if (N >= 7 && C >= 3) {
+    for (std::size_t c = 0; c < C; ++c) xd[5 * C + c] = -1.0 - static_cast<double>(c % 5);
+    xd[5 * C + 1] = xd[5 * C + C - 1] = 4.0;  // tie: index 1 wins over the last
+    xd[6 * C + C - 1] = NAN;                  // NaN in the tail (after a random row)
+  }
+  const std::vector<H> x = to_h<H>(xd);
+  std::vector<double> la(N, -1), ls(N, -2), ea(N, -1), es(N, -2);
+  std::vector<std::int64_t> aa(N, -7), as(N, -8);
+  const Block b{N, C, 1, 1};
+  simd<H>().ce_stats(x.data(), b, la.data(), ea.data(), aa.data());
+  scalar<H>().ce_stats(x.data(), b, ls.data(), es.data(), as.data());
+  EXPECT_EQ(aa, as) << "argmax";
+  std::vector<double> sc(N);
+  for (std::size_t r = 0; r < N; ++r) sc[r] = simd_check::row_absmax(&xd[r * C], C) + 16;
+  for (std::size_t r = 0; r < N; ++r) {
+    for (int k = 0; k < 2; ++k) {
+      const double a = k == 0 ? la[r] : ea[r], s = k == 0 ? ls[r] : es[r];
+      const bool ok = std::isnan(a) || std::isnan(s) ? std::isnan(a) && std::isnan(s)
+                      : std::isinf(s)               ? a == s
+                                                    : std::fabs(a - s) <= 0x1p-17 * sc[r];
+      EXPECT_TRUE(ok) << "row " << r << (k == 0 ? " lse " : " entropy ") << simd_check::fmt(a) << " scalar "
+                      << simd_check::fmt(s);
+    }
+  }
+}
+
+// Short rows (across-rows tiles) in place: the output over its input gives the bits of the
+// out-of-place call, rows the scalar twin redoes (NaN, +inf, -inf masks) included, for softmax,
+// log_softmax, their backward (dx over dy) and the fused cross-entropy (dx over x), with and
+// without label smoothing.
+template <class H>
+void in_place_short(std::size_t N, std::size_t C, std::uint64_t seed) {
+  SCOPED_TRACE(std::string(hname<H>()) + " in place " + std::to_string(N) + "x" + std::to_string(C));
+  std::mt19937_64 rng(seed);
+  const std::vector<H> x = to_h<H>(logits<H>(N, C, rng, true, 3.0e4));
+  const Block b{N, C, 1, 1};
+  const auto& t = simd<H>();
+  auto bits = [](const std::vector<H>& v) {
+    std::vector<std::uint16_t> o(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) o[i] = v[i].bits;
+    return o;
+  };
+  for (auto fn : {t.softmax_fwd, t.log_softmax_fwd}) {
+    std::vector<H> y(x.size()), z = x;
+    fn(x.data(), y.data(), b);
+    fn(z.data(), z.data(), b);
+    EXPECT_EQ(bits(z), bits(y)) << "forward in place";
+    std::vector<H> dy = to_h<H>(std::vector<double>(x.size(), 0.25)), d(x.size());
+    for (std::size_t i = 0; i < dy.size(); i += 3) dy[i] = H(-0.5);
+    auto bwd = fn == t.softmax_fwd ? t.softmax_bwd : t.log_softmax_bwd;
+    bwd(y.data(), dy.data(), d.data(), b);
+    bwd(y.data(), dy.data(), dy.data(), b);
+    EXPECT_EQ(bits(dy), bits(d)) << "backward in place";
+  }
+  std::vector<std::int64_t> tg(N);
+  for (std::size_t r = 0; r < N; ++r) tg[r] = r % 5 == 4 ? -100 : static_cast<std::int64_t>((r * 7) % C);
+  for (double eps : {0.0, 0.1}) {
+    cpu::CeIndexArgs<H, std::int64_t> a;
+    a.target = tg.data();
+    a.weight_sum = static_cast<double>(C);
+    a.smoothing = eps;
+    std::vector<double> l1(N), l2(N);
+    std::vector<H> d(x.size()), z = x;
+    a.x = x.data(), a.dx = d.data(), a.row_loss = l1.data();
+    t.ce_index_i64(a, b);
+    a.x = z.data(), a.dx = z.data(), a.row_loss = l2.data();
+    t.ce_index_i64(a, b);
+    EXPECT_EQ(bits(z), bits(d)) << "cross-entropy gradient in place, smoothing " << eps;
+    for (std::size_t r = 0; r < N; ++r)
+      EXPECT_TRUE(l1[r] == l2[r] || (std::isnan(l1[r]) && std::isnan(l2[r]))) << "row " << r;
+  }
+}
+
+// Soft-capping in place: every output within one 16-bit ulp of the scalar twin's (tanh in double,
+// rounded once), most of them the same bits; values across the cap's range, zero, tiny, huge, the
+// type's largest, +-inf (+-s) and NaN, at lengths with vector tails.
+template <class H>
+void softcap(std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(-80, 80);
+  for (std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{67}, std::size_t{1000}}) {
+    for (double s : {1.0, 15.0, 30.0}) {
+      SCOPED_TRACE(std::string(hname<H>()) + " softcap n=" + std::to_string(n) + " s=" + std::to_string(s));
+      std::vector<double> zd(n);
+      for (auto& v : zd) v = u(rng);
+      const double specials[] = {0.0, 1e-3, -2.5e-5, 1e4, -6e4, INFINITY, -INFINITY, NAN};
+      for (std::size_t k = 0; k < n && k < 8; ++k) zd[(k * 5 + 2) % n] = specials[k];
+      std::vector<H> a = to_h<H>(zd), b = a;
+      simd<H>().softcap(a.data(), n, H(s));
+      scalar<H>().softcap(b.data(), n, H(s));
+      EXPECT_TRUE(close16(a, b, std::vector<double>(n, 0.0)));
+    }
+  }
+}
+
+// Strided blocks (class dimension not last, kernels.h Block with stride != 1): the softmax family
+// forward and backward and cross-entropy (every option but probability targets) against the scalar
+// twin, on whole blocks and on a block of the middle n_inner - 2 positions (as a thread's share);
+// rows (o, i) hold random logits and, at i = 0..3 of o = 0, huge tied maxima, a -inf mask, a NaN
+// and a +inf. Groups are full vectors, partial ones and single rows.
+template <class H>
+void strided(std::size_t n_outer, std::size_t C, std::size_t inner, std::uint64_t seed) {
+  SCOPED_TRACE(std::string(hname<H>()) + " strided " + std::to_string(n_outer) + "x" + std::to_string(C) + "x" +
+               std::to_string(inner));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(-8, 8);
+  const std::size_t n = n_outer * C * inner;
+  std::vector<double> xd(n);
+  for (auto& v : xd) v = u(rng);
+  auto at = [&](std::size_t o, std::size_t c, std::size_t i) -> double& { return xd[o * C * inner + c * inner + i]; };
+  if (inner >= 4) {
+    for (std::size_t c = 0; c < C; ++c) {
+      at(0, c, 0) = c % 3 == 0 ? 3.0e4 : -3.0e4;
+      if (c % 2) at(0, c, 1) = -INFINITY;
+    }
+    at(0, C / 2, 2) = NAN;
+    at(0, C / 3, 3) = INFINITY;
+  }
+  const std::vector<H> x = to_h<H>(xd);
+  const auto &t = simd<H>(), &sc = scalar<H>();
+  for (int part = 0; part < 2; ++part) {
+    if (part == 1 && inner < 3) continue;
+    const std::size_t i0 = part, ni = part ? inner - 2 : inner;
+    SCOPED_TRACE(part ? "middle positions" : "whole block");
+    const Block b{n_outer, C, ni, inner};
+    std::vector<H> ya(n), ys(n), la(n), ls(n);
+    t.softmax_fwd(x.data() + i0, ya.data() + i0, b);
+    sc.softmax_fwd(x.data() + i0, ys.data() + i0, b);
+    EXPECT_TRUE(close16(ya, ys, std::vector<double>(n, 1.0))) << "softmax";
+    t.log_softmax_fwd(x.data() + i0, la.data() + i0, b);
+    sc.log_softmax_fwd(x.data() + i0, ls.data() + i0, b);
+    EXPECT_TRUE(close16(la, ls, std::vector<double>(n, 3.0e4 + 16))) << "log_softmax";
+    std::vector<H> lsea(n_outer * inner), lses(n_outer * inner);
+    t.logsumexp_fwd(x.data() + i0, lsea.data() + i0, b);
+    sc.logsumexp_fwd(x.data() + i0, lses.data() + i0, b);
+    EXPECT_TRUE(close16(lsea, lses, std::vector<double>(lsea.size(), 3.0e4 + 16))) << "logsumexp";
+    std::vector<double> dyd(n);
+    for (auto& v : dyd) v = u(rng) / 8;
+    const std::vector<H> dy = to_h<H>(dyd);
+    std::vector<H> da(n), ds(n);
+    t.softmax_bwd(ys.data() + i0, dy.data() + i0, da.data() + i0, b);
+    sc.softmax_bwd(ys.data() + i0, dy.data() + i0, ds.data() + i0, b);
+    EXPECT_TRUE(close16(da, ds, std::vector<double>(n, 4.0))) << "softmax backward";
+    t.log_softmax_bwd(ls.data() + i0, dy.data() + i0, da.data() + i0, b);
+    sc.log_softmax_bwd(ls.data() + i0, dy.data() + i0, ds.data() + i0, b);
+    EXPECT_TRUE(close16(da, ds, std::vector<double>(n, 4.0 * static_cast<double>(C)))) << "log_softmax backward";
+    // Cross-entropy: targets and upstream gradients at o * inner + i, losses dense.
+    std::vector<std::int64_t> tg(n_outer * inner);
+    std::vector<std::int32_t> tg32(tg.size());
+    for (std::size_t r = 0; r < tg.size(); ++r)
+      tg32[r] = static_cast<std::int32_t>(tg[r] = r % 7 == 5 ? -100 : static_cast<std::int64_t>((r * 31 + 3) % C));
+    std::uniform_real_distribution<double> uw(0.5, 2);
+    std::vector<double> wd(C), dld(tg.size());
+    for (auto& v : wd) v = uw(rng);
+    for (auto& v : dld) v = uw(rng);
+    const std::vector<H> w = to_h<H>(wd), dl = to_h<H>(dld);
+    double wsum = 0;
+    for (const H& v : w) wsum += f(v);
+    for (int opt = 0; opt < 8; ++opt) {
+      const bool weighted = opt & 1, smooth = opt & 2, per_row = opt & 4;
+      SCOPED_TRACE(std::string("cross-entropy") + (weighted ? " weighted" : "") + (smooth ? " smoothing" : "") +
+                   (per_row ? " per-row dloss" : ""));
+      cpu::CeIndexArgs<H, std::int64_t> a;
+      a.x = x.data() + i0;
+      a.target = tg.data() + i0;
+      a.weight = weighted ? w.data() : nullptr;
+      a.weight_sum = weighted ? wsum : static_cast<double>(C);
+      a.smoothing = smooth ? 0.1 : 0.0;
+      a.dloss = per_row ? dl.data() + i0 : nullptr;
+      a.dloss_scale = per_row ? 0.5 : 0.25;
+      std::vector<double> lossa(n_outer * ni), losss(n_outer * ni);
+      std::vector<H> ga(n), gs(n);
+      auto A = a, S = a;
+      A.row_loss = lossa.data(), A.dx = ga.data() + i0;
+      S.row_loss = losss.data(), S.dx = gs.data() + i0;
+      t.ce_index_i64(A, b);
+      sc.ce_index_i64(S, b);
+      EXPECT_TRUE(close_loss(lossa, losss, 16)) << "fused loss";
+      EXPECT_TRUE(close16(ga, gs, std::vector<double>(n, 4.0))) << "fused gradient";
+      cpu::CeIndexArgs<H, std::int32_t> a32;
+      a32.x = a.x;
+      a32.target = tg32.data() + i0;
+      a32.weight = a.weight;
+      a32.weight_sum = a.weight_sum;
+      a32.smoothing = a.smoothing;
+      a32.dloss = a.dloss;
+      a32.dloss_scale = a.dloss_scale;
+      a32.row_loss = lossa.data();
+      std::fill(lossa.begin(), lossa.end(), -1.0);
+      t.ce_index_i32(a32, b);
+      EXPECT_TRUE(close_loss(lossa, losss, 16)) << "forward-only loss (int32 targets)";
+    }
+  }
+}
+
 // The split-row passes on one run each.
 template <class H>
 void chunks(std::size_t n, std::uint64_t seed) {
@@ -318,6 +525,10 @@ TEST_P(HalfTables, EntriesAreVectorised) {
   EXPECT_EQ(std::string(simd<F16>().name), GetParam());
   EXPECT_NE(simd<F16>().widen_f32, scalar<F16>().widen_f32);
   EXPECT_NE(simd<BF16>().narrow_f32, scalar<BF16>().narrow_f32);
+  EXPECT_NE(simd<BF16>().ce_stats, scalar<BF16>().ce_stats);
+  EXPECT_NE(simd<F16>().ce_stats, scalar<F16>().ce_stats);
+  EXPECT_NE(simd<BF16>().softcap, scalar<BF16>().softcap);
+  EXPECT_NE(simd<F16>().softcap, scalar<F16>().softcap);
 }
 
 TEST_P(HalfTables, SoftmaxFamilyMatchesScalar) {
@@ -335,6 +546,37 @@ TEST_P(HalfTables, CrossEntropyMatchesScalar) {
     const std::size_t N = C >= 1000 ? 6 : 37;
     cross_entropy<BF16>(N, C, seed++);
     cross_entropy<F16>(N, C, seed++);
+  }
+}
+
+TEST_P(HalfTables, TokenStatsMatchScalar) {
+  std::uint64_t seed = 300;
+  for (std::size_t C : kLengths) {
+    const std::size_t N = C >= 1000 ? 8 : 37;
+    token_stats<BF16>(N, C, seed++);
+    token_stats<F16>(N, C, seed++);
+  }
+}
+
+TEST_P(HalfTables, ShortRowsInPlace) {
+  for (std::size_t C : {2, 10, 16, 17, 32}) {
+    in_place_short<BF16>(37, C, 400 + C);
+    in_place_short<F16>(37, C, 500 + C);
+  }
+}
+
+TEST_P(HalfTables, SoftcapMatchesScalar) {
+  softcap<BF16>(11);
+  softcap<F16>(12);
+}
+
+TEST_P(HalfTables, StridedBlocksMatchScalar) {
+  std::uint64_t seed = 600;
+  for (std::size_t C : {1, 5, 40}) {
+    for (std::size_t inner : {2, 7, 16, 19, 37}) {
+      strided<BF16>(2, C, inner, seed++);
+      strided<F16>(2, C, inner, seed++);
+    }
   }
 }
 
