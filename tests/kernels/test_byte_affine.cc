@@ -117,27 +117,22 @@ void check_grad(std::size_t rows, std::size_t D, std::size_t C, std::uint32_t se
     }
 }
 
-// Shapes: D = 784 (Fashion-MNIST) and D past / short of whole vectors (1, 7, 9, 31, 33, 100); C = 10
-// (two groups), 1-4 (each remainder), 12, 3; rows odd and even, 1 and a batch chunk of 128.
-TEST_P(ByteAffine, ForwardMatchesDefinition) {
-  std::uint32_t seed = 1;
+// Calls check(rows, D, C, seed) for float and double on every shape: D = 784 (Fashion-MNIST) and D
+// past / short of whole vectors (1, 7, 9, 31, 33, 100); C = 10 (two groups), 1-4 (each remainder),
+// 12, 3; rows odd and even, 1 and a batch chunk of 128.
+template <class F, class G>
+void for_each_shape(std::uint32_t seed, F check_f32, G check_f64) {
   for (std::size_t D : {784u, 1u, 7u, 9u, 31u, 33u, 100u})
     for (std::size_t C : {10u, 1u, 2u, 3u, 4u, 12u})
       for (std::size_t rows : {1u, 2u, 5u, 128u}) {
-        check_forward<float>(rows, D, C, seed);
-        check_forward<double>(rows, D, C, seed++);
+        check_f32(rows, D, C, seed);
+        check_f64(rows, D, C, seed++);
       }
 }
 
-TEST_P(ByteAffine, GradientMatchesDefinition) {
-  std::uint32_t seed = 100;
-  for (std::size_t D : {784u, 1u, 7u, 9u, 31u, 33u, 100u})
-    for (std::size_t C : {10u, 1u, 2u, 3u, 4u, 12u})
-      for (std::size_t rows : {1u, 2u, 5u, 128u}) {
-        check_grad<float>(rows, D, C, seed);
-        check_grad<double>(rows, D, C, seed++);
-      }
-}
+TEST_P(ByteAffine, ForwardMatchesDefinition) { for_each_shape(1, check_forward<float>, check_forward<double>); }
+
+TEST_P(ByteAffine, GradientMatchesDefinition) { for_each_shape(100, check_grad<float>, check_grad<double>); }
 
 // The entries exist in the float32/float64 tables of every ISA, and the SIMD tables have their own
 // (a table that kept the scalar twin's would pass the tests above without testing the SIMD code).
