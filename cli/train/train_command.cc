@@ -304,6 +304,11 @@ void write_metrics_and_report(Session& s, bool running, std::vector<std::string>
                           {"load_seconds", s.d.seconds},
                           {"train_seconds", s.train_seconds},
                           {"recipe", recipe_json(s)}};
+  if (!s.d.cache.empty()) {  // IDX data: each file "hit", "miss", "off" or "plain" (the decoded-dataset cache)
+    nlohmann::json c = {{"dir", s.d.cache_dir}};
+    for (const auto& [role, use] : s.d.cache) c[role] = use;
+    extra["load_cache"] = c;
+  }
   for (const char* k : {"lbfgs_stop", "lbfgs_iterations", "lbfgs_evaluations", "lbfgs_grad_max"}) {
     auto it = s.state.model.info.find(k);
     if (it != s.state.model.info.end()) extra[k] = it->second;
@@ -393,6 +398,7 @@ void run(Args& a) {
   s.threads = num_threads();
   s.paths = prepare_outputs(a);
   load_and_split(s);
+  if (!a.quiet && !s.d.cache_note.empty()) std::fprintf(stderr, "xent train: %s\n", s.d.cache_note.c_str());
   init_state(s);
   if (s.rank == 0) create_out_dir(a);
   if (!a.quiet) print_header(s);
