@@ -12,6 +12,7 @@
 // The file is exactly H + D bytes.
 #include "io/dataset_cache.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -19,10 +20,12 @@
 #include <libdeflate.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <optional>
 
 #include <fmt/format.h>
@@ -231,6 +234,46 @@ Status write_entry(const std::string& dir, const std::string& entry, const std::
   return f.commit();
 }
 
+// Keeps the directory from collecting entries of sources that are gone (datasets moved or
+// deleted, temporary directories): removes this user's entries whose recorded source path no
+// longer exists, and temporaries (*.xent-cache.tmp.*) a killed run left over a day ago. Run once
+// per process, after an entry was written (a miss), so hits never pay for it. Best effort: any
+// error leaves the file alone.
+void prune(const std::string& dir) {
+  static std::atomic<bool> done{false};
+  if (done.exchange(true)) return;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  const std::string suffix = ".xent-cache";
+  const auto now = ::time(nullptr);
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    const std::string path = dir + "/" + name;
+    const std::size_t at = name.find(suffix);
+    if (at == std::string::npos) continue;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid()) continue;
+    if (name.compare(at, suffix.size() + 5, suffix + ".tmp.") == 0) {
+      if (now - st.st_mtime > 24 * 3600) ::unlink(path.c_str());
+      continue;
+    }
+    if (at + suffix.size() != name.size()) continue;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) continue;
+    std::array<std::uint8_t, kFixed + kMaxPath> h{};
+    const bool read_ok = pread_all(fd, h.data(), kFixed, 0);
+    const std::uint32_t n = read_ok ? get32(h.data() + 76) : 0;
+    const bool ok = read_ok && std::memcmp(h.data(), kMagic, 8) == 0 && n > 0 && n < kMaxPath &&
+                    pread_all(fd, h.data() + kFixed, n, kFixed);
+    ::close(fd);
+    if (!ok) continue;
+    const std::string source(reinterpret_cast<const char*>(h.data() + kFixed), n);
+    struct stat sst {};
+    if (source[0] == '/' && ::lstat(source.c_str(), &sst) != 0 && errno == ENOENT) ::unlink(path.c_str());
+  }
+  ::closedir(d);
+}
+
 // The source's stamp and whether it is gzip'd; nullopt when it cannot be examined (read_idx_file
 // then says why, or reads it plain).
 struct Source {
@@ -287,6 +330,7 @@ CachedIdx cached_unguarded(const std::string& path, const std::string& dir, bool
   struct stat after {};
   if (::stat(path.c_str(), &after) != 0 || !stamp_of(after).same_file(src->stamp)) return out;
   out.write_error = write_entry(dir, out.entry, canonical, src->stamp, out.array.value());
+  if (out.write_error.ok()) prune(dir);
   return out;
 }
 

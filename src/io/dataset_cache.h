@@ -17,8 +17,9 @@
 // and both hold the same bytes. A link planted at the entry path is neither followed nor
 // replaced. The directory is created 0700, entries 0600. A cache that cannot be written (no
 // directory, read-only, disk full) never fails the load: the data come from the source and the
-// failure is returned for the caller to mention once. Not a general file cache, not a lock, no
-// size limit or eviction (one entry per source path, replaced when the source changes).
+// failure is returned for the caller to mention once. After writing an entry, entries whose
+// source path no longer exists are removed. Not a general file cache, not a lock, no size limit
+// (one entry per source path, replaced when the source changes).
 #pragma once
 
 #include <string>

@@ -13,7 +13,8 @@ IDX inputs (src/io/dataset_cache.h), end to end on small synthetic gzip'd IDX fi
   on stderr, none under --quiet; --no-cache writes nothing; plain inputs are never cached;
 - the default directory: $XENT_CACHE_DIR, else $XDG_CACHE_HOME/xent (absolute only), else
   $HOME/.cache/xent;
-- two runs at once filling the same cache both succeed and leave entries that hit.
+- two runs at once filling the same cache both succeed and leave entries that hit;
+- entries whose source is gone, and day-old temporaries, are removed when an entry is written.
 
 Usage: test_dataset_cache_cli.py XENT. Needs only the standard library.
 """
@@ -277,6 +278,26 @@ def main():
     check(stat.S_IMODE(os.stat(p("home", ".cache")).st_mode) == 0o700, "~/.cache should be created 0700")
     train(data, p("d4"), env={"XDG_CACHE_HOME": "relative/xdg"})
     check(uses(p("d4")) == ["hit"] * 4, f"HOME/.cache/xent second run: expected hits, got {uses(p('d4'))}")
+
+    # --- entries of sources that are gone are removed when another entry is written
+    pr = p("prune_cache")
+    gone = write_dataset(p("gone"))
+    train(gone, p("g1"), "--cache-dir", pr)
+    shutil.rmtree(gone)
+    stale_tmp, fresh_tmp, other = (os.path.join(pr, n) for n in ("x.xent-cache.tmp.abc123", "y.xent-cache.tmp.def456",
+                                                                   "notes.txt"))
+    for f in (stale_tmp, fresh_tmp, other):
+        with open(f, "w") as fh:
+            fh.write("x")
+    os.utime(stale_tmp, (0, 1_000_000))
+    train(data, p("g2"), "--cache-dir", pr)
+    left = sorted(os.listdir(pr))
+    check(len([n for n in left if n.endswith(".xent-cache")]) == 4, f"entries of a deleted dataset were kept: {left}")
+    check(sorted(entries(pr)) == sorted(ROLES) and
+          all(read(e).endswith(gzip.decompress(read(os.path.join(data, NAMES[r] + ".gz")))) for r, e in entries(pr).items()),
+          "the entries of the present dataset should be kept")
+    check(os.path.exists(fresh_tmp) and os.path.exists(other) and not os.path.exists(stale_tmp),
+          f"expected the day-old temporary removed and the fresh one and other files kept: {left}")
 
     # --- evaluate reads the cache too, and gives the same accuracy
     r1 = run("evaluate", "--model", os.path.join(p("r1"), "model.safetensors"), "--data", data, "--json", cache=cache)
