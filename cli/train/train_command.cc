@@ -237,6 +237,16 @@ void print_epoch_line(const EpochMetrics& h, bool has_val, const char* note) {
   std::fputs(line.c_str(), stdout);
 }
 
+// How the gzip'd IDX files were read, for the header: "" (no gzip'd file, or --no-cache).
+std::string cache_summary(const LoadedData& d) {
+  int hits = 0, misses = 0;
+  for (const auto& [role, use] : d.cache) hits += use == "hit", misses += use == "miss";
+  if (hits > 0 && misses == 0) return "; decoded copies from the cache";
+  if (hits > 0) return fmt::format("; {} of {} gzip'd files from the cache", hits, hits + misses);
+  if (misses > 0 && d.cache_note.empty()) return fmt::format("; decoded copies cached in {}", d.cache_dir);
+  return "";
+}
+
 void print_header(const Session& s) {
   const Args& a = s.a;
   const std::int64_t C = s.state.model.classes;
@@ -250,11 +260,11 @@ void print_header(const Session& s) {
                 s.state.model.normalization == Normalization::kStandardize ? "standardize (training rows' mean and std)"
                                                                            : "none");
   } else {
-    std::printf("  data: %lld train%s + %lld test images of %lld x %lld, %lld classes (loaded in %.3f s)\n",
+    std::printf("  data: %lld train%s + %lld test images of %lld x %lld, %lld classes (loaded in %.3f s%s)\n",
                 static_cast<long long>(s.train.n),
                 s.has_val ? fmt::format(" + {} validation", s.val.n).c_str() : "", static_cast<long long>(s.d.test.n),
                 static_cast<long long>(s.train.height), static_cast<long long>(s.train.width), static_cast<long long>(C),
-                s.d.seconds);
+                s.d.seconds, cache_summary(s.d).c_str());
   }
   if (a.opt.optimizer == Optimizer::kLbfgs) {
     std::printf("  recipe: L-BFGS (full batch), C %g, max %d iterations, tol %g, %s, %d thread(s)\n", a.opt.C,
