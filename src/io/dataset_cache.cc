@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <new>
 #include <optional>
 
 #include <fmt/format.h>
@@ -180,8 +181,19 @@ std::optional<IdxArray> read_entry(const std::string& entry, const std::string& 
   Mapping m;
   m.n = static_cast<std::size_t>(size);
   m.p = ::mmap(nullptr, m.n, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-  if (m.p == MAP_FAILED) return std::nullopt;
-  const auto* bytes = static_cast<const std::uint8_t*>(m.p) + h_n;
+  ByteBuffer copy;  // where the file system cannot map files: read them
+  const std::uint8_t* bytes = nullptr;
+  if (m.p != MAP_FAILED) {
+    bytes = static_cast<const std::uint8_t*>(m.p) + h_n;
+  } else {
+    try {
+      copy = ByteBuffer(static_cast<std::size_t>(decoded));
+    } catch (const std::bad_alloc&) {
+      return std::nullopt;
+    }
+    if (!pread_all(fd, copy.data(), copy.size(), h_n)) return std::nullopt;
+    bytes = copy.data();
+  }
   // Plain IDX starts 00 00 (parse_idx would inflate bytes that start like gzip).
   if (bytes[0] != 0 || bytes[1] != 0) return std::nullopt;
   // The CRC catches what the IDX parser cannot: a changed pixel or label byte parses fine. It costs
