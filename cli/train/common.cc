@@ -1,5 +1,5 @@
-// common.cc (cli/train): data flags, parallel IDX loading and feature files (.npy, CSV) for the
-// training subcommands.
+// common.cc (cli/train): data flags, parallel IDX loading (through the decoded-dataset cache for
+// gzip'd files) and feature files (.npy, CSV) for the training subcommands.
 #include "common.h"
 
 #include <unistd.h>
@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "io/dataset_cache.h"
 #include "xent/io/csv.h"
 #include "xent/io/npy.h"
 #include "xent/train/model.h"
@@ -57,6 +58,12 @@ void add_data_options(CLI::App* app, DataArgs* a, bool need_train) {
   app->add_option("--label-column", a->label_column,
                   "CSV: the label column, by header name or 0-based index (default: the column named label)")
       ->type_name("NAME|INDEX");
+  auto* dir = app->add_option("--cache-dir", a->cache_dir,
+                              "Where decoded gzip'd IDX files are cached, so later runs skip inflating them (default "
+                              "$XENT_CACHE_DIR, else $XDG_CACHE_HOME/xent, else ~/.cache/xent; created 0700)")
+                  ->type_name("DIR");
+  app->add_flag("--no-cache", a->no_cache, "Neither read nor write the decoded-dataset cache (inflate gzip'd IDX files every run)")
+      ->excludes(dir);
 }
 
 namespace {
@@ -205,11 +212,14 @@ LoadedData load_data(const DataArgs& a, int threads, bool need_train) {
   // Largest file first; each worker takes the next file.
   std::vector<std::string> files = {p.train_images, p.test_images, p.train_labels, p.test_labels};
   if (!need_train) files = {p.test_images, p.test_labels};
-  std::vector<Result<IdxArray>> results;
-  for (std::size_t k = 0; k < files.size(); ++k) results.emplace_back(ok_status());
+  std::vector<std::string> roles = {"train_images", "test_images", "train_labels", "test_labels"};
+  if (!need_train) roles = {"test_images", "test_labels"};
+  d.cache_dir = a.no_cache ? "" : !a.cache_dir.empty() ? a.cache_dir : default_dataset_cache_dir();
+  std::vector<CachedIdx> results(files.size());
   std::atomic<std::size_t> next{0};
   auto worker = [&] {
-    for (std::size_t k; (k = next.fetch_add(1)) < files.size();) results[k] = read_idx_file(files[k]);
+    for (std::size_t k; (k = next.fetch_add(1)) < files.size();)
+      results[k] = read_idx_file_cached(files[k], d.cache_dir, !a.no_cache);
   };
   const int n_workers = std::clamp(threads, 1, static_cast<int>(files.size()));
   std::vector<std::thread> pool;
@@ -217,10 +227,17 @@ LoadedData load_data(const DataArgs& a, int threads, bool need_train) {
   worker();
   for (auto& t : pool) t.join();
   for (const auto& r : results)
-    if (!r.ok()) throw InputError(r.status().message());
+    if (!r.array.ok()) throw InputError(r.array.status().message());
+  for (std::size_t k = 0; k < files.size(); ++k) {
+    d.cache.emplace_back(roles[k], cache_use_name(results[k].use));
+    if (!results[k].write_error.ok() && d.cache_note.empty())
+      d.cache_note = fmt::format("note: the decoded data were not cached ({}); the gzip'd files will be inflated again "
+                                 "next run (--cache-dir DIR to choose another place, --no-cache to stop trying)",
+                                 results[k].write_error.message());
+  }
   auto pair = [&](std::size_t img, std::size_t lab) {
-    Result<LabeledImages> li = make_labeled_images(std::move(results[img].value()), files[img],
-                                                   std::move(results[lab].value()), files[lab]);
+    Result<LabeledImages> li = make_labeled_images(std::move(results[img].array.value()), files[img],
+                                                   std::move(results[lab].array.value()), files[lab]);
     if (!li.ok()) throw InputError(li.status().message());
     return std::move(li).value();
   };

@@ -24,8 +24,12 @@ struct DataArgs {
   // Feature files instead of IDX: --train/--test FILE.npy (labels: --train-labels/--test-labels
   // .npy) or FILE.csv (labels: the --label-column column).
   std::string train_file, test_file, label_column;
+  // The decoded-dataset cache for gzip'd IDX files (io/dataset_cache.h): --no-cache, --cache-dir.
+  bool no_cache = false;
+  std::string cache_dir;
 };
-// Adds --data, the four --*-images / --*-labels flags, --train/--test and --label-column.
+// Adds --data, the four --*-images / --*-labels flags, --train/--test, --label-column, --no-cache
+// and --cache-dir.
 void add_data_options(CLI::App* app, DataArgs* args, bool need_train);
 
 // One labelled set from a feature file: FILE.csv (a header row; labels in the label column, every
@@ -45,6 +49,11 @@ struct LoadedData {
   // CSV label columns holding class names: each set's distinct names (its labels index them).
   std::vector<std::string> train_names, test_names;
   double seconds = 0;
+  // IDX data: where each file came from ("train_images" ... -> "hit", "miss", "off" or "plain",
+  // io/dataset_cache.h), the cache directory, and one line saying why the cache could not be
+  // written (empty when it could), for the command to print unless quiet.
+  std::vector<std::pair<std::string, std::string>> cache;
+  std::string cache_dir, cache_note;
 };
 // Resolves the four paths and loads them on up to `threads` threads. Bad or missing files throw
 // InputError (exit 2) naming the file. Without need_train only the test pair is loaded.

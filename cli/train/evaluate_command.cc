@@ -54,6 +54,7 @@ void run(const Args& a) {
   Result<SoftmaxModel> m = load_model(a.model);
   if (!m.ok()) throw InputError(m.status().message());
   LoadedData d = load_data(a.data, num_threads(), false);
+  if (!d.cache_note.empty()) std::fprintf(stderr, "xent evaluate: %s\n", d.cache_note.c_str());
   if (!d.test_names.empty()) relabel_to_classes(&d.test, d.test_names, m->class_names, d.paths.test_labels);
   if (d.test.features() != m->features)
     throw InputError(fmt::format("{} has rows of {} x {} = {} {}, the model {} expects {}", d.paths.test_images,

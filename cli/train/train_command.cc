@@ -237,6 +237,16 @@ void print_epoch_line(const EpochMetrics& h, bool has_val, const char* note) {
   std::fputs(line.c_str(), stdout);
 }
 
+// How the gzip'd IDX files were read, for the header: "" (no gzip'd file, or --no-cache).
+std::string cache_summary(const LoadedData& d) {
+  int hits = 0, misses = 0;
+  for (const auto& [role, use] : d.cache) hits += use == "hit", misses += use == "miss";
+  if (hits > 0 && misses == 0) return "; decoded copies from the cache";
+  if (hits > 0) return fmt::format("; {} of {} gzip'd files from the cache", hits, hits + misses);
+  if (misses > 0 && d.cache_note.empty()) return fmt::format("; decoded copies cached in {}", d.cache_dir);
+  return "";
+}
+
 void print_header(const Session& s) {
   const Args& a = s.a;
   const std::int64_t C = s.state.model.classes;
@@ -250,11 +260,11 @@ void print_header(const Session& s) {
                 s.state.model.normalization == Normalization::kStandardize ? "standardize (training rows' mean and std)"
                                                                            : "none");
   } else {
-    std::printf("  data: %lld train%s + %lld test images of %lld x %lld, %lld classes (loaded in %.3f s)\n",
+    std::printf("  data: %lld train%s + %lld test images of %lld x %lld, %lld classes (loaded in %.3f s%s)\n",
                 static_cast<long long>(s.train.n),
                 s.has_val ? fmt::format(" + {} validation", s.val.n).c_str() : "", static_cast<long long>(s.d.test.n),
                 static_cast<long long>(s.train.height), static_cast<long long>(s.train.width), static_cast<long long>(C),
-                s.d.seconds);
+                s.d.seconds, cache_summary(s.d).c_str());
   }
   if (a.opt.optimizer == Optimizer::kLbfgs) {
     std::printf("  recipe: L-BFGS (full batch), C %g, max %d iterations, tol %g, %s, %d thread(s)\n", a.opt.C,
@@ -304,6 +314,11 @@ void write_metrics_and_report(Session& s, bool running, std::vector<std::string>
                           {"load_seconds", s.d.seconds},
                           {"train_seconds", s.train_seconds},
                           {"recipe", recipe_json(s)}};
+  if (!s.d.cache.empty()) {  // IDX data: each file "hit", "miss", "off" or "plain" (the decoded-dataset cache)
+    nlohmann::json c = {{"dir", s.d.cache_dir}};
+    for (const auto& [role, use] : s.d.cache) c[role] = use;
+    extra["load_cache"] = c;
+  }
   for (const char* k : {"lbfgs_stop", "lbfgs_iterations", "lbfgs_evaluations", "lbfgs_grad_max"}) {
     auto it = s.state.model.info.find(k);
     if (it != s.state.model.info.end()) extra[k] = it->second;
@@ -393,6 +408,7 @@ void run(Args& a) {
   s.threads = num_threads();
   s.paths = prepare_outputs(a);
   load_and_split(s);
+  if (!a.quiet && !s.d.cache_note.empty()) std::fprintf(stderr, "xent train: %s\n", s.d.cache_note.c_str());
   init_state(s);
   if (s.rank == 0) create_out_dir(a);
   if (!a.quiet) print_header(s);

@@ -191,10 +191,17 @@ void install_signal_cleanup() {
 
 AtomicFile::~AtomicFile() { abandon(); }
 
-Status AtomicFile::open(const std::string& path) {
+Status AtomicFile::open(const std::string& path, const AtomicFileOptions& o) {
   abandon();
   path_ = path;
-  Result<OutputTarget> r = resolve_output_path(path);
+  durable_ = o.durable;
+  if (!o.follow_links) {
+    struct stat lst {};
+    if (::lstat(path.c_str(), &lst) == 0 && !S_ISREG(lst.st_mode))
+      return invalid_argument(fmt::format("'{}' is {}; expected a regular file or a new name (not followed)", path,
+                                          S_ISLNK(lst.st_mode) ? "a symbolic link" : "not a regular file"));
+  }
+  Result<OutputTarget> r = o.follow_links ? resolve_output_path(path) : Result<OutputTarget>(OutputTarget{OutputTarget::Kind::kFile, path, -1});
   if (!r.ok()) return r.status();
   const OutputTarget& t = r.value();
   target_path_ = t.path;
@@ -224,7 +231,7 @@ Status AtomicFile::open(const std::string& path) {
     return io_error(fmt::format("cannot create a file in directory '{}' (for {}): {}", dir_of(t.path),
                                 describe(path, t.path), std::strerror(e)));
   }
-  ::fchmod(fd, exists ? (st.st_mode & 07777) : 0644);
+  ::fchmod(fd, o.mode >= 0 ? static_cast<mode_t>(o.mode) : exists ? (st.st_mode & 07777) : 0644);
   f_ = ::fdopen(fd, "wb");
   if (!f_) {
     int e = errno;
@@ -255,7 +262,7 @@ Status AtomicFile::flush() {
   if (direct_fd_ >= 0) return ok_status();
   if (!f_) return internal_error("AtomicFile::flush before open");
   errno = 0;
-  if (std::fflush(f_) != 0 || ::fsync(::fileno(f_)) != 0) {
+  if (std::fflush(f_) != 0 || (durable_ && ::fsync(::fileno(f_)) != 0)) {
     int e = errno;
     return io_error(fmt::format("writing '{}' failed: {}", path_, std::strerror(e ? e : EIO)));
   }
@@ -273,7 +280,7 @@ Status AtomicFile::commit() {
   }
   if (!f_) return internal_error("AtomicFile::commit before open");
   errno = 0;
-  bool ok = std::fflush(f_) == 0 && ::fsync(::fileno(f_)) == 0;
+  bool ok = std::fflush(f_) == 0 && (!durable_ || ::fsync(::fileno(f_)) == 0);
   int e = errno;
   ok = (std::fclose(f_) == 0) && ok;
   if (!ok && !e) e = errno;
@@ -291,7 +298,7 @@ Status AtomicFile::commit() {
   tmp_path_.clear();
   unregister_temp(slot_);
   slot_ = -1;
-  int dfd = ::open(dir_of(target_path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dfd = durable_ ? ::open(dir_of(target_path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
   if (dfd >= 0) {
     ::fsync(dfd);  // best effort: the rename is durable once the directory is synced
     ::close(dfd);

@@ -42,6 +42,18 @@ Result<OutputTarget> resolve_output_path(const std::string& path);
 // Just the yes/no of resolve_output_path, for a command to refuse a bad --out before it computes.
 Status check_output_path(const std::string& path);
 
+// For files that are not an output the user named (the decoded-dataset cache, dataset_cache.h):
+// open(path, options) with follow_links = false refuses anything but a regular file or a new name
+// at `path` (a link planted there is neither followed nor replaced, and a link planted later is
+// replaced by the rename, never followed); `mode` sets the new file's permission bits whatever the
+// old file's; durable = false skips the fsyncs (for content that is checked on every read, where a
+// file torn by a crash is detected and rewritten).
+struct AtomicFileOptions {
+  bool follow_links = true;
+  int mode = -1;  // -1: an existing file's bits, else 0644
+  bool durable = true;
+};
+
 class AtomicFile {
  public:
   AtomicFile() = default;
@@ -51,7 +63,8 @@ class AtomicFile {
 
   // Resolves the path and creates the temporary (or opens the device). kInvalidArgument for a
   // path that cannot be an output (see resolve_output_path), an I/O error otherwise.
-  Status open(const std::string& path);
+  Status open(const std::string& path) { return open(path, AtomicFileOptions{}); }
+  Status open(const std::string& path, const AtomicFileOptions& options);
   // Appends bytes; a short write (disk full) is an I/O error naming the file.
   Status write(const void* data, std::size_t n);
   Status write(const std::string& s) { return write(s.data(), s.size()); }
@@ -77,6 +90,7 @@ class AtomicFile {
   std::FILE* f_ = nullptr;
   int direct_fd_ = -1;  // a device or descriptor written at commit(); owned (a dup or an open)
   std::string direct_bytes_;
+  bool durable_ = true;
   int slot_ = -1;  // in the table of temporaries that install_signal_cleanup's handler removes
 };
 

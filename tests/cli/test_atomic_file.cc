@@ -1,7 +1,8 @@
 // test_atomic_file.cc: the output write path (src/io/atomic_file.*): regular files replaced through
 // a temporary, symbolic links followed (the link survives and points at the new content), FIFOs,
 // character devices, sockets and descriptors written directly and left as they are, directories
-// and missing parents refused before anything is created, nothing left behind on abandon.
+// and missing parents refused before anything is created, nothing left behind on abandon; with
+// AtomicFileOptions, links refused rather than followed and the mode fixed.
 // Every path lives in a fresh temporary directory; the only system files touched are /dev/null
 // (through our own link) and pipes/sockets this test creates. Not covered: signals (the CLI
 // tests and tests/hardening do those).
@@ -25,6 +26,7 @@
 
 namespace fs = std::filesystem;
 using xent::Result;
+using xent::Status;
 using xent::StatusCode;
 using xent::io::AtomicFile;
 using xent::io::OutputTarget;
@@ -134,6 +136,41 @@ TEST_F(AtomicFileTest, AbandonLeavesTheDestinationAndNoTemporary) {
   }  // destroyed without commit
   EXPECT_EQ(slurp(p("keep")), "old");
   EXPECT_EQ(entries(), 1u);
+}
+
+// AtomicFileOptions (the decoded-dataset cache's entries): no link followed or replaced, a fixed
+// mode whatever the old file's, and the same rename without fsync.
+TEST_F(AtomicFileTest, NoFollowRefusesLinksAndOtherKindsAndSetsTheMode) {
+  xent::io::AtomicFileOptions o;
+  o.follow_links = false;
+  o.mode = 0600;
+  o.durable = false;
+  put(p("target"), "precious");
+  ASSERT_EQ(::symlink(p("target").c_str(), p("link").c_str()), 0);
+  AtomicFile f;
+  Status st = f.open(p("link"), o);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("symbolic link"), std::string::npos) << st.message();
+  EXPECT_EQ(slurp(p("target")), "precious");
+  EXPECT_TRUE(fs::is_symlink(p("link")));
+  ASSERT_EQ(::mkfifo(p("fifo").c_str(), 0600), 0);
+  EXPECT_EQ(f.open(p("fifo"), o).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(entries(), 3u);  // nothing created
+  // A new name and an existing 0644 file both end up 0600 with the new content.
+  put(p("old"), "old");
+  ::chmod(p("old").c_str(), 0644);
+  for (const char* name : {"new", "old"}) {
+    AtomicFile g;
+    ASSERT_TRUE(g.open(p(name), o).ok());
+    ASSERT_TRUE(g.write("fresh").ok());
+    ASSERT_TRUE(g.commit().ok());
+    EXPECT_EQ(slurp(p(name)), "fresh");
+    struct stat sb {};
+    ASSERT_EQ(::lstat(p(name).c_str(), &sb), 0);
+    EXPECT_TRUE(S_ISREG(sb.st_mode));
+    EXPECT_EQ(sb.st_mode & 07777, 0600u) << name;
+  }
+  EXPECT_EQ(entries(), 5u);  // no temporary left
 }
 
 TEST_F(AtomicFileTest, FifoIsWrittenDirectlyAndStaysAFifo) {
