@@ -427,6 +427,15 @@ void sgd_chunks_forward_backward(const SoftmaxModel& m, const LabeledImages& tra
     for (std::int64_t c = 0; c < C; ++c) gbt[c] = 0;
     for (std::int64_t r = 0; r < n; ++r)
       for (std::int64_t c = 0; c < C; ++c) gbt[c] += dZt[r * C + c];
+    if (src.bytes) {
+      // The same chunk of the next batch (the epoch's permutation is known): its rows start on
+      // their way to the caches while the update runs.
+      const auto N = static_cast<std::int64_t>(w.perm.size());
+      for (std::int64_t r = start + w.B + r0; r < std::min(N, start + w.B + r1); ++r) {
+        const std::uint8_t* row = src.bytes + w.perm[static_cast<std::size_t>(r)] * D;
+        for (std::int64_t off = 0; off < D; off += 64) __builtin_prefetch(row + off, 0, 2);
+      }
+    }
   });
 }
 
