@@ -84,9 +84,9 @@ Status SoftmaxObjective<T>::evaluate(const double* p, double* grad, ObjectiveVal
   const T pixel_scale = T(1) / T(255);
   if (bytes) {
     for (std::int64_t d = 0; d < D; ++d)
-      for (std::int64_t c = 0; c < C; ++c) w_[static_cast<std::size_t>(c * D + d)] = static_cast<T>(p[d * C + c]);
+      for (std::int64_t c = 0; c < C; ++c) w_.data()[c * D + d] = static_cast<T>(p[d * C + c]);
   } else {
-    for (std::int64_t j = 0; j < DC; ++j) w_[static_cast<std::size_t>(j)] = static_cast<T>(p[j]);
+    for (std::int64_t j = 0; j < DC; ++j) w_.data()[j] = static_cast<T>(p[j]);
   }
   for (std::int64_t c = 0; c < C; ++c) b_[static_cast<std::size_t>(c)] = static_cast<T>(p[DC + c]);
   const std::int64_t chunks = ceil_div(N_, kFullBatchChunk);

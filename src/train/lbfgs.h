@@ -23,6 +23,7 @@
 
 #include "xent/io/idx.h"
 #include "xent/status.h"
+#include "train/aligned.h"
 #include "xent/train/model.h"
 
 namespace xent::train {
@@ -58,7 +59,8 @@ class SoftmaxObjective {
   std::vector<T> x_;                   // float features: N x D
   std::vector<const std::uint8_t*> rows_;  // pixels: the N rows
   std::vector<std::int32_t> y_;
-  std::vector<T> w_, b_;               // p in T; pixels: w_ is W transposed (C x D)
+  CacheAligned<T> w_;                  // W in T; pixels: transposed (C x D)
+  std::vector<T> b_;                   // b in T
   std::vector<T> z_, dz_, g_part_;     // per chunk: kFullBatchChunk x C, kFullBatchChunk x C, D x C (pixels: C x D)
   std::vector<double> gb_part_, loss_part_;
   std::vector<std::int64_t> correct_part_;

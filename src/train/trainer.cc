@@ -7,8 +7,9 @@
 // forward, loss and partial gradients; the partials are then added in chunk order.
 //
 // Shapes: N samples, B batch rows, D features (pixels), C classes. X is B x D (row-major),
-// W is D x C (the model's layout), Wt its C x D copy (the byte kernels'), Z and dZ are B x C; the
-// weight gradient is kept as C x D.
+// W is D x C in the model; during an SGD epoch the weight, its velocity and the gradient are held
+// C x D (class-major: what the byte kernels read, walked contiguously by the update) and written
+// back after the epoch. Z and dZ are B x C.
 #include "xent/train/train.h"
 
 #include <cblas.h>
@@ -28,6 +29,7 @@
 #include "xent/io/file.h"
 #include "xent/io/safetensors.h"
 #include "parallel.h"
+#include "train/aligned.h"
 #include "train/inputs.h"
 #include "train/lbfgs.h"
 #include "train/rng.h"
@@ -53,10 +55,14 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; 
 // Pixels are x / 255 as the model sees them: the byte kernels apply 1/255 to each sum.
 constexpr float kPixelScale = 1.0f / 255.0f;
 
-// wt (C x D) = W (D x C) transposed.
+// wt (C x D) = W (D x C) transposed, and back.
 void transpose_weight(const float* W, std::int64_t D, std::int64_t C, float* wt) {
   for (std::int64_t d = 0; d < D; ++d)
     for (std::int64_t c = 0; c < C; ++c) wt[c * D + d] = W[d * C + c];
+}
+void transpose_back(const float* wt, std::int64_t D, std::int64_t C, float* W) {
+  for (std::int64_t d = 0; d < D; ++d)
+    for (std::int64_t c = 0; c < C; ++c) W[d * C + c] = wt[c * D + d];
 }
 
 // Z (rows x C) = X (rows x D) W + b, one single-threaded sgemm.
@@ -96,7 +102,7 @@ Status check_data(const SoftmaxModel& m, const LabeledImages& d, const char* wha
 // Reusable buffers for chunked evaluation.
 struct EvalWorkspace {
   std::vector<float> x, z;  // float features: kEvalLanes x kEvalRows x D; logits: kEvalLanes x kEvalRows x C
-  std::vector<float> wt;    // pixels: the weight as C x D
+  CacheAligned<float> wt;   // pixels: the weight as C x D
   std::vector<const std::uint8_t*> rows;  // pixels: kEvalLanes x kEvalRows row pointers
   void ensure(std::int64_t D, std::int64_t C, bool bytes) {
     if (bytes) {
@@ -312,7 +318,8 @@ struct SgdWorkspace {
   std::vector<float> X, Z, dZ;           // float features: B x D; B x C, B x C
   std::vector<std::uint8_t> xb;          // pixels: the batch's B rows gathered (B x D bytes)
   std::vector<const std::uint8_t*> rows; // pixels: pointers to them
-  std::vector<float> wt;                 // pixels: the weight as C x D, kept in step with the model's
+  CacheAligned<float> wt, vt;            // during an epoch: the weight and its velocity as C x D (the
+                                         // model's D x C copies are written back after each epoch)
   std::vector<float> gW_part;            // per chunk: (X^T dZ)^T (C x D); chunk 0 receives the sum
   std::vector<double> gb_part;           // per chunk: column sums of dZ
   std::vector<float> chunk_loss;
@@ -322,10 +329,11 @@ struct SgdWorkspace {
   EvalWorkspace eval;
   SgdWorkspace(std::int64_t batch, std::int64_t n, std::int64_t d, std::int64_t c, bool bytes)
       : B(batch), D(d), C(c), max_tasks(ceil_div(batch, kRowChunk)) {
+    wt.resize(static_cast<std::size_t>(C * D));
+    vt.resize(static_cast<std::size_t>(C * D));
     if (bytes) {
       xb.resize(static_cast<std::size_t>(B * D));
       rows.resize(static_cast<std::size_t>(B));
-      wt.resize(static_cast<std::size_t>(C * D));
     } else {
       X.resize(static_cast<std::size_t>(B * D));
     }
@@ -407,7 +415,11 @@ void sgd_chunks_forward_backward(const SoftmaxModel& m, const LabeledImages& tra
         model_inputs(m, src, i, 1, w.X.data() + r * D);
         w.y[static_cast<std::size_t>(r)] = train.labels[static_cast<std::size_t>(i)];
       }
-      linear_forward(w.X.data() + r0 * D, n, m.weight.data(), m.bias.data(), D, C, Zt);
+      // Z = X Wt^T + b
+      for (std::int64_t r = 0; r < n; ++r) std::memcpy(Zt + r * C, m.bias.data(), static_cast<std::size_t>(C) * sizeof(float));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(C), static_cast<int>(D),
+                  1.0f, w.X.data() + r0 * D, static_cast<int>(D), w.wt.data(), static_cast<int>(D), 1.0f, Zt,
+                  static_cast<int>(C));
     }
     std::int64_t hits = 0;
     for (std::int64_t r = 0; r < n; ++r) hits += argmax_row(Zt + r * C, C) == yt[r];
@@ -439,48 +451,35 @@ void sgd_chunks_forward_backward(const SoftmaxModel& m, const LabeledImages& tra
   });
 }
 
-// Adds the chunks' partial gradients in chunk order into chunk 0's slot (gW) and gb_part[0..C)
-// (gb): a fixed order for every thread count (and, data-parallel, every process count).
-void combine_chunk_gradients(std::int64_t tasks, SgdWorkspace& w) {
-  const std::int64_t DC = w.D * w.C, C = w.C;
-  float* g = w.gW_part.data();
-  for (std::int64_t t = 1; t < tasks; ++t) {
-    const float* gt = w.gW_part.data() + t * DC;
-    for (std::int64_t j = 0; j < DC; ++j) g[j] += gt[j];
-  }
-  for (std::int64_t c = 0; c < C; ++c) {
-    double s = 0;
-    for (std::int64_t t = 0; t < tasks; ++t) s += w.gb_part[static_cast<std::size_t>(t * C + c)];
-    w.gb_part[static_cast<std::size_t>(c)] = s;
-  }
-}
-
-// p -= lr * (momentum buffer of) the batch-mean gradient plus weight decay on W (the gradient is
-// C x D, the weight and its velocity D x C; the byte kernels' C x D copy follows).
-void sgd_update(const TrainOptions& options, std::int64_t rows, SgdWorkspace& w, TrainState& state) {
+// The update from the chunks' partial gradients, added in chunk order (a fixed order for every
+// thread count and, data-parallel, every process count): p -= lr * (momentum buffer of) the
+// batch-mean gradient plus weight decay on W, on the C x D weight and velocity (one contiguous,
+// vectorisable pass); the bias from the partials' column sums, in double.
+void sgd_update(const TrainOptions& options, std::int64_t rows, std::int64_t tasks, SgdWorkspace& w, TrainState& state) {
   SoftmaxModel& m = state.model;
   const float lr = static_cast<float>(options.lr), wd = static_cast<float>(options.weight_decay),
               mu = static_cast<float>(options.momentum);
   const float inv_rows = 1.0f / static_cast<float>(rows);
-  const std::int64_t D = w.D, C = w.C;
-  const float* g = w.gW_part.data();
-  float* W = m.weight.data();
-  float* v = state.velocity_w.data();
-  float* wt = w.wt.empty() ? nullptr : w.wt.data();
-  for (std::int64_t d = 0; d < D; ++d)
-    for (std::int64_t c = 0; c < C; ++c) {
-      const std::int64_t j = d * C + c;
-      const float step = g[c * D + d] * inv_rows + wd * W[j];
-      if (mu != 0.0f) {
-        v[j] = mu * v[j] + step;
-        W[j] -= lr * v[j];
-      } else {
-        W[j] -= lr * step;
-      }
-      if (wt) wt[c * D + d] = W[j];
+  const std::int64_t DC = w.D * w.C, C = w.C;
+  float* __restrict g = w.gW_part.data();
+  for (std::int64_t t = 1; t < tasks; ++t) {
+    const float* __restrict gt = w.gW_part.data() + t * DC;
+    for (std::int64_t j = 0; j < DC; ++j) g[j] += gt[j];
+  }
+  float* __restrict W = w.wt.data();
+  float* __restrict v = w.vt.data();
+  if (mu != 0.0f) {
+    for (std::int64_t j = 0; j < DC; ++j) {
+      v[j] = mu * v[j] + (g[j] * inv_rows + wd * W[j]);
+      W[j] -= lr * v[j];
     }
-  for (std::int64_t c = 0; c < w.C; ++c) {
-    float step = static_cast<float>(w.gb_part[static_cast<std::size_t>(c)]) * inv_rows;
+  } else {
+    for (std::int64_t j = 0; j < DC; ++j) W[j] -= lr * (g[j] * inv_rows + wd * W[j]);
+  }
+  for (std::int64_t c = 0; c < C; ++c) {
+    double gb = 0;
+    for (std::int64_t t = 0; t < tasks; ++t) gb += w.gb_part[static_cast<std::size_t>(t * C + c)];
+    float step = static_cast<float>(gb) * inv_rows;
     if (mu != 0.0f) {
       float& vb = state.velocity_b[static_cast<std::size_t>(c)];
       vb = mu * vb + step;
@@ -524,7 +523,8 @@ Status train_sgd(const LabeledImages& train, const LabeledImages* val, const Lab
   const std::int64_t N = train.n;
   const std::int64_t B = std::min<std::int64_t>(options.batch_size, N);
   SgdWorkspace w(B, N, m.features, m.classes, !train.floats);
-  if (!train.floats) transpose_weight(m.weight.data(), m.features, m.classes, w.wt.data());
+  transpose_weight(m.weight.data(), m.features, m.classes, w.wt.data());
+  transpose_weight(state.velocity_w.data(), m.features, m.classes, w.vt.data());
   CrossEntropyOptions ce_sum;  // per chunk; the batch mean is taken when the chunks are added
   ce_sum.reduction = Reduction::kSum;
   ce_sum.label_smoothing = options.label_smoothing;
@@ -561,11 +561,14 @@ Status train_sgd(const LabeledImages& train, const LabeledImages* val, const Lab
         correct += w.chunk_correct[static_cast<std::size_t>(t)];
         loss_sum += static_cast<double>(w.chunk_loss[static_cast<std::size_t>(t)]);
       }
-      combine_chunk_gradients(tasks, w);
-      sgd_update(options, rows, w, state);
+      sgd_update(options, rows, tasks, w, state);
       if (callbacks.on_progress) callbacks.on_progress(epoch, start + rows, N);
     }
     state.rng = rng.state();
+    // The epoch's weight and velocity back into the model's D x C layout (what evaluation,
+    // checkpoints and callbacks see).
+    transpose_back(w.wt.data(), m.features, m.classes, m.weight.data());
+    transpose_back(w.vt.data(), m.features, m.classes, state.velocity_w.data());
     EpochMetrics em;
     em.epoch = epoch;
     em.train_loss = loss_sum / static_cast<double>(N);
