@@ -1,13 +1,15 @@
 // idx_fuzz.cc: libFuzzer target for the IDX parser (xent::io::parse_idx), plain and gzip'd, and for
 // make_labeled_images on what it accepts. Not a test of read_idx_file's file handling.
 //
-// On every accepted input it checks the promises of idx.h: the payload is exactly
-// prod(dims) * sizeof(type) bytes and fully readable, and a labeled-image set built from an
-// accepted image file has n * height * width pixels.
+// On every input the parser over a ByteBuffer (which keeps a plain payload in place) must agree with
+// the one over a pointer: the same array, or the same error. On every accepted input it checks the
+// promises of idx.h: the payload is exactly prod(dims) * sizeof(type) bytes and fully readable, and
+// a labeled-image set built from an accepted image file has n * height * width pixels.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "xent/io/idx.h"
@@ -30,6 +32,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   xent::io::IdxLimits limits;
   limits.max_payload_bytes = std::uint64_t{64} << 20;  // keep the fuzzer under its RSS limit
   auto r = xent::io::parse_idx(data, size, "fuzz.idx", limits);
+  {
+    xent::io::ByteBuffer copy(size);
+    if (size) std::memcpy(copy.data(), data, size);
+    auto in_place = xent::io::parse_idx(std::move(copy), "fuzz.idx", limits);
+    if (r.ok() != in_place.ok()) std::abort();
+    if (!r.ok() && r.status().message() != in_place.status().message()) std::abort();
+    if (r.ok() && (r->type != in_place->type || r->dims != in_place->dims || r->payload.size() != in_place->payload.size() ||
+                   (r->payload.size() && std::memcmp(r->payload.data(), in_place->payload.data(), r->payload.size()) != 0)))
+      std::abort();
+  }
   if (!r.ok()) {
     if (r.status().message().empty()) std::abort();
     return 0;
