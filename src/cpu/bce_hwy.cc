@@ -120,44 +120,67 @@ struct LogitsRun {
   compute_t<S> scale;
 };
 
-// The vector at i, whose lanes are finite. kWide: some |x| may be at or above exp_tiny_bound's
-// magnitude (87 float, 708 double), where e is subnormal and exp_nonpos's reduced-range path runs;
-// otherwise every |x| is below it and e is exp_nonpos_normal's.
-template <bool kLoss, bool kPw, bool kWide, class D, class S>
-HWY_INLINE void logits_vec(D d, const LogitsRun<S>& r, std::size_t i, hn::Vec<D> x) {
+// The K vectors at i, i + L, ..., whose lanes are finite. kWide: some |x| may be at or above
+// exp_tiny_bound's magnitude (87 float, 708 double), where e is subnormal and exp_nonpos's
+// reduced-range path runs; otherwise every |x| is below it and e is exp_nonpos_normal's. Each step
+// runs over the K vectors before the next (K independent exp and log1p chains side by side in the
+// instruction stream; one vector's chain of ~50 dependent operations would otherwise fill the
+// core's scheduler and leave the FMA units idle); every vector gets the same operations, so the
+// bits do not depend on K.
+template <std::size_t K, bool kLoss, bool kPw, bool kWide, class D, class S>
+HWY_INLINE void logits_vecs(D d, const LogitsRun<S>& r, std::size_t i, const hn::Vec<D>* x) {
   using T = hn::TFromD<D>;
   using V = hn::Vec<D>;
+  const std::size_t L = hn::Lanes(d);
   const V one = hn::Set(d, T(1)), zero = hn::Zero(d);
-  const V t = load_u(d, r.t + i);
-  const V nx = hn::Neg(hn::Abs(x));
-  const V e = kWide ? exp_nonpos<false>(d, nx, zero) : exp_nonpos_normal<false>(d, nx, zero);
-  const auto nonneg = hn::Ge(x, zero);
-  const V pw = kPw ? load_bcast(d, r.pw, r.pw_step, i) : one;
-  V out;
+  V a[K], e[K], out[K];
+  HWY_UNROLL(8)
+  for (std::size_t k = 0; k < K; ++k) {
+    const V nx = hn::Neg(hn::Abs(x[k]));
+    a[k] = hn::Neg(nx);
+    e[k] = kWide ? exp_nonpos<false>(d, nx, zero) : exp_nonpos_normal<false>(d, nx, zero);
+  }
   if constexpr (kLoss) {
-    const V lp = log1p_unit(d, e);
-    // (1 - t) |x| for x >= 0, (pw t) |x| below: no term cancels (1 - t is exact for t >= 1/2).
-    if constexpr (kPw) {
-      const V lin = hn::Mul(hn::IfThenElse(nonneg, hn::Sub(one, t), hn::Mul(pw, t)), hn::Neg(nx));
-      out = hn::MulAdd(hn::MulAdd(hn::Sub(pw, one), t, one), lp, lin);
+    HWY_UNROLL(8)
+    for (std::size_t k = 0; k < K; ++k) e[k] = log1p_unit(d, e[k]);  // e[k] is now log1p(e)
+  }
+  HWY_UNROLL(8)
+  for (std::size_t k = 0; k < K; ++k) {
+    const std::size_t j = i + k * L;
+    const V t = load_u(d, r.t + j);
+    const auto nonneg = hn::Ge(x[k], zero);
+    const V pw = kPw ? load_bcast(d, r.pw, r.pw_step, j) : one;
+    if constexpr (kLoss) {
+      const V lp = e[k];
+      // (1 - t) |x| for x >= 0, (pw t) |x| below: no term cancels (1 - t is exact for t >= 1/2).
+      if constexpr (kPw) {
+        const V lin = hn::Mul(hn::IfThenElse(nonneg, hn::Sub(one, t), hn::Mul(pw, t)), a[k]);
+        out[k] = hn::MulAdd(hn::MulAdd(hn::Sub(pw, one), t, one), lp, lin);
+      } else {
+        out[k] = hn::MulAdd(hn::IfThenElse(nonneg, hn::Sub(one, t), t), a[k], lp);
+      }
     } else {
-      out = hn::MulAdd(hn::IfThenElse(nonneg, hn::Sub(one, t), t), hn::Neg(nx), lp);
-    }
-  } else {
-    const V g = r.dloss != nullptr ? hn::Mul(load_u(d, r.dloss + i), hn::Set(d, r.scale)) : hn::Set(d, r.scale);
-    const V sig = hn::Div(hn::IfThenElse(nonneg, one, e), hn::Add(one, e));
-    if constexpr (kPw) {
-      const V pt = hn::Mul(pw, t);
-      out = hn::Mul(hn::Sub(hn::Mul(hn::Sub(hn::Add(pt, one), t), sig), pt), g);
-    } else {
-      out = hn::Mul(hn::Sub(sig, t), g);
+      const V g = r.dloss != nullptr ? hn::Mul(load_u(d, r.dloss + j), hn::Set(d, r.scale)) : hn::Set(d, r.scale);
+      const V sig = hn::Div(hn::IfThenElse(nonneg, one, e[k]), hn::Add(one, e[k]));
+      if constexpr (kPw) {
+        const V pt = hn::Mul(pw, t);
+        out[k] = hn::Mul(hn::Sub(hn::Mul(hn::Sub(hn::Add(pt, one), t), sig), pt), g);
+      } else {
+        out[k] = hn::Mul(hn::Sub(sig, t), g);
+      }
     }
   }
-  if (r.w != nullptr) out = hn::Mul(out, load_bcast(d, r.w, r.w_step, i));
-  if constexpr (kLoss) {
-    store_as_double(d, out, r.loss + i);
-  } else {
-    store_u(out, d, r.dx + i);
+  if (r.w != nullptr) {
+    HWY_UNROLL(8)
+    for (std::size_t k = 0; k < K; ++k) out[k] = hn::Mul(out[k], load_bcast(d, r.w, r.w_step, i + k * L));
+  }
+  HWY_UNROLL(8)
+  for (std::size_t k = 0; k < K; ++k) {
+    if constexpr (kLoss) {
+      store_as_double(d, out[k], r.loss + i + k * L);
+    } else {
+      store_u(out[k], d, r.dx + i + k * L);
+    }
   }
 }
 
@@ -183,7 +206,7 @@ HWY_NOINLINE void logits_vec_wide(const BceArgs<S>& a, const LogitsRun<S>& r, st
     logits_scalar<kLoss>(a, i, hn::Lanes(d));
     return;
   }
-  logits_vec<kLoss, kPw, true>(d, r, i, x);
+  logits_vecs<1, kLoss, kPw, true>(d, r, i, &x);
 }
 
 template <bool kLoss, bool kPw, class S>
@@ -196,16 +219,18 @@ void logits_pass(const BceArgs<S>& a, std::size_t n) noexcept {
                        a.pw_step,  a.elem_loss, a.dx,  a.dloss,  static_cast<T>(a.dloss_scale)};
   const V bound = hn::Neg(exp_tiny_bound(d));  // |x| below it: e is a normal number (NaN: false)
   std::size_t i = 0;
-  // Two vectors per step: independent exp and log1p chains for the core to overlap.
-  for (; i + 2 * L <= n; i += 2 * L) {
-    const V x0 = load_u(d, r.x + i), x1 = load_u(d, r.x + i + L);
-    const auto in0 = hn::Lt(hn::Abs(x0), bound), in1 = hn::Lt(hn::Abs(x1), bound);
-    if (HWY_LIKELY(hn::AllTrue(d, hn::And(in0, in1)))) {
-      logits_vec<kLoss, kPw, false>(d, r, i, x0);
-      logits_vec<kLoss, kPw, false>(d, r, i + L, x1);
+  // kSteps vectors per step: independent exp and log1p chains for the core to overlap.
+  constexpr std::size_t kSteps = 8;
+  for (; i + kSteps * L <= n; i += kSteps * L) {
+    V x[kSteps];
+    auto in = hn::Lt(hn::Abs(x[0] = load_u(d, r.x + i)), bound);
+    HWY_UNROLL(8)
+    for (std::size_t k = 1; k < kSteps; ++k) in = hn::And(in, hn::Lt(hn::Abs(x[k] = load_u(d, r.x + i + k * L)), bound));
+    if (HWY_LIKELY(hn::AllTrue(d, in))) {
+      logits_vecs<kSteps, kLoss, kPw, false>(d, r, i, x);
       continue;
     }
-    for (std::size_t j = i; j < i + 2 * L; j += L) logits_vec_wide<kLoss, kPw>(a, r, j);
+    for (std::size_t j = i; j < i + kSteps * L; j += L) logits_vec_wide<kLoss, kPw>(a, r, j);
   }
   for (; i + L <= n; i += L) {
     const V x = load_u(d, r.x + i);
@@ -213,7 +238,7 @@ void logits_pass(const BceArgs<S>& a, std::size_t n) noexcept {
       logits_vec_wide<kLoss, kPw>(a, r, i);
       continue;
     }
-    logits_vec<kLoss, kPw, false>(d, r, i, x);
+    logits_vecs<1, kLoss, kPw, false>(d, r, i, &x);
   }
   if (i < n) logits_scalar<kLoss>(a, i, n - i);
 }

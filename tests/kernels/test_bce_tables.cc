@@ -14,6 +14,7 @@
 #include <random>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cpu/kernels.h"
@@ -145,16 +146,17 @@ TEST_P(BceTables, SumTermsSameBitsAsItsDefinition) {
 // Logits that reach every path of the SIMD kernel, in blocks: ordinary (-4, 4); confident answers
 // far past exp's normal range (|x| up to 120 in float, 760 in float64) with the target agreeing,
 // so the loss is a tiny exp(-|x|); huge |x| = 1e4; tiny and signed-zero logits; and one block with
-// +-inf and NaN (the scalar twin's).
+// +-inf and NaN (the scalar twin's). Blocks of 16 mix the paths inside each multi-vector step of
+// the kernel (its per-vector fallback); blocks of 256 give whole steps of one kind (its fast path).
 template <class T>
-void logit_data(std::size_t n, std::mt19937_64& rng, std::vector<T>* x, std::vector<T>* t) {
+void logit_data(std::size_t n, std::mt19937_64& rng, std::vector<T>* x, std::vector<T>* t, std::size_t block = 16) {
   std::uniform_real_distribution<double> u(0, 1), small(-4, 4);
   const double far = sizeof(T) == 4 ? 120 : 760;
   x->resize(n);
   t->resize(n);
   for (std::size_t i = 0; i < n; ++i) {
     double xv, tv = u(rng);
-    switch ((i / 16) % 5) {
+    switch ((i / block) % 5) {
       case 0: xv = small(rng); break;
       case 1: {
         const double mag = 20 + (far - 20) * u(rng);
@@ -184,9 +186,9 @@ void logits_case(const std::string& isa) {
   const double sub = (sizeof(T) == 4 ? 2.0 : 32.0) * static_cast<double>(std::numeric_limits<T>::denorm_min());
   std::mt19937_64 rng(5);
   std::uniform_real_distribution<double> wpos(0.25, 3);
-  for (std::size_t n : {std::size_t{1}, std::size_t{13}, std::size_t{203}}) {
+  for (const auto& [n, block] : {std::pair<std::size_t, std::size_t>{1, 16}, {13, 16}, {203, 16}, {1100, 256}}) {
     std::vector<T> x, t;
-    logit_data<T>(n, rng, &x, &t);
+    logit_data<T>(n, rng, &x, &t, block);
     std::vector<T> w(n), pw(n), dl(n);
     for (std::size_t i = 0; i < n; ++i) w[i] = T(wpos(rng)), pw[i] = T(wpos(rng)), dl[i] = T(wpos(rng) - 1);
     for (int variant = 0; variant < 6; ++variant) {
@@ -261,9 +263,9 @@ void logits_half_case(const std::string& isa, const cpu::KernelTable<H>& simd, c
   std::uniform_real_distribution<double> wpos(0.25, 3);
   const double sub = 2.0 * static_cast<double>(std::numeric_limits<float>::denorm_min());
   const double sub16 = std::is_same_v<H, cpu::F16> ? 0x1p-24 : 0.0;
-  for (std::size_t n : {std::size_t{5}, std::size_t{203}}) {
+  for (const auto& [n, block] : {std::pair<std::size_t, std::size_t>{5, 16}, {203, 16}, {1100, 256}}) {
     std::vector<float> xf, tf;
-    logit_data<float>(n, rng, &xf, &tf);
+    logit_data<float>(n, rng, &xf, &tf, block);
     std::vector<H> x(n), t(n), w(n), pw(n), dl(n);
     for (std::size_t i = 0; i < n; ++i) {
       x[i] = H(xf[i]), t[i] = H(tf[i]);
