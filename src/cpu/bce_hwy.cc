@@ -127,13 +127,14 @@ struct LogitsRun {
 // instruction stream; one vector's chain of ~50 dependent operations would otherwise fill the
 // core's scheduler and leave the FMA units idle); every vector gets the same operations, so the
 // bits do not depend on K.
+// logits_out leaves the results in out[K]; logits_vecs stores them.
 template <std::size_t K, bool kLoss, bool kPw, bool kWide, class D, class S>
-HWY_INLINE void logits_vecs(D d, const LogitsRun<S>& r, std::size_t i, const hn::Vec<D>* x) {
+HWY_INLINE void logits_out(D d, const LogitsRun<S>& r, std::size_t i, const hn::Vec<D>* x, hn::Vec<D>* out) {
   using T = hn::TFromD<D>;
   using V = hn::Vec<D>;
   const std::size_t L = hn::Lanes(d);
   const V one = hn::Set(d, T(1)), zero = hn::Zero(d);
-  V a[K], e[K], out[K];
+  V a[K], e[K];
   HWY_UNROLL(8)
   for (std::size_t k = 0; k < K; ++k) {
     const V nx = hn::Neg(hn::Abs(x[k]));
@@ -174,6 +175,13 @@ HWY_INLINE void logits_vecs(D d, const LogitsRun<S>& r, std::size_t i, const hn:
     HWY_UNROLL(8)
     for (std::size_t k = 0; k < K; ++k) out[k] = hn::Mul(out[k], load_bcast(d, r.w, r.w_step, i + k * L));
   }
+}
+
+template <std::size_t K, bool kLoss, bool kPw, bool kWide, class D, class S>
+HWY_INLINE void logits_vecs(D d, const LogitsRun<S>& r, std::size_t i, const hn::Vec<D>* x) {
+  const std::size_t L = hn::Lanes(d);
+  hn::Vec<D> out[K];
+  logits_out<K, kLoss, kPw, kWide>(d, r, i, x, out);
   HWY_UNROLL(8)
   for (std::size_t k = 0; k < K; ++k) {
     if constexpr (kLoss) {
@@ -314,6 +322,93 @@ double sum_terms(const double* v, std::size_t n) noexcept {
   return total;
 }
 
+// kernels.h bce_logits_sum. For n = 64 * 2^k, sum_terms' tree is: runs of 8 groups of 8 terms (64
+// terms), each run's groups added in order into kK vectors of the eight lanes, then the runs added
+// pairwise, neighbours first. So each run of 64 losses is computed in registers (logits_out, when
+// every |x| of the run is below exp_tiny_bound's magnitude; otherwise bce_logits on the run into
+// a 64-term buffer), widened to double and added into its lanes in order; the run sums are then
+// added pairwise, level by level, as sum_terms does. Other n: bce_logits into a buffer, then
+// sum_terms.
+template <bool kPw, class S>
+double logits_sum(const BceArgs<S>& a, std::size_t n) noexcept {
+  using T = compute_t<S>;
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  constexpr std::size_t L = hn::MaxLanes(d);
+  constexpr std::size_t kRun = 64;
+  const std::size_t runs = n / kRun;
+  if (L != hn::Lanes(d) || kRun % L != 0 || n % kRun != 0 || runs == 0 || (runs & (runs - 1)) != 0 ||
+      n > kBceSumMaxTerms) {
+    double buf[kBceSumMaxTerms];
+    BceArgs<S> b = a;
+    b.elem_loss = buf;
+    b.dx = nullptr;
+    logits_pass<true, kPw>(b, n);
+    return sum_terms(buf, n);
+  }
+  const sum8::D dd;
+  using V8 = sum8::V;
+  constexpr std::size_t kK = sum8::kK, L8 = 8 / kK;
+  constexpr std::size_t kVecs = kRun / L;                   // loss vectors per run
+  constexpr std::size_t kStep = kVecs < 8 ? kVecs : 8;      // per logits_out call
+  constexpr std::size_t kHalves = sizeof(T) == 4 ? 2 : 1;  // double vectors per loss vector
+  static_assert(L == kHalves * L8, "a loss vector widens to kHalves vectors of the sum's lanes");
+  const LogitsRun<S> r{a.x,       a.target, a.weight, a.w_step, a.pos_weight,
+                       a.pw_step, nullptr,  nullptr,  nullptr,  T(1)};
+  const V bound = hn::Neg(exp_tiny_bound(d));
+  V8 sums[kBceSumMaxTerms / kRun][kK];
+  for (std::size_t run = 0; run < runs; ++run) {
+    const std::size_t e = run * kRun;
+    V8 cur[kK];
+    for (std::size_t k = 0; k < kK; ++k) cur[k] = hn::Zero(dd);
+    bool fast = true;
+    for (std::size_t s = 0; s < kVecs; s += kStep) {
+      V x[kStep], out[kStep];
+      auto in = hn::Lt(hn::Abs(x[0] = load_u(d, r.x + e + s * L)), bound);
+      HWY_UNROLL(8)
+      for (std::size_t k = 1; k < kStep; ++k) in = hn::And(in, hn::Lt(hn::Abs(x[k] = load_u(d, r.x + e + (s + k) * L)), bound));
+      if (HWY_UNLIKELY(!hn::AllTrue(d, in))) {
+        fast = false;
+        break;
+      }
+      logits_out<kStep, true, kPw, false>(d, r, e + s * L, x, out);
+      HWY_UNROLL(8)
+      for (std::size_t k = 0; k < kStep; ++k) {
+        const std::size_t q = (s + k) * kHalves;  // index of the loss vector's first double vector in the run
+        if constexpr (sizeof(T) == 8) {
+          cur[q % kK] = hn::Add(cur[q % kK], out[k]);
+        } else {
+          const hn::Half<decltype(d)> dh;
+          const hn::Rebind<double, decltype(dh)> dw;
+          cur[q % kK] = hn::Add(cur[q % kK], hn::PromoteTo(dw, hn::LowerHalf(dh, out[k])));
+          cur[(q + 1) % kK] = hn::Add(cur[(q + 1) % kK], hn::PromoteTo(dw, hn::UpperHalf(dh, out[k])));
+        }
+      }
+    }
+    if (HWY_UNLIKELY(!fast)) {
+      for (std::size_t k = 0; k < kK; ++k) cur[k] = hn::Zero(dd);
+      double buf[kRun];
+      BceArgs<S> b = bce_args_at(a, e);
+      b.elem_loss = buf;
+      b.dx = nullptr;
+      logits_pass<true, kPw>(b, kRun);
+      for (std::size_t q = 0; q < kRun / L8; ++q) cur[q % kK] = hn::Add(cur[q % kK], hn::LoadU(dd, buf + q * L8));
+    }
+    for (std::size_t k = 0; k < kK; ++k) sums[run][k] = cur[k];
+  }
+  for (std::size_t w = runs; w > 1; w /= 2)
+    for (std::size_t j = 0; j < w / 2; ++j)
+      for (std::size_t k = 0; k < kK; ++k) sums[j][k] = hn::Add(sums[2 * j][k], sums[2 * j + 1][k]);
+  HWY_ALIGN double lanes[8];
+  for (std::size_t k = 0; k < kK; ++k) hn::Store(sums[0][k], dd, lanes + k * L8);
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
+template <class S>
+double bce_logits_sum(const BceArgs<S>& a, std::size_t n) noexcept {
+  return a.pos_weight != nullptr ? logits_sum<true>(a, n) : logits_sum<false>(a, n);
+}
+
 // Test hook (kernels.h log1p_unit).
 template <class T>
 void log1p_unit_n(const T* x, T* y, std::size_t n) noexcept {
@@ -335,6 +430,7 @@ void fill_bce_t(KernelTable<T>* t) noexcept {
   t->bce_logits = &bce_logits<T>;
   t->sum_terms = &sum_terms;
   t->log1p_unit = &log1p_unit_n<T>;
+  t->bce_logits_sum = &bce_logits_sum<T>;
 }
 void fill_bce(KernelTable<float>* t) noexcept { fill_bce_t(t); }
 void fill_bce(KernelTable<double>* t) noexcept { fill_bce_t(t); }
@@ -344,6 +440,7 @@ template <class S>
 void fill_bce_half(KernelTable<S>* t) noexcept {
   t->bce_logits = &bce_logits<S>;
   t->sum_terms = &sum_terms;
+  t->bce_logits_sum = &bce_logits_sum<S>;
 }
 void fill_bce(KernelTable<BF16>* t) noexcept { fill_bce_half(t); }
 void fill_bce(KernelTable<F16>* t) noexcept { fill_bce_half(t); }

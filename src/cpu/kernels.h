@@ -207,7 +207,14 @@ struct KernelTable {
   // Test hook: y = log1p(x) over n values x in [0, 1], by the SIMD BCE kernels' log1p
   // (log1p-inl.h log1p_unit); the scalar table's is std::log1p.
   void (*log1p_unit)(const T* x, T* y, std::size_t n) noexcept = nullptr;
+
+  // BCE with logits, forward, reduced (SIMD tables; null in the scalar ones): sum_terms of the n
+  // elementwise losses bce_logits would write (a.elem_loss and a.dx unused), the same bits as that
+  // call followed by sum_terms, without the per-element buffer where the sum's tree allows
+  // (n = 64 * 2^k: the losses go into the sum's lanes as they are computed). n <= kBceSumMaxTerms.
+  double (*bce_logits_sum)(const BceArgs<T>& a, std::size_t n) noexcept = nullptr;
 };
+inline constexpr std::size_t kBceSumMaxTerms = 1024;
 
 // The portable scalar tables (always available; the fallback and the fast paths' twin). The
 // bfloat16 and float16 tables read and write 16-bit values and compute as the float32 one does

@@ -254,6 +254,63 @@ TEST_P(BceTables, LogitsMatchScalarOnEveryPath) {
   logits_case<double>(GetParam());
 }
 
+// bce_logits_sum (SIMD tables): the same bits as bce_logits into a buffer and then sum_terms, for
+// lengths whose tree the kernel follows as it goes (64 * 2^k) and others (a buffer), over losses from
+// 1e-35 to 80 (order-sensitive sums) with weights and pos_weight; runs of 64 whose logits are all
+// below exp's tiny bound (the in-register path) beside runs holding huge or non-finite logits (the
+// run's buffer).
+template <class S>
+void logits_sum_case(const std::string& isa, const cpu::KernelTable<S>& tab, const char* name) {
+  if (isa == "scalar") {
+    EXPECT_EQ(tab.bce_logits_sum, nullptr) << "the scalar tables sum in two passes";
+    return;
+  }
+  ASSERT_NE(tab.bce_logits_sum, nullptr) << isa << " " << name;
+  std::mt19937_64 rng(23);
+  std::uniform_real_distribution<double> u(0, 1), expo(-3, 1.9), wpos(0.25, 3);
+  for (std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{64}, std::size_t{128}, std::size_t{512},
+                        std::size_t{960}, std::size_t{1000}, std::size_t{1024}}) {
+    std::vector<S> x(n), t(n), w(n), pw(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::size_t run = i / 64;
+      double mag = std::pow(10.0, expo(rng));
+      if (run % 5 == 3) mag = i % 7 == 0 ? 100 + 1e4 * u(rng) : mag;  // a run with huge logits
+      const double xv = u(rng) < 0.5 ? -mag : mag;
+      const double tv = i % 3 == 0 ? (xv > 0 ? 1.0 : 0.0) : u(rng);  // a third confidently right
+      x[i] = S(static_cast<float>(xv));
+      t[i] = S(static_cast<float>(tv));
+      w[i] = S(static_cast<float>(wpos(rng)));
+      pw[i] = S(static_cast<float>(wpos(rng)));
+    }
+    for (int variant = 0; variant < 6; ++variant) {
+      // Last: +inf with t < 1 in a run of otherwise ordinary logits, an infinite loss (scalar twin).
+      if (variant == 5 && n > 200) x[200] = S(std::numeric_limits<float>::infinity()), t[200] = S(0.5f);
+      cpu::BceArgs<S> a;
+      a.x = x.data();
+      a.target = t.data();
+      if (variant == 1 || variant == 4) a.weight = w.data(), a.w_step = variant == 4 ? 0 : 1;
+      if (variant == 2 || variant == 3) a.pos_weight = pw.data(), a.pw_step = variant == 3 ? 0 : 1;
+      if (variant == 4) a.pos_weight = pw.data(), a.pw_step = 1;
+      std::vector<double> buf(n);
+      cpu::BceArgs<S> f = a;
+      f.elem_loss = buf.data();
+      tab.bce_logits(f, n);
+      const double want = tab.sum_terms(buf.data(), n);
+      const double got = tab.bce_logits_sum(a, n);
+      EXPECT_EQ(std::memcmp(&got, &want, sizeof(double)), 0)
+          << isa << " " << name << " n " << n << " variant " << variant << ": " << got << " vs " << want;
+      if (variant == 5 && n > 200) EXPECT_EQ(got, std::numeric_limits<double>::infinity());
+    }
+  }
+}
+
+TEST_P(BceTables, LogitsSumSameBitsAsTwoPasses) {
+  logits_sum_case<float>(GetParam(), table<float>(), "float32");
+  logits_sum_case<double>(GetParam(), table<double>(), "float64");
+  logits_sum_case<cpu::BF16>(GetParam(), cpu::active_table_bf16(), "bfloat16");
+  logits_sum_case<cpu::F16>(GetParam(), cpu::active_table_f16(), "float16");
+}
+
 // bfloat16 and float16 (computed in float32, dx rounded once): the loss within a few float32 ulps
 // of the scalar twin's (double inside), dx within one ulp of the 16-bit type plus float32's error.
 template <class H>
