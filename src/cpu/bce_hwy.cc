@@ -63,6 +63,21 @@ HWY_INLINE void store_as_double(D d, hn::Vec<D> v, double* out) {
   }
 }
 
+// Two float vectors rounded to bfloat16 as rows-inl.h store_u does (nearest even, NaN quieted), in
+// one 16-bit store: the rounding bias added in 32-bit lanes and the upper halves gathered by
+// ConcatOdd (one pack for two vectors, no shift or saturating demotion per vector).
+template <class D>
+HWY_INLINE void store_pair_bf16(D d, hn::Vec<D> v0, hn::Vec<D> v1, BF16* p) {
+  const hn::RebindToUnsigned<D> du;
+  const hn::Repartition<std::uint16_t, D> d16;
+  auto rounded = [&](hn::Vec<D> v) {
+    const auto b = hn::BitCast(du, v);
+    const auto r = hn::Add(b, hn::Add(hn::Set(du, 0x7FFFu), hn::And(hn::ShiftRight<16>(b), hn::Set(du, 1u))));
+    return hn::BitCast(d16, hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), hn::Or(b, hn::Set(du, 0x00400000u)), r));
+  };
+  hn::StoreU(hn::ConcatOdd(d16, rounded(v1), rounded(v0)), d16, reinterpret_cast<std::uint16_t*>(p));
+}
+
 template <class T>
 void bce(const BceArgs<T>& a, std::size_t n) noexcept {
   const auto scalar_fn = scalar_table<T>().bce;
@@ -182,6 +197,11 @@ HWY_INLINE void logits_vecs(D d, const LogitsRun<S>& r, std::size_t i, const hn:
   const std::size_t L = hn::Lanes(d);
   hn::Vec<D> out[K];
   logits_out<K, kLoss, kPw, kWide>(d, r, i, x, out);
+  if constexpr (!kLoss && std::is_same_v<S, BF16> && K % 2 == 0) {
+    HWY_UNROLL(8)
+    for (std::size_t k = 0; k < K; k += 2) store_pair_bf16(d, out[k], out[k + 1], r.dx + i + k * L);
+    return;
+  }
   HWY_UNROLL(8)
   for (std::size_t k = 0; k < K; ++k) {
     if constexpr (kLoss) {
