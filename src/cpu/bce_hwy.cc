@@ -21,7 +21,8 @@ namespace HWY_NAMESPACE {
 // ---------------------------------------------------------------------------------------------
 // binary cross-entropy (elementwise)
 //
-// One vector of T at a time; each element's loss goes out as double. On probabilities: Highway's
+// Computed in T (float32 for bfloat16 and float16 data, widened exactly; their gradients rounded
+// once to nearest even); each element's loss goes out as double. On probabilities: Highway's
 // Log / Log1p (<= 4 ulp), the scalar twin's formulas term for term. With logits: the scalar twin's
 // rearranged form (kernels_scalar.cc), one exponential e = exp(-|x|) per value (exp-inl.h
 // exp_nonpos, <= 1.01 ulp, subnormal results kept) and, for the loss, log1p(e) on [0, 1]
@@ -29,7 +30,8 @@ namespace HWY_NAMESPACE {
 // A vector holding an input the vector formulas do not reproduce exactly as the scalar twin does
 // (BCE: p below the smallest normal number, including 0, or p == 1, where the -100 clamps act; with
 // logits: a non-finite x, PyTorch's NaN cases) is handed to the scalar twin whole, as is the tail
-// of the run.
+// of the run. With logits, 8 vectors go through each stage together (logits_vecs), and a reduced
+// forward pass sums in registers (bce_logits_sum).
 
 template <class T>
 BceArgs<T> bce_args_at(const BceArgs<T>& a, std::size_t i) noexcept {
@@ -78,9 +80,10 @@ HWY_INLINE void store_pair_bf16(D d, hn::Vec<D> v0, hn::Vec<D> v1, BF16* p) {
   hn::StoreU(hn::ConcatOdd(d16, rounded(v1), rounded(v0)), d16, reinterpret_cast<std::uint16_t*>(p));
 }
 
-template <class T>
-void bce(const BceArgs<T>& a, std::size_t n) noexcept {
-  const auto scalar_fn = scalar_table<T>().bce;
+template <class S>
+void bce(const BceArgs<S>& a, std::size_t n) noexcept {
+  using T = compute_t<S>;
+  const auto scalar_fn = scalar_table<S>().bce;
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t L = hn::Lanes(d);
@@ -88,12 +91,12 @@ void bce(const BceArgs<T>& a, std::size_t n) noexcept {
   const V vscale = hn::Set(d, static_cast<T>(a.dloss_scale));
   std::size_t i = 0;
   for (; i + L <= n; i += L) {
-    const V x = hn::LoadU(d, a.x + i);
+    const V x = load_u(d, a.x + i);
     if (!hn::AllTrue(d, hn::And(hn::Ge(x, hn::Set(d, std::numeric_limits<T>::min())), hn::Lt(x, one)))) {
       scalar_fn(bce_args_at(a, i), L);
       continue;
     }
-    const V t = hn::LoadU(d, a.target + i);
+    const V t = load_u(d, a.target + i);
     const V w = a.weight != nullptr ? load_bcast(d, a.weight, a.w_step, i) : one;
     if (a.elem_loss != nullptr) {
       const V clamp = hn::Set(d, T(-100));
@@ -104,12 +107,12 @@ void bce(const BceArgs<T>& a, std::size_t n) noexcept {
       store_as_double(d, l, a.elem_loss + i);
     }
     if (a.dx != nullptr) {
-      const V g = a.dloss != nullptr ? hn::Mul(hn::LoadU(d, a.dloss + i), vscale) : vscale;
+      const V g = a.dloss != nullptr ? hn::Mul(load_u(d, a.dloss + i), vscale) : vscale;
       // PyTorch's denominator clamp is a float constant even for double data.
       const V eps = hn::Set(d, static_cast<T>(static_cast<double>(1e-12f)));
       V dd = hn::Mul(g, hn::Div(hn::Sub(x, t), hn::Max(hn::Mul(hn::Sub(one, x), x), eps)));
       if (a.weight != nullptr) dd = hn::Mul(dd, w);
-      hn::StoreU(dd, d, a.dx + i);
+      store_u(dd, d, a.dx + i);
     }
   }
   if (i < n) scalar_fn(bce_args_at(a, i), n - i);
@@ -454,10 +457,11 @@ void fill_bce_t(KernelTable<T>* t) noexcept {
 }
 void fill_bce(KernelTable<float>* t) noexcept { fill_bce_t(t); }
 void fill_bce(KernelTable<double>* t) noexcept { fill_bce_t(t); }
-// bfloat16 and float16: with logits only (computed in float32, dx rounded once to nearest even);
-// BCE on probabilities stays the scalar twin's.
+// bfloat16 and float16: computed in float32 on the exactly widened values, dx rounded once to
+// nearest even (losses leave as double).
 template <class S>
 void fill_bce_half(KernelTable<S>* t) noexcept {
+  t->bce = &bce<S>;
   t->bce_logits = &bce_logits<S>;
   t->sum_terms = &sum_terms;
   t->bce_logits_sum = &bce_logits_sum<S>;

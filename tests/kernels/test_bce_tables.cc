@@ -6,6 +6,7 @@
 // and without pos_weight, weights and per-element upstream gradients. Internal: reaches src/cpu.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -299,7 +300,9 @@ void logits_sum_case(const std::string& isa, const cpu::KernelTable<S>& tab, con
       const double got = tab.bce_logits_sum(a, n);
       EXPECT_EQ(std::memcmp(&got, &want, sizeof(double)), 0)
           << isa << " " << name << " n " << n << " variant " << variant << ": " << got << " vs " << want;
-      if (variant == 5 && n > 200) EXPECT_EQ(got, std::numeric_limits<double>::infinity());
+      if (variant == 5 && n > 200) {
+        EXPECT_EQ(got, std::numeric_limits<double>::infinity());
+      }
     }
   }
 }
@@ -372,6 +375,77 @@ void logits_half_case(const std::string& isa, const cpu::KernelTable<H>& simd, c
       }
     }
   }
+}
+
+// BCE on probabilities in bfloat16 and float16 (computed in float32 by Highway's Log / Log1p, dx
+// rounded once): against the scalar twin (double inside). Probabilities spread over 20 decades on
+// both sides of 1/2 (1 - p down to the type's epsilon; p down to 1e-20, 1e-7 in float16), and blocks holding 0, 1 and subnormals
+// (the -100 clamps; those vectors go to the twin whole). The loss has no cancelling terms, so it is
+// held to 16 float32 ulps of itself (Log's 4 ulp, times a few operations); dx to one 16-bit ulp
+// plus the float32 error.
+template <class H>
+void bce_half_case(const std::string& isa, const cpu::KernelTable<H>& simd, const cpu::KernelTable<H>& twin,
+                   double ulp16, const char* name) {
+  std::mt19937_64 rng(29);
+  // float16's smallest normal is 6e-5, its subnormals reach 6e-8: p from 1e-7 up (1e-20 in bfloat16).
+  std::uniform_real_distribution<double> u(0, 1), expo(std::is_same_v<H, cpu::F16> ? -7 : -20, -0.31), wpos(0.25, 3);
+  const double eps16 = 2 * ulp16;  // 1 - p >= the type's epsilon: p = 1 - eps16 is representable
+  for (std::size_t n : {std::size_t{3}, std::size_t{203}, std::size_t{1100}}) {
+    std::vector<H> x(n), t(n), w(n), dl(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      double p = std::pow(10.0, expo(rng));  // (1e-20, 0.49)
+      if (i % 2 == 1) p = 1 - std::max(p, eps16);
+      if ((i / 64) % 4 == 3) p = i % 3 == 0 ? 0.0 : i % 3 == 1 ? 1.0 : 1e-41;  // clamps and subnormals
+      x[i] = H(static_cast<float>(p));
+      t[i] = H(static_cast<float>(i % 5 == 0 ? (i % 2 ? 1.0 : 0.0) : u(rng)));
+      w[i] = H(static_cast<float>(wpos(rng)));
+      dl[i] = H(static_cast<float>(wpos(rng) - 1));
+    }
+    for (int variant = 0; variant < 3; ++variant) {
+      cpu::BceArgs<H> a;
+      a.x = x.data();
+      a.target = t.data();
+      if (variant == 1) a.weight = w.data(), a.w_step = 1;
+      if (variant == 2) a.weight = w.data(), a.w_step = 0;
+      const std::string what = isa + " " + name + " n " + std::to_string(n) + " variant " + std::to_string(variant);
+      std::vector<double> ls(n), lv(n);
+      cpu::BceArgs<H> f = a;
+      f.elem_loss = ls.data();
+      twin.bce(f, n);
+      f.elem_loss = lv.data();
+      simd.bce(f, n);
+      for (std::size_t i = 0; i < n; ++i) {
+        EXPECT_LE(std::fabs(lv[i] - ls[i]), 16 * 0x1p-24 * std::fabs(ls[i])) << what << " loss at p " << float(x[i]);
+      }
+      for (int per_elem = 0; per_elem < 2; ++per_elem) {
+        std::vector<H> ds(n), dv(n);
+        cpu::BceArgs<H> b = a;
+        b.dloss = per_elem ? dl.data() : nullptr;
+        b.dloss_scale = per_elem ? 1.0 : 0.37;
+        b.dx = ds.data();
+        twin.bce(b, n);
+        b.dx = dv.data();
+        simd.bce(b, n);
+        for (std::size_t i = 0; i < n; ++i) {
+          const double got = static_cast<float>(dv[i]), want = static_cast<float>(ds[i]);
+          if (std::isinf(want)) {
+            EXPECT_EQ(got, want) << what;
+            continue;
+          }
+          EXPECT_LE(std::fabs(got - want), (ulp16 + 16 * 0x1p-24) * std::fabs(want)) << what << " dx at p " << float(x[i]);
+        }
+      }
+    }
+  }
+}
+
+TEST_P(BceTables, SixteenBitBceMatchScalar) {
+  if (GetParam() != "scalar") {
+    EXPECT_NE(cpu::active_table_bf16().bce, cpu::scalar_table_bf16().bce) << "bce_hwy.cc 16-bit";
+    EXPECT_NE(cpu::active_table_f16().bce, cpu::scalar_table_f16().bce) << "bce_hwy.cc 16-bit";
+  }
+  bce_half_case<cpu::BF16>(GetParam(), cpu::active_table_bf16(), cpu::scalar_table_bf16(), 0x1p-7, "bfloat16");
+  bce_half_case<cpu::F16>(GetParam(), cpu::active_table_f16(), cpu::scalar_table_f16(), 0x1p-10, "float16");
 }
 
 TEST_P(BceTables, SixteenBitLogitsMatchScalar) {
