@@ -124,9 +124,22 @@ void run(const BceSetup& s, const BceOptions& o, bool logits, ConstTensorView in
   const std::size_t n_leaves = (n + kLeafElems - 1) / kLeafElems;
   std::vector<double> leaf_sums(want_loss && !none ? n_leaves : 0);
 
-  detail::parallel_for(n_leaves, [&](std::size_t leaf) {
+  // With logits, reduced, no broadcasting: each leaf's sum straight from the kernel (no buffer).
+  const bool fused_sum = logits && simple && want_loss && !none && k.bce_logits_sum != nullptr;
+  static_assert(kLeafElems <= cpu::kBceSumMaxTerms);
+
+  auto do_leaf = [&](std::size_t leaf) {
     double buf[kLeafElems];
     const std::size_t e0 = leaf * kLeafElems, e1 = std::min(n, e0 + kLeafElems);
+    if (fused_sum) {
+      cpu::BceArgs<T> a;
+      a.x = x + e0;
+      a.target = t + e0;
+      if (s.w.present) a.weight = w + e0 * s.w.simple_step, a.w_step = s.w.simple_step;
+      if (s.pw.present) a.pos_weight = pw + e0 * s.pw.simple_step, a.pw_step = s.pw.simple_step;
+      leaf_sums[leaf] = k.bce_logits_sum(a, e1 - e0);
+      return;
+    }
     std::size_t e = e0;
     while (e < e1) {
       std::size_t run_end = simple ? e1 : std::min(e1, (e / last + 1) * last);
@@ -154,6 +167,14 @@ void run(const BceSetup& s, const BceOptions& o, bool logits, ConstTensorView in
     } else {
       leaf_sums[leaf] = k.sum_terms(buf, e1 - e0);
     }
+  };
+  // Tasks of kLeavesPerTask leaves (a 16K-element task, ~10 us): one claim from the pool's shared
+  // counter per task rather than per 1024 elements. Each leaf is still summed alone, so the bits do
+  // not depend on the thread count.
+  constexpr std::size_t kLeavesPerTask = 16;
+  detail::parallel_for((n_leaves + kLeavesPerTask - 1) / kLeavesPerTask, [&](std::size_t task) {
+    const std::size_t l1 = std::min(n_leaves, (task + 1) * kLeavesPerTask);
+    for (std::size_t leaf = task * kLeavesPerTask; leaf < l1; ++leaf) do_leaf(leaf);
   });
   if (want_loss && !none) {
     double total = detail::pairwise_sum(leaf_sums.data(), leaf_sums.size());

@@ -8,15 +8,15 @@ void fill_cross_entropy(KernelTable<float>* t) noexcept;
 void fill_cross_entropy(KernelTable<double>* t) noexcept;
 void fill_bce(KernelTable<float>* t) noexcept;
 void fill_bce(KernelTable<double>* t) noexcept;
-void fill_bce(KernelTable<BF16>* t) noexcept;  // with logits only
+void fill_bce(KernelTable<BF16>* t) noexcept;  // on probabilities and with logits, float32 inside
 void fill_bce(KernelTable<F16>* t) noexcept;
 void fill_softcap(KernelTable<float>* t) noexcept;
 void fill_softcap(KernelTable<double>* t) noexcept;
 // The dense layer of unsigned-byte inputs and its weight gradient (byte_affine_hwy.cc).
 void fill_byte_affine(KernelTable<float>* t) noexcept;
 void fill_byte_affine(KernelTable<double>* t) noexcept;
-// bfloat16 and float16 (half_hwy.cc): the softmax family and cross-entropy; the other entries stay
-// the scalar twin's.
+// bfloat16 and float16 (half_hwy.cc): the softmax family, cross-entropy and NLL, the token
+// statistics, short rows and strided blocks.
 void fill_half(KernelTable<BF16>* t) noexcept;
 void fill_half(KernelTable<F16>* t) noexcept;
 // Soft-capping of bfloat16 and float16 (softcap_hwy.cc: widened to float32, rounded once).

@@ -219,7 +219,14 @@ struct KernelTable {
                       T scale, const T* bias, T* z) noexcept = nullptr;
   void (*byte_affine_grad)(const std::uint8_t* const* x, std::size_t rows, std::size_t D, const T* dz,
                            std::size_t C, T scale, T* gt) noexcept = nullptr;
+
+  // BCE with logits, forward, reduced (SIMD tables; null in the scalar ones): sum_terms of the n
+  // elementwise losses bce_logits would write (a.elem_loss and a.dx unused), the same bits as that
+  // call followed by sum_terms, without the per-element buffer where the sum's tree allows
+  // (n = 64 * 2^k: the losses go into the sum's lanes as they are computed). n <= kBceSumMaxTerms.
+  double (*bce_logits_sum)(const BceArgs<T>& a, std::size_t n) noexcept = nullptr;
 };
+inline constexpr std::size_t kBceSumMaxTerms = 1024;
 
 // The portable scalar tables (always available; the fallback and the fast paths' twin). The
 // bfloat16 and float16 tables read and write 16-bit values and compute as the float32 one does

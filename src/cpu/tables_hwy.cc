@@ -62,8 +62,8 @@ const KernelTable<double>& table_f64() noexcept {
   return t;
 }
 // bfloat16 and float16: the softmax family, cross-entropy and the token statistics from
-// half_hwy.cc, the type-free target scan from the float32 table, BCE with logits from bce_hwy.cc,
-// soft-capping from softcap_hwy.cc; BCE on probabilities stays scalar.
+// half_hwy.cc, the type-free target scan from the float32 table, BCE (on probabilities and with
+// logits) from bce_hwy.cc, soft-capping from softcap_hwy.cc.
 template <class T>
 KernelTable<T> make_half_table(const KernelTable<T>& scalar) noexcept {
   KernelTable<T> t = scalar;

@@ -279,6 +279,11 @@ void bce(std::int64_t N, std::int64_t C, std::uint64_t seed) {
       if (with_pw) continue;
       ASSERT_TRUE(binary_cross_entropy_forward({p.data(), xs}, {t.data(), xs}, o, {loss.data(), ls}).ok());
       EXPECT_TRUE(rounded_once(loss, ref::binary_cross_entropy(P, Tt, ro), std::vector<Real>(loss.size(), 256), "bce loss"));
+      ASSERT_TRUE(binary_cross_entropy_backward({p.data(), xs}, {t.data(), xs}, o, {dl.data(), ls}, {dx.data(), xs}).ok());
+      const ref::Tensor G = ref::binary_cross_entropy_backward(P, Tt, ro, dL);
+      std::vector<Real> gsc(G.data.size());
+      for (std::size_t i = 0; i < gsc.size(); ++i) gsc[i] = 8 * std::fabs(G.data[i]);  // float32's few ulps (SIMD)
+      EXPECT_TRUE(rounded_once(dx, G, gsc, "bce gradient"));
     }
   }
 }

@@ -6,6 +6,7 @@
 // and without pos_weight, weights and per-element upstream gradients. Internal: reaches src/cpu.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -14,6 +15,7 @@
 #include <random>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cpu/kernels.h"
@@ -145,16 +147,17 @@ TEST_P(BceTables, SumTermsSameBitsAsItsDefinition) {
 // Logits that reach every path of the SIMD kernel, in blocks: ordinary (-4, 4); confident answers
 // far past exp's normal range (|x| up to 120 in float, 760 in float64) with the target agreeing,
 // so the loss is a tiny exp(-|x|); huge |x| = 1e4; tiny and signed-zero logits; and one block with
-// +-inf and NaN (the scalar twin's).
+// +-inf and NaN (the scalar twin's). Blocks of 16 mix the paths inside each multi-vector step of
+// the kernel (its per-vector fallback); blocks of 256 give whole steps of one kind (its fast path).
 template <class T>
-void logit_data(std::size_t n, std::mt19937_64& rng, std::vector<T>* x, std::vector<T>* t) {
+void logit_data(std::size_t n, std::mt19937_64& rng, std::vector<T>* x, std::vector<T>* t, std::size_t block = 16) {
   std::uniform_real_distribution<double> u(0, 1), small(-4, 4);
   const double far = sizeof(T) == 4 ? 120 : 760;
   x->resize(n);
   t->resize(n);
   for (std::size_t i = 0; i < n; ++i) {
     double xv, tv = u(rng);
-    switch ((i / 16) % 5) {
+    switch ((i / block) % 5) {
       case 0: xv = small(rng); break;
       case 1: {
         const double mag = 20 + (far - 20) * u(rng);
@@ -184,9 +187,9 @@ void logits_case(const std::string& isa) {
   const double sub = (sizeof(T) == 4 ? 2.0 : 32.0) * static_cast<double>(std::numeric_limits<T>::denorm_min());
   std::mt19937_64 rng(5);
   std::uniform_real_distribution<double> wpos(0.25, 3);
-  for (std::size_t n : {std::size_t{1}, std::size_t{13}, std::size_t{203}}) {
+  for (const auto& [n, block] : {std::pair<std::size_t, std::size_t>{1, 16}, {13, 16}, {203, 16}, {1100, 256}}) {
     std::vector<T> x, t;
-    logit_data<T>(n, rng, &x, &t);
+    logit_data<T>(n, rng, &x, &t, block);
     std::vector<T> w(n), pw(n), dl(n);
     for (std::size_t i = 0; i < n; ++i) w[i] = T(wpos(rng)), pw[i] = T(wpos(rng)), dl[i] = T(wpos(rng) - 1);
     for (int variant = 0; variant < 6; ++variant) {
@@ -252,6 +255,65 @@ TEST_P(BceTables, LogitsMatchScalarOnEveryPath) {
   logits_case<double>(GetParam());
 }
 
+// bce_logits_sum (SIMD tables): the same bits as bce_logits into a buffer and then sum_terms, for
+// lengths whose tree the kernel follows as it goes (64 * 2^k) and others (a buffer), over losses from
+// 1e-35 to 80 (order-sensitive sums) with weights and pos_weight; runs of 64 whose logits are all
+// below exp's tiny bound (the in-register path) beside runs holding huge or non-finite logits (the
+// run's buffer).
+template <class S>
+void logits_sum_case(const std::string& isa, const cpu::KernelTable<S>& tab, const char* name) {
+  if (isa == "scalar") {
+    EXPECT_EQ(tab.bce_logits_sum, nullptr) << "the scalar tables sum in two passes";
+    return;
+  }
+  ASSERT_NE(tab.bce_logits_sum, nullptr) << isa << " " << name;
+  std::mt19937_64 rng(23);
+  std::uniform_real_distribution<double> u(0, 1), expo(-3, 1.9), wpos(0.25, 3);
+  for (std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{64}, std::size_t{128}, std::size_t{512},
+                        std::size_t{960}, std::size_t{1000}, std::size_t{1024}}) {
+    std::vector<S> x(n), t(n), w(n), pw(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::size_t run = i / 64;
+      double mag = std::pow(10.0, expo(rng));
+      if (run % 5 == 3) mag = i % 7 == 0 ? 100 + 1e4 * u(rng) : mag;  // a run with huge logits
+      const double xv = u(rng) < 0.5 ? -mag : mag;
+      const double tv = i % 3 == 0 ? (xv > 0 ? 1.0 : 0.0) : u(rng);  // a third confidently right
+      x[i] = S(static_cast<float>(xv));
+      t[i] = S(static_cast<float>(tv));
+      w[i] = S(static_cast<float>(wpos(rng)));
+      pw[i] = S(static_cast<float>(wpos(rng)));
+    }
+    for (int variant = 0; variant < 6; ++variant) {
+      // Last: +inf with t < 1 in a run of otherwise ordinary logits, an infinite loss (scalar twin).
+      if (variant == 5 && n > 200) x[200] = S(std::numeric_limits<float>::infinity()), t[200] = S(0.5f);
+      cpu::BceArgs<S> a;
+      a.x = x.data();
+      a.target = t.data();
+      if (variant == 1 || variant == 4) a.weight = w.data(), a.w_step = variant == 4 ? 0 : 1;
+      if (variant == 2 || variant == 3) a.pos_weight = pw.data(), a.pw_step = variant == 3 ? 0 : 1;
+      if (variant == 4) a.pos_weight = pw.data(), a.pw_step = 1;
+      std::vector<double> buf(n);
+      cpu::BceArgs<S> f = a;
+      f.elem_loss = buf.data();
+      tab.bce_logits(f, n);
+      const double want = tab.sum_terms(buf.data(), n);
+      const double got = tab.bce_logits_sum(a, n);
+      EXPECT_EQ(std::memcmp(&got, &want, sizeof(double)), 0)
+          << isa << " " << name << " n " << n << " variant " << variant << ": " << got << " vs " << want;
+      if (variant == 5 && n > 200) {
+        EXPECT_EQ(got, std::numeric_limits<double>::infinity());
+      }
+    }
+  }
+}
+
+TEST_P(BceTables, LogitsSumSameBitsAsTwoPasses) {
+  logits_sum_case<float>(GetParam(), table<float>(), "float32");
+  logits_sum_case<double>(GetParam(), table<double>(), "float64");
+  logits_sum_case<cpu::BF16>(GetParam(), cpu::active_table_bf16(), "bfloat16");
+  logits_sum_case<cpu::F16>(GetParam(), cpu::active_table_f16(), "float16");
+}
+
 // bfloat16 and float16 (computed in float32, dx rounded once): the loss within a few float32 ulps
 // of the scalar twin's (double inside), dx within one ulp of the 16-bit type plus float32's error.
 template <class H>
@@ -261,9 +323,9 @@ void logits_half_case(const std::string& isa, const cpu::KernelTable<H>& simd, c
   std::uniform_real_distribution<double> wpos(0.25, 3);
   const double sub = 2.0 * static_cast<double>(std::numeric_limits<float>::denorm_min());
   const double sub16 = std::is_same_v<H, cpu::F16> ? 0x1p-24 : 0.0;
-  for (std::size_t n : {std::size_t{5}, std::size_t{203}}) {
+  for (const auto& [n, block] : {std::pair<std::size_t, std::size_t>{5, 16}, {203, 16}, {1100, 256}}) {
     std::vector<float> xf, tf;
-    logit_data<float>(n, rng, &xf, &tf);
+    logit_data<float>(n, rng, &xf, &tf, block);
     std::vector<H> x(n), t(n), w(n), pw(n), dl(n);
     for (std::size_t i = 0; i < n; ++i) {
       x[i] = H(xf[i]), t[i] = H(tf[i]);
@@ -313,6 +375,77 @@ void logits_half_case(const std::string& isa, const cpu::KernelTable<H>& simd, c
       }
     }
   }
+}
+
+// BCE on probabilities in bfloat16 and float16 (computed in float32 by Highway's Log / Log1p, dx
+// rounded once): against the scalar twin (double inside). Probabilities spread over 20 decades on
+// both sides of 1/2 (1 - p down to the type's epsilon; p down to 1e-20, 1e-7 in float16), and blocks holding 0, 1 and subnormals
+// (the -100 clamps; those vectors go to the twin whole). The loss has no cancelling terms, so it is
+// held to 16 float32 ulps of itself (Log's 4 ulp, times a few operations); dx to one 16-bit ulp
+// plus the float32 error.
+template <class H>
+void bce_half_case(const std::string& isa, const cpu::KernelTable<H>& simd, const cpu::KernelTable<H>& twin,
+                   double ulp16, const char* name) {
+  std::mt19937_64 rng(29);
+  // float16's smallest normal is 6e-5, its subnormals reach 6e-8: p from 1e-7 up (1e-20 in bfloat16).
+  std::uniform_real_distribution<double> u(0, 1), expo(std::is_same_v<H, cpu::F16> ? -7 : -20, -0.31), wpos(0.25, 3);
+  const double eps16 = 2 * ulp16;  // 1 - p >= the type's epsilon: p = 1 - eps16 is representable
+  for (std::size_t n : {std::size_t{3}, std::size_t{203}, std::size_t{1100}}) {
+    std::vector<H> x(n), t(n), w(n), dl(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      double p = std::pow(10.0, expo(rng));  // (1e-20, 0.49)
+      if (i % 2 == 1) p = 1 - std::max(p, eps16);
+      if ((i / 64) % 4 == 3) p = i % 3 == 0 ? 0.0 : i % 3 == 1 ? 1.0 : 1e-41;  // clamps and subnormals
+      x[i] = H(static_cast<float>(p));
+      t[i] = H(static_cast<float>(i % 5 == 0 ? (i % 2 ? 1.0 : 0.0) : u(rng)));
+      w[i] = H(static_cast<float>(wpos(rng)));
+      dl[i] = H(static_cast<float>(wpos(rng) - 1));
+    }
+    for (int variant = 0; variant < 3; ++variant) {
+      cpu::BceArgs<H> a;
+      a.x = x.data();
+      a.target = t.data();
+      if (variant == 1) a.weight = w.data(), a.w_step = 1;
+      if (variant == 2) a.weight = w.data(), a.w_step = 0;
+      const std::string what = isa + " " + name + " n " + std::to_string(n) + " variant " + std::to_string(variant);
+      std::vector<double> ls(n), lv(n);
+      cpu::BceArgs<H> f = a;
+      f.elem_loss = ls.data();
+      twin.bce(f, n);
+      f.elem_loss = lv.data();
+      simd.bce(f, n);
+      for (std::size_t i = 0; i < n; ++i) {
+        EXPECT_LE(std::fabs(lv[i] - ls[i]), 16 * 0x1p-24 * std::fabs(ls[i])) << what << " loss at p " << float(x[i]);
+      }
+      for (int per_elem = 0; per_elem < 2; ++per_elem) {
+        std::vector<H> ds(n), dv(n);
+        cpu::BceArgs<H> b = a;
+        b.dloss = per_elem ? dl.data() : nullptr;
+        b.dloss_scale = per_elem ? 1.0 : 0.37;
+        b.dx = ds.data();
+        twin.bce(b, n);
+        b.dx = dv.data();
+        simd.bce(b, n);
+        for (std::size_t i = 0; i < n; ++i) {
+          const double got = static_cast<float>(dv[i]), want = static_cast<float>(ds[i]);
+          if (std::isinf(want)) {
+            EXPECT_EQ(got, want) << what;
+            continue;
+          }
+          EXPECT_LE(std::fabs(got - want), (ulp16 + 16 * 0x1p-24) * std::fabs(want)) << what << " dx at p " << float(x[i]);
+        }
+      }
+    }
+  }
+}
+
+TEST_P(BceTables, SixteenBitBceMatchScalar) {
+  if (GetParam() != "scalar") {
+    EXPECT_NE(cpu::active_table_bf16().bce, cpu::scalar_table_bf16().bce) << "bce_hwy.cc 16-bit";
+    EXPECT_NE(cpu::active_table_f16().bce, cpu::scalar_table_f16().bce) << "bce_hwy.cc 16-bit";
+  }
+  bce_half_case<cpu::BF16>(GetParam(), cpu::active_table_bf16(), cpu::scalar_table_bf16(), 0x1p-7, "bfloat16");
+  bce_half_case<cpu::F16>(GetParam(), cpu::active_table_f16(), cpu::scalar_table_f16(), 0x1p-10, "float16");
 }
 
 TEST_P(BceTables, SixteenBitLogitsMatchScalar) {
