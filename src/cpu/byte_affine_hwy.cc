@@ -8,12 +8,15 @@
 // the features, then one horizontal sum each (the 10 accumulators and the loads fit the 16 vector
 // registers of AVX2). Gradient: features two vectors at a time, classes five at a time, a vector
 // accumulator per (feature vector, class) over the rows, stored as they are (no horizontal sum).
-// Features left over past the last whole vector are added in order, in scalar code. Every output's
+// Features left over past the last whole vector are added in order, in scalar code. The scalar
+// steps are explicit fused multiply-adds (std::fma), so the bits do not depend on whether the
+// compiler contracts a * b + c at a given optimisation level. Every output's
 // order depends only on D, C and the target, so the results do not depend on which rows share a call
 // or on the thread count. Not a general GEMM: float32/float64 weights, byte inputs, small C.
 #include "cpu/hwy_targets.h"  // first: the target set
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -79,8 +82,8 @@ HWY_INLINE void forward_tile(const std::uint8_t* const* x, std::size_t D, const 
     HWY_UNROLL(8)
     for (std::size_t g = 0; g < G; ++g) {
       T s = hn::GetLane(hn::SumOfLanes(d, acc[r][g]));
-      for (std::size_t j = k; j < D; ++j) s += static_cast<T>(x[r][j]) * w[g * D + j];
-      z[r * C + c0 + g] = bias[c0 + g] + scale * s;
+      for (std::size_t j = k; j < D; ++j) s = std::fma(static_cast<T>(x[r][j]), w[g * D + j], s);
+      z[r * C + c0 + g] = std::fma(scale, s, bias[c0 + g]);
     }
   }
 }
@@ -164,7 +167,7 @@ HWY_INLINE void grad_classes(const std::uint8_t* const* x, std::size_t rows, std
   for (; k < D; ++k) {
     for (std::size_t g = 0; g < G; ++g) {
       T s = 0;
-      for (std::size_t r = 0; r < rows; ++r) s += static_cast<T>(x[r][k]) * dz[r * C + c0 + g];
+      for (std::size_t r = 0; r < rows; ++r) s = std::fma(static_cast<T>(x[r][k]), dz[r * C + c0 + g], s);
       gt[(c0 + g) * D + k] = scale * s;
     }
   }
