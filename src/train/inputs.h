@@ -1,7 +1,8 @@
-// inputs.h (internal): a dataset's rows turned into the model's float inputs: unsigned-byte pixels
-// / 255, or float features normalised as the model records (model.h's Normalization). Every path
-// that feeds rows to W (SGD batches, evaluation, logits, L-BFGS) goes through model_inputs, so
-// training, `xent evaluate` and `xent predict` see the same numbers. Not a data loader.
+// inputs.h (internal): what the trainer feeds to W. Pixels (unsigned bytes) stay bytes: every path
+// (SGD batches, evaluation, logits, L-BFGS) hands them to the kernel table's byte_affine entries,
+// which apply the 1/255 to each sum. Float features go through model_inputs, normalised as the
+// model records (model.h's Normalization). So training, `xent evaluate` and `xent predict` see the
+// same numbers. Not a data loader.
 #pragma once
 
 #include <cstdint>
@@ -25,9 +26,9 @@ inline RowSource rows_of(const io::LabeledImages& d) {
   return d.floats ? RowSource{nullptr, d.values.data()} : RowSource{d.pixels.data(), nullptr};
 }
 
-// out (n x D) = rows [row0, row0 + n) of src as the model's inputs. The source's kind must match
-// the model's normalization (check_input_kind).
-void model_inputs(const SoftmaxModel& m, RowSource src, std::int64_t row0, std::int64_t n, float* out) noexcept;
+// out (n x D) = float feature rows [row0, row0 + n) of `features` (D per row) as the model's inputs,
+// for a model that takes float features (check_input_kind).
+void model_inputs(const SoftmaxModel& m, const float* features, std::int64_t row0, std::int64_t n, float* out) noexcept;
 
 // kInvalidArgument unless `d` holds what the model takes: bytes for Normalization::kPixels,
 // floats otherwise. `what` names the set in the message.

@@ -55,7 +55,7 @@ SoftmaxObjective<T>::SoftmaxObjective(const LabeledImages& data, std::int64_t cl
     x_.resize(static_cast<std::size_t>(N_ * D_));
     std::vector<float> row(static_cast<std::size_t>(D_));
     for (std::int64_t i = 0; i < N_; ++i) {
-      if (inputs) model_inputs(*inputs, rows_of(data), i, 1, row.data());
+      if (inputs) model_inputs(*inputs, data.values.data(), i, 1, row.data());
       else std::copy(data.values.begin() + i * D_, data.values.begin() + (i + 1) * D_, row.begin());  // as they are
       std::copy(row.begin(), row.end(), x_.begin() + i * D_);
     }
@@ -363,7 +363,7 @@ Status Preconditioner::build(const LabeledImages& data, std::int64_t classes, co
     double* row = xs.data() + r * n;
     if (data.floats) {
       std::vector<float> in(static_cast<std::size_t>(D));
-      if (inputs) model_inputs(*inputs, rows_of(data), r * step, 1, in.data());
+      if (inputs) model_inputs(*inputs, data.values.data(), r * step, 1, in.data());
       else std::copy(data.values.begin() + r * step * D, data.values.begin() + (r * step + 1) * D, in.begin());
       for (std::int64_t k = 0; k < D; ++k) row[k] = in[static_cast<std::size_t>(k)];
     } else {

@@ -65,12 +65,13 @@ void transpose_back(const float* wt, std::int64_t D, std::int64_t C, float* W) {
     for (std::int64_t c = 0; c < C; ++c) W[d * C + c] = wt[c * D + d];
 }
 
-// Z (rows x C) = X (rows x D) W + b, one single-threaded sgemm.
-void linear_forward(const float* X, std::int64_t rows, const float* W, const float* b, std::int64_t D,
+// Z (rows x C) = X (rows x D) Wt^T + b for float features, Wt the C x D weight, one
+// single-threaded sgemm.
+void linear_forward(const float* X, std::int64_t rows, const float* wt, const float* b, std::int64_t D,
                     std::int64_t C, float* Z) {
   for (std::int64_t r = 0; r < rows; ++r) std::memcpy(Z + r * C, b, static_cast<std::size_t>(C) * sizeof(float));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(C),
-              static_cast<int>(D), 1.0f, X, static_cast<int>(D), W, static_cast<int>(C), 1.0f, Z,
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(C),
+              static_cast<int>(D), 1.0f, X, static_cast<int>(D), wt, static_cast<int>(D), 1.0f, Z,
               static_cast<int>(C));
 }
 
@@ -102,11 +103,11 @@ Status check_data(const SoftmaxModel& m, const LabeledImages& d, const char* wha
 // Reusable buffers for chunked evaluation.
 struct EvalWorkspace {
   std::vector<float> x, z;  // float features: kEvalLanes x kEvalRows x D; logits: kEvalLanes x kEvalRows x C
-  CacheAligned<float> wt;   // pixels: the weight as C x D
+  CacheAligned<float> wt;   // the weight as C x D
   std::vector<const std::uint8_t*> rows;  // pixels: kEvalLanes x kEvalRows row pointers
   void ensure(std::int64_t D, std::int64_t C, bool bytes) {
+    wt.resize(static_cast<std::size_t>(C * D));
     if (bytes) {
-      wt.resize(static_cast<std::size_t>(C * D));
       rows.resize(static_cast<std::size_t>(kEvalLanes * kEvalRows));
     } else {
       x.resize(static_cast<std::size_t>(kEvalLanes * kEvalRows * D));
@@ -121,7 +122,7 @@ template <class Fn>
 void for_each_logits_chunk(const SoftmaxModel& m, RowSource src, std::int64_t n, EvalWorkspace& ws, Fn&& fn) {
   const std::int64_t D = m.features, C = m.classes;
   ws.ensure(D, C, src.bytes != nullptr);
-  if (src.bytes) transpose_weight(m.weight.data(), D, C, ws.wt.data());
+  transpose_weight(m.weight.data(), D, C, ws.wt.data());
   const auto& kernels = cpu::active_table_f32();
   const std::int64_t chunks = ceil_div(n, kEvalRows);
   const std::int64_t per_lane = ceil_div(chunks, kEvalLanes);
@@ -137,8 +138,8 @@ void for_each_logits_chunk(const SoftmaxModel& m, RowSource src, std::int64_t n,
                             static_cast<std::size_t>(C), kPixelScale, m.bias.data(), Z);
       } else {
         float* X = ws.x.data() + lane * static_cast<std::size_t>(kEvalRows * D);
-        model_inputs(m, src, row0, rows, X);
-        linear_forward(X, rows, m.weight.data(), m.bias.data(), D, C, Z);
+        model_inputs(m, src.floats, row0, rows, X);
+        linear_forward(X, rows, ws.wt.data(), m.bias.data(), D, C, Z);
       }
       fn(static_cast<std::int64_t>(lane), row0, rows, Z);
     }
@@ -412,14 +413,10 @@ void sgd_chunks_forward_backward(const SoftmaxModel& m, const LabeledImages& tra
           for (std::int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(ahead + off);
         }
         const std::int64_t i = w.perm[static_cast<std::size_t>(start + r)];
-        model_inputs(m, src, i, 1, w.X.data() + r * D);
+        model_inputs(m, src.floats, i, 1, w.X.data() + r * D);
         w.y[static_cast<std::size_t>(r)] = train.labels[static_cast<std::size_t>(i)];
       }
-      // Z = X Wt^T + b
-      for (std::int64_t r = 0; r < n; ++r) std::memcpy(Zt + r * C, m.bias.data(), static_cast<std::size_t>(C) * sizeof(float));
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(C), static_cast<int>(D),
-                  1.0f, w.X.data() + r0 * D, static_cast<int>(D), w.wt.data(), static_cast<int>(D), 1.0f, Zt,
-                  static_cast<int>(C));
+      linear_forward(w.X.data() + r0 * D, n, w.wt.data(), m.bias.data(), D, C, Zt);
     }
     std::int64_t hits = 0;
     for (std::int64_t r = 0; r < n; ++r) hits += argmax_row(Zt + r * C, C) == yt[r];

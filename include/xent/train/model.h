@@ -60,7 +60,7 @@ Result<SoftmaxModel> load_model(const std::string& path) noexcept;
 // is 0 (or not a normal float) gets std 1, so it becomes x - mean. Or kNone.
 Status set_normalization(SoftmaxModel* model, Normalization kind, const float* x, std::int64_t n) noexcept;
 // One row as the model sees it: in (D floats) -> out (D floats). kNone copies; kStandardize
-// computes (in - mean) / std in float. Not for kPixels (bytes: train.h's scale_pixels).
+// computes (in - mean) / std in float. Not for kPixels (bytes stay bytes: docs/training.md).
 void normalize_features(const SoftmaxModel& model, const float* in, float* out) noexcept;
 
 // Class names for a dataset: Fashion-MNIST's ten names when `fashion` is true and C == 10,

@@ -170,7 +170,9 @@ Result<TrainOptions> read_checkpoint_options(const std::string& path, const Trai
 // A short string identifying a dataset (counts, shapes, CRC-32 of the labels and pixels).
 Result<std::string> dataset_fingerprint(const io::LabeledImages& train, const io::LabeledImages& test) noexcept;
 
-// The pixel scaling the trainer uses: out[i] = in[i] / 255 exactly (correctly rounded float).
+// Pixels as PyTorch's x / 255 gives them: out[i] = in[i] / 255 exactly (correctly rounded float).
+// The trainer itself does not convert pixels: its products apply 1/255 to each sum
+// (docs/training.md).
 void scale_pixels(const std::uint8_t* in, std::size_t n, float* out) noexcept;
 
 }  // namespace xent::train
