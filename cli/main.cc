@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <cblas.h>
 
 #include "cli.h"
 #include "suggest.h"
@@ -49,7 +50,24 @@ void throw_if_error(const Status& s, const std::string& context) {
 
 }  // namespace xent::cli
 
+// OpenBLAS's own (exported, not in cblas.h) call that joins its worker threads; it starts them
+// again by itself if a threaded BLAS call ever needs them. Weak: absent from other BLAS builds.
+extern "C" int blas_thread_shutdown_() __attribute__((weak));
+
 namespace {
+
+// Debian's OpenBLAS (pthread build) starts one worker per extra CPU while it loads, and each one
+// spins on sched_yield for ~2^28 cycles before it sleeps. xent never hands them work: every BLAS
+// call runs single-threaded inside a task of xent's own pool (SingleThreadedBlas, the trainer's
+// apply_threads). On 2 cores the spinning worker took a core from `xent train` for its first
+// ~50 ms. An executable cannot set OPENBLAS_NUM_THREADS before OpenBLAS's initialiser reads it
+// (glibc sets up the environment only after .preinit_array), so the CLI, which owns its process,
+// makes OpenBLAS single-threaded and joins the idle workers as it starts. Not in the library: a
+// host process (NumPy, PyTorch) may want OpenBLAS's threads.
+void quiet_openblas_workers() {
+  openblas_set_num_threads(1);
+  if (blas_thread_shutdown_ != nullptr) blas_thread_shutdown_();
+}
 
 using xent::cli::closest;
 
@@ -135,6 +153,7 @@ bool preflight(CLI::App& root, int argc, char** argv) {
 
 int main(int argc, char** argv) {
   using namespace xent::cli;
+  quiet_openblas_workers();
   // A signal during a write removes the temporary; a file-size limit is an error, not a crash.
   xent::io::install_signal_cleanup();
   CLI::App app{"xent " XENT_VERSION
