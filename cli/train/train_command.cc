@@ -37,7 +37,8 @@ struct Args {
   std::string out = "out", model, metrics_out, checkpoint, resume, class_names;
   bool no_report = false, quiet = false, no_progress = false;
   std::string command_line;
-  std::string optimizer = "sgd", dtype = "float32";
+  std::string optimizer = "sgd", dtype = "float32", precondition = "curvature";
+  bool no_precondition = false;
   std::string normalize;  // --normalize: "none" or "standardize" (float features; default standardize)
   std::vector<std::string> given;  // the options on the command line, e.g. "--lr"
 };
@@ -478,8 +479,13 @@ void setup(CLI::App& root) {
       ->type_name("T");
   app->add_option("--log-every", a->opt.log_every, "lbfgs: measure and print every N-th iteration (default 10; the last always)")
       ->type_name("N");
-  app->add_flag("!--no-precondition", a->opt.precondition,
-               "lbfgs: plain L-BFGS, without the change of variables that whitens the inputs (slower to converge)");
+  app->add_option("--precondition", a->precondition,
+                  "lbfgs: the change of variables: curvature (default: whitened inputs for 10 iterations, then a "
+                  "Kronecker model of the softmax's curvature rebuilt after iterations 10, 30, 70, 150 and 310), inputs (the "
+                  "whitening only) or none (plain L-BFGS, as scikit-learn; slowest to converge)")
+      ->check(CLI::IsMember({"curvature", "inputs", "none"}))
+      ->type_name("KIND");
+  app->add_flag("--no-precondition", a->no_precondition, "lbfgs: the same as --precondition none");
   app->add_option("--val-split", a->opt.val_split,
                   "Hold out this fraction of the training set for validation (stratified by class, seeded by --seed; default 0)")
       ->type_name("F");
@@ -520,6 +526,11 @@ void setup(CLI::App& root) {
         for (const auto& r : o->results()) a->command_line += " " + o->get_name() + (o->get_expected_max() > 0 ? " " + r : "");
     a->opt.optimizer = a->optimizer == "lbfgs" ? Optimizer::kLbfgs : Optimizer::kSgd;
     a->opt.float64 = a->dtype == "float64";
+    if (a->no_precondition && app->count("--precondition") > 0 && a->precondition != "none")
+      throw UsageError("--no-precondition contradicts --precondition " + a->precondition + "; give one of them");
+    a->opt.precondition = a->no_precondition || a->precondition == "none" ? Precondition::kNone
+                          : a->precondition == "inputs"                   ? Precondition::kInputs
+                                                                          : Precondition::kCurvature;
     run(*a);
   });
 }

@@ -23,6 +23,9 @@
 // LAPACK's Cholesky factorisation, from OpenBLAS (which bundles LAPACK; Debian's openblas.pc
 // links it).
 extern "C" void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
+// LAPACK's symmetric eigensolver (divide and conquer), likewise.
+extern "C" void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w,
+                        double* work, const int* lwork, int* iwork, const int* liwork, int* info);
 
 namespace xent::train {
 namespace {
@@ -358,7 +361,10 @@ Status Preconditioner::build(const LabeledImages& data, std::int64_t classes, co
   // A fixed sample (every step-th row, at most kSample rows): the factor is only a preconditioner.
   constexpr std::int64_t kSample = 8192;
   const std::int64_t step = std::max<std::int64_t>(1, data.n / kSample), m = (data.n + step - 1) / step;
-  std::vector<double> xs(static_cast<std::size_t>(m * n));
+  m_ = m;
+  curvature_ = false;
+  sample_.assign(static_cast<std::size_t>(m * n), 0.0);
+  std::vector<double>& xs = sample_;
   for (std::int64_t r = 0; r < m; ++r) {
     double* row = xs.data() + r * n;
     if (data.floats) {
@@ -391,58 +397,168 @@ Status Preconditioner::build(const LabeledImages& data, std::int64_t classes, co
   return ok_status();
 }
 
+namespace {
+
+// Eigenvalues (ascending) and eigenvectors of the symmetric k x k matrix a (row-major, upper
+// triangle read): on return a holds V^T row-major (row j is the j-th eigenvector).
+Status symmetric_eigen(double* a, int k, double* values) {
+  const char jobz = 'V', uplo = 'L';  // row-major upper = column-major lower
+  int info = 0, lwork = -1, liwork = -1, iwork_size = 0;
+  double work_size = 0;
+  dsyevd_(&jobz, &uplo, &k, a, &k, values, &work_size, &lwork, &iwork_size, &liwork, &info);
+  if (info != 0) return internal_error(fmt::format("preconditioner: eigensolver workspace query failed (info {})", info));
+  lwork = static_cast<int>(work_size), liwork = iwork_size;
+  std::vector<double> work(static_cast<std::size_t>(std::max(lwork, 1)));
+  std::vector<int> iwork(static_cast<std::size_t>(std::max(liwork, 1)));
+  dsyevd_(&jobz, &uplo, &k, a, &k, values, work.data(), &lwork, iwork.data(), &liwork, &info);
+  if (info != 0) return internal_error(fmt::format("preconditioner: eigensolver failed (info {})", info));
+  return ok_status();
+}
+
+}  // namespace
+
+Status Preconditioner::build_curvature(const double* p, double lambda) {
+  const std::int64_t n = n_, C = C_;
+  // At most kRows of the sample, evenly spaced, in two fixed halves (pool tasks), added in order.
+  constexpr std::int64_t kRows = 4096;
+  const std::int64_t step = std::max<std::int64_t>(1, m_ / kRows), mc = (m_ + step - 1) / step;
+  std::vector<double> xw(static_cast<std::size_t>(mc * n)), z(static_cast<std::size_t>(mc * C));
+  std::vector<double> w(static_cast<std::size_t>(mc));
+  for (std::int64_t r = 0; r < mc; ++r)
+    std::copy_n(sample_.data() + r * step * n, n, xw.data() + r * n);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(mc), static_cast<int>(C), static_cast<int>(n), 1.0,
+              xw.data(), static_cast<int>(n), p, static_cast<int>(C), 0.0, z.data(), static_cast<int>(C));
+  std::vector<double> A(static_cast<std::size_t>(C * C), 0.0), a(static_cast<std::size_t>(C));
+  double wsum = 0;
+  for (std::int64_t r = 0; r < mc; ++r) {  // the row's softmax, its variance w and A's sum, in row order
+    double* zr = z.data() + r * C;
+    const double mx = *std::max_element(zr, zr + C);
+    double s = 0;
+    for (std::int64_t c = 0; c < C; ++c) s += (zr[c] = std::exp(zr[c] - mx));
+    double sq = 0;
+    for (std::int64_t c = 0; c < C; ++c) {
+      zr[c] /= s;
+      sq += zr[c] * zr[c];
+    }
+    w[static_cast<std::size_t>(r)] = std::max(0.0, 1.0 - sq);
+    wsum += w[static_cast<std::size_t>(r)];
+    for (std::int64_t i = 0; i < C; ++i) {
+      A[static_cast<std::size_t>(i * C + i)] += zr[i];
+      for (std::int64_t j = 0; j < C; ++j) A[static_cast<std::size_t>(i * C + j)] -= zr[i] * zr[j];
+    }
+    const double sw = std::sqrt(w[static_cast<std::size_t>(r)]);
+    for (std::int64_t k = 0; k < n; ++k) xw[static_cast<std::size_t>(r * n + k)] *= sw;
+  }
+  if (!(wsum > 0)) return ok_status();  // every sampled row saturated: keep the current change of variables
+  for (double& v : A) v /= wsum;
+  // G = (1/mc) Xw^T Xw, upper triangle, as two halves of the rows added in order.
+  const std::int64_t half = mc / 2;
+  std::vector<double> G(static_cast<std::size_t>(2 * n * n), 0.0);
+  detail::parallel_for(2, [&](std::size_t t) {
+    const std::int64_t r0 = t == 0 ? 0 : half, rows = t == 0 ? half : mc - half;
+    if (rows > 0)
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(n), static_cast<int>(rows),
+                  1.0 / static_cast<double>(mc), xw.data() + r0 * n, static_cast<int>(n), 0.0, G.data() + t * n * n,
+                  static_cast<int>(n));
+  });
+  for (std::int64_t k = 0; k < n * n; ++k) G[static_cast<std::size_t>(k)] += G[static_cast<std::size_t>(n * n + k)];
+  G.resize(static_cast<std::size_t>(n * n));
+  std::vector<double> g(static_cast<std::size_t>(n));
+  XENT_RETURN_IF_ERROR(symmetric_eigen(G.data(), static_cast<int>(n), g.data()));
+  XENT_RETURN_IF_ERROR(symmetric_eigen(A.data(), static_cast<int>(C), a.data()));
+  V_ = std::move(G), U_ = std::move(A);
+  S_.resize(static_cast<std::size_t>(n * C));
+  for (std::int64_t j = 0; j < n; ++j)
+    for (std::int64_t k = 0; k < C; ++k)
+      S_[static_cast<std::size_t>(j * C + k)] =
+          1.0 / std::sqrt(std::max(g[static_cast<std::size_t>(j)], 0.0) * std::max(a[static_cast<std::size_t>(k)], 0.0) + lambda);
+  t1_.resize(static_cast<std::size_t>(n * C)), t2_.resize(static_cast<std::size_t>(n * C));
+  curvature_ = true;
+  return ok_status();
+}
+
+// out = V ((V^T in U) .* S) U^T, or with ./ S for the inverse. V_ and U_ hold V^T and U^T.
+void Preconditioner::kronecker(const double* in, double* out, bool inverse) const {
+  const int n = static_cast<int>(n_), C = static_cast<int>(C_);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, n, 1.0, V_.data(), n, in, C, 0.0, t1_.data(), C);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, C, C, 1.0, t1_.data(), C, U_.data(), C, 0.0, t2_.data(), C);
+  for (std::size_t k = 0; k < t2_.size(); ++k) t2_[k] = inverse ? t2_[k] / S_[k] : t2_[k] * S_[k];
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, C, 1.0, t2_.data(), C, U_.data(), C, 0.0, t1_.data(), C);
+  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, C, n, 1.0, V_.data(), n, t1_.data(), C, 0.0, out, C);
+}
+
 void Preconditioner::to_params(const double* q, double* p) const {
+  if (curvature_) return kronecker(q, p, false);
   std::memcpy(p, q, static_cast<std::size_t>(n_ * C_) * sizeof(double));
   cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, static_cast<int>(n_), static_cast<int>(C_),
               1.0, R_.data(), static_cast<int>(n_), p, static_cast<int>(C_));
 }
 
 void Preconditioner::to_q_grad(double* g) const {
+  if (curvature_) return kronecker(g, g, false);  // T is symmetric; kronecker reads `in` before it writes `out`
   cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit, static_cast<int>(n_), static_cast<int>(C_),
               1.0, R_.data(), static_cast<int>(n_), g, static_cast<int>(C_));
 }
 
 void Preconditioner::to_q(const double* p, double* q) const {
+  if (curvature_) return kronecker(p, q, true);
   std::memcpy(q, p, static_cast<std::size_t>(n_ * C_) * sizeof(double));
   cblas_dtrmm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, static_cast<int>(n_), static_cast<int>(C_),
               1.0, R_.data(), static_cast<int>(n_), q, static_cast<int>(C_));
 }
 
 template <class T>
-Status minimize_softmax(SoftmaxObjective<T>& obj, const LabeledImages& data, bool precondition, std::vector<double>& p,
-                        const LbfgsSettings& settings,
+Status minimize_softmax(SoftmaxObjective<T>& obj, const LabeledImages& data, Precondition precondition,
+                        std::vector<double>& p, const LbfgsSettings& settings,
                         const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>& on_iteration,
                         LbfgsResult* result) {
   if (p.size() != static_cast<std::size_t>(obj.size()))
     return invalid_argument(fmt::format("L-BFGS: {} parameters given, the problem has {}", p.size(), obj.size()));
-  if (!precondition) {
+  if (precondition == Precondition::kNone) {
     Evaluator f = [&](const double* x, double* g, ObjectiveValue* v) { return obj.evaluate(x, g, v); };
     return minimize_lbfgs(f, p, settings, on_iteration, result);
   }
   Preconditioner pre;
   XENT_RETURN_IF_ERROR(pre.build(data, (obj.size() / (data.features() + 1)), obj.inputs()));
   std::vector<double> q(p.size()), pp(p.size());
-  pre.to_q(p.data(), q.data());
   Evaluator f = [&](const double* x, double* g, ObjectiveValue* v) {
     pre.to_params(x, pp.data());
     XENT_RETURN_IF_ERROR(obj.evaluate(pp.data(), g, v));
     if (g) pre.to_q_grad(g);
     return ok_status();
   };
-  auto on_q = [&](int k, const std::vector<double>& x, const ObjectiveValue& v) {
-    pre.to_params(x.data(), pp.data());
-    return !on_iteration || on_iteration(k, pp, v);
-  };
-  XENT_RETURN_IF_ERROR(minimize_lbfgs(f, q, settings, on_q, result));
-  pre.to_params(q.data(), p.data());
+  constexpr std::size_t kStages = std::size(kCurvatureStages);
+  LbfgsResult total;
+  int done = 0;
+  for (std::size_t stage = 0;; ++stage) {
+    const bool last = precondition != Precondition::kCurvature || stage == kStages;
+    LbfgsSettings st = settings;
+    st.max_iter = settings.max_iter - done;
+    if (!last) st.max_iter = std::min(st.max_iter, kCurvatureStages[stage]);
+    if (stage > 0) XENT_RETURN_IF_ERROR(pre.build_curvature(p.data(), obj.penalty()));
+    pre.to_q(p.data(), q.data());
+    auto on_q = [&](int k, const std::vector<double>& x, const ObjectiveValue& v) {
+      pre.to_params(x.data(), pp.data());
+      return !on_iteration || on_iteration(done + k, pp, v);
+    };
+    LbfgsResult r;
+    XENT_RETURN_IF_ERROR(minimize_lbfgs(f, q, st, on_q, &r));
+    pre.to_params(q.data(), p.data());
+    done += r.iterations;
+    total.evaluations += r.evaluations;
+    total.iterations = done;
+    total.value = r.value, total.grad_max = r.grad_max, total.stop_reason = r.stop_reason;
+    if (last || r.stop_reason != "max_iter" || done >= settings.max_iter) break;
+  }
+  *result = std::move(total);
   return ok_status();
 }
 
-template Status minimize_softmax<float>(SoftmaxObjective<float>&, const LabeledImages&, bool, std::vector<double>&,
+template Status minimize_softmax<float>(SoftmaxObjective<float>&, const LabeledImages&, Precondition, std::vector<double>&,
                                         const LbfgsSettings&,
                                         const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>&,
                                         LbfgsResult*);
-template Status minimize_softmax<double>(SoftmaxObjective<double>&, const LabeledImages&, bool, std::vector<double>&,
+template Status minimize_softmax<double>(SoftmaxObjective<double>&, const LabeledImages&, Precondition, std::vector<double>&,
                                          const LbfgsSettings&,
                                          const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>&,
                                          LbfgsResult*);

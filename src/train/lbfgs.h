@@ -25,6 +25,7 @@
 #include "xent/status.h"
 #include "train/aligned.h"
 #include "xent/train/model.h"
+#include "xent/train/train.h"
 
 namespace xent::train {
 
@@ -49,6 +50,7 @@ class SoftmaxObjective {
   const SoftmaxModel* inputs() const { return inputs_; }
   std::int64_t size() const { return (D_ + 1) * C_; }
   std::int64_t rows() const { return N_; }
+  double penalty() const { return inv_cn_; }  // 1 / (C N): the L2 term is penalty() ||W||^2 / 2
   // f and, when grad is not null, its gradient (size() doubles) at p.
   Status evaluate(const double* p, double* grad, ObjectiveValue* out);
 
@@ -92,27 +94,46 @@ Status minimize_lbfgs(const Evaluator& f, std::vector<double>& x, const LbfgsSet
                       const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>& on_iteration,
                       LbfgsResult* result);
 
-// A change of variables p = R^-1 q that makes the problem nearly isotropic: R is the Cholesky
-// factor of (1/m) sum x~ x~^T + delta I over a fixed sample of m training rows (x~ = [x, 1], the
-// pixels / 255 and a 1 for the bias), the Gauss-Newton curvature up to the softmax's factor.
-// L-BFGS then runs on q; f and the stopping test are unchanged.
+// A change of variables p = T q under which L-BFGS runs on q (f and the stopping test are
+// unchanged). Two kinds, with p and q read as (D + 1) x C row-major matrices ([W | b]):
+// - inputs (build): T = R^-1, R the Cholesky factor of (1/m) sum x~ x~^T + delta I over a fixed
+//   sample of m training rows (x~ = [x, 1], the pixels / 255 and a 1 for the bias): the
+//   Gauss-Newton curvature up to the softmax's factor;
+// - curvature (build_curvature, at a point p): T = H^(-1/2) for the Kronecker model
+//   H = A (x) G + lambda I of the Hessian at p, over the sample: G = (1/m) sum w_i x~_i x~_i^T
+//   with w_i = 1 - sum_c p_ic^2 (row i's softmax variance: ~0 where it saturates),
+//   A = (sum_i diag(p_i) - p_i p_i^T) / sum_i w_i, lambda = 1 / (C N) (the penalty). With
+//   A = U diag(a) U^T and G = V diag(g) V^T: T q = V ((V^T q U) .* S) U^T, S_jk = (g_j a_k +
+//   lambda)^(-1/2). Rebuilt as the iterate moves, it sees where the softmax saturates, which the
+//   inputs alone cannot (docs/training.md has the evaluation counts).
 class Preconditioner {
  public:
   // `inputs`: the model whose normalization turns float rows into inputs (null for pixels).
   Status build(const LabeledImages& data, std::int64_t classes, const SoftmaxModel* inputs = nullptr);
-  void to_params(const double* q, double* p) const;   // p = R^-1 q
-  void to_q_grad(double* g) const;                     // g <- R^-T g
-  void to_q(const double* p, double* q) const;         // q = R p
+  // After build: the curvature kind at p (size (D + 1) x C), with lambda the penalty's 1 / (C N).
+  Status build_curvature(const double* p, double lambda);
+  void to_params(const double* q, double* p) const;   // p = T q
+  void to_q_grad(double* g) const;                     // g <- T^T g
+  void to_q(const double* p, double* q) const;         // q = T^-1 p
 
  private:
-  std::int64_t n_ = 0, C_ = 0;  // n = D + 1
-  std::vector<double> R_;       // n x n, upper triangular, row-major
+  void kronecker(const double* in, double* out, bool inverse) const;
+  bool curvature_ = false;
+  std::int64_t n_ = 0, C_ = 0, m_ = 0;  // n = D + 1; m sample rows
+  std::vector<double> sample_;  // m x n, the rows x~
+  std::vector<double> R_;       // inputs: n x n, upper triangular, row-major
+  std::vector<double> V_, U_, S_;  // curvature: n x n, C x C, n x C (row-major)
+  mutable std::vector<double> t1_, t2_;  // n x C scratch
 };
 
-// minimize_lbfgs on obj, preconditioned (Preconditioner) unless `precondition` is false.
+// minimize_lbfgs on obj under the change of variables `precondition` names (train.h). With
+// kCurvature the run is in stages (kCurvatureStages): each stage after the first rebuilds the
+// curvature model at the current point and restarts L-BFGS's memory; iterations and evaluations
+// are counted across stages and on_iteration sees the global iteration number.
+inline constexpr int kCurvatureStages[] = {10, 20, 40, 80, 160};  // iterations before each rebuild
 template <class T>
-Status minimize_softmax(SoftmaxObjective<T>& obj, const LabeledImages& data, bool precondition, std::vector<double>& p,
-                        const LbfgsSettings& settings,
+Status minimize_softmax(SoftmaxObjective<T>& obj, const LabeledImages& data, Precondition precondition,
+                        std::vector<double>& p, const LbfgsSettings& settings,
                         const std::function<bool(int, const std::vector<double>&, const ObjectiveValue&)>& on_iteration,
                         LbfgsResult* result);
 

@@ -1,8 +1,10 @@
 // test_lbfgs.cc: the full-batch objective and L-BFGS of `--optimizer lbfgs`, and the validation
 // split. Oracles: the objective and its gradient written out here in long double (loops, no BLAS),
 // central finite differences, the optimality condition (an independent gradient ~ 0 at the
-// result of a strongly convex problem), agreement of float32/float64 and preconditioned/plain
-// runs, and bit equality across thread counts.
+// result of a strongly convex problem), agreement of float32/float64 and of the three changes of
+// variables (none, inputs, curvature), the curvature preconditioner's transforms against their
+// definitions (inverse, symmetric, finite differences of f(T q)), and bit equality across thread
+// counts.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -114,7 +116,7 @@ struct Solved {
   train::LbfgsResult r;
 };
 template <class T>
-Solved solve(const LabeledImages& d, std::int64_t C, double Cs, bool precondition, double gtol) {
+Solved solve(const LabeledImages& d, std::int64_t C, double Cs, Precondition precondition, double gtol) {
   train::SoftmaxObjective<T> f(d, C, Cs);
   Solved s;
   s.p.assign(static_cast<std::size_t>(f.size()), 0.0);
@@ -128,7 +130,7 @@ TEST(Lbfgs, ReachesTheOptimumOfAStronglyConvexProblem) {
   const int h = 4, w = 4, C = 3;
   LabeledImages d = test::to_labeled(test::make_synthetic(700, h, w, C, 9), h, w);
   const double Cs = 0.05;  // enough penalty that the optimum is finite and well inside float range
-  for (bool pre : {true, false}) {
+  for (Precondition pre : {Precondition::kCurvature, Precondition::kInputs, Precondition::kNone}) {
     // At gradients near 1e-9 a step changes f (about 0.1 here) by less than double's resolution;
     // the run ends there ("ftol": no decrease) or by gtol.
     Solved s = solve<double>(d, C, Cs, pre, 1e-9);
@@ -137,16 +139,76 @@ TEST(Lbfgs, ReachesTheOptimumOfAStronglyConvexProblem) {
     std::vector<long double> g;
     reference_objective(d, C, Cs, s.p, &g);
     for (std::size_t j = 0; j < g.size(); ++j)
-      EXPECT_NEAR(static_cast<double>(g[j]), 0.0, 1e-8) << j << " preconditioned " << pre << " after " << s.r.iterations;
+      EXPECT_NEAR(static_cast<double>(g[j]), 0.0, 1e-8)
+          << j << " precondition " << static_cast<int>(pre) << " after " << s.r.iterations;
   }
-  // Preconditioned and plain runs, and float32, reach the same point.
-  Solved a = solve<double>(d, C, Cs, true, 1e-9), b = solve<double>(d, C, Cs, false, 1e-9);
-  Solved c = solve<float>(d, C, Cs, true, 1e-6);
+  // Every change of variables, and float32, reach the same point.
+  Solved a = solve<double>(d, C, Cs, Precondition::kCurvature, 1e-9);
+  Solved b = solve<double>(d, C, Cs, Precondition::kNone, 1e-9);
+  Solved i = solve<double>(d, C, Cs, Precondition::kInputs, 1e-9);
+  Solved c = solve<float>(d, C, Cs, Precondition::kCurvature, 1e-6);
+  EXPECT_GT(a.r.iterations, kCurvatureStages[0]) << "the run must reach a curvature stage";
   const long double fa = reference_objective(d, C, Cs, a.p, nullptr);
-  for (std::size_t j = 0; j < a.p.size(); ++j) EXPECT_NEAR(a.p[j], b.p[j], 1e-5) << j;  // |p - p*| <= |g| / mu, mu = 1 / (C N)
+  for (std::size_t j = 0; j < a.p.size(); ++j) {  // |p - p*| <= |g| / mu, mu = 1 / (C N)
+    EXPECT_NEAR(a.p[j], b.p[j], 1e-5) << j;
+    EXPECT_NEAR(a.p[j], i.p[j], 1e-5) << j;
+  }
   const long double fc = reference_objective(d, C, Cs, c.p, nullptr);
   EXPECT_GE(fc, fa - 1e-14L);
   EXPECT_LT((fc - fa) / fa, 1e-6L) << "float32 run stopped by " << c.r.stop_reason;
+}
+
+// The curvature change of variables p = T q: to_q inverts to_params, T is symmetric (to_q_grad
+// applies the same T), and the gradient L-BFGS sees, T grad f(T q), matches central differences
+// of q -> f(T q). Built at a point where the softmax is far from uniform, so that A and G are not
+// multiples of the inputs' Gram matrix.
+TEST(LbfgsPreconditioner, CurvatureTransformIsInvertibleSymmetricAndDifferentiable) {
+  const int h = 3, w = 4, C = 4;
+  LabeledImages d = test::to_labeled(test::make_synthetic(900, h, w, C, 13), h, w);
+  train::SoftmaxObjective<double> f(d, C, 0.4);
+  const auto n = static_cast<std::size_t>(f.size());
+  train::Preconditioner pre;
+  ASSERT_TRUE(pre.build(d, C).ok());
+  const auto at = random_params(n, 3.0, 5);
+  ASSERT_TRUE(pre.build_curvature(at.data(), f.penalty()).ok());
+  const auto q = random_params(n, 1.0, 6), r = random_params(n, 1.0, 7);
+  std::vector<double> p(n), back(n), tr(r);
+  pre.to_params(q.data(), p.data());
+  pre.to_q(p.data(), back.data());
+  double qmax = 0, diff = 0;
+  for (std::size_t j = 0; j < n; ++j) qmax = std::max(qmax, std::fabs(q[j])), diff = std::max(diff, std::fabs(back[j] - q[j]));
+  EXPECT_LT(diff, 1e-9 * qmax);
+  // Symmetry: r . T q == (T r) . q, with T r from to_q_grad.
+  pre.to_q_grad(tr.data());
+  long double lhs = 0, rhs = 0, scale = 0;
+  for (std::size_t j = 0; j < n; ++j) lhs += r[j] * p[j], rhs += tr[j] * q[j], scale += std::fabs(r[j] * p[j]);
+  EXPECT_NEAR(static_cast<double>(lhs), static_cast<double>(rhs), 1e-10 * static_cast<double>(scale));
+  // It is not the inputs' whitening: T differs from R^-1 on q.
+  train::Preconditioner inputs_only;
+  ASSERT_TRUE(inputs_only.build(d, C).ok());
+  std::vector<double> p_in(n);
+  inputs_only.to_params(q.data(), p_in.data());
+  double change = 0;
+  for (std::size_t j = 0; j < n; ++j) change = std::max(change, std::fabs(p_in[j] - p[j]));
+  EXPECT_GT(change, 1e-3);
+  // Finite differences of g(q) = f(T q).
+  std::vector<double> grad(n), qq(q);
+  train::ObjectiveValue v;
+  ASSERT_TRUE(f.evaluate(p.data(), grad.data(), &v).ok());
+  pre.to_q_grad(grad.data());
+  for (std::size_t j = 0; j < n; j += 3) {
+    const double step = 1e-5, keep = qq[j];
+    train::ObjectiveValue up, down;
+    std::vector<double> pp(n);
+    qq[j] = keep + step;
+    pre.to_params(qq.data(), pp.data());
+    ASSERT_TRUE(f.evaluate(pp.data(), nullptr, &up).ok());
+    qq[j] = keep - step;
+    pre.to_params(qq.data(), pp.data());
+    ASSERT_TRUE(f.evaluate(pp.data(), nullptr, &down).ok());
+    qq[j] = keep;
+    EXPECT_NEAR(grad[j], (up.f - down.f) / (2 * step), 1e-6 * std::max(1.0, std::fabs(grad[j]))) << "parameter " << j;
+  }
 }
 
 TEST(Lbfgs, TrainerGivesTheSameModelBitsForAnyThreadCount) {

@@ -2,6 +2,8 @@
 // exit codes (0 ok, 2 bad input or usage, 130 interrupted), identical models for the same seed
 // and thread counts, and Ctrl-C then --resume ending with the same bits as an uninterrupted run.
 #include <gtest/gtest.h>
+
+#include <map>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -247,6 +249,24 @@ TEST_F(TrainCli, LbfgsRunsAndRecordsTheObjective) {
   EXPECT_GT(j["final"]["test_accuracy"].get<double>(), 0.9);
   Out bad = xent_run(dir, train_args("--optimizer lbfgs --checkpoint '" + (dir / "ck") + "' --out '" + (dir / "x") + "'"));
   EXPECT_EQ(bad.code, 2);
+  // The change of variables: every kind reaches the same objective here; a bad or contradictory
+  // choice is a usage error that names it.
+  std::map<std::string, double> objective;
+  for (std::string kind : {"curvature", "inputs", "none"}) {
+    const std::string o = dir / ("p" + kind);
+    Out r = xent_run(dir, train_args("--optimizer lbfgs --C 0.5 --max-iter 300 --dtype float64 --quiet --precondition " +
+                                      kind + " --out '" + o + "'"));
+    ASSERT_EQ(r.code, 0) << kind << ": " << r.err;
+    objective[kind] = nlohmann::json::parse(slurp(o + "/metrics.json"))["epochs"].back()["objective"].get<double>();
+  }
+  EXPECT_NEAR(objective["curvature"], objective["none"], 1e-9 * objective["none"]);
+  EXPECT_NEAR(objective["inputs"], objective["none"], 1e-9 * objective["none"]);
+  Out unknown = xent_run(dir, train_args("--optimizer lbfgs --precondition newton --out '" + (dir / "y") + "'"));
+  EXPECT_EQ(unknown.code, 2);
+  EXPECT_NE(unknown.err.find("newton"), std::string::npos) << unknown.err;
+  Out both = xent_run(dir, train_args("--optimizer lbfgs --no-precondition --precondition inputs --out '" + (dir / "z") + "'"));
+  EXPECT_EQ(both.code, 2);
+  EXPECT_NE(both.err.find("--no-precondition contradicts --precondition inputs"), std::string::npos) << both.err;
 }
 
 TEST_F(TrainCli, CtrlCWithoutCheckpointKeepsTheLastEpoch) {

@@ -47,6 +47,13 @@ using io::LabeledImages;  // the images a trainer takes (xent/io/idx.h)
 enum class Optimizer { kSgd, kLbfgs };
 const char* optimizer_name(Optimizer o) noexcept;  // "sgd", "lbfgs"
 
+// L-BFGS's change of variables: none (plain L-BFGS, as scikit-learn runs it); the inputs'
+// whitening (a fixed Cholesky factor of their Gram matrix); or that for the first 10 iterations,
+// then a Kronecker model of the softmax's curvature at the current point, rebuilt after iterations
+// 10, 30, 70, 150 and 310 (the default: on Fashion-MNIST it reaches scikit-learn's objective in
+// about half the iterations of the whitening alone).
+enum class Precondition { kNone, kInputs, kCurvature };
+
 struct TrainOptions {
   Optimizer optimizer = Optimizer::kSgd;
   int epochs = 10;
@@ -69,7 +76,8 @@ struct TrainOptions {
   double tol = 1e-4;
   bool float64 = false;
   int log_every = 10;
-  bool precondition = true;  // L-BFGS on preconditioned variables (src/train/lbfgs.h)
+  // L-BFGS's change of variables (src/train/lbfgs.h, docs/training.md).
+  Precondition precondition = Precondition::kCurvature;
 };
 // Checks ranges (epochs >= 1, batch_size >= 1, lr > 0, ...); the message names the option.
 Status validate(const TrainOptions& options) noexcept;
