@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -477,14 +478,29 @@ Status Preconditioner::build_curvature(const double* p, double lambda) {
   return ok_status();
 }
 
-// out = V ((V^T in U) .* S) U^T, or with ./ S for the inverse. V_ and U_ hold V^T and U^T.
+// out = V ((V^T in U) .* S) U^T, or with ./ S for the inverse. V_ and U_ hold V^T and U^T. Two
+// fixed halves of the rows per pass, as pool tasks (the products have only C columns, too thin for
+// OpenBLAS to spread; each output element is one task's, so the bits do not depend on the thread
+// count). `in` is read whole before `out` is written: they may be the same array.
 void Preconditioner::kronecker(const double* in, double* out, bool inverse) const {
-  const int n = static_cast<int>(n_), C = static_cast<int>(C_);
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, n, 1.0, V_.data(), n, in, C, 0.0, t1_.data(), C);
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, C, C, 1.0, t1_.data(), C, U_.data(), C, 0.0, t2_.data(), C);
-  for (std::size_t k = 0; k < t2_.size(); ++k) t2_[k] = inverse ? t2_[k] / S_[k] : t2_[k] * S_[k];
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, C, 1.0, t2_.data(), C, U_.data(), C, 0.0, t1_.data(), C);
-  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, C, n, 1.0, V_.data(), n, t1_.data(), C, 0.0, out, C);
+  const int n = static_cast<int>(n_), C = static_cast<int>(C_), half = n / 2;
+  auto part = [&](std::size_t t) { return std::pair<int, int>(t == 0 ? 0 : half, t == 0 ? half : n - half); };
+  detail::parallel_for(2, [&](std::size_t t) {  // rows [r0, r0 + r) of ((V^T in) U .* S) U^T
+    const auto [r0, r] = part(t);
+    double* a = t1_.data() + static_cast<std::ptrdiff_t>(r0) * C;
+    double* b = t2_.data() + static_cast<std::ptrdiff_t>(r0) * C;
+    const double* s = S_.data() + static_cast<std::ptrdiff_t>(r0) * C;
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, C, n, 1.0, V_.data() + static_cast<std::ptrdiff_t>(r0) * n, n,
+                in, C, 0.0, a, C);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, C, C, 1.0, a, C, U_.data(), C, 0.0, b, C);
+    for (std::ptrdiff_t k = 0; k < static_cast<std::ptrdiff_t>(r) * C; ++k) b[k] = inverse ? b[k] / s[k] : b[k] * s[k];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, C, C, 1.0, b, C, U_.data(), C, 0.0, a, C);
+  });
+  detail::parallel_for(2, [&](std::size_t t) {  // rows [r0, r0 + r) of V t1 = (columns of V^T)^T t1
+    const auto [r0, r] = part(t);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, C, n, 1.0, V_.data() + r0, n, t1_.data(), C, 0.0,
+                out + static_cast<std::ptrdiff_t>(r0) * C, C);
+  });
 }
 
 void Preconditioner::to_params(const double* q, double* p) const {
@@ -520,9 +536,12 @@ Status minimize_softmax(SoftmaxObjective<T>& obj, const LabeledImages& data, Pre
   }
   Preconditioner pre;
   XENT_RETURN_IF_ERROR(pre.build(data, (obj.size() / (data.features() + 1)), obj.inputs()));
-  std::vector<double> q(p.size()), pp(p.size());
+  // pp = T(pp_of): the parameters of the last point evaluated, which is usually the point an
+  // iteration accepts, so on_iteration does not transform it again.
+  std::vector<double> q(p.size()), pp(p.size()), pp_of(p.size());
   Evaluator f = [&](const double* x, double* g, ObjectiveValue* v) {
     pre.to_params(x, pp.data());
+    std::copy_n(x, pp_of.size(), pp_of.data());
     XENT_RETURN_IF_ERROR(obj.evaluate(pp.data(), g, v));
     if (g) pre.to_q_grad(g);
     return ok_status();
@@ -538,8 +557,9 @@ Status minimize_softmax(SoftmaxObjective<T>& obj, const LabeledImages& data, Pre
     if (stage > 0) XENT_RETURN_IF_ERROR(pre.build_curvature(p.data(), obj.penalty()));
     pre.to_q(p.data(), q.data());
     auto on_q = [&](int k, const std::vector<double>& x, const ObjectiveValue& v) {
-      pre.to_params(x.data(), pp.data());
-      return !on_iteration || on_iteration(done + k, pp, v);
+      if (!on_iteration) return true;
+      if (x != pp_of) pre.to_params(x.data(), pp.data()), pp_of = x;
+      return on_iteration(done + k, pp, v);
     };
     LbfgsResult r;
     XENT_RETURN_IF_ERROR(minimize_lbfgs(f, q, st, on_q, &r));
