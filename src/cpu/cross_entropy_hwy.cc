@@ -182,7 +182,8 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
 template <class T>
 void ce_prob(const CeProbArgs<T>& a, Block b) noexcept {
   const auto& scalar = scalar_table<T>();
-  if (b.stride != 1 || b.C == 0) return scalar.ce_prob(a, b);
+  if (b.C == 0) return scalar.ce_prob(a, b);
+  if (b.stride != 1) return strided_ce_prob(a, b);
   if (b.C <= kSmallC) return ce_prob_small(a, b.n_outer, b.C);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
@@ -261,7 +262,10 @@ void nll(const CeIndexArgs<T, I>& a, Block b) noexcept {
     if constexpr (sizeof(I) == 4) return scalar.nll_i32;
     else return scalar.nll_i64;
   }();
-  if (b.stride != 1 || b.C == 0 || a.dx == nullptr) return scalar_fn(a, b);
+  if (b.C == 0) return scalar_fn(a, b);
+  if (b.stride != 1) return strided_nll(a, b);
+  // Forward only: a gather of one value per row, no vector work (the scalar twin's loop).
+  if (a.dx == nullptr) return scalar_fn(a, b);
   const std::size_t C = b.C;
   const bool stream = stream_rows<T>(C);
   for (std::size_t r = 0; r < b.n_outer; ++r) {

@@ -370,7 +370,8 @@ void log_softmax_bwd(const S* y, const S* dy, S* dx, Block b) noexcept {
 template <class S>
 void logsumexp_bwd(const S* x, const S* lse, const S* dlse, S* dx, Block b) noexcept {
   const auto& scalar = scalar_table<S>();
-  if (b.stride != 1 || b.C == 0) return scalar.logsumexp_bwd(x, lse, dlse, dx, b);
+  if (b.C == 0) return scalar.logsumexp_bwd(x, lse, dlse, dx, b);
+  if (b.stride != 1) return strided_logsumexp_bwd(x, lse, dlse, dx, b);
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t C = b.C;
@@ -526,7 +527,10 @@ void nll(const CeIndexArgs<S, I>& a, Block b) noexcept {
     if constexpr (sizeof(I) == 4) return scalar.nll_i32;
     else return scalar.nll_i64;
   }();
-  if (b.stride != 1 || b.C == 0 || a.dx == nullptr) return scalar_fn(a, b);
+  if (b.C == 0) return scalar_fn(a, b);
+  if (b.stride != 1) return strided_nll(a, b);
+  // Forward only: a gather of one value per row, no vector work (the scalar twin's loop).
+  if (a.dx == nullptr) return scalar_fn(a, b);
   const std::size_t C = b.C;
   const bool stream = stream_half<S>(C);
   for (std::size_t r = 0; r < b.n_outer; ++r) {
@@ -550,7 +554,8 @@ void nll(const CeIndexArgs<S, I>& a, Block b) noexcept {
 template <class S>
 void ce_prob(const CeProbArgs<S>& a, Block b) noexcept {
   const auto& scalar = scalar_table<S>();
-  if (b.stride != 1 || b.C == 0) return scalar.ce_prob(a, b);
+  if (b.C == 0) return scalar.ce_prob(a, b);
+  if (b.stride != 1) return strided_ce_prob(a, b);
   if (b.C <= kSmallC) return ce_prob_small(a, b.n_outer, b.C);
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;
