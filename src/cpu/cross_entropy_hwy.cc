@@ -254,7 +254,9 @@ void chunk_ce_grad(const T* x, const Coefs<T>& k, T* dx, std::size_t n, double m
 }
 
 // NLL: loss_row = -w[t] x[t]; dx is zero but for dx[t] = -g w[t] (the scalar twin's formulas,
-// so the bits are the same). The work is the zero fill, streamed for long rows.
+// so the bits are the same). The work is the zero fill, streamed for long rows; strided blocks:
+// kernels_strided-inl.h strided_nll. The forward alone on contiguous rows is one gather a row, left
+// to the scalar twin's loop.
 template <class T, class I>
 void nll(const CeIndexArgs<T, I>& a, Block b) noexcept {
   const auto& scalar = scalar_table<T>();

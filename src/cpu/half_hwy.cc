@@ -3,12 +3,12 @@
 // NLL), compiled once per target through foreach_target; fills its entries of each ISA's 16-bit
 // kernel tables (tables_hwy.cc). Shared with the float32 kernels, generic over the storage type:
 // the short-row tiles (C <= kSmallC, kernels_small-inl.h) and the forward-only statistics
-// (rows-inl.h ce_stats), and strided blocks (class dimension not last: kernels_strided-inl.h, the
-// softmax family's forward and backward but logsumexp's backward, cross-entropy with class
-// indices). Not here: binary cross-entropy on probabilities, and strided blocks of logsumexp's
-// backward, probability targets and NLL (as for float32), which keep the scalar twin's entries
-// (kernels_scalar.cc); BCE with logits is bce_hwy.cc's and soft-capping softcap_hwy.cc's (their
-// loads and stores take the storage type).
+// (rows-inl.h ce_stats: long rows here, short ones across rows, strided blocks per group), and
+// strided blocks (class dimension not last: kernels_strided-inl.h, every entry of the softmax
+// family and of cross-entropy, NLL included). Not here: binary cross-entropy on probabilities and
+// with logits (bce_hwy.cc) and soft-capping (softcap_hwy.cc), whose loads and stores take the
+// storage type. What stays on the scalar twin: rows the vector formulas do not cover (below), rows
+// of zero classes, and NLL's forward alone on contiguous rows (a gather of one value a row).
 //
 // Each value is loaded as 16 bits and widened exactly to float32 (rows-inl.h load_u), computed as
 // the float32 kernels compute it (rows-inl.h's passes, exp-inl.h's exponential, sums of exps and

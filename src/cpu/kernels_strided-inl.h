@@ -1,5 +1,7 @@
 // kernels_strided-inl.h: the SIMD kernels for blocks whose class dimension is not last (Block
-// stride != 1: (N, C, d1, ...) as in segmentation), for the foreach_target passes of softmax_hwy.cc
+// stride != 1: (N, C, d1, ...) as in segmentation) -- the softmax family forward and backward,
+// cross-entropy with class indices and with probabilities, NLL, and the token statistics (through
+// rows-inl.h ce_stats_cols) -- for the foreach_target passes of softmax_hwy.cc
 // and cross_entropy_hwy.cc (float32, float64) and of half_hwy.cc (bfloat16, float16: each value
 // widened exactly to float32 on load and rounded once at the store, rows-inl.h load_u / store_u).
 // It is included from inside their xent::cpu::HWY_NAMESPACE, after rows-inl.h, whose helpers it
