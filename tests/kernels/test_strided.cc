@@ -596,7 +596,8 @@ INSTANTIATE_TEST_SUITE_P(Isa, StridedSimdVsScalar, ::testing::ValuesIn(simd_isas
 // ---------------------------------------------------------------------------------------------
 // A row's result does not depend on the rows that share its vector group: each row of a tensor
 // with special rows (NaN, +inf, all -inf: their groups take another path) gives the same bits as
-// the same row placed between two ordinary rows in a (1, C, 3) tensor.
+// the same row placed between two ordinary rows in a (1, C, 3) tensor (softmax, cross-entropy with
+// indices and with probabilities, logsumexp backward, token statistics).
 
 template <class T>
 void neighbour_case(std::int64_t C, double eps) {
@@ -614,21 +615,32 @@ void neighbour_case(std::int64_t C, double eps) {
   CrossEntropyOptions o;
   o.reduction = Reduction::kNone;
   o.label_smoothing = eps;
-  auto run = [&](const Layout& l, const std::vector<T>& rows, const std::vector<std::int64_t>& t, std::vector<T>* y,
-                 std::vector<T>* loss, std::vector<T>* dx) {
-    const std::vector<T> x = to_strided(l, rows);
-    y->assign(x.size(), T(0));
-    dx->assign(x.size(), T(0));
-    loss->assign(t.size(), T(0));
-    ASSERT_TRUE(softmax_forward({x.data(), l.shape()}, 1, {y->data(), l.shape()}).ok());
-    ASSERT_TRUE(cross_entropy_fused({x.data(), l.shape()}, {t.data(), l.row_shape()}, o, {loss->data(), l.row_shape()},
-                                    {dx->data(), l.shape()})
-                    .ok());
-    *y = to_rows(l, *y);
-    *dx = to_rows(l, *dx);
+  const std::vector<T> tp0 = prob_targets(x0, static_cast<std::size_t>(R), Cs, 13);
+  const std::vector<T> tp_clean = prob_targets(clean, 2, Cs, 14);
+  // Per layout: softmax, cross-entropy (indices; probabilities tp), logsumexp backward, token stats.
+  struct Outs {
+    std::vector<T> y, loss, dx, ploss, pdx, lse_dx, lse, ent;
+    std::vector<std::int64_t> correct;
   };
-  std::vector<T> y, loss, dx;
-  run(L, x0, tgt, &y, &loss, &dx);
+  auto run = [&](const Layout& l, const std::vector<T>& rows, const std::vector<T>& tp, const std::vector<std::int64_t>& t,
+                 Outs* out) {
+    const std::vector<T> x = to_strided(l, rows), tps = to_strided(l, tp);
+    const Shape sh = l.shape(), rs = l.row_shape();
+    for (auto* v : {&out->y, &out->dx, &out->pdx, &out->lse_dx}) v->assign(x.size(), T(0));
+    for (auto* v : {&out->loss, &out->ploss, &out->lse, &out->ent}) v->assign(t.size(), T(0));
+    out->correct.assign(t.size(), 7);
+    ASSERT_TRUE(softmax_forward({x.data(), sh}, 1, {out->y.data(), sh}).ok());
+    ASSERT_TRUE(cross_entropy_fused({x.data(), sh}, {t.data(), rs}, o, {out->loss.data(), rs}, {out->dx.data(), sh}).ok());
+    ASSERT_TRUE(cross_entropy_fused({x.data(), sh}, {tps.data(), sh}, o, {out->ploss.data(), rs}, {out->pdx.data(), sh}).ok());
+    ASSERT_TRUE(cross_entropy_token_stats({x.data(), sh}, {t.data(), rs}, {}, {out->lse.data(), rs}, {out->ent.data(), rs},
+                                          {out->correct.data(), rs})
+                    .ok());
+    const std::vector<T> dl(t.size(), T(0.75));
+    ASSERT_TRUE(logsumexp_backward({x.data(), sh}, {out->lse.data(), rs}, {dl.data(), rs}, 1, {out->lse_dx.data(), sh}).ok());
+    for (auto* v : {&out->y, &out->dx, &out->pdx, &out->lse_dx}) *v = to_rows(l, *v);
+  };
+  Outs full;
+  run(L, x0, tp0, tgt, &full);
   Layout l3;
   l3.N = 1;
   l3.C = C;
@@ -639,14 +651,26 @@ void neighbour_case(std::int64_t C, double eps) {
     std::copy(x0.begin() + static_cast<std::ptrdiff_t>(r * Cs), x0.begin() + static_cast<std::ptrdiff_t>((r + 1) * Cs),
               rows.begin() + static_cast<std::ptrdiff_t>(Cs));
     std::copy(clean.begin() + static_cast<std::ptrdiff_t>(Cs), clean.end(), rows.begin() + static_cast<std::ptrdiff_t>(2 * Cs));
-    std::vector<T> y3, loss3, dx3;
-    run(l3, rows, {0, tgt[r], static_cast<std::int64_t>(Cs - 1)}, &y3, &loss3, &dx3);
+    std::vector<T> tp3 = tp_clean;
+    tp3.insert(tp3.begin() + static_cast<std::ptrdiff_t>(Cs), tp0.begin() + static_cast<std::ptrdiff_t>(r * Cs),
+               tp0.begin() + static_cast<std::ptrdiff_t>((r + 1) * Cs));
+    Outs three;
+    run(l3, rows, tp3, {0, tgt[r], static_cast<std::int64_t>(Cs - 1)}, &three);
     auto row_of = [&](const std::vector<T>& v, std::size_t k) {
       return std::vector<T>(v.begin() + static_cast<std::ptrdiff_t>(k * Cs), v.begin() + static_cast<std::ptrdiff_t>((k + 1) * Cs));
     };
-    EXPECT_TRUE(same_bits(row_of(y, r), row_of(y3, 1))) << "softmax, row " << r;
-    EXPECT_TRUE(same_bits(row_of(dx, r), row_of(dx3, 1))) << "cross-entropy gradient, row " << r;
-    EXPECT_TRUE(std::memcmp(&loss[r], &loss3[1], sizeof(T)) == 0) << "cross-entropy loss, row " << r;
+    auto same_at = [&](const std::vector<T>& a, std::size_t i, const std::vector<T>& b, std::size_t j) {
+      return std::memcmp(&a[i], &b[j], sizeof(T)) == 0;
+    };
+    EXPECT_TRUE(same_bits(row_of(full.y, r), row_of(three.y, 1))) << "softmax, row " << r;
+    EXPECT_TRUE(same_bits(row_of(full.dx, r), row_of(three.dx, 1))) << "cross-entropy gradient, row " << r;
+    EXPECT_TRUE(same_at(full.loss, r, three.loss, 1)) << "cross-entropy loss, row " << r;
+    EXPECT_TRUE(same_bits(row_of(full.pdx, r), row_of(three.pdx, 1))) << "probability-target gradient, row " << r;
+    EXPECT_TRUE(same_at(full.ploss, r, three.ploss, 1)) << "probability-target loss, row " << r;
+    EXPECT_TRUE(same_bits(row_of(full.lse_dx, r), row_of(three.lse_dx, 1))) << "logsumexp backward, row " << r;
+    EXPECT_TRUE(same_at(full.lse, r, three.lse, 1) && same_at(full.ent, r, three.ent, 1) &&
+                full.correct[r] == three.correct[1])
+        << "token statistics, row " << r;
   }
 }
 
