@@ -182,7 +182,8 @@ void ce_index(const CeIndexArgs<T, I>& a, Block b) noexcept {
 template <class T>
 void ce_prob(const CeProbArgs<T>& a, Block b) noexcept {
   const auto& scalar = scalar_table<T>();
-  if (b.stride != 1 || b.C == 0) return scalar.ce_prob(a, b);
+  if (b.C == 0) return scalar.ce_prob(a, b);
+  if (b.stride != 1) return strided_ce_prob(a, b);
   if (b.C <= kSmallC) return ce_prob_small(a, b.n_outer, b.C);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
@@ -253,7 +254,9 @@ void chunk_ce_grad(const T* x, const Coefs<T>& k, T* dx, std::size_t n, double m
 }
 
 // NLL: loss_row = -w[t] x[t]; dx is zero but for dx[t] = -g w[t] (the scalar twin's formulas,
-// so the bits are the same). The work is the zero fill, streamed for long rows.
+// so the bits are the same). The work is the zero fill, streamed for long rows; strided blocks:
+// kernels_strided-inl.h strided_nll. The forward alone on contiguous rows is one gather a row, left
+// to the scalar twin's loop.
 template <class T, class I>
 void nll(const CeIndexArgs<T, I>& a, Block b) noexcept {
   const auto& scalar = scalar_table<T>();
@@ -261,7 +264,10 @@ void nll(const CeIndexArgs<T, I>& a, Block b) noexcept {
     if constexpr (sizeof(I) == 4) return scalar.nll_i32;
     else return scalar.nll_i64;
   }();
-  if (b.stride != 1 || b.C == 0 || a.dx == nullptr) return scalar_fn(a, b);
+  if (b.C == 0) return scalar_fn(a, b);
+  if (b.stride != 1) return strided_nll(a, b);
+  // Forward only: a gather of one value per row, no vector work (the scalar twin's loop).
+  if (a.dx == nullptr) return scalar_fn(a, b);
   const std::size_t C = b.C;
   const bool stream = stream_rows<T>(C);
   for (std::size_t r = 0; r < b.n_outer; ++r) {

@@ -3,12 +3,12 @@
 // NLL), compiled once per target through foreach_target; fills its entries of each ISA's 16-bit
 // kernel tables (tables_hwy.cc). Shared with the float32 kernels, generic over the storage type:
 // the short-row tiles (C <= kSmallC, kernels_small-inl.h) and the forward-only statistics
-// (rows-inl.h ce_stats), and strided blocks (class dimension not last: kernels_strided-inl.h, the
-// softmax family's forward and backward but logsumexp's backward, cross-entropy with class
-// indices). Not here: binary cross-entropy on probabilities, and strided blocks of logsumexp's
-// backward, probability targets and NLL (as for float32), which keep the scalar twin's entries
-// (kernels_scalar.cc); BCE with logits is bce_hwy.cc's and soft-capping softcap_hwy.cc's (their
-// loads and stores take the storage type).
+// (rows-inl.h ce_stats: long rows here, short ones across rows, strided blocks per group), and
+// strided blocks (class dimension not last: kernels_strided-inl.h, every entry of the softmax
+// family and of cross-entropy, NLL included). Not here: binary cross-entropy on probabilities and
+// with logits (bce_hwy.cc) and soft-capping (softcap_hwy.cc), whose loads and stores take the
+// storage type. What stays on the scalar twin: rows the vector formulas do not cover (below), rows
+// of zero classes, and NLL's forward alone on contiguous rows (a gather of one value a row).
 //
 // Each value is loaded as 16 bits and widened exactly to float32 (rows-inl.h load_u), computed as
 // the float32 kernels compute it (rows-inl.h's passes, exp-inl.h's exponential, sums of exps and
@@ -370,7 +370,8 @@ void log_softmax_bwd(const S* y, const S* dy, S* dx, Block b) noexcept {
 template <class S>
 void logsumexp_bwd(const S* x, const S* lse, const S* dlse, S* dx, Block b) noexcept {
   const auto& scalar = scalar_table<S>();
-  if (b.stride != 1 || b.C == 0) return scalar.logsumexp_bwd(x, lse, dlse, dx, b);
+  if (b.C == 0) return scalar.logsumexp_bwd(x, lse, dlse, dx, b);
+  if (b.stride != 1) return strided_logsumexp_bwd(x, lse, dlse, dx, b);
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t C = b.C;
@@ -526,7 +527,10 @@ void nll(const CeIndexArgs<S, I>& a, Block b) noexcept {
     if constexpr (sizeof(I) == 4) return scalar.nll_i32;
     else return scalar.nll_i64;
   }();
-  if (b.stride != 1 || b.C == 0 || a.dx == nullptr) return scalar_fn(a, b);
+  if (b.C == 0) return scalar_fn(a, b);
+  if (b.stride != 1) return strided_nll(a, b);
+  // Forward only: a gather of one value per row, no vector work (the scalar twin's loop).
+  if (a.dx == nullptr) return scalar_fn(a, b);
   const std::size_t C = b.C;
   const bool stream = stream_half<S>(C);
   for (std::size_t r = 0; r < b.n_outer; ++r) {
@@ -550,7 +554,8 @@ void nll(const CeIndexArgs<S, I>& a, Block b) noexcept {
 template <class S>
 void ce_prob(const CeProbArgs<S>& a, Block b) noexcept {
   const auto& scalar = scalar_table<S>();
-  if (b.stride != 1 || b.C == 0) return scalar.ce_prob(a, b);
+  if (b.C == 0) return scalar.ce_prob(a, b);
+  if (b.stride != 1) return strided_ce_prob(a, b);
   if (b.C <= kSmallC) return ce_prob_small(a, b.n_outer, b.C);
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;

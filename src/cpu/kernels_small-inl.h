@@ -1,10 +1,10 @@
 // kernels_small-inl.h: the short-row kernels (C <= kSmallC classes), vectorised across rows, for
 // every storage type: softmax, log_softmax and logsumexp forward, softmax and log_softmax backward,
 // cross-entropy with class indices (with and without label smoothing) and with probability
-// targets. Included from inside the xent::cpu::HWY_NAMESPACE of softmax_hwy.cc and
-// cross_entropy_hwy.cc (float32, float64) and half_hwy.cc (bfloat16, float16), after rows-inl.h,
-// whose tiles it uses (tile_load, tile_stats, tile_store); it includes nothing and is no header of
-// its own. Not here: rows longer than kSmallC, strided blocks (kernels_strided-inl.h).
+// targets, and the forward-only statistics (ce_stats, rows shorter than two vectors). Included
+// from inside the xent::cpu::HWY_NAMESPACE of softmax_hwy.cc and cross_entropy_hwy.cc (float32,
+// float64) and half_hwy.cc (bfloat16, float16), after rows-inl.h, whose tiles it uses (tile_load,
+// tile_stats, tile_store, ce_stats_cols); it includes nothing and is no header of its own. Not here: rows longer than kSmallC, strided blocks (kernels_strided-inl.h).
 //
 // A tile is one vector's worth of rows, each row one lane (rows-inl.h). The 16-bit types fill it
 // from a float32 copy of the tile's rows (contiguous, widened exactly) and empty it through one
@@ -520,6 +520,27 @@ void ce_prob_small(const CeProbArgs<St>& a, std::size_t rows, std::size_t C) {
       scalar_table<St>().ce_prob(ra, Block{1, C, 1, 1});
     }
     if (a.dx != nullptr) tile_store(tile, C, n, fast, all ? nullptr : ok, a.dx + r0 * C);
+  }
+}
+
+// Forward-only statistics (kernels.h ce_stats) of rows shorter than two vectors, across rows: each
+// tile's columns through rows-inl.h ce_stats_cols (the rows a lane cannot take run the scalar twin).
+template <class St>
+void ce_stats_small(const St* x, std::size_t rows, std::size_t C, double* lse, double* entropy,
+                    std::int64_t* argmax) noexcept {
+  using T = compute_t<St>;
+  const hn::ScalableTag<T> d;
+  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+  const std::size_t L = hn::Lanes(d);
+  HWY_ALIGN T tile[kSmallC * kL];
+  for (std::size_t r0 = 0; r0 < rows; r0 += L) {
+    const std::size_t n = std::min(L, rows - r0);
+    tile_load(x + r0 * C, C, n, tile);
+    ce_stats_cols(C, n, [&](std::size_t c) HWY_ATTR { return hn::Load(d, tile + c * L); }, lse + r0, entropy + r0,
+                  argmax + r0, [&](std::size_t lane) HWY_ATTR {
+                    scalar_table<St>().ce_stats(x + (r0 + lane) * C, Block{1, C, 1, 1}, lse + r0 + lane,
+                                                entropy + r0 + lane, argmax + r0 + lane);
+                  });
   }
 }
 

@@ -1,5 +1,7 @@
 // kernels_strided-inl.h: the SIMD kernels for blocks whose class dimension is not last (Block
-// stride != 1: (N, C, d1, ...) as in segmentation), for the foreach_target passes of softmax_hwy.cc
+// stride != 1: (N, C, d1, ...) as in segmentation) -- the softmax family forward and backward,
+// cross-entropy with class indices and with probabilities, NLL, and the token statistics (through
+// rows-inl.h ce_stats_cols) -- for the foreach_target passes of softmax_hwy.cc
 // and cross_entropy_hwy.cc (float32, float64) and of half_hwy.cc (bfloat16, float16: each value
 // widened exactly to float32 on load and rounded once at the store, rows-inl.h load_u / store_u).
 // It is included from inside their xent::cpu::HWY_NAMESPACE, after rows-inl.h, whose helpers it
@@ -76,6 +78,8 @@ struct LaneSums<double> {
   HWY_INLINE void add_mul(V a, V b) { acc = hn::MulAdd(a, b, acc); }
   // w * (x - m), the subtraction in double.
   HWY_INLINE void add_shifted_mul(V x, V m, double w) { acc = hn::MulAdd(hn::Set(D(), w), hn::Sub(x, m), acc); }
+  // c * (x - m) per lane, the subtraction in double.
+  HWY_INLINE void add_coef_shifted(V c, V x, V m) { acc = hn::MulAdd(c, hn::Sub(x, m), acc); }
   HWY_INLINE void store(double* out) const { hn::Store(acc, D(), out); }
 };
 
@@ -104,6 +108,11 @@ struct LaneSums<float> {
     const VW vw = hn::Set(DW(), w);
     lo = hn::MulAdd(vw, hn::Sub(lower(x), lower(m)), lo);
     hi = hn::MulAdd(vw, hn::Sub(upper(x), upper(m)), hi);
+  }
+  // c * (x - m) per lane in float64 (c and x - m exact in double, one rounding of the product-sum).
+  HWY_INLINE void add_coef_shifted(V c, V x, V m) {
+    lo = hn::MulAdd(lower(c), hn::Sub(lower(x), lower(m)), lo);
+    hi = hn::MulAdd(upper(c), hn::Sub(upper(x), upper(m)), hi);
   }
   HWY_INLINE void store(double* out) const {
     hn::Store(lo, DW(), out);
@@ -315,6 +324,37 @@ void strided_log_softmax_bwd(const St* y, const St* dy, St* dx, Block b) noexcep
   strided_softmax_like_bwd<St, true>(y, dy, dx, b);
 }
 
+// logsumexp_bwd: dx = exp(x - lse) * dlse per row (the contiguous kernels' expression, lse and dlse
+// taken in the compute type). A group with a row whose lse is not finite is redone row by row, and
+// such a row runs the scalar twin (its exp(x - lse) is the defined value there).
+template <class St>
+void strided_logsumexp_bwd(const St* x, const St* lse, const St* dlse, St* dx, Block b) noexcept {
+  using T = compute_t<St>;
+  const std::size_t C = b.C, s = b.stride;
+  auto group = [&](std::size_t o, std::size_t i0, std::size_t n, auto full) HWY_ATTR {
+    constexpr bool kFull = decltype(full)::value;
+    const hn::ScalableTag<T> d;
+    using V = hn::Vec<decltype(d)>;
+    constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+    HWY_ALIGN T lb[kL] = {}, gb[kL] = {};
+    for (std::size_t lane = 0; lane < n; ++lane) {
+      lb[lane] = static_cast<T>(lse[o * s + i0 + lane]);
+      gb[lane] = static_cast<T>(dlse[o * s + i0 + lane]);
+      if (!std::isfinite(lb[lane])) return false;
+    }
+    const V vl = hn::Load(d, lb), vg = hn::Load(d, gb);
+    const std::size_t off = o * C * s + i0;
+    for (std::size_t c = 0; c < C; ++c)
+      col_store<kFull>(d, hn::Mul(exp_diff_any(d, col_load<kFull>(d, x + off + c * s, n), vl), vg), dx + off + c * s, n);
+    return true;
+  };
+  auto row_scalar = [&](std::size_t o, std::size_t i) HWY_ATTR {
+    const std::size_t off = o * C * s + i;
+    scalar_table<St>().logsumexp_bwd(x + off, lse + o * s + i, dlse + o * s + i, dx + off, Block{1, C, 1, s});
+  };
+  for_each_group<T>(b, group, row_scalar);
+}
+
 // ---------------------------------------------------------------------------------------------
 // cross-entropy with class indices
 //
@@ -496,6 +536,142 @@ void strided_ce_index(const CeIndexArgs<St, I>& a, Block b) noexcept {
     scalar_fn(r, Block{1, C, 1, s});
   };
   for_each_group<T>(b, group, row_scalar);
+}
+
+// ---------------------------------------------------------------------------------------------
+// cross-entropy with probability targets (ce_prob_small's formulas, kernels_small-inl.h)
+//
+// c[c] = w[c] q[c], q = t (1 - eps) + eps / C (rows-inl.h coef_of, in the compute type);
+// loss = Q log S - A, A = sum_c c[c] (x[c] - m), Q = sum_c c[c] (float64 lanes);
+// dx = exp(x - m) T(g Q / S) - T(g) c. Pass 1 the max, pass 2 S, A and Q, pass 3 the gradient
+// (exp recomputed: dx may alias the targets, which pass 3 still reads). A group with a NaN, +inf or
+// all -inf row, or a row whose A or Q is not finite (a -inf logit, a non-finite coefficient), is
+// redone row by row, and such a row runs the scalar twin (PyTorch's NaN / inf there).
+template <bool kFull, class St>
+HWY_INLINE bool strided_ce_prob_group(const CeProbArgs<St>& a, std::size_t C, std::size_t s, std::size_t n_inner,
+                                      std::size_t o, std::size_t i0, std::size_t n) {
+  using T = compute_t<St>;
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const hn::ScalableTag<double> dd;
+  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+  const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
+  const double eps = a.smoothing;
+  const Coefs<St> k{a.weight, a.target, 1 - eps, eps / static_cast<double>(C)};
+  const std::size_t off = o * C * s + i0;
+  const St* x = a.x + off;
+  const St* t = a.target + off;
+  auto coef_col = [&](std::size_t c) HWY_ATTR {
+    return coef_of(d, k, col_load<kFull>(d, t + c * s, n), hn::Set(d, a.weight != nullptr ? static_cast<T>(a.weight[c]) : T(1)));
+  };
+  V m;
+  if (!group_max<kFull>(x, C, s, n, &m)) return false;
+  LaneSums<T> S, A, Q;
+  for (std::size_t c = 0; c < C; ++c) {
+    const V v = col_load<kFull>(d, x + c * s, n);
+    const V cv = coef_col(c);
+    S.add(exp_diff<kExactSum>(d, v, m));
+    A.add_coef_shifted(cv, v, m);
+    Q.add(cv);
+  }
+  HWY_ALIGN double Sb[kL], Ab[kL], Qb[kL];
+  S.store(Sb);
+  A.store(Ab);
+  Q.store(Qb);
+  for (std::size_t j = 0; j < L; j += LD)
+    if (!hn::AllTrue(dd, hn::And(hn::IsFinite(hn::Load(dd, Ab + j)), hn::IsFinite(hn::Load(dd, Qb + j))))) return false;
+  HWY_ALIGN T scale[kL] = {}, gb[kL] = {};
+  for (std::size_t lane = 0; lane < n; ++lane) {
+    const double logS = std::log(Sb[lane]);
+    if (a.row_loss != nullptr) a.row_loss[o * n_inner + i0 + lane] = Qb[lane] * logS - Ab[lane];
+    if (a.dx == nullptr) continue;
+    const double g = a.dloss != nullptr ? a.dloss_scale * as_double(a.dloss[o * s + i0 + lane]) : a.dloss_scale;
+    scale[lane] = static_cast<T>(g * Qb[lane] / Sb[lane]);
+    gb[lane] = static_cast<T>(g);
+  }
+  if (a.dx == nullptr) return true;
+  St* dx = a.dx + off;
+  const V vs = hn::Load(d, scale), vg = hn::Load(d, gb);
+  for (std::size_t c = 0; c < C; ++c) {
+    const V e = exp_diff<kExactOut>(d, col_load<kFull>(d, x + c * s, n), m);
+    col_store<kFull>(d, hn::NegMulAdd(coef_col(c), vg, hn::Mul(e, vs)), dx + c * s, n);
+  }
+  return true;
+}
+
+template <class St>
+void strided_ce_prob(const CeProbArgs<St>& a, Block b) noexcept {
+  const std::size_t C = b.C, s = b.stride;
+  auto group = [&](std::size_t o, std::size_t i0, std::size_t n, auto full) HWY_ATTR {
+    return strided_ce_prob_group<decltype(full)::value>(a, C, s, b.n_inner, o, i0, n);
+  };
+  auto row_scalar = [&](std::size_t o, std::size_t i) HWY_ATTR {
+    CeProbArgs<St> r = a;
+    r.x = a.x + o * C * s + i;
+    r.target = a.target + o * C * s + i;
+    if (a.row_loss != nullptr) r.row_loss = a.row_loss + o * b.n_inner + i;
+    if (a.dx != nullptr) r.dx = a.dx + o * C * s + i;
+    if (a.dloss != nullptr) r.dloss = a.dloss + o * s + i;
+    scalar_table<St>().ce_prob(r, Block{1, C, 1, s});
+  };
+  for_each_group<compute_t<St>>(b, group, row_scalar);
+}
+
+// ---------------------------------------------------------------------------------------------
+// NLL (the scalar twin's formulas, so the same bits): loss = -w[t] x[t]; dx zero but
+// dx[t] = -g w[t]. Per outer index: every row's loss first (dx may alias x), then the block's
+// n_inner contiguous positions of each class zeroed (memset: the work is the fill), then the
+// targets' entries.
+template <class St, class I>
+void strided_nll(const CeIndexArgs<St, I>& a, Block b) noexcept {
+  const std::size_t C = b.C, s = b.stride;
+  for (std::size_t o = 0; o < b.n_outer; ++o) {
+    const St* x = a.x + o * C * s;
+    const I* tg = a.target + o * s;
+    if (a.row_loss != nullptr) {
+      double* rl = a.row_loss + o * b.n_inner;
+      for (std::size_t i = 0; i < b.n_inner; ++i) {
+        const std::int64_t t = static_cast<std::int64_t>(tg[i]);
+        if (t == a.ignore_index) {
+          rl[i] = 0.0;
+          continue;
+        }
+        const double wt = a.weight != nullptr ? as_double(a.weight[t]) : 1.0;
+        rl[i] = -wt * as_double(x[static_cast<std::size_t>(t) * s + i]);
+      }
+    }
+    if (a.dx == nullptr) continue;
+    St* dx = a.dx + o * C * s;
+    for (std::size_t c = 0; c < C; ++c) std::memset(static_cast<void*>(dx + c * s), 0, b.n_inner * sizeof(St));
+    for (std::size_t i = 0; i < b.n_inner; ++i) {
+      const std::int64_t t = static_cast<std::int64_t>(tg[i]);
+      if (t == a.ignore_index) continue;
+      const double wt = a.weight != nullptr ? as_double(a.weight[t]) : 1.0;
+      const double g = a.dloss != nullptr ? a.dloss_scale * as_double(a.dloss[o * s + i]) : a.dloss_scale;
+      dx[static_cast<std::size_t>(t) * s + i] = static_cast<St>(-wt * g);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// forward-only statistics (kernels.h ce_stats): rows-inl.h ce_stats_cols on each group's columns.
+template <class St>
+void strided_ce_stats(const St* x, Block b, double* lse, double* entropy, std::int64_t* argmax) noexcept {
+  using T = compute_t<St>;
+  const std::size_t C = b.C, s = b.stride;
+  auto group = [&](std::size_t o, std::size_t i0, std::size_t n, auto full) HWY_ATTR {
+    constexpr bool kFull = decltype(full)::value;
+    const hn::ScalableTag<T> d;
+    const St* xg = x + o * C * s + i0;
+    const std::size_t r0 = o * b.n_inner + i0;
+    ce_stats_cols(C, n, [&](std::size_t c) HWY_ATTR { return col_load<kFull>(d, xg + c * s, n); }, lse + r0,
+                  entropy + r0, argmax + r0, [&](std::size_t lane) HWY_ATTR {
+                    scalar_table<St>().ce_stats(xg + lane, Block{1, C, 1, s}, lse + r0 + lane, entropy + r0 + lane,
+                                                argmax + r0 + lane);
+                  });
+    return true;
+  };
+  for_each_group<T>(b, group, [](std::size_t, std::size_t) {});
 }
 
 #endif  // XENT_CPU_STRIDED_INL_H_

@@ -570,100 +570,6 @@ void chunk_sums(const S* x, const Coefs<S>& k, std::size_t n, ChunkSums* out) no
   scalar_table<S>().chunk_sums(x, k, n, out);
 }
 
-// kernels.h ce_stats (forward-only statistics) for every storage type: the float32/float64 tables'
-// (cross_entropy_hwy.cc) and the 16-bit ones' (half_hwy.cc, which widen each value exactly to
-// float32 and compute as the float32 kernel does).
-// Contiguous rows of at least two vectors: pass 1 finds the max and its first index per lane
-// (replaced only on a strictly larger value, so each lane keeps its first maximum), reduced over
-// the lanes by the smallest index among the lanes holding the max; pass 2 sums e = exp(x - m) and
-// e (x - m) in double lanes (a -inf logit adds 0 to both). Rows with a NaN or an infinite max, and
-// rows too long for the index lanes, run the scalar twin, whose results are the defined ones there.
-template <class S>
-void ce_stats(const S* x, Block b, double* lse, double* entropy, std::int64_t* argmax) noexcept {
-  using T = compute_t<S>;
-  const auto& scalar = scalar_table<S>();
-  const hn::ScalableTag<T> d;
-  const hn::RebindToSigned<decltype(d)> di;
-  using V = hn::Vec<decltype(d)>;
-  using VI = hn::Vec<decltype(di)>;
-  using TI = hn::TFromD<decltype(di)>;
-  const hn::ScalableTag<double> dd;
-  using VD = hn::Vec<decltype(dd)>;
-  const std::size_t L = hn::Lanes(d), C = b.C;
-  if (b.stride != 1 || C < 2 * L || C > static_cast<std::size_t>(std::numeric_limits<TI>::max()) - L)
-    return scalar.ce_stats(x, b, lse, entropy, argmax);
-  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
-  HWY_ALIGN T mv[kL];
-  HWY_ALIGN TI iv[kL];
-  for (std::size_t r = 0; r < b.n_outer; ++r) {
-    const S* xr = x + r * C;
-    V vmax = load_u(d, xr);
-    VI vidx = hn::Iota(di, 0), vcur = vidx;
-    const VI step = hn::Set(di, static_cast<TI>(L));
-    auto nan = hn::IsNaN(vmax);
-    std::size_t c = L;
-    for (; c + L <= C; c += L) {
-      vcur = hn::Add(vcur, step);
-      const V v = load_u(d, xr + c);
-      nan = hn::Or(nan, hn::IsNaN(v));
-      const auto gt = hn::Gt(v, vmax);
-      vmax = hn::IfThenElse(gt, v, vmax);
-      vidx = hn::IfThenElse(hn::RebindMask(di, gt), vcur, vidx);
-    }
-    hn::Store(vmax, d, mv);
-    hn::Store(vidx, di, iv);
-    T m = mv[0];
-    for (std::size_t k = 1; k < L; ++k) m = mv[k] > m ? mv[k] : m;
-    std::size_t am = C;
-    for (std::size_t k = 0; k < L; ++k)
-      if (mv[k] == m) am = std::min(am, static_cast<std::size_t>(iv[k]));
-    bool tail_nan = false;
-    for (std::size_t k = c; k < C; ++k) {
-      const T v = static_cast<T>(xr[k]);
-      tail_nan = tail_nan || std::isnan(v);
-      if (v > m) {
-        m = v;
-        am = k;
-      }
-    }
-    if (!hn::AllFalse(d, nan) || tail_nan || !std::isfinite(m)) {
-      scalar.ce_stats(xr, Block{1, C, 1, 1}, lse + r, entropy + r, argmax + r);
-      continue;
-    }
-    const V vm = hn::Set(d, m), ninf = hn::Set(d, -kInf<T>);
-    VD s0 = hn::Zero(dd), s1 = hn::Zero(dd), b0 = hn::Zero(dd), b1 = hn::Zero(dd);
-    std::size_t k = 0;
-    for (; k + L <= C; k += L) {
-      const V v = load_u(d, xr + k);
-      const V e = exp_diff<kExactSum>(d, v, vm);
-      const V be = hn::IfThenZeroElse(hn::Eq(v, ninf), hn::Mul(e, hn::Sub(v, vm)));
-      if constexpr (sizeof(T) == 4) {
-        const hn::Half<decltype(d)> dh;
-        s0 = hn::Add(s0, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
-        s1 = hn::Add(s1, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
-        b0 = hn::Add(b0, hn::PromoteTo(dd, hn::LowerHalf(dh, be)));
-        b1 = hn::Add(b1, hn::PromoteTo(dd, hn::UpperHalf(dh, be)));
-      } else {
-        s0 = hn::Add(s0, e);
-        b0 = hn::Add(b0, be);
-      }
-    }
-    double Se = hn::GetLane(hn::SumOfLanes(dd, hn::Add(s0, s1)));
-    double B = hn::GetLane(hn::SumOfLanes(dd, hn::Add(b0, b1)));
-    const double md = static_cast<double>(m);
-    for (; k < C; ++k) {
-      const double dv = static_cast<double>(static_cast<T>(xr[k])) - md;
-      const double e = std::exp(dv);
-      Se += e;
-      if (e != 0) B += e * dv;
-    }
-    const double logS = std::log(Se);
-    lse[r] = md + logS;
-    entropy[r] = logS - B / Se;
-    argmax[r] = static_cast<std::int64_t>(am);
-  }
-}
-
 // Label smoothing and probability targets: A = sum_c c[c] (x[c] - m) and Q = sum_c c[c] (c of
 // kernels.h Coefs), float64, for a row with max m, as row_stats<T, true> sums them. False when
 // either is not finite (a -inf logit, a non-finite coefficient).
@@ -986,6 +892,178 @@ HWY_INLINE bool tile_stats(T* tile, std::size_t C, T* m_out, double* s_out, doub
     for (std::size_t lane = 0; lane < L; ++lane)
       ok[lane] = std::isfinite(static_cast<double>(m_out[lane])) && std::isfinite(s_out[lane]);
   return all;
+}
+
+// ---------------------------------------------------------------------------------------------
+// forward-only statistics
+
+// Per-lane forward-only statistics (kernels.h ce_stats) of n <= Lanes rows held as columns: col(c)
+// is column c as a compute-type vector, one row per lane (a strided group, kernels_strided-inl.h,
+// or a short-row tile, kernels_small-inl.h). The max and its first index per lane (replaced only
+// on a strictly larger value: the first maximum), then e = exp(x - m) and e (x - m) summed in
+// float64 lanes (a -inf logit adds 0 to both); lse = m + log S, entropy = log S - B / S. A lane
+// holding a NaN or whose max is not finite gets row_scalar(lane) (the scalar twin: NaN-first
+// argmax, the defined lse and NaN entropy there); outputs never alias the input.
+template <class Col, class RowScalar>
+HWY_INLINE void ce_stats_cols(std::size_t C, std::size_t n, const Col& col, double* lse, double* entropy,
+                              std::int64_t* argmax, const RowScalar& row_scalar) {
+  using V = std::decay_t<decltype(col(std::size_t{0}))>;
+  using D = hn::DFromV<V>;
+  using T = hn::TFromD<D>;
+  const D d;
+  const hn::RebindToSigned<D> di;
+  using TI = hn::TFromD<decltype(di)>;
+  const hn::ScalableTag<double> dd;
+  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+  const std::size_t L = hn::Lanes(d), LD = hn::Lanes(dd);
+  V vmax = col(0);
+  auto vidx = hn::Zero(di);
+  auto nan = hn::IsNaN(vmax);
+  for (std::size_t c = 1; c < C; ++c) {
+    const V v = col(c);
+    nan = hn::Or(nan, hn::IsNaN(v));
+    const auto gt = hn::Gt(v, vmax);
+    vmax = hn::IfThenElse(gt, v, vmax);
+    vidx = hn::IfThenElse(hn::RebindMask(di, gt), hn::Set(di, static_cast<TI>(c)), vidx);
+  }
+  const auto bad = hn::Or(nan, hn::Not(hn::IsFinite(vmax)));
+  const V m = hn::IfThenZeroElse(bad, vmax), ninf = hn::Set(d, -kInf<T>);
+  WideSum<T> S, B;
+  for (std::size_t c = 0; c < C; ++c) {
+    const V v = col(c);
+    const V e = exp_diff<kExactSum>(d, v, m);
+    S.add(e);
+    B.add(hn::IfThenZeroElse(hn::Eq(v, ninf), hn::Mul(e, hn::Sub(v, m))));
+  }
+  HWY_ALIGN double Sb[kL], Bb[kL], lb[kL], eb[kL];
+  HWY_ALIGN T mb[kL], badb[kL];
+  HWY_ALIGN TI ib[kL];
+  S.store_lanes(Sb);
+  B.store_lanes(Bb);
+  hn::Store(m, d, mb);
+  hn::Store(vidx, di, ib);
+  hn::Store(hn::IfThenElseZero(bad, hn::Set(d, T(1))), d, badb);
+  for (std::size_t j = 0; j < L; j += LD) {
+    const auto Sv = hn::Load(dd, Sb + j);
+    const auto logS = hn::Log(dd, Sv);
+    hn::Store(hn::Add(load_wide(mb + j), logS), dd, lb + j);
+    hn::Store(hn::Sub(logS, hn::Div(hn::Load(dd, Bb + j), Sv)), dd, eb + j);
+  }
+  for (std::size_t lane = 0; lane < n; ++lane) {
+    if (badb[lane] != T(0)) {
+      row_scalar(lane);
+      continue;
+    }
+    lse[lane] = lb[lane];
+    entropy[lane] = eb[lane];
+    argmax[lane] = static_cast<std::int64_t>(ib[lane]);
+  }
+}
+
+// Defined in kernels_small-inl.h and kernels_strided-inl.h (included after this file by the units
+// that fill ce_stats).
+template <class S>
+void ce_stats_small(const S* x, std::size_t rows, std::size_t C, double* lse, double* entropy,
+                    std::int64_t* argmax) noexcept;
+template <class S>
+void strided_ce_stats(const S* x, Block b, double* lse, double* entropy, std::int64_t* argmax) noexcept;
+
+// kernels.h ce_stats (forward-only statistics) for every storage type: the float32/float64 tables'
+// (cross_entropy_hwy.cc) and the 16-bit ones' (half_hwy.cc, which widen each value exactly to
+// float32 and compute as the float32 kernel does). Strided blocks: strided_ce_stats; rows shorter
+// than two vectors: ce_stats_small (across rows); both through ce_stats_cols.
+// Contiguous rows of at least two vectors: pass 1 finds the max and its first index per lane
+// (replaced only on a strictly larger value, so each lane keeps its first maximum), reduced over
+// the lanes by the smallest index among the lanes holding the max; pass 2 sums e = exp(x - m) and
+// e (x - m) in double lanes (a -inf logit adds 0 to both). Rows with a NaN or an infinite max, and
+// rows too long for the index lanes, run the scalar twin, whose results are the defined ones there.
+template <class S>
+void ce_stats(const S* x, Block b, double* lse, double* entropy, std::int64_t* argmax) noexcept {
+  using T = compute_t<S>;
+  const auto& scalar = scalar_table<S>();
+  const hn::ScalableTag<T> d;
+  const hn::RebindToSigned<decltype(d)> di;
+  using V = hn::Vec<decltype(d)>;
+  using VI = hn::Vec<decltype(di)>;
+  using TI = hn::TFromD<decltype(di)>;
+  const hn::ScalableTag<double> dd;
+  using VD = hn::Vec<decltype(dd)>;
+  const std::size_t L = hn::Lanes(d), C = b.C;
+  if (C == 0 || C > static_cast<std::size_t>(std::numeric_limits<TI>::max()) - L)
+    return scalar.ce_stats(x, b, lse, entropy, argmax);
+  if (b.stride != 1) return strided_ce_stats(x, b, lse, entropy, argmax);
+  if (C < 2 * L && C <= kSmallC) return ce_stats_small(x, b.n_outer, C, lse, entropy, argmax);
+  if (C < 2 * L) return scalar.ce_stats(x, b, lse, entropy, argmax);
+  constexpr std::size_t kL = kMaxLanesBytes / sizeof(T);
+  HWY_ALIGN T mv[kL];
+  HWY_ALIGN TI iv[kL];
+  for (std::size_t r = 0; r < b.n_outer; ++r) {
+    const S* xr = x + r * C;
+    V vmax = load_u(d, xr);
+    VI vidx = hn::Iota(di, 0), vcur = vidx;
+    const VI step = hn::Set(di, static_cast<TI>(L));
+    auto nan = hn::IsNaN(vmax);
+    std::size_t c = L;
+    for (; c + L <= C; c += L) {
+      vcur = hn::Add(vcur, step);
+      const V v = load_u(d, xr + c);
+      nan = hn::Or(nan, hn::IsNaN(v));
+      const auto gt = hn::Gt(v, vmax);
+      vmax = hn::IfThenElse(gt, v, vmax);
+      vidx = hn::IfThenElse(hn::RebindMask(di, gt), vcur, vidx);
+    }
+    hn::Store(vmax, d, mv);
+    hn::Store(vidx, di, iv);
+    T m = mv[0];
+    for (std::size_t k = 1; k < L; ++k) m = mv[k] > m ? mv[k] : m;
+    std::size_t am = C;
+    for (std::size_t k = 0; k < L; ++k)
+      if (mv[k] == m) am = std::min(am, static_cast<std::size_t>(iv[k]));
+    bool tail_nan = false;
+    for (std::size_t k = c; k < C; ++k) {
+      const T v = static_cast<T>(xr[k]);
+      tail_nan = tail_nan || std::isnan(v);
+      if (v > m) {
+        m = v;
+        am = k;
+      }
+    }
+    if (!hn::AllFalse(d, nan) || tail_nan || !std::isfinite(m)) {
+      scalar.ce_stats(xr, Block{1, C, 1, 1}, lse + r, entropy + r, argmax + r);
+      continue;
+    }
+    const V vm = hn::Set(d, m), ninf = hn::Set(d, -kInf<T>);
+    VD s0 = hn::Zero(dd), s1 = hn::Zero(dd), b0 = hn::Zero(dd), b1 = hn::Zero(dd);
+    std::size_t k = 0;
+    for (; k + L <= C; k += L) {
+      const V v = load_u(d, xr + k);
+      const V e = exp_diff<kExactSum>(d, v, vm);
+      const V be = hn::IfThenZeroElse(hn::Eq(v, ninf), hn::Mul(e, hn::Sub(v, vm)));
+      if constexpr (sizeof(T) == 4) {
+        const hn::Half<decltype(d)> dh;
+        s0 = hn::Add(s0, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
+        s1 = hn::Add(s1, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
+        b0 = hn::Add(b0, hn::PromoteTo(dd, hn::LowerHalf(dh, be)));
+        b1 = hn::Add(b1, hn::PromoteTo(dd, hn::UpperHalf(dh, be)));
+      } else {
+        s0 = hn::Add(s0, e);
+        b0 = hn::Add(b0, be);
+      }
+    }
+    double Se = hn::GetLane(hn::SumOfLanes(dd, hn::Add(s0, s1)));
+    double B = hn::GetLane(hn::SumOfLanes(dd, hn::Add(b0, b1)));
+    const double md = static_cast<double>(m);
+    for (; k < C; ++k) {
+      const double dv = static_cast<double>(static_cast<T>(xr[k])) - md;
+      const double e = std::exp(dv);
+      Se += e;
+      if (e != 0) B += e * dv;
+    }
+    const double logS = std::log(Se);
+    lse[r] = md + logS;
+    entropy[r] = logS - B / Se;
+    argmax[r] = static_cast<std::int64_t>(am);
+  }
 }
 
 #endif  // XENT_TARGET_HAS_KERNELS

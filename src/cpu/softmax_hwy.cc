@@ -224,7 +224,8 @@ void log_softmax_bwd(const T* y, const T* dy, T* dx, Block b) noexcept {
 template <class T>
 void logsumexp_bwd(const T* x, const T* lse, const T* dlse, T* dx, Block b) noexcept {
   const auto& scalar = scalar_table<T>();
-  if (b.stride != 1 || b.C == 0) return scalar.logsumexp_bwd(x, lse, dlse, dx, b);
+  if (b.C == 0) return scalar.logsumexp_bwd(x, lse, dlse, dx, b);
+  if (b.stride != 1) return strided_logsumexp_bwd(x, lse, dlse, dx, b);
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::size_t C = b.C;

@@ -327,16 +327,23 @@ void thread_bits(std::int64_t N, std::int64_t C) {
     std::vector<H> dxp(x.size()), lossp(1);  // without label smoothing (its own short-row kernel)
     ASSERT_TRUE(
         cross_entropy_fused({x.data(), xs}, {t.data(), xrs}, {}, {lossp.data(), Shape{}}, {dxp.data(), xs}).ok());
+    std::vector<H> lse(static_cast<std::size_t>(N)), ent(lse.size());  // token statistics (short rows: tiles)
+    std::vector<std::int64_t> correct(lse.size());
+    ASSERT_TRUE(cross_entropy_token_stats({x.data(), xs}, {t.data(), xrs}, {}, {lse.data(), xrs}, {ent.data(), xrs},
+                                          {correct.data(), xrs})
+                    .ok());
     std::vector<std::uint16_t> bits;
-    for (const auto* v : {&y, &dx, &loss, &dxp, &lossp})
+    for (const auto* v : {&y, &dx, &loss, &dxp, &lossp, &lse, &ent})
       for (const H& h : *v) bits.push_back(h.bits);
+    for (std::int64_t c : correct) bits.push_back(static_cast<std::uint16_t>(c + 1));
     if (threads == 1) ref_bits = bits;
     else EXPECT_EQ(bits, ref_bits) << threads << " threads";
   }
 }
 
 // Class dimension not last ((N, C, D), the strided kernels): the same bits for 1, 2 and 7 threads,
-// which split the D positions of each n differently across threads and vector groups.
+// which split the D positions of each n differently across threads and vector groups; every op
+// with a strided kernel (probability targets, NLL, logsumexp backward, token statistics too).
 template <class H>
 void thread_bits_strided(std::int64_t N, std::int64_t C, std::int64_t D) {
   SCOPED_TRACE(std::string(hname<H>()) + " strided threads [" + std::to_string(N) + ", " + std::to_string(C) + ", " +
@@ -360,9 +367,23 @@ void thread_bits_strided(std::int64_t N, std::int64_t C, std::int64_t D) {
     ASSERT_TRUE(cross_entropy_fused({x.data(), xs}, {t.data(), ts}, o, {loss.data(), ls}, {dx.data(), xs}).ok());
     o.label_smoothing = 0.05;
     ASSERT_TRUE(cross_entropy_fused({x.data(), xs}, {t.data(), ts}, o, {loss.data(), ls}, {dxs.data(), xs}).ok());
+    // logsumexp backward, probability targets (the softmax as targets, smoothed), NLL and the
+    // token statistics.
+    std::vector<H> dlse(x.size()), dxp(x.size()), lossp(t.size()), dxn(x.size()), lossn(1), ent(t.size());
+    ASSERT_TRUE(logsumexp_backward({x.data(), xs}, {lse.data(), ls}, {lse.data(), ls}, 1, {dlse.data(), xs}).ok());
+    ASSERT_TRUE(cross_entropy_fused({x.data(), xs}, {y.data(), xs}, o, {lossp.data(), ls}, {dxp.data(), xs}).ok());
+    NllOptions no;
+    ASSERT_TRUE(nll_loss_forward({ly.data(), xs}, {t.data(), ts}, no, {lossn.data(), Shape{}}).ok());
+    ASSERT_TRUE(nll_loss_backward({ly.data(), xs}, {t.data(), ts}, no, {lossn.data(), Shape{}}, {dxn.data(), xs}).ok());
+    std::vector<H> lse2(t.size());
+    std::vector<std::int64_t> correct(t.size());
+    ASSERT_TRUE(cross_entropy_token_stats({x.data(), xs}, {t.data(), ts}, {}, {lse2.data(), ls}, {ent.data(), ls},
+                                          {correct.data(), ls})
+                    .ok());
     std::vector<std::uint16_t> bits;
-    for (const auto* v : {&y, &ly, &lse, &dy, &dx, &dxs, &loss})
+    for (const auto* v : {&y, &ly, &lse, &dy, &dx, &dxs, &loss, &dlse, &dxp, &lossp, &dxn, &lossn, &lse2, &ent})
       for (const H& h : *v) bits.push_back(h.bits);
+    for (std::int64_t c : correct) bits.push_back(static_cast<std::uint16_t>(c + 1));
     if (threads == 1) ref_bits = bits;
     else EXPECT_EQ(bits, ref_bits) << threads << " threads";
   }

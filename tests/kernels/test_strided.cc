@@ -7,7 +7,9 @@
 // groups, groups of fewer rows than lanes), leaf boundaries inside the inner extent (blocks that
 // start mid-row), -inf masks, and rows with NaN, +inf or only -inf at several lane positions (which
 // must give exactly what the scalar set gives, and must not change the rows that share their group).
-// Not here: contiguous rows (test_kernels.cc), the long-double oracle (tests/core).
+// Also probability targets, NLL (the same bits: the scalar twin's formulas) and the token statistics
+// (strided, and contiguous rows shorter than two vectors, which take the across-rows tiles).
+// Not here: other contiguous rows (test_kernels.cc), the long-double oracle (tests/core).
 // Tolerance as test_kernels.cc: |simd - scalar| <= 16 ulp(T) * scale + 4 * min_normal(T); NaN must
 // meet NaN and an infinity the same infinity.
 #include <gtest/gtest.h>
@@ -339,13 +341,263 @@ TEST_P(StridedSimdVsScalar, CrossEntropy) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Probability targets, NLL and the token statistics on the same layouts.
+
+// Rows of targets for rows x0 (row-major): positive, normalised to 1 (every fifth row to 3), every
+// seventh with zeros at about half its classes, every eleventh all zero; where x is -inf, rows
+// r % 4 == 1 put 0 there (loss NaN without smoothing, -inf * 0, as PyTorch) and r % 4 == 3 a
+// positive target (loss +inf).
+template <class T>
+std::vector<T> prob_targets(const std::vector<T>& x0, std::size_t R, std::size_t C, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<T> t(x0.size());
+  for (std::size_t r = 0; r < R; ++r) {
+    double sum = 0;
+    for (std::size_t c = 0; c < C; ++c) {
+      double v = u(rng);
+      if (r % 7 == 2 && u(rng) < 0.5) v = 0;
+      if (r % 11 == 6) v = 0;
+      const double xv = static_cast<double>(x0[r * C + c]);
+      if (std::isinf(xv) && xv < 0) {
+        if (r % 4 == 1) v = 0;
+        if (r % 4 == 3 && v == 0) v = 0.5;
+      }
+      t[r * C + c] = static_cast<T>(v);
+      sum += static_cast<double>(t[r * C + c]);
+    }
+    const double norm = r % 5 == 4 ? 3.0 : 1.0;
+    if (sum > 0)
+      for (std::size_t c = 0; c < C; ++c) t[r * C + c] = static_cast<T>(static_cast<double>(t[r * C + c]) * norm / sum);
+  }
+  return t;
+}
+
+double finite_abs(double v) { return std::isfinite(v) ? std::fabs(v) : 0.0; }
+
+template <class T>
+void prob_case(StridedSimdVsScalar* t, const Layout& L, Fill fill, bool weight, double eps) {
+  SCOPED_TRACE(type_name<T>() + " cross_entropy (probabilities) " + L.name() + " fill " +
+               std::to_string(static_cast<int>(fill)) + " weight " + std::to_string(weight) + " eps " + std::to_string(eps));
+  const std::int64_t R = L.rows(), C = L.C;
+  const std::size_t Cs = static_cast<std::size_t>(C), Rs = static_cast<std::size_t>(R);
+  const std::vector<T> x0 = make_rows<T>(R, C, fill, static_cast<std::uint64_t>(R * 23 + C), special_rows(R));
+  const std::vector<T> tg0 = prob_targets(x0, Rs, Cs, static_cast<std::uint64_t>(C * 3 + R));
+  const std::vector<T> x = to_strided(L, x0), tg = to_strided(L, tg0);
+  std::mt19937_64 rng(static_cast<std::uint64_t>(C * 7 + R));
+  std::vector<T> w(Cs, T(1)), dl(Rs);
+  if (weight)
+    for (auto& v : w) v = static_cast<T>(0.25 + static_cast<double>(rng() % 1000) / 400.0);
+  for (auto& v : dl) v = static_cast<T>(0.5 + static_cast<double>(rng() % 100) / 50.0);
+  CrossEntropyOptions o;
+  if (weight) o.weight = ConstTensorView(w.data(), Shape{C});
+  o.label_smoothing = eps;
+  o.reduction = Reduction::kNone;
+  const Shape sh = L.shape(), rs = L.row_shape();
+  const ConstTensorView tv(tg.data(), sh);
+  std::vector<T> loss[2], dx[2], dxf[2], lossf[2];
+  t->both([&](bool simd) {
+    const int k = simd ? 0 : 1;
+    loss[k].assign(Rs, T(-7));
+    lossf[k].assign(Rs, T(-7));
+    dx[k].assign(x.size(), T(-7));
+    dxf[k].assign(x.size(), T(-7));
+    ASSERT_TRUE(cross_entropy_forward({x.data(), sh}, tv, o, {loss[k].data(), rs}).ok());
+    ASSERT_TRUE(cross_entropy_backward({x.data(), sh}, tv, o, {dl.data(), rs}, {dx[k].data(), sh}).ok());
+    ASSERT_TRUE(cross_entropy_fused({x.data(), sh}, tv, o, {lossf[k].data(), rs}, {dxf[k].data(), sh}).ok());
+    if (simd) {  // in place over the logits, and over the targets: the out-of-place bits
+      std::vector<T> inplace = x, l(Rs);
+      ASSERT_TRUE(cross_entropy_fused({inplace.data(), sh}, tv, o, {l.data(), rs}, {inplace.data(), sh}).ok());
+      EXPECT_TRUE(same_bits(inplace, dxf[0])) << "in-place fused gradient over the logits";
+      EXPECT_TRUE(same_bits(l, lossf[0])) << "in-place fused loss";
+      std::vector<T> over_t = tg;
+      ASSERT_TRUE(cross_entropy_backward({x.data(), sh}, {over_t.data(), sh}, o, {dl.data(), rs}, {over_t.data(), sh}).ok());
+      EXPECT_TRUE(same_bits(over_t, dx[0])) << "backward written over the targets";
+    }
+  });
+  for (int k = 0; k < 2; ++k) {
+    dx[k] = to_rows(L, dx[k]);
+    dxf[k] = to_rows(L, dxf[k]);
+  }
+  // test_kernels.cc prob_case's scales: loss terms |w q| (|x| + |lse|), gradient terms p Q and |w q|,
+  // each carrying u (range + absmax) of the row.
+  const double uC = eps / static_cast<double>(C);
+  std::vector<double> sl(Rs), sd(x0.size()), sdf(x0.size());
+  for (std::size_t r = 0; r < Rs; ++r) {
+    const T* xr = x0.data() + r * Cs;
+    const T* tr = tg0.data() + r * Cs;
+    const double rg = 1 + row_range(xr, Cs) + row_absmax(xr, Cs);
+    double Q = 0, m = -kInfD, S = 0;
+    std::vector<double> wq(Cs);
+    for (std::size_t c = 0; c < Cs; ++c) {
+      const double q = eps > 0 ? static_cast<double>(tr[c]) * (1 - eps) + uC : static_cast<double>(tr[c]);
+      wq[c] = std::fabs(static_cast<double>(w[c]) * q);
+      Q += wq[c];
+      m = std::max(m, static_cast<double>(xr[c]));
+    }
+    sl[r] = finite_abs(static_cast<double>(loss[1][r])) + Q * (2 * row_absmax(xr, Cs) + 1 + std::log(static_cast<double>(C))) * rg;
+    if (std::isfinite(m))
+      for (std::size_t c = 0; c < Cs; ++c) S += std::exp(static_cast<double>(xr[c]) - m);
+    for (std::size_t c = 0; c < Cs; ++c) {
+      const std::size_t i = r * Cs + c;
+      const double p = std::isfinite(m) && S > 0 ? std::exp(static_cast<double>(xr[c]) - m) / S : 0.0;
+      const double e = (p * Q + wq[c]) * rg;
+      sd[i] = finite_abs(static_cast<double>(dx[1][i])) + std::fabs(static_cast<double>(dl[r])) * e;
+      sdf[i] = finite_abs(static_cast<double>(dxf[1][i])) + e;
+    }
+  }
+  EXPECT_TRUE(close(loss[0], loss[1], sl)) << "cross_entropy_forward (probabilities)";
+  EXPECT_TRUE(close(dx[0], dx[1], sd)) << "cross_entropy_backward (probabilities)";
+  EXPECT_TRUE(close(lossf[0], lossf[1], sl)) << "cross_entropy_fused loss (probabilities)";
+  EXPECT_TRUE(close(dxf[0], dxf[1], sdf)) << "cross_entropy_fused gradient (probabilities)";
+}
+
+TEST_P(StridedSimdVsScalar, ProbabilityTargets) {
+  std::size_t k = 0;
+  for (std::int64_t C : class_counts()) {
+    for (const Layout& L : layouts(C)) {
+      const Fill f = k % 3 == 0 ? Fill::kMasked : (k % 3 == 1 ? Fill::kUniform : Fill::kOffset);
+      const bool weight = k % 2 == 1;
+      const double eps = (k / 2) % 2 == 1 ? 0.1 : 0.0;
+      prob_case<float>(this, L, f, weight, eps);
+      prob_case<double>(this, L, f, !weight, 0.1 - eps);
+      ++k;
+    }
+  }
+}
+
+// NLL: the SIMD kernels use the scalar twin's formulas, so every output has its bits (losses with
+// reduction none and mean, the gradient with per-row and scalar upstream gradients).
+template <class T, class I>
+void nll_case(StridedSimdVsScalar* t, const Layout& L, bool weight) {
+  SCOPED_TRACE(type_name<T>() + " nll " + L.name() + " weight " + std::to_string(weight) + " index bytes " +
+               std::to_string(sizeof(I)));
+  const std::int64_t R = L.rows(), C = L.C;
+  const std::size_t Cs = static_cast<std::size_t>(C), Rs = static_cast<std::size_t>(R);
+  const std::vector<T> x = to_strided(L, make_rows<T>(R, C, Fill::kMasked, static_cast<std::uint64_t>(R + C), special_rows(R)));
+  std::mt19937_64 rng(static_cast<std::uint64_t>(C * 5 + R));
+  std::vector<I> tgt(Rs);
+  for (std::size_t r = 0; r < Rs; ++r) tgt[r] = r % 4 == 1 ? static_cast<I>(-100) : static_cast<I>(rng() % Cs);
+  std::vector<T> w(Cs), dl(Rs);
+  for (auto& v : w) v = static_cast<T>(0.25 + static_cast<double>(rng() % 1000) / 400.0);
+  for (auto& v : dl) v = static_cast<T>(0.5 + static_cast<double>(rng() % 100) / 50.0);
+  NllOptions o;
+  if (weight) o.weight = ConstTensorView(w.data(), Shape{C});
+  const Shape sh = L.shape(), rs = L.row_shape();
+  const ConstTensorView tv(tgt.data(), rs);
+  std::vector<T> loss[2], mean[2], dx[2], dxm[2];
+  t->both([&](bool simd) {
+    const int k = simd ? 0 : 1;
+    loss[k].assign(Rs, T(-7));
+    mean[k].assign(1, T(-7));
+    dx[k].assign(x.size(), T(-7));
+    dxm[k].assign(x.size(), T(-7));
+    o.reduction = Reduction::kNone;
+    ASSERT_TRUE(nll_loss_forward({x.data(), sh}, tv, o, {loss[k].data(), rs}).ok());
+    ASSERT_TRUE(nll_loss_backward({x.data(), sh}, tv, o, {dl.data(), rs}, {dx[k].data(), sh}).ok());
+    o.reduction = Reduction::kMean;
+    ASSERT_TRUE(nll_loss_forward({x.data(), sh}, tv, o, {mean[k].data(), Shape{}}).ok());
+    ASSERT_TRUE(nll_loss_backward({x.data(), sh}, tv, o, {dl.data(), Shape{}}, {dxm[k].data(), sh}).ok());
+  });
+  EXPECT_TRUE(same_bits(loss[0], loss[1])) << "nll_loss_forward (none)";
+  EXPECT_TRUE(same_bits(mean[0], mean[1])) << "nll_loss_forward (mean)";
+  EXPECT_TRUE(same_bits(dx[0], dx[1])) << "nll_loss_backward (none)";
+  EXPECT_TRUE(same_bits(dxm[0], dxm[1])) << "nll_loss_backward (mean)";
+}
+
+TEST_P(StridedSimdVsScalar, Nll) {
+  for (std::int64_t C : class_counts()) {
+    for (const Layout& L : layouts(C)) {
+      nll_case<float, std::int64_t>(this, L, true);
+      nll_case<double, std::int32_t>(this, L, false);
+    }
+  }
+}
+
+// The token statistics (cross_entropy_token_stats): targets are each row's argmax by a plain scan
+// here (the first NaN, else the first maximum: torch.argmax), so `correct` must be 1 on every kept
+// row under both sets (-1 on ignored ones); lse and entropy within the tolerance of the scalar
+// set. Rows r % 4 == 2 are rounded to integers (ties at the maximum).
+template <class T>
+void stats_case(StridedSimdVsScalar* t, const Layout& L, Fill fill) {
+  SCOPED_TRACE(type_name<T>() + " token stats " + L.name() + " fill " + std::to_string(static_cast<int>(fill)));
+  const std::int64_t R = L.rows(), C = L.C;
+  const std::size_t Cs = static_cast<std::size_t>(C), Rs = static_cast<std::size_t>(R);
+  const std::vector<std::size_t> at = special_rows(R);
+  std::vector<T> x0 = make_rows<T>(R, C, fill, static_cast<std::uint64_t>(R * 3 + C), at);
+  for (std::size_t r = 2; r < Rs; r += 4)
+    if (std::find(at.begin(), at.end(), r) == at.end())
+      for (std::size_t c = 0; c < Cs; ++c) x0[r * Cs + c] = static_cast<T>(std::round(static_cast<double>(x0[r * Cs + c])));
+  const std::vector<T> x = to_strided(L, x0);
+  std::vector<std::int64_t> tgt(Rs);
+  for (std::size_t r = 0; r < Rs; ++r) {
+    std::int64_t am = 0;
+    for (std::size_t c = 0; c < Cs; ++c) {
+      const double v = static_cast<double>(x0[r * Cs + c]);
+      if (std::isnan(v)) {
+        am = static_cast<std::int64_t>(c);
+        break;
+      }
+      if (v > static_cast<double>(x0[r * Cs + static_cast<std::size_t>(am)])) am = static_cast<std::int64_t>(c);
+    }
+    tgt[r] = r % 7 == 6 ? -100 : am;
+  }
+  const Shape sh = L.shape(), rs = L.row_shape();
+  std::vector<T> lse[2], ent[2];
+  std::vector<std::int64_t> cor[2];
+  t->both([&](bool simd) {
+    const int k = simd ? 0 : 1;
+    lse[k].assign(Rs, T(-7));
+    ent[k].assign(Rs, T(-7));
+    cor[k].assign(Rs, 7);
+    ASSERT_TRUE(cross_entropy_token_stats({x.data(), sh}, {tgt.data(), rs}, {}, {lse[k].data(), rs}, {ent[k].data(), rs},
+                                          {cor[k].data(), rs})
+                    .ok());
+  });
+  std::vector<std::int64_t> want(Rs);
+  for (std::size_t r = 0; r < Rs; ++r) want[r] = tgt[r] == -100 ? -1 : 1;
+  EXPECT_EQ(cor[0], want) << "argmax == target (SIMD)";
+  EXPECT_EQ(cor[1], want) << "argmax == target (scalar)";
+  std::vector<double> sc(Rs);
+  for (std::size_t r = 0; r < Rs; ++r) {
+    const T* xr = x0.data() + r * Cs;
+    sc[r] = (1 + row_range(xr, Cs) + row_absmax(xr, Cs)) * (1 + std::log(static_cast<double>(C)));
+  }
+  EXPECT_TRUE(close(lse[0], lse[1], sc)) << "lse";
+  EXPECT_TRUE(close(ent[0], ent[1], sc)) << "entropy";
+}
+
+TEST_P(StridedSimdVsScalar, TokenStats) {
+  std::size_t k = 0;
+  for (std::int64_t C : class_counts()) {
+    for (const Layout& L : layouts(C)) {
+      stats_case<float>(this, L, k % 2 ? Fill::kMasked : Fill::kUniform);
+      stats_case<double>(this, L, k % 2 ? Fill::kOffset : Fill::kMasked);
+      ++k;
+    }
+  }
+}
+
+// Contiguous rows shorter than two vectors take the across-rows tiles (full ones and a partial one).
+TEST_P(StridedSimdVsScalar, TokenStatsShortRows) {
+  for (std::int64_t C = 1; C <= 33; ++C) {
+    Layout L;
+    L.N = 49;
+    L.C = C;
+    stats_case<float>(this, L, Fill::kMasked);
+    stats_case<double>(this, L, C % 2 ? Fill::kUniform : Fill::kMasked);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, StridedSimdVsScalar, ::testing::ValuesIn(simd_isas()),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 // ---------------------------------------------------------------------------------------------
 // A row's result does not depend on the rows that share its vector group: each row of a tensor
 // with special rows (NaN, +inf, all -inf: their groups take another path) gives the same bits as
-// the same row placed between two ordinary rows in a (1, C, 3) tensor.
+// the same row placed between two ordinary rows in a (1, C, 3) tensor (softmax, cross-entropy with
+// indices and with probabilities, logsumexp backward, token statistics).
 
 template <class T>
 void neighbour_case(std::int64_t C, double eps) {
@@ -363,21 +615,32 @@ void neighbour_case(std::int64_t C, double eps) {
   CrossEntropyOptions o;
   o.reduction = Reduction::kNone;
   o.label_smoothing = eps;
-  auto run = [&](const Layout& l, const std::vector<T>& rows, const std::vector<std::int64_t>& t, std::vector<T>* y,
-                 std::vector<T>* loss, std::vector<T>* dx) {
-    const std::vector<T> x = to_strided(l, rows);
-    y->assign(x.size(), T(0));
-    dx->assign(x.size(), T(0));
-    loss->assign(t.size(), T(0));
-    ASSERT_TRUE(softmax_forward({x.data(), l.shape()}, 1, {y->data(), l.shape()}).ok());
-    ASSERT_TRUE(cross_entropy_fused({x.data(), l.shape()}, {t.data(), l.row_shape()}, o, {loss->data(), l.row_shape()},
-                                    {dx->data(), l.shape()})
-                    .ok());
-    *y = to_rows(l, *y);
-    *dx = to_rows(l, *dx);
+  const std::vector<T> tp0 = prob_targets(x0, static_cast<std::size_t>(R), Cs, 13);
+  const std::vector<T> tp_clean = prob_targets(clean, 2, Cs, 14);
+  // Per layout: softmax, cross-entropy (indices; probabilities tp), logsumexp backward, token stats.
+  struct Outs {
+    std::vector<T> y, loss, dx, ploss, pdx, lse_dx, lse, ent;
+    std::vector<std::int64_t> correct;
   };
-  std::vector<T> y, loss, dx;
-  run(L, x0, tgt, &y, &loss, &dx);
+  auto run = [&](const Layout& l, const std::vector<T>& rows, const std::vector<T>& tp, const std::vector<std::int64_t>& t,
+                 Outs* out) {
+    const std::vector<T> x = to_strided(l, rows), tps = to_strided(l, tp);
+    const Shape sh = l.shape(), rs = l.row_shape();
+    for (auto* v : {&out->y, &out->dx, &out->pdx, &out->lse_dx}) v->assign(x.size(), T(0));
+    for (auto* v : {&out->loss, &out->ploss, &out->lse, &out->ent}) v->assign(t.size(), T(0));
+    out->correct.assign(t.size(), 7);
+    ASSERT_TRUE(softmax_forward({x.data(), sh}, 1, {out->y.data(), sh}).ok());
+    ASSERT_TRUE(cross_entropy_fused({x.data(), sh}, {t.data(), rs}, o, {out->loss.data(), rs}, {out->dx.data(), sh}).ok());
+    ASSERT_TRUE(cross_entropy_fused({x.data(), sh}, {tps.data(), sh}, o, {out->ploss.data(), rs}, {out->pdx.data(), sh}).ok());
+    ASSERT_TRUE(cross_entropy_token_stats({x.data(), sh}, {t.data(), rs}, {}, {out->lse.data(), rs}, {out->ent.data(), rs},
+                                          {out->correct.data(), rs})
+                    .ok());
+    const std::vector<T> dl(t.size(), T(0.75));
+    ASSERT_TRUE(logsumexp_backward({x.data(), sh}, {out->lse.data(), rs}, {dl.data(), rs}, 1, {out->lse_dx.data(), sh}).ok());
+    for (auto* v : {&out->y, &out->dx, &out->pdx, &out->lse_dx}) *v = to_rows(l, *v);
+  };
+  Outs full;
+  run(L, x0, tp0, tgt, &full);
   Layout l3;
   l3.N = 1;
   l3.C = C;
@@ -388,14 +651,26 @@ void neighbour_case(std::int64_t C, double eps) {
     std::copy(x0.begin() + static_cast<std::ptrdiff_t>(r * Cs), x0.begin() + static_cast<std::ptrdiff_t>((r + 1) * Cs),
               rows.begin() + static_cast<std::ptrdiff_t>(Cs));
     std::copy(clean.begin() + static_cast<std::ptrdiff_t>(Cs), clean.end(), rows.begin() + static_cast<std::ptrdiff_t>(2 * Cs));
-    std::vector<T> y3, loss3, dx3;
-    run(l3, rows, {0, tgt[r], static_cast<std::int64_t>(Cs - 1)}, &y3, &loss3, &dx3);
+    std::vector<T> tp3 = tp_clean;
+    tp3.insert(tp3.begin() + static_cast<std::ptrdiff_t>(Cs), tp0.begin() + static_cast<std::ptrdiff_t>(r * Cs),
+               tp0.begin() + static_cast<std::ptrdiff_t>((r + 1) * Cs));
+    Outs three;
+    run(l3, rows, tp3, {0, tgt[r], static_cast<std::int64_t>(Cs - 1)}, &three);
     auto row_of = [&](const std::vector<T>& v, std::size_t k) {
       return std::vector<T>(v.begin() + static_cast<std::ptrdiff_t>(k * Cs), v.begin() + static_cast<std::ptrdiff_t>((k + 1) * Cs));
     };
-    EXPECT_TRUE(same_bits(row_of(y, r), row_of(y3, 1))) << "softmax, row " << r;
-    EXPECT_TRUE(same_bits(row_of(dx, r), row_of(dx3, 1))) << "cross-entropy gradient, row " << r;
-    EXPECT_TRUE(std::memcmp(&loss[r], &loss3[1], sizeof(T)) == 0) << "cross-entropy loss, row " << r;
+    auto same_at = [&](const std::vector<T>& a, std::size_t i, const std::vector<T>& b, std::size_t j) {
+      return std::memcmp(&a[i], &b[j], sizeof(T)) == 0;
+    };
+    EXPECT_TRUE(same_bits(row_of(full.y, r), row_of(three.y, 1))) << "softmax, row " << r;
+    EXPECT_TRUE(same_bits(row_of(full.dx, r), row_of(three.dx, 1))) << "cross-entropy gradient, row " << r;
+    EXPECT_TRUE(same_at(full.loss, r, three.loss, 1)) << "cross-entropy loss, row " << r;
+    EXPECT_TRUE(same_bits(row_of(full.pdx, r), row_of(three.pdx, 1))) << "probability-target gradient, row " << r;
+    EXPECT_TRUE(same_at(full.ploss, r, three.ploss, 1)) << "probability-target loss, row " << r;
+    EXPECT_TRUE(same_bits(row_of(full.lse_dx, r), row_of(three.lse_dx, 1))) << "logsumexp backward, row " << r;
+    EXPECT_TRUE(same_at(full.lse, r, three.lse, 1) && same_at(full.ent, r, three.ent, 1) &&
+                full.correct[r] == three.correct[1])
+        << "token statistics, row " << r;
   }
 }
 
@@ -425,6 +700,54 @@ void strided_thread_case(const Layout& L) {
   expect_same_bits_for_1_2_7_threads(x, sh, rs, tgt);
 }
 
+// The other strided kernels: probability targets (weights, smoothing), NLL, logsumexp backward and
+// the token statistics, 1, 2 and 7 threads.
+template <class T>
+void strided_thread_case_more(const Layout& L) {
+  SCOPED_TRACE(type_name<T>() + " " + L.name() + " (probabilities, nll, logsumexp backward, token stats)");
+  const std::int64_t R = L.rows(), C = L.C;
+  const std::size_t Rs = static_cast<std::size_t>(R), Cs = static_cast<std::size_t>(C);
+  const Shape sh = L.shape(), rs = L.row_shape();
+  const std::vector<T> x0 = make_rows<T>(R, C, Fill::kMasked, 6, special_rows(R));
+  const std::vector<T> x = to_strided(L, x0), tg = to_strided(L, prob_targets(x0, Rs, Cs, 8));
+  std::vector<std::int64_t> ti(Rs);
+  for (std::size_t r = 0; r < Rs; ++r) ti[r] = r % 11 == 0 ? -100 : static_cast<std::int64_t>((r * 31) % Cs);
+  std::vector<T> w(Cs), dl(Rs, T(0.5));
+  for (std::size_t c = 0; c < Cs; ++c) w[c] = static_cast<T>(0.5 + static_cast<double>(c % 7) / 4);
+  std::vector<std::vector<T>> ref;
+  std::vector<std::int64_t> cref;
+  for (int threads : {1, 2, 7}) {
+    set_num_threads(threads);
+    std::vector<std::vector<T>> out;
+    auto add = [&](std::size_t n) -> T* {
+      out.emplace_back(n, T(-7));
+      return out.back().data();
+    };
+    CrossEntropyOptions o;
+    o.weight = ConstTensorView(w.data(), Shape{C});
+    o.label_smoothing = 0.1;
+    ASSERT_TRUE(cross_entropy_fused({x.data(), sh}, {tg.data(), sh}, o, {add(1), Shape{}}, {add(x.size()), sh}).ok());
+    o.reduction = Reduction::kNone;
+    ASSERT_TRUE(cross_entropy_forward({x.data(), sh}, {tg.data(), sh}, o, {add(Rs), rs}).ok());
+    NllOptions no;
+    no.weight = o.weight;
+    ASSERT_TRUE(nll_loss_forward({x.data(), sh}, {ti.data(), rs}, no, {add(1), Shape{}}).ok());
+    ASSERT_TRUE(nll_loss_backward({x.data(), sh}, {ti.data(), rs}, no, {dl.data(), Shape{}}, {add(x.size()), sh}).ok());
+    T* lse = add(Rs);
+    ASSERT_TRUE(logsumexp_forward({x.data(), sh}, 1, {lse, rs}).ok());
+    ASSERT_TRUE(logsumexp_backward({x.data(), sh}, {lse, rs}, {dl.data(), rs}, 1, {add(x.size()), sh}).ok());
+    std::vector<std::int64_t> cor(Rs, 7);
+    ASSERT_TRUE(cross_entropy_token_stats({x.data(), sh}, {ti.data(), rs}, {}, {add(Rs), rs}, {add(Rs), rs}, {cor.data(), rs}).ok());
+    if (threads == 1) {
+      ref = out;
+      cref = cor;
+      continue;
+    }
+    for (std::size_t k = 0; k < out.size(); ++k) EXPECT_TRUE(same_bits(out[k], ref[k])) << "output " << k << ", " << threads << " threads";
+    EXPECT_EQ(cor, cref) << threads << " threads";
+  }
+}
+
 TEST_P(StridedThreadBits, SameBitsFor1_2_7Threads) {
   Layout a;  // leaf rows 780 for C = 21: leaf boundaries at inner offsets no vector width divides
   a.N = 4;
@@ -436,6 +759,8 @@ TEST_P(StridedThreadBits, SameBitsFor1_2_7Threads) {
   b.C = 100;
   b.inner_dims = {203};
   strided_thread_case<double>(b);
+  strided_thread_case_more<float>(a);
+  strided_thread_case_more<double>(b);
 }
 
 INSTANTIATE_TEST_SUITE_P(Isa, StridedThreadBits, ::testing::ValuesIn(supported_isas()),
