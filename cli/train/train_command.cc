@@ -268,8 +268,9 @@ void print_header(const Session& s) {
                 s.d.seconds, cache_summary(s.d).c_str());
   }
   if (a.opt.optimizer == Optimizer::kLbfgs) {
-    std::printf("  recipe: L-BFGS (full batch), C %g, max %d iterations, tol %g, %s, %d thread(s)\n", a.opt.C,
-                a.opt.max_iter, a.opt.tol, a.opt.float64 ? "float64" : "float32", s.threads);
+    std::printf("  recipe: L-BFGS (full batch), C %g, max %d iterations, tol %g, %s, precondition %s, %d thread(s)\n",
+                a.opt.C, a.opt.max_iter, a.opt.tol, a.opt.float64 ? "float64" : "float32",
+                precondition_name(a.opt.precondition), s.threads);
   } else {
     std::printf("  recipe: lr %g, batch %lld, %d epochs, seed %llu, weight decay %g, momentum %g, label smoothing %g, "
                 "%d thread(s)\n",
@@ -294,7 +295,8 @@ nlohmann::json recipe_json(const Session& s) {
   nlohmann::json r = {{"optimizer", optimizer_name(o.optimizer)}, {"seed", o.seed}, {"val_split", o.val_split},
                       {"normalization", normalization_name(s.state.model.normalization)}};
   if (o.optimizer == Optimizer::kLbfgs) {
-    r.update({{"C", o.C}, {"max_iter", o.max_iter}, {"tol", o.tol}, {"dtype", o.float64 ? "float64" : "float32"}});
+    r.update({{"C", o.C}, {"max_iter", o.max_iter}, {"tol", o.tol}, {"dtype", o.float64 ? "float64" : "float32"},
+              {"precondition", precondition_name(o.precondition)}});
   } else {
     r.update({{"epochs", o.epochs}, {"batch_size", o.batch_size}, {"lr", o.lr}, {"weight_decay", o.weight_decay},
               {"momentum", o.momentum}, {"label_smoothing", o.label_smoothing}, {"init_std", o.init_std}});

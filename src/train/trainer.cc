@@ -164,6 +164,7 @@ json options_json(const TrainOptions& o) {
   if (o.optimizer != Optimizer::kSgd) {
     j["optimizer"] = optimizer_name(o.optimizer);
     j["C"] = o.C, j["max_iter"] = o.max_iter, j["tol"] = o.tol, j["dtype"] = o.float64 ? "float64" : "float32";
+    j["precondition"] = precondition_name(o.precondition);
   }
   return j;
 }
@@ -176,6 +177,9 @@ Status evaluate_impl(const SoftmaxModel& m, const LabeledImages& data, int threa
 }  // namespace
 
 const char* optimizer_name(Optimizer o) noexcept { return o == Optimizer::kLbfgs ? "lbfgs" : "sgd"; }
+const char* precondition_name(Precondition p) noexcept {
+  return p == Precondition::kNone ? "none" : p == Precondition::kInputs ? "inputs" : "curvature";
+}
 
 static Status validate_unguarded(const TrainOptions& o) {
   if (!(o.val_split >= 0 && o.val_split < 1))

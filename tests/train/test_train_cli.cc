@@ -257,7 +257,9 @@ TEST_F(TrainCli, LbfgsRunsAndRecordsTheObjective) {
     Out r = xent_run(dir, train_args("--optimizer lbfgs --C 0.5 --max-iter 300 --dtype float64 --quiet --precondition " +
                                       kind + " --out '" + o + "'"));
     ASSERT_EQ(r.code, 0) << kind << ": " << r.err;
-    objective[kind] = nlohmann::json::parse(slurp(o + "/metrics.json"))["epochs"].back()["objective"].get<double>();
+    const auto mj = nlohmann::json::parse(slurp(o + "/metrics.json"));
+    objective[kind] = mj["epochs"].back()["objective"].get<double>();
+    EXPECT_EQ(mj["recipe"]["precondition"], kind);
   }
   EXPECT_NEAR(objective["curvature"], objective["none"], 1e-9 * objective["none"]);
   EXPECT_NEAR(objective["inputs"], objective["none"], 1e-9 * objective["none"]);

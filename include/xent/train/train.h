@@ -53,6 +53,7 @@ const char* optimizer_name(Optimizer o) noexcept;  // "sgd", "lbfgs"
 // 10, 30, 70, 150 and 310 (the default: on Fashion-MNIST it reaches scikit-learn's objective in
 // about half the iterations of the whitening alone).
 enum class Precondition { kNone, kInputs, kCurvature };
+const char* precondition_name(Precondition p) noexcept;  // "none", "inputs", "curvature"
 
 struct TrainOptions {
   Optimizer optimizer = Optimizer::kSgd;
