@@ -1,6 +1,7 @@
 // simd_check.h (tests/kernels): what the SIMD-vs-scalar kernel tests share: the tolerance check
 // (|simd - scalar| <= 16 ulp(T) * scale + 4 * min_normal(T), NaN meets NaN, an infinity the same
-// infinity), bitwise equality, the row measures that scales are built from, the ISA-vs-scalar
+// infinity), bitwise equality, the row measures that scales are built from, the targets and
+// scales of the probability-target cases (test_kernels.cc, test_strided.cc), the ISA-vs-scalar
 // fixture and the thread-count determinism check. Not a test.
 #pragma once
 
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -80,6 +82,90 @@ double row_absmax(const T* x, std::size_t C) {
   return m;
 }
 
+
+// |v|, or 0 where v is not finite (such outputs are compared exactly, not within a scale).
+template <class T>
+double finite_abs(T v) {
+  return std::isfinite(static_cast<double>(v)) ? std::fabs(static_cast<double>(v)) : 0.0;
+}
+
+// Probability targets for `rows` rows of C (row-major, like x): mostly non-negative rows normalised
+// to sum 1; every fifth row unnormalised (sum 3), every seventh with zeros at about half its
+// classes, every eleventh all zero. Where a row of x is -inf, rows r % 4 == 1 put target 0 there
+// (loss NaN without smoothing, -inf * 0, as in PyTorch), rows r % 4 == 3 a positive target (loss +inf).
+template <class T>
+std::vector<T> make_prob_targets(const std::vector<T>& x, std::size_t rows, std::size_t C, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<T> t(x.size());
+  for (std::size_t r = 0; r < rows; ++r) {
+    T* row = t.data() + r * C;
+    const T* xr = x.data() + r * C;
+    double sum = 0;
+    for (std::size_t c = 0; c < C; ++c) {
+      double v = u(rng);
+      if (r % 7 == 2 && u(rng) < 0.5) v = 0;
+      if (r % 11 == 6) v = 0;
+      if (std::isinf(static_cast<double>(xr[c])) && xr[c] < 0) {
+        if (r % 4 == 1) v = 0;
+        if (r % 4 == 3 && v == 0) v = 0.5;
+      }
+      row[c] = static_cast<T>(v);
+      sum += static_cast<double>(row[c]);
+    }
+    const double norm = r % 5 == 4 ? 3.0 : 1.0;
+    if (sum > 0)
+      for (std::size_t c = 0; c < C; ++c) row[c] = static_cast<T>(static_cast<double>(row[c]) * norm / sum);
+  }
+  return t;
+}
+
+// Tolerance scales of cross-entropy with probability targets, from the rows of x and the targets
+// (row-major), the class weights w, the per-row dloss dl, smoothing eps and the scalar table's
+// results. With q[c] = t (1 - eps) + eps / C and Q = sum |w q|, the loss is a sum of terms
+// |w q| (|x| + |lse|) (plus the row's range for x - max), and each gradient element g (p Q - w q)
+// cancels between terms of size p Q and |w q|, each carrying u (range + absmax). No allowance
+// grows with C: both tables sum Q and the loss accurately (the scalar twin with a compensated sum,
+// which a plain double sum of 20000 equal terms eps / C would miss by ~1e-13).
+struct ProbScales {
+  std::vector<double> loss, grad, fused_grad;  // per row; per element (backward with dl; fused, dloss 1)
+};
+template <class T>
+ProbScales prob_target_scales(const std::vector<T>& x, const std::vector<T>& tg, const std::vector<T>& w,
+                              const std::vector<T>& dl, std::size_t rows, std::size_t C, double eps,
+                              const std::vector<T>& scalar_loss, const std::vector<T>& scalar_dx,
+                              const std::vector<T>& scalar_dxf) {
+  const double uC = eps / static_cast<double>(C);
+  ProbScales s{std::vector<double>(rows), std::vector<double>(rows * C), std::vector<double>(rows * C)};
+  std::vector<double> wq(C);
+  for (std::size_t r = 0; r < rows; ++r) {
+    const T* xr = x.data() + r * C;
+    const T* tr = tg.data() + r * C;
+    const double rg = 1 + row_range(xr, C) + row_absmax(xr, C);
+    double Q = 0;
+    for (std::size_t c = 0; c < C; ++c) {
+      const double q = eps > 0 ? static_cast<double>(tr[c]) * (1 - eps) + uC : static_cast<double>(tr[c]);
+      wq[c] = std::fabs(static_cast<double>(w[c]) * q);
+      Q += wq[c];
+    }
+    // lse <= max + log C: its size and rounding enter every term.
+    s.loss[r] = finite_abs(scalar_loss[r]) + Q * (2 * row_absmax(xr, C) + 1 + std::log(static_cast<double>(C))) * rg;
+    // p from the scalar fused gradient would be circular; recompute it in double from x.
+    double m = -kInfD;
+    for (std::size_t c = 0; c < C; ++c) m = std::max(m, static_cast<double>(xr[c]));
+    double S = 0;
+    if (std::isfinite(m))
+      for (std::size_t c = 0; c < C; ++c) S += std::exp(static_cast<double>(xr[c]) - m);
+    for (std::size_t c = 0; c < C; ++c) {
+      const std::size_t i = r * C + c;
+      const double p = std::isfinite(m) && S > 0 ? std::exp(static_cast<double>(xr[c]) - m) / S : 0.0;
+      const double e = (p * Q + wq[c]) * rg;
+      s.grad[i] = finite_abs(scalar_dx[i]) + std::fabs(static_cast<double>(dl[r])) * e;
+      s.fused_grad[i] = finite_abs(scalar_dxf[i]) + e;
+    }
+  }
+  return s;
+}
 
 // Softmax, log_softmax and cross-entropy (fused with and without label smoothing, forward with
 // reduction none) on x of shape sh with class-index targets tgt of shape rs, with 1, 2 and 7

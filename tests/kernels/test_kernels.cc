@@ -278,50 +278,12 @@ TEST_P(SimdVsScalar, CrossEntropy) {
   }
 }
 
-// |v|, or 0 where v is not finite (such outputs are compared exactly, not within a scale).
-template <class T>
-double finite_abs(T v) {
-  return std::isfinite(static_cast<double>(v)) ? std::fabs(static_cast<double>(v)) : 0.0;
-}
-
 // Probability targets: q = t (1 - eps) + eps / C, loss = -sum_c w[c] q[c] (x[c] - lse),
 // dx = g (p[c] Q - w[c] q[c]) with Q = sum_c w[c] q[c].
 struct ProbOpts {
   bool weight = false;
   double eps = 0;
 };
-
-// Targets for rows of C: mostly non-negative rows normalised to sum 1; every fifth row
-// unnormalised (sum 3), every seventh with zeros at about half its classes, every eleventh all
-// zero. Where a row of x is -inf, rows r % 4 == 1 put target 0 there (loss NaN without smoothing,
-// -inf * 0, as in PyTorch), rows r % 4 == 3 a positive target (loss +inf).
-template <class T>
-std::vector<T> make_prob_targets(const std::vector<T>& x, std::int64_t N, std::int64_t C, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(0, 1);
-  const std::size_t Cs = static_cast<std::size_t>(C);
-  std::vector<T> t(x.size());
-  for (std::size_t r = 0; r < static_cast<std::size_t>(N); ++r) {
-    T* row = t.data() + r * Cs;
-    const T* xr = x.data() + r * Cs;
-    double sum = 0;
-    for (std::size_t c = 0; c < Cs; ++c) {
-      double v = u(rng);
-      if (r % 7 == 2 && u(rng) < 0.5) v = 0;
-      if (r % 11 == 6) v = 0;
-      if (std::isinf(static_cast<double>(xr[c])) && xr[c] < 0) {
-        if (r % 4 == 1) v = 0;
-        if (r % 4 == 3 && v == 0) v = 0.5;
-      }
-      row[c] = static_cast<T>(v);
-      sum += static_cast<double>(row[c]);
-    }
-    const double norm = r % 5 == 4 ? 3.0 : 1.0;
-    if (sum > 0)
-      for (std::size_t c = 0; c < Cs; ++c) row[c] = static_cast<T>(static_cast<double>(row[c]) * norm / sum);
-  }
-  return t;
-}
 
 template <class T>
 void prob_case(SimdVsScalar* t, std::int64_t N, std::int64_t C, Fill fill, bool specials, ProbOpts po,
@@ -330,8 +292,8 @@ void prob_case(SimdVsScalar* t, std::int64_t N, std::int64_t C, Fill fill, bool 
                "] fill " + std::to_string(static_cast<int>(fill)) + (specials ? " with special rows" : "") + " weight " +
                std::to_string(po.weight) + " eps " + std::to_string(po.eps) + " offset " + std::to_string(offset));
   const std::vector<T> x0 = make_rows<T>(N, C, fill, static_cast<std::uint64_t>(N * 29 + C), specials);
-  const std::vector<T> tg0 = make_prob_targets(x0, N, C, static_cast<std::uint64_t>(C * 3 + 1));
   const std::size_t n = x0.size(), Ns = static_cast<std::size_t>(N), Cs = static_cast<std::size_t>(C);
+  const std::vector<T> tg0 = make_prob_targets(x0, Ns, Cs, static_cast<std::uint64_t>(C * 3 + 1));
   // offset shifts every pointer (x, target, weight, dloss, loss, dx) off its natural alignment.
   auto shifted = [&](const std::vector<T>& v) {
     std::vector<T> s(v.size() + offset, T(0));
@@ -381,41 +343,9 @@ void prob_case(SimdVsScalar* t, std::int64_t N, std::int64_t C, Fill fill, bool 
     dxf[k] = strip(dxf[k]);
     lossf[k] = strip(lossf[k]);
   }
-  // Scales: with q[c] = t (1 - eps) + eps / C and Q = sum |w q|, the loss is a sum of terms
-  // |w q| (|x| + |lse|) (plus the row's range for x - max), and each gradient element
-  // g (p Q - w q) cancels between terms of size p Q and |w q|, each carrying u (range + absmax).
-  // No allowance grows with C: both tables sum Q and the loss accurately (the scalar twin with a
-  // compensated sum, which a plain double sum of 20000 equal terms eps / C would miss by ~1e-13).
-  const double eps = po.eps, uC = eps / static_cast<double>(C);
-  std::vector<double> sl(Ns), sd(n), sdf(n);
-  for (std::size_t r = 0; r < Ns; ++r) {
-    const T* xr = x0.data() + r * Cs;
-    const T* tr = tg0.data() + r * Cs;
-    const double rg = 1 + row_range(xr, Cs) + row_absmax(xr, Cs);
-    double Q = 0;
-    std::vector<double> wq(Cs);
-    for (std::size_t c = 0; c < Cs; ++c) {
-      const double q = eps > 0 ? static_cast<double>(tr[c]) * (1 - eps) + uC : static_cast<double>(tr[c]);
-      wq[c] = std::fabs(static_cast<double>(w0[c]) * q);
-      Q += wq[c];
-    }
-    // lse <= max + log C: its size and rounding enter every term.
-    sl[r] = finite_abs(loss[1][r]) +
-            Q * (2 * row_absmax(xr, Cs) + 1 + std::log(static_cast<double>(C))) * rg;
-    // p from the scalar fused gradient would be circular; recompute it in double from x.
-    double m = -kInfD;
-    for (std::size_t c = 0; c < Cs; ++c) m = std::max(m, static_cast<double>(xr[c]));
-    double S = 0;
-    if (std::isfinite(m))
-      for (std::size_t c = 0; c < Cs; ++c) S += std::exp(static_cast<double>(xr[c]) - m);
-    for (std::size_t c = 0; c < Cs; ++c) {
-      const std::size_t i = r * Cs + c;
-      const double p = std::isfinite(m) && S > 0 ? std::exp(static_cast<double>(xr[c]) - m) / S : 0.0;
-      const double e = (p * Q + wq[c]) * rg;
-      sd[i] = finite_abs(dx[1][i]) + std::fabs(static_cast<double>(dl0[r])) * e;
-      sdf[i] = finite_abs(dxf[1][i]) + e;
-    }
-  }
+  // Scales: simd_check.h prob_target_scales.
+  const ProbScales ps = prob_target_scales(x0, tg0, w0, dl0, Ns, Cs, po.eps, loss[1], dx[1], dxf[1]);
+  const std::vector<double>&sl = ps.loss, &sd = ps.grad, &sdf = ps.fused_grad;
   for (const auto* v : {&sl, &sd, &sdf})  // a NaN scale would fail equal finite values
     EXPECT_TRUE(std::none_of(v->begin(), v->end(), [](double e) { return std::isnan(e); })) << "NaN tolerance scale";
   EXPECT_TRUE(close(loss[0], loss[1], sl)) << "cross_entropy_forward (probabilities)";

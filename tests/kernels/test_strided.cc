@@ -344,38 +344,6 @@ TEST_P(StridedSimdVsScalar, CrossEntropy) {
 // ---------------------------------------------------------------------------------------------
 // Probability targets, NLL and the token statistics on the same layouts.
 
-// Rows of targets for rows x0 (row-major): positive, normalised to 1 (every fifth row to 3), every
-// seventh with zeros at about half its classes, every eleventh all zero; where x is -inf, rows
-// r % 4 == 1 put 0 there (loss NaN without smoothing, -inf * 0, as PyTorch) and r % 4 == 3 a
-// positive target (loss +inf).
-template <class T>
-std::vector<T> prob_targets(const std::vector<T>& x0, std::size_t R, std::size_t C, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(0, 1);
-  std::vector<T> t(x0.size());
-  for (std::size_t r = 0; r < R; ++r) {
-    double sum = 0;
-    for (std::size_t c = 0; c < C; ++c) {
-      double v = u(rng);
-      if (r % 7 == 2 && u(rng) < 0.5) v = 0;
-      if (r % 11 == 6) v = 0;
-      const double xv = static_cast<double>(x0[r * C + c]);
-      if (std::isinf(xv) && xv < 0) {
-        if (r % 4 == 1) v = 0;
-        if (r % 4 == 3 && v == 0) v = 0.5;
-      }
-      t[r * C + c] = static_cast<T>(v);
-      sum += static_cast<double>(t[r * C + c]);
-    }
-    const double norm = r % 5 == 4 ? 3.0 : 1.0;
-    if (sum > 0)
-      for (std::size_t c = 0; c < C; ++c) t[r * C + c] = static_cast<T>(static_cast<double>(t[r * C + c]) * norm / sum);
-  }
-  return t;
-}
-
-double finite_abs(double v) { return std::isfinite(v) ? std::fabs(v) : 0.0; }
-
 template <class T>
 void prob_case(StridedSimdVsScalar* t, const Layout& L, Fill fill, bool weight, double eps) {
   SCOPED_TRACE(type_name<T>() + " cross_entropy (probabilities) " + L.name() + " fill " +
@@ -383,7 +351,7 @@ void prob_case(StridedSimdVsScalar* t, const Layout& L, Fill fill, bool weight, 
   const std::int64_t R = L.rows(), C = L.C;
   const std::size_t Cs = static_cast<std::size_t>(C), Rs = static_cast<std::size_t>(R);
   const std::vector<T> x0 = make_rows<T>(R, C, fill, static_cast<std::uint64_t>(R * 23 + C), special_rows(R));
-  const std::vector<T> tg0 = prob_targets(x0, Rs, Cs, static_cast<std::uint64_t>(C * 3 + R));
+  const std::vector<T> tg0 = make_prob_targets(x0, Rs, Cs, static_cast<std::uint64_t>(C * 3 + R));
   const std::vector<T> x = to_strided(L, x0), tg = to_strided(L, tg0);
   std::mt19937_64 rng(static_cast<std::uint64_t>(C * 7 + R));
   std::vector<T> w(Cs, T(1)), dl(Rs);
@@ -420,33 +388,9 @@ void prob_case(StridedSimdVsScalar* t, const Layout& L, Fill fill, bool weight, 
     dx[k] = to_rows(L, dx[k]);
     dxf[k] = to_rows(L, dxf[k]);
   }
-  // test_kernels.cc prob_case's scales: loss terms |w q| (|x| + |lse|), gradient terms p Q and |w q|,
-  // each carrying u (range + absmax) of the row.
-  const double uC = eps / static_cast<double>(C);
-  std::vector<double> sl(Rs), sd(x0.size()), sdf(x0.size());
-  for (std::size_t r = 0; r < Rs; ++r) {
-    const T* xr = x0.data() + r * Cs;
-    const T* tr = tg0.data() + r * Cs;
-    const double rg = 1 + row_range(xr, Cs) + row_absmax(xr, Cs);
-    double Q = 0, m = -kInfD, S = 0;
-    std::vector<double> wq(Cs);
-    for (std::size_t c = 0; c < Cs; ++c) {
-      const double q = eps > 0 ? static_cast<double>(tr[c]) * (1 - eps) + uC : static_cast<double>(tr[c]);
-      wq[c] = std::fabs(static_cast<double>(w[c]) * q);
-      Q += wq[c];
-      m = std::max(m, static_cast<double>(xr[c]));
-    }
-    sl[r] = finite_abs(static_cast<double>(loss[1][r])) + Q * (2 * row_absmax(xr, Cs) + 1 + std::log(static_cast<double>(C))) * rg;
-    if (std::isfinite(m))
-      for (std::size_t c = 0; c < Cs; ++c) S += std::exp(static_cast<double>(xr[c]) - m);
-    for (std::size_t c = 0; c < Cs; ++c) {
-      const std::size_t i = r * Cs + c;
-      const double p = std::isfinite(m) && S > 0 ? std::exp(static_cast<double>(xr[c]) - m) / S : 0.0;
-      const double e = (p * Q + wq[c]) * rg;
-      sd[i] = finite_abs(static_cast<double>(dx[1][i])) + std::fabs(static_cast<double>(dl[r])) * e;
-      sdf[i] = finite_abs(static_cast<double>(dxf[1][i])) + e;
-    }
-  }
+  // Scales: simd_check.h prob_target_scales.
+  const ProbScales ps = prob_target_scales(x0, tg0, w, dl, Rs, Cs, eps, loss[1], dx[1], dxf[1]);
+  const std::vector<double>&sl = ps.loss, &sd = ps.grad, &sdf = ps.fused_grad;
   EXPECT_TRUE(close(loss[0], loss[1], sl)) << "cross_entropy_forward (probabilities)";
   EXPECT_TRUE(close(dx[0], dx[1], sd)) << "cross_entropy_backward (probabilities)";
   EXPECT_TRUE(close(lossf[0], lossf[1], sl)) << "cross_entropy_fused loss (probabilities)";
@@ -615,8 +559,8 @@ void neighbour_case(std::int64_t C, double eps) {
   CrossEntropyOptions o;
   o.reduction = Reduction::kNone;
   o.label_smoothing = eps;
-  const std::vector<T> tp0 = prob_targets(x0, static_cast<std::size_t>(R), Cs, 13);
-  const std::vector<T> tp_clean = prob_targets(clean, 2, Cs, 14);
+  const std::vector<T> tp0 = make_prob_targets(x0, static_cast<std::size_t>(R), Cs, 13);
+  const std::vector<T> tp_clean = make_prob_targets(clean, 2, Cs, 14);
   // Per layout: softmax, cross-entropy (indices; probabilities tp), logsumexp backward, token stats.
   struct Outs {
     std::vector<T> y, loss, dx, ploss, pdx, lse_dx, lse, ent;
@@ -709,7 +653,7 @@ void strided_thread_case_more(const Layout& L) {
   const std::size_t Rs = static_cast<std::size_t>(R), Cs = static_cast<std::size_t>(C);
   const Shape sh = L.shape(), rs = L.row_shape();
   const std::vector<T> x0 = make_rows<T>(R, C, Fill::kMasked, 6, special_rows(R));
-  const std::vector<T> x = to_strided(L, x0), tg = to_strided(L, prob_targets(x0, Rs, Cs, 8));
+  const std::vector<T> x = to_strided(L, x0), tg = to_strided(L, make_prob_targets(x0, Rs, Cs, 8));
   std::vector<std::int64_t> ti(Rs);
   for (std::size_t r = 0; r < Rs; ++r) ti[r] = r % 11 == 0 ? -100 : static_cast<std::int64_t>((r * 31) % Cs);
   std::vector<T> w(Cs), dl(Rs, T(0.5));
