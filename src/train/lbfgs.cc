@@ -362,7 +362,6 @@ Status Preconditioner::build(const LabeledImages& data, std::int64_t classes, co
   // A fixed sample (every step-th row, at most kSample rows): the factor is only a preconditioner.
   constexpr std::int64_t kSample = 8192;
   const std::int64_t step = std::max<std::int64_t>(1, data.n / kSample), m = (data.n + step - 1) / step;
-  m_ = m;
   curvature_ = false;
   sample_.assign(static_cast<std::size_t>(m * n), 0.0);
   std::vector<double>& xs = sample_;
@@ -395,6 +394,12 @@ Status Preconditioner::build(const LabeledImages& data, std::int64_t classes, co
   if (info != 0) return internal_error(fmt::format("preconditioner: Cholesky failed (info {})", info));
   for (std::int64_t i = 0; i < n; ++i)  // dpotrf leaves the other triangle as it was
     for (std::int64_t j = 0; j < i; ++j) R_[static_cast<std::size_t>(i * n + j)] = 0;
+  // Keep only the rows build_curvature uses: at most kCurvatureRows, evenly spaced.
+  const std::int64_t keep = std::max<std::int64_t>(1, m / kCurvatureRows);
+  m_ = (m + keep - 1) / keep;
+  for (std::int64_t r = 1; r < m_; ++r) std::copy_n(xs.data() + r * keep * n, n, xs.data() + r * n);
+  xs.resize(static_cast<std::size_t>(m_ * n));
+  xs.shrink_to_fit();
   return ok_status();
 }
 
@@ -420,13 +425,10 @@ Status symmetric_eigen(double* a, int k, double* values) {
 
 Status Preconditioner::build_curvature(const double* p, double lambda) {
   const std::int64_t n = n_, C = C_;
-  // At most kRows of the sample, evenly spaced, in two fixed halves (pool tasks), added in order.
-  constexpr std::int64_t kRows = 4096;
-  const std::int64_t step = std::max<std::int64_t>(1, m_ / kRows), mc = (m_ + step - 1) / step;
-  std::vector<double> xw(static_cast<std::size_t>(mc * n)), z(static_cast<std::size_t>(mc * C));
+  // The sample build kept; G in two fixed halves of its rows (pool tasks), added in order.
+  const std::int64_t mc = m_;
+  std::vector<double> xw(sample_), z(static_cast<std::size_t>(mc * C));
   std::vector<double> w(static_cast<std::size_t>(mc));
-  for (std::int64_t r = 0; r < mc; ++r)
-    std::copy_n(sample_.data() + r * step * n, n, xw.data() + r * n);
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(mc), static_cast<int>(C), static_cast<int>(n), 1.0,
               xw.data(), static_cast<int>(n), p, static_cast<int>(C), 0.0, z.data(), static_cast<int>(C));
   std::vector<double> A(static_cast<std::size_t>(C * C), 0.0), a(static_cast<std::size_t>(C));

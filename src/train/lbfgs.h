@@ -119,8 +119,9 @@ class Preconditioner {
  private:
   void kronecker(const double* in, double* out, bool inverse) const;
   bool curvature_ = false;
-  std::int64_t n_ = 0, C_ = 0, m_ = 0;  // n = D + 1; m sample rows
-  std::vector<double> sample_;  // m x n, the rows x~
+  static constexpr std::int64_t kCurvatureRows = 4096;
+  std::int64_t n_ = 0, C_ = 0, m_ = 0;  // n = D + 1; m rows kept for build_curvature
+  std::vector<double> sample_;  // m x n, the rows x~: at most kCurvatureRows of build's sample, evenly spaced
   std::vector<double> R_;       // inputs: n x n, upper triangular, row-major
   std::vector<double> V_, U_, S_;  // curvature: n x n, C x C, n x C (row-major)
   mutable std::vector<double> t1_, t2_;  // n x C scratch
