@@ -25,7 +25,7 @@ namespace HWY_NAMESPACE {
 // once to nearest even); each element's loss goes out as double. On probabilities: Highway's
 // Log / Log1p (<= 4 ulp), the scalar twin's formulas term for term. With logits: the scalar twin's
 // rearranged form (kernels_scalar.cc), one exponential e = exp(-|x|) per value (exp-inl.h
-// exp_nonpos, <= 1.01 ulp, subnormal results kept) and, for the loss, log1p(e) on [0, 1]
+// exp_nonpos, <= 0.70 ulp in float, subnormal results kept) and, for the loss, log1p(e) on [0, 1]
 // (log1p-inl.h, <= 1.65 ulp, no division); the gradient's sigmoid is 1 / (1 + e) or e / (1 + e).
 // A vector holding an input the vector formulas do not reproduce exactly as the scalar twin does
 // (BCE: p below the smallest normal number, including 0, or p == 1, where the -100 clamps act; with

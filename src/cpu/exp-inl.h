@@ -4,23 +4,25 @@
 //
 // exp_nonpos(x, lo) = exp(x + lo), for x <= 0 (any such value, -inf and subnormal results
 // included) and |lo| <= ulp(x) / 2 (lo is the TwoSum rounding error of the subtraction that made
-// x, or 0). NaN propagates; -inf gives +0. Method: n = round(x / ln 2) by the 1.5 * 2^(p-1) trick
-// (the low mantissa bits of the rounded sum hold n + bias, so 2^n is one shift of those bits),
-// r = x - n ln2 with ln 2 split in two (Cody-Waite), then exp(r) = 1 + r + r^2 P(r) with the
-// minimax polynomials of Highway's contrib Exp (degree 7 in float, 12 in double, Estrin's scheme),
-// scaled by 2^n. Results below the normal range (x < -87.3 in float, x < -708.4 in double) are
-// evaluated as exp(x + 64 ln 2) 2^-64, rounded once into the subnormal grid, as PyTorch's exp keeps
-// them; below half the smallest subnormal the result is 0.
+// x, or 0). NaN propagates; -inf gives +0. Method (exp_nonpos_normal states the float form):
+// k = round(x / ln 2) (float: round(4 x / ln 2), with a table of 2^(j/4)) by the 1.5 * 2^(p-1)
+// trick (the low mantissa bits of the rounded sum hold k, so 2^n is one shift of those bits),
+// r = x - k ln2 (float: ln2 / 4) with the constant split in two (Cody-Waite), then a polynomial in
+// r: float 1 + r + r^2 P(r), P of degree 2 fitted here on |r| <= ln2 / 8; double the minimax
+// polynomial of Highway's contrib Exp (degree 12, Estrin's scheme; its coefficients are written
+// out in exp_poly so that xent depends on no Highway internals), scaled by 2^n. exp_reduced keeps
+// Highway's polynomials for both types (degree 7 in float). Results below the
+// normal range (x < -87.3 in float, x < -708.4 in double) are evaluated as exp(x + 64 ln 2) 2^-64,
+// rounded once into the subnormal grid, as PyTorch's exp keeps them; below half the smallest
+// subnormal the result is 0.
 // Accuracy, measured by tests/kernels/test_tables.cc (ExpUlpBound) on every ISA against expl over
-// a dense sweep of [-104, 0] (float) and [-746, 0] (double), lo = 0: at most 1.01 ulp for
-// x >= -87 (float) / x >= -708 (double), the range every row term that matters lies in. Below that,
-// the reduced-range path adds the rounding of x + 64 ln 2 (lo is not carried into it): up to 2.1 ulp
-// (float) and 38 ulp (double) for the normal results of that band, and 1.8 (float) / 26 (double)
-// units of the smallest subnormal for subnormal results. Such terms are below 2^-125 (2^-1021) of
-// the row's largest one: they never move a normaliser, only their own tiny outputs.
-//
-// The polynomial coefficients are Highway's (hwy/contrib/math/math-inl.h, ExpImpl), written out
-// here so that xent depends on no Highway internals; the evaluation order is the same.
+// a dense sweep of [-104, 0] (float) and [-746, 0] (double), lo = 0: at most 0.70 ulp (float, with
+// FMA; 0.91 on SSE4) and 1.00 ulp (double) for x >= -87 (float) / x >= -708 (double), the range
+// every row term that matters lies in. Below that, the reduced-range path adds the rounding of
+// x + 64 ln 2 (lo is not carried into it): up to 1.9 ulp (float) and 38 ulp (double) for the normal
+// results of that band, and 1.8 (float) / 26 (double) units of the smallest subnormal for
+// subnormal results. Such terms are below 2^-125 (2^-1021) of the row's largest one: they never
+// move a normaliser, only their own tiny outputs.
 
 #if defined(XENT_CPU_EXP_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef XENT_CPU_EXP_INL_H_
@@ -122,43 +124,56 @@ HWY_INLINE V exp_reduced(D d, V x, V lo) {
   return hn::IfThenZeroElse(hn::Lt(x, kLowerBound), y);
 }
 
-template <bool kLo = true, class D, class V>
-HWY_INLINE V exp_nonpos(D d, V x, V lo);
-
-// The rare lanes of exp_nonpos whose result is subnormal (x < -87 in float, x < -708 in double):
-// PyTorch's exp returns subnormals there, so evaluate exp(x + 64 ln 2) in the normal range and
-// scale by 2^-64 (one rounding into the subnormal grid). Below the smallest subnormal's half
-// (and for -inf) the result is 0. Not inlined into the hot loop: no row that is not extremely
-// spread ever takes it.
-template <class D, class V, class M>
-HWY_NOINLINE V exp_nonpos_tiny(D d, V x, V lo, M tiny, V y) {
-  using T = hn::TFromD<D>;
-  const V k64ln2 = hn::Set(d, T(44.361419555836499802702855773323));
-  // Clamped so the inner call never takes this path again (-inf and x below the zero bound are
-  // zeroed below anyway).
-  const V floor = hn::Set(d, T(sizeof(T) == 4 ? -60.0 : -700.0));
-  const V x2 = hn::IfThenElse(tiny, hn::Max(hn::Add(x, k64ln2), floor), hn::Zero(d));
-  const V y2 = hn::Mul(exp_nonpos(d, x2, lo), hn::Set(d, T(5.42101086242752217003726400434970855712890625e-20)));
-  const V zero_below = hn::Set(d, T(sizeof(T) == 4 ? -104.0 : -746.0));
-  return hn::IfThenZeroElse(hn::Lt(x, zero_below), hn::IfThenElse(tiny, y2, y));
-}
+// 2^(j/4) for j = 0..3 as a float (hi) and its relative rest rho = (2^(j/4) - hi) / hi, each
+// repeated to fill a vector of up to 16 lanes: exp_nonpos_normal's float table, read by a lane
+// permutation with index j on every target.
+alignas(64) inline constexpr float kExp2QuarterHi[16] = {
+    1.0f, 1.18920707702636719f, 1.41421353816986084f, 1.68179285526275635f,
+    1.0f, 1.18920707702636719f, 1.41421353816986084f, 1.68179285526275635f,
+    1.0f, 1.18920707702636719f, 1.41421353816986084f, 1.68179285526275635f,
+    1.0f, 1.18920707702636719f, 1.41421353816986084f, 1.68179285526275635f};
+alignas(64) inline constexpr float kExp2QuarterRho[16] = {
+    0.0f, 3.19341815e-08f, 1.71142709e-08f, -1.47196051e-08f,
+    0.0f, 3.19341815e-08f, 1.71142709e-08f, -1.47196051e-08f,
+    0.0f, 3.19341815e-08f, 1.71142709e-08f, -1.47196051e-08f,
+    0.0f, 3.19341815e-08f, 1.71142709e-08f, -1.47196051e-08f};
 
 // exp(x + lo) for x <= 0 whose result is normal (x >= -87 in float, x >= -708 in double); other
 // lanes are unspecified (exp_nonpos below fixes them). kLo false: lo is 0 and not added (the same
 // bits, one add fewer).
+// Float: k = round(4 x / ln 2) = 4 n + j by the 1.5 * 2^23 trick, r = x - k ln2/4 (Cody-Waite,
+// |r| <= ln2/8), exp(r) - 1 = r + r^2 P(r) with P of degree 2 (fitted by iterated reweighted least
+// squares to the relative error of exp(r) on |r| <= ln2/8: 5.5e-9 with the float coefficients,
+// 0.09 ulp), then exp(x) = 2^n hi_j (1 + (exp(r) - 1 + rho_j)). 2^n hi_j is one integer add to
+// hi_j's exponent (hi_j is in [1, 2) and n >= -126 here, so it stays normal), and a NaN x reaches
+// the result through r (the last FMA multiplies it), whatever its payload does to n. Eight
+// FMA-unit operations per vector where the table-free form with Highway's degree-7 polynomial
+// (exp_reduced's) takes twelve, and one rounding (the last FMA) on top of ~0.1 ulp: 0.70 ulp
+// measured, where that form measured 1.01.
 template <bool kLo = true, class D, class V>
 HWY_INLINE V exp_nonpos_normal(D d, V x, V lo) {
   using T = hn::TFromD<D>;
   const hn::RebindToSigned<D> di;
   if constexpr (sizeof(T) == 4) {
-    const V kMagic = hn::Set(d, 12582912.0f + 127.0f);  // 1.5 * 2^23 + bias
-    const V t = hn::MulAdd(x, hn::Set(d, 1.44269504088896341f), kMagic);
-    const V qf = hn::Sub(t, kMagic);
-    V r = hn::MulAdd(qf, hn::Set(d, -0.693145751953125f), x);
-    r = hn::MulAdd(qf, hn::Set(d, -1.428606765330187045e-6f), r);
+    static_assert(HWY_LANES(float) <= 16, "the exp table fills at most 16 lanes");
+    const V kMagic = hn::Set(d, 12582912.0f);  // 1.5 * 2^23: t's low mantissa bits hold k
+    const V t = hn::MulAdd(x, hn::Set(d, 5.77078008651733398f), kMagic);  // 4 / ln 2
+    const V kf = hn::Sub(t, kMagic);
+    V r = hn::MulAdd(kf, hn::Set(d, -0.17328643798828125f), x);  // ln2/4's leading 15 bits: exact
+    r = hn::MulAdd(kf, hn::Set(d, -3.57151691e-07f), r);
     if constexpr (kLo) r = hn::Add(r, lo);
-    const V scale = hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(di, t)));
-    return hn::Mul(hn::Add(exp_poly(d, r), hn::Set(d, 1.0f)), scale);
+    const auto ti = hn::BitCast(di, t);
+    const auto idx = hn::IndicesFromVec(d, hn::And(ti, hn::Set(di, 3)));
+    const V hi = hn::TableLookupLanes(hn::LoadU(d, kExp2QuarterHi), idx);
+    const V rho = hn::TableLookupLanes(hn::LoadU(d, kExp2QuarterRho), idx);
+    const V p = hn::MulAdd(hn::MulAdd(hn::Set(d, 0.0416417532f), r, hn::Set(d, 0.166721046f)), r,
+                           hn::Set(d, 0.500000179f));
+    const V em1 = hn::MulAdd(p, hn::Mul(r, r), r);  // exp(r) - 1
+    // n << 23 from k's bits 2..10 (t's low mantissa bits are k + 2^22, so k mod 2^11 is exact):
+    // two's complement, so the add lowers the exponent by -n.
+    const auto n23 = hn::ShiftLeft<21>(hn::AndNot(hn::Set(di, 3), ti));
+    const V scaled = hn::BitCast(d, hn::Add(hn::BitCast(di, hi), n23));
+    return hn::MulAdd(scaled, hn::Add(em1, rho), scaled);
   } else {
     const V kMagic = hn::Set(d, 6755399441055744.0 + 1023.0);  // 1.5 * 2^52 + bias
     const V t = hn::MulAdd(x, hn::Set(d, 1.4426950408889634073599), kMagic);
@@ -178,8 +193,26 @@ HWY_INLINE hn::Vec<D> exp_tiny_bound(D d) {
   return hn::Set(d, T(sizeof(T) == 4 ? -87.0 : -708.0));
 }
 
+// The rare lanes of exp_nonpos whose result is subnormal (x < -87 in float, x < -708 in double):
+// PyTorch's exp returns subnormals there, so evaluate exp(x + 64 ln 2) in the normal range and
+// scale by 2^-64 (one rounding into the subnormal grid). Below the smallest subnormal's half
+// (and for -inf) the result is 0. Inlined, not called: a call in the hot loops (which never take
+// this branch unless a row is extremely spread) makes the compiler keep their accumulators and
+// constants in memory across the whole loop, since every vector register is caller-saved.
+template <class D, class V, class M>
+HWY_INLINE V exp_nonpos_tiny(D d, V x, V lo, M tiny, V y) {
+  using T = hn::TFromD<D>;
+  const V k64ln2 = hn::Set(d, T(44.361419555836499802702855773323));
+  // Clamped into the normal path's range (-inf and x below the zero bound are zeroed below anyway).
+  const V floor = hn::Set(d, T(sizeof(T) == 4 ? -60.0 : -700.0));
+  const V x2 = hn::IfThenElse(tiny, hn::Max(hn::Add(x, k64ln2), floor), hn::Zero(d));
+  const V y2 = hn::Mul(exp_nonpos_normal<true>(d, x2, lo), hn::Set(d, T(5.42101086242752217003726400434970855712890625e-20)));
+  const V zero_below = hn::Set(d, T(sizeof(T) == 4 ? -104.0 : -746.0));
+  return hn::IfThenZeroElse(hn::Lt(x, zero_below), hn::IfThenElse(tiny, y2, y));
+}
+
 // exp(x + lo) for x <= 0: see the file comment.
-template <bool kLo, class D, class V>
+template <bool kLo = true, class D, class V>
 HWY_INLINE V exp_nonpos(D d, V x, V lo) {
   const V y = exp_nonpos_normal<kLo>(d, x, lo);
   const auto tiny = hn::Lt(x, exp_tiny_bound(d));
