@@ -155,9 +155,8 @@ HWY_INLINE void logits_out(D d, const LogitsRun<S>& r, std::size_t i, const hn::
   V a[K], e[K];
   HWY_UNROLL(8)
   for (std::size_t k = 0; k < K; ++k) {
-    const V nx = hn::Neg(hn::Abs(x[k]));
-    a[k] = hn::Neg(nx);
-    e[k] = kWide ? exp_nonpos<false>(d, nx, zero) : exp_nonpos_normal<false>(d, nx, zero);
+    a[k] = hn::Abs(x[k]);
+    e[k] = kWide ? exp_nonpos<false>(d, hn::Neg(a[k]), zero) : exp_nonpos_normal<false, true>(d, a[k], zero);
   }
   if constexpr (kLoss) {
     HWY_UNROLL(8)

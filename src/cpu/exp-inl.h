@@ -150,31 +150,38 @@ alignas(64) inline constexpr float kExp2QuarterRho[16] = {
 // FMA-unit operations per vector where the table-free form with Highway's degree-7 polynomial
 // (exp_reduced's) takes twelve, and one rounding (the last FMA) on top of ~0.1 ulp: 0.70 ulp
 // measured, where that form measured 1.01.
-template <bool kLo = true, class D, class V>
+// kNeg: x holds the argument's negation (a >= 0, exp(-a) is returned; lo must be 0 and kLo
+// false). Float then runs the same operations with the constants' signs flipped, so r and the
+// inner polynomial step are exact negations of the kNeg = false ones (rounding to nearest is
+// symmetric) and the bits are those of exp_nonpos_normal(-a), without the negation.
+template <bool kLo = true, bool kNeg = false, class D, class V>
 HWY_INLINE V exp_nonpos_normal(D d, V x, V lo) {
   using T = hn::TFromD<D>;
   const hn::RebindToSigned<D> di;
+  static_assert(!(kNeg && kLo), "kNeg takes no lo");
   if constexpr (sizeof(T) == 4) {
     static_assert(HWY_LANES(float) <= 16, "the exp table fills at most 16 lanes");
+    constexpr float s = kNeg ? -1.0f : 1.0f;  // r below is s times the reduced argument
     const V kMagic = hn::Set(d, 12582912.0f);  // 1.5 * 2^23: t's low mantissa bits hold k
-    const V t = hn::MulAdd(x, hn::Set(d, 5.77078008651733398f), kMagic);  // 4 / ln 2
+    const V t = hn::MulAdd(x, hn::Set(d, s * 5.77078008651733398f), kMagic);  // 4 / ln 2
     const V kf = hn::Sub(t, kMagic);
-    V r = hn::MulAdd(kf, hn::Set(d, -0.17328643798828125f), x);  // ln2/4's leading 15 bits: exact
-    r = hn::MulAdd(kf, hn::Set(d, -3.57151691e-07f), r);
+    V r = hn::MulAdd(kf, hn::Set(d, s * -0.17328643798828125f), x);  // ln2/4's leading 15 bits: exact
+    r = hn::MulAdd(kf, hn::Set(d, s * -3.57151691e-07f), r);
     if constexpr (kLo) r = hn::Add(r, lo);
     const auto ti = hn::BitCast(di, t);
     const auto idx = hn::IndicesFromVec(d, hn::And(ti, hn::Set(di, 3)));
     const V hi = hn::TableLookupLanes(hn::LoadU(d, kExp2QuarterHi), idx);
     const V rho = hn::TableLookupLanes(hn::LoadU(d, kExp2QuarterRho), idx);
-    const V p = hn::MulAdd(hn::MulAdd(hn::Set(d, 0.0416417532f), r, hn::Set(d, 0.166721046f)), r,
+    const V p = hn::MulAdd(hn::MulAdd(hn::Set(d, 0.0416417532f), r, hn::Set(d, s * 0.166721046f)), r,
                            hn::Set(d, 0.500000179f));
-    const V em1 = hn::MulAdd(p, hn::Mul(r, r), r);  // exp(r) - 1
+    const V em1 = kNeg ? hn::MulSub(p, hn::Mul(r, r), r) : hn::MulAdd(p, hn::Mul(r, r), r);  // exp(r) - 1
     // n << 23 from k's bits 2..10 (t's low mantissa bits are k + 2^22, so k mod 2^11 is exact):
     // two's complement, so the add lowers the exponent by -n.
     const auto n23 = hn::ShiftLeft<21>(hn::AndNot(hn::Set(di, 3), ti));
     const V scaled = hn::BitCast(d, hn::Add(hn::BitCast(di, hi), n23));
     return hn::MulAdd(scaled, hn::Add(em1, rho), scaled);
   } else {
+    if constexpr (kNeg) x = hn::Neg(x);
     const V kMagic = hn::Set(d, 6755399441055744.0 + 1023.0);  // 1.5 * 2^52 + bias
     const V t = hn::MulAdd(x, hn::Set(d, 1.4426950408889634073599), kMagic);
     const V qf = hn::Sub(t, kMagic);
