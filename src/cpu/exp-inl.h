@@ -6,7 +6,7 @@
 // included) and |lo| <= ulp(x) / 2 (lo is the TwoSum rounding error of the subtraction that made
 // x, or 0). NaN propagates; -inf gives +0. Method (exp_nonpos_normal states the float form):
 // k = round(x / ln 2) (float: round(4 x / ln 2), with a table of 2^(j/4)) by the 1.5 * 2^(p-1)
-// trick (the low mantissa bits of the rounded sum hold k, so 2^n is one shift of those bits),
+// trick (the low mantissa bits of the rounded sum hold k, so 2^n comes from a shift of those bits),
 // r = x - k ln2 (float: ln2 / 4) with the constant split in two (Cody-Waite), then a polynomial in
 // r: float 1 + r + r^2 P(r), P of degree 2 fitted here on |r| <= ln2 / 8; double the minimax
 // polynomial of Highway's contrib Exp (degree 12, Estrin's scheme; its coefficients are written
@@ -144,7 +144,7 @@ alignas(64) inline constexpr float kExp2QuarterRho[16] = {
 // Float: k = round(4 x / ln 2) = 4 n + j by the 1.5 * 2^23 trick, r = x - k ln2/4 (Cody-Waite,
 // |r| <= ln2/8), exp(r) - 1 = r + r^2 P(r) with P of degree 2 (fitted by iterated reweighted least
 // squares to the relative error of exp(r) on |r| <= ln2/8: 5.5e-9 with the float coefficients,
-// 0.09 ulp), then exp(x) = 2^n hi_j (1 + (exp(r) - 1 + rho_j)). 2^n hi_j is one integer add to
+// 0.09 ulp; scripts/fit-exp-table.py derives every constant here), then exp(x) = 2^n hi_j (1 + (exp(r) - 1 + rho_j)). 2^n hi_j is one integer add to
 // hi_j's exponent (hi_j is in [1, 2) and n >= -126 here, so it stays normal), and a NaN x reaches
 // the result through r (the last FMA multiplies it), whatever its payload does to n. Eight
 // FMA-unit operations per vector where the table-free form with Highway's degree-7 polynomial
