@@ -242,6 +242,34 @@ HWY_INLINE V exp_diff(D d, V x, V m) {
   }
 }
 
+// exp_diff on K vectors at once, the same bits vector for vector: the K arguments first, one
+// subnormal-result test for all K, then the K exponentials stage by stage (K independent chains
+// side by side for the core's FP scheduler, where one vector's chain at a time leaves it waiting).
+template <bool kExact, std::size_t K, class D, class V>
+HWY_INLINE void exp_diff_k(D d, const V* x, V m, V* out) {
+  V s[K], lo[K];
+  HWY_UNROLL(8)
+  for (std::size_t k = 0; k < K; ++k) {
+    s[k] = hn::Sub(x[k], m);
+    if constexpr (kExact) {
+      const V bb = hn::Sub(s[k], x[k]);
+      lo[k] = hn::Sub(hn::Sub(x[k], hn::Sub(s[k], bb)), hn::Add(m, bb));
+    } else {
+      lo[k] = hn::Zero(d);
+    }
+  }
+  V least = s[0];
+  HWY_UNROLL(8)
+  for (std::size_t k = 1; k < K; ++k) least = hn::Min(least, s[k]);
+  if (HWY_LIKELY(hn::AllFalse(d, hn::Lt(least, exp_tiny_bound(d))))) {
+    HWY_UNROLL(8)
+    for (std::size_t k = 0; k < K; ++k) out[k] = exp_nonpos_normal<kExact>(d, s[k], lo[k]);
+  } else {
+    HWY_UNROLL(8)
+    for (std::size_t k = 0; k < K; ++k) out[k] = exp_nonpos<kExact>(d, s[k], lo[k]);
+  }
+}
+
 // exp(x - m) for any x (the argument may be positive): exp_reduced's range handling, TwoSum'd
 // argument, +inf above the overflow bound (x - m > 104 in float, > 710 in double).
 template <class D, class V>

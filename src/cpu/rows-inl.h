@@ -351,6 +351,17 @@ HWY_INLINE bool row_stats(const St* HWY_RESTRICT x, std::size_t C, const Coefs<S
     const V vm = hn::Set(d, static_cast<T>(m_run));
     WideSum<T> acc;
     i = 0;
+    // Eight vectors per step (exp_diff_k); the sums enter as two groups of four, in the order of
+    // the four-vector loop below, so the bits do not depend on which loop took them.
+    for (; i + 8 * N <= full; i += 8 * N) {
+      for (std::size_t k = 0; k < 8 * N * sizeof(St); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(xc + kChunk + i) + k);
+      V xv[8], ev[8];
+      HWY_UNROLL(8)
+      for (std::size_t k = 0; k < 8; ++k) xv[k] = load_u(d, xc + i + k * N);
+      exp_diff_k<kExact, 8>(d, xv, vm, ev);
+      acc.add(hn::Add(hn::Add(ev[0], ev[1]), hn::Add(ev[2], ev[3])));
+      acc.add(hn::Add(hn::Add(ev[4], ev[5]), hn::Add(ev[6], ev[7])));
+    }
     for (; i + 4 * N <= full; i += 4 * N) {
       // Keep memory busy while the exps run: request the next chunk (or the next row; prefetching
       // past the end of the buffer is harmless).
@@ -526,6 +537,19 @@ HWY_INLINE double exp_store_sum(const S* x, T* y, std::size_t C, T m) {
   const V vm = hn::Set(d, m);
   WideSum<T> acc;
   std::size_t i = 0;
+  // Eight vectors per step (exp_diff_k), the sums in the four-vector loop's order: the same bits.
+  for (; i + 8 * N <= C; i += 8 * N) {
+    for (std::size_t k = 0; k < 8 * N * sizeof(S); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(x + C + i) + k);
+    for (std::size_t k = 0; k < 8 * N * sizeof(T); k += 64) __builtin_prefetch(reinterpret_cast<const char*>(y + C + i) + k, 1);
+    V xv[8], ev[8];
+    HWY_UNROLL(8)
+    for (std::size_t k = 0; k < 8; ++k) xv[k] = load_u(d, x + i + k * N);
+    exp_diff_k<kExact, 8>(d, xv, vm, ev);
+    HWY_UNROLL(8)
+    for (std::size_t k = 0; k < 8; ++k) hn::StoreU(ev[k], d, y + i + k * N);
+    acc.add(hn::Add(hn::Add(ev[0], ev[1]), hn::Add(ev[2], ev[3])));
+    acc.add(hn::Add(hn::Add(ev[4], ev[5]), hn::Add(ev[6], ev[7])));
+  }
   for (; i + 4 * N <= C; i += 4 * N) {
     for (std::size_t k = 0; k < 4 * N * sizeof(S); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(x + C + i) + k);
     for (std::size_t k = 0; k < 4 * N * sizeof(T); k += 64) __builtin_prefetch(reinterpret_cast<const char*>(y + C + i) + k, 1);
