@@ -111,22 +111,15 @@ HWY_INLINE double exp_store_sum_h(const S* HWY_RESTRICT x, float* HWY_RESTRICT e
   const V vm = hn::Set(d, m), zero = hn::Zero(d), bound = exp_tiny_bound(d);
   WideSum<float> acc;
   std::size_t i = 0;
-  // Eight vectors per step, each stage over all eight before the next (more independent exp
-  // chains side by side for the core's FP scheduler); the sums go in as two groups of four, in the
-  // order of the four-vector loop below, so the bits are the same.
+  // Eight vectors per step, each stage over all eight before the next (exp_diff_k: more
+  // independent exp chains side by side for the core's FP scheduler); the sums go in as two groups
+  // of four, in the order of the four-vector loop below, so the bits are the same.
   for (; i + 8 * N <= C; i += 8 * N) {
     for (std::size_t k = 0; k < 8 * N * sizeof(S); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(x + C + i) + k);
-    V s[8], ev[8];
+    V xv[8], ev[8];
     HWY_UNROLL(8)
-    for (std::size_t k = 0; k < 8; ++k) s[k] = hn::Sub(load_u(d, x + i + k * N), vm);
-    const V lo = hn::Min(hn::Min(hn::Min(s[0], s[1]), hn::Min(s[2], s[3])), hn::Min(hn::Min(s[4], s[5]), hn::Min(s[6], s[7])));
-    if (HWY_LIKELY(hn::AllFalse(d, hn::Lt(lo, bound)))) {
-      HWY_UNROLL(8)
-      for (std::size_t k = 0; k < 8; ++k) ev[k] = exp_nonpos_normal<false>(d, s[k], zero);
-    } else {
-      HWY_UNROLL(8)
-      for (std::size_t k = 0; k < 8; ++k) ev[k] = exp_nonpos<false>(d, s[k], zero);
-    }
+    for (std::size_t k = 0; k < 8; ++k) xv[k] = load_u(d, x + i + k * N);
+    exp_diff_k<false, 8>(d, xv, vm, ev);
     HWY_UNROLL(8)
     for (std::size_t k = 0; k < 8; ++k) hn::Store(ev[k], d, e + i + k * N);
     acc.add(hn::Add(hn::Add(ev[0], ev[1]), hn::Add(ev[2], ev[3])));
