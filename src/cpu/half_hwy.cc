@@ -77,7 +77,8 @@ double dot(const S* a, const S* b, std::size_t n) noexcept {
 }
 
 // ---------------------------------------------------------------------------------------------
-// one-exp rows: max, then e = exp(x - m) into a float32 row while summed, then e scaled into the
+// one-exp rows: max, then e = exp(x - m) into a float32 row while summed (rows-inl.h
+// exp_store_sum<S, false>: x - m is not TwoSum-corrected here), then e scaled into the
 // output. NaN is not tracked in the max: a NaN makes the sum NaN, and the caller, which has written
 // nothing yet, hands such a row (S not finite) to the scalar twin.
 
@@ -98,66 +99,6 @@ HWY_INLINE float row_max_plain(const S* HWY_RESTRICT x, std::size_t C) {
   for (; i + N <= C; i += N) m0 = hn::Max(m0, load_u(d, x + i));
   if (i < C) m1 = hn::Max(m1, load_padded(d, x + i, C - i, -kInf<float>));
   return hn::GetLane(hn::MaxOfLanes(d, hn::Max(hn::Max(m0, m1), hn::Max(m2, m3))));
-}
-
-// e[c] = exp(x[c] - m) for a row with finite max m; returns the sum of the e (NaN if a value is
-// NaN). As rows-inl.h exp_store_sum<S, false>, value for value, but the subnormal-result test of
-// exp_nonpos is made once per four vectors (they are recomputed with it when any lane needs it).
-template <class S>
-HWY_INLINE double exp_store_sum_h(const S* HWY_RESTRICT x, float* HWY_RESTRICT e, std::size_t C, float m) {
-  const hn::ScalableTag<float> d;
-  using V = hn::Vec<decltype(d)>;
-  const std::size_t N = hn::Lanes(d);
-  const V vm = hn::Set(d, m), zero = hn::Zero(d), bound = exp_tiny_bound(d);
-  WideSum<float> acc;
-  std::size_t i = 0;
-  // Eight vectors per step, each stage over all eight before the next (exp_diff_k: more
-  // independent exp chains side by side for the core's FP scheduler); the sums go in as two groups
-  // of four, in the order of the four-vector loop below, so the bits are the same.
-  for (; i + 8 * N <= C; i += 8 * N) {
-    for (std::size_t k = 0; k < 8 * N * sizeof(S); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(x + C + i) + k);
-    V xv[8], ev[8];
-    HWY_UNROLL(8)
-    for (std::size_t k = 0; k < 8; ++k) xv[k] = load_u(d, x + i + k * N);
-    exp_diff_k<false, 8>(d, xv, vm, ev);
-    HWY_UNROLL(8)
-    for (std::size_t k = 0; k < 8; ++k) hn::Store(ev[k], d, e + i + k * N);
-    acc.add(hn::Add(hn::Add(ev[0], ev[1]), hn::Add(ev[2], ev[3])));
-    acc.add(hn::Add(hn::Add(ev[4], ev[5]), hn::Add(ev[6], ev[7])));
-  }
-  for (; i + 4 * N <= C; i += 4 * N) {
-    for (std::size_t k = 0; k < 4 * N * sizeof(S); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(x + C + i) + k);
-    const V s0 = hn::Sub(load_u(d, x + i), vm), s1 = hn::Sub(load_u(d, x + i + N), vm);
-    const V s2 = hn::Sub(load_u(d, x + i + 2 * N), vm), s3 = hn::Sub(load_u(d, x + i + 3 * N), vm);
-    V e0, e1, e2, e3;
-    if (HWY_LIKELY(hn::AllFalse(d, hn::Lt(hn::Min(hn::Min(s0, s1), hn::Min(s2, s3)), bound)))) {
-      e0 = exp_nonpos_normal<false>(d, s0, zero);
-      e1 = exp_nonpos_normal<false>(d, s1, zero);
-      e2 = exp_nonpos_normal<false>(d, s2, zero);
-      e3 = exp_nonpos_normal<false>(d, s3, zero);
-    } else {
-      e0 = exp_nonpos<false>(d, s0, zero);
-      e1 = exp_nonpos<false>(d, s1, zero);
-      e2 = exp_nonpos<false>(d, s2, zero);
-      e3 = exp_nonpos<false>(d, s3, zero);
-    }
-    hn::Store(e0, d, e + i);
-    hn::Store(e1, d, e + i + N);
-    hn::Store(e2, d, e + i + 2 * N);
-    hn::Store(e3, d, e + i + 3 * N);
-    acc.add(hn::Add(hn::Add(e0, e1), hn::Add(e2, e3)));
-  }
-  for (; i + N <= C; i += N) {
-    const V ev = exp_diff<kExact>(d, load_u(d, x + i), vm);
-    hn::Store(ev, d, e + i);
-    acc.add(ev);
-  }
-  if (i < C) {
-    const V ev = exp_diff<kExact>(d, load_padded(d, x + i, C - i, -kInf<float>), vm);  // pads add 0
-    hn::StoreU(ev, d, e + i);  // the scratch row has room for a whole last vector
-    acc.add(ev);
-  }
-  return acc.total();
 }
 
 // bfloat16 out = e * scale for a finite scale, two float vectors per 16-bit store: the rounding
@@ -216,7 +157,7 @@ HWY_NOINLINE void softmax_one_exp(const S* x, S* y, Block b) {
     const S* xr = x + r * C;
     S* yr = y + r * C;
     const float m = row_max_plain(xr, C);
-    const double s = std::isfinite(m) ? exp_store_sum_h(xr, e, C, m) : kInf<double>;
+    const double s = std::isfinite(m) ? exp_store_sum<S, false>(xr, e, C, m) : kInf<double>;
     if (!std::isfinite(s)) {
       if (stream) hwy::FlushStream();
       scalar_table<S>().softmax_fwd(xr, yr, Block{1, C, 1, 1});
@@ -480,7 +421,7 @@ HWY_NOINLINE void ce_index_rows(const CeIndexArgs<S, I>& a, Block b) {
       continue;
     }
     if (kOneExp) {
-      s = exp_store_sum_h(xr, e, C, mf);
+      s = exp_store_sum<S, false>(xr, e, C, mf);
       if (!std::isfinite(s)) {
         row_scalar();
         continue;
