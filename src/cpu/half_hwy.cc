@@ -78,7 +78,7 @@ double dot(const S* a, const S* b, std::size_t n) noexcept {
 
 // ---------------------------------------------------------------------------------------------
 // one-exp rows: max, then e = exp(x - m) into a float32 row while summed (rows-inl.h
-// exp_store_sum<S, false>: x - m is not TwoSum-corrected here), then e scaled into the
+// exp_store_sum<S, false, false>: x - m is not TwoSum-corrected here), then e scaled into the
 // output. NaN is not tracked in the max: a NaN makes the sum NaN, and the caller, which has written
 // nothing yet, hands such a row (S not finite) to the scalar twin.
 
@@ -157,7 +157,7 @@ HWY_NOINLINE void softmax_one_exp(const S* x, S* y, Block b) {
     const S* xr = x + r * C;
     S* yr = y + r * C;
     const float m = row_max_plain(xr, C);
-    const double s = std::isfinite(m) ? exp_store_sum<S, false>(xr, e, C, m) : kInf<double>;
+    const double s = std::isfinite(m) ? exp_store_sum<S, false, false>(xr, e, C, m) : kInf<double>;
     if (!std::isfinite(s)) {
       if (stream) hwy::FlushStream();
       scalar_table<S>().softmax_fwd(xr, yr, Block{1, C, 1, 1});
@@ -421,7 +421,7 @@ HWY_NOINLINE void ce_index_rows(const CeIndexArgs<S, I>& a, Block b) {
       continue;
     }
     if (kOneExp) {
-      s = exp_store_sum<S, false>(xr, e, C, mf);
+      s = exp_store_sum<S, false, false>(xr, e, C, mf);
       if (!std::isfinite(s)) {
         row_scalar();
         continue;
