@@ -13,6 +13,7 @@ PACKAGES=(
   clang libclang-rt-14-dev strace
   libopenmpi-dev openmpi-bin
   libdnnl-dev  # bench/onednn: oneDNN, the softmax-family peer of xent bench (benchmarks only)
+  ocl-icd-opencl-dev  # dnnl-config.cmake requires OpenCL (only Recommended by libdnnl-dev)
   chromium  # tests/train/test_report_browser.py loads report.html headless (skipped without it)
   libcsv-dev  # xent_io's CSV reader (src/io/csv.cc)
   python3-sklearn  # tests/train/test_features_cli.py compares with LogisticRegression (skipped without it)
