@@ -124,9 +124,11 @@ std::vector<double> logits(std::size_t N, std::size_t C, std::mt19937_64& rng, b
 }
 
 // Both sides of every threshold: short rows (across-rows tiles up to kSmallC; in registers up to
-// 16 on AVX2 and AVX-512), the one-exp rows (kHalfOneExpMax) and longer ones.
-const std::size_t kLengths[] = {1, 3, 8, 9, 10, 16, 17, cpu::tuning::kSmallC, 33, 100, 1000, 4099,
-                                cpu::tuning::kHalfOneExpMax, cpu::tuning::kHalfOneExpMax + 5};
+// 16 on AVX2 and AVX-512), the one-exp rows (kHalfOneExpMax) and longer ones. kHalfOneExpMax - 7:
+// one-exp rows with streamed stores that start at every 16-bit offset within a vector.
+const std::size_t kLengths[] = {1,    3,    8,    9,    10, 16, 17, cpu::tuning::kSmallC, 33, 100, 1000,
+                                4099, cpu::tuning::kHalfOneExpMax - 7, cpu::tuning::kHalfOneExpMax,
+                                cpu::tuning::kHalfOneExpMax + 5};
 
 template <class H>
 void softmax_family(std::size_t N, std::size_t C, std::uint64_t seed) {
