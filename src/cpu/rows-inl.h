@@ -525,8 +525,12 @@ HWY_INLINE bool row_max(const S* HWY_RESTRICT x, std::size_t C, T* m_out) {
 }
 
 // y[c] = exp(x[c] - m) for a row whose max m is finite; returns the sum of the y[c] (>= 1).
-// y may alias x (each vector is read before it is written). While the exps run, the next row's
-// input and output lines are requested (x + C, y + C: prefetching past a buffer is harmless).
+// y may alias x (each vector is read before it is written). While the exps run, the input two rows
+// ahead and the next row's output lines are requested (x + 2C, y + C: prefetching past a buffer is
+// harmless). Two rows, not one: the lines of the next row, requested while the other thread
+// streams its stores out, often arrived after its max pass began (that pass took 16% of bfloat16
+// cross-entropy's time at 8192x32000 on 2 threads, 6% with the rows in L3); two rows ahead gave
+// 8-13% on that case (paired medians of 9 interleaved rounds), nothing measurable on 1 thread.
 // x of any storage type; y of its compute type (a float32 scratch row for the 16-bit types, whose
 // e must not be rounded before it is scaled). kExact: exp_diff's TwoSum'd argument. kNextOut
 // false: y is a scratch row reused for every row, so y + C is not requested (5% of the 16-bit
@@ -541,7 +545,7 @@ HWY_INLINE double exp_store_sum(const S* x, T* y, std::size_t C, T m) {
   std::size_t i = 0;
   // Eight vectors per step (exp_diff_k), the sums in the four-vector loop's order: the same bits.
   for (; i + 8 * N <= C; i += 8 * N) {
-    for (std::size_t k = 0; k < 8 * N * sizeof(S); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(x + C + i) + k);
+    for (std::size_t k = 0; k < 8 * N * sizeof(S); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(x + 2 * C + i) + k);
     if constexpr (kNextOut)
       for (std::size_t k = 0; k < 8 * N * sizeof(T); k += 64) __builtin_prefetch(reinterpret_cast<const char*>(y + C + i) + k, 1);
     V xv[8], ev[8];
@@ -554,7 +558,7 @@ HWY_INLINE double exp_store_sum(const S* x, T* y, std::size_t C, T m) {
     acc.add(hn::Add(hn::Add(ev[4], ev[5]), hn::Add(ev[6], ev[7])));
   }
   for (; i + 4 * N <= C; i += 4 * N) {
-    for (std::size_t k = 0; k < 4 * N * sizeof(S); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(x + C + i) + k);
+    for (std::size_t k = 0; k < 4 * N * sizeof(S); k += 64) hwy::Prefetch(reinterpret_cast<const char*>(x + 2 * C + i) + k);
     if constexpr (kNextOut)
       for (std::size_t k = 0; k < 4 * N * sizeof(T); k += 64) __builtin_prefetch(reinterpret_cast<const char*>(y + C + i) + k, 1);
     const V e0 = exp_diff<kExact>(d, load_u(d, x + i), vm);
