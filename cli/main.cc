@@ -159,7 +159,7 @@ int main(int argc, char** argv) {
   CLI::App app{"xent " XENT_VERSION
                ": exact, fast softmax and cross-entropy with PyTorch's semantics.\n"
                "Arrays are NumPy .npy files; `xent <command> --help` explains each command with an example;\n"
-               "`xent info` prints the version, the instruction sets and the threads.",
+               "`xent info` prints the version, the instruction sets, the threads and the BLAS kernels.",
                "xent"};
   app.set_version_flag("--version", "xent " XENT_VERSION, "Print the version and exit");
   app.require_subcommand(1);

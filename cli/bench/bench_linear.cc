@@ -30,6 +30,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "shared/blas_note.h"
 #include "validators.h"
 #include "xent/linear_cross_entropy.h"
 #include "xent/runtime.h"
@@ -126,6 +127,7 @@ void run(const Args& a) {
   o.workspace_limit_bytes = static_cast<std::size_t>(a.workspace_mib * 1048576.0);
   auto plan = linear_cross_entropy_plan(N, H, V, dt, o);
   throw_if_error(plan.status(), "bench-linear-cross-entropy");
+  note_blas_core();
 
   Mem h = alloc(static_cast<std::size_t>(N * H) * es), w = alloc(static_cast<std::size_t>(V * H) * es);
   Mem b = a.bias ? alloc(static_cast<std::size_t>(V) * es) : nullptr;
@@ -193,23 +195,24 @@ void run(const Args& a) {
   if (a.json) {
     std::printf(
         "{\"impl\":\"xent\",\"tokens\":%lld,\"hidden\":%lld,\"vocab\":%lld,\"dtype\":\"%s\",\"pass\":\"%s\","
-        "\"bias\":%s,\"dweight_f32\":%s,\"threads\":%d,\"isa\":\"%s\",\"token_block\":%lld,\"vocab_block\":%lld,\"recompute\":%s,"
+        "\"bias\":%s,\"dweight_f32\":%s,\"threads\":%d,\"isa\":\"%s\",\"blas_core\":\"%s\",\"token_block\":%lld,\"vocab_block\":%lld,\"recompute\":%s,"
         "\"workspace_bytes\":%zu,\"reps\":%d,\"median_ms\":%.6g,\"min_ms\":%.6g,\"first_ms\":%.6g,"
         "\"peak_extra_bytes\":%llu,\"rss_before_bytes\":%llu,\"maxrss_before_bytes\":%llu,"
         "\"cpu_ms\":%.6g,\"useful_gflops\":%.4g,\"loss\":%.9g}\n",
         static_cast<long long>(N), static_cast<long long>(H), static_cast<long long>(V),
         dtype_short(dt), a.forward_only ? "fwd" : "fwd+bwd", a.bias ? "true" : "false",
-        a.dweight_f32 ? "true" : "false", num_threads(), active_isa().c_str(), static_cast<long long>(plan->token_block),
+        a.dweight_f32 ? "true" : "false", num_threads(), active_isa().c_str(), blas_core().c_str(),
+        static_cast<long long>(plan->token_block),
         static_cast<long long>(plan->vocab_block), plan->recompute ? "true" : "false", plan->workspace_bytes, a.reps,
         median, ms.front(), first_ms, static_cast<unsigned long long>(peak_extra),
         static_cast<unsigned long long>(rss_before), static_cast<unsigned long long>(maxrss_before), cpu_ms, gflops,
         loss_value);
     return;
   }
-  std::printf("linear-cross-entropy %s N=%lld H=%lld V=%lld %s%s, %d thread%s, isa %s\n",
+  std::printf("linear-cross-entropy %s N=%lld H=%lld V=%lld %s%s, %d thread%s, isa %s, OpenBLAS kernels %s\n",
               a.forward_only ? "fwd" : "fwd+bwd", static_cast<long long>(N), static_cast<long long>(H),
               static_cast<long long>(V), dtype_short(dt), a.dweight_f32 ? " (dweight f32)" : "", num_threads(),
-              num_threads() == 1 ? "" : "s", active_isa().c_str());
+              num_threads() == 1 ? "" : "s", active_isa().c_str(), blas_core().c_str());
   std::printf("  blocks %lld tokens x %lld classes%s, workspace %.1f MiB\n", static_cast<long long>(plan->token_block),
               static_cast<long long>(plan->vocab_block), plan->recompute ? " (logits recomputed)" : "",
               static_cast<double>(plan->workspace_bytes) / 1048576.0);

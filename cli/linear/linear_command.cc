@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "mpi/linear_parallel.h"
 #include "shared/arrays.h"
+#include "shared/blas_note.h"
 #include "xent/linear_cross_entropy.h"
 
 namespace xent::cli {
@@ -96,6 +97,7 @@ void run(const Args& a) {
   if (!a.grad_hidden.empty()) dh = make_array(h.dtype(), h.shape());
   if (!a.grad_weight.empty()) dw = make_array(h.dtype(), w.shape());
   if (!a.grad_bias.empty()) db = make_array(h.dtype(), b->shape());
+  note_blas_core();  // the inputs are read and valid: from here on, the products
   throw_if_error(linear_cross_entropy({.hidden = h.view(),
                                        .weight = w.view(),
                                        .bias = b ? b->view() : ConstTensorView{},

@@ -171,6 +171,32 @@ def test_version_and_info():
                                                                         "available on this CPU (available: ")
           and "XENT_THREADS=many is not a positive integer; using " in lines[0] and "isa: " in p.stdout,
           f"XENT_ISA=AVX9000 XENT_THREADS=many xent info: exit {p.returncode}, {p.stdout!r} {p.stderr!r}")
+    # OpenBLAS's kernels are named; when they predate the CPU's AVX2 (forced here with Prescott's,
+    # OpenBLAS's fallback for a CPU model it does not know) the tool says which OPENBLAS_CORETYPE to
+    # set: in `xent info`, and once on stderr from a command that runs BLAS products, only after its
+    # input was read (bad input still gets its one error line). Kernels that fit get no hint.
+    with open("/proc/cpuinfo") as f:
+        flags = set(f.read().split())
+    avx2 = {"avx2", "fma"} <= flags
+    better = "SkylakeX" if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags else "Haswell"
+    for core in ("Prescott", "Haswell") if avx2 else ("Prescott",):
+        env = dict(os.environ, OPENBLAS_CORETYPE=core)
+        p = subprocess.run([XENT, "info"], capture_output=True, text=True, env=env, timeout=30)
+        hinted = f"with OPENBLAS_CORETYPE={better} in the environment" in p.stdout
+        check(p.returncode == 0 and f"blas: OpenBLAS, {core} kernels" in p.stdout and hinted == (avx2 and core == "Prescott"),
+              f"OPENBLAS_CORETYPE={core} xent info: {p.stdout!r}")
+    h, w = save("lh.npy", np.ones((4, 3), np.float32)), save("lw.npy", np.ones((5, 3), np.float32))
+    t = save("lt.npy", np.array([0, 1, 2, 4]))
+    env = dict(os.environ, OPENBLAS_CORETYPE="Prescott")
+    p = subprocess.run([XENT, "linear-cross-entropy", "--hidden", h, "--weight", w, "--target", t, "--out", path("ll.npy")],
+                       capture_output=True, text=True, env=env, timeout=30)
+    notes = [line for line in p.stderr.splitlines() if line.startswith("xent: note: ")]
+    check(p.returncode == 0 and len(p.stderr.splitlines()) == (1 if avx2 else 0) == len(notes)
+          and abs(float(np.load(path("ll.npy"))) - np.log(5)) < 1e-6,
+          f"OPENBLAS_CORETYPE=Prescott xent linear-cross-entropy: exit {p.returncode}, stderr {p.stderr!r}")
+    p = subprocess.run([XENT, "linear-cross-entropy", "--hidden", path("missing.npy"), "--weight", w, "--target", t],
+                       capture_output=True, text=True, env=env, timeout=30)
+    one_error_line(p, 2, ["missing.npy"], "OPENBLAS_CORETYPE=Prescott xent linear-cross-entropy with a missing input")
 
 
 # --- a CLI that helps -------------------------------------------------------------------------------
