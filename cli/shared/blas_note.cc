@@ -16,12 +16,12 @@ std::string blas_core() {
 }
 
 std::string blas_core_hint() {
+#if defined(__x86_64__) || defined(__i386__)
   // OpenBLAS's kernel sets for x86 CPUs without AVX2 (its fallbacks for unknown models among them).
   constexpr std::string_view kPreAvx2[] = {"Prescott", "Core2",     "Penryn",   "Dunnington", "Nehalem",
                                            "Sandybridge", "Atom",   "Barcelona", "Bobcat",    "Bulldozer",
                                            "Piledriver", "Opteron", "Opteron_SSE3", "Katmai", "Coppermine",
                                            "Northwood", "Banias"};
-#if defined(__x86_64__) || defined(__i386__)
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return "";
   const std::string core = blas_core();
   bool old = false;
@@ -34,7 +34,6 @@ std::string blas_core_hint() {
          "as in many VMs); with OPENBLAS_CORETYPE=" + better + " in the environment the BLAS products run on " +
          (avx512 ? "AVX-512" : "AVX2") + ", 2-4x faster";
 #else
-  (void)kPreAvx2;
   return "";
 #endif
 }

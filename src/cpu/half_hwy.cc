@@ -141,17 +141,8 @@ HWY_INLINE void scale_row_bf16(BF16* out, std::size_t C, bool stream, const floa
   };
   auto* o = reinterpret_cast<std::uint16_t*>(out);
   auto f = [&](V v) HWY_ATTR { return hn::Mul(v, vs); };
-  std::size_t i = 0;
-  if (stream) {
-    const std::size_t vec_bytes = 2 * N * sizeof(std::uint16_t);
-    const std::size_t mis = reinterpret_cast<std::uintptr_t>(o) % vec_bytes;
-    if (mis % sizeof(std::uint16_t) != 0) {
-      stream = false;
-    } else if (mis != 0) {
-      i = std::min(C, (vec_bytes - mis) / sizeof(std::uint16_t));
-      map_row_finite(out, i, false, f, e);
-    }
-  }
+  std::size_t i = stream_start(out, C, 2 * N * sizeof(std::uint16_t), &stream);
+  if (i != 0) map_row_finite(out, i, false, f, e);
   for (; i + 2 * N <= C; i += 2 * N) {
     const auto v = hn::ConcatOdd(d16, rounded(i + N), rounded(i));
     if (stream) hn::Stream(v, d16, o + i);

@@ -419,6 +419,20 @@ HWY_INLINE bool row_stats(const St* HWY_RESTRICT x, std::size_t C, const Coefs<S
 // ---------------------------------------------------------------------------------------------
 // pass 2: out[c] = f(in_0[c], ..., in_{K-1}[c]) over one row
 
+// Where a row's non-temporal stores can begin: the number of S values before the first address
+// of out aligned to vec_bytes (the values before it are stored plainly). Clears *stream when out
+// is not even S-aligned, so no store is ever aligned. At most C.
+template <class S>
+HWY_INLINE std::size_t stream_start(const S* out, std::size_t C, std::size_t vec_bytes, bool* stream) {
+  if (!*stream) return 0;
+  const std::size_t mis = reinterpret_cast<std::uintptr_t>(out) % vec_bytes;
+  if (mis % sizeof(S) != 0) {
+    *stream = false;
+    return 0;
+  }
+  return mis == 0 ? 0 : std::min(C, (vec_bytes - mis) / sizeof(S));
+}
+
 // Elementwise with per-row constants only, so each value is the same whether it is computed in the
 // main loop, the first vector or the last (overlapping) vector; the first and last are computed
 // before any store, so out may alias an input. stream: non-temporal stores in the aligned middle.
@@ -439,13 +453,7 @@ HWY_INLINE void map_row_impl(S* out, std::size_t C, bool stream, const F& f, con
     return;
   }
   auto at = [&](std::size_t i) HWY_ATTR { return f(load_u(d, in + i)...); };
-  std::size_t start = 0;
-  if (stream) {
-    const std::size_t vec_bytes = N * sizeof(S);
-    const std::size_t mis = reinterpret_cast<std::uintptr_t>(out) % vec_bytes;
-    if (mis % sizeof(S) != 0) stream = false;
-    else if (mis != 0) start = (vec_bytes - mis) / sizeof(S);
-  }
+  const std::size_t start = stream_start(out, C, N * sizeof(S), &stream);
   const V last = at(C - N);
   const V first = start != 0 ? at(0) : hn::Zero(d);
   std::size_t i = start;
